@@ -1,0 +1,72 @@
+#include "admin/token.hpp"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+namespace mooring::admin {
+namespace {
+
+std::string trim(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  std::size_t start = 0;
+  while (start < s.size() && std::isspace(static_cast<unsigned char>(s[start]))) ++start;
+  return s.substr(start);
+}
+
+using TokenResult = boost::system::result<TokenSource, std::string>;
+
+TokenResult fail(std::string message) { return TokenResult(boost::system::in_place_error, std::move(message)); }
+
+}  // namespace
+
+boost::system::result<TokenSource, std::string> resolve_admin_token(const std::string& configured,
+                                                                     const std::string& data_dir) {
+  if (!configured.empty()) return TokenSource{configured, ""};
+  const std::string path = (std::filesystem::path(data_dir) / "admin.token").string();
+
+  std::error_code exists_error;
+  if (std::filesystem::exists(path, exists_error)) {
+    std::ifstream in(path);
+    if (!in) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    std::stringstream content;
+    content << in.rdbuf();
+    auto token = trim(content.str());
+    if (token.size() >= 16) return TokenSource{token, path};
+    return fail(fmt::format("{} holds no usable token (it is empty or shorter than 16 characters); "
+                       "delete it to have a new one generated", path));
+  }
+
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1)
+    return fail("cannot generate an admin token: the system random source failed");
+  std::string token;
+  for (unsigned char b : bytes) token += fmt::format("{:02x}", b);
+
+  // O_EXCL: if two hosts race on the same data dir, the loser reads the winner's.
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    // Another host on the same data dir created it first: use theirs.
+    if (errno == EEXIST && std::filesystem::exists(path, exists_error))
+      return resolve_admin_token(configured, data_dir);
+    return fail(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
+  }
+  const std::string line = token + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+                  ::fsync(fd) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok) return fail(fmt::format("cannot write {}: {}", path, std::strerror(saved)));
+  return TokenSource{token, path};
+}
+
+}  // namespace mooring::admin

@@ -1,0 +1,79 @@
+#include "app/cli.hpp"
+
+#include "app/config.hpp"
+#include "app/host.hpp"
+#include "app/version.hpp"
+#include "runtime/log.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+namespace mooring::app {
+namespace {
+
+constexpr int exit_invalid = 2;
+
+// Loads the file, or prints every problem to stderr and returns null.
+ConfigPtr load_or_report(const std::string& path) {
+  auto result = load_config_file(path);
+  if (auto* config = std::get_if<ConfigPtr>(&result)) return *config;
+  const auto& errors = std::get<std::vector<ConfigError>>(result);
+  for (const auto& error : errors) std::cerr << error.describe(path) << '\n';
+  std::cerr << path << ": " << errors.size() << " problem(s); nothing was started\n";
+  return nullptr;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App cli{"mooring: a host for LLM chat bots that starts, reloads and stops cleanly"};
+  cli.set_version_flag("--version", std::string("mooring ") + MOORING_VERSION);
+  cli.require_subcommand(1);
+
+  std::string config_path;
+  std::string ready_file;
+  auto* serve = cli.add_subcommand("serve", "run the host");
+  serve->add_option("-c,--config", config_path,
+                    "configuration file (default: ./mooring.toml if present, else built-in defaults)");
+  serve->add_option("--ready-file", ready_file,
+                    "write the bound addresses here as JSON once every listener is up");
+
+  std::string check_path;
+  auto* check = cli.add_subcommand("check-config", "validate a configuration file (exit 0 valid, 2 invalid)");
+  check->add_option("-c,--config", check_path, "configuration file")->required();
+
+  cli.add_subcommand("print-default-config", "print the default configuration, commented");
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = cli.exit(e);
+    return code == 0 ? 0 : exit_invalid;
+  }
+
+  if (cli.got_subcommand("print-default-config")) {
+    std::cout << default_config_toml();
+    return 0;
+  }
+
+  if (cli.got_subcommand("check-config")) {
+    auto config = load_or_report(check_path);
+    if (!config) return exit_invalid;
+    std::cout << check_path << ": valid\n";
+    return 0;
+  }
+
+  runtime::init_logging();
+  if (config_path.empty() && std::filesystem::exists("mooring.toml")) config_path = "mooring.toml";
+  ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path);
+  if (!config) return exit_invalid;
+  runtime::set_log_level(config->log.level);
+  runtime::set_max_field_bytes(config->log.max_field_bytes);
+  log::info("mooring {} starting with {}", MOORING_VERSION,
+            config_path.empty() ? std::string("built-in defaults") : config_path);
+  return run_host(config, HostOptions{config_path, ready_file});
+}
+
+}  // namespace mooring::app

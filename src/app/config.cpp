@@ -1,0 +1,564 @@
+#include "app/config.hpp"
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <boost/url/parse.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <limits>
+#include <set>
+#include <span>
+#include <system_error>
+
+namespace mooring::app {
+namespace {
+
+constexpr std::uint64_t mib = std::uint64_t{1024} * 1024;
+// A configuration file is a few kilobytes; the cap keeps `-c /dev/zero` from
+// eating memory.
+constexpr std::size_t max_file_bytes = mib;
+// Deadlines add durations to steady_clock's nanosecond time points; a cap far
+// below that range keeps every configured duration safe to add, and no timeout
+// here has a reason to be longer.
+constexpr Duration max_duration = std::chrono::hours(24);
+
+constexpr std::string_view provider_kinds[] = {"echo", "openai"};
+constexpr std::string_view log_levels[] = {"trace", "debug",    "info", "warn",
+                                           "error", "critical", "off"};
+
+int line_of(const toml::source_region& region) {
+  return static_cast<int>(region.begin.line);
+}
+
+std::string_view type_phrase(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a floating-point number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+std::string join(std::span<const std::string_view> words) {
+  std::string out;
+  for (auto word : words) {
+    if (!out.empty()) out += ", ";
+    out += word;
+  }
+  return out;
+}
+
+// Levenshtein distance, for "did you mean" hints on misspelt keys.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// Every problem found so far, and which keys had one: a rule that relates two
+// keys is not checked when either of them was already reported, because its
+// value would be the default and the message would be about the wrong thing.
+class Problems {
+ public:
+  void add(std::string key, int line, std::string message) {
+    failed_.insert(key);
+    list_.push_back(ConfigError{std::move(key), line, std::move(message)});
+  }
+  bool failed(const std::string& key) const { return failed_.count(key) != 0; }
+
+  // In file order, so the list reads top to bottom; problems without a
+  // position come last.
+  std::vector<ConfigError> take() {
+    std::stable_sort(list_.begin(), list_.end(), [](const ConfigError& a, const ConfigError& b) {
+      const auto rank = [](int line) { return line == 0 ? std::numeric_limits<int>::max() : line; };
+      return rank(a.line) < rank(b.line);
+    });
+    return std::move(list_);
+  }
+
+ private:
+  std::vector<ConfigError> list_;
+  std::set<std::string> failed_;
+};
+
+// Reads one TOML table into a configuration section. Each read names a key
+// the section knows; report_unknown_keys() then reports every key nobody asked
+// for, so a typo is an error instead of a setting silently left at its default.
+// A section that is absent from the file has no table, and every read leaves
+// the default in place.
+class Section {
+ public:
+  Section(Problems& problems, const toml::table* table, std::string name)
+      : problems_(problems), table_(table), name_(std::move(name)) {}
+
+  std::string dotted(std::string_view key) const {
+    return name_.empty() ? std::string(key) : name_ + "." + std::string(key);
+  }
+
+  // The line `key` was written on, or 0 when the file does not set it.
+  int line(std::string_view key) const {
+    if (table_ == nullptr) return 0;
+    const auto found = table_->find(key);
+    return found == table_->end() ? 0 : line_of(found->first.source());
+  }
+
+  bool failed(std::string_view key) const { return problems_.failed(dotted(key)); }
+
+  void fail(std::string_view key, std::string message) {
+    fail_at(key, line(key), std::move(message));
+  }
+
+  void fail_at(std::string_view key, int at_line, std::string message) {
+    problems_.add(dotted(key), at_line, std::move(message));
+  }
+
+  // Reports `message` against `key` unless `ok`, or unless the key already has
+  // a problem of its own.
+  void check(std::string_view key, bool ok, std::string message) {
+    if (!ok && !failed(key)) fail(key, std::move(message));
+  }
+
+  Section section(std::string_view key) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return Section(problems_, nullptr, dotted(key));
+    const toml::table* table = node->as_table();
+    if (table == nullptr) wrong_type(key, "a table", *node);
+    return Section(problems_, table, dotted(key));
+  }
+
+  void read(std::string_view key, std::string& out) {
+    if (const toml::node* node = find(key)) {
+      if (auto value = node->value_exact<std::string>()) {
+        out = *value;
+      } else {
+        wrong_type(key, "a string", *node);
+      }
+    }
+  }
+
+  void read(std::string_view key, bool& out) {
+    if (const toml::node* node = find(key)) {
+      if (auto value = node->value_exact<bool>()) {
+        out = *value;
+      } else {
+        wrong_type(key, "a boolean (true or false)", *node);
+      }
+    }
+  }
+
+  void read(std::string_view key, std::uint64_t& out, std::uint64_t min, std::uint64_t max) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return;
+    const auto value = node->value_exact<std::int64_t>();
+    if (!value) return wrong_type(key, "an integer", *node);
+    if (*value < 0 || static_cast<std::uint64_t>(*value) < min ||
+        static_cast<std::uint64_t>(*value) > max) {
+      return fail(key, fmt::format("must be from {} to {}, not {}", min, max, *value));
+    }
+    out = static_cast<std::uint64_t>(*value);
+  }
+
+  void read(std::string_view key, Duration& out) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return;
+    const auto text = node->value_exact<std::string>();
+    if (!text) return wrong_type(key, "a duration string such as \"5s\"", *node);
+    const auto duration = runtime::parse_duration(*text);
+    if (!duration) {
+      return fail(key, fmt::format("\"{}\" is not a duration (use e.g. \"250ms\", \"5s\", \"10m\")",
+                                   *text));
+    }
+    if (*duration > max_duration) {
+      return fail(key, fmt::format("\"{}\" is too long (at most {})", *text,
+                                   runtime::format_duration(max_duration)));
+    }
+    out = *duration;
+  }
+
+  void read(std::string_view key, net::ListenAddress& out) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return;
+    const auto text = node->value_exact<std::string>();
+    if (!text) return wrong_type(key, "an address string such as \"127.0.0.1:8080\"", *node);
+    std::string error;
+    auto address = net::parse_listen_address(*text, error);
+    if (!address) return fail(key, fmt::format("\"{}\" is not a valid address: {}", *text, error));
+    out = std::move(*address);
+  }
+
+  void read_choice(std::string_view key, std::string& out,
+                   std::span<const std::string_view> choices) {
+    std::string value = out;
+    read(key, value);
+    if (failed(key)) return;
+    if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
+      return fail(key, fmt::format("\"{}\" is not one of: {}", value, join(choices)));
+    }
+    out = std::move(value);
+  }
+
+  void report_unknown_keys() {
+    if (table_ == nullptr) return;
+    for (auto&& [key, node] : *table_) {
+      if (known_.contains(key.str())) continue;
+      std::string message = "unknown key";
+      if (auto hint = closest_known(key.str()))
+        message += fmt::format(" (did you mean \"{}\"?)", *hint);
+      problems_.add(dotted(key.str()), line_of(key.source()), std::move(message));
+    }
+  }
+
+ private:
+  // Marks `key` as one this section knows, and returns its node if it is set.
+  const toml::node* find(std::string_view key) {
+    known_.emplace(key);
+    return table_ == nullptr ? nullptr : table_->get(key);
+  }
+
+  void wrong_type(std::string_view key, std::string_view expected, const toml::node& node) {
+    fail(key, fmt::format("expected {}, got {}", expected, type_phrase(node.type())));
+  }
+
+  std::optional<std::string> closest_known(std::string_view key) const {
+    std::optional<std::string> best;
+    std::size_t best_distance = 3;  // more than two edits is a different word, not a typo
+    for (const auto& candidate : known_) {
+      const auto distance = edit_distance(key, candidate);
+      if (distance < best_distance) {
+        best_distance = distance;
+        best = candidate;
+      }
+    }
+    return best;
+  }
+
+  Problems& problems_;
+  const toml::table* table_;
+  std::string name_;
+  std::set<std::string, std::less<>> known_;
+};
+
+bool is_http_url(const std::string& text) {
+  auto url = boost::urls::parse_uri(text);
+  return url && (url->scheme() == "http" || url->scheme() == "https") && url->has_authority() &&
+         !url->host().empty();
+}
+
+void read_data(Section s, DataConfig& c) {
+  s.read("dir", c.dir);
+  s.check("dir", !c.dir.empty(), "must not be empty");
+  s.report_unknown_keys();
+}
+
+void read_gateway(Section s, GatewayConfig& c) {
+  s.read("listen", c.listen);
+  s.read("token", c.token);
+  s.read("heartbeat_interval", c.heartbeat_interval);
+  s.read("heartbeat_timeout", c.heartbeat_timeout);
+  s.read("max_message_bytes", c.max_message_bytes, 1, 64 * mib);
+  s.read("send_queue_limit", c.send_queue_limit, 1, 65536);
+  // A zero interval would ping in a tight loop; a zero timeout would cut every
+  // client off at the first ping.
+  s.check("heartbeat_interval", c.heartbeat_interval > Duration::zero(), "must be more than 0ms");
+  s.check("heartbeat_timeout", c.heartbeat_timeout > Duration::zero(), "must be more than 0ms");
+  s.report_unknown_keys();
+}
+
+void read_admin(Section s, AdminConfig& c) {
+  s.read("listen", c.listen);
+  s.read("token", c.token);
+  s.report_unknown_keys();
+}
+
+void read_provider(Section s, ProviderConfig& c) {
+  s.read_choice("kind", c.kind, provider_kinds);
+  s.read("base_url", c.base_url);
+  s.read("api_key_env", c.api_key_env);
+  s.read("model", c.model);
+  s.read("system_prompt", c.system_prompt);
+  s.read("attempt_timeout", c.attempt_timeout);
+  s.read("total_timeout", c.total_timeout);
+  s.read("max_attempts", c.max_attempts, 1, 100);
+  s.read("backoff_initial", c.backoff_initial);
+  s.read("backoff_max", c.backoff_max);
+  s.read("max_concurrency", c.max_concurrency, 1, 10000);
+
+  Section echo = s.section("echo");
+  echo.read("token_delay", c.echo.token_delay);
+  echo.report_unknown_keys();
+
+  s.check("attempt_timeout", c.attempt_timeout > Duration::zero(), "must be more than 0ms");
+  if (!c.base_url.empty()) {
+    s.check("base_url", is_http_url(c.base_url),
+            fmt::format("\"{}\" is not an http:// or https:// URL", c.base_url));
+  }
+  if (c.kind == "openai" && !s.failed("kind")) {
+    // A key the file leaves out has no line of its own; point at the kind
+    // that requires it.
+    const auto require = [&s](std::string_view key, const std::string& value) {
+      if (!value.empty() || s.failed(key)) return;
+      const int line = s.line(key) != 0 ? s.line(key) : s.line("kind");
+      s.fail_at(key, line, "must be set when provider.kind is \"openai\"");
+    };
+    require("base_url", c.base_url);
+    require("model", c.model);
+  }
+
+  // Rules between two keys: blame the one the file sets (the other is at its
+  // default), or the second of the pair when both are set.
+  const auto relate = [&s](std::string_view low, std::string_view high, bool ok,
+                           const std::string& message) {
+    if (ok || s.failed(low) || s.failed(high)) return;
+    const std::string_view blamed = s.line(high) != 0 || s.line(low) == 0 ? high : low;
+    s.fail(blamed, message);
+  };
+  relate("attempt_timeout", "total_timeout", c.total_timeout >= c.attempt_timeout,
+         fmt::format("provider.total_timeout ({}) must be at least provider.attempt_timeout ({})",
+                     runtime::format_duration(c.total_timeout),
+                     runtime::format_duration(c.attempt_timeout)));
+  relate("backoff_initial", "backoff_max", c.backoff_initial <= c.backoff_max,
+         fmt::format("provider.backoff_initial ({}) must not exceed provider.backoff_max ({})",
+                     runtime::format_duration(c.backoff_initial),
+                     runtime::format_duration(c.backoff_max)));
+  s.report_unknown_keys();
+}
+
+void read_chat(Section s, ChatConfig& c) {
+  s.read("history_messages", c.history_messages, 0, 1000);
+  s.report_unknown_keys();
+}
+
+void read_onebot(Section s, OneBotConfig& c) {
+  s.read("enabled", c.enabled);
+  s.read("path", c.path);
+  s.read("access_token", c.access_token);
+  s.check("path", c.path.starts_with('/'), fmt::format("\"{}\" must start with \"/\"", c.path));
+  s.report_unknown_keys();
+}
+
+void read_shutdown(Section s, ShutdownConfig& c) {
+  s.read("drain_timeout", c.drain_timeout);
+  s.report_unknown_keys();
+}
+
+void read_log(Section s, LogConfig& c) {
+  s.read_choice("level", c.level, log_levels);
+  s.read("max_field_bytes", c.max_field_bytes, 16, mib);
+  s.report_unknown_keys();
+}
+
+// TOML basic-string quoting, for the generated default file.
+std::string quoted(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += fmt::format("\\u{:04X}", static_cast<unsigned char>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string quoted(Duration d) {
+  return quoted(runtime::format_duration(d));
+}
+std::string quoted(const net::ListenAddress& a) {
+  return quoted(a.to_string());
+}
+
+}  // namespace
+
+std::string ConfigError::describe(std::string_view source) const {
+  std::string out(source);
+  if (line != 0) out += fmt::format(":{}", line);
+  out += ": ";
+  if (!key.empty()) out += key + ": ";
+  return out + message;
+}
+
+ConfigResult parse_config(std::string_view toml_text) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text);
+  } catch (const toml::parse_error& error) {
+    return std::vector<ConfigError>{
+        ConfigError{"", line_of(error.source()), std::string(error.description())}};
+  }
+
+  auto config = std::make_shared<Config>();
+  Problems problems;
+  Section top(problems, &root, "");
+  read_data(top.section("data"), config->data);
+  read_gateway(top.section("gateway"), config->gateway);
+  read_admin(top.section("admin"), config->admin);
+  read_provider(top.section("provider"), config->provider);
+  read_chat(top.section("chat"), config->chat);
+  read_onebot(top.section("onebot"), config->onebot);
+  read_shutdown(top.section("shutdown"), config->shutdown);
+  read_log(top.section("log"), config->log);
+  top.report_unknown_keys();
+
+  auto errors = problems.take();
+  if (!errors.empty()) return errors;
+  return ConfigPtr(std::move(config));
+}
+
+ConfigResult load_config_file(const std::string& path) {
+  const auto unreadable = [&path](int error) {
+    return std::vector<ConfigError>{
+        ConfigError{"", 0,
+                    fmt::format("cannot read configuration file \"{}\": {}", path,
+                                std::generic_category().message(error))}};
+  };
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (!file) return unreadable(errno);
+
+  std::string text;
+  char buffer[8192];
+  while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
+    text.append(buffer, n);
+    if (text.size() > max_file_bytes) {
+      return std::vector<ConfigError>{ConfigError{
+          "", 0,
+          fmt::format("configuration file \"{}\" is larger than {} bytes", path, max_file_bytes)}};
+    }
+  }
+  // fread reports a failure (a directory: EISDIR) only through ferror and errno.
+  if (std::ferror(file.get())) return unreadable(errno);
+  return parse_config(text);
+}
+
+ConfigPtr default_config() {
+  static const ConfigPtr defaults = std::make_shared<const Config>();
+  return defaults;
+}
+
+std::string default_config_toml() {
+  const Config& c = *default_config();
+  return fmt::format(
+      R"(# mooring configuration. Every key is shown at its default value.
+# Durations are written as "250ms", "5s", "10m" or "1h". Addresses are
+# "host:port" with an IPv4 address, a bracketed IPv6 address ("[::1]:8080") or
+# "localhost"; port 0 picks a free port. Unknown keys are errors.
+
+[data]
+# Directory for the database and the generated admin token.
+dir = {}
+
+[gateway]
+# Where chat clients connect: ws://<listen>/ws/<user_id>.
+listen = {}
+# Clients must send "Authorization: Bearer <token>" or ?token=; empty: no check.
+token = {}
+# How often each connected client is pinged.
+heartbeat_interval = {}
+# A client silent this long after a ping is disconnected (its session stays).
+heartbeat_timeout = {}
+# Largest message a client may send, in bytes; a bigger one closes with 1009.
+max_message_bytes = {}
+# Frames queued for a client that reads too slowly before it is disconnected.
+send_queue_limit = {}
+
+[admin]
+# Where the admin panel and API listen.
+listen = {}
+# Bearer token for /api; empty: generated into <data.dir>/admin.token (mode 0600).
+token = {}
+
+[provider]
+# "echo" (built in, repeats the message, no network) or "openai" (any
+# OpenAI-compatible /chat/completions endpoint).
+kind = {}
+# API root for "openai", e.g. "https://api.openai.com/v1"; required for it.
+base_url = {}
+# Environment variable that holds the API key (the key itself is never stored here).
+api_key_env = {}
+# Model name sent to the provider; required for "openai".
+model = {}
+# Sent as the system message before the conversation; empty: none.
+system_prompt = {}
+# Deadline for one request to the provider.
+attempt_timeout = {}
+# Deadline for a reply including every retry.
+total_timeout = {}
+# Attempts per reply, the first one included.
+max_attempts = {}
+# Largest wait before the first retry; it doubles per retry (with random jitter).
+backoff_initial = {}
+# The wait between retries never exceeds this.
+backoff_max = {}
+# Requests to the provider in flight at once; more wait their turn.
+max_concurrency = {}
+
+[provider.echo]
+# Pause between streamed tokens, to simulate a slow model.
+token_delay = {}
+
+[chat]
+# Stored messages sent to the provider as context with each new message.
+history_messages = {}
+
+[onebot]
+# Accept OneBot v11 reverse WebSocket connections (QQ bot bridges) on the gateway.
+enabled = {}
+# Path of the OneBot WebSocket on the gateway address.
+path = {}
+# Token the bridge must send; empty: no check.
+access_token = {}
+
+[shutdown]
+# On SIGINT/SIGTERM, replies in flight may finish for this long before the rest is cancelled.
+drain_timeout = {}
+
+[log]
+# trace, debug, info, warn, error, critical or off.
+level = {}
+# Longest value (message text, upstream body) printed in one log field, in bytes.
+max_field_bytes = {}
+)",
+      quoted(c.data.dir), quoted(c.gateway.listen), quoted(c.gateway.token),
+      quoted(c.gateway.heartbeat_interval), quoted(c.gateway.heartbeat_timeout),
+      c.gateway.max_message_bytes, c.gateway.send_queue_limit, quoted(c.admin.listen),
+      quoted(c.admin.token), quoted(c.provider.kind), quoted(c.provider.base_url),
+      quoted(c.provider.api_key_env), quoted(c.provider.model), quoted(c.provider.system_prompt),
+      quoted(c.provider.attempt_timeout), quoted(c.provider.total_timeout), c.provider.max_attempts,
+      quoted(c.provider.backoff_initial), quoted(c.provider.backoff_max),
+      c.provider.max_concurrency, quoted(c.provider.echo.token_delay), c.chat.history_messages,
+      c.onebot.enabled, quoted(c.onebot.path), quoted(c.onebot.access_token),
+      quoted(c.shutdown.drain_timeout), quoted(c.log.level), c.log.max_field_bytes);
+}
+
+}  // namespace mooring::app

@@ -1,0 +1,118 @@
+// The host's configuration: an immutable snapshot parsed and validated from TOML.
+// A Config that exists is valid: parse_config either returns one or lists every
+// problem with the key and the line it was found on.
+#pragma once
+
+#include "net/listen_address.hpp"
+#include "runtime/duration.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace mooring::app {
+
+using runtime::Duration;
+using namespace std::chrono_literals;
+
+struct DataConfig {
+  std::string dir = "mooring-data";
+};
+
+struct GatewayConfig {
+  net::ListenAddress listen{"127.0.0.1", 8080};
+  std::string token;
+  Duration heartbeat_interval = 20s;
+  Duration heartbeat_timeout = 10s;
+  std::uint64_t max_message_bytes = 1048576;
+  std::uint64_t send_queue_limit = 256;
+};
+
+struct AdminConfig {
+  net::ListenAddress listen{"127.0.0.1", 8081};
+  std::string token;  // empty: generated into <data.dir>/admin.token
+};
+
+struct EchoConfig {
+  Duration token_delay = 0ms;
+};
+
+struct ProviderConfig {
+  std::string kind = "echo";  // "echo" or "openai"
+  std::string base_url;
+  std::string api_key_env = "OPENAI_API_KEY";
+  std::string model;
+  std::string system_prompt;
+  Duration attempt_timeout = 60s;
+  Duration total_timeout = 180s;
+  std::uint64_t max_attempts = 4;
+  Duration backoff_initial = 500ms;
+  Duration backoff_max = 20s;
+  std::uint64_t max_concurrency = 8;
+  EchoConfig echo;
+};
+
+struct ChatConfig {
+  std::uint64_t history_messages = 20;
+};
+
+struct OneBotConfig {
+  bool enabled = false;
+  std::string path = "/onebot/v11/ws";
+  std::string access_token;
+};
+
+struct ShutdownConfig {
+  Duration drain_timeout = 5s;
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
+  std::uint64_t max_field_bytes = 512;
+};
+
+struct Config {
+  DataConfig data;
+  GatewayConfig gateway;
+  AdminConfig admin;
+  ProviderConfig provider;
+  ChatConfig chat;
+  OneBotConfig onebot;
+  ShutdownConfig shutdown;
+  LogConfig log;
+};
+
+using ConfigPtr = std::shared_ptr<const Config>;
+
+// One problem in a configuration text. `line` is 0 when the problem has no
+// position (for example a cross-key rule).
+struct ConfigError {
+  std::string key;  // dotted: "gateway.listen"
+  int line = 0;
+  std::string message;
+
+  // "<source>:<line>: gateway.listen: "nowhere" is not a valid address: ..."
+  std::string describe(std::string_view source) const;
+};
+
+using ConfigResult = std::variant<ConfigPtr, std::vector<ConfigError>>;
+
+// Parses and validates a whole TOML text. Every unknown key, wrong type or bad
+// value is reported, not only the first.
+ConfigResult parse_config(std::string_view toml_text);
+
+// Reads a file and parses it. A file that cannot be read is one ConfigError
+// with an empty key.
+ConfigResult load_config_file(const std::string& path);
+
+// The built-in defaults (what `serve` uses without a file).
+ConfigPtr default_config();
+
+// A commented TOML text listing every key with its default value;
+// parse_config accepts it and yields default_config().
+std::string default_config_toml();
+
+}  // namespace mooring::app

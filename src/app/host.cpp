@@ -1,0 +1,210 @@
+#include "app/host.hpp"
+
+#include "admin/admin_api.hpp"
+#include "admin/token.hpp"
+#include "app/listener_component.hpp"
+#include "runtime/log.hpp"
+#include "runtime/run.hpp"
+#include "runtime/shutdown.hpp"
+#include "runtime/signals.hpp"
+#include "runtime/supervisor.hpp"
+
+#include <boost/json.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace mooring::app {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+// After the forced stage cancels everything, tasks get this long to unwind
+// before the host gives up on them and exits anyway.
+constexpr runtime::Duration forced_stage_grace = 100ms;
+
+// Writes `content` to `path` atomically: a temporary file in the same
+// directory, fsync, rename. Returns an empty string or the error.
+std::string write_file_atomically(const std::string& path, const std::string& content) {
+  const std::string temp = path + ".tmp";
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return fmt::format("cannot write {}: {}", temp, std::strerror(errno));
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  ok = ok && ::fsync(fd) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0)
+    return fmt::format("cannot write {}: {}", path, std::strerror(ok ? errno : saved));
+  return {};
+}
+
+class Host {
+ public:
+  Host(asio::io_context& io, ConfigPtr config, HostOptions options)
+      : io_(io),
+        config_(std::move(config)),
+        options_(std::move(options)),
+        supervisor_(io.get_executor()),
+        shutdown_requested_(io.get_executor()),
+        events_(std::make_shared<admin::EventHub>(io.get_executor())) {}
+
+  awaitable<int> main();
+
+ private:
+  bool prepare_data_dir();
+  void write_ready_file();
+  json::object status_document() const;
+  bool ready() const;
+  awaitable<void> shut_down(const char* cause);
+
+  asio::io_context& io_;
+  ConfigPtr config_;
+  HostOptions options_;
+  runtime::Supervisor supervisor_;
+  runtime::ShutdownState shutdown_;
+  runtime::Notifier shutdown_requested_;
+  bool stop_requested_ = false;
+  bool forced_ = false;
+  int stop_signal_ = 0;
+  std::shared_ptr<admin::EventHub> events_;
+  std::unique_ptr<ListenerComponent> admin_;
+  Clock::time_point started_ = Clock::now();
+};
+
+bool Host::prepare_data_dir() {
+  std::error_code ec;
+  std::filesystem::create_directories(config_->data.dir, ec);
+  if (ec) {
+    log::error("cannot create the data directory {}: {}; set [data] dir to a writable path",
+               config_->data.dir, ec.message());
+    return false;
+  }
+  return true;
+}
+
+void Host::write_ready_file() {
+  if (options_.ready_file.empty()) return;
+  json::object listeners;
+  if (admin_ && !admin_->status().listen.empty()) listeners["admin"] = admin_->status().listen;
+  if (auto error = write_file_atomically(options_.ready_file, json::serialize(listeners) + "\n");
+      !error.empty())
+    log::warn("{}", error);
+}
+
+json::object Host::status_document() const {
+  json::array components;
+  if (admin_) components.push_back(admin_->status().to_json());
+  const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
+  return json::object{
+      {"ready", ready()},
+      {"shutting_down", shutdown_.begun()},
+      {"uptime_ms", uptime.count()},
+      {"components", std::move(components)},
+      {"tasks", supervisor_.size()},
+      {"task_failures", supervisor_.failures()},
+  };
+}
+
+bool Host::ready() const {
+  return !shutdown_.begun() && admin_ && admin_->status().state == ComponentState::running;
+}
+
+awaitable<int> Host::main() {
+  // Signals first: from here on SIGINT/SIGTERM mean the shutdown plan, not death.
+  runtime::SignalWatcher signals(
+      io_.get_executor(),
+      {.graceful_stop =
+           [this](int signal) {
+             stop_requested_ = true;
+             stop_signal_ = signal;
+             shutdown_requested_.notify_all();
+           },
+       .forced_stop =
+           [this](int signal) {
+             log::info("{} again: skipping the drain", runtime::signal_name(signal));
+             forced_ = true;
+             shutdown_requested_.notify_all();
+           },
+       .reload =
+           [] {
+             log::warn("SIGHUP: configuration reload is not available in this version; "
+                       "restart mooring to apply a changed file");
+           }});
+
+  if (!prepare_data_dir()) co_return 1;
+  auto token = admin::resolve_admin_token(config_->admin.token, config_->data.dir);
+  if (!token) {
+    log::error("admin: {}", token.error());
+    co_return 1;
+  }
+  if (!token->path.empty()) log::info("admin: token is in {}", token->path);
+
+  events_->capture_logs();
+  net::WsOptions event_options;
+  event_options.send_queue_limit = 1024;
+  admin_ = std::make_unique<ListenerComponent>(
+      supervisor_, "admin", config_->admin.listen,
+      admin::make_admin_router({token->token, [this] { return status_document(); },
+                                [this] { return ready(); }, events_, event_options}),
+      net::HttpLimits{}, [this] { write_ready_file(); });
+  admin_->start();
+  log::info("mooring {} started (data in {})", "serve", config_->data.dir);
+
+  while (!stop_requested_) co_await shutdown_requested_.wait_until(runtime::Deadline::never());
+  co_await shut_down(runtime::signal_name(stop_signal_));
+  signals.close();
+  co_return 0;
+}
+
+awaitable<void> Host::shut_down(const char* cause) {
+  const auto begun = Clock::now();
+  const auto drain_deadline = runtime::Deadline::after(config_->shutdown.drain_timeout);
+  log::info("{}: shutting down (drain up to {}; send it again to stop at once)", cause,
+            runtime::format_duration(config_->shutdown.drain_timeout));
+
+  // (1) Not ready, and no listener accepts any more: the ports are free now.
+  shutdown_.begin();
+  admin_->stop_accepting();
+  const auto connections_at_start = admin_->server().connections();
+
+  // (2) No new upstream work starts (ShutdownState); connections and replies in
+  // flight get until the drain deadline, or until a second signal.
+  auto stop_deadline = drain_deadline;
+  if (forced_) stop_deadline = runtime::Deadline::after(0ms);
+  {
+    // The second signal must cut the drain short: race the stop against it.
+    using namespace asio::experimental::awaitable_operators;
+    auto forced_signal = [](Host* host) -> awaitable<void> {
+      while (!host->forced_)
+        co_await host->shutdown_requested_.wait_until(runtime::Deadline::never());
+    };
+    co_await (admin_->stop(stop_deadline) || forced_signal(this));
+  }
+
+  // (3) Whatever is left is cancelled and closed.
+  admin_->force_close_all();
+  const auto cancelled = supervisor_.cancel_all(asio::cancellation_type::terminal);
+  auto stragglers = co_await supervisor_.join(runtime::Deadline::after(forced_stage_grace));
+  for (const auto& task : stragglers) log::warn("task {} did not end in time; abandoned", task.name);
+
+  // (4) Storage commits and closes here once there is any.
+
+  // (5) One summary line.
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);
+  log::info("mooring stopped in {}ms: {} task(s) cancelled, {} connection(s) closed", took.count(),
+            cancelled, connections_at_start);
+}
+
+}  // namespace
+
+int run_host(ConfigPtr config, const HostOptions& options) {
+  asio::io_context io(1);
+  Host host(io, std::move(config), options);
+  return runtime::run_main(io, host.main());
+}
+
+}  // namespace mooring::app

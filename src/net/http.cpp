@@ -1,0 +1,82 @@
+#include "net/http.hpp"
+
+#include <boost/url/parse.hpp>
+
+namespace mooring::net {
+
+std::string_view Request::path() const {
+  std::string_view target = message.target();
+  return target.substr(0, target.find('?'));
+}
+
+std::string_view Request::query() const {
+  std::string_view target = message.target();
+  auto q = target.find('?');
+  return q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+}
+
+std::optional<std::string> Request::query_param(std::string_view name) const {
+  auto parsed = boost::urls::parse_origin_form(message.target());
+  if (!parsed) return std::nullopt;
+  for (auto param : parsed->params())
+    if (param.key == name) return std::string(param.value);
+  return std::nullopt;
+}
+
+std::string_view Request::bearer_token() const {
+  auto it = message.find(http::field::authorization);
+  if (it == message.end()) return {};
+  std::string_view value = it->value();
+  constexpr std::string_view scheme = "Bearer ";
+  if (value.size() <= scheme.size()) return {};
+  for (std::size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(value[i])) !=
+        std::tolower(static_cast<unsigned char>(scheme[i])))
+      return {};
+  return value.substr(scheme.size());
+}
+
+HttpResponse text_response(http::status status, std::string body, std::string_view content_type,
+                           const Request& request) {
+  HttpResponse res{status, request.message.version()};
+  res.set(http::field::server, "mooring");
+  res.set(http::field::content_type, content_type);
+  res.set(http::field::cache_control, "no-store");
+  res.keep_alive(request.message.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+HttpResponse json_response(http::status status, const json::value& body, const Request& request) {
+  return text_response(status, json::serialize(body), "application/json", request);
+}
+
+HttpResponse error_response(http::status status, std::string_view code, std::string_view message,
+                            unsigned version, bool keep_alive) {
+  HttpResponse res{status, version};
+  res.set(http::field::server, "mooring");
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.keep_alive(keep_alive);
+  res.body() = json::serialize(json::object{{"error", {{"code", code}, {"message", message}}}});
+  res.prepare_payload();
+  return res;
+}
+
+HttpResponse error_response(http::status status, std::string_view code, std::string_view message,
+                            const Request& request) {
+  return error_response(status, code, message, request.message.version(),
+                        request.message.keep_alive());
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  // The length is not secret (tokens have a fixed format); the content is.
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const std::size_t n = std::min(a.size(), b.size());
+  for (std::size_t i = 0; i < n; ++i)
+    diff |= static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
+  return diff == 0;
+}
+
+}  // namespace mooring::net

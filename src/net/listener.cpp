@@ -1,0 +1,36 @@
+#include "net/listener.hpp"
+
+#include <fmt/format.h>
+
+namespace mooring::net {
+
+std::string endpoint_string(const tcp::endpoint& endpoint) {
+  const auto address = endpoint.address();
+  if (address.is_v6()) return fmt::format("[{}]:{}", address.to_string(), endpoint.port());
+  return fmt::format("{}:{}", address.to_string(), endpoint.port());
+}
+
+boost::system::result<tcp::acceptor, ListenError> open_listener(
+    const asio::any_io_executor& executor, const ListenAddress& address, std::string_view owner) {
+  auto fail = [&](error_code ec) {
+    return ListenError{ec, fmt::format("{}: cannot listen on {}: {}", owner, address.to_string(),
+                                       ec.message())};
+  };
+  error_code ec;
+  // "localhost" means the IPv4 loopback: resolving it could pick ::1 on one
+  // machine and 127.0.0.1 on another, and clients mostly try IPv4 first.
+  const auto ip = asio::ip::make_address(address.host == "localhost" ? "127.0.0.1" : address.host, ec);
+  if (ec) return fail(ec);
+  const tcp::endpoint endpoint(ip, address.port);
+
+  tcp::acceptor acceptor(executor);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec && ip.is_v6()) acceptor.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail(ec);
+  return acceptor;
+}
+
+}  // namespace mooring::net

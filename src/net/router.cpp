@@ -1,0 +1,66 @@
+#include "net/router.hpp"
+
+namespace mooring::net {
+namespace {
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> segments;
+  std::size_t start = 0;
+  while (start < path.size()) {
+    if (path[start] == '/') {
+      ++start;
+      continue;
+    }
+    auto end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    segments.emplace_back(path.substr(start, end - start));
+    start = end;
+  }
+  return segments;
+}
+
+bool is_param(const std::string& segment) {
+  return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+}  // namespace
+
+void Router::add(http::verb method, std::string pattern, HttpHandler handler,
+                 std::size_t body_limit) {
+  routes_.push_back(Route{method, split_path(pattern), std::move(handler), nullptr, body_limit});
+}
+
+void Router::add_websocket(std::string pattern, WsRoute route) {
+  routes_.push_back(Route{http::verb::get, split_path(pattern), nullptr,
+                          std::make_shared<WsRoute>(std::move(route)), 0});
+}
+
+Router::Match Router::match(http::verb method, std::string_view path) const {
+  const auto segments = split_path(path);
+  Match result;
+  for (const auto& route : routes_) {
+    if (route.segments.size() != segments.size()) continue;
+    std::map<std::string, std::string, std::less<>> params;
+    bool matched = true;
+    for (std::size_t i = 0; i < segments.size() && matched; ++i) {
+      const auto& want = route.segments[i];
+      if (is_param(want)) {
+        params.emplace(want.substr(1, want.size() - 2), segments[i]);
+      } else {
+        matched = want == segments[i];
+      }
+    }
+    if (!matched) continue;
+    if (route.method != method) {
+      result.status = http::status::method_not_allowed;
+      continue;
+    }
+    result.route = &route;
+    result.status = http::status::ok;
+    result.params = std::move(params);
+    return result;
+  }
+  return result;
+}
+
+}  // namespace mooring::net

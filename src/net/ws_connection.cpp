@@ -1,0 +1,172 @@
+#include "net/ws_connection.hpp"
+
+#include "runtime/log.hpp"
+
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/error.hpp>
+
+namespace mooring::net {
+
+namespace beast = boost::beast;
+
+bool is_expected_ending(const error_code& ec) {
+  return ec == asio::error::operation_aborted || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::bad_descriptor || ec == asio::error::not_connected ||
+         ec == websocket::error::closed || ec == beast::error::timeout ||
+         ec == asio::ssl::error::stream_truncated || ec == beast::http::error::end_of_stream;
+}
+
+WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
+                           std::string log_name)
+    : stream_(std::move(stream)),
+      options_(options),
+      remote_(std::move(remote)),
+      log_name_(std::move(log_name)),
+      wake_(stream_.get_executor()),
+      close_watchdog_(stream_.get_executor()),
+      last_heard_(Clock::now()) {
+  stream_.read_message_max(options_.max_message_bytes);
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
+  timeouts.idle_timeout = websocket::stream_base::none();  // the heartbeat below replaces it
+  timeouts.keep_alive_pings = false;
+  stream_.set_option(timeouts);
+  stream_.control_callback([this](websocket::frame_type, std::string_view) {
+    last_heard_ = Clock::now();
+    awaiting_pong_ = false;
+  });
+}
+
+awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
+  using namespace asio::experimental::awaitable_operators;
+  beast::get_lowest_layer(self->stream_).expires_never();
+  try {
+    co_await (self->read_loop() && self->write_loop());
+  } catch (const boost::system::system_error& e) {
+    // Cancelled by the supervisor: fall through to close the socket.
+    if (e.code() != asio::error::operation_aborted) throw;
+  }
+  self->force_close();
+  self->close_watchdog_.cancel();
+  if (self->on_closed) {
+    auto callback = std::move(self->on_closed);
+    self->on_closed = nullptr;
+    self->on_text = nullptr;
+    callback(self->closed_);
+  }
+}
+
+awaitable<void> WsConnection::read_loop() {
+  beast::flat_buffer buffer;
+  for (;;) {
+    auto [ec, n] = co_await stream_.async_read(buffer, use_tuple);
+    if (ec) {
+      if (ec == websocket::error::closed && closed_.code == 0) {
+        closed_.code = stream_.reason().code;
+        closed_.reason = std::string(stream_.reason().reason.c_str());
+        closed_.by_peer = true;
+      } else if (ec == websocket::error::message_too_big) {
+        closed_.code = websocket::close_code::too_big;
+        closed_.reason = "message too big";
+        log::info("{}: {} sent a message over {} bytes; closed with 1009", log_name_, remote_,
+                  options_.max_message_bytes);
+      } else if (!is_expected_ending(ec)) {
+        log::info("{}: connection from {} ended: {}", log_name_, remote_, ec.message());
+      }
+      break;
+    }
+    last_heard_ = Clock::now();
+    awaiting_pong_ = false;
+    std::string text = beast::buffers_to_string(buffer.data());
+    buffer.consume(buffer.size());
+    if (state_ == State::open && on_text) on_text(std::move(text));
+  }
+  if (state_ != State::closed) {
+    state_ = State::closed;
+    wake_writer();
+  }
+}
+
+awaitable<void> WsConnection::write_loop() {
+  for (;;) {
+    if (state_ == State::closed) co_return;
+    if (!queue_.empty()) {
+      stream_.text(true);
+      auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front()), use_tuple);
+      if (ec) {
+        force_close();
+        co_return;
+      }
+      queue_.pop_front();
+      continue;
+    }
+    if (state_ == State::closing) {
+      co_await stream_.async_close(
+          websocket::close_reason(static_cast<websocket::close_code>(closed_.code), closed_.reason), use_tuple);
+      force_close();
+      co_return;
+    }
+    const auto now = Clock::now();
+    if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
+      log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
+                runtime::format_duration(options_.heartbeat_timeout));
+      force_close();
+      co_return;
+    }
+    if (!awaiting_pong_ && now >= last_heard_ + options_.heartbeat_interval) {
+      ping_sent_ = now;
+      awaiting_pong_ = true;
+      auto [ec] = co_await stream_.async_ping({}, use_tuple);
+      if (ec) {
+        force_close();
+        co_return;
+      }
+      continue;
+    }
+    wake_.expires_at(awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
+                                    : last_heard_ + options_.heartbeat_interval);
+    co_await wake_.async_wait(use_tuple);
+    auto cancel_state = co_await asio::this_coro::cancellation_state;
+    if (cancel_state.cancelled() != asio::cancellation_type::none) co_return;
+  }
+}
+
+void WsConnection::wake_writer() { wake_.cancel(); }
+
+error_code WsConnection::send(std::string text) {
+  if (state_ != State::open) return asio::error::not_connected;
+  if (queue_.size() >= options_.send_queue_limit) {
+    log::warn("{}: {} is not reading ({} frames queued); closing with 1008 slow consumer",
+              log_name_, remote_, queue_.size());
+    queue_.clear();
+    close(websocket::close_code::policy_error, "slow consumer");
+    return asio::error::no_buffer_space;
+  }
+  queue_.push_back(std::move(text));
+  wake_writer();
+  return {};
+}
+
+void WsConnection::close(websocket::close_code code, std::string reason) {
+  if (state_ != State::open) return;
+  state_ = State::closing;
+  closed_.code = static_cast<std::uint16_t>(code);
+  closed_.reason = std::move(reason);
+  wake_writer();
+  close_watchdog_.expires_after(options_.close_timeout);
+  close_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->force_close();
+  });
+}
+
+void WsConnection::force_close() {
+  state_ = State::closed;
+  error_code ignored;
+  beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_both, ignored);
+  beast::get_lowest_layer(stream_).socket().close(ignored);
+  wake_writer();
+}
+
+}  // namespace mooring::net

@@ -1,0 +1,96 @@
+// A WebSocket connection after the upgrade: one reader and one writer
+// coroutine, a bounded send queue, a ping/pong heartbeat and a size limit.
+//
+// Promises:
+// - send() never blocks, throws or asserts: on a closed connection it returns
+//   an error; when the queue is full the connection is closed with 1008 "slow
+//   consumer" (the queued frames are dropped) and send() returns an error.
+// - close(code, reason) sends the close frame after the frames already queued,
+//   and force-closes the socket if that has not finished within close_timeout.
+// - A peer that stays silent for heartbeat_timeout after a ping is cut off.
+// - A message over max_message_bytes closes the connection with 1009.
+// - on_closed runs exactly once, when both coroutines have ended.
+#pragma once
+
+#include "runtime/asio.hpp"
+#include "runtime/duration.hpp"
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace mooring::net {
+
+namespace websocket = boost::beast::websocket;
+using namespace std::chrono_literals;
+
+struct WsOptions {
+  std::size_t max_message_bytes = 1024 * 1024;
+  std::size_t send_queue_limit = 256;
+  runtime::Duration heartbeat_interval = 20s;
+  runtime::Duration heartbeat_timeout = 10s;
+  runtime::Duration close_timeout = 5s;
+};
+
+// How a connection ended, for logs and for the owner's bookkeeping.
+struct WsClosed {
+  std::uint16_t code = 0;  // the close code sent or received; 0 if none (socket dropped)
+  std::string reason;
+  bool by_peer = false;
+};
+
+class WsConnection : public std::enable_shared_from_this<WsConnection> {
+ public:
+  using Stream = websocket::stream<boost::beast::tcp_stream>;
+
+  WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
+  WsConnection(const WsConnection&) = delete;
+  WsConnection& operator=(const WsConnection&) = delete;
+
+  // Set by the owner before run(); called on the network thread.
+  std::function<void(std::string text)> on_text;
+  std::function<void(const WsClosed&)> on_closed;
+
+  // Reads and writes until the connection ends. The caller (the HTTP session's
+  // task) keeps `self` alive through the coroutine's parameter.
+  static awaitable<void> run(std::shared_ptr<WsConnection> self);
+
+  error_code send(std::string text);
+  void close(websocket::close_code code, std::string reason);
+  void force_close();
+
+  bool is_open() const { return state_ == State::open; }
+  std::size_t queued() const { return queue_.size(); }
+  const std::string& remote() const { return remote_; }
+
+ private:
+  enum class State { open, closing, closed };
+
+  awaitable<void> read_loop();
+  awaitable<void> write_loop();
+  void wake_writer();
+
+  Stream stream_;
+  WsOptions options_;
+  std::string remote_;
+  std::string log_name_;
+  State state_ = State::open;
+  std::deque<std::string> queue_;
+  asio::steady_timer wake_;
+  asio::steady_timer close_watchdog_;
+  WsClosed closed_;
+  Clock::time_point last_heard_;
+  Clock::time_point ping_sent_;
+  bool awaiting_pong_ = false;
+};
+
+// Endings of a connection that are part of normal life (the peer left, we
+// closed it, a timeout we set fired): they are never logged as errors.
+bool is_expected_ending(const error_code& ec);
+
+}  // namespace mooring::net

@@ -1,0 +1,116 @@
+#include "runtime/supervisor.hpp"
+
+#include "runtime/log.hpp"
+
+namespace mooring::runtime {
+
+Supervisor::Supervisor(asio::any_io_executor executor)
+    : executor_(std::move(executor)), task_ended_(executor_) {}
+
+Supervisor::~Supervisor() {
+  // A task left behind here would resume into a dead supervisor; cancel what
+  // remains so that, if its io_context still runs, it ends promptly.
+  cancel_all(asio::cancellation_type::terminal);
+}
+
+TaskId Supervisor::spawn(std::string name, std::string group, awaitable<void> body) {
+  const TaskId id = next_id_++;
+  auto entry = std::make_unique<Entry>();
+  entry->info = TaskInfo{id, std::move(name), std::move(group), Clock::now(), false};
+  auto slot = entry->signal.slot();
+  tasks_.emplace(id, std::move(entry));
+  asio::co_spawn(executor_, run_task(id, std::move(body)),
+                 asio::bind_cancellation_slot(slot, [this, id](std::exception_ptr) { finish(id); }));
+  return id;
+}
+
+awaitable<void> Supervisor::run_task(TaskId id, awaitable<void> body) {
+  // Let the graceful (total) stage reach the task, not only the terminal one.
+  co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
+  try {
+    co_await std::move(body);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::operation_aborted) {
+      ++failures_;
+      auto it = tasks_.find(id);
+      log::error("task {} failed: {}", it == tasks_.end() ? "?" : it->second->info.name,
+                 elide(e.what()));
+    }
+  } catch (const std::exception& e) {
+    ++failures_;
+    auto it = tasks_.find(id);
+    log::error("task {} failed: {}", it == tasks_.end() ? "?" : it->second->info.name,
+               elide(e.what()));
+  } catch (...) {
+    ++failures_;
+    auto it = tasks_.find(id);
+    log::error("task {} failed with an unknown exception",
+               it == tasks_.end() ? "?" : it->second->info.name);
+  }
+}
+
+void Supervisor::finish(TaskId id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  if (it->second->info.cancel_requested) ++cancelled_;
+  tasks_.erase(it);
+  task_ended_.notify_all();
+}
+
+std::vector<TaskInfo> Supervisor::tasks() const {
+  std::vector<TaskInfo> out;
+  out.reserve(tasks_.size());
+  for (const auto& [id, entry] : tasks_) out.push_back(entry->info);
+  return out;
+}
+
+std::size_t Supervisor::group_size(std::string_view group) const {
+  std::size_t n = 0;
+  for (const auto& [id, entry] : tasks_) n += entry->info.group == group ? 1 : 0;
+  return n;
+}
+
+bool Supervisor::emit(Entry& entry, asio::cancellation_type type) {
+  entry.info.cancel_requested = true;
+  entry.signal.emit(type);
+  return true;
+}
+
+bool Supervisor::cancel(TaskId id, asio::cancellation_type type) {
+  auto it = tasks_.find(id);
+  return it != tasks_.end() && emit(*it->second, type);
+}
+
+std::size_t Supervisor::cancel_group(std::string_view group, asio::cancellation_type type) {
+  // emit() may complete a task synchronously and erase it from tasks_, so
+  // collect the ids first.
+  std::vector<TaskId> ids;
+  for (const auto& [id, entry] : tasks_)
+    if (entry->info.group == group) ids.push_back(id);
+  std::size_t n = 0;
+  for (auto id : ids) n += cancel(id, type) ? 1 : 0;
+  return n;
+}
+
+std::size_t Supervisor::cancel_all(asio::cancellation_type type) {
+  std::vector<TaskId> ids;
+  for (const auto& [id, entry] : tasks_) ids.push_back(id);
+  std::size_t n = 0;
+  for (auto id : ids) n += cancel(id, type) ? 1 : 0;
+  return n;
+}
+
+awaitable<std::vector<TaskInfo>> Supervisor::join(Deadline deadline) {
+  while (!tasks_.empty() && !deadline.passed()) co_await task_ended_.wait_until(deadline);
+  co_return tasks();
+}
+
+awaitable<std::vector<TaskInfo>> Supervisor::join_group(std::string group, Deadline deadline) {
+  while (group_size(group) > 0 && !deadline.passed()) co_await task_ended_.wait_until(deadline);
+  std::vector<TaskInfo> left;
+  for (const auto& [id, entry] : tasks_)
+    if (entry->info.group == group) left.push_back(entry->info);
+  co_return left;
+}
+
+}  // namespace mooring::runtime

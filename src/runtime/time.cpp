@@ -1,0 +1,47 @@
+#include "runtime/time.hpp"
+
+#include <algorithm>
+
+namespace mooring::runtime {
+
+Duration Deadline::remaining() const {
+  auto now = Clock::now();
+  if (now >= at_) return Duration::zero();
+  if (at_ == Clock::time_point::max()) return Duration::max();
+  return std::chrono::duration_cast<Duration>(at_ - now);
+}
+
+awaitable<bool> sleep_for(Duration d) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, d);
+  auto [ec] = co_await timer.async_wait(use_tuple);
+  co_return !ec;
+}
+
+awaitable<bool> sleep_until(Deadline deadline) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, deadline.at());
+  auto [ec] = co_await timer.async_wait(use_tuple);
+  co_return !ec;
+}
+
+awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(co_await asio::this_coro::executor, d);
+  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+  co_return outcome.index() == 0;
+}
+
+void Notifier::notify_all() {
+  ++generation_;
+  for (auto* waiter : waiters_) waiter->cancel();
+}
+
+awaitable<bool> Notifier::wait_until(Deadline deadline) {
+  asio::steady_timer timer(executor_, deadline.at());
+  const auto generation = generation_;
+  waiters_.push_back(&timer);
+  co_await timer.async_wait(use_tuple);
+  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &timer));
+  co_return generation_ != generation;
+}
+
+}  // namespace mooring::runtime

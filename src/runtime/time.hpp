@@ -1,0 +1,69 @@
+// Time and cancellation: deadlines as values, a sleep that any cancellation
+// interrupts at once, and a timeout wrapper for operations that honour cancellation.
+#pragma once
+
+#include "runtime/asio.hpp"
+#include "runtime/duration.hpp"
+
+#include <optional>
+
+namespace mooring::runtime {
+
+// A point in steady time by which something must be done.
+class Deadline {
+ public:
+  static Deadline after(Duration d) { return Deadline(Clock::now() + d); }
+  static Deadline never() { return Deadline(Clock::time_point::max()); }
+  explicit Deadline(Clock::time_point at) : at_(at) {}
+
+  Clock::time_point at() const { return at_; }
+  bool passed() const { return Clock::now() >= at_; }
+  Duration remaining() const;
+  // The earlier of two deadlines.
+  Deadline min(Deadline other) const { return at_ <= other.at_ ? *this : other; }
+
+ private:
+  Clock::time_point at_;
+};
+
+// Sleeps for `d`. Returns true when the time elapsed, false when the sleep was
+// cancelled (the caller's cancellation slot fired); never throws for that.
+awaitable<bool> sleep_for(Duration d);
+awaitable<bool> sleep_until(Deadline deadline);
+
+// Runs `op` and cancels it when `d` elapses first. `op` must honour
+// cancellation (every Asio/Beast operation does). nullopt means it timed out.
+template <typename T>
+awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(co_await asio::this_coro::executor, d);
+  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+  if (outcome.index() == 0) co_return std::get<0>(std::move(outcome));
+  co_return std::nullopt;
+}
+
+// The void form: true when `op` finished in time.
+awaitable<bool> with_timeout(awaitable<void> op, Duration d);
+
+// Wakes coroutines waiting for "something changed" (a task ended, a connection
+// closed). Waiters re-check their condition after each wake-up, so a notify
+// that nobody waits for is harmless. One thread only.
+class Notifier {
+ public:
+  explicit Notifier(asio::any_io_executor executor) : executor_(std::move(executor)) {}
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  void notify_all();
+
+  // True when woken by notify_all; false at the deadline or when the waiting
+  // coroutine is cancelled.
+  awaitable<bool> wait_until(Deadline deadline);
+
+ private:
+  asio::any_io_executor executor_;
+  std::vector<asio::steady_timer*> waiters_;
+  std::uint64_t generation_ = 0;
+};
+
+}  // namespace mooring::runtime

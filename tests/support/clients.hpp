@@ -1,0 +1,79 @@
+// Blocking HTTP and WebSocket clients for tests, each operation bounded by a
+// timeout (it throws when the time runs out, so a hang fails the test).
+#pragma once
+
+#include "runtime/asio.hpp"
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mooring::test {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using namespace std::chrono_literals;
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-case names
+};
+
+// `address` is "host:port" as in the ready file.
+HttpReply http_request(const std::string& address, http::verb method, const std::string& target,
+                       const std::string& body = "",
+                       const std::vector<std::pair<std::string, std::string>>& headers = {},
+                       std::chrono::milliseconds timeout = 10s);
+
+inline HttpReply http_get(const std::string& address, const std::string& target,
+                          const std::string& bearer = "") {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!bearer.empty()) headers.emplace_back("Authorization", "Bearer " + bearer);
+  return http_request(address, http::verb::get, target, "", headers);
+}
+
+// Splits "host:port" / "[::1]:port".
+std::pair<std::string, std::string> split_address(const std::string& address);
+
+// A WebSocket client driven synchronously from the test thread.
+class WsClient {
+ public:
+  WsClient();
+  ~WsClient();
+
+  // Connects and upgrades; on a refused upgrade returns the HTTP status
+  // (e.g. 401) instead of 101.
+  int connect(const std::string& address, const std::string& target,
+              const std::vector<std::pair<std::string, std::string>>& headers = {},
+              std::chrono::milliseconds timeout = 10s);
+
+  void send(const std::string& text, std::chrono::milliseconds timeout = 10s);
+  // The next text message, or nullopt when the connection closed (then
+  // close_code() tells how). Throws on timeout.
+  std::optional<std::string> read(std::chrono::milliseconds timeout = 10s);
+  std::uint16_t close_code() const { return close_code_; }
+  std::string close_reason() const { return close_reason_; }
+  void close(std::chrono::milliseconds timeout = 10s);
+  // Closes the TCP connection without a WebSocket close frame.
+  void drop();
+  // Stops answering pings and reading: the server sees a silent peer.
+  beast::tcp_stream& lowest_layer();
+
+ private:
+  asio::io_context io_;
+  std::optional<websocket::stream<beast::tcp_stream>> ws_;
+  beast::flat_buffer buffer_;
+  std::uint16_t close_code_ = 0;
+  std::string close_reason_;
+};
+
+}  // namespace mooring::test

@@ -1,0 +1,573 @@
+#include "app/config.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace mooring::app {
+namespace {
+
+// Every field, so that a round trip that loses one is caught. Config has no
+// operator==; keep this list in step with config.hpp.
+void expect_same(const Config& a, const Config& b) {
+  EXPECT_EQ(a.data.dir, b.data.dir);
+  EXPECT_EQ(a.gateway.listen, b.gateway.listen);
+  EXPECT_EQ(a.gateway.token, b.gateway.token);
+  EXPECT_EQ(a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
+  EXPECT_EQ(a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
+  EXPECT_EQ(a.gateway.max_message_bytes, b.gateway.max_message_bytes);
+  EXPECT_EQ(a.gateway.send_queue_limit, b.gateway.send_queue_limit);
+  EXPECT_EQ(a.admin.listen, b.admin.listen);
+  EXPECT_EQ(a.admin.token, b.admin.token);
+  EXPECT_EQ(a.provider.kind, b.provider.kind);
+  EXPECT_EQ(a.provider.base_url, b.provider.base_url);
+  EXPECT_EQ(a.provider.api_key_env, b.provider.api_key_env);
+  EXPECT_EQ(a.provider.model, b.provider.model);
+  EXPECT_EQ(a.provider.system_prompt, b.provider.system_prompt);
+  EXPECT_EQ(a.provider.attempt_timeout, b.provider.attempt_timeout);
+  EXPECT_EQ(a.provider.total_timeout, b.provider.total_timeout);
+  EXPECT_EQ(a.provider.max_attempts, b.provider.max_attempts);
+  EXPECT_EQ(a.provider.backoff_initial, b.provider.backoff_initial);
+  EXPECT_EQ(a.provider.backoff_max, b.provider.backoff_max);
+  EXPECT_EQ(a.provider.max_concurrency, b.provider.max_concurrency);
+  EXPECT_EQ(a.provider.echo.token_delay, b.provider.echo.token_delay);
+  EXPECT_EQ(a.chat.history_messages, b.chat.history_messages);
+  EXPECT_EQ(a.onebot.enabled, b.onebot.enabled);
+  EXPECT_EQ(a.onebot.path, b.onebot.path);
+  EXPECT_EQ(a.onebot.access_token, b.onebot.access_token);
+  EXPECT_EQ(a.shutdown.drain_timeout, b.shutdown.drain_timeout);
+  EXPECT_EQ(a.log.level, b.log.level);
+  EXPECT_EQ(a.log.max_field_bytes, b.log.max_field_bytes);
+}
+
+std::string describe_all(const std::vector<ConfigError>& errors) {
+  std::string out;
+  for (const auto& error : errors) out += error.describe("test.toml") + "\n";
+  return out;
+}
+
+ConfigPtr parse_ok(std::string_view text) {
+  auto result = parse_config(text);
+  if (auto* errors = std::get_if<std::vector<ConfigError>>(&result)) {
+    ADD_FAILURE() << "unexpected errors:\n" << describe_all(*errors);
+    return nullptr;
+  }
+  return std::get<ConfigPtr>(result);
+}
+
+std::vector<ConfigError> parse_errors(std::string_view text) {
+  auto result = parse_config(text);
+  if (std::holds_alternative<ConfigPtr>(result)) {
+    ADD_FAILURE() << "accepted:\n" << text;
+    return {};
+  }
+  return std::get<std::vector<ConfigError>>(result);
+}
+
+// Expects exactly one problem and returns it.
+ConfigError single_error(std::string_view text) {
+  auto errors = parse_errors(text);
+  EXPECT_EQ(errors.size(), 1u) << describe_all(errors);
+  return errors.empty() ? ConfigError{} : errors.front();
+}
+
+bool contains(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST(DefaultConfig, HasTheDocumentedDefaults) {
+  const Config& c = *default_config();
+  EXPECT_EQ(c.data.dir, "mooring-data");
+  EXPECT_EQ(c.gateway.listen.to_string(), "127.0.0.1:8080");
+  EXPECT_EQ(c.admin.listen.to_string(), "127.0.0.1:8081");
+  EXPECT_EQ(c.provider.kind, "echo");
+  EXPECT_EQ(c.shutdown.drain_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(c.log.level, "info");
+}
+
+TEST(DefaultConfig, TomlTextParsesBackToTheDefaults) {
+  auto config = parse_ok(default_config_toml());
+  ASSERT_NE(config, nullptr);
+  expect_same(*config, *default_config());
+}
+
+TEST(DefaultConfig, TomlTextHasACommentBeforeEveryKey) {
+  std::istringstream text(default_config_toml());
+  std::string line;
+  std::string previous;
+  int keys = 0;
+  while (std::getline(text, line)) {
+    if (contains(line, " = ") && !line.starts_with('#')) {
+      ++keys;
+      EXPECT_TRUE(previous.starts_with('#')) << "no comment before: " << line;
+    }
+    previous = line;
+  }
+  EXPECT_EQ(keys, 28);  // every field of Config
+}
+
+TEST(ParseConfig, AnEmptyTextYieldsTheDefaults) {
+  auto config = parse_ok("");
+  ASSERT_NE(config, nullptr);
+  expect_same(*config, *default_config());
+}
+
+TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
+  auto config = parse_ok(R"(
+[data]
+dir = "/var/lib/mooring"
+
+[gateway]
+listen = "[::1]:9000"
+token = "gw-secret"
+heartbeat_interval = "30s"
+heartbeat_timeout = "2m"
+max_message_bytes = 4096
+send_queue_limit = 16
+
+[admin]
+listen = "localhost:0"
+token = "admin-secret"
+
+[provider]
+kind = "openai"
+base_url = "https://api.example.com/v1"
+api_key_env = "EXAMPLE_KEY"
+model = "gpt-test"
+system_prompt = "Be brief."
+attempt_timeout = "45s"
+total_timeout = "1h"
+max_attempts = 7
+backoff_initial = "250ms"
+backoff_max = "10s"
+max_concurrency = 3
+
+[provider.echo]
+token_delay = "15ms"
+
+[chat]
+history_messages = 0
+
+[onebot]
+enabled = true
+path = "/qq"
+access_token = "ob-secret"
+
+[shutdown]
+drain_timeout = "0ms"
+
+[log]
+level = "debug"
+max_field_bytes = 2048
+)");
+  ASSERT_NE(config, nullptr);
+  const Config& c = *config;
+  EXPECT_EQ(c.data.dir, "/var/lib/mooring");
+  EXPECT_EQ(c.gateway.listen, (net::ListenAddress{"::1", 9000}));
+  EXPECT_EQ(c.gateway.token, "gw-secret");
+  EXPECT_EQ(c.gateway.heartbeat_interval, std::chrono::seconds(30));
+  EXPECT_EQ(c.gateway.heartbeat_timeout, std::chrono::minutes(2));
+  EXPECT_EQ(c.gateway.max_message_bytes, 4096u);
+  EXPECT_EQ(c.gateway.send_queue_limit, 16u);
+  EXPECT_EQ(c.admin.listen, (net::ListenAddress{"localhost", 0}));
+  EXPECT_EQ(c.admin.token, "admin-secret");
+  EXPECT_EQ(c.provider.kind, "openai");
+  EXPECT_EQ(c.provider.base_url, "https://api.example.com/v1");
+  EXPECT_EQ(c.provider.api_key_env, "EXAMPLE_KEY");
+  EXPECT_EQ(c.provider.model, "gpt-test");
+  EXPECT_EQ(c.provider.system_prompt, "Be brief.");
+  EXPECT_EQ(c.provider.attempt_timeout, std::chrono::seconds(45));
+  EXPECT_EQ(c.provider.total_timeout, std::chrono::hours(1));
+  EXPECT_EQ(c.provider.max_attempts, 7u);
+  EXPECT_EQ(c.provider.backoff_initial, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.provider.backoff_max, std::chrono::seconds(10));
+  EXPECT_EQ(c.provider.max_concurrency, 3u);
+  EXPECT_EQ(c.provider.echo.token_delay, std::chrono::milliseconds(15));
+  EXPECT_EQ(c.chat.history_messages, 0u);
+  EXPECT_TRUE(c.onebot.enabled);
+  EXPECT_EQ(c.onebot.path, "/qq");
+  EXPECT_EQ(c.onebot.access_token, "ob-secret");
+  EXPECT_EQ(c.shutdown.drain_timeout, Duration::zero());
+  EXPECT_EQ(c.log.level, "debug");
+  EXPECT_EQ(c.log.max_field_bytes, 2048u);
+}
+
+TEST(ParseConfig, KeysLeftOutKeepTheirDefaults) {
+  auto config = parse_ok("[gateway]\nsend_queue_limit = 8\n");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->gateway.send_queue_limit, 8u);
+  EXPECT_EQ(config->gateway.listen, default_config()->gateway.listen);
+  EXPECT_EQ(config->provider.kind, "echo");
+}
+
+TEST(ParseConfig, AcceptsDottedKeysAndInlineTables) {
+  auto config = parse_ok("gateway.token = \"t\"\nprovider = { echo = { token_delay = \"1s\" } }\n");
+  ASSERT_NE(config, nullptr);
+  EXPECT_EQ(config->gateway.token, "t");
+  EXPECT_EQ(config->provider.echo.token_delay, std::chrono::seconds(1));
+}
+
+TEST(ParseConfigErrors, AnUnknownKeyIsNamedWithItsLine) {
+  const auto error = single_error(
+      "[gateway]\n"                  // 1
+      "listen = \"127.0.0.1:0\"\n"   // 2
+      "lisen = \"127.0.0.1:1\"\n");  // 3
+  EXPECT_EQ(error.key, "gateway.lisen");
+  EXPECT_EQ(error.line, 3);
+  EXPECT_TRUE(error.message.starts_with("unknown key")) << error.message;
+  EXPECT_TRUE(contains(error.message, "did you mean \"listen\"")) << error.message;
+}
+
+TEST(ParseConfigErrors, AnUnknownKeyWithNothingCloseHasNoHint) {
+  const auto error = single_error("[chat]\n\ncolour = \"blue\"\n");
+  EXPECT_EQ(error.key, "chat.colour");
+  EXPECT_EQ(error.line, 3);
+  EXPECT_EQ(error.message, "unknown key");
+}
+
+TEST(ParseConfigErrors, AnUnknownTableIsNamedWithItsLine) {
+  const auto error = single_error(
+      "[data]\n"         // 1
+      "dir = \"d\"\n"    // 2
+      "\n"               // 3
+      "[gatway]\n"       // 4
+      "token = \"x\"\n"  // 5
+      "other = 1\n");    // 6
+  // One error for the table, not one per key inside it.
+  EXPECT_EQ(error.key, "gatway");
+  EXPECT_EQ(error.line, 4);
+  EXPECT_TRUE(error.message.starts_with("unknown key")) << error.message;
+  EXPECT_TRUE(contains(error.message, "\"gateway\"")) << error.message;
+}
+
+TEST(ParseConfigErrors, AnUnknownNestedTableIsNamedWithItsDottedKey) {
+  const auto error = single_error(
+      "[provider]\n"               // 1
+      "kind = \"echo\"\n"          // 2
+      "[provider.ecko]\n"          // 3
+      "token_delay = \"1ms\"\n");  // 4
+  EXPECT_EQ(error.key, "provider.ecko");
+  EXPECT_EQ(error.line, 3);
+  EXPECT_TRUE(error.message.starts_with("unknown key")) << error.message;
+}
+
+TEST(ParseConfigErrors, AnUnknownKeyInANestedTableIsNamedWithItsDottedKey) {
+  const auto error = single_error("[provider.echo]\ntoken_delay = \"1ms\"\ndelay = \"2ms\"\n");
+  EXPECT_EQ(error.key, "provider.echo.delay");
+  EXPECT_EQ(error.line, 3);
+}
+
+TEST(ParseConfigErrors, AWrongTypeNamesTheExpectedType) {
+  struct Case {
+    const char* text;
+    const char* key;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"[gateway]\n\nmax_message_bytes = \"big\"\n", "gateway.max_message_bytes",
+       "expected an integer, got a string"},
+      {"[gateway]\n\nmax_message_bytes = 1.5\n", "gateway.max_message_bytes",
+       "expected an integer, got a floating-point number"},
+      {"[onebot]\n\nenabled = \"yes\"\n", "onebot.enabled", "expected a boolean"},
+      {"[data]\n\ndir = 5\n", "data.dir", "expected a string, got an integer"},
+      {"[shutdown]\n\ndrain_timeout = 5\n", "shutdown.drain_timeout",
+       "expected a duration string such as \"5s\", got an integer"},
+      {"[admin]\n\nlisten = 8081\n", "admin.listen", "expected an address string"},
+      {"[log]\n\nlevel = [\"info\"]\n", "log.level", "expected a string, got an array"},
+      {"\n\ngateway = \"127.0.0.1:8080\"\n", "gateway", "expected a table, got a string"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    const auto error = single_error(c.text);
+    EXPECT_EQ(error.key, c.key);
+    EXPECT_EQ(error.line, 3);
+    EXPECT_TRUE(contains(error.message, c.expected)) << error.message;
+  }
+}
+
+TEST(ParseConfigErrors, ABadDurationSaysHowToWriteOne) {
+  const auto error = single_error(
+      "[gateway]\n"                        // 1
+      "heartbeat_interval = \"soon\"\n");  // 2
+  EXPECT_EQ(error.key, "gateway.heartbeat_interval");
+  EXPECT_EQ(error.line, 2);
+  EXPECT_EQ(error.message, R"("soon" is not a duration (use e.g. "250ms", "5s", "10m"))");
+}
+
+TEST(ParseConfigErrors, ADurationLongerThanADayIsRefused) {
+  const auto error = single_error("[shutdown]\ndrain_timeout = \"25h\"\n");
+  EXPECT_EQ(error.key, "shutdown.drain_timeout");
+  EXPECT_EQ(error.line, 2);
+  EXPECT_TRUE(contains(error.message, "at most 24h")) << error.message;
+  EXPECT_NE(parse_ok("[shutdown]\ndrain_timeout = \"24h\"\n"), nullptr);
+}
+
+TEST(ParseConfigErrors, ABadAddressNamesTheKeyAndTheReason) {
+  const auto error = single_error(
+      "[data]\n"                     // 1
+      "dir = \"d\"\n"                // 2
+      "[admin]\n"                    // 3
+      "listen = \"nowhere:80\"\n");  // 4
+  EXPECT_EQ(error.key, "admin.listen");
+  EXPECT_EQ(error.line, 4);
+  EXPECT_TRUE(error.message.starts_with("\"nowhere:80\" is not a valid address: "))
+      << error.message;
+
+  const auto unbracketed = single_error("[gateway]\nlisten = \"::1:8080\"\n");
+  EXPECT_EQ(unbracketed.key, "gateway.listen");
+  EXPECT_EQ(unbracketed.line, 2);
+  EXPECT_TRUE(contains(unbracketed.message, "brackets")) << unbracketed.message;
+}
+
+TEST(ParseConfigErrors, IntegersOutsideTheirRangeAreRefusedAndTheBoundsAccepted) {
+  struct Case {
+    const char* section;
+    const char* key;
+    long long min;
+    long long max;
+  };
+  const Case cases[] = {
+      {"gateway", "max_message_bytes", 1, 64ll * 1024 * 1024},
+      {"gateway", "send_queue_limit", 1, 65536},
+      {"provider", "max_attempts", 1, 100},
+      {"provider", "max_concurrency", 1, 10000},
+      {"chat", "history_messages", 0, 1000},
+      {"log", "max_field_bytes", 16, 1048576},
+  };
+  const auto text = [](const Case& c, long long value) {
+    return "[" + std::string(c.section) + "]\n" + c.key + " = " + std::to_string(value) + "\n";
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.key);
+    EXPECT_NE(parse_ok(text(c, c.min)), nullptr);
+    EXPECT_NE(parse_ok(text(c, c.max)), nullptr);
+    for (long long bad : {c.min - 1, c.max + 1, -1000ll}) {
+      const auto error = single_error(text(c, bad));
+      EXPECT_EQ(error.key, std::string(c.section) + "." + c.key);
+      EXPECT_EQ(error.line, 2);
+      EXPECT_EQ(error.message, "must be from " + std::to_string(c.min) + " to " +
+                                   std::to_string(c.max) + ", not " + std::to_string(bad));
+    }
+  }
+}
+
+TEST(ParseConfigErrors, ABadChoiceListsTheAllowedValues) {
+  const auto kind = single_error("[provider]\n\nkind = \"claude\"\n");
+  EXPECT_EQ(kind.key, "provider.kind");
+  EXPECT_EQ(kind.line, 3);
+  EXPECT_EQ(kind.message, "\"claude\" is not one of: echo, openai");
+
+  const auto level = single_error("[log]\nlevel = \"loud\"\n");
+  EXPECT_EQ(level.key, "log.level");
+  EXPECT_EQ(level.line, 2);
+  EXPECT_EQ(level.message,
+            "\"loud\" is not one of: trace, debug, info, warn, error, critical, off");
+
+  for (const char* name : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    auto config = parse_ok(std::string("[log]\nlevel = \"") + name + "\"\n");
+    ASSERT_NE(config, nullptr);
+    EXPECT_EQ(config->log.level, name);
+  }
+}
+
+TEST(ParseConfigErrors, ASyntaxErrorIsOneErrorWithItsLine) {
+  const auto error = single_error(
+      "[gateway]\n"       // 1
+      "token = \"ok\"\n"  // 2
+      "listen = \n"       // 3
+      "[admin\n");        // 4
+  EXPECT_EQ(error.key, "");
+  EXPECT_EQ(error.line, 3);
+  EXPECT_FALSE(error.message.empty());
+
+  const auto duplicate = single_error("[chat]\nhistory_messages = 1\nhistory_messages = 2\n");
+  EXPECT_EQ(duplicate.line, 3);
+  EXPECT_TRUE(contains(duplicate.message, "history_messages")) << duplicate.message;
+}
+
+TEST(ParseConfigErrors, EveryProblemIsReportedInFileOrder) {
+  const auto errors = parse_errors(
+      "[gateway]\n"                     // 1
+      "listen = \"nowhere\"\n"          // 2
+      "heartbeat_timeout = \"soon\"\n"  // 3
+      "send_queue_limit = 0\n"          // 4
+      "[provider]\n"                    // 5
+      "kind = \"claude\"\n"             // 6
+      "colour = 1\n"                    // 7
+      "[log]\n"                         // 8
+      "level = 3\n"                     // 9
+      "[extra]\n");                     // 10
+  ASSERT_EQ(errors.size(), 7u) << describe_all(errors);
+  const std::pair<std::string, int> expected[] = {
+      {"gateway.listen", 2}, {"gateway.heartbeat_timeout", 3}, {"gateway.send_queue_limit", 4},
+      {"provider.kind", 6},  {"provider.colour", 7},           {"log.level", 9},
+      {"extra", 10},
+  };
+  for (std::size_t i = 0; i < errors.size(); ++i) {
+    EXPECT_EQ(errors[i].key, expected[i].first) << i;
+    EXPECT_EQ(errors[i].line, expected[i].second) << i;
+  }
+}
+
+TEST(ParseConfigRules, HeartbeatAndAttemptTimeoutsMustBePositive) {
+  const auto heartbeat = single_error("[gateway]\nheartbeat_timeout = \"0s\"\n");
+  EXPECT_EQ(heartbeat.key, "gateway.heartbeat_timeout");
+  EXPECT_EQ(heartbeat.line, 2);
+
+  const auto interval = single_error("[gateway]\nheartbeat_interval = \"0ms\"\n");
+  EXPECT_EQ(interval.key, "gateway.heartbeat_interval");
+
+  const auto attempt =
+      single_error("[provider]\nattempt_timeout = \"0ms\"\ntotal_timeout = \"1s\"\n");
+  EXPECT_EQ(attempt.key, "provider.attempt_timeout");
+  EXPECT_EQ(attempt.line, 2);
+}
+
+TEST(ParseConfigRules, BackoffInitialMustNotExceedBackoffMax) {
+  // Both set: the second of the pair is blamed.
+  const auto both = single_error("[provider]\nbackoff_initial = \"30s\"\nbackoff_max = \"10s\"\n");
+  EXPECT_EQ(both.key, "provider.backoff_max");
+  EXPECT_EQ(both.line, 3);
+  EXPECT_TRUE(contains(both.message, "30s")) << both.message;
+  EXPECT_TRUE(contains(both.message, "10s")) << both.message;
+
+  // Only one set: that one is blamed, at its line.
+  const auto initial = single_error("[provider]\n\nbackoff_initial = \"1m\"\n");
+  EXPECT_EQ(initial.key, "provider.backoff_initial");
+  EXPECT_EQ(initial.line, 3);
+
+  EXPECT_NE(parse_ok("[provider]\nbackoff_initial = \"20s\"\n"), nullptr);
+}
+
+TEST(ParseConfigRules, TotalTimeoutMustCoverOneAttempt) {
+  const auto error = single_error("[provider]\nattempt_timeout = \"5m\"\n");
+  EXPECT_EQ(error.key, "provider.attempt_timeout");
+  EXPECT_EQ(error.line, 2);
+  EXPECT_TRUE(contains(error.message, "total_timeout")) << error.message;
+
+  const auto total = single_error("[provider]\ntotal_timeout = \"1s\"\n");
+  EXPECT_EQ(total.key, "provider.total_timeout");
+  EXPECT_EQ(total.line, 2);
+}
+
+TEST(ParseConfigRules, ACrossKeyRuleIsSkippedWhenOneOfItsKeysIsAlreadyWrong) {
+  const auto error = single_error("[provider]\nbackoff_initial = \"1m\"\nbackoff_max = \"x\"\n");
+  EXPECT_EQ(error.key, "provider.backoff_max");
+  EXPECT_TRUE(contains(error.message, "not a duration")) << error.message;
+}
+
+TEST(ParseConfigRules, OpenAiNeedsABaseUrlAndAModel) {
+  const auto errors = parse_errors(
+      "[provider]\n"           // 1
+      "\n"                     // 2
+      "kind = \"openai\"\n");  // 3
+  ASSERT_EQ(errors.size(), 2u) << describe_all(errors);
+  EXPECT_EQ(errors[0].key, "provider.base_url");
+  EXPECT_EQ(errors[0].line, 3);  // where the kind that requires it is set
+  EXPECT_TRUE(contains(errors[0].message, "openai")) << errors[0].message;
+  EXPECT_EQ(errors[1].key, "provider.model");
+  EXPECT_EQ(errors[1].line, 3);
+
+  const auto empty_model = single_error(
+      "[provider]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1234/v1\"\nmodel = \"\"\n");
+  EXPECT_EQ(empty_model.key, "provider.model");
+  EXPECT_EQ(empty_model.line, 4);
+
+  EXPECT_NE(parse_ok("[provider]\nkind = \"openai\"\nbase_url = \"http://localhost:11434/v1\"\n"
+                     "model = \"llama\"\n"),
+            nullptr);
+}
+
+TEST(ParseConfigRules, BaseUrlMustBeHttpOrHttps) {
+  for (const char* url :
+       {"ftp://example.com", "api.openai.com/v1", "http://", "https:///v1", "not a url"}) {
+    SCOPED_TRACE(url);
+    const auto error = single_error(std::string("[provider]\nkind = \"openai\"\nmodel = \"m\"\n") +
+                                    "base_url = \"" + url + "\"\n");
+    EXPECT_EQ(error.key, "provider.base_url");
+    EXPECT_EQ(error.line, 4);
+  }
+}
+
+TEST(ParseConfigRules, OneBotPathMustStartWithASlash) {
+  const auto error = single_error("[onebot]\npath = \"onebot/v11/ws\"\n");
+  EXPECT_EQ(error.key, "onebot.path");
+  EXPECT_EQ(error.line, 2);
+  EXPECT_TRUE(contains(error.message, "must start with \"/\"")) << error.message;
+}
+
+TEST(ParseConfigRules, DataDirMustNotBeEmpty) {
+  const auto error = single_error("[data]\ndir = \"\"\n");
+  EXPECT_EQ(error.key, "data.dir");
+  EXPECT_EQ(error.line, 2);
+}
+
+TEST(ConfigError, DescribeLeavesOutWhatIsUnknown) {
+  EXPECT_EQ((ConfigError{"gateway.listen", 4, "bad"}).describe("m.toml"),
+            "m.toml:4: gateway.listen: bad");
+  EXPECT_EQ((ConfigError{"gateway.listen", 0, "bad"}).describe("m.toml"),
+            "m.toml: gateway.listen: bad");
+  EXPECT_EQ((ConfigError{"", 7, "syntax"}).describe("m.toml"), "m.toml:7: syntax");
+  EXPECT_EQ((ConfigError{"", 0, "unreadable"}).describe("m.toml"), "m.toml: unreadable");
+}
+
+class LoadConfigFile : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(testing::TempDir()) /
+           ("mooring-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string write(const std::string& name, const std::string& content) {
+    const auto path = dir_ / name;
+    std::ofstream(path) << content;
+    return path.string();
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(LoadConfigFile, ParsesAReadableFile) {
+  const auto path = write("mooring.toml", "[chat]\nhistory_messages = 3\n");
+  auto result = load_config_file(path);
+  ASSERT_TRUE(std::holds_alternative<ConfigPtr>(result));
+  EXPECT_EQ(std::get<ConfigPtr>(result)->chat.history_messages, 3u);
+}
+
+TEST_F(LoadConfigFile, ReportsProblemsInsideTheFile) {
+  const auto path = write("bad.toml", "[chat]\nhistory_messages = -1\n");
+  auto result = load_config_file(path);
+  ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(result));
+  const auto& errors = std::get<std::vector<ConfigError>>(result);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].key, "chat.history_messages");
+  EXPECT_EQ(errors[0].line, 2);
+}
+
+TEST_F(LoadConfigFile, AMissingFileIsOneErrorNamingThePathAndTheReason) {
+  const auto path = (dir_ / "absent.toml").string();
+  auto result = load_config_file(path);
+  ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(result));
+  const auto& errors = std::get<std::vector<ConfigError>>(result);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].key, "");
+  EXPECT_EQ(errors[0].line, 0);
+  EXPECT_TRUE(contains(errors[0].message, path)) << errors[0].message;
+  EXPECT_TRUE(contains(errors[0].message, "No such file or directory")) << errors[0].message;
+}
+
+TEST_F(LoadConfigFile, ADirectoryIsAnErrorNotAnEmptyConfig) {
+  auto result = load_config_file(dir_.string());
+  ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(result));
+  const auto& errors = std::get<std::vector<ConfigError>>(result);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_TRUE(contains(errors[0].message, "Is a directory")) << errors[0].message;
+}
+
+}  // namespace
+}  // namespace mooring::app

@@ -1,0 +1,53 @@
+#include "app/listener_component.hpp"
+
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+namespace mooring::app {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::shared_ptr<const net::Router> empty_router() { return std::make_shared<net::Router>(); }
+
+TEST(ListenerComponent, ATakenPortMeansFailedThenRecoveryWhenItFrees) {
+  asio::io_context io;
+  runtime::Supervisor supervisor(io.get_executor());
+  auto squatter = net::open_listener(io.get_executor(), {"127.0.0.1", 0}, "squatter");
+  ASSERT_TRUE(squatter.has_value());
+  const auto port = squatter->local_endpoint().port();
+
+  int address_changes = 0;
+  ListenerComponent admin(supervisor, "admin", {"127.0.0.1", port}, empty_router(), {},
+                          [&] { ++address_changes; });
+  admin.start();  // never throws
+  EXPECT_EQ(admin.status().state, ComponentState::failed);
+  EXPECT_NE(admin.status().last_error.find("admin: cannot listen on 127.0.0.1:" +
+                                           std::to_string(port)),
+            std::string::npos);
+  EXPECT_TRUE(admin.status().next_retry.has_value());
+  EXPECT_EQ(address_changes, 0);
+
+  squatter->close();  // the port frees; the component binds it by itself
+  auto recovered = test::run_on(io, [](ListenerComponent& c) -> awaitable<bool> {
+    for (int i = 0; i < 100 && c.status().state != ComponentState::running; ++i)
+      co_await runtime::sleep_for(50ms);
+    co_return c.status().state == ComponentState::running;
+  }(admin), 20s);
+  EXPECT_TRUE(recovered);
+  EXPECT_EQ(admin.status().listen, "127.0.0.1:" + std::to_string(port));
+  EXPECT_GE(admin.status().start_attempts, 2u);
+  EXPECT_EQ(address_changes, 1);
+
+  test::run_on(io, [](ListenerComponent& c) -> awaitable<bool> {
+    co_await c.stop(runtime::Deadline::after(5s));
+    co_return true;
+  }(admin));
+  EXPECT_EQ(admin.status().state, ComponentState::stopped);
+  // The port is free again the moment stop() returns.
+  EXPECT_TRUE(net::open_listener(io.get_executor(), {"127.0.0.1", port}, "again").has_value());
+}
+
+}  // namespace
+}  // namespace mooring::app

@@ -1,0 +1,61 @@
+#include "runtime/time.hpp"
+
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+namespace mooring::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Time, WithTimeoutCancelsAnOperationThatDoesNotFinish) {
+  auto finished = test::run_coroutine([]() -> awaitable<bool> {
+    co_return co_await with_timeout(
+        []() -> awaitable<void> { co_await sleep_for(1h); }(), 20ms);
+  }(), 10s);
+  EXPECT_FALSE(finished);
+}
+
+TEST(Time, WithTimeoutPassesTheResultThrough) {
+  auto value = test::run_coroutine([]() -> awaitable<std::optional<int>> {
+    co_return co_await with_timeout([]() -> awaitable<int> { co_return 42; }(), 1h);
+  }(), 10s);
+  ASSERT_TRUE(value.has_value());
+  EXPECT_EQ(*value, 42);
+}
+
+TEST(Time, DeadlineArithmetic) {
+  EXPECT_TRUE(Deadline::after(0ms).passed());
+  EXPECT_FALSE(Deadline::never().passed());
+  EXPECT_EQ(Deadline::never().remaining(), Duration::max());
+  EXPECT_EQ(Deadline::after(0ms).remaining(), Duration::zero());
+  auto soon = Deadline::after(1s);
+  EXPECT_EQ(soon.min(Deadline::never()).at(), soon.at());
+  EXPECT_LE(soon.remaining(), Duration(1000));
+}
+
+TEST(Notifier, WakesEveryWaiterAndTimesOutOtherwise) {
+  asio::io_context io;
+  Notifier notifier(io.get_executor());
+  int woken = 0;
+  auto waiter = [](Notifier& n, int& count) -> awaitable<bool> {
+    const bool woke = co_await n.wait_until(Deadline::after(1h));
+    if (woke) ++count;
+    co_return woke;
+  };
+  asio::co_spawn(io, waiter(notifier, woken), asio::detached);
+  asio::co_spawn(io, waiter(notifier, woken), asio::detached);
+  io.poll();
+  notifier.notify_all();
+  io.run_for(10s);
+  EXPECT_EQ(woken, 2);
+
+  auto timed_out = test::run_on(io, [](Notifier& n) -> awaitable<bool> {
+    co_return co_await n.wait_until(Deadline::after(10ms));
+  }(notifier));
+  EXPECT_FALSE(timed_out);
+}
+
+}  // namespace
+}  // namespace mooring::runtime
