@@ -23,12 +23,20 @@ std::string format_time(std::chrono::system_clock::time_point t) {
                      ms.count() % 1000);
 }
 
+void ComponentStatus::remember(std::string_view event) {
+  history.push_back(format_time(std::chrono::system_clock::now()) + " " + std::string(event));
+  while (history.size() > max_history) history.pop_front();
+}
+
 boost::json::object ComponentStatus::to_json() const {
   boost::json::object out{{"name", name}, {"state", to_string(state)}};
   out["last_error"] = last_error.empty() ? boost::json::value(nullptr) : boost::json::value(last_error);
   out["next_retry"] = next_retry ? boost::json::value(format_time(*next_retry)) : boost::json::value(nullptr);
   out["listen"] = listen.empty() ? boost::json::value(nullptr) : boost::json::value(listen);
   out["start_attempts"] = start_attempts;
+  boost::json::array events;
+  for (const auto& event : history) events.emplace_back(event);
+  out["history"] = std::move(events);
   return out;
 }
 

@@ -7,6 +7,8 @@
 #include <boost/json.hpp>
 
 #include <chrono>
+#include <deque>
+#include <string_view>
 #include <optional>
 #include <string>
 
@@ -23,7 +25,12 @@ struct ComponentStatus {
   std::optional<std::chrono::system_clock::time_point> next_retry;
   std::string listen;           // the bound address, for listeners
   std::uint64_t start_attempts = 0;
+  // The latest events of this component, oldest first ("... bind failed: ...",
+  // "... listening on ..."), at most max_history of them.
+  std::deque<std::string> history;
+  static constexpr std::size_t max_history = 16;
 
+  void remember(std::string_view event);
   boost::json::object to_json() const;
 };
 

@@ -57,6 +57,7 @@ class Host {
  private:
   bool prepare_data_dir();
   void write_ready_file();
+  void component_changed(const ComponentStatus& status);
   json::object status_document() const;
   bool ready() const;
   awaitable<void> shut_down(const char* cause);
@@ -93,6 +94,14 @@ void Host::write_ready_file() {
   if (auto error = write_file_atomically(options_.ready_file, json::serialize(listeners) + "\n");
       !error.empty())
     log::warn("{}", error);
+}
+
+void Host::component_changed(const ComponentStatus& status) {
+  write_ready_file();
+  auto event = status.to_json();
+  event.erase("history");
+  event["type"] = "component";
+  events_->publish(event);
 }
 
 json::object Host::status_document() const {
@@ -150,7 +159,7 @@ awaitable<int> Host::main() {
       supervisor_, "admin", config_->admin.listen,
       admin::make_admin_router({token->token, [this] { return status_document(); },
                                 [this] { return ready(); }, events_, event_options}),
-      net::HttpLimits{}, [this] { write_ready_file(); });
+      net::HttpLimits{}, [this](const ComponentStatus& status) { component_changed(status); });
   admin_->start();
   log::info("mooring {} started (data in {})", "serve", config_->data.dir);
 

@@ -16,11 +16,12 @@ namespace mooring::app {
 
 class ListenerComponent {
  public:
-  // `on_address_change` runs whenever the bound address appears or goes away
-  // (the host rewrites its ready file then).
+  // `on_change` runs after every change of state or of the bound address (the
+  // host rewrites its ready file and publishes the event then).
+  using ChangeCallback = std::function<void(const ComponentStatus&)>;
   ListenerComponent(runtime::Supervisor& supervisor, std::string name, net::ListenAddress address,
                     std::shared_ptr<const net::Router> router, net::HttpLimits limits,
-                    std::function<void()> on_address_change);
+                    ChangeCallback on_change);
   ListenerComponent(const ListenerComponent&) = delete;
   ListenerComponent& operator=(const ListenerComponent&) = delete;
 
@@ -37,11 +38,12 @@ class ListenerComponent {
   bool try_bind();
   awaitable<void> retry_bind();
   void set_state(ComponentState state);
+  void changed();
 
   runtime::Supervisor& supervisor_;
   net::ListenAddress address_;
   net::HttpServer server_;
-  std::function<void()> on_address_change_;
+  ChangeCallback on_change_;
   ComponentStatus status_;
 };
 

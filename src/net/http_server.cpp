@@ -110,7 +110,19 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       request.remote = remote_;
       auto match = router->match(parser.get().method(), parser.get().target().substr(
                                      0, parser.get().target().find('?')));
-      if (match.route) parser.body_limit(match.route->body_limit);
+      if (match.route) {
+        const auto limit = match.route->body_limit;
+        parser.body_limit(limit);
+        // Beast checks Content-Length against the limit while parsing the
+        // header, when the route (and so the limit) was not known yet.
+        if (parser.content_length() && *parser.content_length() > limit) {
+          auto response = error_response(
+              http::status::payload_too_large, "body_too_large",
+              fmt::format("request body exceeds {} bytes", limit), 11, false);
+          co_await write(std::move(response));
+          co_return;
+        }
+      }
       stream_.expires_after(limits.body_timeout);
       if (!parser.is_done()) {
         auto [body_ec, body_n] = co_await http::async_read(stream_, buffer_, parser, use_tuple);

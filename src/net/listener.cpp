@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
+
 namespace mooring::net {
 
 std::string endpoint_string(const tcp::endpoint& endpoint) {
@@ -25,6 +27,9 @@ boost::system::result<tcp::acceptor, ListenError> open_listener(
 
   tcp::acceptor acceptor(executor);
   acceptor.open(endpoint.protocol(), ec);
+  // A child process (a hook, a plugin runner) must never inherit the port.
+  if (!ec && ::fcntl(acceptor.native_handle(), F_SETFD, FD_CLOEXEC) != 0)
+    ec = error_code(errno, boost::system::system_category());
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec && ip.is_v6()) acceptor.set_option(asio::ip::v6_only(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);

@@ -63,6 +63,9 @@ ChildProcess::ChildProcess(const std::string& binary, const std::vector<std::str
     ::dup2(err, 2);
     int null = ::open("/dev/null", O_RDONLY);
     if (null >= 0) ::dup2(null, 0);
+    // Descriptors the test process holds (listening sockets among them) must
+    // not leak into the child and keep ports busy.
+    ::close_range(3, ~0U, 0);
     for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     ::execv(binary.c_str(), argv.data());
     ::_exit(127);

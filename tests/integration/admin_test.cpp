@@ -1,0 +1,131 @@
+// The admin listener of the real binary: it survives a taken port and comes up
+// by itself when the port frees (seed 000), guards /api with the token, and
+// streams live events.
+#include "net/listener.hpp"
+#include "support/clients.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <csignal>
+
+namespace mooring::test {
+namespace {
+
+namespace json = boost::json;
+
+std::optional<json::object> read_ready(const std::filesystem::path& path) {
+  auto text = read_file(path);
+  if (text.empty()) return std::nullopt;
+  return json::parse(text).as_object();
+}
+
+std::string read_token(const TempDir& dir) {
+  auto token = read_file(dir / "mooring-data" / "admin.token");
+  token.erase(token.find_last_not_of('\n') + 1);
+  return token;
+}
+
+TEST(Admin, ATakenPortDoesNotKillTheHostAndTheAdminComesUpWhenItFrees) {
+  asio::io_context io;
+  auto squatter = net::open_listener(io.get_executor(), {"127.0.0.1", 0}, "squatter");
+  ASSERT_TRUE(squatter.has_value());
+  const auto port = squatter->local_endpoint().port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+
+  TempDir dir;
+  write_file(dir / "mooring.toml", "[admin]\nlisten = \"" + address + "\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  ASSERT_TRUE(poll_until(
+      [&] { return host.stderr_text().find("cannot listen on") != std::string::npos; }, 20s))
+      << host.stderr_text();
+  EXPECT_NE(host.stderr_text().find("admin: cannot listen on " + address +
+                                    ": Address already in use; retrying in 1s"),
+            std::string::npos)
+      << host.stderr_text();
+  EXPECT_TRUE(host.running());
+
+  squatter->close();
+  ASSERT_TRUE(poll_until(
+      [&] {
+        auto ready = read_ready(dir / "ready.json");
+        return ready && ready->contains("admin");
+      },
+      20s))
+      << host.stderr_text();
+  EXPECT_EQ(read_ready(dir / "ready.json")->at("admin").as_string(), address);
+
+  auto status = http_get(address, "/api/status", read_token(dir));
+  ASSERT_EQ(status.status, 200);
+  auto admin = json::parse(status.body).at("components").as_array().at(0).as_object();
+  EXPECT_EQ(admin.at("state"), "running");
+  EXPECT_GE(admin.at("start_attempts").to_number<std::uint64_t>(), 2u);
+  EXPECT_NE(std::string(admin.at("last_error").as_string()).find("Address already in use"),
+            std::string::npos);
+  auto history = admin.at("history").as_array();
+  ASSERT_GE(history.size(), 2u);
+  EXPECT_NE(std::string(history.front().as_string()).find("bind failed"), std::string::npos);
+  EXPECT_NE(std::string(history.back().as_string()).find("listening on " + address),
+            std::string::npos);
+
+  // The recovery is logged once.
+  const auto log = host.stderr_text();
+  const auto first = log.find("(bound after");
+  ASSERT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find("(bound after", first + 1), std::string::npos);
+
+  host.signal(SIGTERM);
+  EXPECT_EQ(host.wait_exit(20s), 0);
+}
+
+TEST(Admin, TheTokenGuardsTheApiAndEventsStreamLive) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", "[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  ASSERT_TRUE(poll_until([&] {
+    auto ready = read_ready(dir / "ready.json");
+    return (ready && ready->contains("admin")) || !host.running();
+  }, 20s));
+  const std::string address(read_ready(dir / "ready.json")->at("admin").as_string());
+  const auto token = read_token(dir);
+
+  auto anonymous = http_get(address, "/api/status");
+  EXPECT_EQ(anonymous.status, 401);
+  EXPECT_EQ(json::parse(anonymous.body).at("error").at("code"), "unauthorized");
+  EXPECT_EQ(http_get(address, "/api/status", "wrong").status, 401);
+  EXPECT_EQ(http_get(address, "/api/status", token).status, 200);
+  auto missing = http_get(address, "/no/such/page");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(json::parse(missing.body).at("error").at("code"), "not_found");
+  EXPECT_EQ(http_get(address, "/readyz").status, 200);
+
+  WsClient events;
+  ASSERT_EQ(events.connect(address, "/api/events", {{"Authorization", "Bearer " + token}}), 101);
+  // Give the stream something to say: a SIGHUP is logged.
+  host.signal(SIGHUP);
+  bool saw_log = false;
+  for (int i = 0; i < 20 && !saw_log; ++i) {
+    auto message = events.read(10s);
+    ASSERT_TRUE(message.has_value());
+    auto event = json::parse(*message).as_object();
+    saw_log = event.at("type") == "log" &&
+              std::string(event.at("line").as_string()).find("SIGHUP") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_log);
+
+  host.signal(SIGINT);
+  EXPECT_EQ(host.wait_exit(20s), 0);
+  // The events client gets what was queued, then is told the server is going away.
+  std::optional<std::string> message;
+  for (int i = 0; i < 100 && (message = events.read(10s)); ++i) {
+  }
+  EXPECT_FALSE(message.has_value());
+  EXPECT_EQ(events.close_code(), 1001);
+}
+
+}  // namespace
+}  // namespace mooring::test

@@ -1,0 +1,164 @@
+#include "admin/admin_api.hpp"
+
+#include "admin/token.hpp"
+#include "net/http_server.hpp"
+#include "support/clients.hpp"
+#include "support/process.hpp"
+#include "support/server_thread.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+namespace mooring::admin {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+const std::string token = "0123456789abcdef0123456789abcdef";
+
+struct AdminFixture {
+  test::ServerThread thread;
+  std::shared_ptr<EventHub> events;
+  std::shared_ptr<const net::Router> router;
+  bool is_ready = true;
+
+  AdminFixture() {
+    events = thread.run([&] { return std::make_shared<EventHub>(thread.io().get_executor()); });
+    router = make_admin_router(AdminContext{
+        token, [] { return json::object{{"components", json::array{}}}; },
+        [this] { return is_ready; }, events, net::WsOptions{}});
+  }
+  ~AdminFixture() {
+    thread.run([&] {
+      events.reset();
+      return true;
+    });
+  }
+
+  std::unique_ptr<net::HttpServer> start(std::uint16_t port, std::string* address) {
+    return thread.run([&] {
+      auto server = std::make_unique<net::HttpServer>(thread.supervisor(), "admin", router);
+      auto acceptor = net::open_listener(thread.io().get_executor(), {"127.0.0.1", port}, "admin");
+      if (!acceptor) return std::unique_ptr<net::HttpServer>();
+      server->start(std::move(*acceptor));
+      *address = net::endpoint_string(*server->local_endpoint());
+      return server;
+    });
+  }
+
+  void stop(net::HttpServer& server, runtime::Duration deadline) {
+    thread.call([](net::HttpServer& s, runtime::Duration d) -> awaitable<bool> {
+      co_await s.stop(runtime::Deadline::after(d));
+      co_return true;
+    }(server, deadline));
+  }
+};
+
+TEST(AdminApi, ProbesAreOpenAndTheApiNeedsTheToken) {
+  AdminFixture admin;
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+
+  EXPECT_EQ(test::http_get(address, "/healthz").status, 200);
+  EXPECT_EQ(test::http_get(address, "/readyz").status, 200);
+  admin.thread.run([&] { return admin.is_ready = false; });
+  auto not_ready = test::http_get(address, "/readyz");
+  EXPECT_EQ(not_ready.status, 503);
+  EXPECT_TRUE(json::parse(not_ready.body).as_object().contains("components"));
+
+  auto missing = test::http_get(address, "/api/status");
+  EXPECT_EQ(missing.status, 401);
+  EXPECT_EQ(json::parse(missing.body).at("error").at("code"), "unauthorized");
+  EXPECT_EQ(test::http_get(address, "/api/status", "not-the-token").status, 401);
+  EXPECT_EQ(test::http_get(address, "/api/status", token).status, 200);
+  EXPECT_EQ(test::http_get(address, "/api/status?token=" + token).status, 200);
+
+  test::WsClient anonymous;
+  EXPECT_EQ(anonymous.connect(address, "/api/events"), 401);
+  admin.stop(*server, 1s);
+}
+
+TEST(AdminApi, EventsStreamPublishedObjects) {
+  AdminFixture admin;
+  std::string address;
+  auto server = admin.start(0, &address);
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address, "/api/events?token=" + token), 101);
+  ASSERT_TRUE(test::poll_until([&] { return admin.thread.run([&] { return admin.events->subscribers(); }) == 1; }, 10s));
+  admin.thread.run([&] {
+    admin.events->publish({{"type", "component"}, {"name", "admin"}, {"state", "running"}});
+    return true;
+  });
+  auto message = client.read();
+  ASSERT_TRUE(message);
+  EXPECT_EQ(json::parse(*message).at("state"), "running");
+  admin.stop(*server, 1s);
+}
+
+// Seed 000, two hundred times over: stop the admin server while an events
+// client lingers (never reads, never closes); every stop returns, the same port
+// binds again at once, and no descriptor is left behind.
+TEST(AdminApi, TwoHundredStopStartCyclesWithALingeringEventsClient) {
+  AdminFixture admin;
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+  const auto port = static_cast<std::uint16_t>(std::stoi(test::split_address(address).second));
+  admin.stop(*server, 50ms);
+  admin.thread.run([&] {
+    server.reset();
+    return true;
+  });
+  const auto baseline = test::open_descriptors();
+
+  for (int cycle = 0; cycle < 200; ++cycle) {
+    server = admin.start(port, &address);
+    ASSERT_TRUE(server) << "cycle " << cycle << ": the port did not bind again at once";
+    test::WsClient lingering;
+    ASSERT_EQ(lingering.connect(address, "/api/events?token=" + token), 101);
+    ASSERT_TRUE(test::poll_until(
+        [&] { return admin.thread.run([&] { return server->connections(); }) == 1; }, 10s));
+    admin.thread.run([&] {
+      admin.events->publish({{"type", "log"}, {"line", std::string(1000, 'x')}});
+      return true;
+    });
+    admin.stop(*server, 50ms);  // the call itself fails the test if stop() hangs
+    EXPECT_EQ(admin.thread.run([&] { return server->connections(); }), 0u);
+    admin.thread.run([&] {
+      server.reset();
+      return true;
+    });
+  }
+  EXPECT_EQ(test::open_descriptors(), baseline);
+}
+
+TEST(AdminToken, GeneratedOncePrivateAndReused) {
+  test::TempDir dir;
+  auto first = resolve_admin_token("", dir.path().string());
+  ASSERT_TRUE(first.has_value()) << first.error();
+  EXPECT_EQ(first->token.size(), 64u);
+  EXPECT_EQ(first->path, (dir / "admin.token").string());
+  struct stat st {};
+  ASSERT_EQ(::stat(first->path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto second = resolve_admin_token("", dir.path().string());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->token, first->token);
+
+  auto configured = resolve_admin_token("from-config-token", dir.path().string());
+  ASSERT_TRUE(configured.has_value());
+  EXPECT_EQ(configured->token, "from-config-token");
+  EXPECT_TRUE(configured->path.empty());
+
+  test::write_file(dir / "admin.token", "short\n");
+  auto broken = resolve_admin_token("", dir.path().string());
+  ASSERT_FALSE(broken.has_value());
+  EXPECT_NE(broken.error().find("delete it"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mooring::admin
