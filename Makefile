@@ -4,7 +4,7 @@
 DEBIAN_PACKAGES := build-essential cmake pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev \
   libssl-dev libsqlite3-dev libtomlplusplus-dev libspdlog-dev libcli11-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev ca-certificates
+  libgtest-dev libgmock-dev libbenchmark-dev ca-certificates openssl
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -39,20 +39,23 @@ test: build
 	ctest --preset dev -j $(JOBS)
 	$(MAKE) --no-print-directory test-asan
 
-# The network and runtime suites again under AddressSanitizer + UBSan.
+# The runtime, network and admin suites again under AddressSanitizer + UBSan.
+SANITIZED_SUITES := runtime_tests net_tests admin_tests
+SANITIZED_TESTS := '^(runtime|net|admin)\.'
+
 test-asan: deps
 	cmake --preset asan >/dev/null
-	cmake --build --preset asan -j $(JOBS) --target runtime_tests net_tests
-	ctest --preset asan -j $(JOBS) -R '^(runtime|net)\.'
+	cmake --build --preset asan -j $(JOBS) --target $(SANITIZED_SUITES)
+	ctest --preset asan -j $(JOBS) -R $(SANITIZED_TESTS)
 
 test-tsan: deps
 	cmake --preset tsan >/dev/null
-	cmake --build --preset tsan -j $(JOBS) --target runtime_tests net_tests
-	ctest --preset tsan -j $(JOBS) -R '^(runtime|net)\.'
+	cmake --build --preset tsan -j $(JOBS) --target $(SANITIZED_SUITES)
+	ctest --preset tsan -j $(JOBS) -R $(SANITIZED_TESTS)
 
 bench: deps
-	cmake --preset release -DMOORING_BUILD_BENCH=ON >/dev/null
-	cmake --build --preset release -j $(JOBS)
+	cmake --preset release -DMOORING_BUILD_BENCH=ON -DMOORING_BUILD_TESTS=ON >/dev/null
+	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm
 	./bench/run.sh
 
 clean:

@@ -6,6 +6,7 @@
 #include <boost/asio/experimental/channel.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
 

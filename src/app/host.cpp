@@ -3,11 +3,14 @@
 #include "admin/admin_api.hpp"
 #include "admin/token.hpp"
 #include "app/listener_component.hpp"
+#include "app/provider_factory.hpp"
+#include "chat/gateway.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run.hpp"
 #include "runtime/shutdown.hpp"
 #include "runtime/signals.hpp"
 #include "runtime/supervisor.hpp"
+#include "store/store.hpp"
 
 #include <boost/json.hpp>
 
@@ -72,6 +75,10 @@ class Host {
   bool forced_ = false;
   int stop_signal_ = 0;
   std::shared_ptr<admin::EventHub> events_;
+  std::unique_ptr<store::Store> store_;
+  std::shared_ptr<llm::Provider> provider_;
+  std::unique_ptr<chat::Gateway> gateway_;
+  std::unique_ptr<ListenerComponent> gateway_listener_;
   std::unique_ptr<ListenerComponent> admin_;
   Clock::time_point started_ = Clock::now();
 };
@@ -90,6 +97,8 @@ bool Host::prepare_data_dir() {
 void Host::write_ready_file() {
   if (options_.ready_file.empty()) return;
   json::object listeners;
+  if (gateway_listener_ && !gateway_listener_->status().listen.empty())
+    listeners["gateway"] = gateway_listener_->status().listen;
   if (admin_ && !admin_->status().listen.empty()) listeners["admin"] = admin_->status().listen;
   if (auto error = write_file_atomically(options_.ready_file, json::serialize(listeners) + "\n");
       !error.empty())
@@ -106,6 +115,7 @@ void Host::component_changed(const ComponentStatus& status) {
 
 json::object Host::status_document() const {
   json::array components;
+  if (gateway_listener_) components.push_back(gateway_listener_->status().to_json());
   if (admin_) components.push_back(admin_->status().to_json());
   const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
   return json::object{
@@ -114,12 +124,16 @@ json::object Host::status_document() const {
       {"uptime_ms", uptime.count()},
       {"components", std::move(components)},
       {"tasks", supervisor_.size()},
+      {"sessions", gateway_ ? gateway_->sessions() : 0},
+      {"connections", gateway_ ? gateway_->connections() : 0},
+      {"replies_in_flight", gateway_ ? gateway_->replies_in_flight() : 0},
       {"task_failures", supervisor_.failures()},
   };
 }
 
 bool Host::ready() const {
-  return !shutdown_.begun() && admin_ && admin_->status().state == ComponentState::running;
+  return !shutdown_.begun() && admin_ && admin_->status().state == ComponentState::running &&
+         gateway_listener_ && gateway_listener_->status().state == ComponentState::running;
 }
 
 awaitable<int> Host::main() {
@@ -153,15 +167,38 @@ awaitable<int> Host::main() {
   if (!token->path.empty()) log::info("admin: token is in {}", token->path);
 
   events_->capture_logs();
+
+  auto opened = co_await store::Store::open(io_.get_executor(), config_->data.dir);
+  if (!opened) {
+    log::error("store: {}", opened.error().message);
+    signals.close();
+    co_return 1;
+  }
+  store_ = std::move(*opened);
+  provider_ = make_provider(config_->provider, io_.get_executor(), &shutdown_);
+  const auto& gw = config_->gateway;
+  gateway_ = std::make_unique<chat::Gateway>(
+      supervisor_, *store_, provider_,
+      chat::GatewayOptions{gw.token, config_->chat.history_messages, config_->provider.system_prompt,
+                           net::WsOptions{gw.max_message_bytes, gw.send_queue_limit,
+                                          gw.heartbeat_interval, gw.heartbeat_timeout,
+                                          std::chrono::seconds(5)}});
+  auto on_change = [this](const ComponentStatus& status) { component_changed(status); };
+  gateway_listener_ = std::make_unique<ListenerComponent>(supervisor_, "gateway", gw.listen,
+                                                          gateway_->router(), net::HttpLimits{},
+                                                          on_change);
+
   net::WsOptions event_options;
   event_options.send_queue_limit = 1024;
   admin_ = std::make_unique<ListenerComponent>(
       supervisor_, "admin", config_->admin.listen,
       admin::make_admin_router({token->token, [this] { return status_document(); },
                                 [this] { return ready(); }, events_, event_options}),
-      net::HttpLimits{}, [this](const ComponentStatus& status) { component_changed(status); });
+      net::HttpLimits{}, on_change);
+  gateway_listener_->start();
   admin_->start();
-  log::info("mooring {} started (data in {})", "serve", config_->data.dir);
+  co_await gateway_->recover();
+  log::info("mooring started: provider {}, data in {}", provider_->kind(), config_->data.dir);
 
   while (!stop_requested_) co_await shutdown_requested_.wait_until(runtime::Deadline::never());
   co_await shut_down(runtime::signal_name(stop_signal_));
@@ -177,30 +214,39 @@ awaitable<void> Host::shut_down(const char* cause) {
 
   // (1) Not ready, and no listener accepts any more: the ports are free now.
   shutdown_.begin();
+  gateway_listener_->stop_accepting();
   admin_->stop_accepting();
-  const auto connections_at_start = admin_->server().connections();
+  const auto connections_at_start =
+      gateway_listener_->server().connections() + admin_->server().connections();
 
-  // (2) No new upstream work starts (ShutdownState); connections and replies in
-  // flight get until the drain deadline, or until a second signal.
-  auto stop_deadline = drain_deadline;
-  if (forced_) stop_deadline = runtime::Deadline::after(0ms);
+  // (2) No new provider request or retry starts (ShutdownState); replies in
+  // flight may finish and be delivered until the drain deadline; then clients
+  // get close 1001 after their queued frames. A second signal cuts this short.
+  auto stop_deadline = forced_ ? runtime::Deadline::after(0ms) : drain_deadline;
   {
-    // The second signal must cut the drain short: race the stop against it.
     using namespace asio::experimental::awaitable_operators;
     auto forced_signal = [](Host* host) -> awaitable<void> {
       while (!host->forced_)
         co_await host->shutdown_requested_.wait_until(runtime::Deadline::never());
     };
-    co_await (admin_->stop(stop_deadline) || forced_signal(this));
+    auto drain = [](Host* host, runtime::Deadline deadline) -> awaitable<void> {
+      co_await host->supervisor_.join_group("chat.replies", deadline);
+      co_await host->gateway_listener_->stop(deadline);
+      co_await host->admin_->stop(deadline);
+    };
+    co_await (drain(this, stop_deadline) || forced_signal(this));
   }
 
   // (3) Whatever is left is cancelled and closed.
+  gateway_listener_->force_close_all();
   admin_->force_close_all();
   const auto cancelled = supervisor_.cancel_all(asio::cancellation_type::terminal);
   auto stragglers = co_await supervisor_.join(runtime::Deadline::after(forced_stage_grace));
   for (const auto& task : stragglers) log::warn("task {} did not end in time; abandoned", task.name);
 
-  // (4) Storage commits and closes here once there is any.
+  // (4) The store finishes its queued writes and closes.
+  if (auto closed = co_await store_->close(); !closed)
+    log::warn("store: {}", closed.error().message);
 
   // (5) One summary line.
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);

@@ -93,12 +93,16 @@ awaitable<void> WsConnection::write_loop() {
     if (state_ == State::closed) co_return;
     if (!queue_.empty()) {
       stream_.text(true);
-      auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front()), use_tuple);
+      writing_ = true;
+      auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front().text), use_tuple);
+      writing_ = false;
       if (ec) {
         force_close();
         co_return;
       }
+      auto written = std::move(queue_.front().on_written);
       queue_.pop_front();
+      if (written) written();
       continue;
     }
     if (state_ == State::closing) {
@@ -134,16 +138,17 @@ awaitable<void> WsConnection::write_loop() {
 
 void WsConnection::wake_writer() { wake_.cancel(); }
 
-error_code WsConnection::send(std::string text) {
+error_code WsConnection::send(std::string text, std::function<void()> on_written) {
   if (state_ != State::open) return asio::error::not_connected;
   if (queue_.size() >= options_.send_queue_limit) {
     log::warn("{}: {} is not reading ({} frames queued); closing with 1008 slow consumer",
               log_name_, remote_, queue_.size());
-    queue_.clear();
+    // The frame being written stays: its buffer is in use until the write ends.
+    queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
-  queue_.push_back(std::move(text));
+  queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
   wake_writer();
   return {};
 }

@@ -60,7 +60,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // task) keeps `self` alive through the coroutine's parameter.
   static awaitable<void> run(std::shared_ptr<WsConnection> self);
 
-  error_code send(std::string text);
+  // `on_written` runs once the frame has been written to the socket (not when
+  // the peer has read it); it never runs for a frame that was dropped.
+  error_code send(std::string text, std::function<void()> on_written = {});
   void close(websocket::close_code code, std::string reason);
   void force_close();
 
@@ -80,13 +82,18 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::string remote_;
   std::string log_name_;
   State state_ = State::open;
-  std::deque<std::string> queue_;
+  struct Outgoing {
+    std::string text;
+    std::function<void()> on_written;
+  };
+  std::deque<Outgoing> queue_;
   asio::steady_timer wake_;
   asio::steady_timer close_watchdog_;
   WsClosed closed_;
   Clock::time_point last_heard_;
   Clock::time_point ping_sent_;
   bool awaiting_pong_ = false;
+  bool writing_ = false;  // the front of queue_ is being written
 };
 
 // Endings of a connection that are part of normal life (the peer left, we

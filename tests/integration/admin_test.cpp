@@ -36,7 +36,8 @@ TEST(Admin, ATakenPortDoesNotKillTheHostAndTheAdminComesUpWhenItFrees) {
   const std::string address = "127.0.0.1:" + std::to_string(port);
 
   TempDir dir;
-  write_file(dir / "mooring.toml", "[admin]\nlisten = \"" + address + "\"\n");
+  write_file(dir / "mooring.toml", "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"" +
+                                       address + "\"\n");
   ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
                     dir.path());
   ASSERT_TRUE(poll_until(
@@ -60,7 +61,11 @@ TEST(Admin, ATakenPortDoesNotKillTheHostAndTheAdminComesUpWhenItFrees) {
 
   auto status = http_get(address, "/api/status", read_token(dir));
   ASSERT_EQ(status.status, 200);
-  auto admin = json::parse(status.body).at("components").as_array().at(0).as_object();
+  json::object admin;
+  const auto document = json::parse(status.body);
+  for (const auto& component : document.at("components").as_array())
+    if (component.at("name") == "admin") admin = component.as_object();
+  ASSERT_FALSE(admin.empty()) << status.body;
   EXPECT_EQ(admin.at("state"), "running");
   EXPECT_GE(admin.at("start_attempts").to_number<std::uint64_t>(), 2u);
   EXPECT_NE(std::string(admin.at("last_error").as_string()).find("Address already in use"),
@@ -83,7 +88,8 @@ TEST(Admin, ATakenPortDoesNotKillTheHostAndTheAdminComesUpWhenItFrees) {
 
 TEST(Admin, TheTokenGuardsTheApiAndEventsStreamLive) {
   TempDir dir;
-  write_file(dir / "mooring.toml", "[admin]\nlisten = \"127.0.0.1:0\"\n");
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
   ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
                     dir.path());
   ASSERT_TRUE(poll_until([&] {

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every benchmark against the release build and prints the figures that
+# docs/benchmarks.md records. Run from the repository root after
+# `cmake --preset release -DMOORING_BUILD_BENCH=ON -DMOORING_BUILD_TESTS=ON && cmake --build --preset release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=build/release
+echo "== machine: $(nproc) cores, $(uname -r)"
+"$build/bench/bench_admin_stop" 20 100 200
+python3 bench/admin_rss.py "$build/mooring" 1000
+"$build/bench/bench_llm" 100 20000

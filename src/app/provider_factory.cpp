@@ -1,0 +1,38 @@
+#include "app/provider_factory.hpp"
+
+#include "llm/echo_provider.hpp"
+#include "llm/openai_provider.hpp"
+#include "llm/resilient_provider.hpp"
+#include "runtime/log.hpp"
+
+#include <cstdlib>
+
+namespace mooring::app {
+
+std::shared_ptr<llm::Provider> make_provider(const ProviderConfig& config,
+                                             const asio::any_io_executor& executor,
+                                             const runtime::ShutdownState* shutdown) {
+  std::shared_ptr<llm::Provider> inner;
+  if (config.kind == "openai") {
+    std::string key;
+    if (const char* value = std::getenv(config.api_key_env.c_str()); value) key = value;
+    if (key.empty())
+      log::warn("provider: ${} is empty; requests to {} go without an API key", config.api_key_env,
+                config.base_url);
+    inner = std::make_shared<llm::OpenAiProvider>(
+        executor, llm::OpenAiOptions{config.base_url, config.model, std::move(key)});
+  } else {
+    inner = std::make_shared<llm::EchoProvider>(config.echo.token_delay);
+  }
+  llm::ResilienceOptions options;
+  options.max_concurrency = config.max_concurrency;
+  options.max_waiting = config.max_concurrency * 8;
+  options.attempt_timeout = config.attempt_timeout;
+  options.total_timeout = config.total_timeout;
+  options.max_attempts = static_cast<unsigned>(config.max_attempts);
+  options.backoff_initial = config.backoff_initial;
+  options.backoff_max = config.backoff_max;
+  return std::make_shared<llm::ResilientProvider>(executor, std::move(inner), options, shutdown);
+}
+
+}  // namespace mooring::app

@@ -1,0 +1,55 @@
+// The chat gateway's wire protocol (DESIGN.md, "Chat gateway"), shaped after
+// Cheshire Cat's WebSocket API so its clients work unchanged. Parsing never
+// throws: a frame is either a known message or a ProtocolError with a name and
+// a description for the `error` frame.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace mooring::chat {
+
+struct UserMessage {
+  std::string text;
+  std::optional<std::string> id;  // the client's id; the same id twice is stored once
+  std::vector<std::string> images;
+};
+
+struct Resume {
+  std::int64_t after = 0;
+};
+
+struct Cancel {};
+
+struct ProtocolError {
+  std::string name;  // "invalid_json", "missing_text", "wrong_type", ...
+  std::string description;
+};
+
+using ClientFrame = std::variant<UserMessage, Resume, Cancel, ProtocolError>;
+
+// Longest accepted client id and image count; longer is a ProtocolError.
+inline constexpr std::size_t max_client_id_bytes = 256;
+inline constexpr std::size_t max_images = 16;
+
+ClientFrame parse_client_frame(std::string_view text);
+
+// Whether `user_id` matches [A-Za-z0-9_.:-]{1,128}.
+bool valid_user_id(std::string_view user_id);
+
+// Server frames, serialized.
+std::string ack_frame(const std::optional<std::string>& id, std::int64_t seq);
+std::string token_frame(std::string_view piece, std::int64_t reply_to);
+std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
+                       std::int64_t reply_to);
+std::string notification_frame(std::string_view content);
+std::string error_frame(std::string_view name, std::string_view description,
+                        std::optional<std::int64_t> reply_to = std::nullopt);
+
+}  // namespace mooring::chat

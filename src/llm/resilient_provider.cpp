@@ -1,0 +1,183 @@
+#include "llm/resilient_provider.hpp"
+
+#include "runtime/log.hpp"
+#include "runtime/retry.hpp"
+
+#include <fmt/format.h>
+
+namespace mooring::llm {
+
+using Kind = ProviderError::Kind;
+using namespace std::chrono_literals;
+
+namespace {
+
+ProviderError error(Kind kind, std::string message, bool retryable = false) {
+  return ProviderError{kind, 0, std::nullopt, retryable, std::move(message)};
+}
+
+std::string seconds_text(runtime::Duration d) {
+  if (d % 1000ms == 0ms) return fmt::format("{} s", d.count() / 1000);
+  return fmt::format("{:.1f} s", static_cast<double>(d.count()) / 1000.0);
+}
+
+// Releases a concurrency slot however the request ends.
+class SlotGuard {
+ public:
+  SlotGuard(std::size_t& active, runtime::Notifier& freed) : active_(active), freed_(freed) {
+    ++active_;
+  }
+  ~SlotGuard() {
+    --active_;
+    freed_.notify_all();
+  }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+
+ private:
+  std::size_t& active_;
+  runtime::Notifier& freed_;
+};
+
+}  // namespace
+
+ResilientProvider::ResilientProvider(asio::any_io_executor executor,
+                                     std::shared_ptr<Provider> inner, ResilienceOptions options,
+                                     const runtime::ShutdownState* shutdown)
+    : inner_(std::move(inner)),
+      options_(options),
+      shutdown_(shutdown),
+      slot_freed_(std::move(executor)) {}
+
+bool ResilientProvider::breaker_open() const { return Clock::now() < breaker_open_until_; }
+
+void ResilientProvider::record_outcome(bool success) {
+  if (success) {
+    consecutive_failures_ = 0;
+    breaker_open_until_ = {};
+    return;
+  }
+  if (++consecutive_failures_ >= options_.breaker_threshold) {
+    if (!breaker_open())
+      log::warn("provider {}: {} failures in a row; failing fast for {}", inner_->kind(),
+                consecutive_failures_, seconds_text(options_.breaker_cooldown));
+    breaker_open_until_ = Clock::now() + options_.breaker_cooldown;
+  }
+}
+
+awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& request,
+                                                            const PieceSink& on_piece,
+                                                            bool& started,
+                                                            runtime::Deadline deadline) {
+  PieceSink marking_sink = [&](std::string_view piece) {
+    started = true;
+    if (on_piece) on_piece(piece);
+  };
+  const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
+  auto outcome = co_await runtime::with_timeout(inner_->complete(request, marking_sink), budget);
+  if (outcome) co_return std::move(*outcome);
+  co_return failure(error(Kind::timeout,
+                          fmt::format("the provider did not answer within {}", seconds_text(budget)),
+                          true));
+}
+
+awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& request,
+                                                        PieceSink on_piece) {
+  const auto begun = Clock::now();
+  const auto deadline = runtime::Deadline::after(options_.total_timeout);
+  if (shutdown_ && shutdown_->begun())
+    co_return failure(error(Kind::shutting_down, "mooring is shutting down; try again shortly"));
+
+  // The breaker: fail fast while open; once the cool-down is over, one request probes.
+  bool probing = false;
+  if (consecutive_failures_ >= options_.breaker_threshold) {
+    if (breaker_open() || probe_in_flight_) {
+      co_return failure(error(Kind::circuit_open,
+                              fmt::format("the provider failed {} times in a row; not asking it "
+                                          "again for a few seconds",
+                                          consecutive_failures_)));
+    }
+    probing = probe_in_flight_ = true;
+  }
+  struct ProbeReset {
+    bool active;
+    bool& flag;
+    ~ProbeReset() {
+      if (active) flag = false;
+    }
+  } probe_reset{probing, probe_in_flight_};
+
+  // A slot, or a bounded wait for one.
+  if (active_ >= options_.max_concurrency) {
+    if (waiting_ >= options_.max_waiting)
+      co_return failure(error(Kind::overloaded,
+                              fmt::format("mooring is busy: {} requests are running and {} waiting; "
+                                          "try again shortly",
+                                          active_, waiting_)));
+    ++waiting_;
+    while (active_ >= options_.max_concurrency && !deadline.passed()) {
+      try {
+        co_await slot_freed_.wait_until(deadline);
+      } catch (...) {
+        --waiting_;
+        throw;
+      }
+      if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+          asio::cancellation_type::none)
+        break;
+    }
+    --waiting_;
+    if ((co_await asio::this_coro::cancellation_state).cancelled() !=
+        asio::cancellation_type::none)
+      co_return failure(error(Kind::cancelled, "the request was cancelled"));
+    if (active_ >= options_.max_concurrency)
+      co_return failure(error(Kind::timeout, fmt::format("no provider slot freed within {}",
+                                                         seconds_text(options_.total_timeout))));
+  }
+  SlotGuard slot(active_, slot_freed_);
+
+  bool started = false;
+  runtime::RetryPolicy policy{options_.max_attempts, options_.backoff_initial, options_.backoff_max,
+                              deadline};
+  auto outcome = co_await runtime::retry<std::string, ProviderError>(
+      policy, shutdown_,
+      [&](unsigned) -> awaitable<CompletionResult> {
+        return attempt_once(request, on_piece, started, deadline);
+      },
+      [&](const ProviderError& e) {
+        return runtime::RetryAdvice{e.retryable && !started, e.retry_after};
+      });
+
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);
+  if (outcome.last) {
+    record_outcome(true);
+    log::info("provider {} {}: ok after {} attempt(s) in {} ms ({} chars)", inner_->kind(),
+              inner_->model(), outcome.attempts, took.count(), outcome.last->size());
+    co_return std::move(outcome.last);
+  }
+
+  ProviderError failed = outcome.last.error();
+  const bool cancelled = (co_await asio::this_coro::cancellation_state).cancelled() !=
+                         asio::cancellation_type::none;
+  if (outcome.stop == runtime::RetryStop::cancelled || cancelled) {
+    failed = error(Kind::cancelled, "the request was cancelled");
+  } else if (outcome.stop == runtime::RetryStop::shutdown) {
+    failed.message += "; not retried because mooring is shutting down";
+  } else if (outcome.attempts > 1 || outcome.stop == runtime::RetryStop::attempts_exhausted) {
+    failed.message += fmt::format(", gave up after {} attempt{}", outcome.attempts,
+                                  outcome.attempts == 1 ? "" : "s");
+  } else if (started && failed.retryable) {
+    failed.message += "; not retried because part of the reply was already sent";
+  }
+  if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_outcome(false);
+  if (failed.kind == Kind::cancelled) {
+    log::info("provider {} {}: cancelled after {} attempt(s) in {} ms", inner_->kind(),
+              inner_->model(), outcome.attempts, took.count());
+  } else {
+    log::warn("provider {} {}: failed after {} attempt(s) in {} ms: {}", inner_->kind(),
+              inner_->model(), outcome.attempts, took.count(), failed.message);
+  }
+  co_return failure(std::move(failed));
+}
+
+}  // namespace mooring::llm

@@ -1,0 +1,294 @@
+#include "net/http_client.hpp"
+
+#include "net/listener.hpp"
+#include "runtime/time.hpp"
+
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <variant>
+
+namespace mooring::net {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+struct ParsedUrl {
+  bool tls = false;
+  std::string host;
+  std::string port;
+  std::string target;  // path and query
+};
+
+namespace {
+
+using Result = boost::system::result<ClientResponse, ClientError>;
+
+ClientError make_error(error_code ec, std::string message) { return ClientError{ec, std::move(message)}; }
+
+std::optional<ParsedUrl> parse_url(std::string_view text) {
+  auto url = boost::urls::parse_absolute_uri(text);
+  if (!url) return std::nullopt;
+  ParsedUrl out;
+  const auto scheme = url->scheme();
+  if (scheme == "https") {
+    out.tls = true;
+  } else if (scheme != "http") {
+    return std::nullopt;
+  }
+  out.host = std::string(url->host_address());
+  if (out.host.empty()) return std::nullopt;
+  out.port = url->has_port() ? std::string(url->port()) : (out.tls ? "443" : "80");
+  out.target = std::string(url->encoded_path());
+  if (out.target.empty()) out.target = "/";
+  if (url->has_query()) out.target += "?" + std::string(url->encoded_query());
+  return out;
+}
+
+std::optional<std::string> env(const char* upper, const char* lower) {
+  if (const char* v = std::getenv(upper); v && *v) return std::string(v);
+  if (const char* v = std::getenv(lower); v && *v) return std::string(v);
+  return std::nullopt;
+}
+
+// NO_PROXY: comma-separated host names or suffixes (".example.com"); "*" for all.
+bool bypasses_proxy(const std::string& host, const std::optional<std::string>& no_proxy) {
+  if (!no_proxy) return false;
+  std::string_view list = *no_proxy;
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    auto entry = list.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (entry == "*") return true;
+    if (!entry.empty()) {
+      if (entry.front() == '.') entry.remove_prefix(1);
+      if (host == entry ||
+          (host.size() > entry.size() && host.ends_with(entry) &&
+           host[host.size() - entry.size() - 1] == '.'))
+        return true;
+    }
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+}  // namespace
+
+// One connection to an origin, plain or TLS.
+struct HttpClient::Connection {
+  std::variant<beast::tcp_stream, beast::ssl_stream<beast::tcp_stream>> stream;
+  beast::flat_buffer buffer;
+
+  explicit Connection(beast::tcp_stream s) : stream(std::move(s)) {}
+  Connection(beast::tcp_stream s, ssl::context& tls) : stream(std::in_place_index<1>, std::move(s), tls) {}
+
+  beast::tcp_stream& tcp() {
+    return std::visit(
+        [](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(s); }, stream);
+  }
+  bool is_open() { return tcp().socket().is_open(); }
+};
+
+HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
+    : executor_(std::move(executor)), options_(std::move(options)) {
+  if (!options_.https_proxy) options_.https_proxy = env("HTTPS_PROXY", "https_proxy");
+  if (!options_.http_proxy) options_.http_proxy = env("HTTP_PROXY", "http_proxy");
+  if (!options_.no_proxy) options_.no_proxy = env("NO_PROXY", "no_proxy");
+  tls_ = std::make_unique<ssl::context>(ssl::context::tls_client);
+  tls_->set_default_verify_paths();  // honours SSL_CERT_FILE / SSL_CERT_DIR
+  tls_->set_verify_mode(ssl::verify_peer);
+  tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                    ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+}
+
+HttpClient::~HttpClient() = default;
+
+std::size_t HttpClient::idle_connections() const {
+  std::size_t n = 0;
+  for (const auto& [origin, list] : idle_) n += list.size();
+  return n;
+}
+
+awaitable<boost::system::result<std::unique_ptr<HttpClient::Connection>, ClientError>>
+HttpClient::connect(const std::string& origin, const ParsedUrl& url) {
+  using ConnectResult = boost::system::result<std::unique_ptr<Connection>, ClientError>;
+  auto fail = [](ClientError e) { return ConnectResult(boost::system::in_place_error, std::move(e)); };
+
+  // Which host the TCP connection goes to: the origin, or a proxy.
+  std::optional<ParsedUrl> proxy;
+  const auto& proxy_setting = url.tls ? options_.https_proxy : options_.http_proxy;
+  if (proxy_setting && !bypasses_proxy(url.host, options_.no_proxy)) {
+    proxy = parse_url(*proxy_setting);
+    if (!proxy)
+      co_return fail(make_error(asio::error::invalid_argument,
+                                fmt::format("the proxy setting \"{}\" is not an http:// URL",
+                                            *proxy_setting)));
+  }
+  const auto& peer = proxy ? *proxy : url;
+
+  tcp::resolver resolver(executor_);
+  auto [resolve_ec, endpoints] = co_await resolver.async_resolve(peer.host, peer.port, use_tuple);
+  if (resolve_ec)
+    co_return fail(make_error(resolve_ec, fmt::format("cannot resolve {}: {}", peer.host,
+                                                      resolve_ec.message())));
+  beast::tcp_stream stream(executor_);
+  stream.expires_after(options_.connect_timeout);
+  auto [connect_ec, endpoint] = co_await stream.async_connect(endpoints, use_tuple);
+  if (connect_ec)
+    co_return fail(make_error(connect_ec, fmt::format("cannot connect to {}:{}: {}", peer.host,
+                                                      peer.port, connect_ec.message())));
+  ++opened_;
+
+  if (proxy && url.tls) {
+    // Ask the proxy for a tunnel, then speak TLS through it.
+    http::request<http::empty_body> connect_req{http::verb::connect, url.host + ":" + url.port, 11};
+    connect_req.set(http::field::host, url.host + ":" + url.port);
+    auto [write_ec, w] = co_await http::async_write(stream, connect_req, use_tuple);
+    beast::flat_buffer buffer;
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true);  // a CONNECT response has no body
+    error_code read_ec = write_ec;
+    if (!write_ec) std::tie(read_ec, w) = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    if (read_ec)
+      co_return fail(make_error(read_ec, fmt::format("proxy {}:{} failed: {}", proxy->host,
+                                                     proxy->port, read_ec.message())));
+    if (parser.get().result() != http::status::ok)
+      co_return fail(make_error(asio::error::connection_refused,
+                                fmt::format("proxy {}:{} refused the tunnel to {}:{} ({})",
+                                            proxy->host, proxy->port, url.host, url.port,
+                                            parser.get().result_int())));
+  }
+
+  std::unique_ptr<Connection> connection;
+  if (url.tls) {
+    connection = std::make_unique<Connection>(std::move(stream), *tls_);
+    auto& tls_stream = std::get<1>(connection->stream);
+    if (!SSL_set_tlsext_host_name(tls_stream.native_handle(), url.host.c_str()))
+      co_return fail(make_error(asio::error::invalid_argument, "cannot set TLS server name"));
+    tls_stream.set_verify_callback(ssl::host_name_verification(url.host));
+    auto [handshake_ec] = co_await tls_stream.async_handshake(ssl::stream_base::client, use_tuple);
+    if (handshake_ec)
+      co_return fail(make_error(handshake_ec, fmt::format("TLS with {}:{} failed: {}", url.host,
+                                                          url.port, handshake_ec.message())));
+  } else {
+    connection = std::make_unique<Connection>(std::move(stream));
+  }
+  (void)origin;
+  co_return ConnectResult(std::move(connection));
+}
+
+awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
+    ClientRequest request, HeadSink on_head, BodySink on_body) {
+  auto fail = [](ClientError e) { return Result(boost::system::in_place_error, std::move(e)); };
+  const auto url = parse_url(request.url);
+  if (!url)
+    co_return fail(make_error(asio::error::invalid_argument,
+                              fmt::format("\"{}\" is not an http:// or https:// URL", request.url)));
+  const std::string origin = (url->tls ? "https://" : "http://") + url->host + ":" + url->port;
+  const bool via_plain_proxy =
+      !url->tls && options_.http_proxy && !bypasses_proxy(url->host, options_.no_proxy);
+
+  http::request<http::string_body> req{request.method, via_plain_proxy ? request.url : url->target,
+                                       11};
+  req.set(http::field::host, url->host);
+  req.set(http::field::user_agent, "mooring");
+  for (const auto& [name, value] : request.headers) req.set(name, value);
+  req.body() = std::move(request.body);
+  req.prepare_payload();
+  req.keep_alive(true);
+
+  // A pooled connection may have been closed by the server while idle; such a
+  // failure before any byte of the response is retried once on a new one.
+  for (int round = 0; round < 2; ++round) {
+    std::unique_ptr<Connection> connection;
+    bool reused = false;
+    auto& idle = idle_[origin];
+    while (!idle.empty() && !connection) {
+      auto candidate = std::move(idle.back());
+      idle.pop_back();
+      if (candidate->is_open()) connection = std::move(candidate);
+    }
+    if (connection) {
+      reused = true;
+    } else {
+      auto connected = co_await connect(origin, *url);
+      if (!connected) co_return fail(connected.error());
+      connection = std::move(*connected);
+    }
+    connection->tcp().expires_never();
+
+    auto [write_ec, written] = co_await std::visit(
+        [&](auto& s) { return http::async_write(s, req, use_tuple); }, connection->stream);
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(boost::none);
+    error_code ec = write_ec;
+    if (!ec) {
+      std::size_t n = 0;
+      std::tie(ec, n) = co_await std::visit(
+          [&](auto& s) { return http::async_read_header(s, connection->buffer, parser, use_tuple); },
+          connection->stream);
+    }
+    if (ec) {
+      if (reused && ec != asio::error::operation_aborted) continue;
+      co_return fail(make_error(ec, fmt::format("{} {}: {}", std::string_view(req.method_string()),
+                                                origin, ec.message())));
+    }
+
+    ClientResponse response;
+    response.status = static_cast<int>(parser.get().result_int());
+    response.headers = parser.get().base();
+    if (on_head) on_head(response);
+
+    char chunk[16 * 1024];
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk;
+      parser.get().body().size = sizeof chunk;
+      auto [read_ec, n] = co_await std::visit(
+          [&](auto& s) { return http::async_read(s, connection->buffer, parser, use_tuple); },
+          connection->stream);
+      if (read_ec == http::error::need_buffer) read_ec = {};
+      const std::size_t got = sizeof chunk - parser.get().body().size;
+      if (got > 0 && on_body) on_body(std::string_view(chunk, got));
+      if (read_ec)
+        co_return fail(make_error(read_ec, fmt::format("reading the response from {}: {}", origin,
+                                                       read_ec.message())));
+    }
+    if (parser.get().keep_alive() && idle_[origin].size() < options_.max_idle_per_origin) {
+      idle_[origin].push_back(std::move(connection));
+    }
+    co_return Result(std::move(response));
+  }
+  co_return fail(make_error(asio::error::connection_reset,
+                            fmt::format("{} closed the connection twice", origin)));
+}
+
+std::optional<runtime::Duration> parse_retry_after(std::string_view value,
+                                                   std::chrono::system_clock::time_point now) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+  if (value.empty()) return std::nullopt;
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (value.size() > 6) return runtime::Duration(std::chrono::hours(24));
+    return std::chrono::seconds(std::stoi(std::string(value)));
+  }
+  // An HTTP date: "Wed, 21 Oct 2015 07:28:00 GMT".
+  std::tm tm{};
+  const std::string text(value);
+  if (!strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm)) return std::nullopt;
+  const auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
+  if (when <= now) return runtime::Duration::zero();
+  return std::chrono::duration_cast<runtime::Duration>(when - now);
+}
+
+}  // namespace mooring::net

@@ -1,0 +1,235 @@
+#include "store/queries.hpp"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <limits>
+
+namespace mooring::store::queries {
+
+namespace {
+
+namespace json = boost::json;
+using Kind = StoreError::Kind;
+
+// The columns of a Message, in the order read_message() expects; a macro so it
+// can be pasted into string literals, which the statement cache is keyed by.
+#define MESSAGE_COLUMNS \
+  "seq, user_id, role, content, images, client_id, reply_to, status, created_ms, updated_ms"
+
+std::int64_t sql_limit(std::size_t n) {
+  constexpr auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+  return static_cast<std::int64_t>(std::min(n, max));
+}
+
+std::string images_to_json(const std::vector<std::string>& images) {
+  json::array array;
+  array.reserve(images.size());
+  for (const auto& image : images) array.emplace_back(image);
+  return json::serialize(array);
+}
+
+// A row that does not decode is damage (or a bug), not something to paper
+// over: the whole read fails and says which message.
+Result<Message> read_message(const sqlite::Statement& row) {
+  Message m;
+  m.seq = row.int64(0);
+  m.user_id = row.text(1);
+  const auto role = parse_role(row.text(2));
+  const auto status = parse_status(row.text(7));
+  if (!role || !status)
+    return StoreError{Kind::corrupt,
+                      fmt::format("store: message {} has an unknown role or status", m.seq)};
+  m.role = *role;
+  m.status = *status;
+  m.content = row.text(3);
+
+  boost::system::error_code ec;
+  const auto images = json::parse(row.text(4), ec);
+  if (ec || !images.is_array())
+    return StoreError{Kind::corrupt,
+                      fmt::format("store: message {} has an invalid images column", m.seq)};
+  for (const auto& image : images.get_array()) {
+    if (!image.is_string())
+      return StoreError{Kind::corrupt,
+                        fmt::format("store: message {} has a non-string image", m.seq)};
+    m.images.emplace_back(image.get_string());
+  }
+  m.client_id = row.optional_text(5);
+  m.reply_to = row.optional_int64(6);
+  m.created_ms = row.int64(8);
+  m.updated_ms = row.int64(9);
+  return m;
+}
+
+Result<std::vector<Message>> read_messages(sqlite::Statement& statement) {
+  std::vector<Message> out;
+  while (statement.step()) {
+    auto message = read_message(statement);
+    if (!message) return message.error();
+    out.push_back(std::move(*message));
+  }
+  return out;
+}
+
+Session read_session(const sqlite::Statement& row) {
+  return Session{row.text(0), row.int64(1), row.int64(2), row.int64(3)};
+}
+
+}  // namespace
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
+                                     const std::string& user_id, const std::string& content,
+                                     const std::vector<std::string>& images,
+                                     const std::optional<std::string>& client_id) {
+  if (user_id.empty()) return StoreError{Kind::invalid_argument, "store: empty user id"};
+
+  // Every message from a user counts as seeing them, a retried one too.
+  db.prepare(
+        "INSERT INTO sessions (user_id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2) "
+        "ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, "
+        "excluded.last_seen_ms)")
+      .bind(1, user_id)
+      .bind(2, now)
+      .run();
+
+  if (client_id) {
+    auto existing =
+        db.prepare("SELECT seq, status FROM messages WHERE user_id = ?1 AND client_id = ?2");
+    existing.bind(1, user_id).bind(2, *client_id);
+    if (existing.step()) {
+      const auto status = parse_status(existing.text(1));
+      if (!status)
+        return StoreError{Kind::corrupt, fmt::format("store: message {} has an unknown status",
+                                                     existing.int64(0))};
+      return Appended{existing.int64(0), true, *status};
+    }
+  }
+
+  db.prepare(
+        "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "
+        "created_ms, updated_ms) VALUES (?1, 'user', ?2, ?3, ?4, NULL, 'pending', ?5, ?5)")
+      .bind(1, user_id)
+      .bind(2, content)
+      .bind(3, images_to_json(images))
+      .bind(4, client_id)
+      .bind(5, now)
+      .run();
+  return Appended{db.last_insert_rowid(), false, MessageStatus::pending};
+}
+
+Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
+                        Seq reply_to, const std::string& content, MessageStatus status) {
+  if (status == MessageStatus::pending)
+    return StoreError{Kind::invalid_argument,
+                      "store: a reply must mark its message answered or failed, not pending"};
+  {
+    auto question = db.prepare("SELECT user_id, role FROM messages WHERE seq = ?1");
+    question.bind(1, reply_to);
+    if (!question.step())
+      return StoreError{Kind::not_found, fmt::format("store: no message {} to reply to", reply_to)};
+    if (question.text(0) != user_id || question.text(1) != "user")
+      return StoreError{
+          Kind::invalid_argument,
+          fmt::format("store: message {} is not a user message of {}", reply_to, user_id)};
+  }
+  {
+    // Idempotent: the chat layer may store a reply again after a crash or a retry.
+    auto existing = db.prepare("SELECT seq FROM messages WHERE reply_to = ?1");
+    existing.bind(1, reply_to);
+    if (existing.step()) return existing.int64(0);
+  }
+  db.prepare(
+        "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "
+        "created_ms, updated_ms) VALUES (?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5)")
+      .bind(1, user_id)
+      .bind(2, content)
+      .bind(3, reply_to)
+      .bind(4, to_string(status))
+      .bind(5, now)
+      .run();
+  const Seq seq = db.last_insert_rowid();
+  db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
+      .bind(1, reply_to)
+      .bind(2, to_string(status))
+      .bind(3, now)
+      .run();
+  return seq;
+}
+
+Result<std::vector<Message>> history(sqlite::Connection& db, const std::string& user_id,
+                                     std::size_t limit) {
+  auto statement =
+      db.prepare("SELECT * FROM (SELECT " MESSAGE_COLUMNS
+                 " FROM messages WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq");
+  statement.bind(1, user_id).bind(2, sql_limit(limit));
+  return read_messages(statement);
+}
+
+Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
+                                           Seq after_seq, std::size_t limit) {
+  auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
+                              " FROM messages WHERE user_id = ?1 AND seq > ?2 AND role = "
+                              "'assistant' ORDER BY seq LIMIT ?3");
+  statement.bind(1, user_id).bind(2, after_seq).bind(3, sql_limit(limit));
+  return read_messages(statement);
+}
+
+Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {
+  auto statement = db.prepare(
+      "UPDATE sessions SET delivered_seq = max(delivered_seq, ?2) WHERE user_id = ?1 "
+      "RETURNING delivered_seq");
+  statement.bind(1, user_id).bind(2, seq);
+  if (!statement.step())
+    return StoreError{Kind::not_found, fmt::format("store: no session for user {}", user_id)};
+  // SQLite makes every change of a RETURNING statement in its first step.
+  return statement.int64(0);
+}
+
+Result<std::optional<Session>> session(sqlite::Connection& db, const std::string& user_id) {
+  auto statement = db.prepare(
+      "SELECT user_id, created_ms, last_seen_ms, delivered_seq FROM sessions WHERE user_id = ?1");
+  statement.bind(1, user_id);
+  if (!statement.step()) return std::optional<Session>();
+  return std::optional<Session>(read_session(statement));
+}
+
+Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_t limit) {
+  auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
+                              " FROM messages WHERE role = 'user' AND status = 'pending' "
+                              "ORDER BY seq LIMIT ?1");
+  statement.bind(1, sql_limit(limit));
+  return read_messages(statement);
+}
+
+Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t limit,
+                                           std::size_t offset) {
+  auto statement = db.prepare(
+      "SELECT user_id, created_ms, last_seen_ms, delivered_seq FROM sessions "
+      "ORDER BY last_seen_ms DESC, user_id LIMIT ?1 OFFSET ?2");
+  statement.bind(1, sql_limit(limit)).bind(2, sql_limit(offset));
+  std::vector<Session> out;
+  while (statement.step()) out.push_back(read_session(statement));
+  return out;
+}
+
+Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string& user_id,
+                                      std::size_t limit, std::optional<Seq> before_seq) {
+  auto statement = db.prepare(
+      "SELECT * FROM (SELECT " MESSAGE_COLUMNS
+      " FROM messages WHERE user_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3) ORDER BY seq");
+  statement.bind(1, user_id)
+      .bind(2, before_seq.value_or(std::numeric_limits<Seq>::max()))
+      .bind(3, sql_limit(limit));
+  return read_messages(statement);
+}
+
+#undef MESSAGE_COLUMNS
+
+}  // namespace mooring::store::queries

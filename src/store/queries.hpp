@@ -1,0 +1,46 @@
+// The SQL behind each Store operation, run synchronously on the store thread
+// inside the transaction (and, for writes, the savepoint) the store opened for
+// it. Logical failures (a reply to an unknown message) are returned as values;
+// SQLite failures throw sqlite::Error, which the store turns into a StoreError.
+#pragma once
+
+#include "store/records.hpp"
+#include "store/sqlite.hpp"
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mooring::store::queries {
+
+// Unix time in milliseconds: what the *_ms columns hold.
+std::int64_t now_ms();
+
+Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
+                                     const std::string& user_id, const std::string& content,
+                                     const std::vector<std::string>& images,
+                                     const std::optional<std::string>& client_id);
+
+Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
+                        Seq reply_to, const std::string& content, MessageStatus status);
+
+Result<std::vector<Message>> history(sqlite::Connection& db, const std::string& user_id,
+                                     std::size_t limit);
+
+Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
+                                           Seq after_seq, std::size_t limit);
+
+Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq);
+
+Result<std::optional<Session>> session(sqlite::Connection& db, const std::string& user_id);
+
+Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_t limit);
+
+Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t limit,
+                                           std::size_t offset);
+
+Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string& user_id,
+                                      std::size_t limit, std::optional<Seq> before_seq);
+
+}  // namespace mooring::store::queries

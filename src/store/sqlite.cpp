@@ -1,0 +1,167 @@
+#include "store/sqlite.hpp"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+namespace mooring::store::sqlite {
+
+Statement::~Statement() {
+  if (stmt_ == nullptr) return;
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+Statement& Statement::bind(int index, std::int64_t value) {
+  if (const int rc = sqlite3_bind_int64(stmt_, index, value); rc != SQLITE_OK)
+    connection_->fail(rc, "bind");
+  return *this;
+}
+
+Statement& Statement::bind(int index, std::string_view value) {
+  // SQLITE_TRANSIENT: SQLite copies the text, so the caller's buffer may go away.
+  if (const int rc = sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT,
+                                         SQLITE_UTF8);
+      rc != SQLITE_OK)
+    connection_->fail(rc, "bind");
+  return *this;
+}
+
+Statement& Statement::bind(int index, const std::optional<std::string>& value) {
+  return value ? bind(index, std::string_view(*value)) : bind_null(index);
+}
+
+Statement& Statement::bind(int index, const std::optional<std::int64_t>& value) {
+  return value ? bind(index, *value) : bind_null(index);
+}
+
+Statement& Statement::bind_null(int index) {
+  if (const int rc = sqlite3_bind_null(stmt_, index); rc != SQLITE_OK)
+    connection_->fail(rc, "bind");
+  return *this;
+}
+
+bool Statement::step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  connection_->fail(rc, sqlite3_sql(stmt_));
+}
+
+void Statement::run() {
+  while (step()) {
+  }
+}
+
+bool Statement::is_null(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
+
+std::int64_t Statement::int64(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
+
+std::string Statement::text(int column) const {
+  const auto* data = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+  if (data == nullptr) return {};
+  return std::string(data, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, column)));
+}
+
+std::optional<std::int64_t> Statement::optional_int64(int column) const {
+  if (is_null(column)) return std::nullopt;
+  return int64(column);
+}
+
+std::optional<std::string> Statement::optional_text(int column) const {
+  if (is_null(column)) return std::nullopt;
+  return text(column);
+}
+
+Connection::Connection(const std::string& path) {
+  // NOMUTEX: the connection lives on one thread, so SQLite's own locking is waste.
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    const std::string message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw Error(rc, message);
+  }
+  sqlite3_extended_result_codes(db_, 1);
+}
+
+Connection::~Connection() {
+  for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+  // close_v2 never fails for a busy handle: it defers the close until the last
+  // statement is finalized, and every statement was finalized above.
+  sqlite3_close_v2(db_);
+}
+
+void Connection::fail(int code, std::string_view context) const {
+  const char* message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code);
+  // A bad statement is a programming error; its text helps whoever reads the log.
+  if (context.empty()) throw Error(code, message);
+  throw Error(code, fmt::format("{} (in: {})", message, context));
+}
+
+void Connection::exec(const std::string& sql) {
+  char* message = nullptr;
+  const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message);
+  if (rc == SQLITE_OK) return;
+  std::string text = message != nullptr ? message : sqlite3_errstr(rc);
+  sqlite3_free(message);
+  throw Error(rc, text);
+}
+
+namespace {
+
+// A one-off statement, finalized on scope exit (migrations and pragmas).
+struct OneOff {
+  sqlite3_stmt* stmt = nullptr;
+  ~OneOff() { sqlite3_finalize(stmt); }
+};
+
+}  // namespace
+
+std::int64_t Connection::query_int64(const std::string& sql) {
+  OneOff q;
+  if (const int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &q.stmt, nullptr); rc != SQLITE_OK)
+    fail(rc, "");
+  const int rc = sqlite3_step(q.stmt);
+  if (rc != SQLITE_ROW) fail(rc == SQLITE_DONE ? SQLITE_ERROR : rc, sql);
+  return sqlite3_column_int64(q.stmt, 0);
+}
+
+std::string Connection::query_text(const std::string& sql) {
+  OneOff q;
+  if (const int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &q.stmt, nullptr); rc != SQLITE_OK)
+    fail(rc, "");
+  const int rc = sqlite3_step(q.stmt);
+  if (rc != SQLITE_ROW) fail(rc == SQLITE_DONE ? SQLITE_ERROR : rc, sql);
+  const auto* data = reinterpret_cast<const char*>(sqlite3_column_text(q.stmt, 0));
+  return data != nullptr ? std::string(data) : std::string();
+}
+
+Statement Connection::prepare(const char* sql) {
+  auto found = statements_.find(sql);
+  if (found == statements_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) fail(rc, sql);
+    found = statements_.emplace(sql, stmt).first;
+  }
+  return Statement(*this, found->second);
+}
+
+std::int64_t Connection::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(db_);
+}
+
+int Connection::changes() const {
+  return sqlite3_changes(db_);
+}
+
+bool Connection::in_transaction() const {
+  return sqlite3_get_autocommit(db_) == 0;
+}
+
+}  // namespace mooring::store::sqlite

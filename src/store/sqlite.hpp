@@ -1,0 +1,105 @@
+// A thin RAII layer over the SQLite C API for the store thread: a connection
+// with a cache of prepared statements, and one exception type for SQL failures.
+// Used only on the store's own thread; never seen by callers of store::Store.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace mooring::store::sqlite {
+
+// A failed SQLite call. The store runs each queued operation as one unit and
+// converts this into a StoreError at that boundary, so the code in between can
+// read as a straight sequence of statements. `code` is the extended result code.
+class Error : public std::runtime_error {
+ public:
+  Error(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  int code() const { return code_; }
+  // The primary result code (SQLITE_BUSY, SQLITE_CORRUPT, ...).
+  int primary() const { return code_ & 0xff; }
+
+ private:
+  int code_;
+};
+
+class Connection;
+
+// A prepared statement borrowed from the connection's cache. Parameters are
+// bound by position (1-based, as in SQL); the statement is reset when the
+// borrower goes out of scope, so the next user starts clean.
+class Statement {
+ public:
+  Statement(Connection& connection, sqlite3_stmt* stmt) : connection_(&connection), stmt_(stmt) {}
+  ~Statement();
+  Statement(Statement&& other) noexcept
+      : connection_(other.connection_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  Statement& operator=(Statement&&) = delete;
+
+  Statement& bind(int index, std::int64_t value);
+  Statement& bind(int index, std::string_view value);
+  Statement& bind(int index, const std::string& value) {
+    return bind(index, std::string_view(value));
+  }
+  Statement& bind(int index, const std::optional<std::string>& value);
+  Statement& bind(int index, const std::optional<std::int64_t>& value);
+  Statement& bind_null(int index);
+
+  // Advances to the next row: true when a row is available, false when done.
+  bool step();
+  // Runs a statement that returns no rows.
+  void run();
+
+  bool is_null(int column) const;
+  std::int64_t int64(int column) const;
+  std::string text(int column) const;
+  std::optional<std::int64_t> optional_int64(int column) const;
+  std::optional<std::string> optional_text(int column) const;
+
+ private:
+  Connection* connection_;
+  sqlite3_stmt* stmt_;
+};
+
+class Connection {
+ public:
+  // Opens (creating if needed) the database file. Throws Error on failure.
+  explicit Connection(const std::string& path);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Runs one or more statements that return no rows.
+  void exec(const std::string& sql);
+  // Runs a statement returning one row with one integer or text column.
+  std::int64_t query_int64(const std::string& sql);
+  std::string query_text(const std::string& sql);
+
+  // A cached prepared statement for `sql`; `sql` must outlive the connection
+  // (a string literal), since the cache is keyed by it.
+  Statement prepare(const char* sql);
+
+  std::int64_t last_insert_rowid() const;
+  int changes() const;
+  bool in_transaction() const;
+  sqlite3* handle() const { return db_; }
+
+  // Throws Error for `code` with the connection's current message and `context`.
+  [[noreturn]] void fail(int code, std::string_view context) const;
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::map<const char*, sqlite3_stmt*> statements_;
+};
+
+}  // namespace mooring::store::sqlite

@@ -1,0 +1,157 @@
+// The conversation store: sessions and messages in SQLite (WAL) at
+// <data_dir>/mooring.db, worked on by the store's own thread. Callers co_await
+// each operation and never block on disk. A result is handed back only after
+// the transaction it was computed in has committed, so an appended message is
+// on disk (fsynced) when its caller resumes. Writes queued together share one
+// transaction and one commit (group commit), each in its own savepoint so one
+// failing operation does not undo the others. Every failure is a StoreError value.
+#pragma once
+
+#include "runtime/asio.hpp"
+#include "store/records.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace mooring::store {
+
+namespace sqlite {
+class Connection;
+}
+
+namespace detail {
+class Job;
+enum class JobKind { open, read, write, close };
+}  // namespace detail
+
+struct StoreOptions {
+  // How long a statement waits for a lock held by another process.
+  std::chrono::milliseconds busy_timeout{5000};
+  // Operations waiting for the store thread. When full, new operations fail at
+  // once with Kind::overloaded: a disk slower than the traffic is reported, not
+  // hidden behind a growing queue.
+  std::size_t max_queued = 10000;
+  // Operations run in one transaction at most, bounding the wait of the first.
+  std::size_t max_batch = 256;
+};
+
+// Counters for tests and metrics; read from any thread.
+struct StoreStats {
+  std::uint64_t commits = 0;         // write transactions committed (one fsync each)
+  std::uint64_t writes = 0;          // write operations run
+  std::uint64_t reads = 0;           // read operations run
+  std::uint64_t failed_batches = 0;  // transactions that could not commit
+};
+
+class Store {
+  struct Private {};
+
+ public:
+  // Creates `data_dir` if missing, opens or creates mooring.db there and brings
+  // its schema up to date. Results of later operations are handed to each
+  // caller's own executor; `executor` serves handlers without one.
+  static awaitable<Result<std::unique_ptr<Store>>> open(asio::any_io_executor executor,
+                                                        std::string data_dir,
+                                                        StoreOptions options = {});
+
+  Store(Private, asio::any_io_executor executor, std::filesystem::path path, StoreOptions options);
+  // Finishes the queued operations, closes the database and joins the thread,
+  // as close() does but blocking. Destroy the store before the io_context its
+  // callers run on, since the queued operations complete there.
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Stores a user message once per (user_id, client_id) and creates or touches
+  // the user's session. Sent again with the same client id, it stores nothing
+  // and returns the first message's seq and status with duplicate = true.
+  awaitable<Result<Appended>> append_user_message(
+      std::string user_id, std::string content, std::vector<std::string> images = {},
+      std::optional<std::string> client_id = std::nullopt);
+
+  // Stores the assistant's reply to user message `reply_to` and, in the same
+  // transaction, marks that message `status` (answered or failed). A message
+  // that already has a reply keeps it: its seq is returned and nothing changes.
+  awaitable<Result<Seq>> store_reply(std::string user_id, Seq reply_to, std::string content,
+                                     MessageStatus status = MessageStatus::answered);
+
+  // The last `limit` messages of a user (both roles), oldest first.
+  awaitable<Result<std::vector<Message>>> history(std::string user_id, std::size_t limit);
+
+  // The user's replies with seq > after_seq, oldest first, at most `limit`:
+  // call again from the last seq returned to continue.
+  awaitable<Result<std::vector<Message>>> replies_after(std::string user_id, Seq after_seq,
+                                                        std::size_t limit = 1000);
+
+  // Moves the session's delivered cursor forward to `seq` (never back);
+  // returns the cursor after the update. Kind::not_found without a session.
+  awaitable<Result<Seq>> advance_delivered(std::string user_id, Seq seq);
+
+  awaitable<Result<std::optional<Session>>> session(std::string user_id);
+
+  // User messages still waiting for a reply, oldest first (to be answered
+  // again after a restart).
+  awaitable<Result<std::vector<Message>>> pending_messages(std::size_t limit = 10000);
+
+  // For the admin API: sessions by most recently seen; one user's messages
+  // with seq < before_seq (all when nullopt), the newest `limit`, oldest first.
+  awaitable<Result<std::vector<Session>>> list_sessions(std::size_t limit, std::size_t offset = 0);
+  awaitable<Result<std::vector<Message>>> messages(std::string user_id, std::size_t limit,
+                                                   std::optional<Seq> before_seq = std::nullopt);
+
+  // Runs the operations already queued, checkpoints the WAL into the main
+  // file, closes the database and joins the store thread. Operations requested
+  // after close() fail with Kind::closed; so does a second close().
+  awaitable<Result<void>> close();
+
+  StoreStats stats() const;
+  const std::filesystem::path& path() const { return path_; }
+
+  // Store operations are not cancellable: once queued, an operation runs to its
+  // commit, so a message is never half stored; the wait is bounded by the disk.
+
+ private:
+  template <typename T, typename Work>
+  awaitable<Result<T>> submit(detail::JobKind kind, Work work);
+  void enqueue(std::unique_ptr<detail::Job> job);
+
+  // The store thread.
+  void run();
+  void run_batch(std::vector<std::unique_ptr<detail::Job>>& batch);
+  Result<void> open_database();
+  Result<void> close_database();
+  sqlite::Connection& db();
+
+  asio::any_io_executor executor_;
+  const std::filesystem::path path_;
+  const StoreOptions options_;
+
+  // Shared between callers and the store thread, under mutex_.
+  std::mutex mutex_;
+  std::condition_variable queued_;
+  std::deque<std::unique_ptr<detail::Job>> queue_;
+  bool closing_ = false;
+
+  // Store thread only.
+  std::unique_ptr<sqlite::Connection> db_;
+
+  std::atomic<std::uint64_t> commits_{0};
+  std::atomic<std::uint64_t> writes_{0};
+  std::atomic<std::uint64_t> reads_{0};
+  std::atomic<std::uint64_t> failed_batches_{0};
+
+  // Last member: started when everything above exists.
+  std::thread thread_;
+};
+
+}  // namespace mooring::store

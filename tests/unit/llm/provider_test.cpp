@@ -1,0 +1,408 @@
+#include "llm/resilient_provider.hpp"
+
+#include "llm/echo_provider.hpp"
+#include "llm/openai_provider.hpp"
+#include "runtime/log.hpp"
+#include "runtime/supervisor.hpp"
+#include "support/fake_upstream.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+namespace mooring::llm {
+namespace {
+
+using namespace std::chrono_literals;
+using test::FakeUpstream;
+using test::UpstreamStep;
+using Kind = ProviderError::Kind;
+
+ChatRequest hello(std::string text = "hello") {
+  ChatRequest request;
+  request.message = {"user", std::move(text), {}};
+  return request;
+}
+
+ResilienceOptions fast_options() {
+  ResilienceOptions o;
+  o.attempt_timeout = 5s;
+  o.total_timeout = 20s;
+  o.max_attempts = 4;
+  o.backoff_initial = 1ms;
+  o.backoff_max = 5ms;
+  o.breaker_threshold = 100;
+  return o;
+}
+
+struct Reply {
+  CompletionResult result;
+  std::vector<std::string> pieces;
+};
+
+// Runs one request through a ResilientProvider over OpenAiProvider on a fresh loop.
+Reply ask(const std::string& base_url, ResilienceOptions options, ChatRequest request = hello(),
+          std::string api_key = "") {
+  return test::run_coroutine(
+      [](std::string url, ResilienceOptions o, ChatRequest r, std::string key) -> awaitable<Reply> {
+        auto ex = co_await asio::this_coro::executor;
+        auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "test-model", key});
+        ResilientProvider provider(ex, inner, o, nullptr);
+        Reply reply{failure({}), {}};
+        reply.result = co_await provider.complete(
+            r, [&](std::string_view piece) { reply.pieces.emplace_back(piece); });
+        co_return reply;
+      }(base_url, options, std::move(request), std::move(api_key)),
+      60s);
+}
+
+TEST(EchoProvider, EchoesWordByWordAndCountsImages) {
+  auto reply = test::run_coroutine([]() -> awaitable<Reply> {
+    EchoProvider echo(1ms);
+    ChatRequest request = hello("two words");
+    request.message.images = {"data:image/png;base64,AAAA"};
+    Reply r{failure({}), {}};
+    r.result = co_await echo.complete(request, [&](std::string_view p) { r.pieces.emplace_back(p); });
+    co_return r;
+  }());
+  ASSERT_TRUE(reply.result.has_value());
+  EXPECT_EQ(*reply.result, "echo: two words (1 image)");
+  EXPECT_EQ(reply.pieces, (std::vector<std::string>{"echo: ", "two ", "words ", "(1 ", "image)"}));
+}
+
+TEST(OpenAi, StreamsPiecesAndSendsTheRequestAnOpenAiServerExpects) {
+  FakeUpstream upstream;
+  upstream.script({test::sse_reply({"Hel", "lo", " world"})});
+  ChatRequest request = hello("hi there");
+  request.system_prompt = "be brief";
+  request.history = {{"user", "earlier", {}}, {"assistant", "reply", {}}};
+  request.message.images = {"https://example.com/cat.png"};
+  auto reply = ask(upstream.base_url(), fast_options(), request, "sk-test");
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  EXPECT_EQ(*reply.result, "Hello world");
+  EXPECT_EQ(reply.pieces, (std::vector<std::string>{"Hel", "lo", " world"}));
+
+  auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].method, "POST");
+  EXPECT_EQ(requests[0].target, "/v1/chat/completions");
+  EXPECT_EQ(requests[0].authorization, "Bearer sk-test");
+  auto body = boost::json::parse(requests[0].body).as_object();
+  EXPECT_EQ(body.at("model"), "test-model");
+  EXPECT_EQ(body.at("stream"), true);
+  auto messages = body.at("messages").as_array();
+  ASSERT_EQ(messages.size(), 4u);
+  EXPECT_EQ(messages[0].at("role"), "system");
+  EXPECT_EQ(messages[2].at("content"), "reply");
+  auto parts = messages[3].at("content").as_array();
+  EXPECT_EQ(parts[0].at("type"), "text");
+  EXPECT_EQ(parts[1].at("image_url").at("url"), "https://example.com/cat.png");
+}
+
+TEST(OpenAi, SseLinesSplitAcrossReadsAreReassembled) {
+  FakeUpstream upstream;
+  UpstreamStep step;
+  step.headers = {{"Content-Type", "text/event-stream"}};
+  const std::string whole = test::sse_piece("split ") + ": comment\n\n" + test::sse_piece("across reads") +
+                            "data: [DONE]\n\n";
+  for (std::size_t i = 0; i < whole.size(); i += 7) step.chunks.push_back(whole.substr(i, 7));
+  step.chunk_delay = 1ms;
+  upstream.script({step});
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  EXPECT_EQ(*reply.result, "split across reads");
+}
+
+TEST(OpenAi, Three504sThenSuccess) {
+  FakeUpstream upstream;
+  upstream.script({test::status_reply(504), test::status_reply(504), test::status_reply(504),
+                   test::sse_reply({"finally"})});
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  EXPECT_EQ(*reply.result, "finally");
+  EXPECT_EQ(upstream.request_count(), 4u);
+}
+
+TEST(OpenAi, GivesUpAfterMaxAttemptsAndSaysSo) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(503));
+  auto options = fast_options();
+  options.max_attempts = 3;
+  auto reply = ask(upstream.base_url(), options);
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(upstream.request_count(), 3u);
+  EXPECT_EQ(reply.result.error().message,
+            "the provider failed (503): upstream says no, gave up after 3 attempts");
+}
+
+TEST(OpenAi, RetryAfterIsHonoured) {
+  FakeUpstream upstream;
+  upstream.script({test::status_reply(429, "{}", {{"Retry-After", "2"}}), test::sse_reply({"ok"})});
+  auto options = fast_options();
+  options.backoff_initial = options.backoff_max = 1ms;  // what the policy alone would wait
+  auto reply = ask(upstream.base_url(), options);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_GE(requests[1].arrived - requests[0].arrived, 2s);
+}
+
+TEST(OpenAi, A401IsReportedAtOnceAndNeverRetried) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(401, "{\"error\":{\"message\":\"Incorrect API key\"}}"));
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.result.error().kind, Kind::rejected);
+  EXPECT_EQ(reply.result.error().message,
+            "the provider rejected the API key (401): Incorrect API key");
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
+TEST(OpenAi, AnErrorEventInA200StreamIsAFailureRetriedLikeA5xx) {
+  FakeUpstream upstream;
+  UpstreamStep broken;
+  broken.headers = {{"Content-Type", "text/event-stream"}};
+  broken.chunks = {"data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"server_error\"}}\n\n"};
+  upstream.script({broken, test::sse_reply({"recovered"})});
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  EXPECT_EQ(*reply.result, "recovered");
+  EXPECT_EQ(upstream.request_count(), 2u);
+
+  // One that names a client error is reported at once.
+  FakeUpstream strict;
+  UpstreamStep bad_key = broken;
+  bad_key.chunks = {"data: {\"error\":{\"message\":\"bad key\",\"code\":\"invalid_api_key\"}}\n\n"};
+  strict.set_fallback(bad_key);
+  auto refused = ask(strict.base_url(), fast_options());
+  ASSERT_FALSE(refused.result.has_value());
+  EXPECT_EQ(refused.result.error().kind, Kind::rejected);
+  EXPECT_EQ(strict.request_count(), 1u);
+}
+
+TEST(OpenAi, AResetMidStreamIsReportedNotRetriedIntoADuplicate) {
+  FakeUpstream upstream;
+  UpstreamStep reset = test::sse_reply({"partial ", "answer"});
+  reset.chunks.pop_back();  // no [DONE]
+  reset.action = UpstreamStep::Action::reset_after_chunks;
+  upstream.script({reset});
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.pieces, (std::vector<std::string>{"partial ", "answer"}));
+  EXPECT_EQ(upstream.request_count(), 1u);
+  EXPECT_NE(reply.result.error().message.find("not retried because part of the reply was already sent"),
+            std::string::npos)
+      << reply.result.error().message;
+}
+
+TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::hang());
+  auto options = fast_options();
+  options.attempt_timeout = 200ms;
+  options.max_attempts = 2;
+  auto reply = ask(upstream.base_url(), options);
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.result.error().kind, Kind::timeout);
+  EXPECT_EQ(reply.result.error().message,
+            "the provider did not answer within 0.2 s, gave up after 2 attempts");
+  EXPECT_EQ(upstream.request_count(), 2u);
+  // Each abandoned attempt closed its socket.
+  EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() >= 2; }, 10s));
+}
+
+TEST(OpenAi, SlowTokenStreamArrivesPieceByPiece) {
+  FakeUpstream upstream;
+  upstream.script({test::sse_reply({"one ", "two ", "three"}, 30ms)});
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_TRUE(reply.result.has_value());
+  EXPECT_EQ(reply.pieces.size(), 3u);
+  EXPECT_EQ(*reply.result, "one two three");
+}
+
+TEST(OpenAi, KeepAliveConnectionsAreReused) {
+  FakeUpstream upstream;
+  auto opened = test::run_coroutine([](std::string url) -> awaitable<std::uint64_t> {
+    auto ex = co_await asio::this_coro::executor;
+    OpenAiProvider provider(ex, OpenAiOptions{url, "m", ""});
+    for (int i = 0; i < 5; ++i) {
+      auto r = co_await provider.complete(hello(), nullptr);
+      if (!r) throw std::runtime_error(r.error().message);
+    }
+    co_return provider.client().connections_opened();
+  }(upstream.base_url()));
+  EXPECT_EQ(opened, 1u);
+}
+
+// Cancellation reaches a request at any instant: hung upstream, or backoff sleep.
+awaitable<void> request_task(std::shared_ptr<Provider> provider, CompletionResult* out) {
+  *out = co_await provider->complete(hello(), nullptr);
+}
+
+struct CancelOutcome {
+  std::chrono::milliseconds took;
+  std::size_t left;
+};
+
+CancelOutcome cancel_when(const std::string& url, ResilienceOptions options,
+                          std::function<bool()> ready) {
+  asio::io_context io;
+  runtime::Supervisor supervisor(io.get_executor());
+  auto inner = std::make_shared<OpenAiProvider>(io.get_executor(), OpenAiOptions{url, "m", ""});
+  auto provider = std::make_shared<ResilientProvider>(io.get_executor(), inner, options, nullptr);
+  CompletionResult result = failure({});
+  auto id = supervisor.spawn("request", "test", request_task(provider, &result));
+  return test::run_on(io, [](runtime::Supervisor& s, runtime::TaskId id,
+                             std::function<bool()> ready) -> awaitable<CancelOutcome> {
+    for (int i = 0; i < 2000 && !ready(); ++i) co_await runtime::sleep_for(5ms);
+    const auto t0 = Clock::now();
+    s.cancel(id);
+    auto left = co_await s.join(runtime::Deadline::after(10s));
+    co_return CancelOutcome{
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0), left.size()};
+  }(supervisor, id, std::move(ready)), 60s);
+}
+
+TEST(Resilient, CancelDuringAHungRequestEndsItAndClosesItsSocket) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::hang());
+  auto outcome = cancel_when(upstream.base_url(), fast_options(),
+                             [&] { return upstream.in_flight() == 1; });
+  EXPECT_EQ(outcome.left, 0u);
+  EXPECT_LT(outcome.took, 5s);  // a generous bound: only a hang fails it
+  EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+}
+
+TEST(Resilient, CancelDuringBackoffEndsItAtOnce) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(504));
+  auto options = fast_options();
+  options.backoff_initial = options.backoff_max = 1h;
+  auto outcome = cancel_when(upstream.base_url(), options,
+                             [&] { return upstream.request_count() == 1 && upstream.in_flight() == 0; });
+  EXPECT_EQ(outcome.left, 0u);
+  EXPECT_LT(outcome.took, 5s);
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
+TEST(Resilient, TheConcurrencyLimitIsNeverExceededAndTheQueueIsBounded) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::sse_reply({"a", "b"}, 20ms));
+  auto results = test::run_coroutine([](std::string url) -> awaitable<std::vector<CompletionResult>> {
+    auto ex = co_await asio::this_coro::executor;
+    auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""});
+    ResilienceOptions o = fast_options();
+    o.max_concurrency = 3;
+    o.max_waiting = 5;
+    auto provider = std::make_shared<ResilientProvider>(ex, inner, o, nullptr);
+    std::vector<CompletionResult> out(10, failure({}));
+    int finished = 0;
+    runtime::Notifier done(ex);
+    for (int i = 0; i < 10; ++i) {
+      asio::co_spawn(ex, [](std::shared_ptr<ResilientProvider> p, CompletionResult* slot, int* count,
+                            runtime::Notifier* n) -> awaitable<void> {
+        *slot = co_await p->complete(hello(), nullptr);
+        ++*count;
+        n->notify_all();
+      }(provider, &out[i], &finished, &done), asio::detached);
+    }
+    while (finished < 10) co_await done.wait_until(runtime::Deadline::after(30s));
+    co_return out;
+  }(upstream.base_url()));
+  int ok = 0, busy = 0;
+  for (const auto& r : results) {
+    if (r) ++ok;
+    else if (r.error().kind == Kind::overloaded) ++busy;
+  }
+  EXPECT_EQ(ok, 8);    // 3 running + 5 waiting
+  EXPECT_EQ(busy, 2);  // refused at once, not piled up
+  EXPECT_LE(upstream.max_in_flight(), 3);
+}
+
+TEST(Resilient, TheBreakerFailsFastAfterRepeatedFailures) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(500));
+  auto kinds = test::run_coroutine([](std::string url) -> awaitable<std::vector<Kind>> {
+    auto ex = co_await asio::this_coro::executor;
+    auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""});
+    ResilienceOptions o = fast_options();
+    o.max_attempts = 1;
+    o.breaker_threshold = 2;
+    o.breaker_cooldown = 1h;
+    ResilientProvider provider(ex, inner, o, nullptr);
+    std::vector<Kind> out;
+    for (int i = 0; i < 4; ++i) out.push_back((co_await provider.complete(hello(), nullptr)).error().kind);
+    co_return out;
+  }(upstream.base_url()));
+  EXPECT_EQ(kinds, (std::vector<Kind>{Kind::status, Kind::status, Kind::circuit_open, Kind::circuit_open}));
+  EXPECT_EQ(upstream.request_count(), 2u);
+}
+
+TEST(Resilient, NoRequestStartsOnceShutdownHasBegun) {
+  FakeUpstream upstream;
+  runtime::ShutdownState shutdown;
+  shutdown.begin();
+  auto result = test::run_coroutine([](std::string url, runtime::ShutdownState* s) -> awaitable<CompletionResult> {
+    auto ex = co_await asio::this_coro::executor;
+    ResilientProvider provider(ex, std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""}),
+                               fast_options(), s);
+    co_return co_await provider.complete(hello(), nullptr);
+  }(upstream.base_url(), &shutdown));
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().kind, Kind::shutting_down);
+  EXPECT_EQ(upstream.request_count(), 0u);
+}
+
+TEST(Logs, NeitherTheApiKeyNorImageBytesAppear) {
+  runtime::init_logging();
+  runtime::set_log_level("debug");
+  std::vector<std::string> lines;
+  const int id = runtime::add_log_observer(
+      [&](spdlog::level::level_enum, std::string_view line) { lines.emplace_back(line); });
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(500));
+  ChatRequest request = hello("look at this");
+  const std::string image_bytes(3 * 1024 * 1024, 'Q');
+  request.message.images = {"data:image/png;base64," + image_bytes};
+  auto options = fast_options();
+  options.max_attempts = 2;
+  auto reply = ask(upstream.base_url(), options, request, "sk-very-secret-key");
+  runtime::remove_log_observer(id);
+  runtime::set_log_level("info");
+  ASSERT_FALSE(reply.result.has_value());
+  ASSERT_FALSE(lines.empty());
+  for (const auto& line : lines) {
+    EXPECT_EQ(line.find("sk-very-secret-key"), std::string::npos) << line;
+    EXPECT_EQ(line.find(std::string(600, 'Q')), std::string::npos) << line.substr(0, 200);
+    EXPECT_LT(line.size(), 4096u);
+  }
+  // The image did reach the upstream, whole.
+  EXPECT_NE(upstream.requests().at(0).body.find(image_bytes), std::string::npos);
+}
+
+TEST(Https, TalksToATlsUpstreamThatTheTrustStoreVouchesFor) {
+  test::TempDir dir;
+  auto certificates = test::make_test_certificates(dir.path());
+  FakeUpstream upstream(&certificates);
+  upstream.script({test::sse_reply({"secure"})});
+  // OpenSSL's default verify paths honour SSL_CERT_FILE: trust the test CA only.
+  ::setenv("SSL_CERT_FILE", certificates.ca_file.c_str(), 1);
+  auto reply = ask(upstream.base_url(), fast_options());
+  ::unsetenv("SSL_CERT_FILE");
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  EXPECT_EQ(*reply.result, "secure");
+
+  // Without the CA the certificate is refused, and that is not retried forever.
+  FakeUpstream untrusted(&certificates);
+  auto options = fast_options();
+  options.max_attempts = 1;
+  auto refused = ask(untrusted.base_url(), options);
+  ASSERT_FALSE(refused.result.has_value());
+  EXPECT_NE(refused.result.error().message.find("TLS with localhost"), std::string::npos)
+      << refused.result.error().message;
+}
+
+}  // namespace
+}  // namespace mooring::llm

@@ -1,0 +1,439 @@
+#include "store/store.hpp"
+
+#include "store/schema.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+namespace mooring::store {
+namespace {
+
+using namespace std::chrono_literals;
+using test::run_on;
+using test::TempDir;
+
+// Reads one integer or text with a plain SQLite connection of the test's own,
+// to check what the store left in the file (call only while the store is closed).
+std::string query_file(const std::filesystem::path& db_path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string out;
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+  return out;
+}
+
+void exec_file(const std::filesystem::path& db_path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(
+      sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
+      SQLITE_OK);
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store = open(); }
+
+  void TearDown() override {
+    if (store) {
+      await(store->close());
+      store.reset();
+    }
+  }
+
+  std::string data_dir() const { return (dir / "data").string(); }
+  std::filesystem::path db_path() const { return dir / "data" / "mooring.db"; }
+
+  Result<std::unique_ptr<Store>> try_open(const std::string& where) {
+    return await(Store::open(io.get_executor(), where));
+  }
+  std::unique_ptr<Store> open() { return try_open(data_dir()).value(); }
+
+  // A restart: close the store and open the same data dir again.
+  void reopen() {
+    ASSERT_TRUE(await(store->close()));
+    store = open();
+  }
+
+  template <typename T>
+  T await(awaitable<T> op) {
+    return run_on(io, std::move(op));
+  }
+
+  Seq append(const std::string& user, const std::string& text,
+             std::optional<std::string> client_id = std::nullopt) {
+    return await(store->append_user_message(user, text, {}, std::move(client_id))).value().seq;
+  }
+
+  // io is declared first so it outlives the store, whose last completions run on it.
+  asio::io_context io;
+  TempDir dir;
+  std::unique_ptr<Store> store;
+};
+
+awaitable<void> append_into(Store& store, std::string user, std::string text,
+                            std::optional<Result<Appended>>* out) {
+  out->emplace(co_await store.append_user_message(std::move(user), std::move(text)));
+}
+
+awaitable<void> history_into(Store& store, std::string user,
+                             std::optional<Result<std::vector<Message>>>* out) {
+  out->emplace(co_await store.history(std::move(user), 1000));
+}
+
+TEST_F(StoreTest, MigratesANewDirectoryToTheLatestSchemaInWalMode) {
+  EXPECT_EQ(store->path(), db_path());
+  await(store->close()).value();
+  store.reset();
+  EXPECT_EQ(query_file(db_path(), "PRAGMA user_version"), std::to_string(schema::latest_version()));
+  EXPECT_EQ(query_file(db_path(), "PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM sqlite_schema WHERE name = 'messages'"),
+            "1");
+}
+
+TEST_F(StoreTest, MigratesAnEmptyFileAndCreatesMissingDirectories) {
+  const auto nested = dir / "a" / "b";
+  auto opened = try_open(nested.string());
+  ASSERT_TRUE(opened) << opened.error().message;
+  await((*opened)->close()).value();
+
+  TempDir other;
+  test::write_file(other / "mooring.db", "");
+  opened = try_open(other.path().string());
+  ASSERT_TRUE(opened) << opened.error().message;
+  await((*opened)->close()).value();
+  EXPECT_EQ(query_file(other / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
+}
+
+TEST_F(StoreTest, ReopeningKeepsTheData) {
+  const Seq seq = append("alice", "hello");
+  reopen();
+  auto history = await(store->history("alice", 10)).value();
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].seq, seq);
+  EXPECT_EQ(history[0].content, "hello");
+}
+
+TEST_F(StoreTest, RefusesADatabaseFromANewerMooringAndLeavesItUntouched) {
+  TempDir newer;
+  exec_file(newer / "mooring.db", "PRAGMA user_version = 99");
+  auto opened = try_open(newer.path().string());
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::schema_too_new);
+  EXPECT_NE(opened.error().message.find("schema version 99"), std::string::npos)
+      << opened.error().message;
+  EXPECT_NE(opened.error().message.find((newer / "mooring.db").string()), std::string::npos);
+  EXPECT_EQ(query_file(newer / "mooring.db", "PRAGMA user_version"), "99");
+  EXPECT_EQ(query_file(newer / "mooring.db", "PRAGMA journal_mode"), "delete");
+}
+
+TEST_F(StoreTest, RefusesAFileThatIsNotADatabase) {
+  TempDir corrupt;
+  test::write_file(corrupt / "mooring.db", std::string(8192, 'x'));
+  auto opened = try_open(corrupt.path().string());
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::corrupt);
+  EXPECT_NE(opened.error().message.find("move it aside"), std::string::npos)
+      << opened.error().message;
+}
+
+TEST_F(StoreTest, ReportsADataDirectoryThatCannotBeCreated) {
+  // A regular file in the way fails for every user, root included (tests may run as root,
+  // which ignores permission bits).
+  test::write_file(dir / "plain-file", "");
+  auto opened = try_open((dir / "plain-file" / "data").string());
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::io);
+  EXPECT_NE(opened.error().message.find("cannot create the data directory"), std::string::npos)
+      << opened.error().message;
+}
+
+TEST_F(StoreTest, ConcurrentWritesShareCommits) {
+  constexpr int kWrites = 200;
+  std::vector<std::optional<Result<Appended>>> results(kWrites);
+  const auto before = store->stats();
+  const auto started = Clock::now();
+  for (int i = 0; i < kWrites; ++i)
+    asio::co_spawn(
+        io,
+        append_into(*store, "user" + std::to_string(i % 7), "m" + std::to_string(i), &results[i]),
+        asio::detached);
+  io.restart();
+  io.run_for(20s);  // returns when every append has completed
+  const auto elapsed = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+
+  Seq previous = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_TRUE(results[i].has_value()) << "append " << i << " did not complete";
+    ASSERT_TRUE(*results[i]) << results[i]->error().message;
+    // Enqueued in spawn order, run in queue order: seqs increase with i.
+    EXPECT_GT((*results[i])->seq, previous);
+    previous = (*results[i])->seq;
+  }
+  const auto after = store->stats();
+  const auto commits = after.commits - before.commits;
+  EXPECT_EQ(after.writes - before.writes, static_cast<std::uint64_t>(kWrites));
+  EXPECT_GE(commits, 1u);
+  EXPECT_LT(commits, static_cast<std::uint64_t>(kWrites));
+  std::printf("[ group commit ] %d appends in %.1f ms with %llu commits\n", kWrites, elapsed,
+              static_cast<unsigned long long>(commits));
+  RecordProperty("commits", static_cast<int>(commits));
+  RecordProperty("elapsed_ms", static_cast<int>(elapsed));
+}
+
+TEST_F(StoreTest, AReadQueuedBetweenWritesSeesExactlyTheWritesBeforeIt) {
+  std::vector<std::optional<Result<Appended>>> appended(100);
+  std::optional<Result<std::vector<Message>>> middle;
+  for (int i = 0; i < 50; ++i)
+    asio::co_spawn(io, append_into(*store, "bob", "m" + std::to_string(i), &appended[i]),
+                   asio::detached);
+  asio::co_spawn(io, history_into(*store, "bob", &middle), asio::detached);
+  for (int i = 50; i < 100; ++i)
+    asio::co_spawn(io, append_into(*store, "bob", "m" + std::to_string(i), &appended[i]),
+                   asio::detached);
+  io.restart();
+  io.run_for(20s);
+
+  ASSERT_TRUE(middle.has_value());
+  ASSERT_TRUE(*middle) << middle->error().message;
+  const auto& seen = **middle;
+  ASSERT_EQ(seen.size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(seen[i].content, "m" + std::to_string(i));
+    EXPECT_EQ(seen[i].seq, (*appended[i])->seq);
+  }
+  EXPECT_EQ(await(store->history("bob", 1000)).value().size(), 100u);
+}
+
+TEST_F(StoreTest, AFailingOperationDoesNotUndoItsNeighbours) {
+  const Seq first = append("carol", "first");
+  std::optional<Result<Appended>> before;
+  std::optional<Result<Appended>> after;
+  std::optional<Result<Seq>> bad_reply;
+  asio::co_spawn(io, append_into(*store, "carol", "before", &before), asio::detached);
+  asio::co_spawn(
+      io,
+      [](Store& s, Seq to, std::optional<Result<Seq>>* out) -> awaitable<void> {
+        out->emplace(co_await s.store_reply("carol", to, "reply to a reply"));
+      }(*store, first + 1000, &bad_reply),
+      asio::detached);
+  asio::co_spawn(io, append_into(*store, "carol", "after", &after), asio::detached);
+  io.restart();
+  io.run_for(20s);
+
+  ASSERT_TRUE(bad_reply.has_value());
+  ASSERT_FALSE(*bad_reply);
+  EXPECT_EQ(bad_reply->error().kind, StoreError::Kind::not_found);
+  ASSERT_TRUE(before && *before);
+  ASSERT_TRUE(after && *after);
+  auto history = await(store->history("carol", 10)).value();
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[1].content, "before");
+  EXPECT_EQ(history[2].content, "after");
+}
+
+TEST_F(StoreTest, AClientIdIsStoredOncePerUser) {
+  auto first = await(store->append_user_message("dave", "hi", {"https://x/1.png"}, "c1")).value();
+  EXPECT_FALSE(first.duplicate);
+  EXPECT_EQ(first.status, MessageStatus::pending);
+
+  auto again = await(store->append_user_message("dave", "hi (resent)", {}, "c1")).value();
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.seq, first.seq);
+
+  // The same client id from another user is another message.
+  auto other = await(store->append_user_message("erin", "hi", {}, "c1")).value();
+  EXPECT_FALSE(other.duplicate);
+  EXPECT_NE(other.seq, first.seq);
+
+  // Without a client id nothing is deduplicated.
+  const Seq a = append("dave", "same");
+  const Seq b = append("dave", "same");
+  EXPECT_NE(a, b);
+
+  auto history = await(store->history("dave", 10)).value();
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].content, "hi");
+  EXPECT_EQ(history[0].client_id, std::optional<std::string>("c1"));
+  EXPECT_EQ(history[0].images, std::vector<std::string>{"https://x/1.png"});
+
+  // A resend after the reply reports the message as answered.
+  await(store->store_reply("dave", first.seq, "hello")).value();
+  again = await(store->append_user_message("dave", "hi", {}, "c1")).value();
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.status, MessageStatus::answered);
+}
+
+TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
+  const Seq question = append("frank", "what time is it?");
+  const Seq reply = await(store->store_reply("frank", question, "noon")).value();
+  EXPECT_GT(reply, question);
+
+  auto history = await(store->history("frank", 10)).value();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].role, Role::user);
+  EXPECT_EQ(history[0].status, MessageStatus::answered);
+  EXPECT_EQ(history[1].role, Role::assistant);
+  EXPECT_EQ(history[1].content, "noon");
+  EXPECT_EQ(history[1].reply_to, std::optional<Seq>(question));
+  EXPECT_FALSE(history[1].client_id.has_value());
+
+  // Retried after a crash: the first reply stands.
+  EXPECT_EQ(await(store->store_reply("frank", question, "twelve o'clock")).value(), reply);
+  history = await(store->history("frank", 10)).value();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].content, "noon");
+
+  auto not_found = await(store->store_reply("frank", reply + 100, "?"));
+  ASSERT_FALSE(not_found);
+  EXPECT_EQ(not_found.error().kind, StoreError::Kind::not_found);
+  auto to_a_reply = await(store->store_reply("frank", reply, "?"));
+  ASSERT_FALSE(to_a_reply);
+  EXPECT_EQ(to_a_reply.error().kind, StoreError::Kind::invalid_argument);
+  auto other_user = await(store->store_reply("grace", question, "?"));
+  ASSERT_FALSE(other_user);
+  EXPECT_EQ(other_user.error().kind, StoreError::Kind::invalid_argument);
+
+  const Seq doomed = append("frank", "draw me a horse");
+  await(store->store_reply("frank", doomed, "the provider failed", MessageStatus::failed)).value();
+  history = await(store->history("frank", 2)).value();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].seq, doomed);
+  EXPECT_EQ(history[0].status, MessageStatus::failed);
+}
+
+TEST_F(StoreTest, RepliesAfterAndTheDeliveredCursor) {
+  std::vector<Seq> replies;
+  for (int i = 0; i < 3; ++i) {
+    const Seq q = append("heidi", "q" + std::to_string(i));
+    replies.push_back(await(store->store_reply("heidi", q, "a" + std::to_string(i))).value());
+  }
+  append("ivan", "unrelated");
+
+  auto all = await(store->replies_after("heidi", 0)).value();
+  ASSERT_EQ(all.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(all[i].seq, replies[i]);
+    EXPECT_EQ(all[i].content, "a" + std::to_string(i));
+  }
+  auto later = await(store->replies_after("heidi", replies[0])).value();
+  ASSERT_EQ(later.size(), 2u);
+  EXPECT_EQ(later[0].seq, replies[1]);
+  EXPECT_EQ(await(store->replies_after("heidi", replies[0], 1)).value().size(), 1u);
+
+  auto session = await(store->session("heidi")).value();
+  ASSERT_TRUE(session.has_value());
+  EXPECT_EQ(session->delivered_seq, 0);
+  EXPECT_GT(session->created_ms, 0);
+  EXPECT_GE(session->last_seen_ms, session->created_ms);
+
+  EXPECT_EQ(await(store->advance_delivered("heidi", replies[1])).value(), replies[1]);
+  // Never backwards: a late acknowledgement of an older reply changes nothing.
+  EXPECT_EQ(await(store->advance_delivered("heidi", replies[0])).value(), replies[1]);
+  EXPECT_EQ(await(store->session("heidi")).value()->delivered_seq, replies[1]);
+
+  auto unknown = await(store->advance_delivered("nobody", 5));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().kind, StoreError::Kind::not_found);
+  EXPECT_FALSE(await(store->session("nobody")).value().has_value());
+}
+
+TEST_F(StoreTest, PendingMessagesSurviveARestart) {
+  const Seq a =
+      await(store->append_user_message("judy", "draw", {"data:image/png;base64,AAAA"})).value().seq;
+  const Seq b = append("kim", "hello");
+  const Seq c = append("judy", "and then?");
+  await(store->store_reply("kim", b, "hi")).value();
+  reopen();
+
+  auto pending = await(store->pending_messages()).value();
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(pending[0].seq, a);
+  EXPECT_EQ(pending[0].user_id, "judy");
+  EXPECT_EQ(pending[0].images, std::vector<std::string>{"data:image/png;base64,AAAA"});
+  EXPECT_EQ(pending[1].seq, c);
+  EXPECT_EQ(pending[1].content, "and then?");
+}
+
+TEST_F(StoreTest, DestroyingWithoutCloseKeepsWhatWasCommitted) {
+  const Seq seq = append("liam", "remember me");
+  store.reset();  // the destructor closes and joins
+  store = open();
+  auto pending = await(store->pending_messages()).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].seq, seq);
+}
+
+TEST_F(StoreTest, AdminListingsPageThroughSessionsAndMessages) {
+  for (int i = 0; i < 5; ++i) append("mia", "m" + std::to_string(i));
+  append("noah", "x");
+  auto sessions = await(store->list_sessions(10)).value();
+  ASSERT_EQ(sessions.size(), 2u);
+  std::set<std::string> users{sessions[0].user_id, sessions[1].user_id};
+  EXPECT_EQ(users, (std::set<std::string>{"mia", "noah"}));
+  EXPECT_EQ(await(store->list_sessions(1, 1)).value().size(), 1u);
+  EXPECT_TRUE(await(store->list_sessions(10, 2)).value().empty());
+
+  auto newest = await(store->messages("mia", 2)).value();
+  ASSERT_EQ(newest.size(), 2u);
+  EXPECT_EQ(newest[0].content, "m3");
+  EXPECT_EQ(newest[1].content, "m4");
+  auto older = await(store->messages("mia", 2, newest[0].seq)).value();
+  ASSERT_EQ(older.size(), 2u);
+  EXPECT_EQ(older[0].content, "m1");
+  EXPECT_EQ(older[1].content, "m2");
+}
+
+TEST_F(StoreTest, CloseFinishesQueuedWorkThenRefusesOperations) {
+  std::vector<std::optional<Result<Appended>>> appended(10);
+  std::optional<Result<void>> closed;
+  for (int i = 0; i < 10; ++i)
+    asio::co_spawn(io, append_into(*store, "olivia", "m" + std::to_string(i), &appended[i]),
+                   asio::detached);
+  asio::co_spawn(
+      io,
+      [](Store& s, std::optional<Result<void>>* out) -> awaitable<void> {
+        out->emplace(co_await s.close());
+      }(*store, &closed),
+      asio::detached);
+  io.restart();
+  io.run_for(20s);
+
+  for (auto& result : appended) {
+    ASSERT_TRUE(result.has_value());
+    EXPECT_TRUE(*result) << result->error().message;
+  }
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_TRUE(*closed) << closed->error().message;
+
+  auto late = await(store->append_user_message("olivia", "too late"));
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().kind, StoreError::Kind::closed);
+  auto read = await(store->history("olivia", 10));
+  ASSERT_FALSE(read);
+  EXPECT_EQ(read.error().kind, StoreError::Kind::closed);
+  auto again = await(store->close());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().kind, StoreError::Kind::closed);
+  store.reset();
+
+  // The checkpoint left everything in the main file.
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages"), "10");
+}
+
+}  // namespace
+}  // namespace mooring::store
