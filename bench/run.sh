@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 build=build/release
 echo "== machine: $(nproc) cores, $(uname -r)"
 "$build/bench/bench_admin_stop" 20 100 200
+python3 bench/lifecycle.py "$build/mooring" 20
 python3 bench/admin_rss.py "$build/mooring" 1000
 "$build/bench/bench_llm" 100 20000

@@ -1,5 +1,11 @@
 #include "admin/admin_api.hpp"
 
+#include "runtime/log.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
 namespace mooring::admin {
 
 namespace http = net::http;
@@ -35,6 +41,114 @@ awaitable<HttpResponse> respond(std::shared_ptr<const AdminContext> ctx, SyncHan
   co_return handler(request);
 }
 
+using Context = std::shared_ptr<const AdminContext>;
+using AsyncHandler = std::function<awaitable<HttpResponse>(Context, Request&)>;
+
+awaitable<HttpResponse> respond_async(Context ctx, AsyncHandler handler, Request& request) {
+  if (auto refusal = check_token(ctx->token, request)) co_return std::move(*refusal);
+  co_return co_await handler(ctx, request);
+}
+
+// A bounded integer query parameter; `fallback` when absent or unreadable.
+std::size_t query_number(const Request& request, std::string_view name, std::size_t fallback,
+                         std::size_t max) {
+  auto text = request.query_param(name);
+  if (!text || text->empty() || text->size() > 12) return fallback;
+  for (char c : *text)
+    if (c < '0' || c > '9') return fallback;
+  return std::min<std::size_t>(std::stoull(*text), max);
+}
+
+HttpResponse unavailable(const Request& request) {
+  return net::error_response(http::status::service_unavailable, "unavailable",
+                             "the store is not open yet; try again shortly", request);
+}
+
+HttpResponse store_failure(const store::StoreError& error, const Request& request) {
+  return net::error_response(http::status::internal_server_error, "store_error", error.message,
+                             request);
+}
+
+json::object session_json(const store::Session& s) {
+  return {{"user_id", s.user_id},
+          {"created_ms", s.created_ms},
+          {"last_seen_ms", s.last_seen_ms},
+          {"delivered_seq", s.delivered_seq}};
+}
+
+json::object message_json(const store::Message& m) {
+  json::array images;
+  // Images can be megabytes of base64: the API shows what they are, not their bytes.
+  for (const auto& image : m.images) images.emplace_back(runtime::shorten(image, 96));
+  json::object out{{"seq", m.seq},
+                   {"role", store::to_string(m.role)},
+                   {"content", m.content},
+                   {"images", std::move(images)},
+                   {"status", store::to_string(m.status)},
+                   {"created_ms", m.created_ms}};
+  out["client_id"] = m.client_id ? json::value(*m.client_id) : json::value(nullptr);
+  out["reply_to"] = m.reply_to ? json::value(*m.reply_to) : json::value(nullptr);
+  return out;
+}
+
+awaitable<HttpResponse> list_sessions(Context ctx, Request& request) {
+  if (!ctx->store) co_return unavailable(request);
+  const auto limit = query_number(request, "limit", 100, 1000);
+  const auto offset = query_number(request, "offset", 0, std::size_t{1} << 40);
+  auto sessions = co_await ctx->store->list_sessions(limit, offset);
+  if (!sessions) co_return store_failure(sessions.error(), request);
+  json::array out;
+  for (const auto& s : *sessions) out.push_back(session_json(s));
+  co_return net::json_response(http::status::ok, json::object{{"sessions", std::move(out)}},
+                               request);
+}
+
+awaitable<HttpResponse> list_messages(Context ctx, Request& request) {
+  if (!ctx->store) co_return unavailable(request);
+  const auto& user = request.params.at("user");
+  const auto limit = query_number(request, "limit", 100, 1000);
+  std::optional<store::Seq> before;
+  if (auto b = query_number(request, "before", 0, std::size_t{1} << 62); b > 0)
+    before = static_cast<store::Seq>(b);
+  auto messages = co_await ctx->store->messages(user, limit, before);
+  if (!messages) co_return store_failure(messages.error(), request);
+  json::array out;
+  for (const auto& m : *messages) out.push_back(message_json(m));
+  co_return net::json_response(http::status::ok,
+                               json::object{{"user_id", user}, {"messages", std::move(out)}},
+                               request);
+}
+
+json::array tasks_json(const runtime::Supervisor& supervisor) {
+  json::array out;
+  const auto now = Clock::now();
+  for (const auto& task : supervisor.tasks())
+    out.push_back({{"id", task.id},
+                   {"name", task.name},
+                   {"group", task.group},
+                   {"age_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - task.started).count()},
+                   {"cancel_requested", task.cancel_requested}});
+  return out;
+}
+
+// Prometheus text format from the status document's numbers.
+std::string metrics_text(const json::object& status) {
+  std::string out = "# TYPE mooring_up gauge\nmooring_up 1\n";
+  for (const auto& [key, value] : status) {
+    if (!value.is_number() && !value.is_bool()) continue;
+    const double number = value.is_bool() ? (value.as_bool() ? 1 : 0) : value.to_number<double>();
+    out += fmt::format("# TYPE mooring_{0} gauge\nmooring_{0} {1}\n", std::string_view(key), number);
+  }
+  if (auto* components = status.if_contains("components"); components && components->is_array()) {
+    out += "# TYPE mooring_component_up gauge\n";
+    for (const auto& c : components->as_array())
+      out += fmt::format("mooring_component_up{{component=\"{}\"}} {}\n",
+                         std::string_view(c.at("name").as_string()),
+                         c.at("state") == "running" ? 1 : 0);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
@@ -64,6 +178,44 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
   router->add(http::verb::get, "/api/status", authed([ctx](Request& request) {
     return net::json_response(http::status::ok, ctx->status(), request);
   }));
+
+  router->add(http::verb::get, "/metrics", open([ctx](Request& request) {
+    return net::text_response(http::status::ok, metrics_text(ctx->status()),
+                              "text/plain; version=0.0.4", request);
+  }));
+
+  router->add(http::verb::get, "/api/config", authed([ctx](Request& request) {
+    if (!ctx->config_text) return unavailable(request);
+    return net::text_response(http::status::ok, ctx->config_text(), "application/toml", request);
+  }));
+
+  router->add(http::verb::get, "/api/tasks", authed([ctx](Request& request) {
+    if (!ctx->supervisor) return unavailable(request);
+    return net::json_response(http::status::ok, json::object{{"tasks", tasks_json(*ctx->supervisor)}},
+                              request);
+  }));
+
+  router->add(http::verb::post, "/api/tasks/{id}/cancel", authed([ctx](Request& request) {
+    if (!ctx->supervisor) return unavailable(request);
+    const auto& text = request.params.at("id");
+    runtime::TaskId id = 0;
+    const bool numeric = !text.empty() && text.size() < 20 &&
+                         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (numeric) id = std::stoull(text);
+    if (!numeric || !ctx->supervisor->cancel(id))
+      return net::error_response(http::status::not_found, "no_such_task",
+                                 fmt::format("no running task has id {}", runtime::shorten(text, 40)),
+                                 request);
+    return net::json_response(http::status::ok, json::object{{"cancelled", id}}, request);
+  }));
+
+  auto authed_async = [ctx](AsyncHandler handler) {
+    return [ctx, handler = std::move(handler)](Request& request) {
+      return respond_async(ctx, handler, request);
+    };
+  };
+  router->add(http::verb::get, "/api/sessions", authed_async(list_sessions));
+  router->add(http::verb::get, "/api/sessions/{user}/messages", authed_async(list_messages));
 
   router->add_websocket(
       "/api/events",

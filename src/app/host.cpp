@@ -19,6 +19,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace mooring::app {
 namespace {
@@ -62,6 +63,7 @@ class Host {
   void write_ready_file();
   void component_changed(const ComponentStatus& status);
   json::object status_document() const;
+  std::string config_text() const;
   bool ready() const;
   awaitable<void> shut_down(const char* cause);
 
@@ -131,6 +133,15 @@ json::object Host::status_document() const {
   };
 }
 
+// The configuration file as it is on disk, or the defaults when serving without one.
+std::string Host::config_text() const {
+  if (options_.config_path.empty()) return default_config_toml();
+  std::ifstream in(options_.config_path);
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
 bool Host::ready() const {
   return !shutdown_.begun() && admin_ && admin_->status().state == ComponentState::running &&
          gateway_listener_ && gateway_listener_->status().state == ComponentState::running;
@@ -193,7 +204,8 @@ awaitable<int> Host::main() {
   admin_ = std::make_unique<ListenerComponent>(
       supervisor_, "admin", config_->admin.listen,
       admin::make_admin_router({token->token, [this] { return status_document(); },
-                                [this] { return ready(); }, events_, event_options}),
+                                [this] { return ready(); }, events_, event_options, store_.get(),
+                                &supervisor_, [this] { return config_text(); }}),
       net::HttpLimits{}, on_change);
   gateway_listener_->start();
   admin_->start();

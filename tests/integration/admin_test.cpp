@@ -109,6 +109,31 @@ TEST(Admin, TheTokenGuardsTheApiAndEventsStreamLive) {
   EXPECT_EQ(json::parse(missing.body).at("error").at("code"), "not_found");
   EXPECT_EQ(http_get(address, "/readyz").status, 200);
 
+  // The rest of the admin API answers with the token.
+  auto metrics = http_get(address, "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("mooring_up 1"), std::string::npos) << metrics.body;
+  EXPECT_NE(metrics.body.find("mooring_component_up{component=\"admin\"} 1"), std::string::npos);
+  auto config = http_get(address, "/api/config", token);
+  EXPECT_EQ(config.status, 200);
+  EXPECT_NE(config.body.find("[admin]"), std::string::npos);
+  EXPECT_EQ(http_get(address, "/api/config").status, 401);
+  auto sessions = http_get(address, "/api/sessions", token);
+  EXPECT_EQ(sessions.status, 200);
+  EXPECT_TRUE(json::parse(sessions.body).at("sessions").as_array().empty());
+  EXPECT_EQ(http_get(address, "/api/sessions/nobody/messages", token).status, 200);
+  auto tasks = http_get(address, "/api/tasks", token);
+  ASSERT_EQ(tasks.status, 200);
+  const auto task_list = json::parse(tasks.body);
+  bool has_accept_loop = false;
+  for (const auto& task : task_list.at("tasks").as_array())
+    has_accept_loop = has_accept_loop || task.at("name") == "admin accept loop";
+  EXPECT_TRUE(has_accept_loop) << tasks.body;
+  auto no_task = http_request(address, http::verb::post, "/api/tasks/999999/cancel", "",
+                              {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(no_task.status, 404);
+  EXPECT_EQ(json::parse(no_task.body).at("error").at("code"), "no_such_task");
+
   WsClient events;
   ASSERT_EQ(events.connect(address, "/api/events", {{"Authorization", "Bearer " + token}}), 101);
   // Give the stream something to say: a SIGHUP is logged.
