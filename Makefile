@@ -53,9 +53,13 @@ test-tsan: deps
 	cmake --build --preset tsan -j $(JOBS) --target $(SANITIZED_SUITES)
 	ctest --preset tsan -j $(JOBS) -R $(SANITIZED_TESTS)
 
+# The benchmarks also need the FastAPI + uvicorn reference peer's packages.
 bench: deps
+	@dpkg-query -W -f='$${Status}' python3-fastapi 2>/dev/null | grep -q "install ok installed" || \
+	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    python3-fastapi python3-uvicorn python3-websockets)
 	cmake --preset release -DMOORING_BUILD_BENCH=ON -DMOORING_BUILD_TESTS=ON >/dev/null
-	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm
+	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm bench_chat
 	./bench/run.sh
 
 clean:
