@@ -1,7 +1,9 @@
 #include "chat/gateway.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/time.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <set>
 
@@ -14,6 +16,7 @@ using store::Seq;
 
 namespace {
 constexpr std::string_view replies_group = "chat.replies";
+constexpr std::string_view nothing_to_cancel = "there is no reply in progress to cancel";
 }  // namespace
 
 // One user's conversation: the current connection (if any), the frames waiting
@@ -21,7 +24,8 @@ constexpr std::string_view replies_group = "chat.replies";
 // network thread; its tasks hold a shared_ptr to it.
 class Gateway::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Gateway& gateway, std::string user_id) : gateway_(gateway), user_id_(std::move(user_id)) {}
+  Session(Gateway& gateway, std::string user_id)
+      : gateway_(gateway), user_id_(std::move(user_id)), written_(gateway.supervisor_.executor()) {}
 
   const std::string& user_id() const { return user_id_; }
   bool connected() const { return connection_ != nullptr; }
@@ -39,6 +43,9 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     connection_ = connection;
     const auto generation = ++generation_;
     sent_.clear();
+    replies_queued_ = replies_written_ = 0;
+    held_pieces_.clear();  // the new connection streams from the next piece on
+    written_.notify_all();  // a backlog being paged out for the old connection stops
     std::weak_ptr<Session> weak = weak_from_this();
     connection->on_text = [weak, generation](std::string text) {
       if (auto self = weak.lock()) self->on_text(generation, std::move(text));
@@ -85,6 +92,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     if (generation != generation_) return;
     connection_.reset();
     sent_.clear();
+    written_.notify_all();
     gateway_.forget_if_idle(user_id_);
   }
 
@@ -131,14 +139,33 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                                  store::MessageStatus::pending, 0, 0});
   }
 
+  // Stored replies go out a page at a time, each page once the previous one has
+  // been written: a long history asked for again neither overruns the
+  // connection's send queue (which would close it as a slow consumer) nor stops
+  // at the store's page size.
   awaitable<void> deliver_after(Seq after, std::uint64_t generation) {
-    auto replies = co_await store().replies_after(user_id_, after);
-    if (!replies) {
-      log::error("gateway: cannot read stored replies for {}: {}", user_id_, replies.error().message);
-      co_return;
+    const std::size_t page = std::max<std::size_t>(1, gateway_.options_.ws.send_queue_limit / 4);
+    for (;;) {
+      auto replies = co_await store().replies_after(user_id_, after, page);
+      if (!replies) {
+        log::error("gateway: cannot read stored replies for {}: {}", user_id_,
+                   replies.error().message);
+        co_return;
+      }
+      if (generation != generation_ || !connection_) co_return;
+      for (const auto& reply : *replies) deliver(reply);
+      if (replies->size() < page) co_return;
+      after = replies->back().seq;
+      // A peer that reads nothing is cut off by the heartbeat; this bound is
+      // for one that still answers pings.
+      const auto deadline = runtime::Deadline::after(gateway_.options_.ws.heartbeat_interval +
+                                                     gateway_.options_.ws.heartbeat_timeout);
+      const auto page_end = replies_queued_;
+      while (generation == generation_ && connection_ && replies_written_ < page_end) {
+        if (!co_await written_.wait_until(deadline)) break;
+      }
+      if (generation != generation_ || !connection_ || replies_written_ < page_end) co_return;
     }
-    if (generation != generation_) co_return;
-    for (const auto& reply : *replies) deliver(reply);
   }
 
   // Sends a stored reply once per connection; the delivered cursor moves when
@@ -149,10 +176,24 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     std::string frame = reply.status == store::MessageStatus::answered
                             ? chat_frame(reply.content, user_id_, reply.seq, reply_to)
                             : error_frame("reply_failed", reply.content, reply_to);
+    send_then_advance_cursor(std::move(frame), reply.seq);
+  }
+
+  // Sends a frame that stands for stored reply `seq`; once it is written, the
+  // delivered cursor moves past that reply.
+  void send_then_advance_cursor(std::string frame, Seq seq) {
+    if (!connection_) return;
     std::weak_ptr<Session> weak = weak_from_this();
-    connection_->send(std::move(frame), [weak, seq = reply.seq] {
-      if (auto self = weak.lock()) self->advance_cursor(seq);
+    const auto refused = connection_->send(std::move(frame), [weak, seq, generation = generation_] {
+      auto self = weak.lock();
+      if (!self) return;
+      if (generation == self->generation_) {
+        ++self->replies_written_;
+        self->written_.notify_all();
+      }
+      self->advance_cursor(seq);
     });
+    if (!refused) ++replies_queued_;
   }
 
   void advance_cursor(Seq seq) {
@@ -179,7 +220,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   void cancel_reply() {
     if (!reply_task_) {
-      send(notification_frame("there is no reply in progress to cancel"));
+      send(notification_frame(nothing_to_cancel));
       return;
     }
     user_cancelled_ = true;
@@ -188,20 +229,39 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   static awaitable<void> run_reply(std::shared_ptr<Session> self, store::Message message) {
     bool aborted = false;
+    bool threw = false;
+    std::string escaped;  // what was thrown out of the reply
     try {
       aborted = !co_await self->reply(message);
-    } catch (const boost::system::system_error& e) {
-      if (e.code() != asio::error::operation_aborted) throw;
-      aborted = true;
+    } catch (const std::exception& e) {
+      // A cancellation is usually operation_aborted, but asio::multiple_exceptions
+      // when it ended both sides of an `||` (runtime::with_timeout). Whatever
+      // it is, it is caught: a reply task that ends without clearing
+      // reply_task_ would leave this session stuck for good (seed 002).
+      aborted = threw = true;
+      escaped = e.what();
     }
+    const bool cancelled = (co_await asio::this_coro::cancellation_state).cancelled() !=
+                           asio::cancellation_type::none;
+    const bool broke = threw && !cancelled;
     self->reply_task_ = 0;
-    // Cancelled by the user: stored as cancelled and said so. Cancelled by the
-    // shutdown: left pending, to be answered again after the restart.
-    if (aborted && self->user_cancelled_) {
-      co_await asio::this_coro::reset_cancellation_state();
+    co_await asio::this_coro::reset_cancellation_state();
+    if (broke) {
+      // Not a cancellation: a failure below the chat layer. The user hears
+      // that it failed, and the next message is answered.
+      log::error("gateway: the reply to {} #{} failed: {}", self->user_id_, message.seq, escaped);
+      std::string apology = "the reply failed unexpectedly; ask again";
+      co_await self->store_and_deliver(message.seq, std::move(apology),
+                                       store::MessageStatus::failed);
+    } else if (aborted && self->user_cancelled_) {
+      // Cancelled by the user: stored as cancelled and said so. Cancelled by
+      // the shutdown: left pending, to be answered again after the restart.
       co_await self->finish_cancelled(message.seq);
+    } else if (!aborted && self->user_cancelled_) {
+      // The cancel came while the finished reply was being stored.
+      self->send(notification_frame(nothing_to_cancel));
     }
-    if (!aborted || self->user_cancelled_) self->start_next_reply();
+    if (!aborted || broke || self->user_cancelled_) self->start_next_reply();
     self->gateway_.forget_if_idle(self->user_id_);
   }
 
@@ -225,35 +285,65 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     // The provider in force when the reply starts serves all of it.
     auto provider = gateway_.provider_;
     const Seq reply_to = message.seq;
-    auto result = co_await provider->complete(request, [this, reply_to](std::string_view piece) {
-      send(token_frame(piece, reply_to));
-    });
+    held_pieces_.clear();
+    auto result = co_await provider->complete(
+        request, [this, reply_to](std::string_view piece) { stream_piece(piece, reply_to); });
     if (!result && (result.error().kind == llm::ProviderError::Kind::cancelled ||
                     result.error().kind == llm::ProviderError::Kind::shutting_down)) {
+      held_pieces_.clear();
       co_return false;
     }
+    flush_pieces(reply_to);
+    // Named first: with GCC 12, a `?:` building a string temporary among a
+    // co_await's arguments corrupted the heap.
     const bool ok = result.has_value();
-    const std::string content = ok ? *result : result.error().message;
-    auto stored = co_await store().store_reply(user_id_, reply_to, content,
-                                               ok ? store::MessageStatus::answered
-                                                  : store::MessageStatus::failed);
+    std::string content = ok ? *result : result.error().message;
+    const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
+    co_await store_and_deliver(reply_to, std::move(content), status);
+    co_return true;
+  }
+
+  // The final reply (or failure) is stored before it is sent.
+  awaitable<void> store_and_deliver(Seq reply_to, std::string content,
+                                    store::MessageStatus status) {
+    auto stored = co_await store().store_reply(user_id_, reply_to, content, status);
     if (!stored) {
       log::error("gateway: cannot store the reply to {} #{}: {}", user_id_, reply_to,
                  stored.error().message);
       send(error_frame("store_error", "the reply could not be stored; ask again", reply_to));
-      co_return true;
+      co_return;
     }
-    deliver(store::Message{*stored, user_id_, store::Role::assistant, content, {}, std::nullopt,
-                           reply_to, ok ? store::MessageStatus::answered : store::MessageStatus::failed,
-                           0, 0});
-    co_return true;
+    deliver(store::Message{*stored, user_id_, store::Role::assistant, std::move(content), {},
+                           std::nullopt, reply_to, status, 0, 0});
   }
 
   awaitable<void> finish_cancelled(Seq reply_to) {
     auto stored = co_await store().store_reply(user_id_, reply_to, "the reply was cancelled",
                                                store::MessageStatus::failed);
-    if (stored) sent_.insert(*stored);  // said below; not replayed on this connection
-    send(notification_frame("the reply was cancelled"));
+    if (!stored) {
+      send(notification_frame("the reply was cancelled"));
+      co_return;
+    }
+    // The notification stands for the stored reply: not replayed on this
+    // connection, nor on the next one once it has been written.
+    sent_.insert(*stored);
+    send_then_advance_cursor(notification_frame("the reply was cancelled"), *stored);
+  }
+
+  // Pieces wait in held_pieces_ while the connection's send queue is half
+  // full and go out together with the next one: a provider that streams
+  // faster than the socket drains never gets a healthy client closed as a
+  // slow consumer, and the pieces sent still join into the whole reply.
+  void stream_piece(std::string_view piece, Seq reply_to) {
+    if (!connection_) return;
+    held_pieces_ += piece;
+    if (connection_->queued() >= gateway_.options_.ws.send_queue_limit / 2) return;
+    flush_pieces(reply_to);
+  }
+
+  void flush_pieces(Seq reply_to) {
+    if (!held_pieces_.empty()) send(token_frame(held_pieces_, reply_to));
+    held_pieces_.clear();
   }
 
   void send(std::string frame) {
@@ -267,6 +357,12 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<net::WsConnection> connection_;
   std::uint64_t generation_ = 0;
   std::set<Seq> sent_;  // replies sent on the current connection
+  // Replies queued on / written to the current connection; a connection
+  // writes in order, so written == queued means all of them are out.
+  std::uint64_t replies_queued_ = 0;
+  std::uint64_t replies_written_ = 0;
+  runtime::Notifier written_;  // a reply was written, or the connection changed
+  std::string held_pieces_;  // of the reply being made, not yet sent
   std::deque<Queued> inbox_;
   bool inbox_running_ = false;
   std::deque<store::Message> to_answer_;
