@@ -247,6 +247,9 @@ awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
       if (!co_await runtime::sleep_for(std::chrono::milliseconds(100))) co_return;
       continue;
     }
+    // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
     auto session = std::make_shared<HttpSession>(state, std::move(socket));
     const auto id = state->next_session++;
     state->sessions.emplace(id, session.get());

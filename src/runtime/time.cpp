@@ -26,8 +26,12 @@ awaitable<bool> sleep_until(Deadline deadline) {
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
-  co_return outcome.index() == 0;
+  try {
+    auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+    co_return outcome.index() == 0;
+  } catch (const asio::multiple_exceptions& e) {
+    std::rethrow_exception(e.first_exception());
+  }
 }
 
 void Notifier::notify_all() {

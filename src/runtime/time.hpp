@@ -37,8 +37,14 @@ template <typename T>
 awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
-  if (outcome.index() == 0) co_return std::get<0>(std::move(outcome));
+  // When both sides end with an exception (a cancellation reaching both),
+  // Asio 1.26 reports multiple_exceptions; callers expect the first one.
+  try {
+    auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+    if (outcome.index() == 0) co_return std::get<0>(std::move(outcome));
+  } catch (const asio::multiple_exceptions& e) {
+    std::rethrow_exception(e.first_exception());
+  }
   co_return std::nullopt;
 }
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -55,6 +56,8 @@ ChildProcess::ChildProcess(const std::string& binary, const std::vector<std::str
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
+    // A host must not outlive a test runner that died.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::chdir(cwd.c_str()) != 0) ::_exit(127);
     int out = ::open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     int err = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
