@@ -16,9 +16,7 @@ using net::Request;
 namespace {
 
 std::optional<HttpResponse> check_token(const std::string& token, const Request& request) {
-  std::string_view presented = request.bearer_token();
-  std::optional<std::string> from_query;
-  if (presented.empty() && (from_query = request.query_param("token"))) presented = *from_query;
+  const std::string presented = request.presented_token();
   if (!presented.empty() && net::constant_time_equal(presented, token)) return std::nullopt;
   auto res = net::error_response(
       http::status::unauthorized, "unauthorized",

@@ -425,11 +425,7 @@ std::shared_ptr<const net::Router> Gateway::router() {
               return net::error_response(http::status::bad_request, "invalid_user_id",
                                          "the user id must match [A-Za-z0-9_.:-]{1,128}", request);
             if (!options_.token.empty()) {
-              std::string_view presented = request.bearer_token();
-              std::optional<std::string> from_query;
-              if (presented.empty() && (from_query = request.query_param("token")))
-                presented = *from_query;
-              if (!net::constant_time_equal(presented, options_.token))
+              if (!net::constant_time_equal(request.presented_token(), options_.token))
                 return net::error_response(http::status::unauthorized, "unauthorized",
                                            "a valid gateway token is needed", request);
             }

@@ -36,6 +36,11 @@ std::string_view Request::bearer_token() const {
   return value.substr(scheme.size());
 }
 
+std::string Request::presented_token() const {
+  if (auto bearer = bearer_token(); !bearer.empty()) return std::string(bearer);
+  return query_param("token").value_or("");
+}
+
 HttpResponse text_response(http::status status, std::string body, std::string_view content_type,
                            const Request& request) {
   HttpResponse res{status, request.message.version()};

@@ -32,6 +32,9 @@ struct Request {
   std::optional<std::string> query_param(std::string_view name) const;
   // The token of "Authorization: Bearer <token>", or empty.
   std::string_view bearer_token() const;
+  // The bearer token, else the `token` query parameter (browsers cannot set
+  // headers on a WebSocket), else empty.
+  std::string presented_token() const;
 };
 
 HttpResponse json_response(http::status status, const json::value& body, const Request& request);
