@@ -10,4 +10,5 @@ echo "== machine: $(nproc) cores, $(uname -r)"
 python3 bench/lifecycle.py "$build/mooring" 20
 python3 bench/admin_rss.py "$build/mooring" 1000
 "$build/bench/bench_llm" 100 20000
+"$build/bench/bench_shutdown" "$build/mooring" 20 0 100 1000
 ./bench/chat_vs_peer.sh 50 40

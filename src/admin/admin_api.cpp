@@ -57,9 +57,9 @@ std::size_t query_number(const Request& request, std::string_view name, std::siz
   return std::min<std::size_t>(std::stoull(*text), max);
 }
 
-HttpResponse unavailable(const Request& request) {
-  return net::error_response(http::status::service_unavailable, "unavailable",
-                             "the store is not open yet; try again shortly", request);
+HttpResponse unavailable(const Request& request,
+                         std::string_view why = "the store is not open yet; try again shortly") {
+  return net::error_response(http::status::service_unavailable, "unavailable", why, request);
 }
 
 HttpResponse store_failure(const store::StoreError& error, const Request& request) {
@@ -185,6 +185,20 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
   router->add(http::verb::get, "/api/config", authed([ctx](Request& request) {
     if (!ctx->config_text) return unavailable(request);
     return net::text_response(http::status::ok, ctx->config_text(), "application/toml", request);
+  }));
+
+  router->add(
+      http::verb::put, "/api/config", authed([ctx](Request& request) {
+        if (!ctx->apply_config) return unavailable(request, "this server does not apply configurations");
+        auto outcome = ctx->apply_config(request.message.body());
+        return net::json_response(outcome.status, outcome.body, request);
+      }),
+      max_config_bytes);
+
+  router->add(http::verb::post, "/api/reload", authed([ctx](Request& request) {
+    if (!ctx->reload_config) return unavailable(request, "this server does not apply configurations");
+    auto outcome = ctx->reload_config();
+    return net::json_response(outcome.status, outcome.body, request);
   }));
 
   router->add(http::verb::get, "/api/tasks", authed([ctx](Request& request) {

@@ -3,6 +3,8 @@
 // constant time. The host supplies the data through AdminContext callbacks.
 //   GET /healthz, /readyz, /metrics (Prometheus text), /api/status, /api/config,
 //   /api/sessions, /api/sessions/{user}/messages, /api/tasks;
+//   PUT /api/config (a whole TOML configuration, applied as one transaction);
+//   POST /api/reload (re-read the file and apply it);
 //   POST /api/tasks/{id}/cancel; WS /api/events.
 #pragma once
 
@@ -17,6 +19,17 @@
 
 namespace mooring::admin {
 
+// What the host says about a configuration it was asked to apply: 200 with
+// what changed, 400 with every problem, 409 when a change could not be
+// prepared (the old configuration still serves), 503 while shutting down.
+struct ConfigOutcome {
+  net::http::status status = net::http::status::ok;
+  boost::json::object body;
+};
+
+// The largest configuration PUT /api/config accepts (as for a file).
+constexpr std::size_t max_config_bytes = 1024 * 1024;
+
 struct AdminContext {
   std::string token;
   std::function<boost::json::object()> status;  // the /api/status document
@@ -28,6 +41,8 @@ struct AdminContext {
   store::Store* store = nullptr;
   runtime::Supervisor* supervisor = nullptr;
   std::function<std::string()> config_text;
+  std::function<ConfigOutcome(std::string_view toml)> apply_config;
+  std::function<ConfigOutcome()> reload_config;
 };
 
 std::shared_ptr<const net::Router> make_admin_router(AdminContext context);

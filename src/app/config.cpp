@@ -461,6 +461,44 @@ ConfigResult load_config_file(const std::string& path) {
   return parse_config(text);
 }
 
+std::vector<std::string> changed_keys(const Config& before, const Config& after) {
+  std::vector<std::string> keys;
+  const auto compare = [&keys](std::string_view key, const auto& a, const auto& b) {
+    if (!(a == b)) keys.emplace_back(key);
+  };
+  const Config& a = before;
+  const Config& b = after;
+  compare("data.dir", a.data.dir, b.data.dir);
+  compare("gateway.listen", a.gateway.listen, b.gateway.listen);
+  compare("gateway.token", a.gateway.token, b.gateway.token);
+  compare("gateway.heartbeat_interval", a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
+  compare("gateway.heartbeat_timeout", a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
+  compare("gateway.max_message_bytes", a.gateway.max_message_bytes, b.gateway.max_message_bytes);
+  compare("gateway.send_queue_limit", a.gateway.send_queue_limit, b.gateway.send_queue_limit);
+  compare("admin.listen", a.admin.listen, b.admin.listen);
+  compare("admin.token", a.admin.token, b.admin.token);
+  compare("provider.kind", a.provider.kind, b.provider.kind);
+  compare("provider.base_url", a.provider.base_url, b.provider.base_url);
+  compare("provider.api_key_env", a.provider.api_key_env, b.provider.api_key_env);
+  compare("provider.model", a.provider.model, b.provider.model);
+  compare("provider.system_prompt", a.provider.system_prompt, b.provider.system_prompt);
+  compare("provider.attempt_timeout", a.provider.attempt_timeout, b.provider.attempt_timeout);
+  compare("provider.total_timeout", a.provider.total_timeout, b.provider.total_timeout);
+  compare("provider.max_attempts", a.provider.max_attempts, b.provider.max_attempts);
+  compare("provider.backoff_initial", a.provider.backoff_initial, b.provider.backoff_initial);
+  compare("provider.backoff_max", a.provider.backoff_max, b.provider.backoff_max);
+  compare("provider.max_concurrency", a.provider.max_concurrency, b.provider.max_concurrency);
+  compare("provider.echo.token_delay", a.provider.echo.token_delay, b.provider.echo.token_delay);
+  compare("chat.history_messages", a.chat.history_messages, b.chat.history_messages);
+  compare("onebot.enabled", a.onebot.enabled, b.onebot.enabled);
+  compare("onebot.path", a.onebot.path, b.onebot.path);
+  compare("onebot.access_token", a.onebot.access_token, b.onebot.access_token);
+  compare("shutdown.drain_timeout", a.shutdown.drain_timeout, b.shutdown.drain_timeout);
+  compare("log.level", a.log.level, b.log.level);
+  compare("log.max_field_bytes", a.log.max_field_bytes, b.log.max_field_bytes);
+  return keys;
+}
+
 ConfigPtr default_config() {
   static const ConfigPtr defaults = std::make_shared<const Config>();
   return defaults;

@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 
 struct DataConfig {
   std::string dir = "mooring-data";
+  friend bool operator==(const DataConfig&, const DataConfig&) = default;
 };
 
 struct GatewayConfig {
@@ -29,15 +30,18 @@ struct GatewayConfig {
   Duration heartbeat_timeout = 10s;
   std::uint64_t max_message_bytes = 1048576;
   std::uint64_t send_queue_limit = 256;
+  friend bool operator==(const GatewayConfig&, const GatewayConfig&) = default;
 };
 
 struct AdminConfig {
   net::ListenAddress listen{"127.0.0.1", 8081};
   std::string token;  // empty: generated into <data.dir>/admin.token
+  friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
 };
 
 struct EchoConfig {
   Duration token_delay = 0ms;
+  friend bool operator==(const EchoConfig&, const EchoConfig&) = default;
 };
 
 struct ProviderConfig {
@@ -53,25 +57,30 @@ struct ProviderConfig {
   Duration backoff_max = 20s;
   std::uint64_t max_concurrency = 8;
   EchoConfig echo;
+  friend bool operator==(const ProviderConfig&, const ProviderConfig&) = default;
 };
 
 struct ChatConfig {
   std::uint64_t history_messages = 20;
+  friend bool operator==(const ChatConfig&, const ChatConfig&) = default;
 };
 
 struct OneBotConfig {
   bool enabled = false;
   std::string path = "/onebot/v11/ws";
   std::string access_token;
+  friend bool operator==(const OneBotConfig&, const OneBotConfig&) = default;
 };
 
 struct ShutdownConfig {
   Duration drain_timeout = 5s;
+  friend bool operator==(const ShutdownConfig&, const ShutdownConfig&) = default;
 };
 
 struct LogConfig {
   std::string level = "info";  // trace, debug, info, warn, error, critical, off
   std::uint64_t max_field_bytes = 512;
+  friend bool operator==(const LogConfig&, const LogConfig&) = default;
 };
 
 struct Config {
@@ -83,6 +92,7 @@ struct Config {
   OneBotConfig onebot;
   ShutdownConfig shutdown;
   LogConfig log;
+  friend bool operator==(const Config&, const Config&) = default;
 };
 
 using ConfigPtr = std::shared_ptr<const Config>;
@@ -107,6 +117,10 @@ ConfigResult parse_config(std::string_view toml_text);
 // Reads a file and parses it. A file that cannot be read is one ConfigError
 // with an empty key.
 ConfigResult load_config_file(const std::string& path);
+
+// The dotted keys whose values differ between two configurations, in file
+// order ("gateway.listen", "log.level"). Values are not listed: some are secrets.
+std::vector<std::string> changed_keys(const Config& before, const Config& after);
 
 // The built-in defaults (what `serve` uses without a file).
 ConfigPtr default_config();

@@ -2,20 +2,16 @@
 
 #include "admin/admin_api.hpp"
 #include "admin/token.hpp"
-#include "app/listener_component.hpp"
-#include "app/provider_factory.hpp"
-#include "chat/gateway.hpp"
+#include "app/components.hpp"
+#include "app/staged_file.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run.hpp"
 #include "runtime/shutdown.hpp"
 #include "runtime/signals.hpp"
 #include "runtime/supervisor.hpp"
-#include "store/store.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -25,25 +21,41 @@ namespace mooring::app {
 namespace {
 
 namespace json = boost::json;
+namespace http = net::http;
 using namespace std::chrono_literals;
+using admin::ConfigOutcome;
 
 // After the forced stage cancels everything, tasks get this long to unwind
 // before the host gives up on them and exits anyway.
 constexpr runtime::Duration forced_stage_grace = 100ms;
 
-// Writes `content` to `path` atomically: a temporary file in the same
-// directory, fsync, rename. Returns an empty string or the error.
-std::string write_file_atomically(const std::string& path, const std::string& content) {
-  const std::string temp = path + ".tmp";
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return fmt::format("cannot write {}: {}", temp, std::strerror(errno));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ok = ok && ::fsync(fd) == 0;
-  const int saved = errno;
-  ::close(fd);
-  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0)
-    return fmt::format("cannot write {}: {}", path, std::strerror(ok ? errno : saved));
-  return {};
+// Where PUT /api/config writes when mooring was started without a file: the
+// file `serve` reads by default, so the change survives a restart.
+constexpr const char* default_config_file = "mooring.toml";
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+json::array keys_json(const std::vector<std::string>& keys) {
+  json::array out;
+  for (const auto& key : keys) out.emplace_back(key);
+  return out;
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& word : words) out += (out.empty() ? "" : ", ") + word;
+  return out;
+}
+
+ConfigOutcome refusal(http::status status, std::string_view code, std::string message,
+                      std::uint64_t generation) {
+  return {status, json::object{{"error", {{"code", code}, {"message", message}}},
+                               {"generation", generation}}};
 }
 
 class Host {
@@ -67,8 +79,17 @@ class Host {
   bool ready() const;
   awaitable<void> shut_down(const char* cause);
 
+  // The reload transaction (see component.hpp): validate, prepare every
+  // component, write the file if asked, commit. `origin` names the trigger in
+  // logs ("PUT /api/config", "SIGHUP").
+  ConfigOutcome apply(ConfigResult parsed, std::string_view origin, std::string_view source,
+                      const std::string* text_to_write);
+  ConfigOutcome put_config(std::string_view text);
+  ConfigOutcome reload_file(std::string_view origin);
+
   asio::io_context& io_;
   ConfigPtr config_;
+  std::uint64_t generation_ = 1;
   HostOptions options_;
   runtime::Supervisor supervisor_;
   runtime::ShutdownState shutdown_;
@@ -77,11 +98,12 @@ class Host {
   bool forced_ = false;
   int stop_signal_ = 0;
   std::shared_ptr<admin::EventHub> events_;
-  std::unique_ptr<store::Store> store_;
-  std::shared_ptr<llm::Provider> provider_;
-  std::unique_ptr<chat::Gateway> gateway_;
-  std::unique_ptr<ListenerComponent> gateway_listener_;
-  std::unique_ptr<ListenerComponent> admin_;
+  // In dependency order; each depends only on those before it.
+  std::unique_ptr<StoreComponent> store_;
+  std::unique_ptr<ProviderComponent> provider_;
+  std::unique_ptr<GatewayComponent> gateway_;
+  std::unique_ptr<AdminComponent> admin_;
+  std::vector<Component*> components_;
   Clock::time_point started_ = Clock::now();
 };
 
@@ -99,8 +121,7 @@ bool Host::prepare_data_dir() {
 void Host::write_ready_file() {
   if (options_.ready_file.empty()) return;
   json::object listeners;
-  if (gateway_listener_ && !gateway_listener_->status().listen.empty())
-    listeners["gateway"] = gateway_listener_->status().listen;
+  if (gateway_ && !gateway_->status().listen.empty()) listeners["gateway"] = gateway_->status().listen;
   if (admin_ && !admin_->status().listen.empty()) listeners["admin"] = admin_->status().listen;
   if (auto error = write_file_atomically(options_.ready_file, json::serialize(listeners) + "\n");
       !error.empty())
@@ -117,18 +138,20 @@ void Host::component_changed(const ComponentStatus& status) {
 
 json::object Host::status_document() const {
   json::array components;
-  if (gateway_listener_) components.push_back(gateway_listener_->status().to_json());
-  if (admin_) components.push_back(admin_->status().to_json());
+  for (const auto* component : components_) components.push_back(component->status().to_json());
   const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
+  auto& chat = gateway_->gateway();
   return json::object{
       {"ready", ready()},
       {"shutting_down", shutdown_.begun()},
       {"uptime_ms", uptime.count()},
+      {"generation", generation_},
+      {"config_file", options_.config_path},
       {"components", std::move(components)},
       {"tasks", supervisor_.size()},
-      {"sessions", gateway_ ? gateway_->sessions() : 0},
-      {"connections", gateway_ ? gateway_->connections() : 0},
-      {"replies_in_flight", gateway_ ? gateway_->replies_in_flight() : 0},
+      {"sessions", chat.sessions()},
+      {"connections", chat.connections()},
+      {"replies_in_flight", chat.replies_in_flight()},
       {"task_failures", supervisor_.failures()},
   };
 }
@@ -136,15 +159,109 @@ json::object Host::status_document() const {
 // The configuration file as it is on disk, or the defaults when serving without one.
 std::string Host::config_text() const {
   if (options_.config_path.empty()) return default_config_toml();
-  std::ifstream in(options_.config_path);
-  std::stringstream content;
-  content << in.rdbuf();
-  return content.str();
+  return read_text(options_.config_path);
 }
 
 bool Host::ready() const {
-  return !shutdown_.begun() && admin_ && admin_->status().state == ComponentState::running &&
-         gateway_listener_ && gateway_listener_->status().state == ComponentState::running;
+  if (shutdown_.begun() || components_.empty()) return false;
+  for (const auto* component : components_)
+    if (component->status().state != ComponentState::running) return false;
+  return true;
+}
+
+ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::string_view source,
+                          const std::string* text_to_write) {
+  if (shutdown_.begun())
+    return refusal(http::status::service_unavailable, "shutting_down",
+                   "mooring is shutting down; the configuration was not changed", generation_);
+
+  // 1. Validate the whole text: every problem, nothing changed.
+  if (auto* errors = std::get_if<std::vector<ConfigError>>(&parsed)) {
+    json::array problems;
+    for (const auto& error : *errors) {
+      log::warn("{}: {}", origin, error.describe(source));
+      problems.push_back({{"key", error.key},
+                          {"line", error.line},
+                          {"message", error.message},
+                          {"description", error.describe(source)}});
+    }
+    auto message = fmt::format("{} problem(s) in the configuration; nothing was changed",
+                               errors->size());
+    log::warn("{}: {}; still serving generation {}", origin, message, generation_);
+    auto outcome = refusal(http::status::bad_request, "invalid_config", std::move(message),
+                           generation_);
+    outcome.body.at("error").as_object()["problems"] = std::move(problems);
+    return outcome;
+  }
+  ConfigPtr next = std::get<ConfigPtr>(std::move(parsed));
+
+  // 2. Prepare every component. A failure drops the commits made so far,
+  //    which releases what they hold (a new port is closed again).
+  std::vector<Commit> commits;
+  for (auto* component : components_) {
+    auto prepared = component->prepare(*config_, *next);
+    if (!prepared) {
+      auto message = prepared.error() + "; nothing was changed";
+      log::warn("{}: configuration not applied: {}; still serving generation {}", origin,
+                prepared.error(), generation_);
+      return refusal(http::status::conflict, "not_applied", std::move(message), generation_);
+    }
+    if (*prepared) commits.push_back(std::move(*prepared));
+  }
+
+  // 3. The file, when the text came from a request: staged (written and
+  //    synced beside it) now, renamed into place as the first step of the commit.
+  std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
+  if (text_to_write) {
+    const bool exists = std::filesystem::exists(path);
+    auto staged = StagedFile::stage(path, *text_to_write);
+    std::optional<StagedFile> previous;
+    std::string error = staged ? std::string() : staged.error();
+    if (staged && exists) {
+      auto kept = StagedFile::stage(path + ".previous", read_text(path));
+      if (kept) previous.emplace(std::move(*kept));
+      else error = kept.error();
+    }
+    if (error.empty() && previous) error = previous->commit();
+    if (error.empty()) error = staged->commit();
+    if (!error.empty()) {
+      log::warn("{}: configuration not applied: {}", origin, error);
+      return refusal(http::status::conflict, "not_applied", error + "; nothing was changed",
+                     generation_);
+    }
+    options_.config_path = path;
+  }
+
+  // 4. Commit: nothing below can fail.
+  const auto changed = changed_keys(*config_, *next);
+  config_ = next;
+  ++generation_;
+  runtime::set_log_level(config_->log.level);
+  runtime::set_max_field_bytes(config_->log.max_field_bytes);
+  for (auto& commit : commits) commit();
+
+  log::info("{}: configuration generation {} applied: {}", origin, generation_,
+            changed.empty() ? std::string("no changes") : join(changed) + " changed");
+  events_->publish({{"type", "config"}, {"generation", generation_}, {"changed", keys_json(changed)}});
+  json::object body{{"generation", generation_}, {"changed", keys_json(changed)}};
+  if (text_to_write) body["file"] = path;
+  return {http::status::ok, std::move(body)};
+}
+
+ConfigOutcome Host::put_config(std::string_view text) {
+  const std::string owned(text);
+  return apply(parse_config(owned), "PUT /api/config", "request", &owned);
+}
+
+ConfigOutcome Host::reload_file(std::string_view origin) {
+  if (options_.config_path.empty()) {
+    const auto message = fmt::format(
+        "mooring runs on its built-in defaults: there is no file to read; write one "
+        "(mooring print-default-config) and start with -c, or PUT /api/config");
+    log::warn("{}: {}", origin, message);
+    return refusal(http::status::conflict, "no_config_file", message, generation_);
+  }
+  return apply(load_config_file(options_.config_path), origin, options_.config_path, nullptr);
 }
 
 awaitable<int> Host::main() {
@@ -163,11 +280,9 @@ awaitable<int> Host::main() {
              forced_ = true;
              shutdown_requested_.notify_all();
            },
-       .reload =
-           [] {
-             log::warn("SIGHUP: configuration reload is not available in this version; "
-                       "restart mooring to apply a changed file");
-           }});
+       .reload = [this] {
+         if (!components_.empty()) reload_file("SIGHUP");
+       }});
 
   if (!prepare_data_dir()) co_return 1;
   auto token = admin::resolve_admin_token(config_->admin.token, config_->data.dir);
@@ -179,38 +294,44 @@ awaitable<int> Host::main() {
 
   events_->capture_logs();
 
-  auto opened = co_await store::Store::open(io_.get_executor(), config_->data.dir);
-  if (!opened) {
-    log::error("store: {}", opened.error().message);
+  // The components, built and started in dependency order.
+  const auto executor = io_.get_executor();
+  store_ = std::make_unique<StoreComponent>(executor, config_->data.dir);
+  co_await store_->start();
+  if (store_->status().state != ComponentState::running) {
+    log::error("store: {}", store_->status().last_error);
     signals.close();
     co_return 1;
   }
-  store_ = std::move(*opened);
-  provider_ = make_provider(config_->provider, io_.get_executor(), &shutdown_);
-  const auto& gw = config_->gateway;
-  gateway_ = std::make_unique<chat::Gateway>(
-      supervisor_, *store_, provider_,
-      chat::GatewayOptions{gw.token, config_->chat.history_messages, config_->provider.system_prompt,
-                           net::WsOptions{gw.max_message_bytes, gw.send_queue_limit,
-                                          gw.heartbeat_interval, gw.heartbeat_timeout,
-                                          std::chrono::seconds(5)}});
+
+  provider_ = std::make_unique<ProviderComponent>(
+      executor, config_->provider, &shutdown_,
+      [this](std::shared_ptr<llm::Provider> provider) { gateway_->gateway().set_provider(provider); });
+  co_await provider_->start();
+
   auto on_change = [this](const ComponentStatus& status) { component_changed(status); };
-  gateway_listener_ = std::make_unique<ListenerComponent>(supervisor_, "gateway", gw.listen,
-                                                          gateway_->router(), net::HttpLimits{},
-                                                          on_change);
+  gateway_ = std::make_unique<GatewayComponent>(supervisor_, *store_->store(),
+                                                provider_->provider(), *config_, on_change);
 
   net::WsOptions event_options;
   event_options.send_queue_limit = 1024;
-  admin_ = std::make_unique<ListenerComponent>(
-      supervisor_, "admin", config_->admin.listen,
-      admin::make_admin_router({token->token, [this] { return status_document(); },
-                                [this] { return ready(); }, events_, event_options, store_.get(),
-                                &supervisor_, [this] { return config_text(); }}),
-      net::HttpLimits{}, on_change);
-  gateway_listener_->start();
-  admin_->start();
-  co_await gateway_->recover();
-  log::info("mooring started: provider {}, data in {}", provider_->kind(), config_->data.dir);
+  admin::AdminContext context{token->token,
+                              [this] { return status_document(); },
+                              [this] { return ready(); },
+                              events_,
+                              event_options,
+                              store_->store(),
+                              &supervisor_,
+                              [this] { return config_text(); },
+                              [this](std::string_view text) { return put_config(text); },
+                              [this] { return reload_file("POST /api/reload"); }};
+  admin_ = std::make_unique<AdminComponent>(supervisor_, std::move(context), *config_, on_change);
+  components_ = {store_.get(), provider_.get(), gateway_.get(), admin_.get()};
+
+  co_await gateway_->start();
+  co_await admin_->start();
+  log::info("mooring started: provider {}, data in {}",
+            provider_->provider()->kind(), config_->data.dir);
 
   while (!stop_requested_) co_await shutdown_requested_.wait_until(runtime::Deadline::never());
   co_await shut_down(runtime::signal_name(stop_signal_));
@@ -226,10 +347,10 @@ awaitable<void> Host::shut_down(const char* cause) {
 
   // (1) Not ready, and no listener accepts any more: the ports are free now.
   shutdown_.begin();
-  gateway_listener_->stop_accepting();
-  admin_->stop_accepting();
-  const auto connections_at_start =
-      gateway_listener_->server().connections() + admin_->server().connections();
+  for (auto it = components_.rbegin(); it != components_.rend(); ++it) (*it)->stop_accepting();
+  auto& gateway = gateway_->listener();
+  auto& admin = admin_->listener();
+  const auto connections_at_start = gateway.connections() + admin.connections();
 
   // (2) No new provider request or retry starts (ShutdownState); replies in
   // flight may finish and be delivered until the drain deadline; then clients
@@ -243,22 +364,22 @@ awaitable<void> Host::shut_down(const char* cause) {
     };
     auto drain = [](Host* host, runtime::Deadline deadline) -> awaitable<void> {
       co_await host->supervisor_.join_group("chat.replies", deadline);
-      co_await host->gateway_listener_->stop(deadline);
-      co_await host->admin_->stop(deadline);
+      co_await (host->admin_->stop(deadline) && host->gateway_->stop(deadline));
     };
     co_await (drain(this, stop_deadline) || forced_signal(this));
   }
 
   // (3) Whatever is left is cancelled and closed.
-  gateway_listener_->force_close_all();
-  admin_->force_close_all();
+  gateway.force_close_all();
+  admin.force_close_all();
   const auto cancelled = supervisor_.cancel_all(asio::cancellation_type::terminal);
   auto stragglers = co_await supervisor_.join(runtime::Deadline::after(forced_stage_grace));
   for (const auto& task : stragglers) log::warn("task {} did not end in time; abandoned", task.name);
 
-  // (4) The store finishes its queued writes and closes.
-  if (auto closed = co_await store_->close(); !closed)
-    log::warn("store: {}", closed.error().message);
+  // (4) The provider and the store, in reverse order of their start: the
+  // store finishes its queued writes and closes.
+  co_await provider_->stop(runtime::Deadline::after(0ms));
+  co_await store_->stop(runtime::Deadline::never());
 
   // (5) One summary line.
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);

@@ -14,8 +14,11 @@ ListenerComponent::ListenerComponent(runtime::Supervisor& supervisor, std::strin
                                      net::HttpLimits limits, ChangeCallback on_change)
     : supervisor_(supervisor),
       address_(std::move(address)),
-      server_(supervisor, name, std::move(router), limits),
-      on_change_(std::move(on_change)) {
+      router_(std::move(router)),
+      limits_(limits),
+      server_(std::make_unique<net::HttpServer>(supervisor, name, router_, limits)),
+      on_change_(std::move(on_change)),
+      retired_(supervisor.executor()) {
   status_.name = std::move(name);
 }
 
@@ -37,15 +40,20 @@ bool ListenerComponent::try_bind() {
     status_.remember("bind failed: " + status_.last_error);
     return false;
   }
-  server_.start(std::move(*acceptor));
-  status_.listen = net::endpoint_string(*server_.local_endpoint());
+  server_->start(std::move(*acceptor));
+  status_.listen = net::endpoint_string(*server_->local_endpoint());
   status_.next_retry.reset();
   status_.remember("listening on " + status_.listen);
   set_state(ComponentState::running);
   return true;
 }
 
-void ListenerComponent::start() {
+awaitable<void> ListenerComponent::start() {
+  open();
+  co_return;
+}
+
+void ListenerComponent::open() {
   set_state(ComponentState::starting);
   if (try_bind()) {
     log::info("{}: listening on {}", status_.name, status_.listen);
@@ -74,11 +82,67 @@ awaitable<void> ListenerComponent::retry_bind() {
   }
 }
 
+Prepared ListenerComponent::prepare_address(const net::ListenAddress& next,
+                                            runtime::Duration retire_deadline) {
+  if (next == address_) return Commit{};
+  auto acceptor = net::open_listener(supervisor_.executor(), next, status_.name);
+  if (!acceptor) return Prepared(boost::system::in_place_error, acceptor.error().message);
+  // std::function needs a copyable callable: the socket travels in a shared_ptr
+  // and closes with it when the commit is dropped.
+  auto bound = std::make_shared<net::tcp::acceptor>(std::move(*acceptor));
+  return Commit([this, next, bound, retire_deadline] {
+    move_to(next, std::move(*bound), retire_deadline);
+  });
+}
+
+void ListenerComponent::move_to(net::ListenAddress next, net::tcp::acceptor acceptor,
+                                runtime::Duration retire_deadline) {
+  // A listener still retrying its old address gives that up.
+  supervisor_.cancel_group(status_.name + ".bind");
+  const std::string before = status_.listen;
+  auto old = std::exchange(server_,
+                           std::make_unique<net::HttpServer>(supervisor_, status_.name, router_, limits_));
+  address_ = std::move(next);
+  server_->start(std::move(acceptor));
+  old->stop_accepting();
+  status_.listen = net::endpoint_string(*server_->local_endpoint());
+  status_.next_retry.reset();
+  status_.last_error.clear();
+  if (before.empty()) {
+    status_.remember("listening on " + status_.listen);
+    log::info("{}: listening on {}", status_.name, status_.listen);
+  } else {
+    status_.remember("moved from " + before + " to " + status_.listen);
+    log::info("{}: moved from {} to {}; connections on the old address finish their current "
+              "request and are closed",
+              status_.name, before, status_.listen);
+  }
+  if (old->connections() > 0) {
+    auto* retiring = old.get();
+    retiring_.push_back(std::move(old));
+    supervisor_.spawn(status_.name + " old address", status_.name + ".retire",
+                      retire(retiring, runtime::Deadline::after(retire_deadline)));
+  }
+  if (status_.state == ComponentState::running) changed();
+  set_state(ComponentState::running);
+}
+
+awaitable<void> ListenerComponent::retire(net::HttpServer* server, runtime::Deadline deadline) {
+  co_await server->stop(deadline);
+  std::erase_if(retiring_, [server](const auto& s) { return s.get() == server; });
+  retired_.notify_all();
+}
+
+void ListenerComponent::set_router(std::shared_ptr<const net::Router> router) {
+  router_ = std::move(router);
+  server_->set_router(router_);
+}
+
 void ListenerComponent::stop_accepting() {
   supervisor_.cancel_group(status_.name + ".bind");
   status_.next_retry.reset();
-  const bool was_listening = server_.accepting();
-  server_.stop_accepting();
+  const bool was_listening = server_->accepting();
+  server_->stop_accepting();
   if (was_listening) {
     status_.remember("stopped listening on " + status_.listen);
     status_.listen.clear();
@@ -89,8 +153,23 @@ void ListenerComponent::stop_accepting() {
 awaitable<void> ListenerComponent::stop(runtime::Deadline deadline) {
   set_state(ComponentState::stopping);
   stop_accepting();
-  co_await server_.stop(deadline);
+  co_await server_->stop(deadline);
+  // Addresses left behind by a reload are finishing their connections by a
+  // deadline of their own; the earlier of the two counts now.
+  while (!retiring_.empty() && !deadline.passed()) co_await retired_.wait_until(deadline);
+  for (auto& server : retiring_) server->force_close_all();
   set_state(ComponentState::stopped);
+}
+
+void ListenerComponent::force_close_all() {
+  server_->force_close_all();
+  for (auto& server : retiring_) server->force_close_all();
+}
+
+std::size_t ListenerComponent::connections() const {
+  std::size_t n = server_->connections();
+  for (const auto& server : retiring_) n += server->connections();
+  return n;
 }
 
 }  // namespace mooring::app

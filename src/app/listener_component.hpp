@@ -1,7 +1,13 @@
-// A component that serves HTTP on one address. start() never throws into the
+// A component that serves HTTP on one address. Opening never throws into the
 // host: when the address cannot be bound the component goes to `failed` with
 // the reason, and binding is retried with backoff (1 s doubling to 30 s) until
 // it succeeds; the rest of the host keeps running meanwhile.
+//
+// On a reload, an unchanged address keeps its socket and every connection on
+// it. A changed one is bound first (prepare); on commit the new address starts
+// serving, the old one stops accepting at once, and the connections on it are
+// asked to finish (a request in progress gets its response, a WebSocket close
+// 1001 after its queued frames) and are force-closed after `retire_deadline`.
 #pragma once
 
 #include "app/component.hpp"
@@ -11,10 +17,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mooring::app {
 
-class ListenerComponent {
+class ListenerComponent : public Component {
  public:
   // `on_change` runs after every change of state or of the bound address (the
   // host rewrites its ready file and publishes the event then).
@@ -25,25 +32,47 @@ class ListenerComponent {
   ListenerComponent(const ListenerComponent&) = delete;
   ListenerComponent& operator=(const ListenerComponent&) = delete;
 
-  void start();
-  void stop_accepting();
-  awaitable<void> stop(runtime::Deadline deadline);
-  void force_close_all() { server_.force_close_all(); }
+  // Binds the address and serves, or goes to `failed` and retries.
+  void open();
 
-  const ComponentStatus& status() const { return status_; }
+  // Binds `next` without serving on it. The Commit moves the listener there;
+  // dropping it closes the new socket. Same address: nothing to do.
+  Prepared prepare_address(const net::ListenAddress& next, runtime::Duration retire_deadline);
+
+  // Routes for requests that arrive from now on; connections keep theirs.
+  void set_router(std::shared_ptr<const net::Router> router);
+
+  // Component
+  const ComponentStatus& status() const override { return status_; }
+  awaitable<void> start() override;
+  Prepared prepare(const Config&, const Config&) override { return Commit{}; }
+  void stop_accepting() override;
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+  // The forced stage of a shutdown: every connection's socket closed now.
+  void force_close_all();
+  // Connections open now, on the current address and on addresses left behind.
+  std::size_t connections() const;
   const std::string& name() const { return status_.name; }
-  net::HttpServer& server() { return server_; }
+  const net::ListenAddress& address() const { return address_; }
 
  private:
   bool try_bind();
   awaitable<void> retry_bind();
+  void move_to(net::ListenAddress next, net::tcp::acceptor acceptor, runtime::Duration retire_deadline);
+  awaitable<void> retire(net::HttpServer* server, runtime::Deadline deadline);
   void set_state(ComponentState state);
   void changed();
 
   runtime::Supervisor& supervisor_;
   net::ListenAddress address_;
-  net::HttpServer server_;
+  std::shared_ptr<const net::Router> router_;
+  net::HttpLimits limits_;
+  std::unique_ptr<net::HttpServer> server_;
+  // Servers on addresses left behind by a reload, finishing their connections.
+  std::vector<std::unique_ptr<net::HttpServer>> retiring_;
   ChangeCallback on_change_;
+  runtime::Notifier retired_;
   ComponentStatus status_;
 };
 

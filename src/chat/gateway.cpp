@@ -144,7 +144,9 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
   // connection's send queue (which would close it as a slow consumer) nor stops
   // at the store's page size.
   awaitable<void> deliver_after(Seq after, std::uint64_t generation) {
-    const std::size_t page = std::max<std::size_t>(1, gateway_.options_.ws.send_queue_limit / 4);
+    const net::WsOptions ws = connection_ ? connection_->options() : gateway_.options_.ws;
+    const std::size_t page = std::max<std::size_t>(1, ws.send_queue_limit / 4);
+    const auto heartbeat = ws.heartbeat_interval + ws.heartbeat_timeout;
     for (;;) {
       auto replies = co_await store().replies_after(user_id_, after, page);
       if (!replies) {
@@ -158,8 +160,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
       after = replies->back().seq;
       // A peer that reads nothing is cut off by the heartbeat; this bound is
       // for one that still answers pings.
-      const auto deadline = runtime::Deadline::after(gateway_.options_.ws.heartbeat_interval +
-                                                     gateway_.options_.ws.heartbeat_timeout);
+      const auto deadline = runtime::Deadline::after(heartbeat);
       const auto page_end = replies_queued_;
       while (generation == generation_ && connection_ && replies_written_ < page_end) {
         if (!co_await written_.wait_until(deadline)) break;
@@ -337,7 +338,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
   void stream_piece(std::string_view piece, Seq reply_to) {
     if (!connection_) return;
     held_pieces_ += piece;
-    if (connection_->queued() >= gateway_.options_.ws.send_queue_limit / 2) return;
+    if (connection_->queued() >= connection_->options().send_queue_limit / 2) return;
     flush_pieces(reply_to);
   }
 

@@ -30,6 +30,7 @@ struct GatewayOptions {
   std::size_t history_messages = 20;
   std::string system_prompt;
   net::WsOptions ws;
+  friend bool operator==(const GatewayOptions&, const GatewayOptions&) = default;
 };
 
 class Gateway {
@@ -49,6 +50,10 @@ class Gateway {
 
   // Replies in flight keep the provider they started with; new ones use this.
   void set_provider(std::shared_ptr<llm::Provider> provider) { provider_ = std::move(provider); }
+  // For connections and replies from now on; open connections keep their
+  // limits. The token is checked by router()'s routes at each upgrade.
+  void set_options(GatewayOptions options) { options_ = std::move(options); }
+  const GatewayOptions& options() const { return options_; }
 
   std::size_t sessions() const { return sessions_.size(); }
   std::size_t connections() const;

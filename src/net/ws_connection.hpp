@@ -35,6 +35,7 @@ struct WsOptions {
   runtime::Duration heartbeat_interval = 20s;
   runtime::Duration heartbeat_timeout = 10s;
   runtime::Duration close_timeout = 5s;
+  friend bool operator==(const WsOptions&, const WsOptions&) = default;
 };
 
 // How a connection ended, for logs and for the owner's bookkeeping.
@@ -68,6 +69,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
 
   bool is_open() const { return state_ == State::open; }
   std::size_t queued() const { return queue_.size(); }
+  // The limits this connection was opened with (a reload changes later ones).
+  const WsOptions& options() const { return options_; }
   const std::string& remote() const { return remote_; }
 
  private:

@@ -24,7 +24,7 @@ TEST(ListenerComponent, ATakenPortMeansFailedThenRecoveryWhenItFrees) {
                             if (listen_seen.empty() || listen_seen.back() != s.listen)
                               listen_seen.push_back(s.listen);
                           });
-  admin.start();  // never throws
+  admin.open();  // never throws
   EXPECT_EQ(admin.status().state, ComponentState::failed);
   EXPECT_NE(admin.status().last_error.find("admin: cannot listen on 127.0.0.1:" +
                                            std::to_string(port)),

@@ -1,0 +1,194 @@
+#include "app/components.hpp"
+
+#include "admin/token.hpp"
+#include "app/provider_factory.hpp"
+#include "runtime/log.hpp"
+
+namespace mooring::app {
+namespace {
+
+Prepared refuse(std::string why) { return Prepared(boost::system::in_place_error, std::move(why)); }
+
+// Runs `first` then `second`; either may be empty.
+Commit both(Commit first, Commit second) {
+  if (!first) return second;
+  if (!second) return first;
+  return [first = std::move(first), second = std::move(second)] {
+    first();
+    second();
+  };
+}
+
+// The provider's own settings: system_prompt is the gateway's business.
+ProviderConfig provider_settings(ProviderConfig config) {
+  config.system_prompt.clear();
+  return config;
+}
+
+std::string describe_provider(const ProviderConfig& config) {
+  if (config.kind == "openai") return fmt::format("openai {} at {}", config.model, config.base_url);
+  return config.kind;
+}
+
+}  // namespace
+
+chat::GatewayOptions gateway_options(const Config& config) {
+  const auto& gw = config.gateway;
+  return chat::GatewayOptions{
+      gw.token, config.chat.history_messages, config.provider.system_prompt,
+      net::WsOptions{gw.max_message_bytes, gw.send_queue_limit, gw.heartbeat_interval,
+                     gw.heartbeat_timeout, std::chrono::seconds(5)}};
+}
+
+// --- store -----------------------------------------------------------------
+
+StoreComponent::StoreComponent(asio::any_io_executor executor, std::string data_dir)
+    : executor_(std::move(executor)), data_dir_(std::move(data_dir)) {
+  status_.name = "store";
+}
+
+awaitable<void> StoreComponent::start() {
+  status_.state = ComponentState::starting;
+  ++status_.start_attempts;
+  auto opened = co_await store::Store::open(executor_, data_dir_);
+  if (!opened) {
+    status_.last_error = opened.error().message;
+    status_.remember("open failed: " + status_.last_error);
+    status_.state = ComponentState::failed;
+    co_return;
+  }
+  store_ = std::move(*opened);
+  status_.remember("opened " + data_dir_);
+  status_.state = ComponentState::running;
+}
+
+Prepared StoreComponent::prepare(const Config& current, const Config& next) {
+  if (current.data.dir == next.data.dir) return Commit{};
+  return refuse(fmt::format(
+      "data.dir cannot change while mooring runs (the database is open in \"{}\"); restart "
+      "mooring to use \"{}\"",
+      current.data.dir, next.data.dir));
+}
+
+awaitable<void> StoreComponent::stop(runtime::Deadline) {
+  if (!store_) co_return;
+  status_.state = ComponentState::stopping;
+  if (auto closed = co_await store_->close(); !closed) {
+    status_.last_error = closed.error().message;
+    log::warn("store: {}", closed.error().message);
+  }
+  status_.remember("closed");
+  status_.state = ComponentState::stopped;
+}
+
+// --- provider --------------------------------------------------------------
+
+ProviderComponent::ProviderComponent(asio::any_io_executor executor, ProviderConfig config,
+                                     const runtime::ShutdownState* shutdown, SwapCallback on_swap)
+    : executor_(std::move(executor)),
+      config_(std::move(config)),
+      shutdown_(shutdown),
+      on_swap_(std::move(on_swap)) {
+  status_.name = "provider";
+}
+
+awaitable<void> ProviderComponent::start() {
+  ++status_.start_attempts;
+  provider_ = make_provider(config_, executor_, shutdown_);
+  status_.remember("using " + describe_provider(config_));
+  status_.state = ComponentState::running;
+  co_return;
+}
+
+Prepared ProviderComponent::prepare(const Config& current, const Config& next) {
+  if (provider_settings(current.provider) == provider_settings(next.provider)) return Commit{};
+  std::shared_ptr<llm::Provider> built;
+  try {
+    built = make_provider(next.provider, executor_, shutdown_);
+  } catch (const std::exception& e) {
+    return refuse(fmt::format("provider: cannot use {}: {}", describe_provider(next.provider),
+                              e.what()));
+  }
+  return Commit([this, built, config = next.provider] {
+    const auto before = describe_provider(config_);
+    config_ = config;
+    provider_ = built;
+    status_.remember("switched from " + before + " to " + describe_provider(config_));
+    log::info("provider: now {}; replies already in progress finish on the previous one",
+              describe_provider(config_));
+    if (on_swap_) on_swap_(provider_);
+  });
+}
+
+awaitable<void> ProviderComponent::stop(runtime::Deadline) {
+  // Nothing of its own to close: its requests belong to the replies, which the
+  // shutdown plan drains and cancels; the shutdown state stops new ones.
+  status_.state = ComponentState::stopped;
+  co_return;
+}
+
+// --- gateway ---------------------------------------------------------------
+
+GatewayComponent::GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
+                                   std::shared_ptr<llm::Provider> provider, const Config& config,
+                                   ListenerComponent::ChangeCallback on_change)
+    : gateway_(supervisor, store, std::move(provider), gateway_options(config)),
+      listener_(supervisor, "gateway", config.gateway.listen, gateway_.router(), net::HttpLimits{},
+                std::move(on_change)) {}
+
+awaitable<void> GatewayComponent::start() {
+  listener_.open();
+  co_await gateway_.recover();
+}
+
+Prepared GatewayComponent::prepare(const Config&, const Config& next) {
+  auto moved = listener_.prepare_address(next.gateway.listen, next.shutdown.drain_timeout);
+  if (!moved) return moved;
+  Commit options;
+  if (auto wanted = gateway_options(next); !(wanted == gateway_.options())) {
+    options = [this, wanted] {
+      gateway_.set_options(wanted);
+      listener_.set_router(gateway_.router());
+    };
+  }
+  return both(std::move(options), std::move(*moved));
+}
+
+awaitable<void> GatewayComponent::stop(runtime::Deadline deadline) {
+  co_await listener_.stop(deadline);
+}
+
+// --- admin -----------------------------------------------------------------
+
+AdminComponent::AdminComponent(runtime::Supervisor& supervisor, admin::AdminContext context,
+                               const Config& config, ListenerComponent::ChangeCallback on_change)
+    : context_(std::move(context)),
+      listener_(supervisor, "admin", config.admin.listen, admin::make_admin_router(context_),
+                net::HttpLimits{}, std::move(on_change)) {}
+
+awaitable<void> AdminComponent::start() {
+  listener_.open();
+  co_return;
+}
+
+Prepared AdminComponent::prepare(const Config& current, const Config& next) {
+  Commit token;
+  if (current.admin.token != next.admin.token) {
+    auto resolved = admin::resolve_admin_token(next.admin.token, next.data.dir);
+    if (!resolved) return refuse("admin: " + resolved.error());
+    token = [this, resolved = *resolved] {
+      context_.token = resolved.token;
+      listener_.set_router(admin::make_admin_router(context_));
+      if (!resolved.path.empty()) log::info("admin: token is in {}", resolved.path);
+    };
+  }
+  auto moved = listener_.prepare_address(next.admin.listen, next.shutdown.drain_timeout);
+  if (!moved) return moved;
+  return both(std::move(token), std::move(*moved));
+}
+
+awaitable<void> AdminComponent::stop(runtime::Deadline deadline) {
+  co_await listener_.stop(deadline);
+}
+
+}  // namespace mooring::app

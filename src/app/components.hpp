@@ -1,0 +1,118 @@
+// The components of the host, each a thin adapter around a plain class:
+//   store     the SQLite store (store::Store)
+//   provider  the LLM provider behind its resilience wrapper (llm::Provider)
+//   gateway   the chat gateway (chat::Gateway) on its listener
+//   admin     the admin API (admin::make_admin_router) on its listener
+// What a reload can change in each is documented on its prepare().
+#pragma once
+
+#include "admin/admin_api.hpp"
+#include "app/component.hpp"
+#include "app/listener_component.hpp"
+#include "chat/gateway.hpp"
+#include "llm/provider.hpp"
+#include "runtime/shutdown.hpp"
+#include "store/store.hpp"
+
+#include <functional>
+#include <memory>
+
+namespace mooring::app {
+
+class StoreComponent : public Component {
+ public:
+  StoreComponent(asio::any_io_executor executor, std::string data_dir);
+
+  // Null until start() succeeded.
+  store::Store* store() const { return store_.get(); }
+
+  const ComponentStatus& status() const override { return status_; }
+  // Opens the database; on failure the component is `failed` with the reason.
+  awaitable<void> start() override;
+  // data.dir cannot change while the database is open there.
+  Prepared prepare(const Config& current, const Config& next) override;
+  // Finishes the queued writes and closes the database (the deadline is not
+  // used: a write that was acknowledged to a user is never abandoned).
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+ private:
+  asio::any_io_executor executor_;
+  std::string data_dir_;
+  std::unique_ptr<store::Store> store_;
+  ComponentStatus status_;
+};
+
+class ProviderComponent : public Component {
+ public:
+  // `on_swap` receives the new provider when a reload replaced it.
+  using SwapCallback = std::function<void(std::shared_ptr<llm::Provider>)>;
+  ProviderComponent(asio::any_io_executor executor, ProviderConfig config,
+                    const runtime::ShutdownState* shutdown, SwapCallback on_swap);
+
+  std::shared_ptr<llm::Provider> provider() const { return provider_; }
+
+  const ComponentStatus& status() const override { return status_; }
+  awaitable<void> start() override;
+  // Any [provider] key but system_prompt (which the gateway sends): a new
+  // provider is built; replies in flight finish on the old one.
+  Prepared prepare(const Config& current, const Config& next) override;
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+ private:
+  asio::any_io_executor executor_;
+  ProviderConfig config_;
+  const runtime::ShutdownState* shutdown_;
+  SwapCallback on_swap_;
+  std::shared_ptr<llm::Provider> provider_;
+  ComponentStatus status_;
+};
+
+class GatewayComponent : public Component {
+ public:
+  GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
+                   std::shared_ptr<llm::Provider> provider, const Config& config,
+                   ListenerComponent::ChangeCallback on_change);
+
+  chat::Gateway& gateway() { return gateway_; }
+  ListenerComponent& listener() { return listener_; }
+
+  const ComponentStatus& status() const override { return listener_.status(); }
+  // Binds the listener, then answers the messages a previous run left unanswered.
+  awaitable<void> start() override;
+  // gateway.listen moves the listener; the token, heartbeat and size limits,
+  // chat.history_messages and provider.system_prompt apply to connections and
+  // replies from then on.
+  Prepared prepare(const Config& current, const Config& next) override;
+  void stop_accepting() override { listener_.stop_accepting(); }
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+ private:
+  chat::Gateway gateway_;
+  ListenerComponent listener_;
+};
+
+class AdminComponent : public Component {
+ public:
+  // `context.token` is the resolved token; `config_token` the configured one.
+  AdminComponent(runtime::Supervisor& supervisor, admin::AdminContext context,
+                 const Config& config, ListenerComponent::ChangeCallback on_change);
+
+  ListenerComponent& listener() { return listener_; }
+
+  const ComponentStatus& status() const override { return listener_.status(); }
+  awaitable<void> start() override;
+  // admin.listen moves the listener (the request that moved it gets its
+  // response first); admin.token applies to requests from then on.
+  Prepared prepare(const Config& current, const Config& next) override;
+  void stop_accepting() override { listener_.stop_accepting(); }
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+ private:
+  admin::AdminContext context_;
+  ListenerComponent listener_;
+};
+
+// The gateway's options as a configuration sets them.
+chat::GatewayOptions gateway_options(const Config& config);
+
+}  // namespace mooring::app

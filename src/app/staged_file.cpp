@@ -1,0 +1,85 @@
+#include "app/staged_file.hpp"
+
+#include <fmt/format.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace mooring::app {
+namespace {
+
+std::string failure(std::string_view what, const std::string& path) {
+  return fmt::format("cannot {} {}: {}", what, path, std::strerror(errno));
+}
+
+// A rename is durable once the directory that holds the name is synced.
+void sync_directory_of(const std::string& path) {
+  auto dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+boost::system::result<StagedFile, std::string> StagedFile::stage(std::string path,
+                                                                   std::string_view content,
+                                                                   mode_t mode) {
+  using Result = boost::system::result<StagedFile, std::string>;
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0) mode = existing.st_mode & 07777;
+  std::string temp = path + ".tmp";
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Result(boost::system::in_place_error, failure("write", temp));
+  ::fchmod(fd, mode);  // O_CREAT's mode is masked by the umask and ignored for a leftover file
+  const char* data = content.data();
+  std::size_t left = content.size();
+  bool ok = true;
+  while (ok && left > 0) {
+    const ssize_t n = ::write(fd, data, left);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) {
+      data += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+  ok = ok && ::fsync(fd) == 0;
+  std::string error = ok ? std::string() : failure("write", temp);
+  ::close(fd);
+  if (!ok) {
+    ::unlink(temp.c_str());
+    return Result(boost::system::in_place_error, std::move(error));
+  }
+  return StagedFile(std::move(path), std::move(temp));
+}
+
+StagedFile::StagedFile(StagedFile&& other) noexcept
+    : path_(std::move(other.path_)), temp_(std::exchange(other.temp_, {})) {}
+
+StagedFile::~StagedFile() {
+  if (!temp_.empty()) ::unlink(temp_.c_str());
+}
+
+std::string StagedFile::commit() {
+  if (temp_.empty()) return "nothing staged";
+  if (::rename(temp_.c_str(), path_.c_str()) != 0) return failure("replace", path_);
+  temp_.clear();
+  sync_directory_of(path_);
+  return {};
+}
+
+std::string write_file_atomically(const std::string& path, std::string_view content, mode_t mode) {
+  auto staged = StagedFile::stage(path, content, mode);
+  if (!staged) return staged.error();
+  return staged->commit();
+}
+
+}  // namespace mooring::app
