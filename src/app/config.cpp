@@ -435,12 +435,11 @@ ConfigResult parse_config(std::string_view toml_text) {
   return ConfigPtr(std::move(config));
 }
 
-ConfigResult load_config_file(const std::string& path) {
+std::variant<std::string, ConfigError> read_config_text(const std::string& path) {
   const auto unreadable = [&path](int error) {
-    return std::vector<ConfigError>{
-        ConfigError{"", 0,
-                    fmt::format("cannot read configuration file \"{}\": {}", path,
-                                std::generic_category().message(error))}};
+    return ConfigError{"", 0,
+                       fmt::format("cannot read configuration file \"{}\": {}", path,
+                                   std::generic_category().message(error))};
   };
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
                                                        &std::fclose);
@@ -451,14 +450,20 @@ ConfigResult load_config_file(const std::string& path) {
   while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
     text.append(buffer, n);
     if (text.size() > max_file_bytes) {
-      return std::vector<ConfigError>{ConfigError{
+      return ConfigError{
           "", 0,
-          fmt::format("configuration file \"{}\" is larger than {} bytes", path, max_file_bytes)}};
+          fmt::format("configuration file \"{}\" is larger than {} bytes", path, max_file_bytes)};
     }
   }
   // fread reports a failure (a directory: EISDIR) only through ferror and errno.
   if (std::ferror(file.get())) return unreadable(errno);
-  return parse_config(text);
+  return text;
+}
+
+ConfigResult load_config_file(const std::string& path) {
+  auto text = read_config_text(path);
+  if (auto* error = std::get_if<ConfigError>(&text)) return std::vector<ConfigError>{*error};
+  return parse_config(std::get<std::string>(text));
 }
 
 std::vector<std::string> changed_keys(const Config& before, const Config& after) {

@@ -114,6 +114,9 @@ using ConfigResult = std::variant<ConfigPtr, std::vector<ConfigError>>;
 // value is reported, not only the first.
 ConfigResult parse_config(std::string_view toml_text);
 
+// Reads a configuration file (at most 1 MiB), or says why it cannot.
+std::variant<std::string, ConfigError> read_config_text(const std::string& path);
+
 // Reads a file and parses it. A file that cannot be read is one ConfigError
 // with an empty key.
 ConfigResult load_config_file(const std::string& path);

@@ -13,6 +13,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -38,6 +40,11 @@ std::string read_text(const std::string& path) {
   std::stringstream content;
   content << in.rdbuf();
   return content.str();
+}
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
 }
 
 json::array keys_json(const std::vector<std::string>& keys) {
@@ -66,7 +73,10 @@ class Host {
         options_(std::move(options)),
         supervisor_(io.get_executor()),
         shutdown_requested_(io.get_executor()),
-        events_(std::make_shared<admin::EventHub>(io.get_executor())) {}
+        events_(std::make_shared<admin::EventHub>(io.get_executor())) {
+    config_text_ = options_.config_path.empty() ? default_config_toml()
+                                                : read_text(options_.config_path);
+  }
 
   awaitable<int> main();
 
@@ -82,13 +92,15 @@ class Host {
   // The reload transaction (see component.hpp): validate, prepare every
   // component, write the file if asked, commit. `origin` names the trigger in
   // logs ("PUT /api/config", "SIGHUP").
+  // `text` is what was parsed; with `write_file` it replaces the file.
   ConfigOutcome apply(ConfigResult parsed, std::string_view origin, std::string_view source,
-                      const std::string* text_to_write);
+                      const std::string& text, bool write_file);
   ConfigOutcome put_config(std::string_view text);
   ConfigOutcome reload_file(std::string_view origin);
 
   asio::io_context& io_;
   ConfigPtr config_;
+  std::string config_text_;
   std::uint64_t generation_ = 1;
   HostOptions options_;
   runtime::Supervisor supervisor_;
@@ -156,11 +168,9 @@ json::object Host::status_document() const {
   };
 }
 
-// The configuration file as it is on disk, or the defaults when serving without one.
-std::string Host::config_text() const {
-  if (options_.config_path.empty()) return default_config_toml();
-  return read_text(options_.config_path);
-}
+// The text of the configuration being served (which the file on disk may no
+// longer be, when it was edited and not reloaded, or reloaded and refused).
+std::string Host::config_text() const { return config_text_; }
 
 bool Host::ready() const {
   if (shutdown_.begun() || components_.empty()) return false;
@@ -170,7 +180,7 @@ bool Host::ready() const {
 }
 
 ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::string_view source,
-                          const std::string* text_to_write) {
+                          const std::string& text, bool write_file) {
   if (shutdown_.begun())
     return refusal(http::status::service_unavailable, "shutting_down",
                    "mooring is shutting down; the configuration was not changed", generation_);
@@ -212,13 +222,13 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
   // 3. The file, when the text came from a request: staged (written and
   //    synced beside it) now, renamed into place as the first step of the commit.
   std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
-  if (text_to_write) {
+  if (write_file) {
     const bool exists = std::filesystem::exists(path);
-    auto staged = StagedFile::stage(path, *text_to_write);
+    auto staged = StagedFile::stage(path, text);
     std::optional<StagedFile> previous;
     std::string error = staged ? std::string() : staged.error();
     if (staged && exists) {
-      auto kept = StagedFile::stage(path + ".previous", read_text(path));
+      auto kept = StagedFile::stage(path + ".previous", read_text(path), mode_of(path));
       if (kept) previous.emplace(std::move(*kept));
       else error = kept.error();
     }
@@ -235,6 +245,7 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
   // 4. Commit: nothing below can fail.
   const auto changed = changed_keys(*config_, *next);
   config_ = next;
+  config_text_ = text;
   ++generation_;
   runtime::set_log_level(config_->log.level);
   runtime::set_max_field_bytes(config_->log.max_field_bytes);
@@ -244,13 +255,13 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
             changed.empty() ? std::string("no changes") : join(changed) + " changed");
   events_->publish({{"type", "config"}, {"generation", generation_}, {"changed", keys_json(changed)}});
   json::object body{{"generation", generation_}, {"changed", keys_json(changed)}};
-  if (text_to_write) body["file"] = path;
+  if (write_file) body["file"] = path;
   return {http::status::ok, std::move(body)};
 }
 
 ConfigOutcome Host::put_config(std::string_view text) {
   const std::string owned(text);
-  return apply(parse_config(owned), "PUT /api/config", "request", &owned);
+  return apply(parse_config(owned), "PUT /api/config", "request", owned, true);
 }
 
 ConfigOutcome Host::reload_file(std::string_view origin) {
@@ -261,7 +272,11 @@ ConfigOutcome Host::reload_file(std::string_view origin) {
     log::warn("{}: {}", origin, message);
     return refusal(http::status::conflict, "no_config_file", message, generation_);
   }
-  return apply(load_config_file(options_.config_path), origin, options_.config_path, nullptr);
+  auto text = read_config_text(options_.config_path);
+  if (auto* error = std::get_if<ConfigError>(&text))
+    return apply(std::vector<ConfigError>{*error}, origin, options_.config_path, "", false);
+  const auto& read = std::get<std::string>(text);
+  return apply(parse_config(read), origin, options_.config_path, read, false);
 }
 
 awaitable<int> Host::main() {

@@ -115,8 +115,8 @@ TEST(ParseConfig, AnEmptyTextYieldsTheDefaults) {
   expect_same(*config, *default_config());
 }
 
-TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
-  auto config = parse_ok(R"(
+// Every key of the file, each set to something other than its default.
+const char* const every_key_set = R"(
 [data]
 dir = "/var/lib/mooring"
 
@@ -162,7 +162,10 @@ drain_timeout = "0ms"
 [log]
 level = "debug"
 max_field_bytes = 2048
-)");
+)";
+
+TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
+  auto config = parse_ok(every_key_set);
   ASSERT_NE(config, nullptr);
   const Config& c = *config;
   EXPECT_EQ(c.data.dir, "/var/lib/mooring");
@@ -567,6 +570,29 @@ TEST_F(LoadConfigFile, ADirectoryIsAnErrorNotAnEmptyConfig) {
   const auto& errors = std::get<std::vector<ConfigError>>(result);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_TRUE(contains(errors[0].message, "Is a directory")) << errors[0].message;
+}
+
+TEST(ChangedKeys, NamesEveryKeyThatDiffersAndNothingElse) {
+  auto changed = parse_ok(every_key_set);
+  ASSERT_NE(changed, nullptr);
+  EXPECT_TRUE(changed_keys(*default_config(), *default_config()).empty());
+
+  // Every key the default file documents is compared: a key added to the
+  // configuration but not to changed_keys() would be missing here.
+  std::size_t documented = 0;
+  std::istringstream lines(default_config_toml());
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty() && line[0] != '#' && line[0] != '[' && line.find(" = ") != std::string::npos)
+      ++documented;
+  const auto keys = changed_keys(*default_config(), *changed);
+  EXPECT_EQ(keys.size(), documented);
+  EXPECT_EQ(keys.front(), "data.dir");
+  EXPECT_EQ(keys.back(), "log.max_field_bytes");
+
+  auto one = parse_ok("[provider.echo]\ntoken_delay = \"3ms\"\n[log]\nlevel = \"warn\"\n");
+  ASSERT_NE(one, nullptr);
+  EXPECT_EQ(changed_keys(*default_config(), *one),
+            (std::vector<std::string>{"provider.echo.token_delay", "log.level"}));
 }
 
 }  // namespace

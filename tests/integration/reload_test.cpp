@@ -1,0 +1,436 @@
+// A configuration change is a transaction (seed 000: a config save that
+// crashed the host). The real binary is reloaded through PUT /api/config,
+// POST /api/reload and SIGHUP while people chat with it: nothing is dropped, a
+// change that cannot be prepared changes nothing, and an invalid file is
+// refused with every problem named.
+#include "support/chat_client.hpp"
+#include "support/fake_upstream.hpp"
+#include "support/host_process.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <future>
+#include <thread>
+
+namespace mooring::test {
+namespace {
+
+namespace json = boost::json;
+using Frame = ChatClient::Frame;
+using tcp = asio::ip::tcp;
+
+const std::string listeners = "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+HttpReply put_config(const HostProcess& host, const std::string& admin, const std::string& text) {
+  return http_request(admin, http::verb::put, "/api/config", text,
+                      {{"Authorization", "Bearer " + host.admin_token()}});
+}
+
+std::int64_t generation(const HostProcess& host) {
+  return host.status().at("generation").as_int64();
+}
+
+json::array changed_in(const HttpReply& reply) {
+  return json::parse(reply.body).as_object().at("changed").as_array();
+}
+
+bool contains(const json::array& keys, std::string_view key) {
+  return std::find(keys.begin(), keys.end(), json::value(key)) != keys.end();
+}
+
+// The addresses in the ready file now.
+json::object ready_file(const std::filesystem::path& dir) {
+  const auto text = read_file(dir / "ready.json");
+  return text.empty() ? json::object{} : json::parse(text).as_object();
+}
+
+// A port nothing listens on at the moment of the call.
+std::uint16_t free_port() {
+  asio::io_context io;
+  tcp::acceptor probe(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  return probe.local_endpoint().port();
+}
+
+// Binding `port` as a server would (SO_REUSEADDR, as mooring does): true when
+// it is free.
+bool can_bind(std::uint16_t port) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io);
+  boost::system::error_code ec;
+  acceptor.open(tcp::v4(), ec);
+  acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  acceptor.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  return !ec;
+}
+
+std::uint16_t port_of(const std::string& address) {
+  return static_cast<std::uint16_t>(std::stoi(split_address(address).second));
+}
+
+void expect_clean_stop(HostProcess& host) {
+  const auto code = host.interrupt(20s);
+  ASSERT_TRUE(code.has_value()) << "mooring did not exit after SIGINT";
+  EXPECT_EQ(*code, 0) << host.log();
+  EXPECT_EQ(find_crash_marker(host.log()), "") << host.log();
+}
+
+// --- people chatting without pause ------------------------------------------
+
+struct LoadTally {
+  std::size_t sent = 0;
+  std::size_t acked = 0;
+  std::size_t answered = 0;
+  std::size_t users_done = 0;
+  std::vector<std::string> problems;  // anything but ack, chat_token and the right chat
+};
+
+// Built outside the coroutine: GCC 12 cannot initialize a JSON object from
+// string literals inside one.
+std::string message_frame(const std::string& text, const std::string& id) {
+  return json::serialize(Frame{{"text", text}, {"id", id}});
+}
+
+// One user on one connection: a message, its whole reply, the next message,
+// until `stop`; then a normal close. Any frame but an ack, a piece or the
+// right reply is a problem, and so is a connection that ends on its own.
+awaitable<void> chatter(tcp::endpoint gateway, std::string user, const std::atomic<bool>& stop,
+                        LoadTally& tally) {
+  const auto executor = co_await asio::this_coro::executor;
+  websocket::stream<beast::tcp_stream> ws(executor);
+  auto& socket = beast::get_lowest_layer(ws);
+  socket.expires_after(20s);
+  co_await socket.async_connect(gateway, asio::use_awaitable);
+  co_await ws.async_handshake(gateway.address().to_string(), "/ws/" + user, asio::use_awaitable);
+  ws.text(true);
+  beast::flat_buffer buffer;
+  for (int n = 0; !stop; ++n) {
+    const std::string id = "m" + std::to_string(n);
+    const std::string text = user + " says " + std::to_string(n);
+    const std::string message = message_frame(text, id);
+    socket.expires_after(20s);
+    co_await ws.async_write(asio::buffer(message), asio::use_awaitable);
+    ++tally.sent;
+    std::int64_t seq = -1;
+    for (;;) {
+      socket.expires_after(20s);
+      co_await ws.async_read(buffer, asio::use_awaitable);
+      const auto frame = json::parse(beast::buffers_to_string(buffer.data())).as_object();
+      buffer.consume(buffer.size());
+      if (is_ack(frame, id)) {
+        seq = int_field(frame, "seq");
+        ++tally.acked;
+      } else if (is_chat_for(frame, seq)) {
+        if (string_field(frame, "text") != "echo: " + text)
+          tally.problems.push_back(user + " got the wrong reply " + json::serialize(frame));
+        ++tally.answered;
+        break;
+      } else if (!is_type(frame, "chat_token")) {
+        tally.problems.push_back(user + " got " + json::serialize(frame));
+      }
+    }
+  }
+  socket.expires_after(20s);
+  co_await ws.async_close(websocket::close_code::normal, asio::use_awaitable);
+  ++tally.users_done;
+}
+
+// `users` chatters on their own thread until stop() is called.
+class ChatLoad {
+ public:
+  ChatLoad(const std::string& gateway_address, int users) : users_(users) {
+    const auto [address, port] = split_address(gateway_address);
+    const tcp::endpoint gateway(asio::ip::make_address(address),
+                                static_cast<unsigned short>(std::stoi(port)));
+    for (int u = 0; u < users; ++u) {
+      const auto user = "load-" + std::to_string(u);
+      asio::co_spawn(io_, chatter(gateway, user, stop_, tally_),
+                     [this, user](std::exception_ptr failure) {
+                       if (!failure) return;
+                       try {
+                         std::rethrow_exception(failure);
+                       } catch (const std::exception& e) {
+                         tally_.problems.push_back(user + "'s connection ended: " + e.what());
+                       }
+                     });
+    }
+    thread_ = std::thread([this] { io_.run_for(5min); });
+  }
+  ~ChatLoad() { stop(); }
+
+  // Replies received so far, read on the load's own thread (0 if it does not answer in 5 s).
+  std::size_t answered() {
+    std::promise<std::size_t> answered;
+    asio::post(io_, [&] { answered.set_value(tally_.answered); });
+    auto future = answered.get_future();
+    return future.wait_for(5s) == std::future_status::ready ? future.get() : 0;
+  }
+
+  // Lets every user finish the message in progress and close; returns the tally.
+  const LoadTally& stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return tally_;
+  }
+
+  // Polls (on the load's own thread) until every user has had `replies` replies.
+  bool wait_for_answers(std::size_t replies, std::chrono::milliseconds timeout) {
+    return poll_until([&] { return answered() >= replies * static_cast<std::size_t>(users_); },
+                      timeout, 20ms);
+  }
+
+ private:
+  int users_;
+  asio::io_context io_;
+  std::atomic<bool> stop_{false};
+  LoadTally tally_;
+  std::thread thread_;
+};
+
+TEST(Reload, FiftyAppliesUnderLoadDropNothing) {
+  TempDir dir;
+  // Two configurations that differ in something of every kind a reload can
+  // touch without moving a port: the provider (rebuilt on each change), the
+  // gateway's options (a new router), chat settings and the log.
+  const auto text = [](int variant) {
+    return fmt::format(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval = \"{}\"\n"
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+        "[provider]\nmax_concurrency = 64\nsystem_prompt = \"variant {}\"\n"
+        "[provider.echo]\ntoken_delay = \"{}\"\n"
+        "[chat]\nhistory_messages = {}\n"
+        "[log]\nmax_field_bytes = {}\n",
+        variant ? "21s" : "20s", variant, variant ? "2ms" : "1ms", variant ? 5 : 20,
+        variant ? 256 : 512);
+  };
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  write_file(dir / "mooring.toml", text(0));
+  ASSERT_EQ(http_request(host.admin(), http::verb::post, "/api/reload", "",
+                         {{"Authorization", "Bearer " + host.admin_token()}})
+                .status,
+            200);
+
+  constexpr int users = 20;
+  ChatLoad load(host.gateway(), users);
+  ASSERT_TRUE(load.wait_for_answers(1, 30s)) << "the chat load did not get going";
+
+  const auto answered_before_reloads = load.answered();
+  std::int64_t expected_generation = generation(host);
+  for (int i = 1; i <= 50; ++i) {
+    const auto next = text(i % 2);
+    ++expected_generation;
+    if (i % 2 == 1) {
+      const auto reply = put_config(host, host.admin(), next);
+      ASSERT_EQ(reply.status, 200) << reply.body;
+      EXPECT_EQ(json::parse(reply.body).at("generation").as_int64(), expected_generation);
+      const auto changed = changed_in(reply);
+      EXPECT_TRUE(contains(changed, "provider.echo.token_delay")) << reply.body;
+      EXPECT_TRUE(contains(changed, "gateway.heartbeat_interval")) << reply.body;
+    } else {
+      write_file(dir / "mooring.toml", next);
+      host.process().signal(SIGHUP);
+      ASSERT_TRUE(poll_until([&] { return generation(host) == expected_generation; }, 10s))
+          << "SIGHUP " << i << " was not applied";
+    }
+  }
+  const auto answered_after_reloads = load.answered();
+  const auto& tally = load.stop();
+
+  RecordProperty("messages_answered", static_cast<int>(tally.answered));
+  EXPECT_EQ(tally.users_done, static_cast<std::size_t>(users));
+  EXPECT_EQ(tally.acked, tally.sent);
+  EXPECT_EQ(tally.answered, tally.sent);
+  // People were chatting all along.
+  EXPECT_GT(answered_after_reloads, answered_before_reloads + users);
+  RecordProperty("answered_during_reloads",
+                 static_cast<int>(answered_after_reloads - answered_before_reloads));
+  std::string problems;
+  for (std::size_t i = 0; i < std::min<std::size_t>(tally.problems.size(), 20); ++i)
+    problems += "\n  " + tally.problems[i];
+  EXPECT_TRUE(tally.problems.empty()) << tally.problems.size() << " problem(s):" << problems;
+
+  const auto status = host.status();
+  EXPECT_EQ(status.at("generation").as_int64(), expected_generation);
+  EXPECT_EQ(status.at("task_failures").as_int64(), 0);
+  for (const auto& component : status.at("components").as_array())
+    EXPECT_EQ(component.at("state"), "running") << json::serialize(component);
+  EXPECT_EQ(host.log().find(" error "), std::string::npos) << host.log();
+  expect_clean_stop(host);
+}
+
+TEST(Reload, ASwitchOfProviderLetsRepliesInFlightFinishAndSendsNewOnesToTheNewOne) {
+  TempDir dir;
+  FakeUpstream upstream;
+  upstream.set_fallback(sse_reply({"from ", "the ", "upstream"}));
+  // Echo replies a word every 100 ms: the switch lands in the middle of them.
+  HostProcess host(MOORING_BINARY, dir.path(), "[provider.echo]\ntoken_delay = \"100ms\"\n");
+  ASSERT_TRUE(host.started()) << host.log();
+
+  constexpr int users = 5;
+  std::vector<ChatClient> clients(users);
+  std::vector<std::int64_t> first(users);
+  for (int u = 0; u < users; ++u) {
+    ASSERT_EQ(clients[u].connect(host.gateway(), "switch-" + std::to_string(u)), 101);
+    clients[u].say("one two three four five six seven eight", "first");
+    first[u] = int_field(clients[u].read_until([](const Frame& f) { return is_ack(f, "first"); }),
+                         "seq");
+  }
+  // Every first reply has begun on the echo provider.
+  for (int u = 0; u < users; ++u)
+    clients[u].read_until([&](const Frame& f) { return is_token_for(f, first[u]); });
+
+  const auto reply = put_config(
+      host, host.admin(),
+      listeners + "[provider]\nkind = \"openai\"\nbase_url = \"" + upstream.base_url() +
+          "\"\nmodel = \"test-model\"\napi_key_env = \"MOORING_TEST_NO_SUCH_KEY\"\n");
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_TRUE(contains(changed_in(reply), "provider.kind")) << reply.body;
+
+  for (int u = 0; u < users; ++u) {
+    const auto done = clients[u].read_until([&](const Frame& f) { return is_chat_for(f, first[u]); });
+    EXPECT_EQ(string_field(done, "text"), "echo: one two three four five six seven eight");
+  }
+  EXPECT_EQ(upstream.request_count(), 0u) << "a reply in flight moved to the new provider";
+
+  for (int u = 0; u < users; ++u) {
+    clients[u].say("and now?", "second");
+    const auto seq =
+        int_field(clients[u].read_until([](const Frame& f) { return is_ack(f, "second"); }), "seq");
+    const auto done = clients[u].read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+    EXPECT_EQ(string_field(done, "text"), "from the upstream");
+  }
+  EXPECT_EQ(upstream.request_count(), static_cast<std::size_t>(users));
+  for (auto& client : clients) {
+    EXPECT_EQ(std::count_if(client.received().begin(), client.received().end(),
+                       [](const Frame& f) { return is_type(f, "error"); }),
+              0);
+    client.close();
+  }
+  expect_clean_stop(host);
+}
+
+TEST(Reload, TheAdminPortMovesWhileAnEventsClientLingersAndATakenPortChangesNothing) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const std::string old_admin = host.admin();
+  const auto token = host.admin_token();
+
+  WsClient lingering;
+  ASSERT_EQ(lingering.connect(old_admin, "/api/events", {{"Authorization", "Bearer " + token}}),
+            101);
+
+  // A move to a port that is taken: 409, and the old port still serves.
+  asio::io_context io;
+  tcp::acceptor squatter(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto taken = squatter.local_endpoint().port();
+  const auto before = generation(host);
+  auto refused = put_config(host, old_admin,
+                            fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = "
+                                        "\"127.0.0.1:{}\"\n",
+                                        taken));
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_NE(refused.body.find("Address already in use"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("nothing was changed"), std::string::npos) << refused.body;
+  EXPECT_EQ(generation(host), before);
+  EXPECT_EQ(http_get(old_admin, "/healthz").status, 200);
+  EXPECT_EQ(read_file(dir / "mooring.toml").find(std::to_string(taken)), std::string::npos)
+      << "a refused configuration was written to the file";
+
+  // A move to a free port: 200 on the old connection, then the new port
+  // serves, the lingering client is told 1001 and the old port is free.
+  const auto port = free_port();
+  const auto moved_text =
+      fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n", port);
+  const auto original_text = read_file(dir / "mooring.toml");
+  auto moved = put_config(host, old_admin, moved_text);
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  EXPECT_TRUE(contains(changed_in(moved), "admin.listen")) << moved.body;
+  const std::string new_admin = "127.0.0.1:" + std::to_string(port);
+  EXPECT_EQ(http_get(new_admin, "/healthz").status, 200);
+  EXPECT_TRUE(can_bind(port_of(old_admin))) << "the old admin port is still held";
+  EXPECT_TRUE(poll_until(
+      [&] {
+        const auto ready = ready_file(dir.path());
+        const auto* admin = ready.if_contains("admin");
+        return admin && *admin == json::value(new_admin);
+      },
+      10s))
+      << read_file(dir / "ready.json");
+  while (lingering.read(10s)) {
+  }
+  EXPECT_EQ(lingering.close_code(), 1001);
+  // The file was replaced, and the one before it kept.
+  EXPECT_EQ(read_file(dir / "mooring.toml"), moved_text);
+  EXPECT_EQ(read_file(dir / "mooring.toml.previous"), original_text);
+
+  // An invalid file on SIGHUP: every problem logged, nothing changes.
+  const auto serving = http_get(new_admin, "/api/status", token);
+  ASSERT_EQ(serving.status, 200);
+  const auto generation_before = json::parse(serving.body).at("generation").as_int64();
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:1\"\n"
+             "[log]\nlevel = \"loud\"\n");
+  host.process().signal(SIGHUP);
+  ASSERT_TRUE(poll_until(
+      [&] { return host.log().find("SIGHUP: 2 problem(s)") != std::string::npos; }, 10s))
+      << host.log();
+  const auto log = host.log();
+  EXPECT_NE(log.find("mooring.toml:2: gateway.lisen: unknown key"), std::string::npos) << log;
+  EXPECT_NE(log.find("mooring.toml:6: log.level"), std::string::npos) << log;
+  const auto after = http_get(new_admin, "/api/status", token);
+  ASSERT_EQ(after.status, 200);
+  EXPECT_EQ(json::parse(after.body).at("generation").as_int64(), generation_before);
+  EXPECT_EQ(http_get(new_admin, "/api/config", token).body, moved_text)
+      << "/api/config shows the configuration being served";
+
+  // POST /api/reload of a fixed file applies it.
+  write_file(dir / "mooring.toml", moved_text + "[log]\nlevel = \"warn\"\n");
+  auto reloaded = http_request(new_admin, http::verb::post, "/api/reload", "",
+                               {{"Authorization", "Bearer " + token}});
+  ASSERT_EQ(reloaded.status, 200) << reloaded.body;
+  EXPECT_EQ(changed_in(reloaded), json::array{"log.level"});
+  expect_clean_stop(host);
+}
+
+TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto on_disk = read_file(dir / "mooring.toml");
+
+  auto refused = put_config(host, host.admin(),
+                            listeners + "[provider]\nmax_attempts = 0\nbackof_max = \"1s\"\n");
+  ASSERT_EQ(refused.status, 400) << refused.body;
+  const auto body = json::parse(refused.body).as_object();
+  const auto& problems = body.at("error").at("problems").as_array();
+  ASSERT_EQ(problems.size(), 2u) << refused.body;
+  EXPECT_EQ(problems[0].at("key"), "provider.max_attempts");
+  EXPECT_EQ(problems[0].at("line").as_int64(), 6);
+  EXPECT_EQ(problems[1].at("key"), "provider.backof_max");
+  EXPECT_EQ(read_file(dir / "mooring.toml"), on_disk);
+  EXPECT_FALSE(std::filesystem::exists(dir / "mooring.toml.previous"));
+  EXPECT_EQ(generation(host), 1);
+
+  // data.dir cannot move under an open database: 409, with the way out.
+  auto conflict = put_config(host, host.admin(), listeners + "[data]\ndir = \"elsewhere\"\n");
+  EXPECT_EQ(conflict.status, 409) << conflict.body;
+  EXPECT_NE(conflict.body.find("restart mooring"), std::string::npos) << conflict.body;
+
+  // Without a token, nothing is applied at all.
+  auto anonymous = http_request(host.admin(), http::verb::put, "/api/config", listeners);
+  EXPECT_EQ(anonymous.status, 401);
+  EXPECT_EQ(generation(host), 1);
+  expect_clean_stop(host);
+}
+
+}  // namespace
+}  // namespace mooring::test

@@ -1,0 +1,81 @@
+#include "app/staged_file.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace mooring::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StagedFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mooring-staged-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  static std::string read(const fs::path& path) {
+    std::ifstream in(path);
+    std::stringstream content;
+    content << in.rdbuf();
+    return content.str();
+  }
+  static mode_t mode(const fs::path& path) {
+    struct stat st {};
+    ::stat(path.c_str(), &st);
+    return st.st_mode & 07777;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(StagedFileTest, NothingChangesUntilCommitAndThenAllAtOnce) {
+  const auto path = dir_ / "mooring.toml";
+  ASSERT_EQ(write_file_atomically(path, "old\n", 0640), "");
+  EXPECT_EQ(mode(path), 0640u);
+  {
+    auto staged = StagedFile::stage(path, "new\n");
+    ASSERT_TRUE(staged) << staged.error();
+    EXPECT_EQ(read(path), "old\n");
+    EXPECT_EQ(staged->commit(), "");
+  }
+  EXPECT_EQ(read(path), "new\n");
+  EXPECT_EQ(mode(path), 0640u) << "a replaced file keeps its permissions";
+  EXPECT_FALSE(fs::exists(dir_ / "mooring.toml.tmp"));
+}
+
+TEST_F(StagedFileTest, DroppedWithoutCommitLeavesTheFileAndNoTemporary) {
+  const auto path = dir_ / "mooring.toml";
+  ASSERT_EQ(write_file_atomically(path, "old\n"), "");
+  {
+    auto staged = StagedFile::stage(path, "never\n");
+    ASSERT_TRUE(staged) << staged.error();
+    EXPECT_TRUE(fs::exists(dir_ / "mooring.toml.tmp"));
+  }
+  EXPECT_EQ(read(path), "old\n");
+  EXPECT_FALSE(fs::exists(dir_ / "mooring.toml.tmp"));
+}
+
+TEST_F(StagedFileTest, ANewFileIsPrivateByDefault) {
+  const auto path = dir_ / "secret.toml";
+  auto staged = StagedFile::stage(path, "token = \"x\"\n");
+  ASSERT_TRUE(staged) << staged.error();
+  EXPECT_EQ(staged->commit(), "");
+  EXPECT_EQ(mode(path), 0600u);
+}
+
+TEST_F(StagedFileTest, AnUnwritableDirectoryIsAnErrorThatNamesThePath) {
+  auto staged = StagedFile::stage((dir_ / "missing" / "mooring.toml").string(), "x");
+  ASSERT_FALSE(staged);
+  EXPECT_NE(staged.error().find("missing/mooring.toml.tmp"), std::string::npos) << staged.error();
+  EXPECT_NE(staged.error().find("No such file or directory"), std::string::npos) << staged.error();
+}
+
+}  // namespace
+}  // namespace mooring::app
