@@ -12,8 +12,10 @@ import asyncio, json, os, sqlite3, sys, threading, time
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
-port = int(sys.argv[1])
-data_dir = sys.argv[2]
+# From the command line, or from the environment when uvicorn imports this
+# module itself (bench/peers/fastapi_reload.py).
+port = int(os.environ.get("PEER_PORT") or sys.argv[1])
+data_dir = os.environ.get("PEER_DATA_DIR") or sys.argv[2]
 os.makedirs(data_dir, exist_ok=True)
 db = sqlite3.connect(os.path.join(data_dir, "peer.db"), check_same_thread=False)
 db.execute("PRAGMA journal_mode=WAL")
@@ -61,4 +63,5 @@ async def chat(ws: WebSocket, user_id: str):
         pass
 
 
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
