@@ -401,6 +401,46 @@ TEST(Reload, TheAdminPortMovesWhileAnEventsClientLingersAndATakenPortChangesNoth
   expect_clean_stop(host);
 }
 
+TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem) {
+  TempDir dir;
+  const std::string slow = "[provider.echo]\ntoken_delay = \"50ms\"\n";
+  HostProcess host(MOORING_BINARY, dir.path(), slow);
+  ASSERT_TRUE(host.started()) << host.log();
+  const std::string old_gateway = host.gateway();
+
+  ChatClient before;
+  ASSERT_EQ(before.connect(old_gateway, "mover"), 101);
+  before.say("a reply long enough to be cut in the middle", "long");
+  const auto seq =
+      int_field(before.read_until([](const Frame& f) { return is_ack(f, "long"); }), "seq");
+  before.read_until([&](const Frame& f) { return is_token_for(f, seq); });
+
+  const auto port = free_port();
+  auto moved = put_config(host, host.admin(),
+                          fmt::format("[gateway]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = "
+                                      "\"127.0.0.1:0\"\n{}",
+                                      port, slow));
+  ASSERT_EQ(moved.status, 200) << moved.body;
+  EXPECT_EQ(changed_in(moved), json::array{"gateway.listen"});
+  EXPECT_EQ(before.read_until_closed(), 1001);
+  EXPECT_TRUE(can_bind(port_of(old_gateway))) << "the old gateway port is still held";
+
+  // On the new address the same user gets the reply that was cut, once.
+  ChatClient after;
+  ASSERT_EQ(after.connect("127.0.0.1:" + std::to_string(port), "mover"), 101);
+  const auto reply = after.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+  EXPECT_EQ(string_field(reply, "text"), "echo: a reply long enough to be cut in the middle");
+  after.say("still here?", "next");
+  const auto next =
+      int_field(after.read_until([](const Frame& f) { return is_ack(f, "next"); }), "seq");
+  after.read_until([&](const Frame& f) { return is_chat_for(f, next); });
+  EXPECT_EQ(std::count_if(after.received().begin(), after.received().end(),
+                          [&](const Frame& f) { return is_chat_for(f, seq); }),
+            1);
+  after.close();
+  expect_clean_stop(host);
+}
+
 TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), "");
