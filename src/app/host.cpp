@@ -31,6 +31,10 @@ using admin::ConfigOutcome;
 // before the host gives up on them and exits anyway.
 constexpr runtime::Duration forced_stage_grace = 100ms;
 
+// When the drain deadline passes with replies still running, their clients'
+// close frames (1001) get this long to be written before sockets are closed.
+constexpr runtime::Duration close_grace = 50ms;
+
 // Where PUT /api/config writes when mooring was started without a file: the
 // file `serve` reads by default, so the change survives a restart.
 constexpr const char* default_config_file = "mooring.toml";
@@ -379,6 +383,10 @@ awaitable<void> Host::shut_down(const char* cause) {
     };
     auto drain = [](Host* host, runtime::Deadline deadline) -> awaitable<void> {
       co_await host->supervisor_.join_group("chat.replies", deadline);
+      // Users whose reply is still running at the drain deadline are told
+      // "going away" before their sockets close: the close frames queued now
+      // get a moment to be written.
+      if (deadline.passed() && !host->forced_) deadline = runtime::Deadline::after(close_grace);
       co_await (host->admin_->stop(deadline) && host->gateway_->stop(deadline));
     };
     co_await (drain(this, stop_deadline) || forced_signal(this));

@@ -171,8 +171,11 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   }
   if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_outcome(false);
   if (failed.kind == Kind::cancelled) {
-    log::info("provider {} {}: cancelled after {} attempt(s) in {} ms", inner_->kind(),
-              inner_->model(), outcome.attempts, took.count());
+    // A user's cancel is worth a line; a thousand requests ended by a shutdown
+    // are counted in its summary line instead.
+    const auto level = shutdown_ && shutdown_->begun() ? spdlog::level::debug : spdlog::level::info;
+    spdlog::log(level, "provider {} {}: cancelled after {} attempt(s) in {} ms", inner_->kind(),
+                inner_->model(), outcome.attempts, took.count());
   } else {
     log::warn("provider {} {}: failed after {} attempt(s) in {} ms: {}", inner_->kind(),
               inner_->model(), outcome.attempts, took.count(), failed.message);

@@ -46,6 +46,15 @@ std::vector<std::string> lines_at_level(const std::string& log, const std::strin
   return found;
 }
 
+// The lines of `log` that contain `text`.
+std::vector<std::string> lines_with(const std::string& log, const std::string& text) {
+  std::vector<std::string> found;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find(text) != std::string::npos) found.push_back(line);
+  return found;
+}
+
 std::string joined(const std::vector<std::string>& lines) {
   std::string out;
   for (const auto& line : lines) out += "\n  " + line;
@@ -80,8 +89,9 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
   upstream.set_fallback(hang());
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(),
-                   openai_provider(upstream, "max_concurrency = 256\nattempt_timeout = \"10m\"\n"
-                                             "total_timeout = \"10m\"\n") +
+                   openai_provider(upstream,
+                                   "max_concurrency = 256\nattempt_timeout = \"10m\"\n"
+                                   "total_timeout = \"10m\"\n") +
                        "[shutdown]\ndrain_timeout = \"1s\"\n");
   ASSERT_TRUE(host.started()) << host.log();
 
@@ -115,7 +125,8 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
       problems.push_back("u" + std::to_string(u) + ": " + e.what());
     }
     for (const auto& frame : client.received())
-      if (!is_ack(frame, "q")) problems.push_back("u" + std::to_string(u) + " got " + json::serialize(frame));
+      if (!is_ack(frame, "q"))
+        problems.push_back("u" + std::to_string(u) + " got " + json::serialize(frame));
   }
   const auto left = std::max<long long>(10'000 - ms_since(interrupted), 1);
   const auto code = host.process().wait_exit(std::chrono::milliseconds(left));
@@ -126,7 +137,9 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
   RecordProperty("sigint_to_exit_ms", static_cast<int>(stopped_after));
 
   EXPECT_EQ(close_codes, (std::map<int, int>{{1001, users}}))
-      << "every user should be told 1001 going away";
+      << "every user should be told 1001 going away (0: the connection ended without a close "
+         "frame); the host said:"
+      << joined(lines_with(host.log(), "gateway"));
   EXPECT_TRUE(problems.empty()) << problems.size() << " problem(s):" << joined(problems);
 
   const auto log = host.log();
@@ -134,6 +147,8 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
   EXPECT_TRUE(lines_at_level(log, "error").empty()) << joined(lines_at_level(log, "error"));
   EXPECT_TRUE(lines_at_level(log, "critical").empty()) << joined(lines_at_level(log, "critical"));
   EXPECT_EQ(log.find("abandoned"), std::string::npos) << "a task outlived the forced stage";
+  // Requests ended by the shutdown are counted in its summary, not logged one by one.
+  EXPECT_TRUE(lines_with(log, "cancelled after").empty()) << joined(lines_with(log, "cancelled after"));
   const auto summary = stop_summary(log);
   ASSERT_TRUE(summary.has_value()) << "no \"mooring stopped in\" summary line:\n" << log;
   EXPECT_GE(summary->took_ms, 1000) << "the hung replies hold the drain for its whole 1s";
@@ -171,10 +186,10 @@ TEST(Shutdown, ASecondSigintSkipsTheDrainWhileRepliesWaitInRetryBackoff) {
   // requests below were sent, and the host reads both on its one network
   // thread, so by the time it answers them it has taken the 504s in.
   ASSERT_TRUE(poll_until(
-      [&] { return upstream.request_count() == users && upstream.in_flight() == 0; }, 20s))
+      [&] { return upstream.request_count() >= users && upstream.in_flight() == 0; }, 20s))
       << upstream.request_count() << " requests, " << upstream.in_flight() << " in flight";
-  ASSERT_TRUE(poll_until(
-      [&] { return host.status().at("replies_in_flight").as_int64() == users; }, 5s))
+  ASSERT_TRUE(
+      poll_until([&] { return host.status().at("replies_in_flight").as_int64() == users; }, 5s))
       << json::serialize(host.status());
   EXPECT_EQ(host.status().at("replies_in_flight").as_int64(), users);
 
@@ -182,8 +197,8 @@ TEST(Shutdown, ASecondSigintSkipsTheDrainWhileRepliesWaitInRetryBackoff) {
   host.process().signal(SIGINT);
   // Two signals sent back to back may reach the process as one; send the
   // second once the first has started the drain.
-  ASSERT_TRUE(poll_until(
-      [&] { return host.log().find("shutting down") != std::string::npos; }, 10s))
+  ASSERT_TRUE(
+      poll_until([&] { return host.log().find("shutting down") != std::string::npos; }, 10s))
       << host.log();
   ASSERT_TRUE(host.process().running()) << "the drain should wait for the replies in backoff";
   host.process().signal(SIGINT);
@@ -194,8 +209,14 @@ TEST(Shutdown, ASecondSigintSkipsTheDrainWhileRepliesWaitInRetryBackoff) {
   EXPECT_LT(stopped_after, 10'000) << "far less than the 30s drain";
   RecordProperty("sigint_to_exit_ms", static_cast<int>(stopped_after));
 
-  // Only the first attempts were made: no retry starts once shutdown begins.
-  EXPECT_EQ(upstream.request_count(), static_cast<std::size_t>(users));
+  // No retry starts once shutdown has begun. (With full jitter a backoff can
+  // be short, so a retry before the signal is allowed.)
+  for (const auto& request : upstream.requests())
+    EXPECT_LT(request.arrived, interrupted)
+        << "a request reached the upstream "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(request.arrived - interrupted)
+               .count()
+        << " ms after SIGINT";
   const auto log = host.log();
   EXPECT_NE(log.find("SIGINT again: skipping the drain"), std::string::npos) << log;
   EXPECT_EQ(find_crash_marker(log), "") << log;
@@ -221,7 +242,8 @@ TEST(StartUp, AMisspeltKeyStopsServeAndCheckConfigWithItsNameAndLine) {
   EXPECT_EQ(find_crash_marker(serve.err), "") << serve.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "mooring-data")) << "serve started before refusing";
 
-  const auto check = run_command(MOORING_BINARY, {"check-config", "-c", "typo.toml"}, dir.path(), 20s);
+  const auto check =
+      run_command(MOORING_BINARY, {"check-config", "-c", "typo.toml"}, dir.path(), 20s);
   EXPECT_EQ(check.exit_code, 2) << check.err;
   EXPECT_NE(check.err.find(expected), std::string::npos) << check.err;
   EXPECT_EQ(check.out, "") << "an invalid file is not reported valid";
