@@ -33,7 +33,7 @@ constexpr runtime::Duration forced_stage_grace = 100ms;
 
 // When the drain deadline passes with replies still running, their clients'
 // close frames (1001) get this long to be written before sockets are closed.
-constexpr runtime::Duration close_grace = 50ms;
+constexpr runtime::Duration close_grace = 100ms;
 
 // Where PUT /api/config writes when mooring was started without a file: the
 // file `serve` reads by default, so the change survives a restart.
