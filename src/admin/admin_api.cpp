@@ -184,13 +184,35 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
 
   router->add(http::verb::get, "/api/config", authed([ctx](Request& request) {
     if (!ctx->config_text) return unavailable(request);
-    return net::text_response(http::status::ok, ctx->config_text(), "application/toml", request);
+    auto res = net::text_response(http::status::ok, ctx->config_text(), "application/toml", request);
+    if (ctx->generation) res.set(http::field::etag, fmt::format("\"{}\"", ctx->generation()));
+    return res;
   }));
 
   router->add(
       http::verb::put, "/api/config", authed([ctx](Request& request) {
         if (!ctx->apply_config) return unavailable(request, "this server does not apply configurations");
-        auto outcome = ctx->apply_config(request.message.body());
+        const auto& body = request.message.body();
+        if (body.find_first_not_of(" \t\r\n") == std::string::npos)
+          return net::error_response(
+              http::status::bad_request, "empty_config",
+              "the body is empty; send the whole configuration (an empty one would set every key "
+              "back to its default, tokens included)",
+              request);
+        std::optional<std::uint64_t> expected;
+        if (auto it = request.message.find(http::field::if_match); it != request.message.end()) {
+          std::string_view tag = it->value();
+          if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"') tag = tag.substr(1, tag.size() - 2);
+          const bool numeric = !tag.empty() && tag.size() < 20 &&
+                               std::all_of(tag.begin(), tag.end(), [](char c) { return c >= '0' && c <= '9'; });
+          if (!numeric)
+            return net::error_response(http::status::bad_request, "bad_if_match",
+                                       "If-Match must be the generation from GET /api/config's ETag, "
+                                       "for example \"7\"",
+                                       request);
+          expected = std::stoull(std::string(tag));
+        }
+        auto outcome = ctx->apply_config(body, expected);
         return net::json_response(outcome.status, outcome.body, request);
       }),
       max_config_bytes);

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace mooring::admin {
@@ -41,8 +42,12 @@ struct AdminContext {
   store::Store* store = nullptr;
   runtime::Supervisor* supervisor = nullptr;
   std::function<std::string()> config_text;
-  std::function<ConfigOutcome(std::string_view toml)> apply_config;
+  // `expected_generation`: from If-Match; the host answers 412 when another
+  // configuration was applied since.
+  std::function<ConfigOutcome(std::string_view toml, std::optional<std::uint64_t> expected_generation)>
+      apply_config;
   std::function<ConfigOutcome()> reload_config;
+  std::function<std::uint64_t()> generation;  // the ETag of GET /api/config
 };
 
 std::shared_ptr<const net::Router> make_admin_router(AdminContext context);

@@ -37,6 +37,12 @@ void EventHub::subscribe(const std::shared_ptr<net::WsConnection>& connection) {
   };
 }
 
+void EventHub::disconnect_all(const std::string& reason) {
+  auto targets = subscribers_;
+  for (auto& [key, weak] : targets)
+    if (auto connection = weak.lock()) connection->close(boost::beast::websocket::close_code::policy_error, reason);
+}
+
 void EventHub::publish(const json::object& event) {
   if (subscribers_.empty()) return;
   const std::string text = json::serialize(event);

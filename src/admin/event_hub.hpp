@@ -25,6 +25,8 @@ class EventHub : public std::enable_shared_from_this<EventHub> {
   // {"type": "...", ...}; called on the network thread.
   void publish(const boost::json::object& event);
   std::size_t subscribers() const { return subscribers_.size(); }
+  // Closes every subscriber with 1008 and `reason` (the admin token changed).
+  void disconnect_all(const std::string& reason);
 
  private:
   asio::any_io_executor executor_;

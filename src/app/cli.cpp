@@ -15,9 +15,17 @@ namespace {
 
 constexpr int exit_invalid = 2;
 
-// Loads the file, or prints every problem to stderr and returns null.
-ConfigPtr load_or_report(const std::string& path) {
-  auto result = load_config_file(path);
+// Loads the file, or prints every problem to stderr and returns null. `text`
+// receives what was read.
+ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
+  auto read = read_config_text(path);
+  ConfigResult result = std::vector<ConfigError>{};
+  if (auto* error = std::get_if<ConfigError>(&read)) {
+    result = std::vector<ConfigError>{*error};
+  } else {
+    result = parse_config(std::get<std::string>(read));
+    if (text) *text = std::get<std::string>(read);
+  }
   if (auto* config = std::get_if<ConfigPtr>(&result)) return *config;
   const auto& errors = std::get<std::vector<ConfigError>>(result);
   for (const auto& error : errors) std::cerr << error.describe(path) << '\n';
@@ -67,13 +75,14 @@ int run_cli(int argc, char** argv) {
 
   runtime::init_logging();
   if (config_path.empty() && std::filesystem::exists("mooring.toml")) config_path = "mooring.toml";
-  ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path);
+  std::string config_text;
+  ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path, &config_text);
   if (!config) return exit_invalid;
   runtime::set_log_level(config->log.level);
   runtime::set_max_field_bytes(config->log.max_field_bytes);
   log::info("mooring {} starting with {}", MOORING_VERSION,
             config_path.empty() ? std::string("built-in defaults") : config_path);
-  return run_host(config, HostOptions{config_path, ready_file});
+  return run_host(config, HostOptions{config_path, config_text, ready_file});
 }
 
 }  // namespace mooring::app

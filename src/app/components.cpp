@@ -94,10 +94,16 @@ ProviderComponent::ProviderComponent(asio::any_io_executor executor, ProviderCon
 
 awaitable<void> ProviderComponent::start() {
   ++status_.start_attempts;
-  provider_ = make_provider(config_, executor_, shutdown_);
+  try {
+    provider_ = make_provider(config_, executor_, shutdown_);
+  } catch (const std::exception& e) {
+    status_.last_error = fmt::format("provider: cannot use {}: {}", describe_provider(config_), e.what());
+    status_.remember(status_.last_error);
+    status_.state = ComponentState::failed;
+    co_return;
+  }
   status_.remember("using " + describe_provider(config_));
   status_.state = ComponentState::running;
-  co_return;
 }
 
 Prepared ProviderComponent::prepare(const Config& current, const Config& next) {
@@ -179,6 +185,8 @@ Prepared AdminComponent::prepare(const Config& current, const Config& next) {
     token = [this, resolved = *resolved] {
       context_.token = resolved.token;
       listener_.set_router(admin::make_admin_router(context_));
+      // Whoever subscribed with the old token is not admitted any more.
+      if (context_.events) context_.events->disconnect_all("the admin token changed");
       if (!resolved.path.empty()) log::info("admin: token is in {}", resolved.path);
     };
   }

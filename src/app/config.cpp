@@ -422,7 +422,14 @@ ConfigResult parse_config(std::string_view toml_text) {
   Section top(problems, &root, "");
   read_data(top.section("data"), config->data);
   read_gateway(top.section("gateway"), config->gateway);
-  read_admin(top.section("admin"), config->admin);
+  Section admin = top.section("admin");
+  read_admin(admin, config->admin);
+  // Port 0 is a different free port for each.
+  if (config->admin.listen.port != 0 && !problems.failed("admin.listen") &&
+      !problems.failed("gateway.listen"))
+    admin.check("listen", !(config->admin.listen == config->gateway.listen),
+                fmt::format("\"{}\" is gateway.listen too; the two listeners need addresses of their own",
+                            config->admin.listen.to_string()));
   read_provider(top.section("provider"), config->provider);
   read_chat(top.section("chat"), config->chat);
   read_onebot(top.section("onebot"), config->onebot);

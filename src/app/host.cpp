@@ -78,8 +78,7 @@ class Host {
         supervisor_(io.get_executor()),
         shutdown_requested_(io.get_executor()),
         events_(std::make_shared<admin::EventHub>(io.get_executor())) {
-    config_text_ = options_.config_path.empty() ? default_config_toml()
-                                                : read_text(options_.config_path);
+    config_text_ = options_.config_path.empty() ? default_config_toml() : options_.config_text;
   }
 
   awaitable<int> main();
@@ -99,7 +98,7 @@ class Host {
   // `text` is what was parsed; with `write_file` it replaces the file.
   ConfigOutcome apply(ConfigResult parsed, std::string_view origin, std::string_view source,
                       const std::string& text, bool write_file);
-  ConfigOutcome put_config(std::string_view text);
+  ConfigOutcome put_config(std::string_view text, std::optional<std::uint64_t> expected_generation);
   ConfigOutcome reload_file(std::string_view origin);
 
   asio::io_context& io_;
@@ -120,6 +119,7 @@ class Host {
   std::unique_ptr<GatewayComponent> gateway_;
   std::unique_ptr<AdminComponent> admin_;
   std::vector<Component*> components_;
+  bool running_ = false;  // every component started: reloads are accepted
   Clock::time_point started_ = Clock::now();
 };
 
@@ -185,9 +185,12 @@ bool Host::ready() const {
 
 ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::string_view source,
                           const std::string& text, bool write_file) {
-  if (shutdown_.begun())
-    return refusal(http::status::service_unavailable, "shutting_down",
-                   "mooring is shutting down; the configuration was not changed", generation_);
+  if (shutdown_.begun() || !running_) {
+    const auto* why = shutdown_.begun() ? "mooring is shutting down" : "mooring is still starting";
+    log::warn("{}: {}; the configuration was not changed", origin, why);
+    return refusal(http::status::service_unavailable, shutdown_.begun() ? "shutting_down" : "starting",
+                   fmt::format("{}; the configuration was not changed", why), generation_);
+  }
 
   // 1. Validate the whole text: every problem, nothing changed.
   if (auto* errors = std::get_if<std::vector<ConfigError>>(&parsed)) {
@@ -227,15 +230,27 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
   //    synced beside it) now, renamed into place as the first step of the commit.
   std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
   if (write_file) {
-    const bool exists = std::filesystem::exists(path);
-    auto staged = StagedFile::stage(path, text);
-    std::optional<StagedFile> previous;
-    std::string error = staged ? std::string() : staged.error();
-    if (staged && exists) {
-      auto kept = StagedFile::stage(path + ".previous", read_text(path), mode_of(path));
-      if (kept) previous.emplace(std::move(*kept));
-      else error = kept.error();
+    // A symbolic link stays one: the file it points to is what gets replaced.
+    std::error_code ec;
+    if (std::filesystem::is_symlink(path, ec)) {
+      const auto target = std::filesystem::canonical(path, ec);
+      if (!ec) path = target.string();
     }
+    const bool exists = std::filesystem::exists(path, ec);
+    std::string error;
+    std::optional<StagedFile> previous;
+    if (exists) {
+      auto current = read_config_text(path);
+      if (auto* unreadable = std::get_if<ConfigError>(&current)) {
+        error = unreadable->message;
+      } else {
+        auto kept = StagedFile::stage(path + ".previous", std::get<std::string>(current), mode_of(path));
+        if (kept) previous.emplace(std::move(*kept));
+        else error = kept.error();
+      }
+    }
+    auto staged = StagedFile::stage(path, text);
+    if (error.empty() && !staged) error = staged.error();
     if (error.empty() && previous) error = previous->commit();
     if (error.empty()) error = staged->commit();
     if (!error.empty()) {
@@ -258,12 +273,25 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
   log::info("{}: configuration generation {} applied: {}", origin, generation_,
             changed.empty() ? std::string("no changes") : join(changed) + " changed");
   events_->publish({{"type", "config"}, {"generation", generation_}, {"changed", keys_json(changed)}});
-  json::object body{{"generation", generation_}, {"changed", keys_json(changed)}};
+  json::object listen;
+  for (auto* listener : {&gateway_->listener(), &admin_->listener()})
+    listen[listener->name()] = listener->status().listen.empty()
+                                   ? json::value(nullptr)
+                                   : json::value(listener->status().listen);
+  json::object body{{"generation", generation_}, {"changed", keys_json(changed)},
+                    {"listen", std::move(listen)}};
   if (write_file) body["file"] = path;
   return {http::status::ok, std::move(body)};
 }
 
-ConfigOutcome Host::put_config(std::string_view text) {
+ConfigOutcome Host::put_config(std::string_view text,
+                               std::optional<std::uint64_t> expected_generation) {
+  if (expected_generation && *expected_generation != generation_)
+    return refusal(http::status::precondition_failed, "generation_changed",
+                   fmt::format("the configuration is at generation {} now, not {}: GET /api/config "
+                               "again and apply your change to it",
+                               generation_, *expected_generation),
+                   generation_);
   const std::string owned(text);
   return apply(parse_config(owned), "PUT /api/config", "request", owned, true);
 }
@@ -299,9 +327,7 @@ awaitable<int> Host::main() {
              forced_ = true;
              shutdown_requested_.notify_all();
            },
-       .reload = [this] {
-         if (!components_.empty()) reload_file("SIGHUP");
-       }});
+       .reload = [this] { reload_file("SIGHUP"); }});
 
   if (!prepare_data_dir()) co_return 1;
   auto token = admin::resolve_admin_token(config_->admin.token, config_->data.dir);
@@ -342,13 +368,17 @@ awaitable<int> Host::main() {
                               store_->store(),
                               &supervisor_,
                               [this] { return config_text(); },
-                              [this](std::string_view text) { return put_config(text); },
-                              [this] { return reload_file("POST /api/reload"); }};
+                              [this](std::string_view text, std::optional<std::uint64_t> expected) {
+                                return put_config(text, expected);
+                              },
+                              [this] { return reload_file("POST /api/reload"); },
+                              [this] { return generation_; }};
   admin_ = std::make_unique<AdminComponent>(supervisor_, std::move(context), *config_, on_change);
   components_ = {store_.get(), provider_.get(), gateway_.get(), admin_.get()};
 
   co_await gateway_->start();
   co_await admin_->start();
+  running_ = true;
   log::info("mooring started: provider {}, data in {}",
             provider_->provider()->kind(), config_->data.dir);
 

@@ -14,6 +14,7 @@ namespace mooring::app {
 
 struct HostOptions {
   std::string config_path;  // empty: built-in defaults
+  std::string config_text;  // the text `config` was parsed from
   std::string ready_file;   // empty: none
 };
 

@@ -54,6 +54,7 @@ awaitable<void> ListenerComponent::start() {
 }
 
 void ListenerComponent::open() {
+  if (server_->accepting()) return;
   set_state(ComponentState::starting);
   if (try_bind()) {
     log::info("{}: listening on {}", status_.name, status_.listen);
@@ -128,7 +129,12 @@ void ListenerComponent::move_to(net::ListenAddress next, net::tcp::acceptor acce
 }
 
 awaitable<void> ListenerComponent::retire(net::HttpServer* server, runtime::Deadline deadline) {
-  co_await server->stop(deadline);
+  try {
+    co_await server->stop(deadline);
+  } catch (const std::exception&) {
+    // Cancelled (by an operator or the shutdown): whatever is left closes now.
+    server->force_close_all();
+  }
   std::erase_if(retiring_, [server](const auto& s) { return s.get() == server; });
   retired_.notify_all();
 }

@@ -36,7 +36,8 @@ boost::system::result<StagedFile, std::string> StagedFile::stage(std::string pat
   struct stat existing {};
   if (::stat(path.c_str(), &existing) == 0) mode = existing.st_mode & 07777;
   std::string temp = path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  ::unlink(temp.c_str());  // left by a crash mid-write, or planted: either way not ours to follow
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd < 0) return Result(boost::system::in_place_error, failure("write", temp));
   ::fchmod(fd, mode);  // O_CREAT's mode is masked by the umask and ignored for a leftover file
   const char* data = content.data();

@@ -472,5 +472,50 @@ TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
   expect_clean_stop(host);
 }
 
+TEST(Reload, TheGenerationGuardsAgainstLostUpdatesAndANewAdminTokenEndsOldSubscriptions) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto token = host.admin_token();
+  const auto bearer = std::vector<std::pair<std::string, std::string>>{{"Authorization", "Bearer " + token}};
+
+  // GET /api/config names the generation it shows; a PUT based on an older one is refused.
+  const auto shown = http_get(host.admin(), "/api/config", token);
+  ASSERT_EQ(shown.status, 200);
+  ASSERT_EQ(shown.headers.at("etag"), "\"1\"");
+  auto first = http_request(host.admin(), http::verb::put, "/api/config",
+                            shown.body + "[log]\nlevel = \"warn\"\n",
+                            {bearer[0], {"If-Match", "\"1\""}});
+  ASSERT_EQ(first.status, 200) << first.body;
+  const auto body = json::parse(first.body).as_object();
+  EXPECT_EQ(body.at("listen").at("admin"), json::value(host.admin())) << first.body;
+  EXPECT_EQ(body.at("listen").at("gateway"), json::value(host.gateway())) << first.body;
+  auto stale = http_request(host.admin(), http::verb::put, "/api/config",
+                            shown.body + "[log]\nlevel = \"debug\"\n",
+                            {bearer[0], {"If-Match", "\"1\""}});
+  EXPECT_EQ(stale.status, 412) << stale.body;
+  EXPECT_NE(stale.body.find("generation 2 now, not 1"), std::string::npos) << stale.body;
+  EXPECT_EQ(generation(host), 2);
+
+  // An empty body would reset every key, tokens included: refused.
+  auto empty = http_request(host.admin(), http::verb::put, "/api/config", "\n", bearer);
+  EXPECT_EQ(empty.status, 400) << empty.body;
+  EXPECT_NE(empty.body.find("empty_config"), std::string::npos) << empty.body;
+
+  // A new admin token: subscribers admitted with the old one are closed (1008),
+  // and only the new one opens the API.
+  WsClient subscriber;
+  ASSERT_EQ(subscriber.connect(host.admin(), "/api/events", bearer), 101);
+  auto changed = put_config(host, host.admin(), listeners + "token = \"the-new-admin-token\"\n");
+  ASSERT_EQ(changed.status, 200) << changed.body;
+  EXPECT_TRUE(contains(changed_in(changed), "admin.token")) << changed.body;
+  while (subscriber.read(10s)) {
+  }
+  EXPECT_EQ(subscriber.close_code(), 1008);
+  EXPECT_EQ(http_get(host.admin(), "/api/status", token).status, 401);
+  EXPECT_EQ(http_get(host.admin(), "/api/status", "the-new-admin-token").status, 200);
+  expect_clean_stop(host);
+}
+
 }  // namespace
 }  // namespace mooring::test

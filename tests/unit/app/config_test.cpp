@@ -572,6 +572,17 @@ TEST_F(LoadConfigFile, ADirectoryIsAnErrorNotAnEmptyConfig) {
   EXPECT_TRUE(contains(errors[0].message, "Is a directory")) << errors[0].message;
 }
 
+TEST(ParseConfigErrors, TheTwoListenersCannotShareAnAddressButMayBothAskForPortZero) {
+  auto result = parse_config("[gateway]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n");
+  const auto* errors = std::get_if<std::vector<ConfigError>>(&result);
+  ASSERT_NE(errors, nullptr);
+  ASSERT_EQ(errors->size(), 1u);
+  EXPECT_EQ((*errors)[0].key, "admin.listen");
+  EXPECT_EQ((*errors)[0].line, 4);
+  EXPECT_NE((*errors)[0].message.find("is gateway.listen too"), std::string::npos);
+  EXPECT_NE(parse_ok("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"), nullptr);
+}
+
 TEST(ChangedKeys, NamesEveryKeyThatDiffersAndNothingElse) {
   auto changed = parse_ok(every_key_set);
   ASSERT_NE(changed, nullptr);
