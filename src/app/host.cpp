@@ -119,6 +119,7 @@ class Host {
   std::unique_ptr<GatewayComponent> gateway_;
   std::unique_ptr<AdminComponent> admin_;
   std::vector<Component*> components_;
+  std::string ready_text_;  // what the ready file says now
   bool running_ = false;  // every component started: reloads are accepted
   Clock::time_point started_ = Clock::now();
 };
@@ -134,14 +135,20 @@ bool Host::prepare_data_dir() {
   return true;
 }
 
+// Written once every listener is bound, and again whenever one moves; never
+// with a listener missing (a supervisor reading it gets every address or no
+// file), and left alone by the shutdown.
 void Host::write_ready_file() {
-  if (options_.ready_file.empty()) return;
-  json::object listeners;
-  if (gateway_ && !gateway_->status().listen.empty()) listeners["gateway"] = gateway_->status().listen;
-  if (admin_ && !admin_->status().listen.empty()) listeners["admin"] = admin_->status().listen;
-  if (auto error = write_file_atomically(options_.ready_file, json::serialize(listeners) + "\n");
-      !error.empty())
+  if (options_.ready_file.empty() || shutdown_.begun() || !gateway_ || !admin_) return;
+  const auto& gateway = gateway_->status().listen;
+  const auto& admin = admin_->status().listen;
+  if (gateway.empty() || admin.empty()) return;
+  const auto text = json::serialize(json::object{{"gateway", gateway}, {"admin", admin}}) + "\n";
+  if (text == ready_text_) return;
+  if (auto error = write_file_atomically(options_.ready_file, text); !error.empty())
     log::warn("{}", error);
+  else
+    ready_text_ = text;
 }
 
 void Host::component_changed(const ComponentStatus& status) {
