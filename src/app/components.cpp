@@ -133,47 +133,54 @@ awaitable<void> ProviderComponent::stop(runtime::Deadline) {
   co_return;
 }
 
+// --- listeners -------------------------------------------------------------
+
+awaitable<void> ListeningComponent::stop(runtime::Deadline deadline) {
+  co_await listener_->stop(deadline);
+}
+
 // --- gateway ---------------------------------------------------------------
 
 GatewayComponent::GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
                                    std::shared_ptr<llm::Provider> provider, const Config& config,
                                    ListenerComponent::ChangeCallback on_change)
-    : gateway_(supervisor, store, std::move(provider), gateway_options(config)),
-      listener_(supervisor, "gateway", config.gateway.listen, gateway_.router(), net::HttpLimits{},
-                std::move(on_change)) {}
+    : gateway_(supervisor, store, std::move(provider), gateway_options(config)) {
+  listener_ = std::make_unique<ListenerComponent>(supervisor, "gateway", config.gateway.listen,
+                                                  gateway_.router(), net::HttpLimits{},
+                                                  std::move(on_change));
+}
 
 awaitable<void> GatewayComponent::start() {
-  listener_.open();
+  listener_->open();
   co_await gateway_.recover();
 }
 
 Prepared GatewayComponent::prepare(const Config&, const Config& next) {
-  auto moved = listener_.prepare_address(next.gateway.listen, next.shutdown.drain_timeout);
+  auto moved = listener_->prepare_address(next.gateway.listen, next.shutdown.drain_timeout);
   if (!moved) return moved;
   Commit options;
   if (auto wanted = gateway_options(next); !(wanted == gateway_.options())) {
     options = [this, wanted] {
       gateway_.set_options(wanted);
-      listener_.set_router(gateway_.router());
+      listener_->set_router(gateway_.router());
     };
   }
   return both(std::move(options), std::move(*moved));
 }
 
-awaitable<void> GatewayComponent::stop(runtime::Deadline deadline) {
-  co_await listener_.stop(deadline);
-}
 
 // --- admin -----------------------------------------------------------------
 
 AdminComponent::AdminComponent(runtime::Supervisor& supervisor, admin::AdminContext context,
                                const Config& config, ListenerComponent::ChangeCallback on_change)
-    : context_(std::move(context)),
-      listener_(supervisor, "admin", config.admin.listen, admin::make_admin_router(context_),
-                net::HttpLimits{}, std::move(on_change)) {}
+    : context_(std::move(context)) {
+  listener_ = std::make_unique<ListenerComponent>(supervisor, "admin", config.admin.listen,
+                                                  admin::make_admin_router(context_),
+                                                  net::HttpLimits{}, std::move(on_change));
+}
 
 awaitable<void> AdminComponent::start() {
-  listener_.open();
+  listener_->open();
   co_return;
 }
 
@@ -184,19 +191,16 @@ Prepared AdminComponent::prepare(const Config& current, const Config& next) {
     if (!resolved) return refuse("admin: " + resolved.error());
     token = [this, resolved = *resolved] {
       context_.token = resolved.token;
-      listener_.set_router(admin::make_admin_router(context_));
+      listener_->set_router(admin::make_admin_router(context_));
       // Whoever subscribed with the old token is not admitted any more.
       if (context_.events) context_.events->disconnect_all("the admin token changed");
       if (!resolved.path.empty()) log::info("admin: token is in {}", resolved.path);
     };
   }
-  auto moved = listener_.prepare_address(next.admin.listen, next.shutdown.drain_timeout);
+  auto moved = listener_->prepare_address(next.admin.listen, next.shutdown.drain_timeout);
   if (!moved) return moved;
   return both(std::move(token), std::move(*moved));
 }
 
-awaitable<void> AdminComponent::stop(runtime::Deadline deadline) {
-  co_await listener_.stop(deadline);
-}
 
 }  // namespace mooring::app

@@ -67,49 +67,54 @@ class ProviderComponent : public Component {
   ComponentStatus status_;
 };
 
-class GatewayComponent : public Component {
+// A component whose face is one listener: its state, its address and its
+// stop are the listener's.
+class ListeningComponent : public Component {
+ public:
+  ListenerComponent& listener() { return *listener_; }
+
+  const ComponentStatus& status() const override { return listener_->status(); }
+  void stop_accepting() override { listener_->stop_accepting(); }
+  awaitable<void> stop(runtime::Deadline deadline) override;
+
+ protected:
+  // Built by the derived class once what its routes need exists.
+  std::unique_ptr<ListenerComponent> listener_;
+};
+
+class GatewayComponent : public ListeningComponent {
  public:
   GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
                    std::shared_ptr<llm::Provider> provider, const Config& config,
                    ListenerComponent::ChangeCallback on_change);
 
   chat::Gateway& gateway() { return gateway_; }
-  ListenerComponent& listener() { return listener_; }
 
-  const ComponentStatus& status() const override { return listener_.status(); }
   // Binds the listener, then answers the messages a previous run left unanswered.
   awaitable<void> start() override;
   // gateway.listen moves the listener; the token, heartbeat and size limits,
   // chat.history_messages and provider.system_prompt apply to connections and
   // replies from then on.
   Prepared prepare(const Config& current, const Config& next) override;
-  void stop_accepting() override { listener_.stop_accepting(); }
-  awaitable<void> stop(runtime::Deadline deadline) override;
 
  private:
   chat::Gateway gateway_;
-  ListenerComponent listener_;
 };
 
-class AdminComponent : public Component {
+class AdminComponent : public ListeningComponent {
  public:
-  // `context.token` is the resolved token; `config_token` the configured one.
+  // `context.token` is the resolved token.
   AdminComponent(runtime::Supervisor& supervisor, admin::AdminContext context,
                  const Config& config, ListenerComponent::ChangeCallback on_change);
 
-  ListenerComponent& listener() { return listener_; }
-
-  const ComponentStatus& status() const override { return listener_.status(); }
   awaitable<void> start() override;
   // admin.listen moves the listener (the request that moved it gets its
-  // response first); admin.token applies to requests from then on.
+  // response first); admin.token applies to requests from then on and closes
+  // the event streams opened with the old one.
   Prepared prepare(const Config& current, const Config& next) override;
-  void stop_accepting() override { listener_.stop_accepting(); }
-  awaitable<void> stop(runtime::Deadline deadline) override;
 
  private:
   admin::AdminContext context_;
-  ListenerComponent listener_;
 };
 
 // The gateway's options as a configuration sets them.
