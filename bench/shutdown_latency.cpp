@@ -109,7 +109,7 @@ void read_host_log(const std::string& log, Trial& trial) {
     std::istringstream fields(line);
     std::string date, time, level;
     fields >> date >> time >> level;
-    if (level == "warn" || level == "error" || level == "critical") trial.warnings.push_back(line);
+    if (level == "warn" || level == "warning" || level == "error" || level == "critical") trial.warnings.push_back(line);
     const auto at = line.find("mooring stopped in ");
     if (at != std::string::npos) trial.host_ms = std::stod(line.substr(at + 19));
   }
