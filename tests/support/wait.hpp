@@ -27,6 +27,21 @@ inline bool poll_until(const std::function<bool()>& condition, std::chrono::mill
   }
 }
 
+// poll_until for a coroutine on the io_context that must keep running meanwhile
+// (the condition depends on another thread, such as a fake upstream's).
+inline awaitable<bool> poll_until_async(std::function<bool()> condition,
+                                        std::chrono::milliseconds timeout,
+                                        std::chrono::milliseconds interval = 5ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    if (condition()) co_return true;
+    if (std::chrono::steady_clock::now() >= deadline) co_return false;
+    timer.expires_at(std::min(deadline, std::chrono::steady_clock::now() + interval));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
 // Runs `op` on `io`, which may carry other work (a supervisor's tasks), until
 // `op` completes; throws if that takes longer than `timeout` or if `op` threw.
 template <typename T>

@@ -19,10 +19,12 @@ TEST(ListenerComponent, ATakenPortMeansFailedThenRecoveryWhenItFrees) {
   const auto port = squatter->local_endpoint().port();
 
   std::vector<std::string> listen_seen;
+  runtime::Notifier changed(io.get_executor());
   ListenerComponent admin(supervisor, "admin", {"127.0.0.1", port}, empty_router(), {},
                           [&](const ComponentStatus& s) {
                             if (listen_seen.empty() || listen_seen.back() != s.listen)
                               listen_seen.push_back(s.listen);
+                            changed.notify_all();
                           });
   admin.open();  // never throws
   EXPECT_EQ(admin.status().state, ComponentState::failed);
@@ -33,11 +35,13 @@ TEST(ListenerComponent, ATakenPortMeansFailedThenRecoveryWhenItFrees) {
   EXPECT_EQ(listen_seen, std::vector<std::string>{""});
 
   squatter->close();  // the port frees; the component binds it by itself
-  auto recovered = test::run_on(io, [](ListenerComponent& c) -> awaitable<bool> {
-    for (int i = 0; i < 100 && c.status().state != ComponentState::running; ++i)
-      co_await runtime::sleep_for(50ms);
+  // Every change of the component is announced: wait for the one to running.
+  auto recovered = test::run_on(io, [](ListenerComponent& c, runtime::Notifier& changed) -> awaitable<bool> {
+    const auto deadline = runtime::Deadline::after(15s);
+    while (c.status().state != ComponentState::running && !deadline.passed())
+      co_await changed.wait_until(deadline);
     co_return c.status().state == ComponentState::running;
-  }(admin), 20s);
+  }(admin, changed), 20s);
   EXPECT_TRUE(recovered);
   EXPECT_EQ(admin.status().listen, "127.0.0.1:" + std::to_string(port));
   EXPECT_GE(admin.status().start_attempts, 2u);

@@ -256,7 +256,8 @@ CancelOutcome cancel_when(const std::string& url, ResilienceOptions options,
   auto id = supervisor.spawn("request", "test", request_task(provider, &result));
   return test::run_on(io, [](runtime::Supervisor& s, runtime::TaskId id,
                              std::function<bool()> ready) -> awaitable<CancelOutcome> {
-    for (int i = 0; i < 2000 && !ready(); ++i) co_await runtime::sleep_for(5ms);
+    if (!co_await test::poll_until_async(ready, 10s))
+      throw std::runtime_error("the request never reached the state to cancel it in");
     const auto t0 = Clock::now();
     s.cancel(id);
     auto left = co_await s.join(runtime::Deadline::after(10s));

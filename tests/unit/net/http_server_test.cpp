@@ -29,7 +29,8 @@ awaitable<void> flood(std::shared_ptr<WsConnection> connection, std::atomic<int>
       ++*refused;
       co_return;
     }
-    if (connection->queued() > 16) co_await runtime::sleep_for(1ms);
+    // Let the writer move what it can into the socket before queueing more.
+    if (connection->queued() > 16) co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
   }
 }
 

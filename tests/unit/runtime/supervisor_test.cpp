@@ -10,13 +10,16 @@ namespace {
 
 using namespace std::chrono_literals;
 
-awaitable<void> sleep_long(bool* woke_cancelled) {
-  const bool slept = co_await sleep_for(1h);
-  *woke_cancelled = !slept;
+// Waits for an event that never comes; only a cancellation ends it.
+awaitable<void> wait_for_nothing(bool* woke_cancelled) {
+  Notifier never(co_await asio::this_coro::executor);
+  const bool notified = co_await never.wait_until(Deadline::never());
+  *woke_cancelled = !notified;
 }
 
+// Throws once it has run asynchronously, as a task deep in its work would.
 awaitable<void> throw_error() {
-  co_await sleep_for(1ms);
+  co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
   throw std::runtime_error("broken invariant in a task");
 }
 
@@ -35,14 +38,14 @@ awaitable<void> stubborn(int* wake_ups) {
   }
 }
 
-TEST(Supervisor, CancelReachesASleepingTaskAtOnce) {
+TEST(Supervisor, CancelReachesAWaitingTaskAtOnce) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
   bool woke_cancelled = false;
-  auto id = supervisor.spawn("sleeper", "test", sleep_long(&woke_cancelled));
+  auto id = supervisor.spawn("waiter", "test", wait_for_nothing(&woke_cancelled));
   io.poll();
   ASSERT_EQ(supervisor.size(), 1u);
-  EXPECT_EQ(supervisor.tasks().front().name, "sleeper");
+  EXPECT_EQ(supervisor.tasks().front().name, "waiter");
   EXPECT_EQ(supervisor.tasks().front().group, "test");
 
   EXPECT_TRUE(supervisor.cancel(id));
@@ -58,11 +61,11 @@ TEST(Supervisor, AThrowingTaskIsCountedAndTheLoopLives) {
   Supervisor supervisor(io.get_executor());
   bool woke = false;
   supervisor.spawn("thrower", "test", throw_error());
-  auto sleeper = supervisor.spawn("sleeper", "test", sleep_long(&woke));
+  auto waiter = supervisor.spawn("waiter", "test", wait_for_nothing(&woke));
   test::poll_until([&] { io.poll_one(); return supervisor.failures() == 1; }, 10s, 0ms);
   EXPECT_EQ(supervisor.failures(), 1u);
   ASSERT_EQ(supervisor.size(), 1u);  // the other task is untouched
-  EXPECT_EQ(supervisor.tasks().front().id, sleeper);
+  EXPECT_EQ(supervisor.tasks().front().id, waiter);
   supervisor.cancel_all();
   io.run_for(10s);
   EXPECT_EQ(supervisor.size(), 0u);
@@ -72,9 +75,9 @@ TEST(Supervisor, CancelGroupLeavesOtherGroupsAlone) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
   bool a = false, b = false, c = false;
-  supervisor.spawn("a", "connections", sleep_long(&a));
-  supervisor.spawn("b", "connections", sleep_long(&b));
-  supervisor.spawn("c", "listeners", sleep_long(&c));
+  supervisor.spawn("a", "connections", wait_for_nothing(&a));
+  supervisor.spawn("b", "connections", wait_for_nothing(&b));
+  supervisor.spawn("c", "listeners", wait_for_nothing(&c));
   io.poll();
   EXPECT_EQ(supervisor.cancel_group("connections"), 2u);
   io.poll();
@@ -92,7 +95,7 @@ TEST(Supervisor, JoinReportsStragglersAtTheDeadline) {
   int wake_ups = 0;
   bool quick = false;
   supervisor.spawn("stubborn", "test", stubborn(&wake_ups));
-  supervisor.spawn("quick", "test", sleep_long(&quick));
+  supervisor.spawn("quick", "test", wait_for_nothing(&quick));
 
   // Graceful stage: the quick task ends, the stubborn one goes back to sleep.
   auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
@@ -118,10 +121,14 @@ TEST(Supervisor, JoinReportsStragglersAtTheDeadline) {
 TEST(Supervisor, JoinReturnsAsSoonAsTheLastTaskEnds) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
-  supervisor.spawn("short", "test", []() -> awaitable<void> { co_await sleep_for(1ms); }());
-  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+  Notifier go(io.get_executor());
+  supervisor.spawn("short", "test", [](Notifier& go) -> awaitable<void> {
+    co_await go.wait_until(Deadline::never());
+  }(go));
+  auto left = test::run_on(io, [](Supervisor& s, Notifier& go) -> awaitable<std::vector<TaskInfo>> {
+    go.notify_all();  // the task ends on its next turn; join waits for that, not for its deadline
     co_return co_await s.join(Deadline::after(1h));
-  }(supervisor), 10s);
+  }(supervisor, go), 10s);
   EXPECT_TRUE(left.empty());
 }
 
