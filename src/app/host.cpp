@@ -13,11 +13,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 
-#include <sys/stat.h>
-
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 namespace mooring::app {
 namespace {
@@ -31,25 +27,10 @@ using admin::ConfigOutcome;
 // before the host gives up on them and exits anyway.
 constexpr runtime::Duration forced_stage_grace = 100ms;
 
-// When the drain deadline passes with replies still running, their clients'
-// close frames (1001) get this long to be written before sockets are closed.
-constexpr runtime::Duration close_grace = 100ms;
 
 // Where PUT /api/config writes when mooring was started without a file: the
 // file `serve` reads by default, so the change survives a restart.
 constexpr const char* default_config_file = "mooring.toml";
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream content;
-  content << in.rdbuf();
-  return content.str();
-}
-
-mode_t mode_of(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
-}
 
 json::array keys_json(const std::vector<std::string>& keys) {
   json::array out;
@@ -233,34 +214,11 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
     if (*prepared) commits.push_back(std::move(*prepared));
   }
 
-  // 3. The file, when the text came from a request: staged (written and
-  //    synced beside it) now, renamed into place as the first step of the commit.
-  std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
+  // 3. The file, when the text came from a request: replaced before the
+  //    commit, so a file that cannot be written changes nothing.
+  const std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
   if (write_file) {
-    // A symbolic link stays one: the file it points to is what gets replaced.
-    std::error_code ec;
-    if (std::filesystem::is_symlink(path, ec)) {
-      const auto target = std::filesystem::canonical(path, ec);
-      if (!ec) path = target.string();
-    }
-    const bool exists = std::filesystem::exists(path, ec);
-    std::string error;
-    std::optional<StagedFile> previous;
-    if (exists) {
-      auto current = read_config_text(path);
-      if (auto* unreadable = std::get_if<ConfigError>(&current)) {
-        error = unreadable->message;
-      } else {
-        auto kept = StagedFile::stage(path + ".previous", std::get<std::string>(current), mode_of(path));
-        if (kept) previous.emplace(std::move(*kept));
-        else error = kept.error();
-      }
-    }
-    auto staged = StagedFile::stage(path, text);
-    if (error.empty() && !staged) error = staged.error();
-    if (error.empty() && previous) error = previous->commit();
-    if (error.empty()) error = staged->commit();
-    if (!error.empty()) {
+    if (auto error = replace_keeping_previous(path, text); !error.empty()) {
       log::warn("{}: configuration not applied: {}", origin, error);
       return refusal(http::status::conflict, "not_applied", error + "; nothing was changed",
                      generation_);
@@ -420,10 +378,6 @@ awaitable<void> Host::shut_down(const char* cause) {
     };
     auto drain = [](Host* host, runtime::Deadline deadline) -> awaitable<void> {
       co_await host->supervisor_.join_group("chat.replies", deadline);
-      // Users whose reply is still running at the drain deadline are told
-      // "going away" before their sockets close: the close frames queued now
-      // get a moment to be written.
-      if (deadline.passed() && !host->forced_) deadline = runtime::Deadline::after(close_grace);
       co_await (host->admin_->stop(deadline) && host->gateway_->stop(deadline));
     };
     co_await (drain(this, stop_deadline) || forced_signal(this));

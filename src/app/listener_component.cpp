@@ -48,11 +48,6 @@ bool ListenerComponent::try_bind() {
   return true;
 }
 
-awaitable<void> ListenerComponent::start() {
-  open();
-  co_return;
-}
-
 void ListenerComponent::open() {
   if (server_->accepting()) return;
   set_state(ComponentState::starting);
@@ -124,8 +119,8 @@ void ListenerComponent::move_to(net::ListenAddress next, net::tcp::acceptor acce
     supervisor_.spawn(status_.name + " old address", status_.name + ".retire",
                       retire(retiring, runtime::Deadline::after(retire_deadline)));
   }
-  if (status_.state == ComponentState::running) changed();
-  set_state(ComponentState::running);
+  status_.state = ComponentState::running;
+  changed();
 }
 
 awaitable<void> ListenerComponent::retire(net::HttpServer* server, runtime::Deadline deadline) {

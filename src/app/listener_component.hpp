@@ -1,4 +1,5 @@
-// A component that serves HTTP on one address. Opening never throws into the
+// One HTTP listener, the part of the gateway and admin components that owns
+// the address (see ListeningComponent in components.hpp). Opening never throws into the
 // host: when the address cannot be bound the component goes to `failed` with
 // the reason, and binding is retried with backoff (1 s doubling to 30 s) until
 // it succeeds; the rest of the host keeps running meanwhile.
@@ -21,7 +22,7 @@
 
 namespace mooring::app {
 
-class ListenerComponent : public Component {
+class ListenerComponent {
  public:
   // `on_change` runs after every change of state or of the bound address (the
   // host rewrites its ready file and publishes the event then).
@@ -42,12 +43,11 @@ class ListenerComponent : public Component {
   // Routes for requests that arrive from now on; connections keep theirs.
   void set_router(std::shared_ptr<const net::Router> router);
 
-  // Component
-  const ComponentStatus& status() const override { return status_; }
-  awaitable<void> start() override;
-  Prepared prepare(const Config&, const Config&) override { return Commit{}; }
-  void stop_accepting() override;
-  awaitable<void> stop(runtime::Deadline deadline) override;
+  const ComponentStatus& status() const { return status_; }
+  // Closes the listening socket now: the port is free when this returns.
+  void stop_accepting();
+  // As HttpServer::stop, for this address and the ones a reload left behind.
+  awaitable<void> stop(runtime::Deadline deadline);
 
   // The forced stage of a shutdown: every connection's socket closed now.
   void force_close_all();

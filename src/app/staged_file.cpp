@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 namespace mooring::app {
 namespace {
@@ -25,6 +26,27 @@ void sync_directory_of(const std::string& path) {
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
+}
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
+}
+
+// The whole file, or nullopt (errno says why).
+std::optional<std::string> read_all(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  char buffer[8192];
+  ssize_t n = 0;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0) out.append(buffer, static_cast<std::size_t>(n));
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (n < 0) return std::nullopt;
+  return out;
 }
 
 }  // namespace
@@ -75,6 +97,30 @@ std::string StagedFile::commit() {
   temp_.clear();
   sync_directory_of(path_);
   return {};
+}
+
+std::string replace_keeping_previous(const std::string& path, std::string_view content) {
+  std::string target = path;
+  std::error_code ec;
+  if (std::filesystem::is_symlink(path, ec)) {
+    auto resolved = std::filesystem::canonical(path, ec);
+    if (ec) return fmt::format("cannot follow the link {}: {}", path, ec.message());
+    target = resolved.string();
+  }
+  std::optional<StagedFile> previous;
+  if (::access(target.c_str(), F_OK) == 0) {
+    auto current = read_all(target);
+    if (!current) return failure("read", target);
+    auto kept = StagedFile::stage(target + ".previous", *current, mode_of(target));
+    if (!kept) return kept.error();
+    previous.emplace(std::move(*kept));
+  }
+  auto staged = StagedFile::stage(target, content);
+  if (!staged) return staged.error();
+  if (previous) {
+    if (auto error = previous->commit(); !error.empty()) return error;
+  }
+  return staged->commit();
 }
 
 std::string write_file_atomically(const std::string& path, std::string_view content, mode_t mode) {

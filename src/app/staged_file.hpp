@@ -34,6 +34,12 @@ class StagedFile {
   std::string temp_;  // empty once committed or moved from
 };
 
+// Replaces the file at `path` with `content` as StagedFile does, keeping what
+// it held before as "<path>.previous" (replaced the same way). A symbolic link
+// stays one: the file it points to is replaced. Empty on success, else the
+// error; `path` then still holds its old content.
+std::string replace_keeping_previous(const std::string& path, std::string_view content);
+
 // stage() then commit(); empty or the error.
 std::string write_file_atomically(const std::string& path, std::string_view content,
                                   mode_t mode = 0644);

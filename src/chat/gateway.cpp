@@ -29,7 +29,6 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   const std::string& user_id() const { return user_id_; }
   bool connected() const { return connection_ != nullptr; }
-  bool replying() const { return reply_task_ != 0; }
   bool idle() const {
     return !connection_ && inbox_.empty() && !inbox_running_ && to_answer_.empty() && !reply_task_;
   }
@@ -272,15 +271,14 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     request.system_prompt = gateway_.options_.system_prompt;
     request.message = {"user", message.content, message.images};
     if (gateway_.options_.history_messages > 0) {
-      auto history = co_await store().history(user_id_, gateway_.options_.history_messages + 1);
+      // What came before this message; messages sent after it, waiting their
+      // turn, are not its context.
+      auto history =
+          co_await store().messages(user_id_, gateway_.options_.history_messages, message.seq);
       if (history) {
-        for (auto& past : *history) {
-          if (past.seq >= message.seq) continue;
+        for (auto& past : *history)
           request.history.push_back(
               {past.role == store::Role::user ? "user" : "assistant", std::move(past.content), {}});
-        }
-        while (request.history.size() > gateway_.options_.history_messages)
-          request.history.erase(request.history.begin());
       }
     }
     // The provider in force when the reply starts serves all of it.

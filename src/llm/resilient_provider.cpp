@@ -16,11 +16,6 @@ ProviderError error(Kind kind, std::string message, bool retryable = false) {
   return ProviderError{kind, 0, std::nullopt, retryable, std::move(message)};
 }
 
-std::string seconds_text(runtime::Duration d) {
-  if (d % 1000ms == 0ms) return fmt::format("{} s", d.count() / 1000);
-  return fmt::format("{:.1f} s", static_cast<double>(d.count()) / 1000.0);
-}
-
 // Releases a concurrency slot however the request ends.
 class SlotGuard {
  public:
@@ -60,7 +55,7 @@ void ResilientProvider::record_outcome(bool success) {
   if (++consecutive_failures_ >= options_.breaker_threshold) {
     if (!breaker_open())
       log::warn("provider {}: {} failures in a row; failing fast for {}", inner_->kind(),
-                consecutive_failures_, seconds_text(options_.breaker_cooldown));
+                consecutive_failures_, runtime::format_duration(options_.breaker_cooldown));
     breaker_open_until_ = Clock::now() + options_.breaker_cooldown;
   }
 }
@@ -77,7 +72,7 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   auto outcome = co_await runtime::with_timeout(inner_->complete(request, marking_sink), budget);
   if (outcome) co_return std::move(*outcome);
   co_return failure(error(Kind::timeout,
-                          fmt::format("the provider did not answer within {}", seconds_text(budget)),
+                          fmt::format("the provider did not answer within {}", runtime::format_duration(budget)),
                           true));
 }
 
@@ -132,7 +127,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
       co_return failure(error(Kind::cancelled, "the request was cancelled"));
     if (active_ >= options_.max_concurrency)
       co_return failure(error(Kind::timeout, fmt::format("no provider slot freed within {}",
-                                                         seconds_text(options_.total_timeout))));
+                                                         runtime::format_duration(options_.total_timeout))));
   }
   SlotGuard slot(active_, slot_freed_);
 

@@ -41,8 +41,6 @@ class ResilientProvider : public Provider {
   std::string_view kind() const override { return inner_->kind(); }
   std::string_view model() const override { return inner_->model(); }
 
-  std::size_t active() const { return active_; }
-  std::size_t waiting() const { return waiting_; }
   bool breaker_open() const;
 
  private:

@@ -9,12 +9,6 @@ std::string_view Request::path() const {
   return target.substr(0, target.find('?'));
 }
 
-std::string_view Request::query() const {
-  std::string_view target = message.target();
-  auto q = target.find('?');
-  return q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
-}
-
 std::optional<std::string> Request::query_param(std::string_view name) const {
   auto parsed = boost::urls::parse_origin_form(message.target());
   if (!parsed) return std::nullopt;

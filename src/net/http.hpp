@@ -27,7 +27,6 @@ struct Request {
   std::string remote;                                       // "127.0.0.1:54321"
 
   std::string_view path() const;   // the target without the query string
-  std::string_view query() const;  // after '?', or empty
   // The value of `name` in the query string (percent-decoded), or nullopt.
   std::optional<std::string> query_param(std::string_view name) const;
   // The token of "Authorization: Bearer <token>", or empty.

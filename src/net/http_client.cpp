@@ -114,14 +114,8 @@ HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
 
 HttpClient::~HttpClient() = default;
 
-std::size_t HttpClient::idle_connections() const {
-  std::size_t n = 0;
-  for (const auto& [origin, list] : idle_) n += list.size();
-  return n;
-}
-
 awaitable<boost::system::result<std::unique_ptr<HttpClient::Connection>, ClientError>>
-HttpClient::connect(const std::string& origin, const ParsedUrl& url) {
+HttpClient::connect(const ParsedUrl& url) {
   using ConnectResult = boost::system::result<std::unique_ptr<Connection>, ClientError>;
   auto fail = [](ClientError e) { return ConnectResult(boost::system::in_place_error, std::move(e)); };
 
@@ -184,7 +178,6 @@ HttpClient::connect(const std::string& origin, const ParsedUrl& url) {
   } else {
     connection = std::make_unique<Connection>(std::move(stream));
   }
-  (void)origin;
   co_return ConnectResult(std::move(connection));
 }
 
@@ -209,12 +202,13 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
   req.keep_alive(true);
 
   // A pooled connection may have been closed by the server while idle; such a
-  // failure before any byte of the response is retried once on a new one.
+  // failure before any byte of the response is retried once on a new
+  // connection (never another pooled one: it has been idle as long).
   for (int round = 0; round < 2; ++round) {
     std::unique_ptr<Connection> connection;
     bool reused = false;
     auto& idle = idle_[origin];
-    while (!idle.empty() && !connection) {
+    while (round == 0 && !idle.empty() && !connection) {
       auto candidate = std::move(idle.back());
       idle.pop_back();
       if (candidate->is_open()) connection = std::move(candidate);
@@ -222,7 +216,7 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     if (connection) {
       reused = true;
     } else {
-      auto connected = co_await connect(origin, *url);
+      auto connected = co_await connect(*url);
       if (!connected) co_return fail(connected.error());
       connection = std::move(*connected);
     }
@@ -240,7 +234,10 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
           connection->stream);
     }
     if (ec) {
-      if (reused && ec != asio::error::operation_aborted) continue;
+      if (reused && ec != asio::error::operation_aborted) {
+        idle_[origin].clear();
+        continue;
+      }
       co_return fail(make_error(ec, fmt::format("{} {}: {}", std::string_view(req.method_string()),
                                                 origin, ec.message())));
     }

@@ -70,7 +70,6 @@ class HttpClient {
                                                                       BodySink on_body);
 
   // Idle connections kept for reuse, over all origins.
-  std::size_t idle_connections() const;
   // Connections opened since construction (reuse shows as fewer opens than requests).
   std::uint64_t connections_opened() const { return opened_; }
 
@@ -78,7 +77,7 @@ class HttpClient {
 
  private:
   awaitable<boost::system::result<std::unique_ptr<Connection>, ClientError>> connect(
-      const std::string& origin, const struct ParsedUrl& url);
+      const struct ParsedUrl& url);
 
   asio::any_io_executor executor_;
   ClientOptions options_;

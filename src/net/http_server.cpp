@@ -79,7 +79,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     for (bool first = true; !closing_; first = false) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
-      parser.body_limit(Router::default_body_limit);
+      // No body limit while the header is read: Beast would hold Content-Length
+      // to it before the route, whose limit counts, is known (checked below).
+      parser.body_limit(boost::none);
       stream_.expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
       idle_ = true;
       auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
@@ -110,30 +112,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       request.remote = remote_;
       auto match = router->match(parser.get().method(), parser.get().target().substr(
                                      0, parser.get().target().find('?')));
-      if (match.route) {
-        const auto limit = match.route->body_limit;
-        parser.body_limit(limit);
-        // Beast checks Content-Length against the limit while parsing the
-        // header, when the route (and so the limit) was not known yet.
-        if (parser.content_length() && *parser.content_length() > limit) {
-          auto response = error_response(
-              http::status::payload_too_large, "body_too_large",
-              fmt::format("request body exceeds {} bytes", limit), 11, false);
-          co_await write(std::move(response));
-          co_return;
-        }
-      }
+      // A path no route matches still has its body read (to answer 404/405
+      // on a connection that stays usable), within the default limit.
+      const auto limit = match.route ? match.route->body_limit : Router::default_body_limit;
+      parser.body_limit(limit);
+      bool too_large = parser.content_length() && *parser.content_length() > limit;
       stream_.expires_after(limits.body_timeout);
-      if (!parser.is_done()) {
+      if (!too_large && !parser.is_done()) {
         auto [body_ec, body_n] = co_await http::async_read(stream_, buffer_, parser, use_tuple);
-        if (body_ec == http::error::body_limit) {
-          auto response = error_response(
-              http::status::payload_too_large, "body_too_large",
-              fmt::format("request body exceeds {} bytes", match.route->body_limit), 11, false);
-          co_await write(std::move(response));
-          co_return;
-        }
-        if (body_ec) co_return;
+        too_large = body_ec == http::error::body_limit;
+        if (body_ec && !too_large) co_return;
+      }
+      if (too_large) {
+        auto response = error_response(http::status::payload_too_large, "body_too_large",
+                                       fmt::format("request body exceeds {} bytes", limit), 11,
+                                       false);
+        co_await write(std::move(response));
+        co_return;
       }
       request.message = parser.release();
       request.params = std::move(match.params);
@@ -304,6 +299,9 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
   auto sessions = state_->sessions;
   for (auto& [id, session] : sessions)
     if (state_->sessions.count(id)) session->close_gracefully();
+  // A deadline that has already passed still lets the close frames just asked
+  // for be written: the clients are told "going away" instead of being cut off.
+  if (deadline.remaining() < close_flush_time) deadline = runtime::Deadline::after(close_flush_time);
   while (!state_->sessions.empty() && !deadline.passed())
     co_await state_->changed.wait_until(deadline);
   if (!state_->sessions.empty()) {

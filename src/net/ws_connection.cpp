@@ -25,6 +25,7 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       log_name_(std::move(log_name)),
       wake_(stream_.get_executor()),
       close_watchdog_(stream_.get_executor()),
+      write_watchdog_(stream_.get_executor()),
       last_heard_(Clock::now()) {
   stream_.read_message_max(options_.max_message_bytes);
   websocket::stream_base::timeout timeouts{};
@@ -49,6 +50,7 @@ awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
   }
   self->force_close();
   self->close_watchdog_.cancel();
+  self->write_watchdog_.cancel();
   if (self->on_closed) {
     auto callback = std::move(self->on_closed);
     self->on_closed = nullptr;
@@ -94,7 +96,9 @@ awaitable<void> WsConnection::write_loop() {
     if (!queue_.empty()) {
       stream_.text(true);
       writing_ = true;
+      watch_write();
       auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front().text), use_tuple);
+      write_watchdog_.cancel();
       writing_ = false;
       if (ec) {
         force_close();
@@ -121,7 +125,9 @@ awaitable<void> WsConnection::write_loop() {
     if (!awaiting_pong_ && now >= last_heard_ + options_.heartbeat_interval) {
       ping_sent_ = now;
       awaiting_pong_ = true;
+      watch_write();
       auto [ec] = co_await stream_.async_ping({}, use_tuple);
+      write_watchdog_.cancel();
       if (ec) {
         force_close();
         co_return;
@@ -137,6 +143,22 @@ awaitable<void> WsConnection::write_loop() {
 }
 
 void WsConnection::wake_writer() { wake_.cancel(); }
+
+// A peer that stopped reading fills the socket buffers and a write never
+// completes; the heartbeat, which runs between writes, would never notice.
+// A write gets as long as a ping would to be answered.
+void WsConnection::watch_write() {
+  write_watchdog_.expires_after(options_.heartbeat_interval + options_.heartbeat_timeout);
+  write_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) {
+      log::info("{}: {} has not read anything for {}; closing", self->log_name_, self->remote_,
+                runtime::format_duration(self->options_.heartbeat_interval +
+                                         self->options_.heartbeat_timeout));
+      self->force_close();
+    }
+  });
+}
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
   if (state_ != State::open) return asio::error::not_connected;

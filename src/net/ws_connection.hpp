@@ -67,11 +67,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void close(websocket::close_code code, std::string reason);
   void force_close();
 
-  bool is_open() const { return state_ == State::open; }
   std::size_t queued() const { return queue_.size(); }
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
-  const std::string& remote() const { return remote_; }
 
  private:
   enum class State { open, closing, closed };
@@ -79,6 +77,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   awaitable<void> read_loop();
   awaitable<void> write_loop();
   void wake_writer();
+  void watch_write();
 
   Stream stream_;
   WsOptions options_;
@@ -92,6 +91,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::deque<Outgoing> queue_;
   asio::steady_timer wake_;
   asio::steady_timer close_watchdog_;
+  asio::steady_timer write_watchdog_;
   WsClosed closed_;
   Clock::time_point last_heard_;
   Clock::time_point ping_sent_;

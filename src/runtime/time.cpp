@@ -17,12 +17,6 @@ awaitable<bool> sleep_for(Duration d) {
   co_return !ec;
 }
 
-awaitable<bool> sleep_until(Deadline deadline) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, deadline.at());
-  auto [ec] = co_await timer.async_wait(use_tuple);
-  co_return !ec;
-}
-
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);

@@ -29,7 +29,6 @@ class Deadline {
 // Sleeps for `d`. Returns true when the time elapsed, false when the sleep was
 // cancelled (the caller's cancellation slot fired); never throws for that.
 awaitable<bool> sleep_for(Duration d);
-awaitable<bool> sleep_until(Deadline deadline);
 
 // Runs `op` and cancels it when `d` elapses first. `op` must honour
 // cancellation (every Asio/Beast operation does). nullopt means it timed out.

@@ -163,15 +163,6 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
   return seq;
 }
 
-Result<std::vector<Message>> history(sqlite::Connection& db, const std::string& user_id,
-                                     std::size_t limit) {
-  auto statement =
-      db.prepare("SELECT * FROM (SELECT " MESSAGE_COLUMNS
-                 " FROM messages WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq");
-  statement.bind(1, user_id).bind(2, sql_limit(limit));
-  return read_messages(statement);
-}
-
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
                                            Seq after_seq, std::size_t limit) {
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS

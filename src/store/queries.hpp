@@ -25,8 +25,6 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
 Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
                         Seq reply_to, const std::string& content, MessageStatus status);
 
-Result<std::vector<Message>> history(sqlite::Connection& db, const std::string& user_id,
-                                     std::size_t limit);
 
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
                                            Seq after_seq, std::size_t limit);

@@ -156,10 +156,6 @@ std::int64_t Connection::last_insert_rowid() const {
   return sqlite3_last_insert_rowid(db_);
 }
 
-int Connection::changes() const {
-  return sqlite3_changes(db_);
-}
-
 bool Connection::in_transaction() const {
   return sqlite3_get_autocommit(db_) == 0;
 }

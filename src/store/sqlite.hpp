@@ -90,7 +90,6 @@ class Connection {
   Statement prepare(const char* sql);
 
   std::int64_t last_insert_rowid() const;
-  int changes() const;
   bool in_transaction() const;
   sqlite3* handle() const { return db_; }
 

@@ -339,12 +339,6 @@ awaitable<Result<Seq>> Store::store_reply(std::string user_id, Seq reply_to, std
   });
 }
 
-awaitable<Result<std::vector<Message>>> Store::history(std::string user_id, std::size_t limit) {
-  return submit<std::vector<Message>>(JobKind::read, [this, user_id = std::move(user_id), limit] {
-    return queries::history(db(), user_id, limit);
-  });
-}
-
 awaitable<Result<std::vector<Message>>> Store::replies_after(std::string user_id, Seq after_seq,
                                                              std::size_t limit) {
   return submit<std::vector<Message>>(

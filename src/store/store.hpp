@@ -85,9 +85,6 @@ class Store {
   awaitable<Result<Seq>> store_reply(std::string user_id, Seq reply_to, std::string content,
                                      MessageStatus status = MessageStatus::answered);
 
-  // The last `limit` messages of a user (both roles), oldest first.
-  awaitable<Result<std::vector<Message>>> history(std::string user_id, std::size_t limit);
-
   // The user's replies with seq > after_seq, oldest first, at most `limit`:
   // call again from the last seq returned to continue.
   awaitable<Result<std::vector<Message>>> replies_after(std::string user_id, Seq after_seq,
@@ -103,8 +100,9 @@ class Store {
   // again after a restart).
   awaitable<Result<std::vector<Message>>> pending_messages(std::size_t limit = 10000);
 
-  // For the admin API: sessions by most recently seen; one user's messages
-  // with seq < before_seq (all when nullopt), the newest `limit`, oldest first.
+  // Sessions by most recently seen (for the admin API); one user's messages
+  // (both roles) with seq < before_seq (all when nullopt), the newest `limit`,
+  // oldest first: a reply's context, a page of the admin API.
   awaitable<Result<std::vector<Session>>> list_sessions(std::size_t limit, std::size_t offset = 0);
   awaitable<Result<std::vector<Message>>> messages(std::string user_id, std::size_t limit,
                                                    std::optional<Seq> before_seq = std::nullopt);

@@ -4,6 +4,7 @@
 // under them. Nothing they were told was received gets lost, no reply arrives
 // twice, and a bad frame gets a reason instead of a dead socket.
 #include "support/chat_client.hpp"
+#include "support/fake_upstream.hpp"
 #include "support/host_process.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
@@ -26,17 +27,6 @@ using Frame = ChatClient::Frame;
 // Replies come a word at a time, 20 ms apart: slow enough to walk away from.
 const std::string slow_echo = "[provider.echo]\ntoken_delay = \"20ms\"\n";
 
-// An operator's Ctrl+C: the users still connected are told the server is
-// going away (1001), and the host exits 0 without a trace of a crash.
-void expect_clean_stop(HostProcess& host, const std::vector<ChatClient*>& still_connected = {}) {
-  host.process().signal(SIGINT);
-  for (auto* client : still_connected) EXPECT_EQ(client->read_until_closed(), 1001);
-  const auto code = host.process().wait_exit(20s);
-  ASSERT_TRUE(code.has_value()) << "mooring did not exit after SIGINT";
-  EXPECT_EQ(*code, 0) << host.log();
-  EXPECT_EQ(find_crash_marker(host.log()), "") << host.log();
-}
-
 std::int64_t count_if_frames(const std::vector<Frame>& frames,
                              const std::function<bool(const Frame&)>& predicate) {
   return std::count_if(frames.begin(), frames.end(), predicate);
@@ -55,13 +45,6 @@ std::vector<Frame> errors_in(const std::vector<Frame>& frames) {
   for (const auto& frame : frames)
     if (is_type(frame, "error")) errors.push_back(frame);
   return errors;
-}
-
-// Sends a message and returns the seq it was acknowledged with.
-std::int64_t say_and_get_seq(ChatClient& client, const std::string& text, const std::string& id) {
-  client.say(text, id);
-  const auto ack = client.read_until([&](const Frame& f) { return is_ack(f, id); });
-  return int_field(ack, "seq");
 }
 
 TEST(Chat, AMessageIsAcknowledgedStreamedAndAnsweredWhole) {
@@ -185,6 +168,37 @@ TEST(Chat, MessagesSentBackToBackAreAnsweredInOrderOneAtATime) {
   EXPECT_TRUE(errors_in(carol.received()).empty());
 
   expect_clean_stop(host, {&carol});
+}
+
+// A reply's context is what the user said before the message, never the
+// messages queued after it, however many are waiting.
+TEST(Chat, AReplysContextIsWhatCameBeforeItsMessageNotWhatIsQueuedAfter) {
+  TempDir dir;
+  FakeUpstream upstream;
+  // The first reply takes its time, so the next messages are stored meanwhile.
+  upstream.script({sse_reply({"one ", "moment ", "please"}, 200ms)});
+  upstream.set_fallback(sse_reply({"ok"}));
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   "[provider]\nkind = \"openai\"\nbase_url = \"" + upstream.base_url() +
+                       "\"\nmodel = \"m\"\n[chat]\nhistory_messages = 2\n");
+  ASSERT_TRUE(host.started()) << host.log();
+
+  ChatClient talker;
+  ASSERT_EQ(talker.connect(host.gateway(), "talker"), 101);
+  say_and_get_seq(talker, "alpha", "1");
+  say_and_get_seq(talker, "bravo", "2");
+  say_and_get_seq(talker, "charlie", "3");
+  const auto last = say_and_get_seq(talker, "delta", "4");
+  talker.read_until([&](const Frame& f) { return is_chat_for(f, last); }, 20s);
+
+  const auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 4u);
+  // The reply to "bravo": "alpha" before it, not "charlie" or "delta" after it.
+  const auto& bravo = requests[1].body;
+  EXPECT_NE(bravo.find("alpha"), std::string::npos) << bravo;
+  EXPECT_EQ(bravo.find("charlie"), std::string::npos) << bravo;
+  EXPECT_EQ(bravo.find("delta"), std::string::npos) << bravo;
+  expect_clean_stop(host, {&talker});
 }
 
 // Seed 002: the user leaves while the bot is answering. Thirty times, at a
@@ -772,12 +786,6 @@ struct SwarmTally {
 };
 
 using tcp = asio::ip::tcp;
-
-// Built outside the coroutine: GCC 12 cannot initialize a JSON object from
-// string literals inside one ("array used as initializer").
-std::string message_frame(const std::string& text, const std::string& id) {
-  return json::serialize(Frame{{"text", text}, {"id", id}});
-}
 
 // One user: `visits` connections in a row; each sends a message, then waits
 // for its reply, or leaves after a few frames by dropping the TCP connection

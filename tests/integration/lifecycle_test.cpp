@@ -101,8 +101,7 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
     auto& client = *clients.emplace_back(std::make_unique<ChatClient>());
     const auto user = "u" + std::to_string(u);
     ASSERT_EQ(client.connect(host.gateway(), user), 101) << user;
-    client.say("what is the weather like, " + user + "?", "q");
-    client.read_until([](const Frame& f) { return is_ack(f, "q"); });
+    say_and_get_seq(client, "what is the weather like, " + user + "?", "q");
   }
   // Every reply is now a request the upstream holds and never answers.
   ASSERT_TRUE(poll_until([&] { return upstream.in_flight() == users; }, 20s))
@@ -178,8 +177,7 @@ TEST(Shutdown, ASecondSigintSkipsTheDrainWhileRepliesWaitInRetryBackoff) {
   for (int u = 0; u < users; ++u) {
     auto& client = *clients.emplace_back(std::make_unique<ChatClient>());
     ASSERT_EQ(client.connect(host.gateway(), "patient" + std::to_string(u)), 101);
-    client.say("draw me a cat", "q");
-    client.read_until([](const Frame& f) { return is_ack(f, "q"); });
+    say_and_get_seq(client, "draw me a cat", "q");
   }
   // Each first attempt has been answered 504 and the replies still run: they
   // are in their backoff sleep. The 504s were written before the admin

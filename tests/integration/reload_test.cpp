@@ -75,13 +75,6 @@ std::uint16_t port_of(const std::string& address) {
   return static_cast<std::uint16_t>(std::stoi(split_address(address).second));
 }
 
-void expect_clean_stop(HostProcess& host) {
-  const auto code = host.interrupt(20s);
-  ASSERT_TRUE(code.has_value()) << "mooring did not exit after SIGINT";
-  EXPECT_EQ(*code, 0) << host.log();
-  EXPECT_EQ(find_crash_marker(host.log()), "") << host.log();
-}
-
 // --- people chatting without pause ------------------------------------------
 
 struct LoadTally {
@@ -91,12 +84,6 @@ struct LoadTally {
   std::size_t users_done = 0;
   std::vector<std::string> problems;  // anything but ack, chat_token and the right chat
 };
-
-// Built outside the coroutine: GCC 12 cannot initialize a JSON object from
-// string literals inside one.
-std::string message_frame(const std::string& text, const std::string& id) {
-  return json::serialize(Frame{{"text", text}, {"id", id}});
-}
 
 // One user on one connection: a message, its whole reply, the next message,
 // until `stop`; then a normal close. Any frame but an ack, a piece or the
@@ -279,9 +266,7 @@ TEST(Reload, ASwitchOfProviderLetsRepliesInFlightFinishAndSendsNewOnesToTheNewOn
   std::vector<std::int64_t> first(users);
   for (int u = 0; u < users; ++u) {
     ASSERT_EQ(clients[u].connect(host.gateway(), "switch-" + std::to_string(u)), 101);
-    clients[u].say("one two three four five six seven eight", "first");
-    first[u] = int_field(clients[u].read_until([](const Frame& f) { return is_ack(f, "first"); }),
-                         "seq");
+    first[u] = say_and_get_seq(clients[u], "one two three four five six seven eight", "first");
   }
   // Every first reply has begun on the echo provider.
   for (int u = 0; u < users; ++u)
@@ -301,9 +286,7 @@ TEST(Reload, ASwitchOfProviderLetsRepliesInFlightFinishAndSendsNewOnesToTheNewOn
   EXPECT_EQ(upstream.request_count(), 0u) << "a reply in flight moved to the new provider";
 
   for (int u = 0; u < users; ++u) {
-    clients[u].say("and now?", "second");
-    const auto seq =
-        int_field(clients[u].read_until([](const Frame& f) { return is_ack(f, "second"); }), "seq");
+    const auto seq = say_and_get_seq(clients[u], "and now?", "second");
     const auto done = clients[u].read_until([&](const Frame& f) { return is_chat_for(f, seq); });
     EXPECT_EQ(string_field(done, "text"), "from the upstream");
   }
@@ -410,9 +393,7 @@ TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem
 
   ChatClient before;
   ASSERT_EQ(before.connect(old_gateway, "mover"), 101);
-  before.say("a reply long enough to be cut in the middle", "long");
-  const auto seq =
-      int_field(before.read_until([](const Frame& f) { return is_ack(f, "long"); }), "seq");
+  const auto seq = say_and_get_seq(before, "a reply long enough to be cut in the middle", "long");
   before.read_until([&](const Frame& f) { return is_token_for(f, seq); });
 
   const auto port = free_port();
@@ -430,9 +411,7 @@ TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem
   ASSERT_EQ(after.connect("127.0.0.1:" + std::to_string(port), "mover"), 101);
   const auto reply = after.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
   EXPECT_EQ(string_field(reply, "text"), "echo: a reply long enough to be cut in the middle");
-  after.say("still here?", "next");
-  const auto next =
-      int_field(after.read_until([](const Frame& f) { return is_ack(f, "next"); }), "seq");
+  const auto next = say_and_get_seq(after, "still here?", "next");
   after.read_until([&](const Frame& f) { return is_chat_for(f, next); });
   EXPECT_EQ(std::count_if(after.received().begin(), after.received().end(),
                           [&](const Frame& f) { return is_chat_for(f, seq); }),

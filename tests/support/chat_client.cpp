@@ -108,4 +108,14 @@ bool is_token_for(const ChatClient::Frame& frame, std::int64_t reply_to) {
   return is_type(frame, "chat_token") && int_field(frame, "reply_to") == reply_to;
 }
 
+std::int64_t say_and_get_seq(ChatClient& client, const std::string& text, const std::string& id) {
+  client.say(text, id);
+  const auto ack = client.read_until([&](const ChatClient::Frame& f) { return is_ack(f, id); });
+  return int_field(ack, "seq");
+}
+
+std::string message_frame(const std::string& text, const std::string& id) {
+  return boost::json::serialize(boost::json::object{{"text", text}, {"id", id}});
+}
+
 }  // namespace mooring::test

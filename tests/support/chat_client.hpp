@@ -58,6 +58,12 @@ class ChatClient {
   std::vector<Frame> received_;
 };
 
+// Sends a message and returns the seq it was acknowledged with.
+std::int64_t say_and_get_seq(ChatClient& client, const std::string& text, const std::string& id);
+
+// The JSON of {"text": text, "id": id}, for clients that write frames themselves.
+std::string message_frame(const std::string& text, const std::string& id);
+
 // Frame predicates, for read_until and for counting.
 bool is_type(const ChatClient::Frame& frame, std::string_view type);
 bool is_ack(const ChatClient::Frame& frame, std::string_view id);

@@ -1,5 +1,6 @@
 #include "support/host_process.hpp"
 
+#include "support/chat_client.hpp"
 #include "support/clients.hpp"
 #include "support/wait.hpp"
 
@@ -85,6 +86,15 @@ std::string find_crash_marker(const std::string& log) {
                              "AddressSanitizer", "runtime error:", " error ", " critical "})
     if (log.find(marker) != std::string::npos) return marker;
   return {};
+}
+
+void expect_clean_stop(HostProcess& host, const std::vector<ChatClient*>& still_connected) {
+  host.process().signal(SIGINT);
+  for (auto* client : still_connected) EXPECT_EQ(client->read_until_closed(), 1001);
+  const auto code = host.process().wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value()) << "mooring did not exit after SIGINT";
+  EXPECT_EQ(*code, 0) << host.log();
+  EXPECT_EQ(find_crash_marker(host.log()), "") << host.log();
 }
 
 }  // namespace mooring::test

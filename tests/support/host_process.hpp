@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mooring::test {
 
@@ -54,6 +55,12 @@ class HostProcess {
   std::string gateway_;
   std::string admin_;
 };
+
+class ChatClient;
+
+// An operator's Ctrl+C: the users still connected are told the server is
+// going away (1001), and the host exits 0 without a trace of a crash.
+void expect_clean_stop(HostProcess& host, const std::vector<ChatClient*>& still_connected = {});
 
 // Lines that only a crash, an uncaught exception or a sanitizer would print.
 // Returns the first one found in `log`, or an empty string.

@@ -77,5 +77,43 @@ TEST_F(StagedFileTest, AnUnwritableDirectoryIsAnErrorThatNamesThePath) {
   EXPECT_NE(staged.error().find("No such file or directory"), std::string::npos) << staged.error();
 }
 
+TEST_F(StagedFileTest, ReplacingKeepsThePreviousContentBesideIt) {
+  const auto path = (dir_ / "mooring.toml").string();
+  ASSERT_EQ(write_file_atomically(path, "first\n", 0640), "");
+  EXPECT_EQ(replace_keeping_previous(path, "second\n"), "");
+  EXPECT_EQ(read(path), "second\n");
+  EXPECT_EQ(read(path + ".previous"), "first\n");
+  EXPECT_EQ(mode(path + ".previous"), 0640u) << "the kept copy is as private as the file";
+  EXPECT_EQ(replace_keeping_previous(path, "third\n"), "");
+  EXPECT_EQ(read(path + ".previous"), "second\n");
+
+  // A file that did not exist: written, nothing kept.
+  const auto fresh = (dir_ / "fresh.toml").string();
+  EXPECT_EQ(replace_keeping_previous(fresh, "new\n"), "");
+  EXPECT_EQ(read(fresh), "new\n");
+  EXPECT_FALSE(fs::exists(fresh + ".previous"));
+}
+
+TEST_F(StagedFileTest, ASymbolicLinkStaysOneAndItsTargetIsReplaced) {
+  const auto target = dir_ / "real.toml";
+  const auto link = dir_ / "mooring.toml";
+  ASSERT_EQ(write_file_atomically(target, "old\n"), "");
+  fs::create_symlink(target, link);
+  EXPECT_EQ(replace_keeping_previous(link.string(), "new\n"), "");
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_EQ(read(target), "new\n");
+  EXPECT_EQ(read(dir_ / "real.toml.previous"), "old\n");
+}
+
+TEST_F(StagedFileTest, AFileThatCannotBeReplacedIsLeftAsItWas) {
+  const auto path = dir_ / "mooring.toml";
+  ASSERT_EQ(write_file_atomically(path, "kept\n"), "");
+  // Something in the way of the temporary file that unlink cannot remove.
+  fs::create_directory(dir_ / "mooring.toml.tmp");
+  const auto error = replace_keeping_previous(path.string(), "lost\n");
+  EXPECT_NE(error.find("mooring.toml.tmp"), std::string::npos) << error;
+  EXPECT_EQ(read(path), "kept\n");
+}
+
 }  // namespace
 }  // namespace mooring::app

@@ -207,7 +207,7 @@ TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::timeout);
   EXPECT_EQ(reply.result.error().message,
-            "the provider did not answer within 0.2 s, gave up after 2 attempts");
+            "the provider did not answer within 200ms, gave up after 2 attempts");
   EXPECT_EQ(upstream.request_count(), 2u);
   // Each abandoned attempt closed its socket.
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() >= 2; }, 10s));

@@ -47,6 +47,13 @@ class HttpServerTest : public ::testing::Test {
           co_return text_response(http::status::ok, r.message.body(), "text/plain", r);
         },
         1024);
+    router->add(
+        http::verb::put, "/big",
+        [](Request& r) -> awaitable<HttpResponse> {
+          co_return text_response(http::status::ok, std::to_string(r.message.body().size()),
+                                  "text/plain", r);
+        },
+        1024 * 1024);
     router->add(http::verb::get, "/items/{id}", [](Request& r) -> awaitable<HttpResponse> {
       co_return text_response(http::status::ok, r.params.at("id"), "text/plain", r);
     });
@@ -138,6 +145,44 @@ TEST_F(HttpServerTest, OversizeHeaderIs431AndOversizeBodyIs413) {
   auto fits = test::http_request(address_, http::verb::post, "/echo", std::string(1000, 'c'));
   EXPECT_EQ(fits.status, 200);
   EXPECT_EQ(fits.body.size(), 1000u);
+}
+
+// A route may allow more than the default body limit; a path no route has
+// gets the default, also for a chunked body, whose size no header announces.
+TEST_F(HttpServerTest, EachRouteHasItsOwnBodyLimitAndAnUnknownPathHasTheDefault) {
+  start();
+  // Sends `head` then `body` (write errors ignored: the server may answer and
+  // close before the body is all written) and returns the response's status.
+  const auto status_of = [this](const std::string& head, const std::string& body) {
+    asio::io_context io;
+    auto [host, port] = test::split_address(address_);
+    tcp::socket socket(io);
+    socket.connect(tcp::endpoint(asio::ip::make_address(host),
+                                 static_cast<std::uint16_t>(std::stoi(port))));
+    error_code ec;
+    asio::write(socket, asio::buffer(head), ec);
+    asio::write(socket, asio::buffer(body), ec);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(socket, buffer, response, ec);
+    return ec ? 0u : response.result_int();
+  };
+  const auto with_length = [](std::string_view method, std::string_view path, std::size_t size) {
+    return fmt::format("{} {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", method, path, size);
+  };
+  const std::string big(200 * 1024, 'd');
+  auto allowed = test::http_request(address_, http::verb::put, "/big", big);
+  EXPECT_EQ(allowed.status, 200) << allowed.body;
+  EXPECT_EQ(allowed.body, std::to_string(big.size()));
+  EXPECT_EQ(status_of(with_length("PUT", "/big", 1024 * 1024 + 1), ""), 413u);
+  EXPECT_EQ(status_of(with_length("POST", "/nowhere", big.size()), big), 413u);
+
+  const std::string chunk(70 * 1024, 'f');
+  EXPECT_EQ(status_of("POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", chunk.size(), chunk)),
+            413u);
+  // The server is still there.
+  EXPECT_EQ(test::http_request(address_, http::verb::get, "/hello").status, 200);
 }
 
 // A client that trickles its headers one byte at a time never finishes them;
@@ -249,6 +294,22 @@ TEST_F(HttpServerTest, APeerThatDoesNotAnswerPingsIsCutOff) {
   EXPECT_EQ(closed_count(), 1u);
 }
 
+// A peer that stops reading while frames are being written to it (the socket
+// buffers fill, the write never completes) is cut off like a silent one, even
+// when the send queue never reaches its limit.
+TEST_F(HttpServerTest, APeerThatStopsReadingMidWriteIsCutOff) {
+  start({}, WsOptions{.heartbeat_interval = 50ms, .heartbeat_timeout = 100ms});
+  test::WsClient stalled;
+  ASSERT_EQ(stalled.connect(address_, "/ws"), 101);
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return ws_.open.size(); }) == 1; }, 10s));
+  server_.run([&] {
+    for (int i = 0; i < 16; ++i) ws_.open.at(0)->send(std::string(1024 * 1024, 'z'));
+    return true;
+  });
+  EXPECT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s))
+      << "a write blocked on a peer that does not read never ended";
+}
+
 // The seed-000 story: stop() with clients that never read, never answer the
 // close handshake, or keep an idle TCP connection. It returns by its deadline,
 // every socket is closed, and the port can be bound again at once.
@@ -278,6 +339,25 @@ TEST_F(HttpServerTest, StopReturnsWithEverySocketClosedWhateverTheClientsDo) {
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
   half_request.read_some(asio::buffer(&byte, 1), ec);
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+}
+
+// Shutdown calls stop() when the drain deadline has passed: the WebSocket
+// clients are still told "going away" rather than cut off.
+TEST_F(HttpServerTest, StopWithADeadlineAlreadyPassedStillSendsTheCloseFrames) {
+  start();
+  std::vector<std::unique_ptr<test::WsClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    auto& client = *clients.emplace_back(std::make_unique<test::WsClient>());
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  }
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 20; }, 10s));
+
+  stop(0ms);
+  EXPECT_EQ(server_.run([&] { return server->connections(); }), 0u);
+  for (auto& client : clients) {
+    EXPECT_EQ(client->read(), std::nullopt);
+    EXPECT_EQ(client->close_code(), 1001);
+  }
 }
 
 }  // namespace

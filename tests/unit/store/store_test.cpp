@@ -91,7 +91,7 @@ awaitable<void> append_into(Store& store, std::string user, std::string text,
 
 awaitable<void> history_into(Store& store, std::string user,
                              std::optional<Result<std::vector<Message>>>* out) {
-  out->emplace(co_await store.history(std::move(user), 1000));
+  out->emplace(co_await store.messages(std::move(user), 1000));
 }
 
 TEST_F(StoreTest, MigratesANewDirectoryToTheLatestSchemaInWalMode) {
@@ -122,7 +122,7 @@ TEST_F(StoreTest, MigratesAnEmptyFileAndCreatesMissingDirectories) {
 TEST_F(StoreTest, ReopeningKeepsTheData) {
   const Seq seq = append("alice", "hello");
   reopen();
-  auto history = await(store->history("alice", 10)).value();
+  auto history = await(store->messages("alice", 10)).value();
   ASSERT_EQ(history.size(), 1u);
   EXPECT_EQ(history[0].seq, seq);
   EXPECT_EQ(history[0].content, "hello");
@@ -216,7 +216,7 @@ TEST_F(StoreTest, AReadQueuedBetweenWritesSeesExactlyTheWritesBeforeIt) {
     EXPECT_EQ(seen[i].content, "m" + std::to_string(i));
     EXPECT_EQ(seen[i].seq, (*appended[i])->seq);
   }
-  EXPECT_EQ(await(store->history("bob", 1000)).value().size(), 100u);
+  EXPECT_EQ(await(store->messages("bob", 1000)).value().size(), 100u);
 }
 
 TEST_F(StoreTest, AFailingOperationDoesNotUndoItsNeighbours) {
@@ -240,7 +240,7 @@ TEST_F(StoreTest, AFailingOperationDoesNotUndoItsNeighbours) {
   EXPECT_EQ(bad_reply->error().kind, StoreError::Kind::not_found);
   ASSERT_TRUE(before && *before);
   ASSERT_TRUE(after && *after);
-  auto history = await(store->history("carol", 10)).value();
+  auto history = await(store->messages("carol", 10)).value();
   ASSERT_EQ(history.size(), 3u);
   EXPECT_EQ(history[1].content, "before");
   EXPECT_EQ(history[2].content, "after");
@@ -265,7 +265,7 @@ TEST_F(StoreTest, AClientIdIsStoredOncePerUser) {
   const Seq b = append("dave", "same");
   EXPECT_NE(a, b);
 
-  auto history = await(store->history("dave", 10)).value();
+  auto history = await(store->messages("dave", 10)).value();
   ASSERT_EQ(history.size(), 3u);
   EXPECT_EQ(history[0].content, "hi");
   EXPECT_EQ(history[0].client_id, std::optional<std::string>("c1"));
@@ -283,7 +283,7 @@ TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
   const Seq reply = await(store->store_reply("frank", question, "noon")).value();
   EXPECT_GT(reply, question);
 
-  auto history = await(store->history("frank", 10)).value();
+  auto history = await(store->messages("frank", 10)).value();
   ASSERT_EQ(history.size(), 2u);
   EXPECT_EQ(history[0].role, Role::user);
   EXPECT_EQ(history[0].status, MessageStatus::answered);
@@ -294,7 +294,7 @@ TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
 
   // Retried after a crash: the first reply stands.
   EXPECT_EQ(await(store->store_reply("frank", question, "twelve o'clock")).value(), reply);
-  history = await(store->history("frank", 10)).value();
+  history = await(store->messages("frank", 10)).value();
   ASSERT_EQ(history.size(), 2u);
   EXPECT_EQ(history[1].content, "noon");
 
@@ -310,7 +310,7 @@ TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
 
   const Seq doomed = append("frank", "draw me a horse");
   await(store->store_reply("frank", doomed, "the provider failed", MessageStatus::failed)).value();
-  history = await(store->history("frank", 2)).value();
+  history = await(store->messages("frank", 2)).value();
   ASSERT_EQ(history.size(), 2u);
   EXPECT_EQ(history[0].seq, doomed);
   EXPECT_EQ(history[0].status, MessageStatus::failed);
@@ -423,7 +423,7 @@ TEST_F(StoreTest, CloseFinishesQueuedWorkThenRefusesOperations) {
   auto late = await(store->append_user_message("olivia", "too late"));
   ASSERT_FALSE(late);
   EXPECT_EQ(late.error().kind, StoreError::Kind::closed);
-  auto read = await(store->history("olivia", 10));
+  auto read = await(store->messages("olivia", 10));
   ASSERT_FALSE(read);
   EXPECT_EQ(read.error().kind, StoreError::Kind::closed);
   auto again = await(store->close());
