@@ -299,9 +299,10 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
   auto sessions = state_->sessions;
   for (auto& [id, session] : sessions)
     if (state_->sessions.count(id)) session->close_gracefully();
-  // A deadline that has already passed still lets the close frames just asked
-  // for be written: the clients are told "going away" instead of being cut off.
-  if (deadline.remaining() < close_flush_time) deadline = runtime::Deadline::after(close_flush_time);
+  // A deadline that had already passed (a shutdown whose drain used it up)
+  // still lets the close frames just asked for be written: the clients are
+  // told "going away" instead of being cut off.
+  if (deadline.passed()) deadline = runtime::Deadline::after(close_flush_time);
   while (!state_->sessions.empty() && !deadline.passed())
     co_await state_->changed.wait_until(deadline);
   if (!state_->sessions.empty()) {

@@ -7,9 +7,9 @@
 // - stop(deadline) stops accepting, asks every connection to finish (an idle
 //   HTTP connection is closed, a busy one after its response, a WebSocket with
 //   close 1001 after its queued frames), force-closes whatever is left at the
-//   deadline — or after close_flush_time when the deadline is closer than
-//   that, so the close frames get written — and returns only when every
-//   socket of the server is closed.
+//   deadline — or after close_flush_time when the deadline had already passed,
+//   so the close frames get written — and returns only when every socket of
+//   the server is closed.
 #pragma once
 
 #include "net/listener.hpp"
@@ -22,7 +22,7 @@
 
 namespace mooring::net {
 
-// How long stop() lets close frames be written when its deadline leaves less.
+// How long stop() lets close frames be written when its deadline has passed.
 constexpr runtime::Duration close_flush_time = std::chrono::milliseconds(100);
 
 struct HttpLimits {

@@ -98,7 +98,7 @@ awaitable<void> WsConnection::write_loop() {
       writing_ = true;
       watch_write();
       auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front().text), use_tuple);
-      write_watchdog_.cancel();
+      in_write_ = false;
       writing_ = false;
       if (ec) {
         force_close();
@@ -127,7 +127,7 @@ awaitable<void> WsConnection::write_loop() {
       awaiting_pong_ = true;
       watch_write();
       auto [ec] = co_await stream_.async_ping({}, use_tuple);
-      write_watchdog_.cancel();
+      in_write_ = false;
       if (ec) {
         force_close();
         co_return;
@@ -146,17 +146,31 @@ void WsConnection::wake_writer() { wake_.cancel(); }
 
 // A peer that stopped reading fills the socket buffers and a write never
 // completes; the heartbeat, which runs between writes, would never notice.
-// A write gets as long as a ping would to be answered.
+// A write gets as long as a ping would to be answered. The watchdog is armed
+// once and re-armed only when it fires, so a stream of small writes (a reply
+// token by token) costs a clock read each, not a timer each.
 void WsConnection::watch_write() {
-  write_watchdog_.expires_after(options_.heartbeat_interval + options_.heartbeat_timeout);
+  in_write_ = true;
+  write_started_ = Clock::now();
+  if (!write_watch_armed_) arm_write_watchdog();
+}
+
+void WsConnection::arm_write_watchdog() {
+  write_watch_armed_ = true;
+  write_watchdog_.expires_at(write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout);
   write_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
-    if (ec) return;
-    if (auto self = weak.lock()) {
-      log::info("{}: {} has not read anything for {}; closing", self->log_name_, self->remote_,
-                runtime::format_duration(self->options_.heartbeat_interval +
-                                         self->options_.heartbeat_timeout));
-      self->force_close();
+    auto self = weak.lock();
+    if (!self) return;
+    self->write_watch_armed_ = false;
+    if (ec || !self->in_write_ || self->state_ == State::closed) return;
+    const auto limit = self->options_.heartbeat_interval + self->options_.heartbeat_timeout;
+    if (Clock::now() < self->write_started_ + limit) {
+      self->arm_write_watchdog();  // this write started after the one the timer was set for
+      return;
     }
+    log::info("{}: {} has not read anything for {}; closing", self->log_name_, self->remote_,
+              runtime::format_duration(limit));
+    self->force_close();
   });
 }
 

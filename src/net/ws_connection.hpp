@@ -78,6 +78,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   awaitable<void> write_loop();
   void wake_writer();
   void watch_write();
+  void arm_write_watchdog();
 
   Stream stream_;
   WsOptions options_;
@@ -97,6 +98,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   Clock::time_point ping_sent_;
   bool awaiting_pong_ = false;
   bool writing_ = false;  // the front of queue_ is being written
+  bool in_write_ = false;  // a frame or a ping is being written (for the watchdog)
+  bool write_watch_armed_ = false;
+  Clock::time_point write_started_;
 };
 
 // Endings of a connection that are part of normal life (the peer left, we

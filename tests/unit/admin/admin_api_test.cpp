@@ -133,7 +133,11 @@ TEST(AdminApi, TwoHundredStopStartCyclesWithALingeringEventsClient) {
       return true;
     });
   }
-  EXPECT_EQ(test::open_descriptors(), baseline);
+  // No descriptor outlives its cycle (one the runtime opened lazily before the
+  // baseline may have closed since: never more than before).
+  std::size_t now = 0;
+  EXPECT_TRUE(test::poll_until([&] { return (now = test::open_descriptors()) <= baseline; }, 5s))
+      << now << " descriptors open, " << baseline << " before the cycles";
 }
 
 TEST(AdminToken, GeneratedOncePrivateAndReused) {
