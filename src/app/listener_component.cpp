@@ -1,5 +1,6 @@
 #include "app/listener_component.hpp"
 
+#include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
 
 #include <algorithm>
@@ -126,8 +127,11 @@ void ListenerComponent::move_to(net::ListenAddress next, net::tcp::acceptor acce
 awaitable<void> ListenerComponent::retire(net::HttpServer* server, runtime::Deadline deadline) {
   try {
     co_await server->stop(deadline);
-  } catch (const std::exception&) {
-    // Cancelled (by an operator or the shutdown): whatever is left closes now.
+  } catch (const std::exception& e) {
+    // Cancelled (by an operator or the shutdown), or broken: either way,
+    // whatever is left closes now and the server is forgotten.
+    if (!runtime::is_cancellation(e))
+      log::error("{}: retiring the old address failed: {}", status_.name, e.what());
     server->force_close_all();
   }
   std::erase_if(retiring_, [server](const auto& s) { return s.get() == server; });

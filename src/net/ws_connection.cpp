@@ -1,5 +1,6 @@
 #include "net/ws_connection.hpp"
 
+#include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/asio/ssl/error.hpp>
@@ -26,7 +27,8 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       wake_(stream_.get_executor()),
       close_watchdog_(stream_.get_executor()),
       write_watchdog_(stream_.get_executor()),
-      last_heard_(Clock::now()) {
+      last_heard_(Clock::now()),
+      resumed_(stream_.get_executor()) {
   stream_.read_message_max(options_.max_message_bytes);
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
@@ -62,6 +64,9 @@ awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
 awaitable<void> WsConnection::read_loop() {
   beast::flat_buffer buffer;
   for (;;) {
+    while (paused_ && state_ != State::closed && !co_await runtime::cancelled())
+      co_await resumed_.wait_until(runtime::Deadline::never());
+    if (state_ == State::closed || co_await runtime::cancelled()) break;
     auto [ec, n] = co_await stream_.async_read(buffer, use_tuple);
     if (ec) {
       if (ec == websocket::error::closed && closed_.code == 0) {
@@ -116,6 +121,14 @@ awaitable<void> WsConnection::write_loop() {
       co_return;
     }
     const auto now = Clock::now();
+    if (paused_) {
+      // Not reading means a pong would not be seen either: the heartbeat
+      // waits until the owner resumes reading.
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(use_tuple);
+      if (co_await runtime::cancelled()) co_return;
+      continue;
+    }
     if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
       log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
                 runtime::format_duration(options_.heartbeat_timeout));
@@ -137,8 +150,7 @@ awaitable<void> WsConnection::write_loop() {
     wake_.expires_at(awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
                                     : last_heard_ + options_.heartbeat_interval);
     co_await wake_.async_wait(use_tuple);
-    auto cancel_state = co_await asio::this_coro::cancellation_state;
-    if (cancel_state.cancelled() != asio::cancellation_type::none) co_return;
+    if (co_await runtime::cancelled()) co_return;
   }
 }
 
@@ -202,12 +214,25 @@ void WsConnection::close(websocket::close_code code, std::string reason) {
   });
 }
 
+void WsConnection::pause_reading() { paused_ = true; }
+
+void WsConnection::resume_reading() {
+  if (!paused_) return;
+  paused_ = false;
+  // The peer was not silent while we did not read: its clock starts again.
+  last_heard_ = Clock::now();
+  awaiting_pong_ = false;
+  resumed_.notify_all();
+  wake_writer();
+}
+
 void WsConnection::force_close() {
   state_ = State::closed;
   error_code ignored;
   beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_both, ignored);
   beast::get_lowest_layer(stream_).socket().close(ignored);
   wake_writer();
+  resumed_.notify_all();
 }
 
 }  // namespace mooring::net

@@ -10,10 +10,14 @@
 // - A peer that stays silent for heartbeat_timeout after a ping is cut off.
 // - A message over max_message_bytes closes the connection with 1009.
 // - on_closed runs exactly once, when both coroutines have ended.
+// - pause_reading() stops taking frames off the socket until resume_reading()
+//   (TCP then pushes back on the peer); the heartbeat does not count the
+//   pause against the peer.
 #pragma once
 
 #include "runtime/asio.hpp"
 #include "runtime/duration.hpp"
+#include "runtime/time.hpp"
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -67,6 +71,11 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void close(websocket::close_code code, std::string reason);
   void force_close();
 
+  // Flow control for the owner: while paused, no further frame is read.
+  void pause_reading();
+  void resume_reading();
+  bool reading_paused() const { return paused_; }
+
   std::size_t queued() const { return queue_.size(); }
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
@@ -100,6 +109,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool writing_ = false;  // the front of queue_ is being written
   bool in_write_ = false;  // a frame or a ping is being written (for the watchdog)
   bool write_watch_armed_ = false;
+  bool paused_ = false;
+  runtime::Notifier resumed_;
   Clock::time_point write_started_;
 };
 

@@ -1,5 +1,6 @@
 #include "runtime/supervisor.hpp"
 
+#include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
 
 namespace mooring::runtime {
@@ -30,7 +31,7 @@ awaitable<void> Supervisor::run_task(TaskId id, awaitable<void> body) {
   try {
     co_await std::move(body);
   } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::operation_aborted) {
+    if (!is_cancellation(e.code())) {
       ++failures_;
       auto it = tasks_.find(id);
       log::error("task {} failed: {}", it == tasks_.end() ? "?" : it->second->info.name,
