@@ -15,13 +15,24 @@ using net::Request;
 
 namespace {
 
-std::optional<HttpResponse> check_token(const std::string& token, const Request& request) {
-  const std::string presented = request.presented_token();
+// Where a request may carry the admin token. A token in a URL ends up in
+// browser history, proxy logs and Referer headers, and a link can make a
+// browser send it: the query string is accepted only where a browser cannot
+// send a header (the events WebSocket), which changes nothing.
+enum class TokenFrom { header, header_or_query };
+
+std::optional<HttpResponse> check_token(const std::string& token, const Request& request,
+                                        TokenFrom from = TokenFrom::header) {
+  const std::string presented = from == TokenFrom::header ? std::string(request.bearer_token())
+                                                          : request.presented_token();
   if (!presented.empty() && net::constant_time_equal(presented, token)) return std::nullopt;
+  const bool in_query = from == TokenFrom::header && request.query_param("token").has_value();
   auto res = net::error_response(
       http::status::unauthorized, "unauthorized",
-      presented.empty() ? "this endpoint needs \"Authorization: Bearer <admin token>\""
-                        : "the admin token is wrong",
+      in_query        ? "send the admin token as \"Authorization: Bearer <admin token>\"; "
+                        "?token= is accepted only by /api/events"
+      : presented.empty() ? "this endpoint needs \"Authorization: Bearer <admin token>\""
+                          : "the admin token is wrong",
       request);
   res.set(http::field::www_authenticate, "Bearer");
   return res;
@@ -87,6 +98,51 @@ json::object message_json(const store::Message& m) {
   out["client_id"] = m.client_id ? json::value(*m.client_id) : json::value(nullptr);
   out["reply_to"] = m.reply_to ? json::value(*m.reply_to) : json::value(nullptr);
   return out;
+}
+
+// PUT /api/config and POST /api/config/validate: the whole text, with the
+// generation it was edited from (If-Match), if any.
+awaitable<HttpResponse> take_config(Context ctx, Request& request, bool commit) {
+  if (!ctx->apply_config)
+    co_return unavailable(request, "this server does not apply configurations");
+  const auto& body = request.message.body();
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos)
+    co_return net::error_response(
+        http::status::bad_request, "empty_config",
+        "the body is empty; send the whole configuration (an empty one would set every key "
+        "back to its default, tokens included)",
+        request);
+  std::optional<std::uint64_t> expected;
+  if (auto it = request.message.find(http::field::if_match); it != request.message.end()) {
+    std::string_view tag = it->value();
+    if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"')
+      tag = tag.substr(1, tag.size() - 2);
+    const bool numeric = !tag.empty() && tag.size() < 20 &&
+                         std::all_of(tag.begin(), tag.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!numeric)
+      co_return net::error_response(http::status::bad_request, "bad_if_match",
+                                    "If-Match must be the generation from GET /api/config's ETag, "
+                                    "for example \"7\"",
+                                    request);
+    expected = std::stoull(std::string(tag));
+  }
+  auto outcome = co_await ctx->apply_config(body, expected, commit);
+  co_return net::json_response(outcome.status, outcome.body, request);
+}
+
+awaitable<HttpResponse> put_config(Context ctx, Request& request) {
+  co_return co_await take_config(std::move(ctx), request, true);
+}
+
+awaitable<HttpResponse> validate_config(Context ctx, Request& request) {
+  co_return co_await take_config(std::move(ctx), request, false);
+}
+
+awaitable<HttpResponse> reload_config(Context ctx, Request& request) {
+  if (!ctx->reload_config)
+    co_return unavailable(request, "this server does not apply configurations");
+  auto outcome = co_await ctx->reload_config();
+  co_return net::json_response(outcome.status, outcome.body, request);
 }
 
 awaitable<HttpResponse> list_sessions(Context ctx, Request& request) {
@@ -189,39 +245,17 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
     return res;
   }));
 
-  router->add(
-      http::verb::put, "/api/config", authed([ctx](Request& request) {
-        if (!ctx->apply_config) return unavailable(request, "this server does not apply configurations");
-        const auto& body = request.message.body();
-        if (body.find_first_not_of(" \t\r\n") == std::string::npos)
-          return net::error_response(
-              http::status::bad_request, "empty_config",
-              "the body is empty; send the whole configuration (an empty one would set every key "
-              "back to its default, tokens included)",
-              request);
-        std::optional<std::uint64_t> expected;
-        if (auto it = request.message.find(http::field::if_match); it != request.message.end()) {
-          std::string_view tag = it->value();
-          if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"') tag = tag.substr(1, tag.size() - 2);
-          const bool numeric = !tag.empty() && tag.size() < 20 &&
-                               std::all_of(tag.begin(), tag.end(), [](char c) { return c >= '0' && c <= '9'; });
-          if (!numeric)
-            return net::error_response(http::status::bad_request, "bad_if_match",
-                                       "If-Match must be the generation from GET /api/config's ETag, "
-                                       "for example \"7\"",
-                                       request);
-          expected = std::stoull(std::string(tag));
-        }
-        auto outcome = ctx->apply_config(body, expected);
-        return net::json_response(outcome.status, outcome.body, request);
-      }),
-      max_config_bytes);
+  auto authed_async = [ctx](AsyncHandler handler) {
+    return [ctx, handler = std::move(handler)](Request& request) {
+      return respond_async(ctx, handler, request);
+    };
+  };
 
-  router->add(http::verb::post, "/api/reload", authed([ctx](Request& request) {
-    if (!ctx->reload_config) return unavailable(request, "this server does not apply configurations");
-    auto outcome = ctx->reload_config();
-    return net::json_response(outcome.status, outcome.body, request);
-  }));
+  router->add(http::verb::put, "/api/config", authed_async(put_config), max_config_bytes);
+  router->add(http::verb::post, "/api/reload", authed_async(reload_config));
+
+  router->add(
+      http::verb::post, "/api/config/validate", authed_async(validate_config), max_config_bytes);
 
   router->add(http::verb::get, "/api/tasks", authed([ctx](Request& request) {
     if (!ctx->supervisor) return unavailable(request);
@@ -243,18 +277,15 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
     return net::json_response(http::status::ok, json::object{{"cancelled", id}}, request);
   }));
 
-  auto authed_async = [ctx](AsyncHandler handler) {
-    return [ctx, handler = std::move(handler)](Request& request) {
-      return respond_async(ctx, handler, request);
-    };
-  };
   router->add(http::verb::get, "/api/sessions", authed_async(list_sessions));
   router->add(http::verb::get, "/api/sessions/{user}/messages", authed_async(list_messages));
 
   router->add_websocket(
       "/api/events",
       net::WsRoute{
-          [ctx](Request& request) { return check_token(ctx->token, request); },
+          [ctx](Request& request) {
+            return check_token(ctx->token, request, TokenFrom::header_or_query);
+          },
           [ctx](const std::shared_ptr<net::WsConnection>& connection, Request&) {
             ctx->events->subscribe(connection);
           },

@@ -1,9 +1,11 @@
 // The admin HTTP API: health and readiness probes (no token), and everything
 // under /api behind "Authorization: Bearer <admin token>", compared in
-// constant time. The host supplies the data through AdminContext callbacks.
+// constant time (?token= only for /api/events, which browsers open without
+// headers). The host supplies the data through AdminContext callbacks.
 //   GET /healthz, /readyz, /metrics (Prometheus text), /api/status, /api/config,
 //   /api/sessions, /api/sessions/{user}/messages, /api/tasks;
 //   PUT /api/config (a whole TOML configuration, applied as one transaction);
+//   POST /api/config/validate (the same, validated and prepared, not applied);
 //   POST /api/reload (re-read the file and apply it);
 //   POST /api/tasks/{id}/cancel; WS /api/events.
 #pragma once
@@ -43,10 +45,13 @@ struct AdminContext {
   runtime::Supervisor* supervisor = nullptr;
   std::function<std::string()> config_text;
   // `expected_generation`: from If-Match; the host answers 412 when another
-  // configuration was applied since.
-  std::function<ConfigOutcome(std::string_view toml, std::optional<std::uint64_t> expected_generation)>
+  // configuration was applied since. `commit` false: validate and prepare
+  // only (POST /api/config/validate), nothing changes.
+  std::function<awaitable<ConfigOutcome>(std::string toml,
+                                         std::optional<std::uint64_t> expected_generation,
+                                         bool commit)>
       apply_config;
-  std::function<ConfigOutcome()> reload_config;
+  std::function<awaitable<ConfigOutcome>()> reload_config;
   std::function<std::uint64_t()> generation;  // the ETag of GET /api/config
 };
 

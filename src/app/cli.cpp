@@ -4,6 +4,7 @@
 #include "app/host.hpp"
 #include "app/version.hpp"
 #include "runtime/log.hpp"
+#include "runtime/signals.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -36,6 +37,8 @@ ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // Until the host watches for them, stop signals wait (see signals.hpp).
+  runtime::hold_stop_signals();
   CLI::App cli{"mooring: a host for LLM chat bots that starts, reloads and stops cleanly"};
   cli.set_version_flag("--version", std::string("mooring ") + MOORING_VERSION);
   cli.require_subcommand(1);
@@ -60,6 +63,7 @@ int run_cli(int argc, char** argv) {
     const int code = cli.exit(e);
     return code == 0 ? 0 : exit_invalid;
   }
+  if (!cli.got_subcommand("serve")) runtime::release_stop_signals();
 
   if (cli.got_subcommand("print-default-config")) {
     std::cout << default_config_toml();

@@ -25,6 +25,12 @@ constexpr std::size_t max_file_bytes = mib;
 constexpr Duration max_duration = std::chrono::hours(24);
 
 constexpr std::string_view provider_kinds[] = {"echo", "openai"};
+constexpr std::string_view auth_modes[] = {"none", "token", "signed"};
+constexpr std::string_view sync_modes[] = {"full", "normal"};
+// toml++ parses nested keys, tables and arrays recursively: a text nested
+// thousands of levels deep overflows the stack. Nothing in a configuration
+// needs more than a few levels.
+constexpr std::size_t max_nesting = 32;
 constexpr std::string_view log_levels[] = {"trace", "debug",    "info", "warn",
                                            "error", "critical", "off"};
 
@@ -214,6 +220,34 @@ class Section {
     out = std::move(*address);
   }
 
+  void read(std::string_view key, std::vector<std::string>& out) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return;
+    const toml::array* array = node->as_array();
+    if (array == nullptr) return wrong_type(key, "an array of strings", *node);
+    std::vector<std::string> values;
+    for (const auto& element : *array) {
+      auto value = element.value_exact<std::string>();
+      if (!value) return wrong_type(key, "an array of strings", *node);
+      values.push_back(std::move(*value));
+    }
+    out = std::move(values);
+  }
+
+  void read(std::string_view key, std::vector<std::int64_t>& out) {
+    const toml::node* node = find(key);
+    if (node == nullptr) return;
+    const toml::array* array = node->as_array();
+    if (array == nullptr) return wrong_type(key, "an array of integers", *node);
+    std::vector<std::int64_t> values;
+    for (const auto& element : *array) {
+      auto value = element.value_exact<std::int64_t>();
+      if (!value) return wrong_type(key, "an array of integers", *node);
+      values.push_back(*value);
+    }
+    out = std::move(values);
+  }
+
   void read_choice(std::string_view key, std::string& out,
                    std::span<const std::string_view> choices) {
     std::string value = out;
@@ -272,15 +306,101 @@ bool is_http_url(const std::string& text) {
          !url->host().empty();
 }
 
+// "127.0.0.1", "::1" and "localhost": reachable from this machine only.
+bool is_loopback(const net::ListenAddress& address) {
+  return address.host == "localhost" || address.host == "::1" || address.host.starts_with("127.");
+}
+
+// The name of an environment variable that holds a credential: upper-case
+// letters, digits and underscores, ending in _KEY, _TOKEN or _SECRET. Any
+// other variable (PATH, HOME) would be sent to base_url as a bearer token.
+bool is_credential_variable(std::string_view name) {
+  if (name.empty() || !(name.front() >= 'A' && name.front() <= 'Z')) return false;
+  for (char c : name)
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  return name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_SECRET");
+}
+
+// How deeply the text nests, counted without parsing it: brackets and braces
+// outside strings and comments, and the dots of one line's key. Returns the
+// first line that goes deeper than `limit`, or 0.
+int too_deep(std::string_view text, std::size_t limit) {
+  std::size_t brackets = 0;
+  std::size_t dots = 0;
+  int line = 1;
+  char quote = 0;          // inside a string opened by this character
+  bool multiline = false;  // a string opened by three quotes
+  bool comment = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      dots = 0;
+      comment = false;
+      if (quote && !multiline) quote = 0;  // a broken single-line string: the parser reports it
+      continue;
+    }
+    if (comment) continue;
+    if (quote) {
+      if (c == '\\' && quote == '"') {
+        ++i;
+      } else if (c == quote) {
+        if (!multiline) {
+          quote = 0;
+        } else if (text.substr(i, 3) == std::string(3, quote)) {
+          quote = 0;
+          multiline = false;
+          i += 2;
+        }
+      }
+      continue;
+    }
+    switch (c) {
+      case '#':
+        comment = true;
+        break;
+      case '"':
+      case '\'':
+        quote = c;
+        multiline = text.substr(i, 3) == std::string(3, c);
+        if (multiline) i += 2;
+        break;
+      case '[':
+      case '{':
+        if (++brackets > limit) return line;
+        break;
+      case ']':
+      case '}':
+        if (brackets > 0) --brackets;
+        break;
+      case '.':
+        if (++dots > limit) return line;
+        break;
+      default:
+        break;
+    }
+  }
+  return 0;
+}
+
 void read_data(Section s, DataConfig& c) {
   s.read("dir", c.dir);
+  s.read_choice("synchronous", c.synchronous, sync_modes);
   s.check("dir", !c.dir.empty(), "must not be empty");
   s.report_unknown_keys();
 }
 
 void read_gateway(Section s, GatewayConfig& c) {
   s.read("listen", c.listen);
+  // A token without an auth mode means the shared token, as before auth existed.
   s.read("token", c.token);
+  if (s.line("auth") == 0 && !c.token.empty()) c.auth = "token";
+  s.read_choice("auth", c.auth, auth_modes);
+  s.read("signing_key_env", c.signing_key_env);
+  s.read("allow_anonymous", c.allow_anonymous);
+  s.read("max_connections", c.max_connections, 1, 1000000);
+  s.read("max_pending_messages", c.max_pending_messages, 1, 10000);
+  s.read("max_messages_per_minute", c.max_messages_per_minute, 1, 1000000);
   s.read("heartbeat_interval", c.heartbeat_interval);
   s.read("heartbeat_timeout", c.heartbeat_timeout);
   s.read("max_message_bytes", c.max_message_bytes, 1, 64 * mib);
@@ -289,6 +409,26 @@ void read_gateway(Section s, GatewayConfig& c) {
   // client off at the first ping.
   s.check("heartbeat_interval", c.heartbeat_interval > Duration::zero(), "must be more than 0ms");
   s.check("heartbeat_timeout", c.heartbeat_timeout > Duration::zero(), "must be more than 0ms");
+  if (!s.failed("auth") && !s.failed("token")) {
+    if (c.auth == "token")
+      s.check("token", !c.token.empty(), "must be set when gateway.auth is \"token\"");
+    if (c.auth != "token" && !c.token.empty())
+      s.check("auth", false,
+              fmt::format("is \"{}\" but gateway.token is set; use auth = \"token\" or remove the "
+                          "token",
+                          c.auth));
+  }
+  if (c.auth == "signed")
+    s.check("signing_key_env", is_credential_variable(c.signing_key_env),
+            fmt::format("\"{}\" is not a credential variable name (upper case, ending in _KEY, "
+                        "_TOKEN or _SECRET)",
+                        c.signing_key_env));
+  if (c.auth == "none" && !s.failed("listen") && !s.failed("auth") && !is_loopback(c.listen))
+    s.check("allow_anonymous", c.allow_anonymous,
+            fmt::format("gateway.listen \"{}\" is reachable from other machines and gateway.auth "
+                        "is \"none\": anyone could read any user's replies; set gateway.auth to "
+                        "\"token\" or \"signed\", or allow_anonymous = true if that is meant",
+                        c.listen.to_string()));
   s.report_unknown_keys();
 }
 
@@ -310,6 +450,13 @@ void read_provider(Section s, ProviderConfig& c) {
   s.read("backoff_initial", c.backoff_initial);
   s.read("backoff_max", c.backoff_max);
   s.read("max_concurrency", c.max_concurrency, 1, 10000);
+  s.read("max_waiting", c.max_waiting, 0, 100000);
+  s.read("max_reply_bytes", c.max_reply_bytes, 1024, 64 * mib);
+  s.check("api_key_env", is_credential_variable(c.api_key_env),
+          fmt::format("\"{}\" is not a credential variable name (upper case letters, digits and _, "
+                      "ending in _KEY, _TOKEN or _SECRET): its value is sent to base_url as the API "
+                      "key",
+                      c.api_key_env));
 
   Section echo = s.section("echo");
   echo.read("token_delay", c.echo.token_delay);
@@ -353,6 +500,7 @@ void read_provider(Section s, ProviderConfig& c) {
 
 void read_chat(Section s, ChatConfig& c) {
   s.read("history_messages", c.history_messages, 0, 1000);
+  s.read("max_context_bytes", c.max_context_bytes, 0, 64 * mib);
   s.report_unknown_keys();
 }
 
@@ -360,7 +508,18 @@ void read_onebot(Section s, OneBotConfig& c) {
   s.read("enabled", c.enabled);
   s.read("path", c.path);
   s.read("access_token", c.access_token);
+  s.read("self_ids", c.self_ids);
+  s.read("group_prefixes", c.group_prefixes);
+  s.read("api_timeout", c.api_timeout);
+  s.read("max_message_chars", c.max_message_chars, 100, 100000);
+  s.read("send_interval", c.send_interval);
   s.check("path", c.path.starts_with('/'), fmt::format("\"{}\" must start with \"/\"", c.path));
+  s.check("api_timeout", c.api_timeout > Duration::zero(), "must be more than 0ms");
+  for (const auto id : c.self_ids)
+    s.check("self_ids", id > 0, fmt::format("{} is not a QQ number", id));
+  for (const auto& prefix : c.group_prefixes)
+    s.check("group_prefixes", !prefix.empty() && prefix.size() <= 64,
+            "each prefix must be 1 to 64 characters");
   s.report_unknown_keys();
 }
 
@@ -397,6 +556,16 @@ std::string quoted(Duration d) {
 std::string quoted(const net::ListenAddress& a) {
   return quoted(a.to_string());
 }
+std::string toml_array(const std::vector<std::string>& values) {
+  std::string out;
+  for (const auto& value : values) out += (out.empty() ? "" : ", ") + quoted(value);
+  return "[" + out + "]";
+}
+std::string toml_array(const std::vector<std::int64_t>& values) {
+  std::string out;
+  for (const auto value : values) out += (out.empty() ? "" : ", ") + std::to_string(value);
+  return "[" + out + "]";
+}
 
 }  // namespace
 
@@ -409,6 +578,15 @@ std::string ConfigError::describe(std::string_view source) const {
 }
 
 ConfigResult parse_config(std::string_view toml_text) {
+  if (toml_text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    return std::vector<ConfigError>{ConfigError{
+        "", 0,
+        "the configuration is empty; an empty file would reset every key, tokens included (write "
+        "the keys to change, or mooring print-default-config for all of them)"}};
+  if (const int line = too_deep(toml_text, max_nesting))
+    return std::vector<ConfigError>{ConfigError{
+        "", line, fmt::format("nested more than {} levels deep; a configuration needs a few",
+                              max_nesting)}};
   toml::table root;
   try {
     root = toml::parse(toml_text);
@@ -481,12 +659,21 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
   const Config& a = before;
   const Config& b = after;
   compare("data.dir", a.data.dir, b.data.dir);
+  compare("data.synchronous", a.data.synchronous, b.data.synchronous);
   compare("gateway.listen", a.gateway.listen, b.gateway.listen);
+  compare("gateway.auth", a.gateway.auth, b.gateway.auth);
   compare("gateway.token", a.gateway.token, b.gateway.token);
+  compare("gateway.signing_key_env", a.gateway.signing_key_env, b.gateway.signing_key_env);
+  compare("gateway.allow_anonymous", a.gateway.allow_anonymous, b.gateway.allow_anonymous);
   compare("gateway.heartbeat_interval", a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
   compare("gateway.heartbeat_timeout", a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
   compare("gateway.max_message_bytes", a.gateway.max_message_bytes, b.gateway.max_message_bytes);
   compare("gateway.send_queue_limit", a.gateway.send_queue_limit, b.gateway.send_queue_limit);
+  compare("gateway.max_connections", a.gateway.max_connections, b.gateway.max_connections);
+  compare("gateway.max_pending_messages", a.gateway.max_pending_messages,
+          b.gateway.max_pending_messages);
+  compare("gateway.max_messages_per_minute", a.gateway.max_messages_per_minute,
+          b.gateway.max_messages_per_minute);
   compare("admin.listen", a.admin.listen, b.admin.listen);
   compare("admin.token", a.admin.token, b.admin.token);
   compare("provider.kind", a.provider.kind, b.provider.kind);
@@ -500,15 +687,44 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
   compare("provider.backoff_initial", a.provider.backoff_initial, b.provider.backoff_initial);
   compare("provider.backoff_max", a.provider.backoff_max, b.provider.backoff_max);
   compare("provider.max_concurrency", a.provider.max_concurrency, b.provider.max_concurrency);
+  compare("provider.max_waiting", a.provider.max_waiting, b.provider.max_waiting);
+  compare("provider.max_reply_bytes", a.provider.max_reply_bytes, b.provider.max_reply_bytes);
   compare("provider.echo.token_delay", a.provider.echo.token_delay, b.provider.echo.token_delay);
   compare("chat.history_messages", a.chat.history_messages, b.chat.history_messages);
+  compare("chat.max_context_bytes", a.chat.max_context_bytes, b.chat.max_context_bytes);
   compare("onebot.enabled", a.onebot.enabled, b.onebot.enabled);
   compare("onebot.path", a.onebot.path, b.onebot.path);
   compare("onebot.access_token", a.onebot.access_token, b.onebot.access_token);
+  compare("onebot.self_ids", a.onebot.self_ids, b.onebot.self_ids);
+  compare("onebot.group_prefixes", a.onebot.group_prefixes, b.onebot.group_prefixes);
+  compare("onebot.api_timeout", a.onebot.api_timeout, b.onebot.api_timeout);
+  compare("onebot.max_message_chars", a.onebot.max_message_chars, b.onebot.max_message_chars);
+  compare("onebot.send_interval", a.onebot.send_interval, b.onebot.send_interval);
   compare("shutdown.drain_timeout", a.shutdown.drain_timeout, b.shutdown.drain_timeout);
   compare("log.level", a.log.level, b.log.level);
   compare("log.max_field_bytes", a.log.max_field_bytes, b.log.max_field_bytes);
   return keys;
+}
+
+std::vector<std::string> weakened_access(const Config& before, const Config& after) {
+  std::vector<std::string> reasons;
+  const auto& was = before.gateway;
+  const auto& now = after.gateway;
+  if (was.auth != "none" && now.auth == "none")
+    reasons.push_back(fmt::format("gateway.auth would go from \"{}\" to \"none\"", was.auth));
+  if (was.auth == "signed" && now.auth == "token")
+    reasons.push_back("gateway.auth would go from per-user \"signed\" tokens to one shared token");
+  if (!was.allow_anonymous && now.allow_anonymous && now.auth == "none")
+    reasons.push_back("gateway.allow_anonymous would let anyone on the network be any user");
+  if (now.auth == "none" && is_loopback(was.listen) && !is_loopback(now.listen))
+    reasons.push_back(fmt::format("gateway.listen would move from loopback to {} without auth",
+                                  now.listen.to_string()));
+  if (!before.admin.token.empty() && after.admin.token.empty())
+    reasons.push_back("admin.token would be dropped for the generated one");
+  if (before.onebot.enabled && !before.onebot.access_token.empty() &&
+      after.onebot.access_token.empty())
+    reasons.push_back("onebot.access_token would be dropped");
+  return reasons;
 }
 
 ConfigPtr default_config() {
@@ -525,14 +741,27 @@ std::string default_config_toml() {
 # "localhost"; port 0 picks a free port. Unknown keys are errors.
 
 [data]
-# Directory for the database and the generated admin token.
+# Directory for the database and the generated admin token (created 0700).
 dir = {}
+# "full": every acknowledged message survives a power cut or an OS crash
+# (fsync at each commit). "normal": it survives a crash or kill -9 of mooring,
+# but the last commits before a power cut may be lost.
+synchronous = {}
 
 [gateway]
 # Where chat clients connect: ws://<listen>/ws/<user_id>.
 listen = {}
-# Clients must send "Authorization: Bearer <token>" or ?token=; empty: no check.
+# "none": no check (refused on a non-loopback address unless allow_anonymous);
+# "token": every client sends the shared token below; "signed": each client
+# sends its own HS256 token whose "sub" is its user id (mooring token issue).
+# Tokens go in "Authorization: Bearer <token>" or ?token=.
+auth = {}
+# The shared token for auth = "token" (setting it alone means auth = "token").
 token = {}
+# Environment variable holding the signing key for auth = "signed".
+signing_key_env = {}
+# Allow auth = "none" on an address other machines can reach.
+allow_anonymous = {}
 # How often each connected client is pinged.
 heartbeat_interval = {}
 # A client silent this long after a ping is disconnected (its session stays).
@@ -541,6 +770,14 @@ heartbeat_timeout = {}
 max_message_bytes = {}
 # Frames queued for a client that reads too slowly before it is disconnected.
 send_queue_limit = {}
+# Open connections at most; more are refused with 503 before the upgrade.
+max_connections = {}
+# Messages of one user waiting for their reply; beyond it mooring stops
+# reading that user's socket until one is answered (TCP pushes back).
+max_pending_messages = {}
+# Messages one user may send per minute; beyond it they get a "rate_limited"
+# error and are not stored.
+max_messages_per_minute = {}
 
 [admin]
 # Where the admin panel and API listen.
@@ -572,6 +809,12 @@ backoff_initial = {}
 backoff_max = {}
 # Requests to the provider in flight at once; more wait their turn.
 max_concurrency = {}
+# Requests waiting for one of those slots; beyond it a user is told at once
+# that mooring is busy. Neither limit applies to the echo provider.
+max_waiting = {}
+# Longest reply taken from the provider, in bytes; a longer one is cut there
+# and ends with a note that it was cut.
+max_reply_bytes = {}
 
 [provider.echo]
 # Pause between streamed tokens, to simulate a slow model.
@@ -580,6 +823,8 @@ token_delay = {}
 [chat]
 # Stored messages sent to the provider as context with each new message.
 history_messages = {}
+# The context sent with a message is at most this many bytes (newest first).
+max_context_bytes = {}
 
 [onebot]
 # Accept OneBot v11 reverse WebSocket connections (QQ bot bridges) on the gateway.
@@ -588,6 +833,17 @@ enabled = {}
 path = {}
 # Token the bridge must send; empty: no check.
 access_token = {}
+# QQ accounts (X-Self-ID) allowed to connect; empty: any.
+self_ids = {}
+# In groups, messages starting with one of these are answered (as are
+# @-mentions and replies to the bot); others are kept as context only.
+group_prefixes = {}
+# Deadline for each call the bot makes (sending a message).
+api_timeout = {}
+# Longer replies are split into several messages of at most this many characters.
+max_message_chars = {}
+# Pause between messages to one group or user (bursts of 3 allowed).
+send_interval = {}
 
 [shutdown]
 # On SIGINT/SIGTERM, replies in flight may finish for this long before the rest is cancelled.
@@ -599,15 +855,21 @@ level = {}
 # Longest value (message text, upstream body) printed in one log field, in bytes.
 max_field_bytes = {}
 )",
-      quoted(c.data.dir), quoted(c.gateway.listen), quoted(c.gateway.token),
-      quoted(c.gateway.heartbeat_interval), quoted(c.gateway.heartbeat_timeout),
-      c.gateway.max_message_bytes, c.gateway.send_queue_limit, quoted(c.admin.listen),
+      quoted(c.data.dir), quoted(c.data.synchronous), quoted(c.gateway.listen),
+      quoted(c.gateway.auth), quoted(c.gateway.token), quoted(c.gateway.signing_key_env),
+      c.gateway.allow_anonymous, quoted(c.gateway.heartbeat_interval),
+      quoted(c.gateway.heartbeat_timeout), c.gateway.max_message_bytes,
+      c.gateway.send_queue_limit, c.gateway.max_connections, c.gateway.max_pending_messages,
+      c.gateway.max_messages_per_minute, quoted(c.admin.listen),
       quoted(c.admin.token), quoted(c.provider.kind), quoted(c.provider.base_url),
       quoted(c.provider.api_key_env), quoted(c.provider.model), quoted(c.provider.system_prompt),
       quoted(c.provider.attempt_timeout), quoted(c.provider.total_timeout), c.provider.max_attempts,
       quoted(c.provider.backoff_initial), quoted(c.provider.backoff_max),
-      c.provider.max_concurrency, quoted(c.provider.echo.token_delay), c.chat.history_messages,
+      c.provider.max_concurrency, c.provider.max_waiting, c.provider.max_reply_bytes,
+      quoted(c.provider.echo.token_delay), c.chat.history_messages, c.chat.max_context_bytes,
       c.onebot.enabled, quoted(c.onebot.path), quoted(c.onebot.access_token),
+      toml_array(c.onebot.self_ids), toml_array(c.onebot.group_prefixes),
+      quoted(c.onebot.api_timeout), c.onebot.max_message_chars, quoted(c.onebot.send_interval),
       quoted(c.shutdown.drain_timeout), quoted(c.log.level), c.log.max_field_bytes);
 }
 

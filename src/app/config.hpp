@@ -20,16 +20,29 @@ using namespace std::chrono_literals;
 
 struct DataConfig {
   std::string dir = "mooring-data";
+  // "full": an acknowledged message survives a power cut or an OS crash;
+  // "normal": it survives a crash or kill -9 of mooring (WAL, fsync at checkpoints).
+  std::string synchronous = "full";
   friend bool operator==(const DataConfig&, const DataConfig&) = default;
 };
 
 struct GatewayConfig {
   net::ListenAddress listen{"127.0.0.1", 8080};
+  // "none": anyone who reaches the gateway may be any user (loopback only,
+  // unless allow_anonymous); "token": one shared token; "signed": per-user
+  // HS256 tokens whose `sub` is the user id, checked with the key in the
+  // environment variable signing_key_env.
+  std::string auth = "none";
   std::string token;
+  std::string signing_key_env = "MOORING_GATEWAY_KEY";
+  bool allow_anonymous = false;
   Duration heartbeat_interval = 20s;
   Duration heartbeat_timeout = 10s;
   std::uint64_t max_message_bytes = 1048576;
   std::uint64_t send_queue_limit = 256;
+  std::uint64_t max_connections = 10000;
+  std::uint64_t max_pending_messages = 16;
+  std::uint64_t max_messages_per_minute = 60;
   friend bool operator==(const GatewayConfig&, const GatewayConfig&) = default;
 };
 
@@ -56,12 +69,15 @@ struct ProviderConfig {
   Duration backoff_initial = 500ms;
   Duration backoff_max = 20s;
   std::uint64_t max_concurrency = 8;
+  std::uint64_t max_waiting = 64;
+  std::uint64_t max_reply_bytes = 1048576;
   EchoConfig echo;
   friend bool operator==(const ProviderConfig&, const ProviderConfig&) = default;
 };
 
 struct ChatConfig {
   std::uint64_t history_messages = 20;
+  std::uint64_t max_context_bytes = 262144;
   friend bool operator==(const ChatConfig&, const ChatConfig&) = default;
 };
 
@@ -69,6 +85,11 @@ struct OneBotConfig {
   bool enabled = false;
   std::string path = "/onebot/v11/ws";
   std::string access_token;
+  std::vector<std::int64_t> self_ids;  // empty: any
+  std::vector<std::string> group_prefixes{"/ai"};
+  Duration api_timeout = 30s;
+  std::uint64_t max_message_chars = 4500;
+  Duration send_interval = 1s;
   friend bool operator==(const OneBotConfig&, const OneBotConfig&) = default;
 };
 
@@ -120,6 +141,12 @@ std::variant<std::string, ConfigError> read_config_text(const std::string& path)
 // Reads a file and parses it. A file that cannot be read is one ConfigError
 // with an empty key.
 ConfigResult load_config_file(const std::string& path);
+
+// Why applying `after` over `before` on a running host would weaken access
+// (a gateway losing its token or signature check, an admin token dropped to
+// the generated one, anonymous access allowed): one sentence per reason; empty
+// when it does not. A hot reload refuses such a change: it needs a restart.
+std::vector<std::string> weakened_access(const Config& before, const Config& after);
 
 // The dotted keys whose values differ between two configurations, in file
 // order ("gateway.listen", "log.level"). Values are not listed: some are secrets.

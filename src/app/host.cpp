@@ -4,6 +4,7 @@
 #include "admin/token.hpp"
 #include "app/components.hpp"
 #include "app/staged_file.hpp"
+#include "runtime/blocking.hpp"
 #include "runtime/log.hpp"
 #include "runtime/run.hpp"
 #include "runtime/shutdown.hpp"
@@ -14,6 +15,8 @@
 #include <boost/json.hpp>
 
 #include <filesystem>
+
+#include <sys/stat.h>
 
 namespace mooring::app {
 namespace {
@@ -73,14 +76,24 @@ class Host {
   bool ready() const;
   awaitable<void> shut_down(const char* cause);
 
-  // The reload transaction (see component.hpp): validate, prepare every
-  // component, write the file if asked, commit. `origin` names the trigger in
-  // logs ("PUT /api/config", "SIGHUP").
-  // `text` is what was parsed; with `write_file` it replaces the file.
-  ConfigOutcome apply(ConfigResult parsed, std::string_view origin, std::string_view source,
-                      const std::string& text, bool write_file);
-  ConfigOutcome put_config(std::string_view text, std::optional<std::uint64_t> expected_generation);
-  ConfigOutcome reload_file(std::string_view origin);
+  // The reload transaction (see component.hpp): validate, refuse what would
+  // weaken access, prepare every component, write the file if asked, commit.
+  // `origin` names the trigger in logs ("PUT /api/config", "SIGHUP"). `text`
+  // is what was parsed; with `write_file` it replaces the file. With `commit`
+  // false it stops after the preparation (a dry run) and changes nothing.
+  struct Change {
+    std::string origin;
+    std::string source;  // for error lines: the file name, or "request"
+    std::string text;
+    bool write_file = false;
+    bool commit = true;
+  };
+  awaitable<ConfigOutcome> apply(ConfigResult parsed, Change change);
+  awaitable<ConfigOutcome> put_config(std::string text,
+                                      std::optional<std::uint64_t> expected_generation,
+                                      bool commit);
+  awaitable<ConfigOutcome> reload_file(std::string origin);
+  static awaitable<void> reload_on_signal(Host* host);
 
   asio::io_context& io_;
   ConfigPtr config_;
@@ -102,12 +115,20 @@ class Host {
   std::vector<Component*> components_;
   std::string ready_text_;  // what the ready file says now
   bool running_ = false;  // every component started: reloads are accepted
+  bool applying_ = false;  // a change is between its preparation and its commit
   Clock::time_point started_ = Clock::now();
 };
 
 bool Host::prepare_data_dir() {
   std::error_code ec;
+  // The conversations are private: the directory is the owner's alone,
+  // whatever the umask (the store makes its files 0600).
+  const auto old_mask = ::umask(077);
   std::filesystem::create_directories(config_->data.dir, ec);
+  ::umask(old_mask);
+  if (!ec)
+    std::filesystem::permissions(config_->data.dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
   if (ec) {
     log::error("cannot create the data directory {}: {}; set [data] dir to a writable path",
                config_->data.dir, ec.message());
@@ -171,24 +192,30 @@ bool Host::ready() const {
   return true;
 }
 
-ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::string_view source,
-                          const std::string& text, bool write_file) {
+awaitable<ConfigOutcome> Host::apply(ConfigResult parsed, Change change) {
+  const std::string_view origin = change.origin;
   if (shutdown_.begun() || !running_) {
     const auto* why = shutdown_.begun() ? "mooring is shutting down" : "mooring is still starting";
     log::warn("{}: {}; the configuration was not changed", origin, why);
-    return refusal(http::status::service_unavailable, shutdown_.begun() ? "shutting_down" : "starting",
-                   fmt::format("{}; the configuration was not changed", why), generation_);
+    co_return refusal(http::status::service_unavailable,
+                      shutdown_.begun() ? "shutting_down" : "starting",
+                      fmt::format("{}; the configuration was not changed", why), generation_);
+  }
+  if (applying_) {
+    log::warn("{}: another configuration change is being applied; this one was not", origin);
+    co_return refusal(http::status::conflict, "busy",
+                      "another configuration change is being applied; try again", generation_);
   }
 
   // 1. Validate the whole text: every problem, nothing changed.
   if (auto* errors = std::get_if<std::vector<ConfigError>>(&parsed)) {
     json::array problems;
     for (const auto& error : *errors) {
-      log::warn("{}: {}", origin, error.describe(source));
+      log::warn("{}: {}", origin, error.describe(change.source));
       problems.push_back({{"key", error.key},
                           {"line", error.line},
                           {"message", error.message},
-                          {"description", error.describe(source)}});
+                          {"description", error.describe(change.source)}});
     }
     auto message = fmt::format("{} problem(s) in the configuration; nothing was changed",
                                errors->size());
@@ -196,9 +223,19 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
     auto outcome = refusal(http::status::bad_request, "invalid_config", std::move(message),
                            generation_);
     outcome.body.at("error").as_object()["problems"] = std::move(problems);
-    return outcome;
+    co_return outcome;
   }
   ConfigPtr next = std::get<ConfigPtr>(std::move(parsed));
+
+  // 1b. A hot reload never weakens access: dropping a guard is done by a
+  //     restart, on purpose, never by a truncated or mistaken file.
+  if (auto reasons = weakened_access(*config_, *next); !reasons.empty()) {
+    auto message = fmt::format("{}; a reload never weakens access: restart mooring to apply it",
+                               join(reasons));
+    log::warn("{}: configuration not applied: {}; still serving generation {}", origin, message,
+              generation_);
+    co_return refusal(http::status::conflict, "weakens_access", std::move(message), generation_);
+  }
 
   // 2. Prepare every component. A failure drops the commits made so far,
   //    which releases what they hold (a new port is closed again).
@@ -209,27 +246,53 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
       auto message = prepared.error() + "; nothing was changed";
       log::warn("{}: configuration not applied: {}; still serving generation {}", origin,
                 prepared.error(), generation_);
-      return refusal(http::status::conflict, "not_applied", std::move(message), generation_);
+      co_return refusal(http::status::conflict, "not_applied", std::move(message), generation_);
     }
     if (*prepared) commits.push_back(std::move(*prepared));
   }
+  const auto changed = changed_keys(*config_, *next);
+  if (!change.commit) {
+    // The dry run ends here; dropping the commits releases what they hold.
+    co_return ConfigOutcome{http::status::ok, json::object{{"valid", true},
+                                                           {"generation", generation_},
+                                                           {"changed", keys_json(changed)}}};
+  }
 
   // 3. The file, when the text came from a request: replaced before the
-  //    commit, so a file that cannot be written changes nothing.
+  //    commit, so a file that cannot be written changes nothing. The write
+  //    and its fsyncs run off the network thread; meanwhile no other change
+  //    starts.
   const std::string path = options_.config_path.empty() ? default_config_file : options_.config_path;
-  if (write_file) {
-    if (auto error = replace_keeping_previous(path, text); !error.empty()) {
+  if (change.write_file) {
+    applying_ = true;
+    struct Applied {
+      bool& flag;
+      ~Applied() { flag = false; }
+    } applied{applying_};
+    // Named, not built in the co_await's operand (GCC 12 destroys such
+    // temporaries twice).
+    auto write = [path, text = change.text] { return replace_keeping_previous(path, text); };
+    auto error = co_await runtime::run_blocking(std::move(write));
+    if (!error.empty()) {
       log::warn("{}: configuration not applied: {}", origin, error);
-      return refusal(http::status::conflict, "not_applied", error + "; nothing was changed",
-                     generation_);
+      co_return refusal(http::status::conflict, "not_applied", error + "; nothing was changed",
+                        generation_);
     }
     options_.config_path = path;
+    if (shutdown_.begun()) {
+      log::info("{}: {} was written; mooring is shutting down, so it applies at the next start",
+                origin, path);
+      co_return refusal(http::status::service_unavailable, "shutting_down",
+                        fmt::format("mooring is shutting down; {} was written and applies at the "
+                                    "next start",
+                                    path),
+                        generation_);
+    }
   }
 
   // 4. Commit: nothing below can fail.
-  const auto changed = changed_keys(*config_, *next);
   config_ = next;
-  config_text_ = text;
+  config_text_ = std::move(change.text);
   ++generation_;
   runtime::set_log_level(config_->log.level);
   runtime::set_max_field_bytes(config_->log.max_field_bytes);
@@ -245,35 +308,57 @@ ConfigOutcome Host::apply(ConfigResult parsed, std::string_view origin, std::str
                                    : json::value(listener->status().listen);
   json::object body{{"generation", generation_}, {"changed", keys_json(changed)},
                     {"listen", std::move(listen)}};
-  if (write_file) body["file"] = path;
-  return {http::status::ok, std::move(body)};
+  if (change.write_file) body["file"] = path;
+  co_return ConfigOutcome{http::status::ok, std::move(body)};
 }
 
-ConfigOutcome Host::put_config(std::string_view text,
-                               std::optional<std::uint64_t> expected_generation) {
+awaitable<ConfigOutcome> Host::put_config(std::string text,
+                                          std::optional<std::uint64_t> expected_generation,
+                                          bool commit) {
   if (expected_generation && *expected_generation != generation_)
-    return refusal(http::status::precondition_failed, "generation_changed",
-                   fmt::format("the configuration is at generation {} now, not {}: GET /api/config "
-                               "again and apply your change to it",
-                               generation_, *expected_generation),
-                   generation_);
-  const std::string owned(text);
-  return apply(parse_config(owned), "PUT /api/config", "request", owned, true);
+    co_return refusal(http::status::precondition_failed, "generation_changed",
+                      fmt::format("the configuration is at generation {} now, not {}: GET "
+                                  "/api/config again and apply your change to it",
+                                  generation_, *expected_generation),
+                      generation_);
+  Change change;
+  change.origin = commit ? "PUT /api/config" : "POST /api/config/validate";
+  change.source = "request";
+  change.text = std::move(text);
+  change.write_file = commit;
+  change.commit = commit;
+  auto parsed = parse_config(change.text);
+  co_return co_await apply(std::move(parsed), std::move(change));
 }
 
-ConfigOutcome Host::reload_file(std::string_view origin) {
+awaitable<ConfigOutcome> Host::reload_file(std::string origin) {
   if (options_.config_path.empty()) {
     const auto message = fmt::format(
         "mooring runs on its built-in defaults: there is no file to read; write one "
         "(mooring print-default-config) and start with -c, or PUT /api/config");
     log::warn("{}: {}", origin, message);
-    return refusal(http::status::conflict, "no_config_file", message, generation_);
+    co_return refusal(http::status::conflict, "no_config_file", message, generation_);
   }
-  auto text = read_config_text(options_.config_path);
-  if (auto* error = std::get_if<ConfigError>(&text))
-    return apply(std::vector<ConfigError>{*error}, origin, options_.config_path, "", false);
-  const auto& read = std::get<std::string>(text);
-  return apply(parse_config(read), origin, options_.config_path, read, false);
+  auto read = [path = options_.config_path] { return read_config_text(path); };
+  auto text = co_await runtime::run_blocking(std::move(read));
+  // Named before the co_await: GCC 12 miscompiles aggregates built in its operand.
+  Change change;
+  change.origin = std::move(origin);
+  change.source = options_.config_path;
+  ConfigResult parsed = std::vector<ConfigError>{};
+  if (auto* error = std::get_if<ConfigError>(&text)) {
+    parsed = std::vector<ConfigError>{*error};
+  } else {
+    change.text = std::move(std::get<std::string>(text));
+    parsed = parse_config(change.text);
+  }
+  co_return co_await apply(std::move(parsed), std::move(change));
+}
+
+// The outcome of a SIGHUP is in the log (apply logs it); nobody waits for it.
+awaitable<void> Host::reload_on_signal(Host* host) {
+  std::string origin = "SIGHUP";
+  co_await host->reload_file(std::move(origin));
 }
 
 awaitable<int> Host::main() {
@@ -292,7 +377,9 @@ awaitable<int> Host::main() {
              forced_ = true;
              shutdown_requested_.notify_all();
            },
-       .reload = [this] { reload_file("SIGHUP"); }});
+       .reload = [this] {
+         supervisor_.spawn("configuration reload (SIGHUP)", "config.reload", reload_on_signal(this));
+       }});
 
   if (!prepare_data_dir()) co_return 1;
   auto token = admin::resolve_admin_token(config_->admin.token, config_->data.dir);
@@ -333,8 +420,9 @@ awaitable<int> Host::main() {
                               store_->store(),
                               &supervisor_,
                               [this] { return config_text(); },
-                              [this](std::string_view text, std::optional<std::uint64_t> expected) {
-                                return put_config(text, expected);
+                              [this](std::string text, std::optional<std::uint64_t> expected,
+                                     bool commit) {
+                                return put_config(std::move(text), expected, commit);
                               },
                               [this] { return reload_file("POST /api/reload"); },
                               [this] { return generation_; }};

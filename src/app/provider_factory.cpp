@@ -6,6 +6,7 @@
 #include "runtime/log.hpp"
 
 #include <cstdlib>
+#include <limits>
 
 namespace mooring::app {
 
@@ -25,8 +26,14 @@ std::shared_ptr<llm::Provider> make_provider(const ProviderConfig& config,
     inner = std::make_shared<llm::EchoProvider>(config.echo.token_delay);
   }
   llm::ResilienceOptions options;
-  options.max_concurrency = config.max_concurrency;
-  options.max_waiting = config.max_concurrency * 8;
+  if (config.kind == "echo") {
+    // Local and free: caps meant for a paid upstream would only turn users away.
+    options.max_concurrency = std::numeric_limits<std::size_t>::max();
+    options.max_waiting = 0;
+  } else {
+    options.max_concurrency = config.max_concurrency;
+    options.max_waiting = config.max_waiting;
+  }
   options.attempt_timeout = config.attempt_timeout;
   options.total_timeout = config.total_timeout;
   options.max_attempts = static_cast<unsigned>(config.max_attempts);

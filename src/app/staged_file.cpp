@@ -1,5 +1,7 @@
 #include "app/staged_file.hpp"
 
+#include "runtime/log.hpp"
+
 #include <fmt/format.h>
 
 #include <fcntl.h>
@@ -117,10 +119,14 @@ std::string replace_keeping_previous(const std::string& path, std::string_view c
   }
   auto staged = StagedFile::stage(target, content);
   if (!staged) return staged.error();
+  // The new file first: if it cannot be put in place, the previous version
+  // on disk is still the one before, and the dropped copy is removed.
+  if (auto error = staged->commit(); !error.empty()) return error;
   if (previous) {
-    if (auto error = previous->commit(); !error.empty()) return error;
+    if (auto error = previous->commit(); !error.empty())
+      log::warn("{} was replaced, but its previous version could not be kept: {}", target, error);
   }
-  return staged->commit();
+  return {};
 }
 
 std::string write_file_atomically(const std::string& path, std::string_view content, mode_t mode) {

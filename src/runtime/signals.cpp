@@ -2,11 +2,15 @@
 
 #include <csignal>
 
+#include <pthread.h>
+
 namespace mooring::runtime {
 
 SignalWatcher::SignalWatcher(asio::any_io_executor executor, Handlers handlers)
     : signals_(executor, SIGINT, SIGTERM, SIGHUP), handlers_(std::move(handlers)) {
   arm();
+  // The handlers are installed: signals held since the start arrive now.
+  release_stop_signals();
 }
 
 void SignalWatcher::close() {
@@ -27,6 +31,27 @@ void SignalWatcher::arm() {
     }
     arm();
   });
+}
+
+namespace {
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+}  // namespace
+
+void hold_stop_signals() {
+  const sigset_t set = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void release_stop_signals() {
+  const sigset_t set = stop_signals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 const char* signal_name(int signal) {

@@ -37,4 +37,12 @@ class SignalWatcher {
 
 const char* signal_name(int signal);
 
+// Holds SIGINT, SIGTERM and SIGHUP pending (blocked) from the first line of
+// the program until a SignalWatcher exists to take them, so a signal sent
+// while mooring starts is a request like any other, not a death by the
+// default action. The SignalWatcher's constructor lets them through;
+// release_stop_signals() does it for commands that never make one.
+void hold_stop_signals();
+void release_stop_signals();
+
 }  // namespace mooring::runtime

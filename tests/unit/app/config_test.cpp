@@ -1,5 +1,6 @@
 #include "app/config.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,7 +14,23 @@ namespace {
 // Every field, so that a round trip that loses one is caught. Config has no
 // operator==; keep this list in step with config.hpp.
 void expect_same(const Config& a, const Config& b) {
+  EXPECT_TRUE(a == b) << "a field differs";
   EXPECT_EQ(a.data.dir, b.data.dir);
+  EXPECT_EQ(a.data.synchronous, b.data.synchronous);
+  EXPECT_EQ(a.gateway.auth, b.gateway.auth);
+  EXPECT_EQ(a.gateway.signing_key_env, b.gateway.signing_key_env);
+  EXPECT_EQ(a.gateway.allow_anonymous, b.gateway.allow_anonymous);
+  EXPECT_EQ(a.gateway.max_connections, b.gateway.max_connections);
+  EXPECT_EQ(a.gateway.max_pending_messages, b.gateway.max_pending_messages);
+  EXPECT_EQ(a.gateway.max_messages_per_minute, b.gateway.max_messages_per_minute);
+  EXPECT_EQ(a.provider.max_waiting, b.provider.max_waiting);
+  EXPECT_EQ(a.provider.max_reply_bytes, b.provider.max_reply_bytes);
+  EXPECT_EQ(a.chat.max_context_bytes, b.chat.max_context_bytes);
+  EXPECT_EQ(a.onebot.self_ids, b.onebot.self_ids);
+  EXPECT_EQ(a.onebot.group_prefixes, b.onebot.group_prefixes);
+  EXPECT_EQ(a.onebot.api_timeout, b.onebot.api_timeout);
+  EXPECT_EQ(a.onebot.max_message_chars, b.onebot.max_message_chars);
+  EXPECT_EQ(a.onebot.send_interval, b.onebot.send_interval);
   EXPECT_EQ(a.gateway.listen, b.gateway.listen);
   EXPECT_EQ(a.gateway.token, b.gateway.token);
   EXPECT_EQ(a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
@@ -106,27 +123,40 @@ TEST(DefaultConfig, TomlTextHasACommentBeforeEveryKey) {
     }
     previous = line;
   }
-  EXPECT_EQ(keys, 28);  // every field of Config
+  EXPECT_EQ(keys, 43);  // every field of Config
 }
 
-TEST(ParseConfig, AnEmptyTextYieldsTheDefaults) {
-  auto config = parse_ok("");
-  ASSERT_NE(config, nullptr);
-  expect_same(*config, *default_config());
+// An empty file (an editor saving in place, a truncation) would reset every
+// key, tokens included: it is refused, whitespace alone too.
+TEST(ParseConfig, AnEmptyTextIsRefused) {
+  for (const char* text : {"", "  \n\t\r\n"}) {
+    const auto error = single_error(text);
+    EXPECT_TRUE(contains(error.message, "empty")) << error.message;
+  }
+  auto comment_only = parse_ok("# every key at its default\n");
+  ASSERT_NE(comment_only, nullptr);
+  expect_same(*comment_only, *default_config());
 }
 
 // Every key of the file, each set to something other than its default.
 const char* const every_key_set = R"(
 [data]
 dir = "/var/lib/mooring"
+synchronous = "normal"
 
 [gateway]
 listen = "[::1]:9000"
+auth = "token"
 token = "gw-secret"
+signing_key_env = "GW_SIGNING_KEY"
+allow_anonymous = true
 heartbeat_interval = "30s"
 heartbeat_timeout = "2m"
 max_message_bytes = 4096
 send_queue_limit = 16
+max_connections = 50
+max_pending_messages = 4
+max_messages_per_minute = 600
 
 [admin]
 listen = "localhost:0"
@@ -144,17 +174,25 @@ max_attempts = 7
 backoff_initial = "250ms"
 backoff_max = "10s"
 max_concurrency = 3
+max_waiting = 5
+max_reply_bytes = 2048
 
 [provider.echo]
 token_delay = "15ms"
 
 [chat]
 history_messages = 0
+max_context_bytes = 1000
 
 [onebot]
 enabled = true
 path = "/qq"
 access_token = "ob-secret"
+self_ids = [10001, 10002]
+group_prefixes = ["!bot", "/ask"]
+api_timeout = "5s"
+max_message_chars = 1000
+send_interval = "2s"
 
 [shutdown]
 drain_timeout = "0ms"
@@ -169,6 +207,21 @@ TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
   ASSERT_NE(config, nullptr);
   const Config& c = *config;
   EXPECT_EQ(c.data.dir, "/var/lib/mooring");
+  EXPECT_EQ(c.data.synchronous, "normal");
+  EXPECT_EQ(c.gateway.auth, "token");
+  EXPECT_EQ(c.gateway.signing_key_env, "GW_SIGNING_KEY");
+  EXPECT_TRUE(c.gateway.allow_anonymous);
+  EXPECT_EQ(c.gateway.max_connections, 50u);
+  EXPECT_EQ(c.gateway.max_pending_messages, 4u);
+  EXPECT_EQ(c.gateway.max_messages_per_minute, 600u);
+  EXPECT_EQ(c.provider.max_waiting, 5u);
+  EXPECT_EQ(c.provider.max_reply_bytes, 2048u);
+  EXPECT_EQ(c.chat.max_context_bytes, 1000u);
+  EXPECT_EQ(c.onebot.self_ids, (std::vector<std::int64_t>{10001, 10002}));
+  EXPECT_EQ(c.onebot.group_prefixes, (std::vector<std::string>{"!bot", "/ask"}));
+  EXPECT_EQ(c.onebot.api_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(c.onebot.max_message_chars, 1000u);
+  EXPECT_EQ(c.onebot.send_interval, std::chrono::seconds(2));
   EXPECT_EQ(c.gateway.listen, (net::ListenAddress{"::1", 9000}));
   EXPECT_EQ(c.gateway.token, "gw-secret");
   EXPECT_EQ(c.gateway.heartbeat_interval, std::chrono::seconds(30));
@@ -604,6 +657,92 @@ TEST(ChangedKeys, NamesEveryKeyThatDiffersAndNothingElse) {
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(changed_keys(*default_config(), *one),
             (std::vector<std::string>{"provider.echo.token_delay", "log.level"}));
+}
+
+
+// toml++ parses nesting recursively: 40,000 levels (80 KB) overflowed the
+// stack and killed check-config and the server. Refused before parsing, with
+// the line, in every form nesting can take.
+TEST(ParseConfigErrors, DeepNestingIsRefusedBeforeItReachesTheParser) {
+  const auto repeated = [](std::string_view unit, std::size_t n) {
+    std::string out;
+    out.reserve(unit.size() * n);
+    for (std::size_t i = 0; i < n; ++i) out += unit;
+    return out;
+  };
+  const std::string deep_key = repeated("a.", 40000) + "a = 1\n";
+  const std::string deep_header = "[" + repeated("a.", 40000) + "a]\nx = 1\n";
+  const std::string deep_array = "[log]\nlevel = " + repeated("[", 40000) + "\n";
+  const std::string deep_table = "provider = " + repeated("{ a = ", 40000) + "1\n";
+  for (const auto* text : {&deep_key, &deep_header, &deep_array, &deep_table}) {
+    const auto error = single_error(*text);
+    EXPECT_TRUE(contains(error.message, "nested more than 32 levels")) << error.message;
+    EXPECT_GE(error.line, 1);
+  }
+  // Dots and brackets inside strings and comments are not nesting.
+  auto fine = parse_ok("# a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h\n"
+                       "[provider]\nsystem_prompt = \"" + repeated("[{.", 100) + "\"\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->provider.system_prompt, repeated("[{.", 100));
+}
+
+// Any variable named here is sent to base_url as a bearer token: PATH was.
+TEST(ParseConfigRules, ApiKeyEnvMustNameACredentialVariable) {
+  for (const char* name : {"PATH", "HOME", "openai_api_key", "OPENAI-KEY", "_KEY", ""}) {
+    const auto error = single_error(fmt::format("[provider]\napi_key_env = \"{}\"\n", name));
+    EXPECT_EQ(error.key, "provider.api_key_env") << name;
+    EXPECT_TRUE(contains(error.message, "_KEY, _TOKEN or _SECRET")) << error.message;
+  }
+  for (const char* name : {"OPENAI_API_KEY", "DEEPSEEK_TOKEN", "MY_LLM_SECRET", "K2_KEY"})
+    EXPECT_NE(parse_ok(fmt::format("[provider]\napi_key_env = \"{}\"\n", name)), nullptr) << name;
+}
+
+TEST(ParseConfigRules, AnonymousAccessIsRefusedOnAnAddressOthersCanReach) {
+  const auto error = single_error("[gateway]\nlisten = \"0.0.0.0:8080\"\n");
+  EXPECT_EQ(error.key, "gateway.allow_anonymous");
+  EXPECT_TRUE(contains(error.message, "\"0.0.0.0:8080\" is reachable from other machines"))
+      << error.message;
+  EXPECT_NE(parse_ok("[gateway]\nlisten = \"0.0.0.0:8080\"\nallow_anonymous = true\n"), nullptr);
+  EXPECT_NE(parse_ok("[gateway]\nlisten = \"0.0.0.0:8080\"\ntoken = \"t\"\n"), nullptr);
+  EXPECT_NE(parse_ok("[gateway]\nlisten = \"0.0.0.0:8080\"\nauth = \"signed\"\n"), nullptr);
+  for (const char* loopback : {"127.0.0.1:1", "127.0.1.1:1", "[::1]:1", "localhost:1"})
+    EXPECT_NE(parse_ok(fmt::format("[gateway]\nlisten = \"{}\"\n", loopback)), nullptr) << loopback;
+}
+
+TEST(ParseConfigRules, TheAuthModeAndTheTokenAgree) {
+  // A token alone means auth = "token", as it did before auth existed.
+  auto implied = parse_ok("[gateway]\ntoken = \"t\"\n");
+  ASSERT_NE(implied, nullptr);
+  EXPECT_EQ(implied->gateway.auth, "token");
+  EXPECT_EQ(single_error("[gateway]\nauth = \"token\"\n").key, "gateway.token");
+  EXPECT_EQ(single_error("[gateway]\nauth = \"none\"\ntoken = \"t\"\n").key, "gateway.auth");
+  EXPECT_EQ(single_error("[gateway]\nauth = \"signed\"\nsigning_key_env = \"PATH\"\n").key,
+            "gateway.signing_key_env");
+  EXPECT_EQ(single_error("[gateway]\nauth = \"jwt\"\n").key, "gateway.auth");
+}
+
+TEST(WeakenedAccess, ARunningHostNeverLosesAGuardByAReload) {
+  const auto config = [](std::string_view text) { return parse_ok(text); };
+  const auto token = config("[gateway]\ntoken = \"t\"\n[admin]\ntoken = \"a\"\n");
+  const auto signed_ = config("[gateway]\nauth = \"signed\"\n[admin]\ntoken = \"a\"\n");
+  const auto open = config("[admin]\ntoken = \"a\"\n");
+  const auto generated_admin = config("[gateway]\ntoken = \"t\"\n");
+  const auto public_open =
+      config("[gateway]\nlisten = \"0.0.0.0:0\"\nallow_anonymous = true\n[admin]\ntoken = \"a\"\n");
+  ASSERT_TRUE(token && signed_ && open && generated_admin && public_open);
+
+  EXPECT_TRUE(weakened_access(*token, *token).empty());
+  EXPECT_TRUE(weakened_access(*open, *token).empty());  // adding a guard is fine
+  EXPECT_TRUE(weakened_access(*token, *signed_).empty());
+  const auto one = [](const std::vector<std::string>& reasons, std::string_view part) {
+    return reasons.size() == 1 && contains(reasons[0], part);
+  };
+  EXPECT_TRUE(one(weakened_access(*token, *open), "from \"token\" to \"none\""));
+  EXPECT_TRUE(one(weakened_access(*signed_, *token), "one shared token"));
+  EXPECT_TRUE(one(weakened_access(*token, *generated_admin), "admin.token"));
+  EXPECT_FALSE(weakened_access(*open, *public_open).empty());
+  // An empty configuration is refused before it could weaken anything.
+  EXPECT_TRUE(std::holds_alternative<std::vector<ConfigError>>(parse_config("")));
 }
 
 }  // namespace

@@ -115,5 +115,24 @@ TEST_F(StagedFileTest, AFileThatCannotBeReplacedIsLeftAsItWas) {
   EXPECT_EQ(read(path), "kept\n");
 }
 
+
+// With the file immutable, the replacement fails: the version kept beside it
+// must still be the one before, not the file that stayed in place.
+TEST_F(StagedFileTest, AFailedReplacementKeepsThePreviousVersionAsItWas) {
+  const auto path = dir_ / "mooring.toml";
+  ASSERT_EQ(write_file_atomically(path, "first\n"), "");
+  ASSERT_EQ(replace_keeping_previous(path.string(), "second\n"), "");
+  ASSERT_EQ(read(path.string() + ".previous"), "first\n");
+  const std::string lock = "chattr +i " + path.string() + " 2>/dev/null";
+  if (std::system(lock.c_str()) != 0) GTEST_SKIP() << "chattr +i is not available here";
+  const auto error = replace_keeping_previous(path.string(), "third\n");
+  std::system(("chattr -i " + path.string()).c_str());
+  EXPECT_NE(error, "");
+  EXPECT_EQ(read(path), "second\n");
+  EXPECT_EQ(read(path.string() + ".previous"), "first\n");
+  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+  EXPECT_FALSE(fs::exists(path.string() + ".previous.tmp"));
+}
+
 }  // namespace
 }  // namespace mooring::app
