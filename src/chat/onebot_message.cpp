@@ -1,0 +1,305 @@
+#include "chat/onebot_message.hpp"
+
+#include <boost/json.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+
+namespace mooring::chat::onebot {
+
+namespace json = boost::json;
+
+std::optional<std::string_view> Segment::get(std::string_view key) const {
+  for (const auto& [name, value] : data)
+    if (name == key) return std::string_view(value);
+  return std::nullopt;
+}
+
+Segment text_segment(std::string text) { return Segment{"text", {{"text", std::move(text)}}}; }
+
+namespace {
+
+std::string escape(std::string_view text, bool comma) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '[': out += "&#91;"; break;
+      case ']': out += "&#93;"; break;
+      case ',':
+        if (comma) {
+          out += "&#44;";
+          break;
+        }
+        [[fallthrough]];
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+void append_text(Segments& segments, std::string_view raw) {
+  if (raw.empty()) return;
+  auto text = unescape(raw);
+  if (!segments.empty() && segments.back().type == "text")
+    segments.back().data.front().second += text;
+  else
+    segments.push_back(text_segment(std::move(text)));
+}
+
+// One code's inside, between "[CQ:" and "]"; nullopt when it is not a code.
+std::optional<Segment> parse_code(std::string_view inside) {
+  const auto comma = inside.find(',');
+  Segment segment;
+  segment.type = std::string(inside.substr(0, comma));
+  if (segment.type.empty()) return std::nullopt;
+  if (segment.type.find_first_of("=&") != std::string::npos) return std::nullopt;
+  if (comma == std::string_view::npos) return segment;
+  std::string_view rest = inside.substr(comma + 1);
+  for (;;) {
+    const auto next = rest.find(',');
+    const auto piece = rest.substr(0, next);
+    const auto equals = piece.find('=');
+    if (equals == std::string_view::npos || equals == 0) return std::nullopt;
+    segment.data.emplace_back(std::string(piece.substr(0, equals)),
+                              unescape(piece.substr(equals + 1)));
+    if (next == std::string_view::npos) break;
+    rest.remove_prefix(next + 1);
+  }
+  return segment;
+}
+
+// A segment's data value as the spec writes it: a string. Numbers and
+// booleans (some implementations send them) are written out.
+std::optional<std::string> value_text(const json::value& value) {
+  if (value.is_string()) return std::string(value.as_string());
+  if (value.is_int64()) return std::to_string(value.as_int64());
+  if (value.is_uint64()) return std::to_string(value.as_uint64());
+  if (value.is_bool()) return std::string(value.as_bool() ? "true" : "false");
+  if (value.is_double()) return fmt::format("{}", value.as_double());
+  if (value.is_null()) return std::string();
+  return std::nullopt;  // an object or an array (a forward node's content)
+}
+
+boost::system::result<Segment, std::string> parse_segment(const json::value& value) {
+  using Result = boost::system::result<Segment, std::string>;
+  const auto* object = value.if_object();
+  if (!object) return Result(boost::system::in_place_error, "a segment must be an object");
+  const auto* type = object->if_contains("type");
+  if (!type || !type->is_string() || type->as_string().empty())
+    return Result(boost::system::in_place_error, "a segment needs a \"type\" string");
+  Segment segment;
+  segment.type = std::string(type->as_string());
+  if (const auto* data = object->if_contains("data"); data && !data->is_null()) {
+    const auto* fields = data->if_object();
+    if (!fields) return Result(boost::system::in_place_error, "a segment's \"data\" must be an object");
+    for (const auto& field : *fields)
+      if (auto text = value_text(field.value()))
+        segment.data.emplace_back(std::string(field.key()), std::move(*text));
+  }
+  return segment;
+}
+
+// Length in bytes of the UTF-8 sequence that starts with `lead` (1 for a
+// stray continuation byte, so a cut never loops).
+std::size_t sequence_length(unsigned char lead) {
+  if (lead >= 0xF0) return 4;
+  if (lead >= 0xE0) return 3;
+  if (lead >= 0xC0) return 2;
+  return 1;
+}
+
+// The byte offset after `max_chars` code points of `text` (or its size).
+std::size_t offset_of_chars(std::string_view text, std::size_t max_chars) {
+  std::size_t offset = 0;
+  for (std::size_t n = 0; n < max_chars && offset < text.size(); ++n)
+    offset += sequence_length(static_cast<unsigned char>(text[offset]));
+  return std::min(offset, text.size());
+}
+
+bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+// Where to cut `window` (the most a piece may hold): after the last good
+// break, or nullopt when there is none past its first quarter.
+std::optional<std::size_t> best_cut(std::string_view window) {
+  const std::size_t floor = window.size() / 4;
+  const auto after_last = [&](std::string_view mark) -> std::optional<std::size_t> {
+    const auto at = window.rfind(mark);
+    if (at == std::string_view::npos || at + mark.size() <= floor) return std::nullopt;
+    return at + mark.size();
+  };
+  if (auto cut = after_last("\n\n")) return cut;
+  if (auto cut = after_last("\n")) return cut;
+  std::optional<std::size_t> sentence;
+  for (std::string_view end : {". ", "! ", "? ", "。", "！", "？", "; ", "；"}) {
+    if (auto cut = after_last(end); cut && (!sentence || *cut > *sentence)) sentence = cut;
+  }
+  if (sentence) return sentence;
+  if (auto cut = after_last(" ")) return cut;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string escape_text(std::string_view text) { return escape(text, false); }
+std::string escape_value(std::string_view text) { return escape(text, true); }
+
+std::string unescape(std::string_view text) {
+  static constexpr std::array<std::pair<std::string_view, char>, 4> entities{
+      {{"&#91;", '['}, {"&#93;", ']'}, {"&#44;", ','}, {"&amp;", '&'}}};
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    bool replaced = false;
+    if (text[i] == '&') {
+      for (const auto& [entity, c] : entities) {
+        if (text.substr(i, entity.size()) == entity) {
+          out += c;
+          i += entity.size();
+          replaced = true;
+          break;
+        }
+      }
+    }
+    if (!replaced) out += text[i++];
+  }
+  return out;
+}
+
+Segments parse_cq_string(std::string_view text) {
+  Segments segments;
+  std::size_t plain_from = 0;
+  std::size_t at = 0;
+  while ((at = text.find("[CQ:", at)) != std::string_view::npos) {
+    const auto close = text.find(']', at);
+    if (close == std::string_view::npos) break;
+    auto code = parse_code(text.substr(at + 4, close - at - 4));
+    if (!code) {
+      at += 4;  // not a code: it stays text
+      continue;
+    }
+    append_text(segments, text.substr(plain_from, at - plain_from));
+    segments.push_back(std::move(*code));
+    at = plain_from = close + 1;
+  }
+  append_text(segments, text.substr(plain_from));
+  return segments;
+}
+
+std::string to_cq_string(const Segments& segments) {
+  std::string out;
+  for (const auto& segment : segments) {
+    if (segment.type == "text") {
+      out += escape_text(segment.get("text").value_or(""));
+      continue;
+    }
+    out += "[CQ:" + segment.type;
+    for (const auto& [name, value] : segment.data) out += "," + name + "=" + escape_value(value);
+    out += "]";
+  }
+  return out;
+}
+
+boost::system::result<Segments, std::string> parse_message(const json::value& message) {
+  using Result = boost::system::result<Segments, std::string>;
+  if (message.is_string()) return parse_cq_string(message.as_string());
+  if (message.is_object()) {
+    auto segment = parse_segment(message);
+    if (!segment) return Result(boost::system::in_place_error, segment.error());
+    return Segments{std::move(*segment)};
+  }
+  if (const auto* array = message.if_array()) {
+    Segments segments;
+    segments.reserve(array->size());
+    for (const auto& element : *array) {
+      auto segment = parse_segment(element);
+      if (!segment) return Result(boost::system::in_place_error, segment.error());
+      segments.push_back(std::move(*segment));
+    }
+    return segments;
+  }
+  return Result(boost::system::in_place_error,
+                "a message must be a string, a segment or an array of segments");
+}
+
+json::array to_json(const Segments& segments) {
+  json::array out;
+  out.reserve(segments.size());
+  for (const auto& segment : segments) {
+    json::object data;
+    for (const auto& [name, value] : segment.data) data[name] = value;
+    out.push_back(json::object{{"type", segment.type}, {"data", std::move(data)}});
+  }
+  return out;
+}
+
+Incoming read_incoming(const Segments& segments, std::int64_t self_id) {
+  Incoming in;
+  const std::string self = std::to_string(self_id);
+  for (const auto& segment : segments) {
+    const auto& type = segment.type;
+    if (type == "text") {
+      in.text += segment.get("text").value_or("");
+    } else if (type == "at") {
+      const auto qq = segment.get("qq").value_or("");
+      if (qq == self || qq == "all") {
+        in.mentions_self = true;
+      } else {
+        in.text += "@" + std::string(segment.get("name").value_or(qq));
+      }
+    } else if (type == "reply") {
+      if (auto id = segment.get("id")) in.replying_to = std::string(*id);
+    } else if (type == "image") {
+      // A received image has its URL in `url`; a sent one may name it in `file`.
+      auto url = segment.get("url");
+      const auto file = segment.get("file").value_or("");
+      if (!url && (file.starts_with("http://") || file.starts_with("https://"))) url = file;
+      if (url && !url->empty()) {
+        in.images.emplace_back(*url);
+      } else if (file.starts_with("base64://")) {
+        in.images.push_back("data:image/png;base64," + std::string(file.substr(9)));
+      } else {
+        in.text += "[image]";
+      }
+    } else if (type == "face") {
+      in.text += "[face]";
+    } else if (type == "record") {
+      in.text += "[voice message]";
+    } else if (type == "video") {
+      in.text += "[video]";
+    } else if (type == "forward" || type == "node") {
+      in.text += "[forwarded messages]";
+    } else if (type == "share") {
+      in.text += fmt::format("[link: {} {}]", segment.get("title").value_or(""),
+                             segment.get("url").value_or(""));
+    } else {
+      in.text += "[" + type.substr(0, 32) + "]";
+    }
+  }
+  return in;
+}
+
+std::vector<std::string> split_reply(std::string_view text, std::size_t max_chars) {
+  std::vector<std::string> pieces;
+  max_chars = std::max<std::size_t>(max_chars, 1);
+  while (!text.empty()) {
+    const auto window_end = offset_of_chars(text, max_chars);
+    if (window_end == text.size()) {
+      pieces.emplace_back(text);
+      break;
+    }
+    const auto window = text.substr(0, window_end);
+    std::size_t cut = best_cut(window).value_or(window_end);
+    auto piece = text.substr(0, cut);
+    while (!piece.empty() && is_space(piece.back())) piece.remove_suffix(1);
+    if (!piece.empty()) pieces.emplace_back(piece);
+    text.remove_prefix(cut);
+    while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  }
+  return pieces;
+}
+
+}  // namespace mooring::chat::onebot

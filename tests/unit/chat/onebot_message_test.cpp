@@ -1,0 +1,137 @@
+#include "chat/onebot_message.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+namespace mooring::chat::onebot {
+namespace {
+
+namespace json = boost::json;
+
+Segment seg(std::string type, std::vector<std::pair<std::string, std::string>> data = {}) {
+  return Segment{std::move(type), std::move(data)};
+}
+
+TEST(CqCode, EscapingOrderMattersAndRoundTrips) {
+  // The spec's round trip, and the order trap: &amp;#91; is "&#91;" as text.
+  EXPECT_EQ(escape_text("- [x] use &data"), "- &#91;x&#93; use &amp;data");
+  EXPECT_EQ(unescape("- &#91;x&#93; use &amp;data"), "- [x] use &data");
+  EXPECT_EQ(unescape("&amp;#91;"), "&#91;");
+  EXPECT_EQ(escape_text("&#91;"), "&amp;#91;");
+  EXPECT_EQ(escape_text("a,b"), "a,b");
+  EXPECT_EQ(escape_value("a,b"), "a&#44;b");
+}
+
+TEST(CqCode, ParsesTextAndCodesInOrder) {
+  const auto segments = parse_cq_string("[CQ:reply,id=42][CQ:at,qq=10001]hi &#91;there&#93;[CQ:face,id=178]");
+  ASSERT_EQ(segments.size(), 4u);
+  EXPECT_EQ(segments[0], seg("reply", {{"id", "42"}}));
+  EXPECT_EQ(segments[1], seg("at", {{"qq", "10001"}}));
+  EXPECT_EQ(segments[2], text_segment("hi [there]"));
+  EXPECT_EQ(segments[3], seg("face", {{"id", "178"}}));
+}
+
+TEST(CqCode, ValuesKeepTheirEqualsSignsAndEscapedCommas) {
+  // The spec's share example: a comma inside a value is &#44;.
+  const std::string text =
+      "[CQ:share,url=http://baidu.com?a=1&amp;b=2,title=Hello&#44; world]";
+  const auto segments = parse_cq_string(text);
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].get("url"), "http://baidu.com?a=1&b=2");
+  EXPECT_EQ(segments[0].get("title"), "Hello, world");
+  EXPECT_EQ(to_cq_string(segments), text);
+}
+
+TEST(CqCode, WhatIsNotACodeStaysText) {
+  for (const char* text : {"[CQ:", "[CQ:]", "[CQ:face,id]", "[CQ:face,=1]", "[CQ:a=b]",
+                           "[CQ:face,id=1", "plain ] text [", ""}) {
+    const auto segments = parse_cq_string(text);
+    std::string joined;
+    for (const auto& segment : segments) {
+      EXPECT_EQ(segment.type, "text") << text;
+      joined += segment.get("text").value_or("");
+    }
+    EXPECT_EQ(joined, unescape(text)) << text;
+  }
+  // A malformed code before a good one: both read, in order.
+  const auto mixed = parse_cq_string("[CQ:x,y][CQ:face,id=1]");
+  ASSERT_EQ(mixed.size(), 2u);
+  EXPECT_EQ(mixed[0], text_segment("[CQ:x,y]"));
+  EXPECT_EQ(mixed[1], seg("face", {{"id", "1"}}));
+}
+
+TEST(CqCode, WellFormedStringsRoundTrip) {
+  for (const char* text : {"hello", "&amp;&#91;&#93;", "[CQ:shake]", "a[CQ:image,file=x.jpg,type=flash]b",
+                           "[CQ:at,qq=all] 大家好"})
+    EXPECT_EQ(to_cq_string(parse_cq_string(text)), text);
+}
+
+TEST(Message, AcceptsTheStringTheArrayAndOneSegment) {
+  auto from_string = parse_message(json::value("[CQ:at,qq=1]hi"));
+  ASSERT_TRUE(from_string);
+  EXPECT_EQ(from_string->size(), 2u);
+  auto from_array = parse_message(json::parse(
+      R"([{"type":"at","data":{"qq":1}},{"type":"text","data":{"text":"hi"}},{"type":"face","data":null}])"));
+  ASSERT_TRUE(from_array);
+  ASSERT_EQ(from_array->size(), 3u);
+  EXPECT_EQ((*from_array)[0].get("qq"), "1");  // a number, written out
+  auto one = parse_message(json::parse(R"({"type":"text","data":{"text":"x"}})"));
+  ASSERT_TRUE(one);
+  EXPECT_EQ(*one, Segments{text_segment("x")});
+  for (const char* bad : {"42", "null", R"([1])", R"([{"data":{}}])", R"([{"type":"t","data":[]}])"})
+    EXPECT_FALSE(parse_message(json::parse(bad))) << bad;
+  // Sent as an array, values literal.
+  EXPECT_EQ(json::serialize(to_json({text_segment("[a]"), seg("reply", {{"id", "7"}})})),
+            R"([{"type":"text","data":{"text":"[a]"}},{"type":"reply","data":{"id":"7"}}])");
+}
+
+TEST(Message, ReadsWhatAConversationKeeps) {
+  const auto in = read_incoming(
+      {seg("reply", {{"id", "99"}}), seg("at", {{"qq", "10001"}}), text_segment(" hello "),
+       seg("at", {{"qq", "555"}}), seg("face", {{"id", "1"}}), seg("image", {{"file", "a.jpg"}, {"url", "https://x/a.jpg"}}),
+       seg("image", {{"file", "base64://AAAA"}}), seg("record", {{"file", "v.amr"}}), seg("mystery")},
+      10001);
+  EXPECT_TRUE(in.mentions_self);
+  EXPECT_EQ(in.replying_to, "99");
+  EXPECT_EQ(in.text, " hello @555[face][voice message][mystery]");
+  EXPECT_EQ(in.images, (std::vector<std::string>{"https://x/a.jpg", "data:image/png;base64,AAAA"}));
+  EXPECT_FALSE(read_incoming({seg("at", {{"qq", "2"}})}, 10001).mentions_self);
+  EXPECT_TRUE(read_incoming({seg("at", {{"qq", "all"}})}, 10001).mentions_self);
+}
+
+std::size_t chars(const std::string& s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+TEST(SplitReply, CutsAtTheBestBoundaryAndKeepsEveryCharacter) {
+  EXPECT_EQ(split_reply("short", 100), std::vector<std::string>{"short"});
+  EXPECT_EQ(split_reply("one.\n\ntwo two two.", 12), (std::vector<std::string>{"one.", "two two two."}));
+  EXPECT_EQ(split_reply("First sentence. Second one here", 20),
+            (std::vector<std::string>{"First sentence.", "Second one here"}));
+  // No boundary at all: a hard cut between code points, never inside one.
+  const std::string han = "汉字汉字汉字汉字汉字";  // 10 code points, 30 bytes
+  const auto pieces = split_reply(han, 4);
+  ASSERT_EQ(pieces.size(), 3u);
+  EXPECT_EQ(pieces[0], "汉字汉字");
+  EXPECT_EQ(chars(pieces[2]), 2u);
+  std::string long_text;
+  for (int i = 0; i < 500; ++i) long_text += "word" + std::to_string(i) + (i % 7 == 6 ? ". " : " ");
+  std::string rejoined;
+  for (const auto& piece : split_reply(long_text, 97)) {
+    EXPECT_LE(chars(piece), 97u);
+    rejoined += piece;
+  }
+  std::string expected;
+  for (char c : long_text)
+    if (c != ' ') expected += c;
+  std::string got;
+  for (char c : rejoined)
+    if (c != ' ') got += c;
+  EXPECT_EQ(got, expected);
+  EXPECT_TRUE(split_reply("", 10).empty());
+}
+
+}  // namespace
+}  // namespace mooring::chat::onebot
