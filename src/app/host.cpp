@@ -10,6 +10,7 @@
 #include "runtime/shutdown.hpp"
 #include "runtime/signals.hpp"
 #include "runtime/supervisor.hpp"
+#include "runtime/systemd.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
@@ -89,6 +90,11 @@ class Host {
     bool commit = true;
   };
   awaitable<ConfigOutcome> apply(ConfigResult parsed, Change change);
+  // apply(), told to the service manager: RELOADING=1, then READY=1 with
+  // the outcome (systemd has no "reload failed"; STATUS= says it).
+  awaitable<ConfigOutcome> apply_and_notify(ConfigResult parsed, Change change);
+  std::string summary() const;
+  static awaitable<void> feed_watchdog(Host* host, runtime::Duration interval);
   awaitable<ConfigOutcome> put_config(std::string text,
                                       std::optional<std::uint64_t> expected_generation,
                                       bool commit);
@@ -107,6 +113,7 @@ class Host {
   bool forced_ = false;
   int stop_signal_ = 0;
   std::shared_ptr<admin::EventHub> events_;
+  runtime::SystemdNotifier systemd_ = runtime::SystemdNotifier::from_environment();
   // In dependency order; each depends only on those before it.
   std::unique_ptr<StoreComponent> store_;
   std::unique_ptr<ProviderComponent> provider_;
@@ -328,7 +335,7 @@ awaitable<ConfigOutcome> Host::put_config(std::string text,
   change.write_file = commit;
   change.commit = commit;
   auto parsed = parse_config(change.text);
-  co_return co_await apply(std::move(parsed), std::move(change));
+  co_return co_await apply_and_notify(std::move(parsed), std::move(change));
 }
 
 awaitable<ConfigOutcome> Host::reload_file(std::string origin) {
@@ -352,7 +359,41 @@ awaitable<ConfigOutcome> Host::reload_file(std::string origin) {
     change.text = std::move(std::get<std::string>(text));
     parsed = parse_config(change.text);
   }
-  co_return co_await apply(std::move(parsed), std::move(change));
+  co_return co_await apply_and_notify(std::move(parsed), std::move(change));
+}
+
+awaitable<ConfigOutcome> Host::apply_and_notify(ConfigResult parsed, Change change) {
+  if (!change.commit) co_return co_await apply(std::move(parsed), std::move(change));
+  systemd_.reloading();
+  auto outcome = co_await apply(std::move(parsed), std::move(change));
+  if (outcome.status == http::status::ok) {
+    systemd_.ready(summary());
+  } else {
+    const auto* error = outcome.body.if_contains("error");
+    const auto* message = error && error->is_object() ? error->as_object().if_contains("message")
+                                                      : nullptr;
+    std::string reason = message && message->is_string() ? std::string(message->as_string())
+                                                         : "refused";
+    systemd_.ready("reload refused: " + reason);
+  }
+  co_return outcome;
+}
+
+// One line for the service manager's status: what serves where.
+std::string Host::summary() const {
+  return fmt::format("serving generation {}: gateway {}, admin {}", generation_,
+                     gateway_ ? gateway_->status().listen : "", admin_ ? admin_->status().listen : "");
+}
+
+awaitable<void> Host::feed_watchdog(Host* host, runtime::Duration interval) {
+  // From the network thread: a wedged event loop stops feeding it, and the
+  // service manager restarts the process.
+  for (;;) {
+    // Not in the loop's condition: GCC 12 mishandles a co_await there.
+    const bool elapsed = co_await runtime::sleep_for(interval);
+    if (!elapsed) co_return;
+    host->systemd_.watchdog();
+  }
 }
 
 // The outcome of a SIGHUP is in the log (apply logs it); nobody waits for it.
@@ -388,6 +429,14 @@ awaitable<int> Host::main() {
     co_return 1;
   }
   if (!token->path.empty()) log::info("admin: token is in {}", token->path);
+
+  // Sockets passed by a service manager (socket activation) replace binding.
+  static constexpr std::string_view listener_names[] = {"gateway", "admin"};
+  auto passed = runtime::take_passed_sockets(listener_names);
+  if (!passed) {
+    log::error("{}", passed.error());
+    co_return 1;
+  }
 
   events_->capture_logs();
 
@@ -428,12 +477,18 @@ awaitable<int> Host::main() {
                               [this] { return generation_; }};
   admin_ = std::make_unique<AdminComponent>(supervisor_, std::move(context), *config_, on_change);
   components_ = {store_.get(), provider_.get(), gateway_.get(), admin_.get()};
+  for (auto* listener : {&gateway_->listener(), &admin_->listener()})
+    if (auto it = passed->find(listener->name()); it != passed->end())
+      listener->use_passed_socket(it->second);
 
   co_await gateway_->start();
   co_await admin_->start();
   running_ = true;
   log::info("mooring started: provider {}, data in {}",
             provider_->provider()->kind(), config_->data.dir);
+  systemd_.ready(summary());
+  if (auto interval = systemd_.watchdog_interval())
+    supervisor_.spawn("systemd watchdog", "systemd", feed_watchdog(this, *interval));
 
   while (!stop_requested_) co_await shutdown_requested_.wait_until(runtime::Deadline::never());
   co_await shut_down(runtime::signal_name(stop_signal_));
@@ -448,6 +503,8 @@ awaitable<void> Host::shut_down(const char* cause) {
             runtime::format_duration(config_->shutdown.drain_timeout));
 
   // (1) Not ready, and no listener accepts any more: the ports are free now.
+  systemd_.stopping(fmt::format("{}: draining for up to {}", cause,
+                                runtime::format_duration(config_->shutdown.drain_timeout)));
   shutdown_.begin();
   for (auto it = components_.rbegin(); it != components_.rend(); ++it) (*it)->stop_accepting();
   auto& gateway = gateway_->listener();

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+#include <sys/socket.h>
+
 namespace mooring::app {
 
 using namespace std::chrono_literals;
@@ -41,17 +44,54 @@ bool ListenerComponent::try_bind() {
     status_.remember("bind failed: " + status_.last_error);
     return false;
   }
-  server_->start(std::move(*acceptor));
+  serve(std::move(*acceptor));
+  return true;
+}
+
+void ListenerComponent::serve(net::tcp::acceptor acceptor) {
+  server_->start(std::move(acceptor));
   status_.listen = net::endpoint_string(*server_->local_endpoint());
   status_.next_retry.reset();
   status_.remember("listening on " + status_.listen);
   set_state(ComponentState::running);
+}
+
+// The service manager keeps its own copy of a passed socket and hands it to
+// the next start too: closing ours is fine, shutting it down is not (and
+// nothing here does).
+bool ListenerComponent::try_passed_socket(int fd) {
+  ++status_.start_attempts;
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  error_code ec;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    ec = error_code(errno, boost::system::system_category());
+  net::tcp::acceptor acceptor(supervisor_.executor());
+  if (!ec)
+    acceptor.assign(address.ss_family == AF_INET6 ? net::tcp::v6() : net::tcp::v4(), fd, ec);
+  if (ec) {
+    status_.last_error = fmt::format("{}: cannot use the socket passed by the service manager (fd "
+                                     "{}): {}",
+                                     status_.name, fd, ec.message());
+    status_.remember(status_.last_error);
+    return false;
+  }
+  serve(std::move(acceptor));
+  on_passed_socket_ = true;
   return true;
 }
 
 void ListenerComponent::open() {
   if (server_->accepting()) return;
   set_state(ComponentState::starting);
+  if (auto fd = std::exchange(passed_fd_, std::nullopt)) {
+    if (try_passed_socket(*fd)) {
+      log::info("{}: listening on {} (socket passed by the service manager)", status_.name,
+                status_.listen);
+      return;
+    }
+    log::warn("{}; binding {} instead", status_.last_error, address_.to_string());
+  }
   if (try_bind()) {
     log::info("{}: listening on {}", status_.name, status_.listen);
     return;
@@ -97,6 +137,10 @@ void ListenerComponent::move_to(net::ListenAddress next, net::tcp::acceptor acce
   // A listener still retrying its old address gives that up.
   supervisor_.cancel_group(status_.name + ".bind");
   const std::string before = status_.listen;
+  if (std::exchange(on_passed_socket_, false))
+    log::info("{}: {} was passed by the service manager; mooring binds {} itself from now on "
+              "(the socket unit still names the old address)",
+              status_.name, before, next.to_string());
   auto old = std::exchange(server_,
                            std::make_unique<net::HttpServer>(supervisor_, status_.name, router_, limits_));
   address_ = std::move(next);

@@ -33,7 +33,12 @@ class ListenerComponent {
   ListenerComponent(const ListenerComponent&) = delete;
   ListenerComponent& operator=(const ListenerComponent&) = delete;
 
-  // Binds the address and serves, or goes to `failed` and retries.
+  // Serves on a socket a service manager passed (socket activation) instead
+  // of binding the configured address; call before open().
+  void use_passed_socket(int fd) { passed_fd_ = fd; }
+
+  // Binds the address (or takes the passed socket) and serves, or goes to
+  // `failed` and retries binding.
   void open();
 
   // Binds `next` without serving on it. The Commit moves the listener there;
@@ -58,6 +63,8 @@ class ListenerComponent {
 
  private:
   bool try_bind();
+  bool try_passed_socket(int fd);
+  void serve(net::tcp::acceptor acceptor);
   awaitable<void> retry_bind();
   void move_to(net::ListenAddress next, net::tcp::acceptor acceptor, runtime::Duration retire_deadline);
   awaitable<void> retire(net::HttpServer* server, runtime::Deadline deadline);
@@ -73,6 +80,8 @@ class ListenerComponent {
   std::vector<std::unique_ptr<net::HttpServer>> retiring_;
   ChangeCallback on_change_;
   runtime::Notifier retired_;
+  std::optional<int> passed_fd_;  // given by the service manager, not yet taken
+  bool on_passed_socket_ = false;  // serving on it now
   ComponentStatus status_;
 };
 

@@ -64,9 +64,13 @@ awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
 awaitable<void> WsConnection::read_loop() {
   beast::flat_buffer buffer;
   for (;;) {
-    while (paused_ && state_ != State::closed && !co_await runtime::cancelled())
+    // No co_await inside a condition: GCC 12 mishandles it.
+    bool cancelled = co_await runtime::cancelled();
+    while (paused_ && state_ != State::closed && !cancelled) {
       co_await resumed_.wait_until(runtime::Deadline::never());
-    if (state_ == State::closed || co_await runtime::cancelled()) break;
+      cancelled = co_await runtime::cancelled();
+    }
+    if (state_ == State::closed || cancelled) break;
     auto [ec, n] = co_await stream_.async_read(buffer, use_tuple);
     if (ec) {
       if (ec == websocket::error::closed && closed_.code == 0) {
@@ -126,7 +130,8 @@ awaitable<void> WsConnection::write_loop() {
       // waits until the owner resumes reading.
       wake_.expires_at(Clock::time_point::max());
       co_await wake_.async_wait(use_tuple);
-      if (co_await runtime::cancelled()) co_return;
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) co_return;
       continue;
     }
     if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
@@ -150,7 +155,8 @@ awaitable<void> WsConnection::write_loop() {
     wake_.expires_at(awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
                                     : last_heard_ + options_.heartbeat_interval);
     co_await wake_.async_wait(use_tuple);
-    if (co_await runtime::cancelled()) co_return;
+    const bool cancelled = co_await runtime::cancelled();
+    if (cancelled) co_return;
   }
 }
 

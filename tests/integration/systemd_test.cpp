@@ -1,0 +1,171 @@
+// mooring under a service manager, without systemd as PID 1: a datagram
+// socket stands in for $NOTIFY_SOCKET and hears every state change, and
+// systemd-socket-activate passes listening sockets the way a .socket unit does.
+#include "support/chat_client.hpp"
+#include "support/clients.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+namespace mooring::test {
+namespace {
+
+const std::string ephemeral =
+    "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-t\"\n";
+
+// The service manager's end of $NOTIFY_SOCKET.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::filesystem::path& path) : path_(path.string()) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path_.c_str(), sizeof(address.sun_path) - 1);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+      ADD_FAILURE() << "cannot bind " << path_ << ": " << std::strerror(errno);
+  }
+  ~NotifySocket() { ::close(fd_); }
+  const std::string& path() const { return path_; }
+
+  // The next datagram, or nullopt after `timeout`.
+  std::optional<std::string> next(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
+    char buffer[4096];
+    const auto n = ::recv(fd_, buffer, sizeof buffer, 0);
+    if (n < 0) return std::nullopt;
+    return std::string(buffer, static_cast<std::size_t>(n));
+  }
+
+  // Skips WATCHDOG=1 pings until a datagram that is something else.
+  std::optional<std::string> next_state() {
+    for (;;) {
+      auto message = next();
+      if (!message || *message != "WATCHDOG=1") return message;
+      ++watchdogs;
+    }
+  }
+
+  int watchdogs = 0;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+bool starts_with(const std::optional<std::string>& text, std::string_view prefix) {
+  return text && text->starts_with(prefix);
+}
+
+TEST(Systemd, TheServiceManagerHearsReadyReloadingReadyStoppingAndTheWatchdog) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", ephemeral);
+  NotifySocket notify(dir / "notify.sock");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path(), {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=200000"});
+
+  auto ready = notify.next_state();
+  ASSERT_TRUE(starts_with(ready, "READY=1\nSTATUS=serving generation 1: gateway 127.0.0.1:"))
+      << ready.value_or("(nothing)") << "\n" << host.stderr_text();
+
+  host.signal(SIGHUP);
+  auto reloading = notify.next_state();
+  ASSERT_TRUE(starts_with(reloading, "RELOADING=1\nMONOTONIC_USEC=")) << reloading.value_or("");
+  EXPECT_GT(std::stoull(reloading->substr(reloading->find('=', 12) + 1)), 0u);
+  EXPECT_TRUE(starts_with(notify.next_state(), "READY=1\nSTATUS=serving generation 2"));
+
+  // A refused reload still ends with READY=1; the status says why.
+  write_file(dir / "mooring.toml", ephemeral + "[log]\nlevel = \"loud\"\n");
+  host.signal(SIGHUP);
+  EXPECT_TRUE(starts_with(notify.next_state(), "RELOADING=1"));
+  auto refused = notify.next_state();
+  EXPECT_TRUE(starts_with(refused, "READY=1\nSTATUS=reload refused: 1 problem(s)")) << refused.value_or("");
+
+  // The watchdog is fed at half of WATCHDOG_USEC (100 ms) from the event loop.
+  ASSERT_TRUE(poll_until([&] {
+    if (auto message = notify.next(std::chrono::milliseconds(50)); message == "WATCHDOG=1") ++notify.watchdogs;
+    return notify.watchdogs >= 3;
+  }, std::chrono::seconds(10)));
+
+  host.signal(SIGTERM);
+  auto stopping = notify.next_state();
+  EXPECT_TRUE(starts_with(stopping, "STOPPING=1\nSTATUS=SIGTERM: draining")) << stopping.value_or("");
+  const auto code = host.wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << host.stderr_text();
+}
+
+std::uint16_t free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor probe(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  return probe.local_endpoint().port();
+}
+
+// Socket activation: the connection that woke the service is the first one
+// answered, on the passed socket, not on the configured port.
+TEST(Systemd, PassedSocketsServeAndTheConnectionThatActivatedIsAnswered) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", ephemeral);
+  const auto gateway_port = free_port();
+  const auto admin_port = free_port();
+  ChildProcess manager("/usr/bin/systemd-socket-activate",
+                       {"-l", fmt::format("127.0.0.1:{}", gateway_port), "-l",
+                        fmt::format("127.0.0.1:{}", admin_port), "--fdname=gateway:admin",
+                        MOORING_BINARY, "serve"},
+                       dir.path());
+  const auto admin = fmt::format("127.0.0.1:{}", admin_port);
+  // Nothing runs mooring until this first request arrives on the passed socket.
+  ASSERT_TRUE(poll_until([&] { return manager.stderr_text().find("Listening on") != std::string::npos; },
+                         std::chrono::seconds(10)))
+      << manager.stderr_text();
+  const auto health = http_get(admin, "/healthz");
+  EXPECT_EQ(health.status, 200) << manager.stderr_text();
+  EXPECT_EQ(http_get(admin, "/api/status", "admin-t").status, 200);
+  ChatClient user;
+  EXPECT_EQ(user.connect(fmt::format("127.0.0.1:{}", gateway_port), "alice"), 101);
+  const auto log = manager.stderr_text();
+  EXPECT_NE(log.find("socket passed by the service manager"), std::string::npos) << log;
+  manager.signal(SIGTERM);
+  const auto code = manager.wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << manager.stderr_text();
+}
+
+TEST(Systemd, UnknownOrUnnamedPassedSocketsAreAClearError) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", ephemeral);
+  for (const std::string names : {"--fdname=gateway:bogus", "--fdname=gateway:gateway"}) {
+    const auto port_a = free_port();
+    const auto port_b = free_port();
+    ChildProcess manager("/usr/bin/systemd-socket-activate",
+                         {"-l", fmt::format("127.0.0.1:{}", port_a), "-l",
+                          fmt::format("127.0.0.1:{}", port_b), names, MOORING_BINARY, "serve"},
+                         dir.path());
+    ASSERT_TRUE(poll_until([&] { return manager.stderr_text().find("Listening on") != std::string::npos; },
+                           std::chrono::seconds(10)));
+    // A connection wakes it; mooring refuses the sockets and exits 1.
+    asio::io_context io;
+    asio::ip::tcp::socket poke(io);
+    boost::system::error_code ec;
+    poke.connect({asio::ip::make_address("127.0.0.1"), port_a}, ec);
+    const auto code = manager.wait_exit(std::chrono::seconds(20));
+    ASSERT_TRUE(code.has_value()) << names;
+    EXPECT_EQ(*code, 1) << names << "\n" << manager.stderr_text();
+    const auto log = manager.stderr_text();
+    EXPECT_TRUE(log.find("mooring takes only gateway, admin") != std::string::npos ||
+                log.find("two sockets named \"gateway\"") != std::string::npos)
+        << log;
+  }
+}
+
+}  // namespace
+}  // namespace mooring::test
