@@ -1,6 +1,7 @@
 #include "admin/admin_api.hpp"
 
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 
 #include <fmt/format.h>
 
@@ -186,21 +187,41 @@ json::array tasks_json(const runtime::Supervisor& supervisor) {
 }
 
 // Prometheus text format from the status document's numbers.
+// The host's state as gauges (read from the status document when asked),
+// then every counter and histogram the layers keep.
 std::string metrics_text(const json::object& status) {
-  std::string out = "# TYPE mooring_up gauge\nmooring_up 1\n";
-  for (const auto& [key, value] : status) {
-    if (!value.is_number() && !value.is_bool()) continue;
-    const double number = value.is_bool() ? (value.as_bool() ? 1 : 0) : value.to_number<double>();
-    out += fmt::format("# TYPE mooring_{0} gauge\nmooring_{0} {1}\n", std::string_view(key), number);
-  }
+  std::string out;
+  const auto gauge = [&out](std::string_view name, std::string_view help, double value) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, value);
+  };
+  const auto number = [&status](std::string_view key) {
+    const auto* value = status.if_contains(key);
+    if (!value) return 0.0;
+    if (value->is_bool()) return value->as_bool() ? 1.0 : 0.0;
+    return value->is_number() ? value->to_number<double>() : 0.0;
+  };
+  gauge("mooring_up", "1 while the process serves.", 1);
+  gauge("mooring_ready", "1 when every component is running (as /readyz).", number("ready"));
+  gauge("mooring_shutting_down", "1 once the shutdown plan has begun.", number("shutting_down"));
+  gauge("mooring_uptime_seconds", "Time since the process started.", number("uptime_ms") / 1000);
+  gauge("mooring_config_generation", "The generation of the configuration being served.",
+        number("generation"));
+  gauge("mooring_tasks", "Background tasks owned by the supervisor.", number("tasks"));
+  gauge("mooring_sessions", "Chat sessions in memory.", number("sessions"));
+  gauge("mooring_connections", "Open chat connections.", number("connections"));
+  gauge("mooring_replies_in_flight", "Replies being generated now.", number("replies_in_flight"));
   if (auto* components = status.if_contains("components"); components && components->is_array()) {
-    out += "# TYPE mooring_component_up gauge\n";
-    for (const auto& c : components->as_array())
+    out += "# HELP mooring_component_up 1 when the component is running.\n"
+           "# TYPE mooring_component_up gauge\n";
+    for (const auto& c : components->as_array()) {
+      const auto* object = c.if_object();
+      if (!object || !object->contains("name") || !object->at("name").is_string()) continue;
       out += fmt::format("mooring_component_up{{component=\"{}\"}} {}\n",
-                         std::string_view(c.at("name").as_string()),
-                         c.at("state") == "running" ? 1 : 0);
+                         std::string_view(object->at("name").as_string()),
+                         object->contains("state") && object->at("state") == "running" ? 1 : 0);
+    }
   }
-  return out;
+  return out + runtime::metrics().text();
 }
 
 }  // namespace

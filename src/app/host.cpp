@@ -6,6 +6,7 @@
 #include "app/staged_file.hpp"
 #include "runtime/blocking.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/run.hpp"
 #include "runtime/shutdown.hpp"
 #include "runtime/signals.hpp"
@@ -52,6 +53,25 @@ ConfigOutcome refusal(http::status status, std::string_view code, std::string me
                       std::uint64_t generation) {
   return {status, json::object{{"error", {{"code", code}, {"message", message}}},
                                {"generation", generation}}};
+}
+
+// Reloads by outcome, for alerts: "applied", "invalid" (400), "refused"
+// (409: could not be prepared, or would weaken access), "stale" (412),
+// "unavailable" (503: starting or shutting down).
+runtime::Counter& reloads(std::string_view outcome) {
+  return runtime::metrics().counter("mooring_config_reloads_total",
+                                    "Configuration changes asked for, by outcome.",
+                                    {{"outcome", std::string(outcome)}});
+}
+
+void count_reload(http::status status) {
+  switch (status) {
+    case http::status::ok: reloads("applied").inc(); break;
+    case http::status::bad_request: reloads("invalid").inc(); break;
+    case http::status::precondition_failed: reloads("stale").inc(); break;
+    case http::status::service_unavailable: reloads("unavailable").inc(); break;
+    default: reloads("refused").inc(); break;
+  }
 }
 
 class Host {
@@ -322,12 +342,14 @@ awaitable<ConfigOutcome> Host::apply(ConfigResult parsed, Change change) {
 awaitable<ConfigOutcome> Host::put_config(std::string text,
                                           std::optional<std::uint64_t> expected_generation,
                                           bool commit) {
-  if (expected_generation && *expected_generation != generation_)
+  if (expected_generation && *expected_generation != generation_) {
+    count_reload(http::status::precondition_failed);
     co_return refusal(http::status::precondition_failed, "generation_changed",
                       fmt::format("the configuration is at generation {} now, not {}: GET "
                                   "/api/config again and apply your change to it",
                                   generation_, *expected_generation),
                       generation_);
+  }
   Change change;
   change.origin = commit ? "PUT /api/config" : "POST /api/config/validate";
   change.source = "request";
@@ -366,6 +388,7 @@ awaitable<ConfigOutcome> Host::apply_and_notify(ConfigResult parsed, Change chan
   if (!change.commit) co_return co_await apply(std::move(parsed), std::move(change));
   systemd_.reloading();
   auto outcome = co_await apply(std::move(parsed), std::move(change));
+  count_reload(outcome.status);
   if (outcome.status == http::status::ok) {
     systemd_.ready(summary());
   } else {

@@ -2,6 +2,7 @@
 
 #include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 
 namespace mooring::runtime {
 
@@ -25,6 +26,14 @@ TaskId Supervisor::spawn(std::string name, std::string group, awaitable<void> bo
   return id;
 }
 
+namespace {
+Counter& task_failures() {
+  static Counter& counter = metrics().counter(
+      "mooring_task_failures_total", "Background tasks that ended by an unexpected exception.");
+  return counter;
+}
+}  // namespace
+
 awaitable<void> Supervisor::run_task(TaskId id, awaitable<void> body) {
   // Let the graceful (total) stage reach the task, not only the terminal one.
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
@@ -33,17 +42,20 @@ awaitable<void> Supervisor::run_task(TaskId id, awaitable<void> body) {
   } catch (const boost::system::system_error& e) {
     if (!is_cancellation(e.code())) {
       ++failures_;
+      task_failures().inc();
       auto it = tasks_.find(id);
       log::error("task {} failed: {}", it == tasks_.end() ? "?" : it->second->info.name,
                  elide(e.what()));
     }
   } catch (const std::exception& e) {
     ++failures_;
+    task_failures().inc();
     auto it = tasks_.find(id);
     log::error("task {} failed: {}", it == tasks_.end() ? "?" : it->second->info.name,
                elide(e.what()));
   } catch (...) {
     ++failures_;
+    task_failures().inc();
     auto it = tasks_.find(id);
     log::error("task {} failed with an unknown exception",
                it == tasks_.end() ? "?" : it->second->info.name);
