@@ -1,0 +1,187 @@
+#include "chat/onebot_link.hpp"
+
+#include "runtime/cancellation.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace mooring::chat::onebot {
+
+namespace json = boost::json;
+namespace http = net::http;
+
+std::string_view to_string(Role role) {
+  switch (role) {
+    case Role::universal: return "Universal";
+    case Role::api: return "API";
+    case Role::event: return "Event";
+  }
+  return "?";
+}
+
+namespace {
+
+std::optional<std::int64_t> decimal(std::string_view text) {
+  std::int64_t value = 0;
+  if (text.empty() || text.size() > 19) return std::nullopt;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value <= 0) return std::nullopt;
+  return value;
+}
+
+std::string_view header(const net::Request& request, std::string_view name) {
+  auto it = request.message.find(name);
+  return it == request.message.end() ? std::string_view{} : std::string_view(it->value());
+}
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+std::variant<Admitted, net::HttpResponse> admit(const net::Request& request,
+                                                const LinkOptions& options) {
+  const auto refuse = [&request](http::status status, std::string_view code, std::string message) {
+    auto response = net::error_response(status, code, message, request);
+    response.keep_alive(false);
+    return response;
+  };
+  Admitted admitted;
+  const auto self = decimal(header(request, "X-Self-ID"));
+  if (!self)
+    return refuse(http::status::bad_request, "missing_self_id",
+                  "a OneBot connection needs the header X-Self-ID: <the bot's QQ number>");
+  admitted.self_id = *self;
+  const auto role = header(request, "X-Client-Role");
+  if (role.empty() || equals_ignoring_case(role, "Universal")) {
+    admitted.role = Role::universal;
+  } else if (equals_ignoring_case(role, "API")) {
+    admitted.role = Role::api;
+  } else if (equals_ignoring_case(role, "Event")) {
+    admitted.role = Role::event;
+  } else {
+    return refuse(http::status::bad_request, "bad_role",
+                  "X-Client-Role must be Universal, API or Event");
+  }
+  if (!options.access_token.empty()) {
+    std::string presented(request.bearer_token());
+    if (presented.empty()) presented = request.query_param("access_token").value_or("");
+    if (presented.empty())
+      return refuse(http::status::unauthorized, "unauthorized",
+                    "this OneBot endpoint needs the access token (Authorization: Bearer or "
+                    "?access_token=)");
+    if (!net::constant_time_equal(presented, options.access_token))
+      return refuse(http::status::forbidden, "forbidden", "the access token is wrong");
+  }
+  if (!options.self_ids.empty() &&
+      std::find(options.self_ids.begin(), options.self_ids.end(), *self) == options.self_ids.end())
+    return refuse(http::status::forbidden, "unknown_self_id",
+                  fmt::format("bot account {} is not in onebot.self_ids", *self));
+  return admitted;
+}
+
+std::string echo_key(const json::value& echo) {
+  if (echo.is_string()) return std::string(echo.as_string());
+  if (echo.is_int64()) return std::to_string(echo.as_int64());
+  if (echo.is_uint64()) return std::to_string(echo.as_uint64());
+  return json::serialize(echo);
+}
+
+std::variant<Event, Answer, Unreadable> sort_frame(std::string_view text) {
+  error_code ec;
+  auto value = json::parse(text, ec);
+  if (ec) return Unreadable{fmt::format("not JSON: {}", ec.message())};
+  auto* object = value.if_object();
+  if (!object) return Unreadable{"not a JSON object"};
+  if (object->contains("post_type")) return Event{std::move(*object)};
+  const auto* echo = object->if_contains("echo");
+  if (!echo || echo->is_null()) return Unreadable{"neither an event nor the answer to a call"};
+  auto key = echo_key(*echo);
+  return Answer{std::move(key), std::move(*object)};
+}
+
+ApiCalls::ApiCalls(asio::any_io_executor executor, Send send)
+    : executor_(std::move(executor)), send_(std::move(send)) {}
+
+ApiCalls::~ApiCalls() { fail_all("the connection is gone"); }
+
+awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
+                                     runtime::Duration timeout) {
+  const auto fail = [](CallError::Kind kind, std::string message) {
+    return CallResult(boost::system::in_place_error, CallError{kind, 0, std::move(message)});
+  };
+  const std::string echo = std::to_string(next_echo_++);
+  auto pending = std::make_shared<Pending>(executor_);
+  pending_.emplace(echo, pending);
+  std::string frame = json::serialize(
+      json::object{{"action", action}, {"params", std::move(params)}, {"echo", echo}});
+  if (!send_(std::move(frame))) {
+    pending_.erase(echo);
+    co_return fail(CallError::Kind::not_sent, "the connection did not take the call");
+  }
+  const auto deadline = runtime::Deadline::after(timeout);
+  bool cancelled = false;
+  while (!pending->result && !deadline.passed() && !cancelled) {
+    co_await pending->done.wait_until(deadline);
+    cancelled = co_await runtime::cancelled();
+  }
+  // The entry goes whatever happened; `this` may be gone if the result came
+  // from fail_all() in the destructor, so only touch it when it still waits.
+  if (pending->result) co_return std::move(*pending->result);
+  pending_.erase(echo);
+  if (cancelled) co_return fail(CallError::Kind::disconnected, "the call was cancelled");
+  co_return fail(CallError::Kind::timeout,
+                 fmt::format("{} got no answer within {}", action, runtime::format_duration(timeout)));
+}
+
+bool ApiCalls::answer(const Answer& answer) {
+  auto it = pending_.find(answer.echo);
+  if (it == pending_.end()) return false;
+  auto pending = std::move(it->second);
+  pending_.erase(it);
+  const auto& object = answer.object;
+  std::int64_t retcode = -1;
+  if (const auto* code = object.if_contains("retcode"); code && code->is_number()) {
+    error_code ec;
+    retcode = code->to_number<std::int64_t>(ec);
+    if (ec) retcode = -1;
+  }
+  const auto* status = object.if_contains("status");
+  const bool ok = retcode == 0 || retcode == 1 ||
+                  (retcode == -1 && status && status->is_string() &&
+                   (status->as_string() == "ok" || status->as_string() == "async"));
+  if (ok) {
+    const auto* data = object.if_contains("data");
+    pending->result.emplace(data ? *data : json::value(nullptr));
+  } else {
+    std::string message;
+    for (const char* key : {"wording", "msg", "message"}) {
+      if (const auto* text = object.if_contains(key); text && text->is_string() && !text->as_string().empty()) {
+        message = std::string(text->as_string()).substr(0, 300);
+        break;
+      }
+    }
+    pending->result.emplace(boost::system::in_place_error,
+                            CallError{CallError::Kind::failed, retcode, std::move(message)});
+  }
+  pending->done.notify_all();
+  return true;
+}
+
+void ApiCalls::fail_all(std::string_view why) {
+  auto pending = std::exchange(pending_, {});
+  for (auto& [echo, call] : pending) {
+    call->result.emplace(boost::system::in_place_error,
+                         CallError{CallError::Kind::disconnected, 0, std::string(why)});
+    call->done.notify_all();
+  }
+}
+
+}  // namespace mooring::chat::onebot

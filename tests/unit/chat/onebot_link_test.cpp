@@ -1,0 +1,153 @@
+#include "chat/onebot_link.hpp"
+
+#include <gtest/gtest.h>
+
+namespace mooring::chat::onebot {
+namespace {
+
+namespace json = boost::json;
+namespace http = net::http;
+using namespace std::chrono_literals;
+
+net::Request upgrade(std::vector<std::pair<std::string, std::string>> headers,
+                     std::string target = "/onebot/v11/ws") {
+  net::Request request;
+  request.message.method(http::verb::get);
+  request.message.target(target);
+  for (const auto& [name, value] : headers) request.message.set(name, value);
+  return request;
+}
+
+http::status refusal(const std::variant<Admitted, net::HttpResponse>& verdict) {
+  const auto* response = std::get_if<net::HttpResponse>(&verdict);
+  return response ? response->result() : http::status::ok;
+}
+
+TEST(OneBotAdmit, TheHandshakeIsDecidedBeforeTheUpgrade) {
+  const LinkOptions open{};
+  const LinkOptions guarded{"s3cret", {}};
+  auto ok = admit(upgrade({{"X-Self-ID", "10001"}, {"X-Client-Role", "Universal"}}), open);
+  ASSERT_TRUE(std::holds_alternative<Admitted>(ok));
+  EXPECT_EQ(std::get<Admitted>(ok).self_id, 10001);
+  EXPECT_EQ(std::get<Admitted>(ok).role, Role::universal);
+  EXPECT_EQ(std::get<Admitted>(admit(upgrade({{"X-Self-ID", "1"}, {"X-Client-Role", "event"}}), open)).role,
+            Role::event);
+
+  for (const char* self : {"", "abc", "-5", "0", "99999999999999999999", "1e5", "0x10"})
+    EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", self}}), open)), http::status::bad_request) << self;
+  EXPECT_EQ(refusal(admit(upgrade({}), open)), http::status::bad_request);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"X-Client-Role", "Admin"}}), open)),
+            http::status::bad_request);
+
+  // 401 without the token, 403 with a wrong one; bearer or ?access_token=.
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}}), guarded)), http::status::unauthorized);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Bearer nope"}}), guarded)),
+            http::status::forbidden);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}}, "/onebot?access_token=nope"), guarded)),
+            http::status::forbidden);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Bearer s3cret"}}), guarded)),
+            http::status::ok);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}}, "/onebot?access_token=s3cret"), guarded)),
+            http::status::ok);
+  // The wrong token is never echoed back.
+  const auto wrong = admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Bearer leaked-value"}}), guarded);
+  EXPECT_EQ(std::get<net::HttpResponse>(wrong).body().find("leaked-value"), std::string::npos);
+
+  const LinkOptions only{"", {10001}};
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "10002"}}), only)), http::status::forbidden);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "10001"}}), only)), http::status::ok);
+}
+
+TEST(OneBotFrames, EventsAndAnswersAreToldApartAndNothingThrows) {
+  EXPECT_TRUE(std::holds_alternative<Event>(sort_frame(R"({"post_type":"meta_event","time":1})")));
+  auto answer = sort_frame(R"({"status":"ok","retcode":0,"data":null,"echo":17})");
+  ASSERT_TRUE(std::holds_alternative<Answer>(answer));
+  EXPECT_EQ(std::get<Answer>(answer).echo, "17");
+  EXPECT_EQ(std::get<Answer>(sort_frame(R"({"retcode":0,"echo":"17"})")).echo, "17");
+  for (const char* bad : {"", "[", "[]", "42", R"({"status":"ok"})", R"({"echo":null})",
+                          R"({"retcode":99999999999999999999999,"echo":"x"})"})
+    EXPECT_FALSE(std::holds_alternative<Event>(sort_frame(bad))) << bad;
+}
+
+class ApiCallsTest : public testing::Test {
+ protected:
+  asio::io_context io;
+  std::vector<json::object> sent;
+  bool refuse = false;
+  ApiCalls calls{io.get_executor(), [this](std::string frame) {
+                   if (refuse) return false;
+                   sent.push_back(json::parse(frame).as_object());
+                   return true;
+                 }};
+
+  // Runs `body` on the io_context to completion.
+  template <typename F>
+  void run(F body) {
+    asio::co_spawn(io, body(), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    });
+    io.run();
+    io.restart();
+  }
+
+  void answer_later(std::string json_text, runtime::Duration after) {
+    auto timer = std::make_shared<asio::steady_timer>(io, after);
+    timer->async_wait([this, timer, json_text](error_code) {
+      auto frame = sort_frame(json_text);
+      calls.answer(std::get<Answer>(frame));
+    });
+  }
+};
+
+TEST_F(ApiCallsTest, AnswersAreMatchedByEchoNotByOrder) {
+  std::vector<CallResult> results(2);
+  answer_later(R"({"status":"failed","retcode":1400,"wording":"bad group","echo":"1"})", 20ms);
+  answer_later(R"({"status":"ok","retcode":0,"data":{"message_id":42},"echo":2})", 5ms);
+  run([&]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    // Built before the co_await: GCC 12 cannot take string literals in its operand.
+    auto first = calls.call(std::string("send_group_msg"), {{"group_id", 5}}, 5s);
+    auto second = calls.call(std::string("send_private_msg"), {{"user_id", 6}}, 5s);
+    auto [a, b] = co_await (std::move(first) && std::move(second));
+    results[0] = std::move(a);
+    results[1] = std::move(b);
+  });
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].at("action"), "send_group_msg");
+  EXPECT_EQ(sent[0].at("echo"), "1");
+  ASSERT_FALSE(results[0]);
+  EXPECT_EQ(results[0].error().kind, CallError::Kind::failed);
+  EXPECT_EQ(results[0].error().retcode, 1400);
+  EXPECT_EQ(results[0].error().message, "bad group");
+  ASSERT_TRUE(results[1]);
+  EXPECT_EQ(results[1]->at("message_id").as_int64(), 42);
+  EXPECT_EQ(calls.pending(), 0u);
+  // A late answer finds nobody waiting.
+  EXPECT_FALSE(calls.answer(std::get<Answer>(sort_frame(R"({"retcode":0,"echo":"1"})"))));
+}
+
+TEST_F(ApiCallsTest, ACallEndsByItsDeadlineOrWhenTheConnectionGoes) {
+  CallResult timed_out, dropped, unsent;
+  const std::string get_status = "get_status";
+  const std::string send_msg = "send_msg";
+  run([&]() -> awaitable<void> { timed_out = co_await calls.call(get_status, {}, 30ms); });
+  ASSERT_FALSE(timed_out);
+  EXPECT_EQ(timed_out.error().kind, CallError::Kind::timeout);
+  EXPECT_EQ(calls.pending(), 0u);
+
+  asio::steady_timer replaced(io, 5ms);
+  replaced.async_wait([this](error_code) { calls.fail_all("replaced by a newer connection"); });
+  run([&]() -> awaitable<void> { dropped = co_await calls.call(send_msg, {}, 10s); });
+  ASSERT_FALSE(dropped);
+  EXPECT_EQ(dropped.error().kind, CallError::Kind::disconnected);
+  EXPECT_EQ(dropped.error().message, "replaced by a newer connection");
+
+  refuse = true;
+  run([&]() -> awaitable<void> { unsent = co_await calls.call(send_msg, {}, 10s); });
+  ASSERT_FALSE(unsent);
+  EXPECT_EQ(unsent.error().kind, CallError::Kind::not_sent);
+  EXPECT_EQ(calls.pending(), 0u);
+}
+
+}  // namespace
+}  // namespace mooring::chat::onebot
