@@ -282,6 +282,23 @@ Incoming read_incoming(const Segments& segments, std::int64_t self_id) {
   return in;
 }
 
+namespace {
+std::string trimmed(std::string_view text) {
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  return std::string(text);
+}
+}  // namespace
+
+std::optional<std::string> group_request(const Incoming& in, bool replies_to_bot,
+                                         const std::vector<std::string>& prefixes) {
+  const std::string text = trimmed(in.text);
+  for (const auto& prefix : prefixes)
+    if (!prefix.empty() && text.starts_with(prefix)) return trimmed(std::string_view(text).substr(prefix.size()));
+  if (in.mentions_self || replies_to_bot) return text;
+  return std::nullopt;
+}
+
 std::vector<std::string> split_reply(std::string_view text, std::size_t max_chars) {
   std::vector<std::string> pieces;
   max_chars = std::max<std::size_t>(max_chars, 1);

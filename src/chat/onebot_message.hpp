@@ -63,6 +63,13 @@ struct Incoming {
 };
 Incoming read_incoming(const Segments& segments, std::int64_t self_id);
 
+// Whether a group message is for the bot, and its text with the trigger
+// removed: it @-mentions the bot, replies to one of the bot's messages, or its
+// text starts with one of `prefixes` ("/ai hello" -> "hello"). nullopt: keep
+// it as context, do not answer.
+std::optional<std::string> group_request(const Incoming& in, bool replies_to_bot,
+                                         const std::vector<std::string>& prefixes);
+
 // Splits a reply into messages of at most `max_chars` characters (code
 // points), cutting at a paragraph break, else a line break, else the end of a
 // sentence, else a space, else anywhere between code points. Pieces keep

@@ -99,6 +99,22 @@ TEST(Message, ReadsWhatAConversationKeeps) {
   EXPECT_TRUE(read_incoming({seg("at", {{"qq", "all"}})}, 10001).mentions_self);
 }
 
+TEST(Message, AGroupMessageIsForTheBotWhenAddressedToIt) {
+  const std::vector<std::string> prefixes{"/ai", "!bot"};
+  const auto incoming = [](std::string text, bool mentions = false) {
+    Incoming in;
+    in.text = std::move(text);
+    in.mentions_self = mentions;
+    return in;
+  };
+  EXPECT_EQ(group_request(incoming("/ai  what time is it"), false, prefixes), "what time is it");
+  EXPECT_EQ(group_request(incoming("  !bot hi"), false, prefixes), "hi");
+  EXPECT_EQ(group_request(incoming(" hello", true), false, prefixes), "hello");
+  EXPECT_EQ(group_request(incoming("thanks"), true, prefixes), "thanks");
+  EXPECT_EQ(group_request(incoming("just chatting about /ai"), false, prefixes), std::nullopt);
+  EXPECT_EQ(group_request(incoming("/ai"), false, {}), std::nullopt);
+}
+
 std::size_t chars(const std::string& s) {
   std::size_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
