@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fuzzes each target for a bounded time: `make fuzz` (FUZZ_SECONDS, default 60
+# each). Usage: run.sh <fuzz build dir> <seconds> [target...]
+# New inputs go to <build dir>/work/<target>/corpus (the committed corpus is
+# read, never written); a crash, leak or timeout is saved under
+# <build dir>/work/<target>/ as crash-*, leak-*, timeout-* and fails the run.
+# Extra libFuzzer flags: FUZZ_FLAGS (e.g. "-fork=2 -ignore_crashes=1").
+set -uo pipefail
+build=$(cd "$1" && pwd)
+seconds=$2
+shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(chat_frame sse config http_server)
+
+declare -A max_len=([chat_frame]=16384 [sse]=8192 [config]=131072 [http_server]=32768)
+declare -A dict=([chat_frame]=dict.json [sse]=dict.sse [config]=dict.toml [http_server]=dict.http)
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+status=0
+summary=()
+for target in "${targets[@]}"; do
+  work=$build/work/$target
+  mkdir -p "$work/corpus"
+  log=$work/fuzz.log
+  echo "fuzzing $target for ${seconds}s (log: $log)"
+  # shellcheck disable=SC2086
+  "$build/fuzz_$target" "$work/corpus" "$here/corpus/$target" \
+    -max_total_time="$seconds" -max_len="${max_len[$target]:-4096}" \
+    -dict="$here/${dict[$target]}" -timeout=30 -rss_limit_mb=4096 \
+    -artifact_prefix="$work/" -print_final_stats=1 ${FUZZ_FLAGS:-} >"$log" 2>&1
+  code=$?
+  runs=$(grep -E '^stat::number_of_executed_units' "$log" | tail -1 | awk '{print $2}')
+  [ -n "$runs" ] || runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
+  found=$(find "$work" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  line="$target: ${runs:-0} executions, ${cov:-cov: ?}, exit $code, $found finding(s)"
+  summary+=("$line")
+  if [ "$code" -ne 0 ] || [ "$found" -ne 0 ]; then
+    status=1
+    grep -E 'ERROR: |SUMMARY: |Test unit written|runtime error|uncaught|==[0-9]+==' "$log" | head -20
+  fi
+done
+printf '%s\n' "${summary[@]}"
+[ $status -eq 0 ] || echo "findings are under $build/work/<target>/: replay one with $build/fuzz_<target> <file>, then keep it under fuzz/regressions/<target>/"
+exit $status
