@@ -103,6 +103,12 @@ void LogLimiter::settle(std::string_view kind, Clock::time_point now) {
   storms_.erase(found);
 }
 
+void LogLimiter::settle_all(Clock::time_point now) {
+  for (auto& [kind, storm] : storms_)
+    if (storm.repeats > 0) summarise(storm, now);
+  storms_.clear();
+}
+
 std::uint64_t LogLimiter::pending(std::string_view kind) const {
   auto found = storms_.find(kind);
   return found == storms_.end() ? 0 : found->second.repeats;

@@ -48,6 +48,9 @@ class LogLimiter {
   // written at once, and its next occurrence is logged in full.
   void settle(std::string_view kind, Clock::time_point now = Clock::now());
 
+  // settle() for every kind.
+  void settle_all(Clock::time_point now = Clock::now());
+
   // Occurrences of `kind` counted but not yet summarised.
   std::uint64_t pending(std::string_view kind) const;
 

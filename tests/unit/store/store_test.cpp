@@ -1,6 +1,7 @@
 #include "store/store.hpp"
 
 #include "store/schema.hpp"
+#include "sqlite_file.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
@@ -18,30 +19,8 @@ using namespace std::chrono_literals;
 using test::run_on;
 using test::TempDir;
 
-// Reads one integer or text with a plain SQLite connection of the test's own,
-// to check what the store left in the file (call only while the store is closed).
-std::string query_file(const std::filesystem::path& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::string out;
-  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return out;
-}
-
-void exec_file(const std::filesystem::path& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(
-      sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
-      SQLITE_OK);
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(db);
-}
+using test_sqlite::exec_file;
+using test_sqlite::query_file;
 
 class StoreTest : public ::testing::Test {
  protected:
@@ -104,18 +83,40 @@ TEST_F(StoreTest, MigratesANewDirectoryToTheLatestSchemaInWalMode) {
             "1");
 }
 
-TEST_F(StoreTest, MigratesAnEmptyFileAndCreatesMissingDirectories) {
+TEST_F(StoreTest, CreatesMissingDirectories) {
   const auto nested = dir / "a" / "b";
   auto opened = try_open(nested.string());
   ASSERT_TRUE(opened) << opened.error().message;
   await((*opened)->close()).value();
+  EXPECT_EQ(query_file(nested / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
+  // Built under another name and renamed into place: nothing of that is left.
+  EXPECT_FALSE(std::filesystem::exists(nested / "mooring.db.creating"));
+}
 
-  TempDir other;
-  test::write_file(other / "mooring.db", "");
-  opened = try_open(other.path().string());
+TEST_F(StoreTest, MigratesAVersion1Database) {
+  TempDir old;
+  exec_file(old / "mooring.db",
+            "PRAGMA journal_mode = WAL;"
+            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+            "REFERENCES sessions(user_id), role TEXT NOT NULL, content TEXT NOT NULL, images TEXT "
+            "NOT NULL DEFAULT '[]', client_id TEXT, reply_to INTEGER, status TEXT NOT NULL, "
+            "created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, UNIQUE (user_id, "
+            "client_id));"
+            "INSERT INTO sessions VALUES ('ann', 1, 1, 0);"
+            "INSERT INTO messages (user_id, role, content, status, created_ms, updated_ms) "
+            "VALUES ('ann', 'user', 'from version 1', 'pending', 1, 1);"
+            "PRAGMA user_version = 1;");
+  auto opened = try_open(old.path().string());
   ASSERT_TRUE(opened) << opened.error().message;
+  auto pending = await((*opened)->pending_messages()).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].content, "from version 1");
+  EXPECT_FALSE(pending[0].failure.has_value());
   await((*opened)->close()).value();
-  EXPECT_EQ(query_file(other / "mooring.db", "PRAGMA user_version"),
+  EXPECT_EQ(query_file(old / "mooring.db", "PRAGMA user_version"),
             std::to_string(schema::latest_version()));
 }
 
