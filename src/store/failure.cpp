@@ -71,9 +71,10 @@ StoreError describe_open(const sqlite::Error& e, const std::filesystem::path& pa
                         "-shm files) to start with an empty store",
                         file, detail(e))};
   if (disk_full(e))
-    return {Kind::io,
-            fmt::format("cannot {} {}: the disk is full; free space on its file system", doing,
-                        file)};
+    return {Kind::io, fmt::format("cannot open {}: the disk is full (mooring needs room for a "
+                                  "write and for the -wal and -shm files); free space on its "
+                                  "file system",
+                                  file)};
   if (not_writable(e) || e.primary() == SQLITE_CANTOPEN)
     return {Kind::io,
             fmt::format("cannot {} {}: {}; check that the file and its directory exist and "

@@ -259,7 +259,12 @@ void Store::note_fault(const StoreError& error, bool operation) {
   } else if (next.state != state) {
     next.state = state;
     next.since = std::chrono::system_clock::now();
-    if (state == Health::State::degraded) next_probe_ = now + options_.probe_interval;
+    // Probes can end a degraded state, never a failed one.
+    if (state == Health::State::degraded) {
+      next_probe_ = now + options_.probe_interval;
+    } else {
+      next_probe_.reset();
+    }
   }
   next.last_error = error.message;
   set_health(std::move(next));

@@ -407,6 +407,38 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
   await(reopened->close()).value();
 }
 
+// A store that cannot write does not open: the probe write at open meets the full disk.
+TEST_F(StoreFaultsTest, AFullDiskAtOpenIsRefusedWithWhatToDo) {
+  const auto disk = dir / "disk";
+  fs::create_directories(disk);
+  auto mount = Mount::tmpfs(disk, 2 * 1024 * 1024);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  const auto data = disk / "data";
+  const auto acknowledged = [&] {
+    auto store = try_open(data).value();
+    std::map<Seq, std::string> out;
+    for (int i = 0; i < 50; ++i) {
+      const std::string text = "kept " + std::to_string(i);
+      out.emplace(await(store->append_user_message("user" + std::to_string(i), text)).value().seq,
+                  text);
+    }
+    await(store->close()).value();
+    return out;
+  }();
+  ASSERT_GT(fill_disk(disk / "filler"), 0u);
+
+  auto opened = try_open(data);
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::io);
+  EXPECT_NE(opened.error().message.find("the disk is full"), std::string::npos)
+      << opened.error().message;
+  EXPECT_TRUE(said_once(opened.error().message)) << opened.error().message;
+  std::printf("[ operator sees ] %s\n", opened.error().message.c_str());
+
+  fs::remove(disk / "filler");
+  expect_all_there(data, acknowledged);
+}
+
 // Defect: failed WAL checkpoints were not logged nor retried (the WAL stayed
 // at 213 MB after the fault was gone).
 TEST_F(StoreFaultsTest, AFailedCheckpointIsLoggedOnceAndRetried) {

@@ -317,6 +317,62 @@ TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
   EXPECT_EQ(history[0].status, MessageStatus::failed);
 }
 
+// Issue 17 defect 6: a user told "the reply could not be stored; ask again" had
+// the message answered after the next restart all the same.
+TEST_F(StoreTest, MarkFailedRecordsWhatTheUserWasToldAndSurvivesARestart) {
+  const Seq told = append("pat", "a question whose reply was lost");
+  const Seq answered = append("pat", "a question answered");
+  await(store->store_reply("pat", answered, "an answer")).value();
+
+  EXPECT_EQ(await(store->mark_failed("pat", told, "the reply could not be stored; ask again"))
+                .value(),
+            MessageStatus::failed);
+  // An answered message keeps its answer: its user saw it.
+  EXPECT_EQ(await(store->mark_failed("pat", answered, "?")).value(), MessageStatus::answered);
+  auto unknown = await(store->mark_failed("pat", answered + 1000, "?"));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().kind, StoreError::Kind::not_found);
+  auto other_user = await(store->mark_failed("quinn", told, "?"));
+  ASSERT_FALSE(other_user);
+  EXPECT_EQ(other_user.error().kind, StoreError::Kind::invalid_argument);
+  EXPECT_TRUE(await(store->pending_messages()).value().empty());
+
+  reopen();
+  EXPECT_TRUE(await(store->pending_messages()).value().empty());
+  auto history = await(store->messages("pat", 10)).value();
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].status, MessageStatus::failed);
+  EXPECT_EQ(history[0].failure,
+            std::optional<std::string>("the reply could not be stored; ask again"));
+  EXPECT_EQ(history[1].status, MessageStatus::answered);
+  EXPECT_FALSE(history[1].failure.has_value());
+  EXPECT_EQ(store->health().state, Health::State::ok);
+}
+
+TEST_F(StoreTest, AWriteAheadLogWithoutItsDatabaseIsRefused) {
+  TempDir orphan;
+  test::write_file(orphan / "mooring.db-wal", std::string(4096, 'w'));
+  auto opened = try_open(orphan.path().string());
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::corrupt);
+  EXPECT_NE(opened.error().message.find("mooring.db is missing but its write-ahead log"),
+            std::string::npos)
+      << opened.error().message;
+  EXPECT_FALSE(std::filesystem::exists(orphan / "mooring.db"));
+}
+
+TEST_F(StoreTest, ACreationCutShortByACrashIsStartedOver) {
+  TempDir fresh;
+  // What a crash in the middle of a first start leaves: never mooring.db itself.
+  test::write_file(fresh / "mooring.db.creating", "");
+  auto opened = try_open(fresh.path().string());
+  ASSERT_TRUE(opened) << opened.error().message;
+  await((*opened)->close()).value();
+  EXPECT_FALSE(std::filesystem::exists(fresh / "mooring.db.creating"));
+  EXPECT_EQ(query_file(fresh / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
+}
+
 TEST_F(StoreTest, RepliesAfterAndTheDeliveredCursor) {
   std::vector<Seq> replies;
   for (int i = 0; i < 3; ++i) {
