@@ -16,7 +16,8 @@ using Kind = StoreError::Kind;
 // The columns of a Message, in the order read_message() expects; a macro so it
 // can be pasted into string literals, which the statement cache is keyed by.
 #define MESSAGE_COLUMNS \
-  "seq, user_id, role, content, images, client_id, reply_to, status, created_ms, updated_ms"
+  "seq, user_id, role, content, images, client_id, reply_to, status, created_ms, updated_ms, " \
+  "failure"
 
 std::int64_t sql_limit(std::size_t n) {
   constexpr auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
@@ -40,7 +41,7 @@ Result<Message> read_message(const sqlite::Statement& row) {
   const auto status = parse_status(row.text(7));
   if (!role || !status)
     return StoreError{Kind::corrupt,
-                      fmt::format("store: message {} has an unknown role or status", m.seq)};
+                      fmt::format("message {} has an unknown role or status", m.seq)};
   m.role = *role;
   m.status = *status;
   m.content = row.text(3);
@@ -49,17 +50,18 @@ Result<Message> read_message(const sqlite::Statement& row) {
   const auto images = json::parse(row.text(4), ec);
   if (ec || !images.is_array())
     return StoreError{Kind::corrupt,
-                      fmt::format("store: message {} has an invalid images column", m.seq)};
+                      fmt::format("message {} has an invalid images column", m.seq)};
   for (const auto& image : images.get_array()) {
     if (!image.is_string())
       return StoreError{Kind::corrupt,
-                        fmt::format("store: message {} has a non-string image", m.seq)};
+                        fmt::format("message {} has a non-string image", m.seq)};
     m.images.emplace_back(image.get_string());
   }
   m.client_id = row.optional_text(5);
   m.reply_to = row.optional_int64(6);
   m.created_ms = row.int64(8);
   m.updated_ms = row.int64(9);
+  m.failure = row.optional_text(10);
   return m;
 }
 
@@ -88,7 +90,7 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id) {
-  if (user_id.empty()) return StoreError{Kind::invalid_argument, "store: empty user id"};
+  if (user_id.empty()) return StoreError{Kind::invalid_argument, "empty user id"};
 
   // Every message from a user counts as seeing them, a retried one too.
   db.prepare(
@@ -106,7 +108,7 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
     if (existing.step()) {
       const auto status = parse_status(existing.text(1));
       if (!status)
-        return StoreError{Kind::corrupt, fmt::format("store: message {} has an unknown status",
+        return StoreError{Kind::corrupt, fmt::format("message {} has an unknown status",
                                                      existing.int64(0))};
       return Appended{existing.int64(0), true, *status};
     }
@@ -128,16 +130,16 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
                         Seq reply_to, const std::string& content, MessageStatus status) {
   if (status == MessageStatus::pending)
     return StoreError{Kind::invalid_argument,
-                      "store: a reply must mark its message answered or failed, not pending"};
+                      "a reply must mark its message answered or failed, not pending"};
   {
     auto question = db.prepare("SELECT user_id, role FROM messages WHERE seq = ?1");
     question.bind(1, reply_to);
     if (!question.step())
-      return StoreError{Kind::not_found, fmt::format("store: no message {} to reply to", reply_to)};
+      return StoreError{Kind::not_found, fmt::format("no message {} to reply to", reply_to)};
     if (question.text(0) != user_id || question.text(1) != "user")
       return StoreError{
           Kind::invalid_argument,
-          fmt::format("store: message {} is not a user message of {}", reply_to, user_id)};
+          fmt::format("message {} is not a user message of {}", reply_to, user_id)};
   }
   {
     // Idempotent: the chat layer may store a reply again after a crash or a retry.
@@ -163,6 +165,28 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
   return seq;
 }
 
+Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
+                                  const std::string& user_id, Seq seq, const std::string& reason) {
+  auto message = db.prepare("SELECT user_id, role, status FROM messages WHERE seq = ?1");
+  message.bind(1, seq);
+  if (!message.step())
+    return StoreError{Kind::not_found, fmt::format("no message {} to mark failed", seq)};
+  if (message.text(0) != user_id || message.text(1) != "user")
+    return StoreError{Kind::invalid_argument,
+                      fmt::format("message {} is not a user message of {}", seq, user_id)};
+  const auto status = parse_status(message.text(2));
+  if (!status)
+    return StoreError{Kind::corrupt, fmt::format("message {} has an unknown status", seq)};
+  // A message answered (or failed) already keeps its outcome: its user saw it.
+  if (*status != MessageStatus::pending) return *status;
+  db.prepare("UPDATE messages SET status = 'failed', failure = ?2, updated_ms = ?3 WHERE seq = ?1")
+      .bind(1, seq)
+      .bind(2, reason)
+      .bind(3, now)
+      .run();
+  return MessageStatus::failed;
+}
+
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
                                            Seq after_seq, std::size_t limit) {
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
@@ -178,7 +202,7 @@ Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id
       "RETURNING delivered_seq");
   statement.bind(1, user_id).bind(2, seq);
   if (!statement.step())
-    return StoreError{Kind::not_found, fmt::format("store: no session for user {}", user_id)};
+    return StoreError{Kind::not_found, fmt::format("no session for user {}", user_id)};
   // SQLite makes every change of a RETURNING statement in its first step.
   return statement.int64(0);
 }

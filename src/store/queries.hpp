@@ -25,6 +25,10 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
 Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
                         Seq reply_to, const std::string& content, MessageStatus status);
 
+// Marks pending user message `seq` failed with `reason`; a message already
+// answered or failed is left as it is. Returns the message's status after.
+Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
+                                  const std::string& user_id, Seq seq, const std::string& reason);
 
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
                                            Seq after_seq, std::size_t limit);

@@ -62,6 +62,18 @@ std::string_view to_string(StoreError::Kind kind) {
   return "internal";
 }
 
+std::string_view to_string(Health::State state) {
+  switch (state) {
+    case Health::State::ok:
+      return "ok";
+    case Health::State::degraded:
+      return "degraded";
+    case Health::State::failed:
+      return "failed";
+  }
+  return "failed";
+}
+
 void throw_exception_from_error(const StoreError& error, const boost::source_location&) {
   throw std::runtime_error(error.message);
 }

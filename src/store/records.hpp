@@ -4,6 +4,7 @@
 
 #include <boost/system/result.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,8 +19,9 @@ using Seq = std::int64_t;
 enum class Role { user, assistant };
 
 // A user message is `pending` until a reply is stored for it, then `answered`
-// (or `failed` when the reply reports a failure). A reply carries the status it
-// gave its user message.
+// (or `failed` when the reply reports a failure, or when the user was told it
+// could not be answered: Store::mark_failed). A reply carries the status it gave
+// its user message.
 enum class MessageStatus { pending, answered, failed };
 
 std::string_view to_string(Role role);
@@ -42,6 +44,8 @@ struct Message {
   // Unix time in milliseconds.
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
+  // For a user message marked failed without a reply: what its user was told.
+  std::optional<std::string> failure;
 };
 
 struct Session {
@@ -77,6 +81,24 @@ struct StoreError {
 };
 
 std::string_view to_string(StoreError::Kind kind);
+
+// Whether the store can do its work, for readiness and the admin status.
+struct Health {
+  enum class State {
+    ok,        // writes succeed
+    degraded,  // writes fail (disk full, unwritable file); back to ok by itself once one succeeds
+    failed,    // the database is damaged; stays so until mooring is restarted on a sound file
+  };
+  State state = State::ok;
+  // What went wrong last, as an operator reads it; empty while ok since open.
+  std::string last_error;
+  // When the store entered `state`.
+  std::chrono::system_clock::time_point since;
+  // Operations that failed since the store left ok.
+  std::uint64_t failures = 0;
+};
+
+std::string_view to_string(Health::State state);
 
 template <typename T = void>
 using Result = boost::system::result<T, StoreError>;

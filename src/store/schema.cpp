@@ -1,5 +1,8 @@
 #include "store/schema.hpp"
 
+#include "store/failure.hpp"
+#include "store/files.hpp"
+
 #include <fmt/format.h>
 #include <sqlite3.h>
 
@@ -42,27 +45,17 @@ CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NO
 -- What must be answered after a restart, without scanning the whole table.
 CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 'pending';
 )sql",
+      // 2: what a user was told when their message could not be answered, and
+      // the row the store writes to find out whether it can write.
+      R"sql(
+ALTER TABLE messages ADD COLUMN failure TEXT;
+CREATE TABLE store_probe (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  written_ms INTEGER NOT NULL
+);
+)sql",
   };
   return steps;
-}
-
-StoreError io_error(const std::filesystem::path& path, std::string_view doing,
-                    const sqlite::Error& e) {
-  const int primary = e.primary();
-  if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT)
-    return {StoreError::Kind::corrupt,
-            fmt::format("store: {} is not a usable SQLite database ({}); move it aside to start "
-                        "with an empty store, or restore a backup",
-                        path.string(), e.what())};
-  std::string_view hint;
-  if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY || primary == SQLITE_PERM)
-    hint = "; check that the file and its directory exist and are writable by this user";
-  else if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
-    hint = "; another process holds the database (is a second mooring using the same data dir?)";
-  else if (primary == SQLITE_FULL)
-    hint = "; the disk is full";
-  return {StoreError::Kind::io,
-          fmt::format("store: cannot {} {}: {}{}", doing, path.string(), e.what(), hint)};
 }
 
 void migrate(sqlite::Connection& db, const std::filesystem::path& path, int from) {
@@ -87,55 +80,135 @@ int latest_version() {
   return static_cast<int>(migrations().size());
 }
 
-Result<std::unique_ptr<sqlite::Connection>> open_database(const std::filesystem::path& path,
-                                                          std::chrono::milliseconds busy_timeout) {
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
-  if (ec)
-    return StoreError{StoreError::Kind::io,
-                      fmt::format("store: cannot create the data directory {}: {}",
-                                  path.parent_path().string(), ec.message())};
+void write_probe(sqlite::Connection& db, std::int64_t now_ms) {
+  db.prepare("INSERT OR REPLACE INTO store_probe (id, written_ms) VALUES (1, ?1)")
+      .bind(1, now_ms)
+      .run();
+}
 
-  std::unique_ptr<sqlite::Connection> db;
+namespace {
+
+// PRAGMA quick_check, stopped at `deadline` by SQLite's progress handler.
+IntegrityCheck quick_check(sqlite::Connection& db, const std::filesystem::path& path,
+                           std::chrono::milliseconds timeout) {
+  using Clock = std::chrono::steady_clock;
+  IntegrityCheck check;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  check.bytes = ec ? 0 : size;
+  const auto started = Clock::now();
+  struct Bound {
+    Clock::time_point deadline;
+  } bound{started + timeout};
+  sqlite3_progress_handler(
+      db.handle(), 10000,
+      [](void* bound) { return Clock::now() >= static_cast<Bound*>(bound)->deadline ? 1 : 0; },
+      &bound);
+  try {
+    // Ten problems are enough to say what is wrong; the first says it is.
+    auto statement = db.prepare("PRAGMA quick_check(10)");
+    while (statement.step()) {
+      auto line = statement.text(0);
+      if (line != "ok") check.problems.push_back(std::move(line));
+    }
+    check.completed = true;
+  } catch (const sqlite::Error& e) {
+    sqlite3_progress_handler(db.handle(), 0, nullptr, nullptr);
+    if (e.primary() != SQLITE_INTERRUPT) throw;
+  }
+  sqlite3_progress_handler(db.handle(), 0, nullptr, nullptr);
+  check.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+  return check;
+}
+
+std::string describe_problems(const std::vector<std::string>& problems) {
+  std::string out;
+  for (std::size_t i = 0; i < problems.size() && i < 3; ++i) {
+    if (i > 0) out += "; ";
+    out += problems[i];
+  }
+  if (problems.size() > 3) out += fmt::format("; and {} more", problems.size() - 3);
+  return out;
+}
+
+}  // namespace
+
+Result<Opened> open_database(const std::filesystem::path& path, const OpenOptions& options) {
+  auto prepared = files::prepare(path);
+  if (!prepared) return prepared.error();
+  Opened opened;
+  opened.created = *prepared;
+  if (opened.created)
+    if (auto created = files::create_database(path); !created) return created.error();
+
   std::string_view doing = "open";
   try {
-    db = std::make_unique<sqlite::Connection>(path.string());
-    sqlite3_busy_timeout(db->handle(), static_cast<int>(busy_timeout.count()));
+    opened.db = std::make_unique<sqlite::Connection>(path.string(),
+                                                     sqlite::Connection::Mode::open_existing);
+    auto& db = *opened.db;
+    sqlite3_busy_timeout(db.handle(), static_cast<int>(options.busy_timeout.count()));
+    if (db.read_only())
+      return StoreError{StoreError::Kind::io,
+                        fmt::format("{} could only be opened read-only; mooring must write it. "
+                                    "Check the permissions and attributes (lsattr) of the file, "
+                                    "its -wal and -shm files and its directory, and the mount",
+                                    path.string())};
 
     // Reading the header first tells a foreign or damaged file apart before
     // anything is written to it.
     doing = "read";
-    const auto version = db->query_int64("PRAGMA user_version");
+    const auto version = db.query_int64("PRAGMA user_version");
     if (version > latest_version())
       return StoreError{
           StoreError::Kind::schema_too_new,
-          fmt::format("store: {} has schema version {}, and this mooring understands versions up "
-                      "to {}: it was written by a newer mooring; run that version, or restore a "
-                      "backup",
+          fmt::format("{} has schema version {}, and this mooring understands versions up to {}: "
+                      "it was written by a newer mooring; run that version, or restore a backup",
                       path.string(), version, latest_version())};
     if (version < 0)
+      return StoreError{StoreError::Kind::corrupt,
+                        fmt::format("{} has an invalid schema version {}; restore it from a backup",
+                                    path.string(), version)};
+
+    // Before anything is written: a damaged file is refused as it was found.
+    doing = "check";
+    opened.check = quick_check(db, path, options.integrity_check_timeout);
+    if (!opened.check.problems.empty())
       return StoreError{
           StoreError::Kind::corrupt,
-          fmt::format("store: {} has an invalid schema version {}", path.string(), version)};
+          fmt::format("{} is damaged (quick_check: {}); mooring will not write into it. Stop "
+                      "here and restore mooring.db from a backup (or try `sqlite3 mooring.db "
+                      ".recover`) and move the damaged files away",
+                      path.string(), describe_problems(opened.check.problems))};
 
     doing = "configure";
-    const auto mode = db->query_text("PRAGMA journal_mode = WAL");
+    const auto mode = db.query_text("PRAGMA journal_mode = WAL");
     if (mode != "wal")
       return StoreError{StoreError::Kind::io,
-                        fmt::format("store: cannot switch {} to WAL mode (it stays in '{}' mode); "
-                                    "the file system may not support shared memory (NFS?)",
+                        fmt::format("cannot switch {} to WAL mode (it stays in '{}' mode); the "
+                                    "file system may not support shared memory (NFS?)",
                                     path.string(), mode)};
     // FULL: an `ack` tells the user the message is stored, so each commit is
     // fsynced; group commit keeps that affordable.
-    db->exec("PRAGMA synchronous = FULL");
-    db->exec("PRAGMA foreign_keys = ON");
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec("PRAGMA foreign_keys = ON");
+    // A WAL grown by a burst (or by checkpoints that failed) is cut back to
+    // this size once a checkpoint succeeds.
+    db.exec("PRAGMA journal_size_limit = 67108864");
 
     doing = "migrate";
-    migrate(*db, path, static_cast<int>(version));
+    migrate(db, path, static_cast<int>(version));
+
+    // SQLite may open a file read-only, or fail to extend the WAL, without a
+    // word until the first write: one write now, so a store that cannot write
+    // never starts.
+    doing = "write";
+    db.exec("BEGIN IMMEDIATE");
+    write_probe(db, options.now_ms);
+    db.exec("COMMIT");
   } catch (const sqlite::Error& e) {
-    return io_error(path, doing, e);
+    return failure::describe_open(e, path, doing);
   }
-  return db;
+  return opened;
 }
 
 }  // namespace mooring::store::schema

@@ -76,15 +76,17 @@ std::optional<std::string> Statement::optional_text(int column) const {
   return text(column);
 }
 
-Connection::Connection(const std::string& path) {
+Connection::Connection(const std::string& path, Mode mode) {
   // NOMUTEX: the connection lives on one thread, so SQLite's own locking is waste.
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+  if (mode == Mode::create) flags |= SQLITE_OPEN_CREATE;
   const int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
     const std::string message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    const int system_errno = db_ != nullptr ? sqlite3_system_errno(db_) : 0;
     sqlite3_close_v2(db_);
     db_ = nullptr;
-    throw Error(rc, message);
+    throw Error(rc, message, system_errno);
   }
   sqlite3_extended_result_codes(db_, 1);
 }
@@ -98,9 +100,10 @@ Connection::~Connection() {
 
 void Connection::fail(int code, std::string_view context) const {
   const char* message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code);
+  const int system_errno = db_ != nullptr ? sqlite3_system_errno(db_) : 0;
   // A bad statement is a programming error; its text helps whoever reads the log.
-  if (context.empty()) throw Error(code, message);
-  throw Error(code, fmt::format("{} (in: {})", message, context));
+  if (context.empty()) throw Error(code, message, system_errno);
+  throw Error(code, fmt::format("{} (in: {})", message, context), system_errno);
 }
 
 void Connection::exec(const std::string& sql) {
@@ -109,7 +112,7 @@ void Connection::exec(const std::string& sql) {
   if (rc == SQLITE_OK) return;
   std::string text = message != nullptr ? message : sqlite3_errstr(rc);
   sqlite3_free(message);
-  throw Error(rc, text);
+  throw Error(rc, text, sqlite3_system_errno(db_));
 }
 
 namespace {
@@ -158,6 +161,30 @@ std::int64_t Connection::last_insert_rowid() const {
 
 bool Connection::in_transaction() const {
   return sqlite3_get_autocommit(db_) == 0;
+}
+
+bool Connection::read_only() const {
+  return sqlite3_db_readonly(db_, "main") == 1;
+}
+
+void Connection::take_over_checkpoints() {
+  sqlite3_wal_hook(
+      db_,
+      [](void* self, sqlite3*, const char*, int frames) {
+        static_cast<Connection*>(self)->wal_frames_ = frames;
+        return SQLITE_OK;
+      },
+      this);
+}
+
+void Connection::checkpoint() {
+  int frames = 0;
+  int copied = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
+  if (rc != SQLITE_OK) fail(rc, "checkpoint");
+  // Everything copied: the next commit starts the WAL over from its beginning.
+  if (copied == frames) wal_frames_ = 0;
 }
 
 }  // namespace mooring::store::sqlite

@@ -19,16 +19,20 @@ namespace mooring::store::sqlite {
 
 // A failed SQLite call. The store runs each queued operation as one unit and
 // converts this into a StoreError at that boundary, so the code in between can
-// read as a straight sequence of statements. `code` is the extended result code.
+// read as a straight sequence of statements. `code` is the extended result code;
+// `system_errno` the errno of the failed system call behind it, 0 when none.
 class Error : public std::runtime_error {
  public:
-  Error(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  Error(int code, const std::string& what, int system_errno = 0)
+      : std::runtime_error(what), code_(code), system_errno_(system_errno) {}
   int code() const { return code_; }
   // The primary result code (SQLITE_BUSY, SQLITE_CORRUPT, ...).
   int primary() const { return code_ & 0xff; }
+  int system_errno() const { return system_errno_; }
 
  private:
   int code_;
+  int system_errno_;
 };
 
 class Connection;
@@ -73,8 +77,9 @@ class Statement {
 
 class Connection {
  public:
-  // Opens (creating if needed) the database file. Throws Error on failure.
-  explicit Connection(const std::string& path);
+  enum class Mode { open_existing, create };
+  // Opens the database file (creating it only in Mode::create). Throws Error on failure.
+  explicit Connection(const std::string& path, Mode mode = Mode::create);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -91,6 +96,16 @@ class Connection {
 
   std::int64_t last_insert_rowid() const;
   bool in_transaction() const;
+  // True when SQLite opened the file read-only (it does so silently when the
+  // file cannot be opened for writing).
+  bool read_only() const;
+
+  // Replaces SQLite's automatic checkpoints: the owner checkpoints, sees the
+  // outcome, and retries. wal_frames() is the WAL's length after the last commit.
+  void take_over_checkpoints();
+  int wal_frames() const { return wal_frames_; }
+  // A PASSIVE checkpoint (never waits for other connections). Throws Error.
+  void checkpoint();
   sqlite3* handle() const { return db_; }
 
   // Throws Error for `code` with the connection's current message and `context`.
@@ -99,6 +114,7 @@ class Connection {
  private:
   sqlite3* db_ = nullptr;
   std::map<const char*, sqlite3_stmt*> statements_;
+  int wal_frames_ = 0;
 };
 
 }  // namespace mooring::store::sqlite

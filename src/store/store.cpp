@@ -1,5 +1,8 @@
 #include "store/store.hpp"
 
+#include "runtime/log.hpp"
+#include "store/failure.hpp"
+#include "store/files.hpp"
 #include "store/queries.hpp"
 #include "store/schema.hpp"
 #include "store/sqlite.hpp"
@@ -33,6 +36,8 @@ class Job {
   virtual void fail(StoreError error) = 0;
   // Posts the outcome to the caller. Called once, after run() or fail().
   virtual void complete() = 0;
+  // The failure run() or fail() left, if any.
+  virtual std::optional<StoreError> error() const = 0;
 
  private:
   JobKind kind_;
@@ -41,8 +46,10 @@ class Job {
 template <typename T, typename Work, typename Handler>
 class Operation final : public Job {
  public:
-  Operation(JobKind kind, Work work, Handler handler, const asio::any_io_executor& fallback)
+  Operation(JobKind kind, Work work, Handler handler, const asio::any_io_executor& fallback,
+            const std::filesystem::path& path)
       : Job(kind),
+        path_(path),
         work_(std::move(work)),
         handler_(std::move(handler)),
         // Tracked: the caller's io_context must not run out of work (and return
@@ -54,11 +61,16 @@ class Operation final : public Job {
     try {
       outcome_.emplace(work_());
     } catch (const sqlite::Error& e) {
-      fail(from_sqlite(e));
+      fail(failure::describe(e, path_));
     } catch (const std::exception& e) {
-      fail(StoreError{StoreError::Kind::internal, fmt::format("store: {}", e.what())});
+      fail(StoreError{StoreError::Kind::internal, e.what()});
     }
     return outcome_->has_value();
+  }
+
+  std::optional<StoreError> error() const override {
+    if (!outcome_ || !outcome_->has_error()) return std::nullopt;
+    return outcome_->error();
   }
 
   void fail(StoreError error) override {
@@ -73,26 +85,8 @@ class Operation final : public Job {
   }
 
  private:
-  static StoreError from_sqlite(const sqlite::Error& e) {
-    using Kind = StoreError::Kind;
-    switch (e.primary()) {
-      case SQLITE_CORRUPT:
-      case SQLITE_NOTADB:
-        return {Kind::corrupt, fmt::format("store: the database is damaged: {}", e.what())};
-      case SQLITE_FULL:
-        return {Kind::io, fmt::format("store: the disk is full: {}", e.what())};
-      case SQLITE_IOERR:
-      case SQLITE_READONLY:
-      case SQLITE_CANTOPEN:
-      case SQLITE_PERM:
-      case SQLITE_BUSY:
-      case SQLITE_LOCKED:
-        return {Kind::io, fmt::format("store: {}", e.what())};
-      default:
-        return {Kind::internal, fmt::format("store: {}", e.what())};
-    }
-  }
-
+ private:
+  const std::filesystem::path& path_;
   Work work_;
   Handler handler_;
   asio::any_io_executor executor_;
@@ -108,6 +102,7 @@ class DetachedClose final : public Job {
   bool run() override { return work_().has_value(); }
   void fail(StoreError) override {}
   void complete() override {}
+  std::optional<StoreError> error() const override { return std::nullopt; }
 
  private:
   Work work_;
@@ -120,8 +115,20 @@ using detail::JobKind;
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 StoreError closed_error() {
-  return {StoreError::Kind::closed, "store: the store is closed"};
+  return {StoreError::Kind::closed, "the store is closed"};
+}
+
+std::string describe_size(std::uintmax_t bytes) {
+  if (bytes >= (1u << 30)) return fmt::format("{:.1f} GB", static_cast<double>(bytes) / (1u << 30));
+  if (bytes >= (1u << 20)) return fmt::format("{:.1f} MB", static_cast<double>(bytes) / (1u << 20));
+  return fmt::format("{} KB", (bytes + 1023) / 1024);
+}
+
+std::string describe_seconds(Clock::duration d) {
+  return fmt::format("{:.1f} s", std::chrono::duration<double>(d).count());
 }
 
 }  // namespace
@@ -131,7 +138,10 @@ Store::Store(Private, asio::any_io_executor executor, std::filesystem::path path
     : executor_(std::move(executor)),
       path_(std::move(path)),
       options_(options),
-      thread_([this] { run(); }) {}
+      limiter_(runtime::LogLimiter::Options{.window = options.log_window}),
+      thread_([this] { run(); }) {
+  health_.since = std::chrono::system_clock::now();
+}
 
 Store::~Store() {
   if (!thread_.joinable()) return;
@@ -151,8 +161,8 @@ template <typename T, typename Work>
 awaitable<Result<T>> Store::submit(JobKind kind, Work work) {
   auto initiate = [this](auto handler, JobKind kind, Work work) {
     using Handler = decltype(handler);
-    enqueue(std::make_unique<detail::Operation<T, Work, Handler>>(kind, std::move(work),
-                                                                  std::move(handler), executor_));
+    enqueue(std::make_unique<detail::Operation<T, Work, Handler>>(
+        kind, std::move(work), std::move(handler), executor_, path_));
   };
   return asio::async_initiate<const asio::use_awaitable_t<>&, void(Result<T>)>(
       std::move(initiate), asio::use_awaitable, kind, std::move(work));
@@ -179,8 +189,7 @@ void Store::enqueue(std::unique_ptr<Job> job) {
       refused = closed_error();
     } else if (job->kind() != JobKind::close && queue_.size() >= options_.max_queued) {
       refused = StoreError{StoreError::Kind::overloaded,
-                           fmt::format("store: {} operations are waiting for the disk; try again "
-                                       "later",
+                           fmt::format("{} operations are waiting for the disk; try again later",
                                        queue_.size())};
     } else {
       // Nothing may join the queue behind a close: close() promises that
@@ -207,7 +216,74 @@ awaitable<Result<void>> Store::close() {
 }
 
 StoreStats Store::stats() const {
-  return StoreStats{commits_.load(), writes_.load(), reads_.load(), failed_batches_.load()};
+  return StoreStats{commits_.load(),     writes_.load(),
+                    reads_.load(),       failed_batches_.load(),
+                    checkpoints_.load(), failed_checkpoints_.load(),
+                    probes_.load()};
+}
+
+Health Store::health() const {
+  std::lock_guard lock(health_mutex_);
+  return health_;
+}
+
+void Store::watch_health(asio::any_io_executor executor, HealthObserver observer) {
+  std::lock_guard lock(health_mutex_);
+  health_watch_ = std::make_shared<HealthWatch>(HealthWatch{std::move(executor), std::move(observer)});
+}
+
+void Store::set_health(Health next) {
+  std::lock_guard lock(health_mutex_);
+  const bool changed = next.state != health_.state || next.last_error != health_.last_error;
+  health_ = std::move(next);
+  if (!changed || !health_watch_) return;
+  // Untracked: a watch must not keep the owner's io_context running. The weak
+  // reference ends the calls once the store (and its watch) is gone.
+  asio::post(health_watch_->executor,
+             [watch = std::weak_ptr<HealthWatch>(health_watch_), health = health_] {
+               if (auto alive = watch.lock()) alive->observer(health);
+             });
+}
+
+void Store::note_fault(const StoreError& error, bool operation) {
+  const auto now = Clock::now();
+  limiter_.log(spdlog::level::err, error.message, fmt::format("store: {}", error.message), now);
+  next_log_flush_ = limiter_.flush(now);
+
+  Health next = health();
+  if (operation) ++next.failures;
+  const auto state =
+      error.kind == StoreError::Kind::corrupt ? Health::State::failed : Health::State::degraded;
+  if (next.state == Health::State::failed) {
+    // Damage stays until a restart on a sound file; later errors only update the text.
+  } else if (next.state != state) {
+    next.state = state;
+    next.since = std::chrono::system_clock::now();
+    // Probes can end a degraded state, never a failed one.
+    if (state == Health::State::degraded) {
+      next_probe_ = now + options_.probe_interval;
+    } else {
+      next_probe_.reset();
+    }
+  }
+  next.last_error = error.message;
+  set_health(std::move(next));
+}
+
+void Store::note_write_succeeded() {
+  Health next = health();
+  if (next.state != Health::State::degraded) return;
+  const auto now = Clock::now();
+  limiter_.settle_all(now);
+  next_log_flush_.reset();
+  const auto lasted = std::chrono::system_clock::now() - next.since;
+  log::info("store: writes succeed again after {} failed operation(s) over {}; the store is ok",
+            next.failures, describe_seconds(lasted));
+  next.state = Health::State::ok;
+  next.since = std::chrono::system_clock::now();
+  next.failures = 0;
+  next_probe_.reset();
+  set_health(std::move(next));
 }
 
 sqlite::Connection& Store::db() {
@@ -218,14 +294,48 @@ sqlite::Connection& Store::db() {
 }
 
 Result<void> Store::open_database() {
-  auto db = schema::open_database(path_, options_.busy_timeout);
-  if (!db) return db.error();
-  db_ = std::move(*db);
+  auto opened = schema::open_database(
+      path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
+                                 .integrity_check_timeout = options_.integrity_check_timeout,
+                                 .now_ms = queries::now_ms()});
+  if (!opened) return opened.error();
+  db_ = std::move(opened->db);
+  db_->take_over_checkpoints();
+  const auto& check = opened->check;
+  if (opened->created) {
+    log::info("store: created {}", path_.string());
+  } else if (check.completed) {
+    log::info("store: opened {} ({}; quick_check passed in {} ms)", path_.string(),
+              describe_size(check.bytes), check.took.count());
+  } else {
+    log::warn("store: opened {} ({}); quick_check was stopped after {} ms before it finished, so "
+              "damage in the rest of the file would show only when it is read",
+              path_.string(), describe_size(check.bytes), check.took.count());
+  }
   return {};
 }
 
 Result<void> Store::close_database() {
   if (!db_) return {};
+  if (!held_outcomes_.empty()) {
+    try {
+      db_->exec("BEGIN IMMEDIATE");
+      const bool held_written = write_held_outcomes();
+      db_->exec("COMMIT");
+      if (held_written) held_outcomes_.clear();
+    } catch (const sqlite::Error&) {
+      try {
+        if (db_->in_transaction()) db_->exec("ROLLBACK");
+      } catch (const sqlite::Error&) {
+        // SQLite has rolled back by itself.
+      }
+    }
+    if (!held_outcomes_.empty())
+      log::error("store: {} message(s) marked failed could not be written ({}); they will be "
+                 "answered again after the next start",
+                 held_outcomes_.size(), health().last_error);
+  }
+  limiter_.settle_all();
   Result<void> outcome;
   try {
     // TRUNCATE leaves the main file complete and the WAL empty, so a copy of
@@ -233,12 +343,27 @@ Result<void> Store::close_database() {
     db_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
   } catch (const sqlite::Error& e) {
     outcome = StoreError{StoreError::Kind::io,
-                         fmt::format("store: checkpoint of {} failed (the data is safe in the "
+                         fmt::format("the checkpoint at close failed (the data is safe in the "
                                      "WAL and is recovered on the next open): {}",
-                                     path_.string(), e.what())};
+                                     failure::describe(e, path_).message)};
   }
   db_.reset();
   return outcome;
+}
+
+std::optional<Clock::time_point> Store::next_maintenance() const {
+  std::optional<Clock::time_point> due;
+  for (const auto& when : {next_probe_, checkpoint_retry_, next_log_flush_})
+    if (when && (!due || *when < *due)) due = when;
+  return due;
+}
+
+void Store::maintain() {
+  if (!db_) return;
+  const auto now = Clock::now();
+  if (next_probe_ && now >= *next_probe_) probe();
+  if (checkpoint_retry_ && now >= *checkpoint_retry_) checkpoint();
+  if (next_log_flush_ && now >= *next_log_flush_) next_log_flush_ = limiter_.flush(now);
 }
 
 void Store::run() {
@@ -248,7 +373,17 @@ void Store::run() {
     std::vector<std::unique_ptr<Job>> batch;
     {
       std::unique_lock lock(mutex_);
-      queued_.wait(lock, [this] { return !queue_.empty(); });
+      while (queue_.empty()) {
+        // Upkeep (probes, checkpoint retries, log summaries) runs when nothing waits.
+        const auto due = next_maintenance();
+        if (!due) {
+          queued_.wait(lock);
+        } else if (queued_.wait_until(lock, *due) == std::cv_status::timeout) {
+          lock.unlock();
+          maintain();
+          lock.lock();
+        }
+      }
       // Everything queued so far joins one transaction, up to max_batch. Open
       // and close run alone, never inside a batch's transaction.
       while (!queue_.empty() && batch.size() < options_.max_batch) {
@@ -269,22 +404,29 @@ void Store::run() {
       continue;
     }
     run_batch(batch);
+    maintain();
   }
 }
 
 void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
   const bool writes = std::any_of(batch.begin(), batch.end(),
                                   [](const auto& job) { return job->kind() == JobKind::write; });
+  bool committed_a_write = false;
   if (!db_) {
     for (auto& job : batch) job->fail(closed_error());
   } else {
     try {
+      bool wrote = false;
       if (writes) db_->exec("BEGIN IMMEDIATE");
       for (auto& job : batch) {
         if (job->kind() == JobKind::write) {
           ++writes_;
           db_->exec("SAVEPOINT operation");
-          if (!job->run()) db_->exec("ROLLBACK TO operation");
+          if (job->run()) {
+            wrote = true;
+          } else {
+            db_->exec("ROLLBACK TO operation");
+          }
           db_->exec("RELEASE operation");
         } else {
           ++reads_;
@@ -292,8 +434,11 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         }
       }
       if (writes) {
+        const bool held_written = write_held_outcomes();
         db_->exec("COMMIT");
         ++commits_;
+        if (held_written) held_outcomes_.clear();
+        committed_a_write = wrote;
       }
     } catch (const sqlite::Error& e) {
       // The transaction as a whole failed (disk full, I/O error): nothing of
@@ -307,14 +452,99 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
           // Nothing more to undo: SQLite has rolled back by itself.
         }
       }
-      const StoreError error{StoreError::Kind::io,
-                             fmt::format("store: a transaction on {} failed, nothing of it was "
-                                         "stored: {}",
-                                         path_.string(), e.what())};
+      auto error = failure::describe(e, path_);
+      if (error.kind == StoreError::Kind::internal) error.kind = StoreError::Kind::io;
+      error.message += "; nothing of the transaction was stored";
       for (auto& job : batch) job->fail(error);
     }
   }
+  // Each operation's final outcome counts once; then a committed write (which
+  // proves the disk takes writes) may end a degraded state.
+  for (auto& job : batch)
+    if (const auto error = job->error(); error && failure::is_fault(*error))
+      note_fault(*error, true);
+  if (committed_a_write) {
+    note_write_succeeded();
+    if (db_->wal_frames() >= options_.checkpoint_pages) checkpoint();
+  }
   for (auto& job : batch) job->complete();
+}
+
+bool Store::write_held_outcomes() {
+  if (held_outcomes_.empty()) return true;
+  // In a savepoint of its own: a refusal keeps the outcomes held and leaves
+  // the other operations of the transaction to commit without them.
+  try {
+    db_->exec("SAVEPOINT held_outcomes");
+    const auto now = queries::now_ms();
+    for (auto it = held_outcomes_.begin(); it != held_outcomes_.end();) {
+      auto marked =
+          queries::mark_failed(*db_, now, it->second.user_id, it->first, it->second.reason);
+      // A message that is gone or not the user's is nothing to hold on to.
+      if (!marked && !failure::is_fault(marked.error())) {
+        it = held_outcomes_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    db_->exec("RELEASE held_outcomes");
+    return true;
+  } catch (const sqlite::Error&) {
+    try {
+      db_->exec("ROLLBACK TO held_outcomes");
+      db_->exec("RELEASE held_outcomes");
+    } catch (const sqlite::Error&) {
+      // The whole transaction is gone; the caller's COMMIT says so.
+    }
+    return false;
+  }
+}
+
+void Store::probe() {
+  ++probes_;
+  next_probe_ = Clock::now() + options_.probe_interval;
+  try {
+    db_->exec("BEGIN IMMEDIATE");
+    schema::write_probe(*db_, queries::now_ms());
+    const bool held_written = write_held_outcomes();
+    db_->exec("COMMIT");
+    if (held_written) held_outcomes_.clear();
+    note_write_succeeded();
+  } catch (const sqlite::Error& e) {
+    if (db_->in_transaction()) {
+      try {
+        db_->exec("ROLLBACK");
+      } catch (const sqlite::Error&) {
+        // SQLite has rolled back by itself.
+      }
+    }
+    note_fault(failure::describe(e, path_), false);
+  }
+}
+
+void Store::checkpoint() {
+  try {
+    db_->checkpoint();
+    checkpoint_retry_.reset();
+    if (checkpoint_failures_ > 0) {
+      limiter_.settle("checkpoint");
+      log::info("store: the WAL checkpoint of {} succeeds again after {} failed attempt(s)",
+                path_.string(), checkpoint_failures_);
+      checkpoint_failures_ = 0;
+    }
+    ++checkpoints_;
+  } catch (const sqlite::Error& e) {
+    ++failed_checkpoints_;
+    ++checkpoint_failures_;
+    const auto now = Clock::now();
+    checkpoint_retry_ = now + options_.probe_interval;
+    limiter_.log(spdlog::level::warn, "checkpoint",
+                 fmt::format("store: the WAL checkpoint failed: {}; the data is safe in the WAL, "
+                             "which grows until a checkpoint succeeds (retried every {} ms)",
+                             failure::describe(e, path_).message, options_.probe_interval.count()),
+                 now);
+    next_log_flush_ = limiter_.flush(now);
+  }
 }
 
 // Operations. Each captures its arguments by value: they run later, on the
@@ -339,6 +569,21 @@ awaitable<Result<Seq>> Store::store_reply(std::string user_id, Seq reply_to, std
   });
 }
 
+awaitable<Result<MessageStatus>> Store::mark_failed(std::string user_id, Seq seq,
+                                                   std::string reason) {
+  return submit<MessageStatus>(
+      JobKind::write,
+      [this, user_id = std::move(user_id), seq, reason = std::move(reason)]() -> Result<MessageStatus> {
+        // Held from now until a commit writes it: the transaction this runs in
+        // may yet fail, and then the outcome is written by a later one.
+        const bool room = held_outcomes_.size() < options_.max_held_outcomes;
+        if (room) held_outcomes_.insert_or_assign(seq, HeldOutcome{user_id, reason});
+        auto marked = queries::mark_failed(db(), queries::now_ms(), user_id, seq, reason);
+        if (!marked && !failure::is_fault(marked.error())) held_outcomes_.erase(seq);
+        return marked;
+      });
+}
+
 awaitable<Result<std::vector<Message>>> Store::replies_after(std::string user_id, Seq after_seq,
                                                              std::size_t limit) {
   return submit<std::vector<Message>>(
@@ -360,8 +605,13 @@ awaitable<Result<std::optional<Session>>> Store::session(std::string user_id) {
 }
 
 awaitable<Result<std::vector<Message>>> Store::pending_messages(std::size_t limit) {
-  return submit<std::vector<Message>>(
-      JobKind::read, [this, limit] { return queries::pending_messages(db(), limit); });
+  return submit<std::vector<Message>>(JobKind::read, [this, limit] {
+    auto pending = queries::pending_messages(db(), limit);
+    // Marked failed in memory while the disk refused it: its user was told.
+    if (pending && !held_outcomes_.empty())
+      std::erase_if(*pending, [this](const Message& m) { return held_outcomes_.contains(m.seq); });
+    return pending;
+  });
 }
 
 awaitable<Result<std::vector<Session>>> Store::list_sessions(std::size_t limit,

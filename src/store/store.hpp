@@ -5,9 +5,18 @@
 // on disk (fsynced) when its caller resumes. Writes queued together share one
 // transaction and one commit (group commit), each in its own savepoint so one
 // failing operation does not undo the others. Every failure is a StoreError value.
+//
+// Promises about faults: open() refuses a database it cannot use (read-only,
+// damaged, an empty file where one existed, files it cannot write) with a
+// message that says what to do, and never creates over them. While running,
+// health() is `degraded` from the first write the disk refuses until one
+// succeeds again: the store tries a small write every probe_interval by itself,
+// so it recovers without traffic. Failures are logged once per kind, then
+// summarised once per log_window. Failed WAL checkpoints are logged and retried.
 #pragma once
 
 #include "runtime/asio.hpp"
+#include "runtime/log_limiter.hpp"
 #include "store/records.hpp"
 
 #include <atomic>
@@ -16,6 +25,8 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +54,18 @@ struct StoreOptions {
   std::size_t max_queued = 10000;
   // Operations run in one transaction at most, bounding the wait of the first.
   std::size_t max_batch = 256;
+  // PRAGMA quick_check at open stops after this long; a check cut short is
+  // logged as such and the store opens (a sound large file must still start).
+  std::chrono::milliseconds integrity_check_timeout{30000};
+  // While degraded, the store writes its probe row this often to learn that the
+  // disk takes writes again; a failed WAL checkpoint is retried as often.
+  std::chrono::milliseconds probe_interval{2000};
+  // A checkpoint runs after a commit that leaves at least this many pages in the WAL.
+  int checkpoint_pages = 1000;
+  // Repeats of one failure within this window are summarised in one log line.
+  std::chrono::milliseconds log_window{10000};
+  // mark_failed() outcomes kept in memory while the disk refuses them.
+  std::size_t max_held_outcomes = 10000;
 };
 
 // Counters for tests and metrics; read from any thread.
@@ -51,15 +74,23 @@ struct StoreStats {
   std::uint64_t writes = 0;          // write operations run
   std::uint64_t reads = 0;           // read operations run
   std::uint64_t failed_batches = 0;  // transactions that could not commit
+  std::uint64_t checkpoints = 0;     // WAL checkpoints that succeeded
+  std::uint64_t failed_checkpoints = 0;
+  std::uint64_t probes = 0;  // probe writes tried while degraded
 };
+
+// Told about every change of the store's health (state or last error).
+using HealthObserver = std::function<void(const Health&)>;
 
 class Store {
   struct Private {};
 
  public:
-  // Creates `data_dir` if missing, opens or creates mooring.db there and brings
-  // its schema up to date. Results of later operations are handed to each
-  // caller's own executor; `executor` serves handlers without one.
+  // Creates `data_dir` (0700) if missing, opens or creates mooring.db there
+  // (0600, as its -wal and -shm), checks it (store/schema.hpp: refused when
+  // read-only, damaged or empty) and brings its schema up to date. Results of
+  // later operations are handed to each caller's own executor; `executor` serves
+  // handlers without one.
   static awaitable<Result<std::unique_ptr<Store>>> open(asio::any_io_executor executor,
                                                         std::string data_dir,
                                                         StoreOptions options = {});
@@ -84,6 +115,16 @@ class Store {
   // that already has a reply keeps it: its seq is returned and nothing changes.
   awaitable<Result<Seq>> store_reply(std::string user_id, Seq reply_to, std::string content,
                                      MessageStatus status = MessageStatus::answered);
+
+  // Records what user message `seq` ended as when no reply could be stored for
+  // it: the message becomes `failed` with `reason` (what its user was told, e.g.
+  // "the reply could not be stored; ask again") and is never answered after a
+  // restart. A message already answered or failed keeps its outcome; its status
+  // is returned. When the disk refuses this write too, the error is returned
+  // and the store keeps the outcome in memory (up to max_held_outcomes): it is
+  // written with the next write that succeeds or at close(), and
+  // pending_messages() leaves the message out meanwhile.
+  awaitable<Result<MessageStatus>> mark_failed(std::string user_id, Seq seq, std::string reason);
 
   // The user's replies with seq > after_seq, oldest first, at most `limit`:
   // call again from the last seq returned to continue.
@@ -113,6 +154,14 @@ class Store {
   awaitable<Result<void>> close();
 
   StoreStats stats() const;
+
+  // The store's health now; any thread.
+  Health health() const;
+  // Calls `observer` on `executor` with the new health each time its state or
+  // last error changes (never for the repeats of one failure). One observer; a
+  // later call replaces it. Nothing is called once the store is destroyed, so
+  // the observer may capture its owner.
+  void watch_health(asio::any_io_executor executor, HealthObserver observer);
   const std::filesystem::path& path() const { return path_; }
 
   // Store operations are not cancellable: once queued, an operation runs to its
@@ -130,6 +179,16 @@ class Store {
   Result<void> close_database();
   sqlite::Connection& db();
 
+  // Health and upkeep, on the store thread.
+  void note_fault(const StoreError& error, bool operation);
+  void note_write_succeeded();
+  void set_health(Health next);
+  bool write_held_outcomes();
+  void probe();
+  void checkpoint();
+  void maintain();
+  std::optional<std::chrono::steady_clock::time_point> next_maintenance() const;
+
   asio::any_io_executor executor_;
   const std::filesystem::path path_;
   const StoreOptions options_;
@@ -142,11 +201,34 @@ class Store {
 
   // Store thread only.
   std::unique_ptr<sqlite::Connection> db_;
+  runtime::LogLimiter limiter_;
+  struct HeldOutcome {
+    std::string user_id;
+    std::string reason;
+  };
+  // mark_failed() outcomes not known to be on disk yet, by message seq.
+  std::map<Seq, HeldOutcome> held_outcomes_;
+  std::optional<std::chrono::steady_clock::time_point> next_probe_;
+  std::optional<std::chrono::steady_clock::time_point> checkpoint_retry_;
+  std::optional<std::chrono::steady_clock::time_point> next_log_flush_;
+  std::uint64_t checkpoint_failures_ = 0;
+
+  // Written by the store thread, read by any, under health_mutex_.
+  struct HealthWatch {
+    asio::any_io_executor executor;
+    HealthObserver observer;
+  };
+  mutable std::mutex health_mutex_;
+  Health health_;
+  std::shared_ptr<HealthWatch> health_watch_;
 
   std::atomic<std::uint64_t> commits_{0};
   std::atomic<std::uint64_t> writes_{0};
   std::atomic<std::uint64_t> reads_{0};
   std::atomic<std::uint64_t> failed_batches_{0};
+  std::atomic<std::uint64_t> checkpoints_{0};
+  std::atomic<std::uint64_t> failed_checkpoints_{0};
+  std::atomic<std::uint64_t> probes_{0};
 
   // Last member: started when everything above exists.
   std::thread thread_;

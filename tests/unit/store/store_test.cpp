@@ -1,6 +1,7 @@
 #include "store/store.hpp"
 
 #include "store/schema.hpp"
+#include "sqlite_file.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
@@ -18,30 +19,8 @@ using namespace std::chrono_literals;
 using test::run_on;
 using test::TempDir;
 
-// Reads one integer or text with a plain SQLite connection of the test's own,
-// to check what the store left in the file (call only while the store is closed).
-std::string query_file(const std::filesystem::path& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::string out;
-  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW)
-      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-  }
-  sqlite3_close(db);
-  return out;
-}
-
-void exec_file(const std::filesystem::path& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(
-      sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr),
-      SQLITE_OK);
-  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(db);
-}
+using test_sqlite::exec_file;
+using test_sqlite::query_file;
 
 class StoreTest : public ::testing::Test {
  protected:
@@ -104,18 +83,40 @@ TEST_F(StoreTest, MigratesANewDirectoryToTheLatestSchemaInWalMode) {
             "1");
 }
 
-TEST_F(StoreTest, MigratesAnEmptyFileAndCreatesMissingDirectories) {
+TEST_F(StoreTest, CreatesMissingDirectories) {
   const auto nested = dir / "a" / "b";
   auto opened = try_open(nested.string());
   ASSERT_TRUE(opened) << opened.error().message;
   await((*opened)->close()).value();
+  EXPECT_EQ(query_file(nested / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
+  // Built under another name and renamed into place: nothing of that is left.
+  EXPECT_FALSE(std::filesystem::exists(nested / "mooring.db.creating"));
+}
 
-  TempDir other;
-  test::write_file(other / "mooring.db", "");
-  opened = try_open(other.path().string());
+TEST_F(StoreTest, MigratesAVersion1Database) {
+  TempDir old;
+  exec_file(old / "mooring.db",
+            "PRAGMA journal_mode = WAL;"
+            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+            "REFERENCES sessions(user_id), role TEXT NOT NULL, content TEXT NOT NULL, images TEXT "
+            "NOT NULL DEFAULT '[]', client_id TEXT, reply_to INTEGER, status TEXT NOT NULL, "
+            "created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, UNIQUE (user_id, "
+            "client_id));"
+            "INSERT INTO sessions VALUES ('ann', 1, 1, 0);"
+            "INSERT INTO messages (user_id, role, content, status, created_ms, updated_ms) "
+            "VALUES ('ann', 'user', 'from version 1', 'pending', 1, 1);"
+            "PRAGMA user_version = 1;");
+  auto opened = try_open(old.path().string());
   ASSERT_TRUE(opened) << opened.error().message;
+  auto pending = await((*opened)->pending_messages()).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].content, "from version 1");
+  EXPECT_FALSE(pending[0].failure.has_value());
   await((*opened)->close()).value();
-  EXPECT_EQ(query_file(other / "mooring.db", "PRAGMA user_version"),
+  EXPECT_EQ(query_file(old / "mooring.db", "PRAGMA user_version"),
             std::to_string(schema::latest_version()));
 }
 
@@ -314,6 +315,62 @@ TEST_F(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
   ASSERT_EQ(history.size(), 2u);
   EXPECT_EQ(history[0].seq, doomed);
   EXPECT_EQ(history[0].status, MessageStatus::failed);
+}
+
+// Issue 17 defect 6: a user told "the reply could not be stored; ask again" had
+// the message answered after the next restart all the same.
+TEST_F(StoreTest, MarkFailedRecordsWhatTheUserWasToldAndSurvivesARestart) {
+  const Seq told = append("pat", "a question whose reply was lost");
+  const Seq answered = append("pat", "a question answered");
+  await(store->store_reply("pat", answered, "an answer")).value();
+
+  EXPECT_EQ(await(store->mark_failed("pat", told, "the reply could not be stored; ask again"))
+                .value(),
+            MessageStatus::failed);
+  // An answered message keeps its answer: its user saw it.
+  EXPECT_EQ(await(store->mark_failed("pat", answered, "?")).value(), MessageStatus::answered);
+  auto unknown = await(store->mark_failed("pat", answered + 1000, "?"));
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().kind, StoreError::Kind::not_found);
+  auto other_user = await(store->mark_failed("quinn", told, "?"));
+  ASSERT_FALSE(other_user);
+  EXPECT_EQ(other_user.error().kind, StoreError::Kind::invalid_argument);
+  EXPECT_TRUE(await(store->pending_messages()).value().empty());
+
+  reopen();
+  EXPECT_TRUE(await(store->pending_messages()).value().empty());
+  auto history = await(store->messages("pat", 10)).value();
+  ASSERT_EQ(history.size(), 3u);
+  EXPECT_EQ(history[0].status, MessageStatus::failed);
+  EXPECT_EQ(history[0].failure,
+            std::optional<std::string>("the reply could not be stored; ask again"));
+  EXPECT_EQ(history[1].status, MessageStatus::answered);
+  EXPECT_FALSE(history[1].failure.has_value());
+  EXPECT_EQ(store->health().state, Health::State::ok);
+}
+
+TEST_F(StoreTest, AWriteAheadLogWithoutItsDatabaseIsRefused) {
+  TempDir orphan;
+  test::write_file(orphan / "mooring.db-wal", std::string(4096, 'w'));
+  auto opened = try_open(orphan.path().string());
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().kind, StoreError::Kind::corrupt);
+  EXPECT_NE(opened.error().message.find("mooring.db is missing but its write-ahead log"),
+            std::string::npos)
+      << opened.error().message;
+  EXPECT_FALSE(std::filesystem::exists(orphan / "mooring.db"));
+}
+
+TEST_F(StoreTest, ACreationCutShortByACrashIsStartedOver) {
+  TempDir fresh;
+  // What a crash in the middle of a first start leaves: never mooring.db itself.
+  test::write_file(fresh / "mooring.db.creating", "");
+  auto opened = try_open(fresh.path().string());
+  ASSERT_TRUE(opened) << opened.error().message;
+  await((*opened)->close()).value();
+  EXPECT_FALSE(std::filesystem::exists(fresh / "mooring.db.creating"));
+  EXPECT_EQ(query_file(fresh / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
 }
 
 TEST_F(StoreTest, RepliesAfterAndTheDeliveredCursor) {

@@ -1,0 +1,33 @@
+// The store's files on disk, checked before SQLite touches them. The data
+// directory is 0700 and mooring.db, -wal and -shm are 0600 whatever the umask
+// (new files are created so, existing ones are fixed). An existing empty
+// mooring.db is damage, never a first start. A file or directory mooring cannot
+// write (immutable, read-only mount, foreign owner) is refused with what to do,
+// instead of being opened read-only or mapped into memory it cannot extend.
+// Store thread only: everything here touches the disk.
+#pragma once
+
+#include "store/records.hpp"
+
+#include <filesystem>
+
+namespace mooring::store::files {
+
+// Owner only: conversations are nobody else's business.
+inline constexpr unsigned directory_mode = 0700;
+inline constexpr unsigned file_mode = 0600;
+
+// Creates `database`'s directory if missing and checks the directory and the
+// database's files. True when the database does not exist yet (a first start).
+Result<bool> prepare(const std::filesystem::path& database);
+
+// Creates an empty WAL-mode database at `database`, mode 0600. It is built under
+// a temporary name and renamed into place, so a crash during creation never
+// leaves an empty mooring.db behind to be taken for damage.
+Result<void> create_database(const std::filesystem::path& database);
+
+// The database's companion files.
+std::filesystem::path wal_path(const std::filesystem::path& database);
+std::filesystem::path shm_path(const std::filesystem::path& database);
+
+}  // namespace mooring::store::files
