@@ -9,6 +9,7 @@ const char* to_string(ComponentState state) {
     case ComponentState::stopped: return "stopped";
     case ComponentState::starting: return "starting";
     case ComponentState::running: return "running";
+    case ComponentState::degraded: return "degraded";
     case ComponentState::stopping: return "stopping";
     case ComponentState::failed: return "failed";
   }

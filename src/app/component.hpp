@@ -28,7 +28,9 @@
 
 namespace mooring::app {
 
-enum class ComponentState { stopped, starting, running, stopping, failed };
+// `degraded`: up, but its work fails (a store whose disk refuses writes); it
+// goes back to `running` by itself. Readiness needs `running`.
+enum class ComponentState { stopped, starting, running, degraded, stopping, failed };
 
 const char* to_string(ComponentState state);
 

@@ -42,15 +42,42 @@ chat::GatewayOptions gateway_options(const Config& config) {
 
 // --- store -----------------------------------------------------------------
 
-StoreComponent::StoreComponent(asio::any_io_executor executor, std::string data_dir)
-    : executor_(std::move(executor)), data_dir_(std::move(data_dir)) {
+StoreComponent::StoreComponent(asio::any_io_executor executor, const DataConfig& config,
+                               ChangeCallback on_change)
+    : executor_(std::move(executor)),
+      data_dir_(config.dir),
+      synchronous_full_(config.synchronous == "full"),
+      on_change_(std::move(on_change)) {
   status_.name = "store";
+}
+
+void StoreComponent::health_changed(const store::Health& health) {
+  if (status_.state == ComponentState::stopping || status_.state == ComponentState::stopped) return;
+  switch (health.state) {
+    case store::Health::State::ok:
+      status_.state = ComponentState::running;
+      status_.remember("writes succeed again");
+      break;
+    case store::Health::State::degraded:
+      status_.state = ComponentState::degraded;
+      status_.last_error = health.last_error;
+      status_.remember("writes fail: " + health.last_error);
+      break;
+    case store::Health::State::failed:
+      status_.state = ComponentState::failed;
+      status_.last_error = health.last_error;
+      status_.remember("failed: " + health.last_error);
+      break;
+  }
+  if (on_change_) on_change_(status_);
 }
 
 awaitable<void> StoreComponent::start() {
   status_.state = ComponentState::starting;
   ++status_.start_attempts;
-  auto opened = co_await store::Store::open(executor_, data_dir_);
+  store::StoreOptions options;
+  options.synchronous_full = synchronous_full_;
+  auto opened = co_await store::Store::open(executor_, data_dir_, options);
   if (!opened) {
     status_.last_error = opened.error().message;
     status_.remember("open failed: " + status_.last_error);
@@ -60,9 +87,16 @@ awaitable<void> StoreComponent::start() {
   store_ = std::move(*opened);
   status_.remember("opened " + data_dir_);
   status_.state = ComponentState::running;
+  // The store outlives no component that could be told: the observer stops
+  // with the store, which this component owns.
+  store_->watch_health(executor_, [this](const store::Health& health) { health_changed(health); });
 }
 
 Prepared StoreComponent::prepare(const Config& current, const Config& next) {
+  if (current.data.synchronous != next.data.synchronous)
+    return refuse(fmt::format("data.synchronous cannot change while the database is open; restart "
+                              "mooring to use \"{}\"",
+                              next.data.synchronous));
   if (current.data.dir == next.data.dir) return Commit{};
   return refuse(fmt::format(
       "data.dir cannot change while mooring runs (the database is open in \"{}\"); restart "

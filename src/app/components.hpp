@@ -19,9 +19,13 @@
 
 namespace mooring::app {
 
+// The store's health is its state: `running` while writes succeed,
+// `degraded` while the disk refuses them (back to `running` by itself),
+// `failed` when the database is damaged or could not be opened.
 class StoreComponent : public Component {
  public:
-  StoreComponent(asio::any_io_executor executor, std::string data_dir);
+  using ChangeCallback = std::function<void(const ComponentStatus&)>;
+  StoreComponent(asio::any_io_executor executor, const DataConfig& config, ChangeCallback on_change);
 
   // Null until start() succeeded.
   store::Store* store() const { return store_.get(); }
@@ -36,8 +40,12 @@ class StoreComponent : public Component {
   awaitable<void> stop(runtime::Deadline deadline) override;
 
  private:
+  void health_changed(const store::Health& health);
+
   asio::any_io_executor executor_;
   std::string data_dir_;
+  bool synchronous_full_;
+  ChangeCallback on_change_;
   std::unique_ptr<store::Store> store_;
   ComponentStatus status_;
 };

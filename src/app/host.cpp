@@ -465,7 +465,8 @@ awaitable<int> Host::main() {
 
   // The components, built and started in dependency order.
   const auto executor = io_.get_executor();
-  store_ = std::make_unique<StoreComponent>(executor, config_->data.dir);
+  auto on_change = [this](const ComponentStatus& status) { component_changed(status); };
+  store_ = std::make_unique<StoreComponent>(executor, config_->data, on_change);
   co_await store_->start();
   if (store_->status().state != ComponentState::running) {
     log::error("store: {}", store_->status().last_error);
@@ -478,7 +479,6 @@ awaitable<int> Host::main() {
       [this](std::shared_ptr<llm::Provider> provider) { gateway_->gateway().set_provider(provider); });
   co_await provider_->start();
 
-  auto on_change = [this](const ComponentStatus& status) { component_changed(status); };
   gateway_ = std::make_unique<GatewayComponent>(supervisor_, *store_->store(),
                                                 provider_->provider(), *config_, on_change);
 

@@ -27,6 +27,10 @@ struct OpenOptions {
   std::chrono::milliseconds integrity_check_timeout{30000};
   // Written into the probe row.
   std::int64_t now_ms = 0;
+  // FULL: each commit fsyncs the WAL (an acknowledged message survives a power
+  // cut). NORMAL: the WAL is fsynced at checkpoints (it survives a crash or
+  // kill -9 of mooring, not a power cut).
+  bool synchronous_full = true;
 };
 
 // What PRAGMA quick_check found at open.

@@ -297,7 +297,8 @@ Result<void> Store::open_database() {
   auto opened = schema::open_database(
       path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
                                  .integrity_check_timeout = options_.integrity_check_timeout,
-                                 .now_ms = queries::now_ms()});
+                                 .now_ms = queries::now_ms(),
+                                 .synchronous_full = options_.synchronous_full});
   if (!opened) return opened.error();
   db_ = std::move(opened->db);
   db_->take_over_checkpoints();

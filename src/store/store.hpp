@@ -66,6 +66,8 @@ struct StoreOptions {
   std::chrono::milliseconds log_window{10000};
   // mark_failed() outcomes kept in memory while the disk refuses them.
   std::size_t max_held_outcomes = 10000;
+  // data.synchronous: "full" (true) or "normal" (see schema::OpenOptions).
+  bool synchronous_full = true;
 };
 
 // Counters for tests and metrics; read from any thread.
