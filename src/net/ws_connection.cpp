@@ -5,6 +5,7 @@
 #include "runtime/log.hpp"
 
 #include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/error.hpp>
 
 namespace mooring::net {
@@ -12,7 +13,7 @@ namespace mooring::net {
 namespace beast = boost::beast;
 
 bool is_expected_ending(const error_code& ec) {
-  return ec == asio::error::operation_aborted || ec == asio::error::eof ||
+  return runtime::is_cancellation(ec) || ec == asio::error::eof ||
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
          ec == asio::error::bad_descriptor || ec == asio::error::not_connected ||
          ec == websocket::error::closed || ec == beast::error::timeout ||
