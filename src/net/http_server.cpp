@@ -1,10 +1,18 @@
 #include "net/http_server.hpp"
 
+#include "runtime/cancellation.hpp"
+#include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/beast/http.hpp>
 
 #include <fmt/format.h>
+
+#include <array>
+#include <set>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace mooring::net {
 
@@ -12,19 +20,69 @@ namespace beast = boost::beast;
 
 class HttpSession;
 
+namespace {
+
+// Connections being answered 503 at once; beyond, a new one is closed at once.
+constexpr std::size_t max_refusing = 64;
+// What a refused or failed request's unread input may cost us before its
+// socket is closed: reading it lets the client see our answer instead of a reset.
+constexpr std::size_t linger_bytes = 256 * 1024;
+constexpr runtime::Duration linger_time = std::chrono::milliseconds(500);
+constexpr runtime::Duration refusal_time = std::chrono::seconds(1);
+
+constexpr runtime::Duration first_accept_backoff = std::chrono::milliseconds(100);
+constexpr runtime::Duration last_accept_backoff = std::chrono::seconds(1);
+
+bool is_descriptor_shortage(const error_code& ec) {
+  return ec == asio::error::no_descriptors ||
+         ec == boost::system::errc::too_many_files_open_in_system ||
+         ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+}
+
+// Bytes of a message's header fields as they came on the wire.
+std::size_t field_bytes(const HttpRequest& message) {
+  std::size_t n = 0;
+  for (const auto& field : message) n += field.name_string().size() + field.value().size() + 4;
+  return n;
+}
+
+}  // namespace
+
 struct HttpServer::State {
   runtime::Supervisor* supervisor;
   std::string name;
   std::shared_ptr<const Router> router;
   HttpLimits limits;
   std::optional<tcp::acceptor> acceptor;
+  // Every live session, registered by its constructor and removed by its
+  // destructor (and earlier, when its task ends): never a freed one.
   std::map<std::uint64_t, HttpSession*> sessions;
   std::uint64_t next_session = 1;
   runtime::Notifier changed;
+  std::uint64_t refused = 0;
+  std::set<beast::tcp_stream*> refusals;  // connections being answered 503
+  // A descriptor held in reserve (/dev/null), given up to accept a connection
+  // when the process has no other; taken again when a connection closes.
+  int spare = -1;
+  // Accept failures not logged yet, and when the last line was written.
+  std::uint64_t accept_failures = 0;
+  std::uint64_t unlogged_failures = 0;
+  std::optional<Clock::time_point> last_failure_line;
 
   State(runtime::Supervisor& s, std::string n, std::shared_ptr<const Router> r, HttpLimits l)
       : supervisor(&s), name(std::move(n)), router(std::move(r)), limits(l),
         changed(s.executor()) {}
+  ~State() { release_spare(); }
+
+  // Only while accepting: a stopped server holds no descriptor it does not need.
+  void take_spare() {
+    if (spare < 0 && acceptor && acceptor->is_open())
+      spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  void release_spare() {
+    if (spare >= 0) ::close(spare);
+    spare = -1;
+  }
 };
 
 // One accepted connection: HTTP requests in a loop, or one WebSocket after an
@@ -32,22 +90,26 @@ struct HttpServer::State {
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(std::shared_ptr<HttpServer::State> server, tcp::socket socket)
-      : server_(std::move(server)), stream_(std::move(socket)) {
+      : server_(std::move(server)), stream_(std::move(socket)), id_(server_->next_session++) {
     error_code ec;
     auto peer = stream_.socket().remote_endpoint(ec);
     remote_ = ec ? std::string("unknown peer") : endpoint_string(peer);
+    server_->sessions.emplace(id_, this);
   }
+  ~HttpSession() { server_->sessions.erase(id_); }
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
 
-  // `id` was registered in the server's session table by the accept loop.
-  static awaitable<void> run(std::shared_ptr<HttpSession> self, std::uint64_t id) {
+  // Never throws: whatever ends serve(), finish() runs.
+  static awaitable<void> run(std::shared_ptr<HttpSession> self) {
     try {
       co_await self->serve();
-    } catch (const boost::system::system_error& e) {
-      if (e.code() != asio::error::operation_aborted) throw;
+    } catch (...) {
+      if (!runtime::is_cancellation(std::current_exception()))
+        log::error("{}: connection from {} failed: {}", self->server_->name, self->remote_,
+                   runtime::describe_current_exception());
     }
-    self->force_close();
-    self->server_->sessions.erase(id);
-    self->server_->changed.notify_all();
+    self->finish();
   }
 
   const std::string& remote() const { return remote_; }
@@ -74,23 +136,49 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
  private:
+  void finish() {
+    force_close();
+    server_->sessions.erase(id_);
+    // The descriptor just freed becomes the spare again if the spare was used.
+    server_->take_spare();
+    server_->changed.notify_all();
+  }
+
   awaitable<void> serve() {
-    const HttpLimits& limits = server_->limits;
+    const HttpLimits limits = server_->limits;
     for (bool first = true; !closing_; first = false) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
       // No body limit while the header is read: Beast would hold Content-Length
       // to it before the route, whose limit counts, is known (checked below).
       parser.body_limit(boost::none);
+      // Beast bounds neither chunk extensions nor trailers: they count here
+      // toward the route's limit, with the chunk sizes.
+      std::size_t limit = Router::default_body_limit;
+      std::uint64_t chunked_bytes = 0;
+      bool chunk_line_too_long = false;
+      auto on_chunk_header = [&](std::uint64_t size, std::string_view extensions, error_code& ec) {
+        if (extensions.size() > limits.chunk_header_bytes) {
+          chunk_line_too_long = true;
+          ec = http::error::buffer_overflow;
+          return;
+        }
+        chunked_bytes += extensions.size();
+        chunked_bytes += std::min<std::uint64_t>(size, limit + 1);
+        if (chunked_bytes > limit) ec = http::error::body_limit;
+      };
+      parser.on_chunk_header(on_chunk_header);
+      // The buffer holds at most one thing the parser must see whole: a
+      // header here, a chunk line or the trailers below.
+      buffer_.max_size(std::max(buffer_.size(), limits.header_bytes));
+
       stream_.expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
       idle_ = true;
       auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
       idle_ = false;
-      if (ec == http::error::header_limit) {
-        auto response = error_response(
-            http::status::request_header_fields_too_large, "header_too_large",
-            fmt::format("request headers exceed {} bytes", limits.header_bytes), 11, false);
-        co_await write(std::move(response));
+      if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+        co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
+                        fmt::format("request headers exceed {} bytes", limits.header_bytes));
         co_return;
       }
       if (ec) {
@@ -99,9 +187,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                      server_->name, remote_);
         } else if (!is_expected_ending(ec)) {
           log::debug("{}: bad request from {}: {}", server_->name, remote_, ec.message());
-          auto response =
-              error_response(http::status::bad_request, "bad_request", ec.message(), 11, false);
-          co_await write(std::move(response));
+          co_await refuse(http::status::bad_request, "bad_request", ec.message());
         }
         co_return;
       }
@@ -114,20 +200,41 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                                      0, parser.get().target().find('?')));
       // A path no route matches still has its body read (to answer 404/405
       // on a connection that stays usable), within the default limit.
-      const auto limit = match.route ? match.route->body_limit : Router::default_body_limit;
+      limit = match.route ? match.route->body_limit : Router::default_body_limit;
       parser.body_limit(limit);
       bool too_large = parser.content_length() && *parser.content_length() > limit;
+      const std::size_t header_fields = field_bytes(parser.get());
+      if (parser.chunked())
+        buffer_.max_size(std::max(buffer_.size(), limits.chunk_header_bytes));
       stream_.expires_after(limits.body_timeout);
       if (!too_large && !parser.is_done()) {
         auto [body_ec, body_n] = co_await http::async_read(stream_, buffer_, parser, use_tuple);
+        if (body_ec == http::error::buffer_overflow || chunk_line_too_long) {
+          co_await refuse(http::status::bad_request, "chunk_header_too_large",
+                          fmt::format("a chunk header or the trailers exceed {} bytes",
+                                      limits.chunk_header_bytes));
+          co_return;
+        }
         too_large = body_ec == http::error::body_limit;
-        if (body_ec && !too_large) co_return;
+        if (body_ec && !too_large) {
+          if (body_ec != beast::error::timeout && !is_expected_ending(body_ec))
+            co_await refuse(http::status::bad_request, "bad_request", body_ec.message());
+          co_return;
+        }
+      }
+      if (!too_large && parser.chunked()) {
+        const std::size_t trailers = field_bytes(parser.get()) - header_fields;
+        if (trailers > limits.chunk_header_bytes) {
+          co_await refuse(http::status::bad_request, "chunk_header_too_large",
+                          fmt::format("a chunk header or the trailers exceed {} bytes",
+                                      limits.chunk_header_bytes));
+          co_return;
+        }
+        too_large = chunked_bytes + trailers > limit;
       }
       if (too_large) {
-        auto response = error_response(http::status::payload_too_large, "body_too_large",
-                                       fmt::format("request body exceeds {} bytes", limit), 11,
-                                       false);
-        co_await write(std::move(response));
+        co_await refuse(http::status::payload_too_large, "body_too_large",
+                        fmt::format("request body exceeds {} bytes", limit));
         co_return;
       }
       request.message = parser.release();
@@ -159,23 +266,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       }
 
       HttpResponse response;
+      std::exception_ptr failure;
       try {
         response = co_await match.route->handler(request);
-      } catch (const boost::system::system_error& e) {
-        if (e.code() == asio::error::operation_aborted) throw;
-        log::error("{}: {} {} failed: {}", server_->name,
-                   std::string_view(request.message.method_string()), elide(request.path()),
-                   elide(e.what()));
-        response = error_response(http::status::internal_server_error, "internal",
-                                  "the server failed to handle this request; see its log",
-                                  request);
-      } catch (const std::exception& e) {
-        log::error("{}: {} {} failed: {}", server_->name,
-                   std::string_view(request.message.method_string()), elide(request.path()),
-                   elide(e.what()));
-        response = error_response(http::status::internal_server_error, "internal",
-                                  "the server failed to handle this request; see its log",
-                                  request);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      if (failure) {
+        if (runtime::is_cancellation(failure)) std::rethrow_exception(failure);
+        response = internal_error(request, failure);
       }
       if (closing_) response.keep_alive(false);
       if (!co_await write(std::move(response))) co_return;
@@ -183,15 +282,32 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
   }
 
+  HttpResponse internal_error(const Request& request, const std::exception_ptr& failure) {
+    log::error("{}: {} {} from {} failed: {}", server_->name,
+               std::string_view(request.message.method_string()), elide(request.path()), remote_,
+               runtime::describe_exception(failure));
+    auto response = error_response(http::status::internal_server_error, "internal",
+                                   "the server failed to handle this request; see its log",
+                                   request);
+    response.keep_alive(false);
+    return response;
+  }
+
   awaitable<void> upgrade(const WsRoute& route, Request& request) {
     if (!websocket::is_upgrade(request.message)) {
       auto response = error_response(http::status::upgrade_required, "upgrade_required",
-                                     "this path speaks WebSocket only", request);
+                                      "this path speaks WebSocket only", request);
       co_await write(std::move(response));
       co_return;
     }
     if (route.admit) {
-      if (auto refusal = route.admit(request)) {
+      std::optional<HttpResponse> refusal;
+      try {
+        refusal = route.admit(request);
+      } catch (...) {
+        refusal = internal_error(request, std::current_exception());
+      }
+      if (refusal) {
         refusal->keep_alive(false);
         co_await write(std::move(*refusal));
         co_return;
@@ -204,7 +320,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto [ec] = co_await ws.async_accept(request.message, use_tuple);
     if (ec) co_return;
     ws_ = std::make_shared<WsConnection>(std::move(ws), route.options, remote_, server_->name);
-    if (route.on_open) route.on_open(ws_, request);
+    // Once the owner may know the connection, it is run, so on_closed reaches it.
+    try {
+      if (route.on_open) route.on_open(ws_, request);
+    } catch (...) {
+      log::error("{}: opening the connection from {} failed: {}; closing with 1011",
+                 server_->name, remote_, runtime::describe_current_exception());
+      ws_->close(websocket::close_code::internal_error, "internal error");
+    }
     if (closing_) ws_->close(websocket::close_code::going_away, "server shutting down");
     co_await WsConnection::run(ws_);
   }
@@ -219,9 +342,28 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     co_return !ec;
   }
 
+  // Answers a request the server will not serve, and closes the connection
+  // once the client's unread input is drained (a bounded amount, for a bounded
+  // time), so the client reads the answer instead of a reset.
+  awaitable<void> refuse(http::status status, std::string_view code, std::string message) {
+    auto response = error_response(status, code, message, 11, false);
+    if (!co_await write(std::move(response))) co_return;
+    buffer_.consume(buffer_.size());
+    buffer_.shrink_to_fit();
+    std::array<char, 4096> sink;
+    std::size_t drained = 0;
+    stream_.expires_after(linger_time);
+    while (drained < linger_bytes) {
+      auto [ec, n] = co_await stream_.async_read_some(asio::buffer(sink), use_tuple);
+      if (ec) break;
+      drained += n;
+    }
+  }
+
   std::shared_ptr<HttpServer::State> server_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  std::uint64_t id_;
   std::string remote_;
   std::shared_ptr<WsConnection> ws_;
   bool idle_ = true;
@@ -230,26 +372,138 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
 namespace {
 
+// A connection beyond max_connections: told why, then closed, without a
+// session (it never reaches the router). Holds its descriptor for at most
+// refusal_time; listed in the server's refusals meanwhile, so that stop() and
+// force_close_all() reach it.
+awaitable<void> refuse_connection(std::shared_ptr<HttpServer::State> state, tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  struct Listed {
+    HttpServer::State& state;
+    beast::tcp_stream& stream;
+    Listed(HttpServer::State& s, beast::tcp_stream& t) : state(s), stream(t) { state.refusals.insert(&stream); }
+    ~Listed() {
+      state.refusals.erase(&stream);
+      error_code ignored;
+      stream.socket().close(ignored);
+    }
+  } listed(*state, stream);
+  stream.expires_after(refusal_time);
+  auto response = error_response(
+      http::status::service_unavailable, "too_many_connections",
+      fmt::format("the server has {} connections open, its limit", state->sessions.size()), 11,
+      false);
+  response.set(http::field::retry_after, "1");
+  auto [ec, n] = co_await http::async_write(stream, response, use_tuple);
+  if (!ec) {
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    std::array<char, 1024> sink;
+    std::size_t drained = 0;
+    while (drained < linger_bytes) {
+      auto [read_ec, read_n] = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
+      if (read_ec) break;
+      drained += read_n;
+    }
+  }
+  error_code ignored;
+  stream.socket().close(ignored);
+  state->take_spare();
+  state->changed.notify_all();
+}
+
+void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) {
+  // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  if (state->sessions.size() >= state->limits.max_connections) {
+    ++state->refused;
+    if (state->refused == 1 || state->refused % 1000 == 0)
+      log::warn("{}: {} connections open, the limit: refusing new ones with 503 ({} so far)",
+                state->name, state->sessions.size(), state->refused);
+    if (state->refusals.size() >= max_refusing) {
+      socket.close(ignored);
+      return;
+    }
+    state->supervisor->spawn(state->name + " refusal", state->name + ".refusals",
+                             refuse_connection(state, std::move(socket)));
+    return;
+  }
+  auto session = std::make_shared<HttpSession>(state, std::move(socket));
+  state->supervisor->spawn(fmt::format("{} connection {}", state->name, session->remote()),
+                           state->name + ".connections", HttpSession::run(session));
+}
+
+enum class SpareAccept { accepted, nothing_waiting, no_spare };
+
+// Out of descriptors: the spare one is given up so that the connection
+// waiting in the backlog is taken (and served, or refused) instead of waiting
+// there. Asio tries an accept before waiting for one, so "out of
+// descriptors" may also mean that nothing is waiting yet.
+SpareAccept accept_with_spare(const std::shared_ptr<HttpServer::State>& state) {
+  if (state->spare < 0) return SpareAccept::no_spare;
+  state->release_spare();
+  tcp::socket socket(state->supervisor->executor());
+  error_code ec;
+  state->acceptor->accept(socket, ec);  // non-blocking: would_block when nothing waits
+  if (ec) {
+    state->take_spare();
+    return ec == asio::error::would_block || ec == asio::error::try_again
+               ? SpareAccept::nothing_waiting
+               : SpareAccept::no_spare;
+  }
+  admit(state, std::move(socket));
+  return SpareAccept::accepted;
+}
+
+void note_accept_failure(HttpServer::State& state, const error_code& ec, runtime::Duration backoff) {
+  ++state.accept_failures;
+  ++state.unlogged_failures;
+  const auto now = Clock::now();
+  if (state.last_failure_line && now - *state.last_failure_line < std::chrono::seconds(1)) return;
+  log::warn("{}: accept failed {} time(s) since the last report: {}; {} connections open; "
+            "retrying in {}",
+            state.name, state.unlogged_failures, ec.message(), state.sessions.size(),
+            runtime::format_duration(backoff));
+  state.unlogged_failures = 0;
+  state.last_failure_line = now;
+}
+
 awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
+  auto backoff = first_accept_backoff;
   for (;;) {
     if (!state->acceptor || !state->acceptor->is_open()) co_return;
+    state->take_spare();
     auto [ec, socket] = co_await state->acceptor->async_accept(use_tuple);
     if (ec) {
-      if (ec == asio::error::operation_aborted || !state->acceptor->is_open()) co_return;
-      // Out of descriptors or a similar pressure: say so and back off a little
-      // instead of spinning on the same error.
-      log::warn("{}: accept failed: {}; retrying in 100ms", state->name, ec.message());
-      if (!co_await runtime::sleep_for(std::chrono::milliseconds(100))) co_return;
+      if (runtime::is_cancellation(ec) || !state->acceptor->is_open()) co_return;
+      if (is_descriptor_shortage(ec)) {
+        const auto outcome = accept_with_spare(state);
+        if (outcome == SpareAccept::accepted) continue;
+        if (outcome == SpareAccept::nothing_waiting) {
+          // Wait for a connection without trying to accept it meanwhile.
+          auto [wait_ec] = co_await state->acceptor->async_wait(tcp::acceptor::wait_read, use_tuple);
+          if (runtime::is_cancellation(wait_ec) || !state->acceptor->is_open()) co_return;
+          continue;
+        }
+      }
+      note_accept_failure(*state, ec, backoff);
+      // One of this server's connections closing frees a descriptor: try again
+      // then rather than at the end of the backoff.
+      co_await state->changed.wait_until(runtime::Deadline::after(backoff));
+      if (co_await runtime::cancelled()) co_return;
+      backoff = std::min<runtime::Duration>(backoff * 2, last_accept_backoff);
       continue;
     }
-    // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    auto session = std::make_shared<HttpSession>(state, std::move(socket));
-    const auto id = state->next_session++;
-    state->sessions.emplace(id, session.get());
-    state->supervisor->spawn(fmt::format("{} connection {}", state->name, session->remote()),
-                             state->name + ".connections", HttpSession::run(session, id));
+    if (state->accept_failures > 0) {
+      log::info("{}: accepting again after {} failed attempt(s)", state->name,
+                state->accept_failures);
+      state->accept_failures = 0;
+      state->unlogged_failures = 0;
+      state->last_failure_line.reset();
+    }
+    backoff = first_accept_backoff;
+    admit(state, std::move(socket));
   }
 }
 
@@ -269,28 +523,48 @@ void HttpServer::start(tcp::acceptor acceptor) {
   error_code ec;
   auto endpoint = acceptor.local_endpoint(ec);
   if (!ec) endpoint_ = endpoint;
+  // The accept with the spare descriptor must not block when the waiting
+  // connection has gone meanwhile.
+  acceptor.non_blocking(true, ec);
   state_->acceptor.emplace(std::move(acceptor));
+  state_->take_spare();
   accept_task_ = supervisor_.spawn(state_->name + " accept loop", state_->name + ".accept",
                                    accept_loop(state_));
 }
+
+void HttpServer::serve(tcp::socket socket) { admit(state_, std::move(socket)); }
 
 void HttpServer::set_router(std::shared_ptr<const Router> router) {
   state_->router = std::move(router);
 }
 
+void HttpServer::set_limits(HttpLimits limits) { state_->limits = limits; }
+
 bool HttpServer::accepting() const { return state_->acceptor && state_->acceptor->is_open(); }
 
 std::size_t HttpServer::connections() const { return state_->sessions.size(); }
+
+std::uint64_t HttpServer::refused_connections() const { return state_->refused; }
+
+std::uint64_t HttpServer::accept_failures() const { return state_->accept_failures; }
 
 void HttpServer::stop_accepting() {
   if (state_->acceptor && state_->acceptor->is_open()) {
     error_code ignored;
     state_->acceptor->close(ignored);
   }
+  state_->release_spare();
 }
 
 void HttpServer::force_close_all() {
-  for (auto& [id, session] : state_->sessions) session->force_close();
+  // force_close may end a session before the loop moves on; iterate over a copy.
+  auto sessions = state_->sessions;
+  for (auto& [id, session] : sessions)
+    if (state_->sessions.count(id)) session->force_close();
+  for (auto* refusal : state_->refusals) {
+    error_code ignored;
+    refusal->socket().close(ignored);
+  }
 }
 
 awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
@@ -303,9 +577,9 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
   // still lets the close frames just asked for be written: the clients are
   // told "going away" instead of being cut off.
   if (deadline.passed()) deadline = runtime::Deadline::after(close_flush_time);
-  while (!state_->sessions.empty() && !deadline.passed())
-    co_await state_->changed.wait_until(deadline);
-  if (!state_->sessions.empty()) {
+  const auto finished = [this] { return state_->sessions.empty() && state_->refusals.empty(); };
+  while (!finished() && !deadline.passed()) co_await state_->changed.wait_until(deadline);
+  if (!finished()) {
     log::info("{}: {} connection(s) did not finish in time; closing them", state_->name,
               state_->sessions.size());
     force_close_all();
@@ -313,8 +587,7 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
   // Every socket is closed now; give the connection tasks a moment to unwind so
   // their memory is released before stop() returns.
   const auto unwind = runtime::Deadline::after(std::chrono::seconds(1));
-  while (!state_->sessions.empty() && !unwind.passed())
-    co_await state_->changed.wait_until(unwind);
+  while (!finished() && !unwind.passed()) co_await state_->changed.wait_until(unwind);
 }
 
 }  // namespace mooring::net

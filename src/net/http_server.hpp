@@ -1,6 +1,6 @@
 // An HTTP/1.1 server with WebSocket upgrades: a listening socket, one task per
-// connection (owned by the supervisor), limits on header and body size and on
-// how long a client may take.
+// connection (owned by the supervisor), limits on header and body size, on
+// how long a client may take and on how many connections it holds.
 //
 // Promises:
 // - stop_accepting() closes the listening socket at once: the port is free.
@@ -10,6 +10,20 @@
 //   deadline — or after close_flush_time when the deadline had already passed,
 //   so the close frames get written — and returns only when every socket of
 //   the server is closed.
+// - Whatever ends a connection — the peer, a timeout, an exception from a
+//   handler or from a WebSocket's on_text — its socket is closed, it leaves
+//   the connection table (connections()), its WebSocket's on_closed runs once,
+//   and a failure is logged once with the peer. A route handler that throws
+//   gets its client a 500.
+// - Memory per connection is bounded whatever the client sends: the header by
+//   header_bytes; a chunk-size line with its extensions, and the trailers, by
+//   chunk_header_bytes (400 beyond); extensions and trailers count toward the
+//   route's body limit (413 beyond).
+// - Beyond max_connections a new connection is answered 503 (JSON error) and
+//   closed, without routing or upgrading. When the process is out of
+//   descriptors the server gives up a spare one it holds to take the waiting
+//   connection (so it stays answerable), backs off (100 ms doubling to 1 s)
+//   and logs at most one line a second.
 #pragma once
 
 #include "net/listener.hpp"
@@ -31,6 +45,10 @@ struct HttpLimits {
   runtime::Duration keep_alive_timeout = 30s;  // waiting for (and reading) a later request's header
   runtime::Duration body_timeout = 30s;
   runtime::Duration write_timeout = 30s;
+  // A chunk-size line with its extensions; the last chunk with its trailers.
+  std::size_t chunk_header_bytes = 4 * 1024;
+  // Connections served at once; a new one beyond is answered 503 and closed.
+  std::size_t max_connections = 10000;
 };
 
 class HttpServer {
@@ -45,12 +63,23 @@ class HttpServer {
   // Starts serving on a socket bound by open_listener.
   void start(tcp::acceptor acceptor);
 
+  // Serves a connected socket as if it had just been accepted (the accept loop
+  // does this for each connection; a fuzzer or a test passes one end of a
+  // socket pair). It counts toward max_connections.
+  void serve(tcp::socket socket);
+
   // Routes for requests that arrive from now on.
   void set_router(std::shared_ptr<const Router> router);
+  // Limits for connections accepted from now on (max_connections at once).
+  void set_limits(HttpLimits limits);
 
   bool accepting() const;
   std::optional<tcp::endpoint> local_endpoint() const { return endpoint_; }
   std::size_t connections() const;
+  // Connections answered 503 because max_connections were open.
+  std::uint64_t refused_connections() const;
+  // Accepts that failed (out of descriptors, mostly) since the last success.
+  std::uint64_t accept_failures() const;
 
   void stop_accepting();
   awaitable<void> stop(runtime::Deadline deadline);

@@ -1,9 +1,11 @@
 #include "net/ws_connection.hpp"
 
 #include "runtime/cancellation.hpp"
+#include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/error.hpp>
 
 namespace mooring::net {
@@ -11,7 +13,7 @@ namespace mooring::net {
 namespace beast = boost::beast;
 
 bool is_expected_ending(const error_code& ec) {
-  return ec == asio::error::operation_aborted || ec == asio::error::eof ||
+  return runtime::is_cancellation(ec) || ec == asio::error::eof ||
          ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
          ec == asio::error::bad_descriptor || ec == asio::error::not_connected ||
          ec == websocket::error::closed || ec == beast::error::timeout ||
@@ -46,23 +48,51 @@ awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
   beast::get_lowest_layer(self->stream_).expires_never();
   try {
     co_await (self->read_loop() && self->write_loop());
-  } catch (const boost::system::system_error& e) {
-    // Cancelled by the supervisor: fall through to close the socket.
-    if (e.code() != asio::error::operation_aborted) throw;
+  } catch (...) {
+    // A cancellation (the supervisor's) ends the connection like a close.
+    if (!runtime::is_cancellation(std::current_exception()))
+      log::error("{}: connection from {} failed: {}", self->log_name_, self->remote_,
+                 runtime::describe_current_exception());
   }
-  self->force_close();
-  self->close_watchdog_.cancel();
-  self->write_watchdog_.cancel();
-  if (self->on_closed) {
-    auto callback = std::move(self->on_closed);
-    self->on_closed = nullptr;
-    self->on_text = nullptr;
-    callback(self->closed_);
+  self->finish();
+}
+
+// Runs once, after both coroutines have ended, on every path out of run().
+void WsConnection::finish() {
+  force_close();
+  close_watchdog_.cancel();
+  write_watchdog_.cancel();
+  on_text = nullptr;
+  queue_.clear();
+  queued_bytes_ = 0;
+  read_buffer_ = beast::flat_buffer();
+  if (!on_closed) return;
+  auto callback = std::move(on_closed);
+  on_closed = nullptr;
+  try {
+    callback(closed_);
+  } catch (...) {
+    log::error("{}: reporting the end of the connection from {} failed: {}", log_name_, remote_,
+               runtime::describe_current_exception());
+  }
+}
+
+// A handler that throws is a bug on our side, not the peer's: the peer is told
+// so (1011) and the connection ends; the session's other connections and the
+// process go on.
+void WsConnection::deliver(std::string text) {
+  if (state_ != State::open || !on_text) return;
+  try {
+    on_text(std::move(text));
+  } catch (...) {
+    log::error("{}: handling a message from {} failed: {}; closing with 1011", log_name_, remote_,
+               runtime::describe_current_exception());
+    close(websocket::close_code::internal_error, "internal error");
   }
 }
 
 awaitable<void> WsConnection::read_loop() {
-  beast::flat_buffer buffer;
+  auto& buffer = read_buffer_;
   for (;;) {
     // No co_await inside a condition: GCC 12 mishandles it.
     bool cancelled = co_await runtime::cancelled();
@@ -91,7 +121,12 @@ awaitable<void> WsConnection::read_loop() {
     awaiting_pong_ = false;
     std::string text = beast::buffers_to_string(buffer.data());
     buffer.consume(buffer.size());
-    if (state_ == State::open && on_text) on_text(std::move(text));
+    if (buffer.capacity() > small_buffer_bytes) buffer.shrink_to_fit();
+    // A read already under way when the owner paused is held back too.
+    while (paused_ && state_ != State::closed && !co_await runtime::cancelled())
+      co_await resumed_.wait_until(runtime::Deadline::never());
+    if (state_ == State::closed) break;
+    deliver(std::move(text));
   }
   if (state_ != State::closed) {
     state_ = State::closed;
@@ -114,6 +149,7 @@ awaitable<void> WsConnection::write_loop() {
         co_return;
       }
       auto written = std::move(queue_.front().on_written);
+      queued_bytes_ -= queue_.front().text.size();
       queue_.pop_front();
       if (written) written();
       continue;
@@ -194,14 +230,18 @@ void WsConnection::arm_write_watchdog() {
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
   if (state_ != State::open) return asio::error::not_connected;
-  if (queue_.size() >= options_.send_queue_limit) {
-    log::warn("{}: {} is not reading ({} frames queued); closing with 1008 slow consumer",
-              log_name_, remote_, queue_.size());
+  const bool too_many = queue_.size() >= options_.send_queue_limit;
+  const bool too_big = !queue_.empty() && queued_bytes_ + text.size() > options_.send_queue_bytes;
+  if (too_many || too_big) {
+    log::warn("{}: {} is not reading ({} frames, {} bytes queued); closing with 1008 slow consumer",
+              log_name_, remote_, queue_.size(), queued_bytes_);
     // The frame being written stays: its buffer is in use until the write ends.
     queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
+    queued_bytes_ = queue_.empty() ? 0 : queue_.front().text.size();
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
+  queued_bytes_ += text.size();
   queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
   wake_writer();
   return {};

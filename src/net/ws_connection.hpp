@@ -3,13 +3,19 @@
 //
 // Promises:
 // - send() never blocks, throws or asserts: on a closed connection it returns
-//   an error; when the queue is full the connection is closed with 1008 "slow
-//   consumer" (the queued frames are dropped) and send() returns an error.
+//   an error; when the queue is full (send_queue_limit frames, or
+//   send_queue_bytes bytes — a frame alone may exceed that) the connection is
+//   closed with 1008 "slow consumer" (the queued frames are dropped) and send()
+//   returns an error.
 // - close(code, reason) sends the close frame after the frames already queued,
 //   and force-closes the socket if that has not finished within close_timeout.
 // - A peer that stays silent for heartbeat_timeout after a ping is cut off.
 // - A message over max_message_bytes closes the connection with 1009.
-// - on_closed runs exactly once, when both coroutines have ended.
+// - on_closed runs exactly once, when both coroutines have ended, whatever
+//   ended them: an exception from on_text is logged once with the peer and
+//   closes the connection with 1011 "internal error".
+// - Memory does not depend on the largest message a connection ever carried:
+//   a read buffer grown past small_buffer_bytes is released after its message.
 // - pause_reading() stops taking frames off the socket until resume_reading()
 //   (TCP then pushes back on the peer); the heartbeat does not count the
 //   pause against the peer.
@@ -35,10 +41,13 @@ using namespace std::chrono_literals;
 
 struct WsOptions {
   std::size_t max_message_bytes = 1024 * 1024;
-  std::size_t send_queue_limit = 256;
+  std::size_t send_queue_limit = 256;  // frames
   runtime::Duration heartbeat_interval = 20s;
   runtime::Duration heartbeat_timeout = 10s;
   runtime::Duration close_timeout = 5s;
+  // Bytes of queued frames: four replies of the largest size a reply may have
+  // (provider.max_reply_bytes, 1 MiB) fit; a peer further behind is slow.
+  std::size_t send_queue_bytes = 4 * 1024 * 1024;
   friend bool operator==(const WsOptions&, const WsOptions&) = default;
 };
 
@@ -53,6 +62,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
  public:
   using Stream = websocket::stream<boost::beast::tcp_stream>;
 
+  // A read buffer larger than this is given back after its message.
+  static constexpr std::size_t small_buffer_bytes = 16 * 1024;
+
   WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
   WsConnection(const WsConnection&) = delete;
   WsConnection& operator=(const WsConnection&) = delete;
@@ -61,8 +73,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::function<void(std::string text)> on_text;
   std::function<void(const WsClosed&)> on_closed;
 
-  // Reads and writes until the connection ends. The caller (the HTTP session's
-  // task) keeps `self` alive through the coroutine's parameter.
+  // Reads and writes until the connection ends; never throws (a cancellation
+  // ends it like a close). The caller (the HTTP session's task) keeps `self`
+  // alive through the coroutine's parameter.
   static awaitable<void> run(std::shared_ptr<WsConnection> self);
 
   // `on_written` runs once the frame has been written to the socket (not when
@@ -71,12 +84,17 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void close(websocket::close_code code, std::string reason);
   void force_close();
 
-  // Flow control for the owner: while paused, no further frame is read.
+  // Flow control for the owner: while paused, no frame is delivered (a
+  // message already being read is held until resume) and no further frame
+  // is read.
   void pause_reading();
   void resume_reading();
   bool reading_paused() const { return paused_; }
 
   std::size_t queued() const { return queue_.size(); }
+  std::size_t queued_bytes() const { return queued_bytes_; }
+  // Capacity of the buffer frames are read into (memory held between messages).
+  std::size_t read_buffer_capacity() const { return read_buffer_.capacity(); }
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
 
@@ -88,6 +106,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void wake_writer();
   void watch_write();
   void arm_write_watchdog();
+  void deliver(std::string text);
+  void finish();
 
   Stream stream_;
   WsOptions options_;
@@ -99,6 +119,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
     std::function<void()> on_written;
   };
   std::deque<Outgoing> queue_;
+  std::size_t queued_bytes_ = 0;
+  boost::beast::flat_buffer read_buffer_;
   asio::steady_timer wake_;
   asio::steady_timer close_watchdog_;
   asio::steady_timer write_watchdog_;

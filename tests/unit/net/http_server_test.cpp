@@ -8,6 +8,8 @@
 
 #include <atomic>
 
+#include <poll.h>
+
 namespace mooring::net {
 namespace {
 
@@ -57,6 +59,10 @@ class HttpServerTest : public ::testing::Test {
     router->add(http::verb::get, "/items/{id}", [](Request& r) -> awaitable<HttpResponse> {
       co_return text_response(http::status::ok, r.params.at("id"), "text/plain", r);
     });
+    router->add(http::verb::get, "/fail", [](Request&) -> awaitable<HttpResponse> {
+      throw 42;  // not a std::exception
+      co_return HttpResponse{};
+    });
     router->add_websocket(
         "/ws", WsRoute{[](Request& r) -> std::optional<HttpResponse> {
                          if (r.query_param("deny"))
@@ -67,12 +73,14 @@ class HttpServerTest : public ::testing::Test {
                        [this](const std::shared_ptr<WsConnection>& c, Request& r) {
                          ws_.open.push_back(c);
                          c->on_text = [this, c](std::string text) {
+                           if (text == "throw") throw std::out_of_range("9223372036854775808");
                            ws_.received.push_back(text);
                            c->send("echo:" + text);
                          };
                          c->on_closed = [this](const WsClosed& closed) {
                            ws_.closed.push_back(closed);
                          };
+                         if (r.query_param("throw_open")) throw std::runtime_error("on_open failed");
                          if (r.query_param("flood"))
                            server_.supervisor().spawn("flood", "test", flood(c, &refused_));
                        },
@@ -358,6 +366,197 @@ TEST_F(HttpServerTest, StopWithADeadlineAlreadyPassedStillSendsTheCloseFrames) {
     EXPECT_EQ(client->read(), std::nullopt);
     EXPECT_EQ(client->close_code(), 1001);
   }
+}
+
+// Defect 1 of issue 11: an exception escaping on_text left the session in the
+// table, its socket in CLOSE-WAIT, and later a use-after-free in stop() or
+// force_close_all(). Now the client is told (1011), the connection leaves the
+// table, its owner hears of it once, and stopping afterwards is safe.
+TEST_F(HttpServerTest, AThrowingOnTextClosesTheConnectionWith1011AndLeavesNothingBehind) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  client.send("throw");
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1011);
+  EXPECT_EQ(client.close_reason(), "internal error");
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 0; }, 10s));
+  EXPECT_EQ(closed_count(), 1u);
+  EXPECT_EQ(server_.run([&] { return ws_.closed.at(0).code; }), 1011);
+  server_.run([&] {
+    server->force_close_all();
+    return true;
+  });
+  stop(1s);
+  server_.run([&] {
+    server->force_close_all();
+    return true;
+  });
+  EXPECT_EQ(closed_count(), 1u);
+}
+
+// The crash of issue 11: 20 clients send the frame that throws and abort their
+// sockets (RST) without waiting. Under ASan this is where the freed sessions
+// were touched.
+TEST_F(HttpServerTest, TwentyClientsAbortingAfterAThrowingFrameLeaveNoSessionOrSocket) {
+  start();
+  const auto baseline = test::open_descriptors();
+  std::vector<std::unique_ptr<test::WsClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    auto& client = *clients.emplace_back(std::make_unique<test::WsClient>());
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.send("throw");
+  }
+  for (auto& client : clients) {
+    client->lowest_layer().socket().set_option(asio::socket_base::linger(true, 0));
+    client->drop();
+  }
+  clients.clear();  // their own descriptors (io_context) too
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 0; }, 10s));
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 20; }, 10s));
+  // Every server-side socket is closed: nothing is left in CLOSE-WAIT.
+  EXPECT_TRUE(test::poll_until([&] { return test::open_descriptors() <= baseline; }, 10s))
+      << test::open_descriptors() << " descriptors open, " << baseline << " before";
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+  server_.run([&] {
+    server->force_close_all();
+    return true;
+  });
+  stop(1s);
+  EXPECT_EQ(closed_count(), 20u);
+}
+
+TEST_F(HttpServerTest, ARouteThrowingSomethingThatIsNotAnExceptionGets500) {
+  start();
+  auto failed = test::http_get(address_, "/fail");
+  EXPECT_EQ(failed.status, 500);
+  EXPECT_EQ(boost::json::parse(failed.body).at("error").at("code"), "internal");
+  EXPECT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 0; }, 10s));
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+}
+
+// An owner whose on_open throws after it set on_closed still hears the end.
+TEST_F(HttpServerTest, AThrowingOnOpenClosesWith1011AndStillReportsTheEnd) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws?throw_open=1"), 101);
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1011);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 0; }, 10s));
+}
+
+// Sends `head`, then `body` in pieces for as long as the server takes them (up
+// to `total` bytes, repeating `body`), then reads the response. Returns the
+// status (0 if none could be read) and how many bytes were written.
+struct Attempt {
+  unsigned status = 0;
+  std::string code;
+  std::uint64_t written = 0;
+};
+Attempt send_until_refused(const std::string& address, const std::string& head,
+                           const std::string& piece, std::uint64_t total) {
+  asio::io_context io;
+  auto [host, port] = test::split_address(address);
+  tcp::socket socket(io);
+  socket.connect(tcp::endpoint(asio::ip::make_address(host),
+                               static_cast<std::uint16_t>(std::stoi(port))));
+  Attempt attempt;
+  error_code ec;
+  asio::write(socket, asio::buffer(head), ec);
+  socket.non_blocking(true);
+  // Write while the server reads; stop when it has answered (readable) or closed.
+  while (!ec && attempt.written < total) {
+    auto n = socket.write_some(asio::buffer(piece), ec);
+    attempt.written += n;
+    if (ec == asio::error::would_block) {
+      ec = {};
+      pollfd p{socket.native_handle(), POLLIN | POLLOUT, 0};
+      ::poll(&p, 1, 10000);
+      if (p.revents & (POLLIN | POLLERR | POLLHUP)) break;
+    }
+  }
+  socket.non_blocking(false);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response, ec);
+  if (!ec) {
+    attempt.status = response.result_int();
+    if (attempt.status >= 400)
+      attempt.code = std::string(boost::json::parse(response.body()).at("error").at("code").as_string());
+  }
+  return attempt;
+}
+
+// Defect 2 of issue 11: Beast bounds neither a chunk's extensions nor the
+// trailers, so `1;a=bbbb...` grew the server to 1 GB. The line is refused
+// after a few KiB whatever comes next; here the client tries to send 1 GB.
+TEST_F(HttpServerTest, AnEndlessChunkExtensionIsRefusedAfterAFewKiB) {
+  start();
+  const std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a=";
+  auto attempt = send_until_refused(address_, head, std::string(64 * 1024, 'b'), 1ull << 30);
+  EXPECT_EQ(attempt.status, 400u);
+  EXPECT_EQ(attempt.code, "chunk_header_too_large");
+  EXPECT_LT(attempt.written, 1ull << 30);
+  // A line just over the bound, with nothing after it: refused without the
+  // server waiting for more, so it never needed more than the bound.
+  auto just_over = send_until_refused(address_, head, std::string(5000, 'b'), 5000);
+  EXPECT_EQ(just_over.status, 400u);
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+}
+
+TEST_F(HttpServerTest, EndlessTrailersAreRefusedAfterAFewKiB) {
+  start();
+  const std::string head =
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-Trailer: ";
+  auto attempt = send_until_refused(address_, head, std::string(64 * 1024, 't'), 1ull << 30);
+  EXPECT_EQ(attempt.status, 400u);
+  EXPECT_EQ(attempt.code, "chunk_header_too_large");
+  auto just_over = send_until_refused(address_, head, std::string(5000, 't'), 5000);
+  EXPECT_EQ(just_over.status, 400u);
+}
+
+// Extensions and trailers under the line bound still count toward the
+// route's body limit (/echo: 1024 bytes), which Beast applies to chunk data only.
+TEST_F(HttpServerTest, ChunkExtensionsAndTrailersCountTowardTheBodyLimit) {
+  start();
+  const std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string extension = ";a=" + std::string(1000, 'e');
+  auto extensions = send_until_refused(
+      address_, head + "1" + extension + "\r\nx\r\n1" + extension + "\r\ny\r\n0\r\n\r\n", "", 0);
+  EXPECT_EQ(extensions.status, 413u);
+  EXPECT_EQ(extensions.code, "body_too_large");
+
+  auto trailers = send_until_refused(
+      address_,
+      head + fmt::format("258\r\n{}\r\n0\r\nX-T: {}\r\n\r\n", std::string(600, 'x'), std::string(600, 't')),
+      "", 0);
+  EXPECT_EQ(trailers.status, 413u);
+
+  // Small extensions and trailers within the limit are fine.
+  auto fits = send_until_refused(address_, head + "3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", "", 0);
+  EXPECT_EQ(fits.status, 200u);
+}
+
+// Defect 6: beyond max_connections a connection is answered 503 before any
+// routing or upgrade, and a freed slot is usable again.
+TEST_F(HttpServerTest, BeyondMaxConnectionsANewConnectionGets503) {
+  start(HttpLimits{.max_connections = 2});
+  test::WsClient first, second;
+  ASSERT_EQ(first.connect(address_, "/ws"), 101);
+  ASSERT_EQ(second.connect(address_, "/ws"), 101);
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 2; }, 10s));
+  test::WsClient third;
+  EXPECT_EQ(third.connect(address_, "/ws"), 503);
+  auto plain = test::http_get(address_, "/nope");
+  EXPECT_EQ(plain.status, 503);
+  EXPECT_EQ(boost::json::parse(plain.body).at("error").at("code"), "too_many_connections");
+  EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 2u);
+
+  first.close();
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 1; }, 10s));
+  test::WsClient again;
+  EXPECT_EQ(again.connect(address_, "/ws"), 101);
 }
 
 }  // namespace

@@ -1,0 +1,235 @@
+#include "net/ws_connection.hpp"
+
+#include "net/http_server.hpp"
+#include "support/clients.hpp"
+#include "support/server_thread.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
+namespace mooring::net {
+namespace {
+
+using namespace std::chrono_literals;
+using test::ServerThread;
+
+// A server with one WebSocket route, /ws, that answers each message with
+// "got:<its size>" and records what it saw (on the server thread).
+class WsConnectionTest : public ::testing::Test {
+ protected:
+  void start(WsOptions options = {}) {
+    auto router = std::make_shared<Router>();
+    router->add_websocket(
+        "/ws", WsRoute{nullptr,
+                       [this](const std::shared_ptr<WsConnection>& c, Request&) {
+                         open_.push_back(c);
+                         c->on_text = [this, c](std::string text) {
+                           received_.push_back(text.substr(0, 16));
+                           c->send(fmt::format("got:{}", text.size()));
+                         };
+                         c->on_closed = [this](const WsClosed& closed) { closed_.push_back(closed); };
+                       },
+                       options});
+    address_ = server_.run([&] {
+      server_object_ = std::make_unique<HttpServer>(server_.supervisor(), "test", router);
+      auto acceptor = open_listener(server_.io().get_executor(), {"127.0.0.1", 0}, "test");
+      server_object_->start(std::move(*acceptor));
+      return endpoint_string(*server_object_->local_endpoint());
+    });
+  }
+
+  // The server side of the n-th connection, once its on_open has run.
+  std::shared_ptr<WsConnection> connection(std::size_t n = 0) {
+    EXPECT_TRUE(test::poll_until([&] { return server_.run([&] { return open_.size() > n; }); }, 10s));
+    return server_.run([&] { return open_.at(n); });
+  }
+
+  std::size_t received_count() {
+    return server_.run([&] { return received_.size(); });
+  }
+  std::size_t closed_count() {
+    return server_.run([&] { return closed_.size(); });
+  }
+
+  void TearDown() override {
+    server_.call([](HttpServer& s) -> awaitable<bool> {
+      co_await s.stop(runtime::Deadline::after(1s));
+      co_return true;
+    }(*server_object_));
+    server_.run([&] {
+      server_object_.reset();
+      open_.clear();
+      return true;
+    });
+  }
+
+  ServerThread server_;
+  std::unique_ptr<HttpServer> server_object_;
+  std::string address_;
+  std::vector<std::shared_ptr<WsConnection>> open_;
+  std::vector<std::string> received_;
+  std::vector<WsClosed> closed_;
+};
+
+// Bytes written by this socket that the peer has not acknowledged yet.
+int unsent_bytes(tcp::socket& socket) {
+  int n = 0;
+  ::ioctl(socket.native_handle(), SIOCOUTQ, &n);
+  return n;
+}
+
+// Defect 3 of issue 11: a peer that does not read made the queue grow up to
+// send_queue_limit frames of any size. The queue is bounded in bytes too.
+TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
+  start(WsOptions{.send_queue_limit = 256, .close_timeout = 200ms, .send_queue_bytes = 256 * 1024});
+  test::WsClient client;  // never reads until the end
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  auto results = server_.run([&] {
+    std::vector<bool> accepted;
+    for (int i = 0; i < 8; ++i) accepted.push_back(!c->send(std::string(64 * 1024, 'q')));
+    return accepted;
+  });
+  EXPECT_EQ(results, (std::vector<bool>{true, true, true, true, false, false, false, false}));
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  auto closed = server_.run([&] { return closed_.at(0); });
+  EXPECT_EQ(closed.code, 1008);
+  EXPECT_EQ(closed.reason, "slow consumer");
+}
+
+// A single frame larger than the byte bound is not a slow consumer.
+TEST_F(WsConnectionTest, ALoneFrameLargerThanTheByteBoundIsSent) {
+  start(WsOptions{.send_queue_bytes = 1024});
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  EXPECT_FALSE(server_.run([&] { return c->send(std::string(100 * 1024, 'r')); }));
+  EXPECT_EQ(client.read()->size(), 100u * 1024);
+}
+
+// Memory must not depend on the largest message a connection ever carried:
+// after a 1 MB message the read buffer is small again.
+TEST_F(WsConnectionTest, TheReadBufferIsReleasedAfterALargeMessage) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  client.send(std::string(1000 * 1000, 'm'));
+  EXPECT_EQ(client.read(), "got:1000000");
+  auto c = connection();
+  EXPECT_LE(server_.run([&] { return c->read_buffer_capacity(); }), WsConnection::small_buffer_bytes);
+  EXPECT_EQ(server_.run([&] { return c->queued_bytes(); }), 0u);
+  // Small messages keep their buffer (no allocation per message).
+  client.send("small");
+  EXPECT_EQ(client.read(), "got:5");
+  EXPECT_GT(server_.run([&] { return c->read_buffer_capacity(); }), 0u);
+}
+
+// While paused, the peer's frames stay in the socket (TCP pushes back: the
+// client's own send queue fills); after resume they all arrive, in order.
+TEST_F(WsConnectionTest, WhilePausedNothingIsDeliveredAndTcpPushesBackThenAllArriveInOrder) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  server_.run([&] {
+    c->pause_reading();
+    return true;
+  });
+  // 24 MiB: more than the kernel buffers of both ends hold.
+  constexpr int frames = 384;
+  std::atomic<int> sent{0};
+  std::thread writer([&] {
+    for (int i = 0; i < frames; ++i) {
+      std::string frame = fmt::format("{:08}", i);
+      frame.resize(64 * 1024, 'p');
+      client.send(frame, 30s);
+      ++sent;
+    }
+  });
+  auto& socket = client.lowest_layer().socket();
+  const bool pushed_back =
+      test::poll_until([&] { return unsent_bytes(socket) > 512 * 1024; }, 10s);
+  EXPECT_TRUE(pushed_back) << "the client's send queue never filled: " << unsent_bytes(socket);
+  EXPECT_LT(sent.load(), frames);
+  EXPECT_EQ(received_count(), 0u);
+
+  server_.run([&] {
+    c->resume_reading();
+    return true;
+  });
+  writer.join();
+  ASSERT_TRUE(test::poll_until([&] { return received_count() == frames; }, 20s))
+      << received_count();
+  auto received = server_.run([&] { return received_; });
+  for (int i = 0; i < frames; ++i) ASSERT_EQ(received[i].substr(0, 8), fmt::format("{:08}", i));
+}
+
+// The heartbeat cannot hear a peer it does not read: a paused connection is
+// not closed for silence, and after resume the heartbeat works as before.
+TEST_F(WsConnectionTest, TheHeartbeatDoesNotCloseAPausedConnection) {
+  start(WsOptions{.heartbeat_interval = 20ms, .heartbeat_timeout = 30ms});
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  server_.run([&] {
+    c->pause_reading();
+    return true;
+  });
+  // Ten heartbeat periods: a connection that counted the pause would be gone.
+  EXPECT_FALSE(test::poll_until([&] { return closed_count() > 0; }, 500ms));
+  server_.run([&] {
+    c->resume_reading();
+    return true;
+  });
+  for (int i = 0; i < 5; ++i) {
+    client.send("tick");
+    EXPECT_EQ(client.read(), "got:4");
+  }
+  EXPECT_EQ(closed_count(), 0u);
+}
+
+TEST_F(WsConnectionTest, CloseWorksWhilePaused) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  server_.run([&] {
+    c->pause_reading();
+    c->send("last");
+    c->close(websocket::close_code::normal, "bye");
+    return true;
+  });
+  EXPECT_EQ(client.read(), "last");
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1000);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_TRUE(test::poll_until(
+      [&] { return server_.run([&] { return server_object_->connections(); }) == 0; }, 10s));
+}
+
+TEST_F(WsConnectionTest, ForceCloseWorksWhilePausedAndOnClosedRunsOnce) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  server_.run([&] {
+    c->pause_reading();
+    c->force_close();
+    c->force_close();
+    return true;
+  });
+  EXPECT_EQ(client.read(), std::nullopt);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_TRUE(test::poll_until(
+      [&] { return server_.run([&] { return server_object_->connections(); }) == 0; }, 10s));
+  EXPECT_EQ(closed_count(), 1u);
+}
+
+}  // namespace
+}  // namespace mooring::net
