@@ -2,6 +2,7 @@
 
 #include "admin/token.hpp"
 #include "app/provider_factory.hpp"
+#include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
 
 namespace mooring::app {
@@ -38,6 +39,31 @@ chat::GatewayOptions gateway_options(const Config& config) {
       gw.token, config.chat.history_messages, config.provider.system_prompt,
       net::WsOptions{gw.max_message_bytes, gw.send_queue_limit, gw.heartbeat_interval,
                      gw.heartbeat_timeout, std::chrono::seconds(5)}};
+}
+
+namespace {
+// Connections the admin listener serves at once (the panel, event streams,
+// probes, scrapes), and descriptors kept for everything else.
+constexpr std::size_t admin_max_connections = 256;
+constexpr std::size_t other_descriptors = 128;
+}  // namespace
+
+net::HttpLimits gateway_limits(const Config& config) {
+  net::HttpLimits limits;
+  const auto wanted = static_cast<std::size_t>(config.gateway.max_connections);
+  limits.max_connections = runtime::connections_within_descriptor_limit(
+      wanted, admin_max_connections + other_descriptors);
+  if (limits.max_connections < wanted)
+    log::warn("gateway: at most {} connections fit in the descriptor limit ({}), not the {} of "
+              "gateway.max_connections; raise LimitNOFILE (or ulimit -n) to serve more",
+              limits.max_connections, runtime::descriptor_limit(), wanted);
+  return limits;
+}
+
+net::HttpLimits admin_limits() {
+  net::HttpLimits limits;
+  limits.max_connections = admin_max_connections;
+  return limits;
 }
 
 // --- store -----------------------------------------------------------------
@@ -180,7 +206,7 @@ GatewayComponent::GatewayComponent(runtime::Supervisor& supervisor, store::Store
                                    ListenerComponent::ChangeCallback on_change)
     : gateway_(supervisor, store, std::move(provider), gateway_options(config)) {
   listener_ = std::make_unique<ListenerComponent>(supervisor, "gateway", config.gateway.listen,
-                                                  gateway_.router(), net::HttpLimits{},
+                                                  gateway_.router(), gateway_limits(config),
                                                   std::move(on_change));
 }
 
@@ -199,7 +225,10 @@ Prepared GatewayComponent::prepare(const Config&, const Config& next) {
       listener_->set_router(gateway_.router());
     };
   }
-  return both(std::move(options), std::move(*moved));
+  Commit limits;
+  if (auto wanted = gateway_limits(next); wanted.max_connections != listener_->limits().max_connections)
+    limits = [this, wanted] { listener_->set_limits(wanted); };
+  return both(both(std::move(options), std::move(limits)), std::move(*moved));
 }
 
 
@@ -210,7 +239,7 @@ AdminComponent::AdminComponent(runtime::Supervisor& supervisor, admin::AdminCont
     : context_(std::move(context)) {
   listener_ = std::make_unique<ListenerComponent>(supervisor, "admin", config.admin.listen,
                                                   admin::make_admin_router(context_),
-                                                  net::HttpLimits{}, std::move(on_change));
+                                                  admin_limits(), std::move(on_change));
 }
 
 awaitable<void> AdminComponent::start() {

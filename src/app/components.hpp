@@ -128,4 +128,10 @@ class AdminComponent : public ListeningComponent {
 // The gateway's options as a configuration sets them.
 chat::GatewayOptions gateway_options(const Config& config);
 
+// The listeners' limits: the gateway's connection cap is gateway.max_connections,
+// lowered to what the descriptor limit allows with a reserve for everything
+// else (the admin listener keeps answering when the gateway is full).
+net::HttpLimits gateway_limits(const Config& config);
+net::HttpLimits admin_limits();
+
 }  // namespace mooring::app

@@ -5,6 +5,7 @@
 #include "app/components.hpp"
 #include "app/staged_file.hpp"
 #include "runtime/blocking.hpp"
+#include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/run.hpp"
@@ -445,6 +446,13 @@ awaitable<int> Host::main() {
          supervisor_.spawn("configuration reload (SIGHUP)", "config.reload", reload_on_signal(this));
        }});
 
+  // One descriptor per connection: the soft limit services start with (1024)
+  // is far below what the hard limit allows.
+  const auto descriptors = runtime::raise_descriptor_limit();
+  if (descriptors.error)
+    log::warn("{}", descriptors.describe());
+  else
+    log::debug("{}", descriptors.describe());
   if (!prepare_data_dir()) co_return 1;
   auto token = admin::resolve_admin_token(config_->admin.token, config_->data.dir);
   if (!token) {

@@ -182,6 +182,11 @@ awaitable<void> ListenerComponent::retire(net::HttpServer* server, runtime::Dead
   retired_.notify_all();
 }
 
+void ListenerComponent::set_limits(net::HttpLimits limits) {
+  limits_ = limits;
+  server_->set_limits(limits_);
+}
+
 void ListenerComponent::set_router(std::shared_ptr<const net::Router> router) {
   router_ = std::move(router);
   server_->set_router(router_);

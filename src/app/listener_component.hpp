@@ -47,6 +47,9 @@ class ListenerComponent {
 
   // Routes for requests that arrive from now on; connections keep theirs.
   void set_router(std::shared_ptr<const net::Router> router);
+  // Limits for connections accepted from now on.
+  void set_limits(net::HttpLimits limits);
+  const net::HttpLimits& limits() const { return limits_; }
 
   const ComponentStatus& status() const { return status_; }
   // Closes the listening socket now: the port is free when this returns.

@@ -123,9 +123,12 @@ awaitable<void> WsConnection::read_loop() {
     buffer.consume(buffer.size());
     if (buffer.capacity() > small_buffer_bytes) buffer.shrink_to_fit();
     // A read already under way when the owner paused is held back too.
-    while (paused_ && state_ != State::closed && !co_await runtime::cancelled())
+    cancelled = co_await runtime::cancelled();
+    while (paused_ && state_ != State::closed && !cancelled) {
       co_await resumed_.wait_until(runtime::Deadline::never());
-    if (state_ == State::closed) break;
+      cancelled = co_await runtime::cancelled();
+    }
+    if (state_ == State::closed || cancelled) break;
     deliver(std::move(text));
   }
   if (state_ != State::closed) {
