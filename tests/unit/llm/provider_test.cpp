@@ -133,7 +133,9 @@ TEST(OpenAi, GivesUpAfterMaxAttemptsAndSaysSo) {
   auto reply = ask(upstream.base_url(), options);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(upstream.request_count(), 3u);
-  EXPECT_EQ(reply.result.error().message,
+  // The user gets a fixed description; the log the provider's words.
+  EXPECT_EQ(reply.result.error().message, "the provider failed (503)");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider failed (503): upstream says no, gave up after 3 attempts");
 }
 
@@ -155,7 +157,8 @@ TEST(OpenAi, A401IsReportedAtOnceAndNeverRetried) {
   auto reply = ask(upstream.base_url(), fast_options());
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::rejected);
-  EXPECT_EQ(reply.result.error().message,
+  EXPECT_EQ(reply.result.error().message, "the provider rejected the API key (401)");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider rejected the API key (401): Incorrect API key");
   EXPECT_EQ(upstream.request_count(), 1u);
 }
@@ -192,9 +195,9 @@ TEST(OpenAi, AResetMidStreamIsReportedNotRetriedIntoADuplicate) {
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.pieces, (std::vector<std::string>{"partial ", "answer"}));
   EXPECT_EQ(upstream.request_count(), 1u);
-  EXPECT_NE(reply.result.error().message.find("not retried because part of the reply was already sent"),
+  EXPECT_NE(reply.result.error().detail.find("not retried because part of the reply was already sent"),
             std::string::npos)
-      << reply.result.error().message;
+      << reply.result.error().detail;
 }
 
 TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
@@ -206,7 +209,8 @@ TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
   auto reply = ask(upstream.base_url(), options);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::timeout);
-  EXPECT_EQ(reply.result.error().message,
+  EXPECT_EQ(reply.result.error().message, "the provider did not answer in time");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider did not answer within 200ms, gave up after 2 attempts");
   EXPECT_EQ(upstream.request_count(), 2u);
   // Each abandoned attempt closed its socket.
@@ -401,8 +405,8 @@ TEST(Https, TalksToATlsUpstreamThatTheTrustStoreVouchesFor) {
   options.max_attempts = 1;
   auto refused = ask(untrusted.base_url(), options);
   ASSERT_FALSE(refused.result.has_value());
-  EXPECT_NE(refused.result.error().message.find("TLS with localhost"), std::string::npos)
-      << refused.result.error().message;
+  EXPECT_NE(refused.result.error().detail.find("TLS with localhost"), std::string::npos)
+      << refused.result.error().detail;
 }
 
 }  // namespace
