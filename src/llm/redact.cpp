@@ -42,9 +42,16 @@ std::string replace_all(std::string_view text, std::string_view needle) {
 
 // Redacts the base64-shaped stretches of one run of token characters.
 void redact_run(std::string_view run, std::string& out) {
-  if (run.starts_with("sk-") && run.size() >= 3 + min_key_tail) {
-    out.append(redacted_marker);
-    return;
+  if (run.starts_with("sk-")) {
+    std::size_t end = 3;
+    while (end < run.size() && (is_alpha(run[end]) || is_digit(run[end]) || run[end] == '_' ||
+                                run[end] == '-' || run[end] == '*'))
+      ++end;
+    if (end - 3 >= min_key_tail) {
+      out.append(redacted_marker);
+      if (end < run.size()) redact_run(run.substr(end), out);
+      return;
+    }
   }
   // Split at the characters base64 does not use ('.', '~', '*'): a JWT's
   // parts, a URL's segments.

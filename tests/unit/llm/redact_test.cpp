@@ -19,8 +19,10 @@ TEST(Redact, KeyShapedTokensGoWithoutBeingConfigured) {
             "sent Authorization: Bearer [redacted] here");
   EXPECT_EQ(redact("BEARER\tzzz"), "BEARER\t[redacted]");
   // A JWT: each base64 part long enough goes.
-  EXPECT_EQ(redact("token eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.x"),
+  EXPECT_EQ(redact("token eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.x"),
             "token [redacted].[redacted].x");
+  // Whatever follows "Bearer " is taken for a credential, even a plain word.
+  EXPECT_EQ(redact("the bearer of news"), "the bearer [redacted] news");
   EXPECT_EQ(redact("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"),
             "data:image/png;base64,[redacted]");
 }
@@ -28,7 +30,7 @@ TEST(Redact, KeyShapedTokensGoWithoutBeingConfigured) {
 TEST(Redact, OrdinaryTextIsLeftAlone) {
   const std::string text =
       "The model `gpt-4o-mini` does not exist or you do not have access to it; see "
-      "https://platform.openai.com/docs/models (request req_123). Ask-me-anything: bearer of news. "
+      "https://platform.openai.com/docs/models (request req_123). Ask-me-anything. "
       "internationalization-and-localization-everywhere";
   EXPECT_EQ(redact(text), text);
   EXPECT_EQ(redact("task-1234567890 sketch-abcdefghij"), "task-1234567890 sketch-abcdefghij");
