@@ -155,7 +155,7 @@ ProviderError error_from_stream_event(const json::value& error, std::string_view
     return make_error(Kind::rejected, "the provider rejected the request",
                       "the provider rejected the request in its stream: " + words, false);
   return make_error(Kind::stream, "the provider reported an error",
-                    "the provider reported an error in its stream: " + words, true);
+                    "the provider reported a failure in its stream: " + words, true);
 }
 
 OpenAiProvider::OpenAiProvider(asio::any_io_executor executor, OpenAiOptions options,

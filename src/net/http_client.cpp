@@ -295,7 +295,10 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     if (on_head) on_head(response);
 
     // Pieces go to the sink as they arrive: one read at a time, never waiting
-    // for the piece buffer to fill (that would hold back a slow stream).
+    // for the piece buffer to fill (that would hold back a slow stream). Each
+    // read parses everything already buffered (eager), so a body of many tiny
+    // chunks costs one round per read, not one per chunk.
+    parser->eager(true);
     char chunk[16 * 1024];
     while (!parser->is_done()) {
       parser->get().body().data = chunk;
