@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
+#include <utility>
 #include <variant>
 
 namespace mooring::net {
@@ -294,24 +295,46 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     response.headers = parser->get().base();
     if (on_head) on_head(response);
 
-    // Pieces go to the sink as they arrive: one read at a time, never waiting
-    // for the piece buffer to fill (that would hold back a slow stream). Each
-    // read parses everything already buffered (eager), so a body of many tiny
-    // chunks costs one round per read, not one per chunk.
-    parser->eager(true);
+    // Pieces go to the sink as they arrive. Whatever is buffered is parsed at
+    // once, element by element (a body of many tiny chunks costs no round
+    // trip per chunk), and what it held goes to the sink before any wait for
+    // the socket: a slow stream is never held back to fill a buffer.
     char chunk[16 * 1024];
+    std::size_t filled = 0;
+    auto deliver = [&] {
+      const std::size_t n = std::exchange(filled, 0);
+      return n == 0 || !on_body || on_body(std::string_view(chunk, n));
+    };
     while (!parser->is_done()) {
-      parser->get().body().data = chunk;
-      parser->get().body().size = sizeof chunk;
+      while (connection->buffer.size() > 0 && !parser->is_done()) {
+        parser->get().body().data = chunk + filled;
+        parser->get().body().size = sizeof chunk - filled;
+        error_code parse_ec;
+        const auto used = parser->put(connection->buffer.data(), parse_ec);
+        connection->buffer.consume(used);
+        filled = sizeof chunk - parser->get().body().size;
+        if (parse_ec == http::error::need_buffer) {
+          if (!deliver()) co_return Result(std::move(response));  // closes `connection`
+          continue;
+        }
+        if (parse_ec == http::error::need_more || (!parse_ec && used == 0)) break;
+        if (parse_ec) co_return fail(make_error(parse_ec, describe(parse_ec)));
+      }
+      if (!deliver()) co_return Result(std::move(response));
+      if (parser->is_done()) break;
+
+      const auto room = beast::read_size(connection->buffer, 64 * 1024);
+      if (room == 0) co_return fail(make_error(http::error::buffer_overflow, describe(http::error::buffer_overflow)));
       auto [read_ec, n] = co_await std::visit(
-          [&](auto& s) {
-            return http::async_read_some(s, connection->buffer, *parser, use_tuple);
-          },
+          [&](auto& s) { return s.async_read_some(connection->buffer.prepare(room), use_tuple); },
           connection->stream);
-      if (read_ec == http::error::need_buffer) read_ec = {};
-      const std::size_t got = sizeof chunk - parser->get().body().size;
-      if (got > 0 && on_body && !on_body(std::string_view(chunk, got)))
-        co_return Result(std::move(response));  // the connection closes with `connection`
+      connection->buffer.commit(n);
+      if (read_ec == asio::error::eof) {
+        // The end of a body read to the connection's close, or a cut one.
+        parser->put_eof(read_ec);
+        if (read_ec) co_return fail(make_error(read_ec, describe(read_ec)));
+        continue;
+      }
       if (read_ec) co_return fail(make_error(read_ec, describe(read_ec)));
     }
     response.complete = true;

@@ -319,6 +319,35 @@ TEST(UntrustedUpstream, AnEndlessTrailerAfterAWholeReplyCostsOnlyTheConnection) 
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
 }
 
+// A piece reaches the user as soon as it arrives, not when the read buffer
+// fills or the stream ends: the upstream holds the rest back for 2 s.
+TEST(UntrustedUpstream, APieceReachesTheUserBeforeTheStreamGoesOn) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("first "))};
+    reply.late = test::raw_chunk(test::raw_sse_piece("second")) + test::raw_chunk(test::raw_sse_done) +
+                 test::raw_last_chunk();
+    reply.late_delay = 2s;
+    return reply;
+  });
+  std::chrono::milliseconds first_after{};
+  auto reply = test::run_coroutine([](std::string url, std::chrono::milliseconds* first) -> awaitable<Reply> {
+    auto ex = co_await asio::this_coro::executor;
+    OpenAiProvider provider(ex, openai(url));
+    Reply r;
+    const auto started = Clock::now();
+    r.result = co_await provider.complete(said("x"), [&](std::string_view p) {
+      if (r.pieces.empty())
+        *first = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+      r.pieces.emplace_back(p);
+    });
+    co_return r;
+  }(upstream.base_url(), &first_after), 30s);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "first second");
+  EXPECT_LT(first_after, 1500ms);
+}
+
 // --- Text ---------------------------------------------------------------
 
 TEST(UntrustedUpstream, InvalidUtf8IsRepairedAndASplitCharacterIsJoined) {
