@@ -535,12 +535,12 @@ TEST(UntrustedUpstream, IsUpstreamFaultNamesWhatCountsTowardTheBreaker) {
   };
   EXPECT_TRUE(is_upstream_fault(status(500)));
   EXPECT_TRUE(is_upstream_fault(status(429)));
-  EXPECT_TRUE(is_upstream_fault(ProviderError{Kind::timeout}));
-  EXPECT_TRUE(is_upstream_fault(ProviderError{Kind::network}));
-  EXPECT_TRUE(is_upstream_fault(ProviderError{Kind::cut_off}));
-  EXPECT_FALSE(is_upstream_fault(ProviderError{Kind::rejected}));
-  EXPECT_FALSE(is_upstream_fault(ProviderError{Kind::overloaded}));
-  EXPECT_FALSE(is_upstream_fault(ProviderError{Kind::cancelled}));
+  EXPECT_TRUE(is_upstream_fault(ProviderError{.kind = Kind::timeout}));
+  EXPECT_TRUE(is_upstream_fault(ProviderError{.kind = Kind::network}));
+  EXPECT_TRUE(is_upstream_fault(ProviderError{.kind = Kind::cut_off}));
+  EXPECT_FALSE(is_upstream_fault(ProviderError{.kind = Kind::rejected}));
+  EXPECT_FALSE(is_upstream_fault(ProviderError{.kind = Kind::overloaded}));
+  EXPECT_FALSE(is_upstream_fault(ProviderError{.kind = Kind::cancelled}));
 }
 
 // No attempt starts with too little time left: the 260 ms attempt leaves
