@@ -237,7 +237,10 @@ class AnswerReader {
       if (error.code == asio::error::operation_aborted)
         return failure(make_error(Kind::cancelled, "the request was cancelled", {}, false));
       const auto words = upstream_words(error.message, options_.api_key);
-      const bool framing = error.code.category() == http::make_error_code(http::error::bad_status).category() &&
+      // Broken framing (a head, chunk line or trailer over the bound, a 101,
+      // endless 1xx) is unreadable; a connection that ended early is not.
+      const auto& http_errors = http::make_error_code(http::error::bad_status).category();
+      const bool framing = error.code.category() == http_errors &&
                            error.code != http::error::partial_message &&
                            error.code != http::error::end_of_stream;
       if (framing) return failure(protocol_error(words));

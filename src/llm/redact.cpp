@@ -4,11 +4,15 @@ namespace mooring::llm {
 
 namespace {
 
-constexpr std::size_t min_key_tail = 8;   // "sk-" + this many
+constexpr std::size_t min_key_tail = 8;  // "sk-" + this many
 constexpr std::size_t min_base64_run = 32;
 
-bool is_alpha(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_alpha(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 // Characters of a token, a key or a base64 run ('*' for masked keys).
 bool is_run_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '+' || c == '/' || c == '=' || c == '_' || c == '-' ||
@@ -17,7 +21,9 @@ bool is_run_char(char c) {
 bool is_base64_char(char c) {
   return is_alpha(c) || is_digit(c) || c == '+' || c == '/' || c == '=' || c == '_' || c == '-';
 }
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool starts_with_nocase(std::string_view text, std::string_view prefix) {
   if (text.size() < prefix.size()) return false;
@@ -79,7 +85,8 @@ void redact_run(std::string_view run, std::string& out) {
 }  // namespace
 
 std::string redact(std::string_view original, std::string_view api_key) {
-  const std::string keyless = api_key.empty() ? std::string(original) : replace_all(original, api_key);
+  const std::string keyless =
+      api_key.empty() ? std::string(original) : replace_all(original, api_key);
   const std::string_view text = keyless;
   std::string out;
   out.reserve(text.size());

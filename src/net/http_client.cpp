@@ -324,7 +324,9 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
       if (parser->is_done()) break;
 
       const auto room = beast::read_size(connection->buffer, 64 * 1024);
-      if (room == 0) co_return fail(make_error(http::error::buffer_overflow, describe(http::error::buffer_overflow)));
+      if (room == 0)
+        co_return fail(make_error(http::error::buffer_overflow,
+                                  describe(http::error::buffer_overflow)));
       auto [read_ec, n] = co_await std::visit(
           [&](auto& s) { return s.async_read_some(connection->buffer.prepare(room), use_tuple); },
           connection->stream);

@@ -48,17 +48,18 @@ double peak_rss_mb(pid_t pid) {
 // Asks /healthz again and again until stopped; keeps the slowest answer.
 class HealthProbe {
  public:
-  explicit HealthProbe(std::string admin) : thread_([this, admin] {
-    while (!stop_) {
-      const auto started = std::chrono::steady_clock::now();
-      const auto reply = http_get(admin, "/healthz");
-      const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - started);
-      if (reply.status != 200) ++failures_;
-      worst_ = std::max<long>(worst_, took.count());
-      std::this_thread::sleep_for(10ms);  // a steady probing pace, not a wait
-    }
-  }) {}
+  explicit HealthProbe(std::string admin)
+      : thread_([this, admin] {
+          while (!stop_) {
+            const auto started = std::chrono::steady_clock::now();
+            const auto reply = http_get(admin, "/healthz");
+            const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started);
+            if (reply.status != 200) ++failures_;
+            worst_ = std::max<long>(worst_, took.count());
+            std::this_thread::sleep_for(10ms);  // a steady probing pace, not a wait
+          }
+        }) {}
   ~HealthProbe() { stop(); }
   void stop() {
     stop_ = true;
@@ -98,9 +99,14 @@ TEST(Upstream, InterimAndExtraResponsesNeverReachTheWrongUser) {
     RawReply reply;
     const auto mine = raw_sse_response({"answer to " + user_text(r)});
     switch (r.index % 3) {
-      case 0: reply.writes = {raw_head(103, {{"Link", "</x.css>; rel=preload"}}), mine}; break;
-      case 1: reply.writes = {raw_head(100, {}) + mine}; break;
-      default: reply.writes = {mine + raw_sse_response({"answer to somebody else"})};
+      case 0:
+        reply.writes = {raw_head(103, {{"Link", "</x.css>; rel=preload"}}), mine};
+        break;
+      case 1:
+        reply.writes = {raw_head(100, {}) + mine};
+        break;
+      default:
+        reply.writes = {mine + raw_sse_response({"answer to somebody else"})};
     }
     return reply;
   });
@@ -135,7 +141,8 @@ TEST(Upstream, MemoryAttacksStayBounded) {
        raw_stream_head() + raw_chunk(raw_sse_piece("whole")) + raw_chunk(raw_sse_done) + "0\r\n",
        "X-Trailer: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"},
       {"many data: lines, no blank line", raw_stream_head(), raw_chunk("data: y\n")},
-      {"one endless data: line", raw_stream_head() + raw_chunk("data: "), raw_chunk(std::string(4096, 'z'))},
+      {"one endless data: line", raw_stream_head() + raw_chunk("data: "),
+       raw_chunk(std::string(4096, 'z'))},
   };
   for (const auto& attack : attacks) {
     SCOPED_TRACE(attack.name);
@@ -166,11 +173,11 @@ TEST(Upstream, MemoryAttacksStayBounded) {
     expect_clean_stop(host, {&user});
     const auto stop_took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - stop_started);
-    std::printf("[ figures  ] %s: answered in %lld ms (%zu bytes), RSS peak %.1f MB (%.1f MB at "
-                "start), upstream wrote %.1f MB, /healthz worst %ld ms, SIGINT to exit %lld ms\n",
-                attack.name.c_str(), static_cast<long long>(answered.count()), text.size(), peak,
-                baseline, upstream.bytes_sent() / 1e6, probe.worst_ms(),
-                static_cast<long long>(stop_took.count()));
+    std::printf(
+        "[ figures  ] %s: answered in %lld ms (%zu bytes), RSS peak %.1f MB (%.1f MB at "
+        "start), upstream wrote %.1f MB, /healthz worst %ld ms, SIGINT to exit %lld ms\n",
+        attack.name.c_str(), static_cast<long long>(answered.count()), text.size(), peak, baseline,
+        upstream.bytes_sent() / 1e6, probe.worst_ms(), static_cast<long long>(stop_took.count()));
     EXPECT_LT(answered, 10s);
     EXPECT_LT(peak, baseline + 100);
     EXPECT_LT(probe.worst_ms(), 1000);
@@ -190,12 +197,14 @@ TEST(Upstream, TheKeyReachesNeitherTheUserNorTheDatabaseNorTheLog) {
                                               secret_key + ".\",\"code\":\"invalid_api_key\"}}")};
         break;
       case 1:
-        reply.writes = {raw_response(500, "proxy error, Authorization: Bearer " + secret_key, "text/plain")};
+        reply.writes = {
+            raw_response(500, "proxy error, Authorization: Bearer " + secret_key, "text/plain")};
         break;
       default:
-        reply.writes = {raw_stream_head() +
-                        raw_chunk("data: {\"error\":{\"message\":\"key " + secret_key + " over quota\"}}\n\n") +
-                        raw_last_chunk()};
+        reply.writes = {
+            raw_stream_head() +
+            raw_chunk("data: {\"error\":{\"message\":\"key " + secret_key + " over quota\"}}\n\n") +
+            raw_last_chunk()};
     }
     return reply;
   });
@@ -226,8 +235,8 @@ TEST(Upstream, InvalidUtf8ReachesTheUserAsReadableText) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
     reply.writes = {raw_stream_head() + raw_chunk(raw_sse_piece_unescaped("caf\xC3")) +
-                    raw_chunk(raw_sse_piece_unescaped("\xA9 \xFF\xFF ok")) + raw_chunk(raw_sse_done) +
-                    raw_last_chunk()};
+                    raw_chunk(raw_sse_piece_unescaped("\xA9 \xFF\xFF ok")) +
+                    raw_chunk(raw_sse_done) + raw_last_chunk()};
     return reply;
   });
   HostProcess host(MOORING_BINARY, dir.path(), openai_config(upstream));

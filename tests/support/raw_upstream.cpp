@@ -3,7 +3,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
-
 #include <fmt/format.h>
 
 #include <sstream>
@@ -15,8 +14,9 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 std::string raw_head(int status, const std::vector<std::pair<std::string, std::string>>& headers) {
-  std::string out = fmt::format("HTTP/1.1 {} {}\r\n", status,
-                                std::string_view(http::obsolete_reason(http::int_to_status(status))));
+  std::string out =
+      fmt::format("HTTP/1.1 {} {}\r\n", status,
+                  std::string_view(http::obsolete_reason(http::int_to_status(status))));
   for (const auto& [name, value] : headers) out += name + ": " + value + "\r\n";
   return out + "\r\n";
 }
@@ -31,9 +31,13 @@ std::string raw_stream_head() {
   return raw_head(200, {{"Content-Type", "text/event-stream"}, {"Transfer-Encoding", "chunked"}});
 }
 
-std::string raw_chunk(const std::string& data) { return fmt::format("{:x}\r\n{}\r\n", data.size(), data); }
+std::string raw_chunk(const std::string& data) {
+  return fmt::format("{:x}\r\n{}\r\n", data.size(), data);
+}
 
-std::string raw_last_chunk(const std::string& trailers) { return "0\r\n" + trailers + "\r\n"; }
+std::string raw_last_chunk(const std::string& trailers) {
+  return "0\r\n" + trailers + "\r\n";
+}
 
 std::string raw_sse_piece(const std::string& content) {
   return "data: " +
@@ -66,7 +70,9 @@ RawUpstream::~RawUpstream() {
   thread_.join();
 }
 
-std::string RawUpstream::base_url() const { return fmt::format("http://127.0.0.1:{}/v1", port_); }
+std::string RawUpstream::base_url() const {
+  return fmt::format("http://127.0.0.1:{}/v1", port_);
+}
 
 std::vector<RawRequest> RawUpstream::requests() const {
   std::lock_guard lock(mutex_);

@@ -19,12 +19,16 @@ TEST(Redact, KeyShapedTokensGoWithoutBeingConfigured) {
             "sent Authorization: Bearer [redacted] here");
   EXPECT_EQ(redact("BEARER\tzzz"), "BEARER\t[redacted]");
   // A JWT: each base64 part long enough goes.
-  EXPECT_EQ(redact("token eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.x"),
-            "token [redacted].[redacted].x");
+  EXPECT_EQ(
+      redact(
+          "token "
+          "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.x"),
+      "token [redacted].[redacted].x");
   // Whatever follows "Bearer " is taken for a credential, even a plain word.
   EXPECT_EQ(redact("the bearer of news"), "the bearer [redacted] news");
-  EXPECT_EQ(redact("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"),
-            "data:image/png;base64,[redacted]");
+  EXPECT_EQ(
+      redact("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"),
+      "data:image/png;base64,[redacted]");
 }
 
 TEST(Redact, OrdinaryTextIsLeftAlone) {

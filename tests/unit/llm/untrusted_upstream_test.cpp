@@ -47,7 +47,9 @@ ResilienceOptions patient() {
   return o;
 }
 
-OpenAiOptions openai(const std::string& url) { return OpenAiOptions{url, "m", secret_key}; }
+OpenAiOptions openai(const std::string& url) {
+  return OpenAiOptions{url, "m", secret_key};
+}
 
 struct Reply {
   CompletionResult result = failure({});
@@ -68,15 +70,17 @@ Reply ask(OpenAiOptions options, ResilienceOptions resilience = patient(),
         ResilientProvider provider(ex, std::make_shared<OpenAiProvider>(ex, o), r, nullptr);
         Reply reply;
         const auto started = Clock::now();
-        reply.result =
-            co_await provider.complete(q, [&](std::string_view p) { reply.pieces.emplace_back(p); });
+        reply.result = co_await provider.complete(
+            q, [&](std::string_view p) { reply.pieces.emplace_back(p); });
         reply.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
         co_return reply;
       }(std::move(options), resilience, std::move(request)),
       90s);
 }
 
-std::string answer_for(const std::string& text) { return "answer to " + text; }
+std::string answer_for(const std::string& text) {
+  return "answer to " + text;
+}
 
 // --- Whose answer is it --------------------------------------------------
 
@@ -88,23 +92,32 @@ TEST(UntrustedUpstream, InterimAndExtraResponsesNeverGiveAUserAnotherUsersAnswer
     RawReply reply;
     const auto mine = test::raw_sse_response({answer_for(user_text(r))});
     switch (r.index % 4) {
-      case 0: reply.writes = {test::raw_head(103, {{"Link", "</style.css>; rel=preload"}}), mine}; break;
-      case 1: reply.writes = {test::raw_head(100, {}) + mine}; break;
-      case 2: reply.writes = {mine + test::raw_sse_response({"answer to nobody"})}; break;
-      default: reply.writes = {mine};
+      case 0:
+        reply.writes = {test::raw_head(103, {{"Link", "</style.css>; rel=preload"}}), mine};
+        break;
+      case 1:
+        reply.writes = {test::raw_head(100, {}) + mine};
+        break;
+      case 2:
+        reply.writes = {mine + test::raw_sse_response({"answer to nobody"})};
+        break;
+      default:
+        reply.writes = {mine};
     }
     return reply;
   });
-  auto outcome = test::run_coroutine([](std::string url) -> awaitable<std::pair<std::vector<std::string>, std::uint64_t>> {
-    auto ex = co_await asio::this_coro::executor;
-    OpenAiProvider provider(ex, openai(url));
-    std::vector<std::string> answers;
-    for (int user = 0; user < 12; ++user) {
-      auto r = co_await provider.complete(said("user " + std::to_string(user)), nullptr);
-      answers.push_back(r ? *r : "failed: " + r.error().detail);
-    }
-    co_return std::make_pair(answers, provider.client().connections_dropped());
-  }(upstream.base_url()), 60s);
+  auto outcome = test::run_coroutine(
+      [](std::string url) -> awaitable<std::pair<std::vector<std::string>, std::uint64_t>> {
+        auto ex = co_await asio::this_coro::executor;
+        OpenAiProvider provider(ex, openai(url));
+        std::vector<std::string> answers;
+        for (int user = 0; user < 12; ++user) {
+          auto r = co_await provider.complete(said("user " + std::to_string(user)), nullptr);
+          answers.push_back(r ? *r : "failed: " + r.error().detail);
+        }
+        co_return std::make_pair(answers, provider.client().connections_dropped());
+      }(upstream.base_url()),
+      60s);
   for (int user = 0; user < 12; ++user)
     EXPECT_EQ(outcome.first[user], answer_for("user " + std::to_string(user)));
   // Every connection that carried an extra response was dropped, not reused.
@@ -123,19 +136,21 @@ TEST(UntrustedUpstream, AResponseArrivingOnAnIdleConnectionIsNeverTakenAsTheNext
     }
     return reply;
   });
-  auto answers = test::run_coroutine([](RawUpstream* up) -> awaitable<std::vector<std::string>> {
-    auto ex = co_await asio::this_coro::executor;
-    OpenAiProvider provider(ex, openai(up->base_url()));
-    std::vector<std::string> out;
-    auto first = co_await provider.complete(said("alice"), nullptr);
-    out.push_back(first ? *first : first.error().detail);
-    if (!co_await test::poll_until_async([&] { return up->late_writes() == 1; }, 10s))
-      throw std::runtime_error("the stray response was never written");
-    auto second = co_await provider.complete(said("bob"), nullptr);
-    out.push_back(second ? *second : second.error().detail);
-    out.push_back(std::to_string(provider.client().connections_opened()));
-    co_return out;
-  }(&upstream), 30s);
+  auto answers = test::run_coroutine(
+      [](RawUpstream* up) -> awaitable<std::vector<std::string>> {
+        auto ex = co_await asio::this_coro::executor;
+        OpenAiProvider provider(ex, openai(up->base_url()));
+        std::vector<std::string> out;
+        auto first = co_await provider.complete(said("alice"), nullptr);
+        out.push_back(first ? *first : first.error().detail);
+        if (!co_await test::poll_until_async([&] { return up->late_writes() == 1; }, 10s))
+          throw std::runtime_error("the stray response was never written");
+        auto second = co_await provider.complete(said("bob"), nullptr);
+        out.push_back(second ? *second : second.error().detail);
+        out.push_back(std::to_string(provider.client().connections_opened()));
+        co_return out;
+      }(&upstream),
+      30s);
   EXPECT_EQ(answers[0], answer_for("alice"));
   EXPECT_EQ(answers[1], answer_for("bob"));
   EXPECT_EQ(answers[2], "2");
@@ -154,9 +169,12 @@ TEST(UntrustedUpstream, TenThousandRequestsWithRandomInterimAndExtraResponses) {
     const auto mine = test::raw_sse_response({answer_for(user_text(r))});
     const int dice = static_cast<int>(random() % 100);
     std::string before;
-    if (dice < 20) before = test::raw_head(103, {{"Link", "</a.js>; rel=preload"}});
-    else if (dice < 30) before = test::raw_head(100, {});
-    else if (dice < 35) before = test::raw_head(103, {}) + test::raw_head(100, {});
+    if (dice < 20)
+      before = test::raw_head(103, {{"Link", "</a.js>; rel=preload"}});
+    else if (dice < 30)
+      before = test::raw_head(100, {});
+    else if (dice < 35)
+      before = test::raw_head(103, {}) + test::raw_head(100, {});
     if (!before.empty()) ++interim_sent;
     const bool extra = random() % 100 < 15;
     std::string after;
@@ -176,45 +194,51 @@ TEST(UntrustedUpstream, TenThousandRequestsWithRandomInterimAndExtraResponses) {
     std::uint64_t opened = 0, dropped = 0;
     std::string first_wrong;
   };
-  auto tally = test::run_coroutine([](std::string url) -> awaitable<Tally> {
-    auto ex = co_await asio::this_coro::executor;
-    auto provider = std::make_shared<OpenAiProvider>(ex, openai(url));
-    auto tally = std::make_shared<Tally>();
-    auto finished = std::make_shared<int>(0);
-    runtime::Notifier done(ex);
-    for (int user = 0; user < users; ++user) {
-      asio::co_spawn(ex, [](std::shared_ptr<OpenAiProvider> p, std::shared_ptr<Tally> t, int u,
-                            std::shared_ptr<int> count, runtime::Notifier* n) -> awaitable<void> {
-        for (int i = 0; i < per_user; ++i) {
-          const auto text = "user " + std::to_string(u) + " message " + std::to_string(i);
-          auto r = co_await p->complete(said(text), nullptr);
-          if (!r) {
-            ++t->failed;
-          } else if (*r == answer_for(text)) {
-            ++t->right;
-          } else {
-            if (t->wrong++ == 0) t->first_wrong = text + " got " + *r;
-          }
+  auto tally = test::run_coroutine(
+      [](std::string url) -> awaitable<Tally> {
+        auto ex = co_await asio::this_coro::executor;
+        auto provider = std::make_shared<OpenAiProvider>(ex, openai(url));
+        auto tally = std::make_shared<Tally>();
+        auto finished = std::make_shared<int>(0);
+        runtime::Notifier done(ex);
+        for (int user = 0; user < users; ++user) {
+          asio::co_spawn(
+              ex,
+              [](std::shared_ptr<OpenAiProvider> p, std::shared_ptr<Tally> t, int u,
+                 std::shared_ptr<int> count, runtime::Notifier* n) -> awaitable<void> {
+                for (int i = 0; i < per_user; ++i) {
+                  const auto text = "user " + std::to_string(u) + " message " + std::to_string(i);
+                  auto r = co_await p->complete(said(text), nullptr);
+                  if (!r) {
+                    ++t->failed;
+                  } else if (*r == answer_for(text)) {
+                    ++t->right;
+                  } else {
+                    if (t->wrong++ == 0) t->first_wrong = text + " got " + *r;
+                  }
+                }
+                ++*count;
+                n->notify_all();
+              }(provider, tally, user, finished, &done),
+              asio::detached);
         }
-        ++*count;
-        n->notify_all();
-      }(provider, tally, user, finished, &done), asio::detached);
-    }
-    while (*finished < users) co_await done.wait_until(runtime::Deadline::after(60s));
-    tally->opened = provider->client().connections_opened();
-    tally->dropped = provider->client().connections_dropped();
-    co_return *tally;
-  }(upstream.base_url()), 300s);
+        while (*finished < users) co_await done.wait_until(runtime::Deadline::after(60s));
+        tally->opened = provider->client().connections_opened();
+        tally->dropped = provider->client().connections_dropped();
+        co_return *tally;
+      }(upstream.base_url()),
+      300s);
   EXPECT_EQ(tally.wrong, 0) << tally.first_wrong;
   EXPECT_EQ(tally.failed, 0);
   EXPECT_EQ(tally.right, users * per_user);
   EXPECT_GT(interim_sent.load(), 1000);
   EXPECT_GT(extra_sent.load(), 1000);
-  std::printf("[ figures  ] %d requests, %d interim-led, %d followed by an extra response: %d right, "
-              "%d wrong, %d failed; %llu connections opened, %llu dropped\n",
-              users * per_user, interim_sent.load(), extra_sent.load(), tally.right, tally.wrong,
-              tally.failed, static_cast<unsigned long long>(tally.opened),
-              static_cast<unsigned long long>(tally.dropped));
+  std::printf(
+      "[ figures  ] %d requests, %d interim-led, %d followed by an extra response: %d right, "
+      "%d wrong, %d failed; %llu connections opened, %llu dropped\n",
+      users * per_user, interim_sent.load(), extra_sent.load(), tally.right, tally.wrong,
+      tally.failed, static_cast<unsigned long long>(tally.opened),
+      static_cast<unsigned long long>(tally.dropped));
 }
 
 TEST(UntrustedUpstream, A101NobodyAskedForAndEndlessInterimResponsesAreRefused) {
@@ -325,24 +349,26 @@ TEST(UntrustedUpstream, APieceReachesTheUserBeforeTheStreamGoesOn) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
     reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("first "))};
-    reply.late = test::raw_chunk(test::raw_sse_piece("second")) + test::raw_chunk(test::raw_sse_done) +
-                 test::raw_last_chunk();
+    reply.late = test::raw_chunk(test::raw_sse_piece("second")) +
+                 test::raw_chunk(test::raw_sse_done) + test::raw_last_chunk();
     reply.late_delay = 2s;
     return reply;
   });
   std::chrono::milliseconds first_after{};
-  auto reply = test::run_coroutine([](std::string url, std::chrono::milliseconds* first) -> awaitable<Reply> {
-    auto ex = co_await asio::this_coro::executor;
-    OpenAiProvider provider(ex, openai(url));
-    Reply r;
-    const auto started = Clock::now();
-    r.result = co_await provider.complete(said("x"), [&](std::string_view p) {
-      if (r.pieces.empty())
-        *first = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-      r.pieces.emplace_back(p);
-    });
-    co_return r;
-  }(upstream.base_url(), &first_after), 30s);
+  auto reply = test::run_coroutine(
+      [](std::string url, std::chrono::milliseconds* first) -> awaitable<Reply> {
+        auto ex = co_await asio::this_coro::executor;
+        OpenAiProvider provider(ex, openai(url));
+        Reply r;
+        const auto started = Clock::now();
+        r.result = co_await provider.complete(said("x"), [&](std::string_view p) {
+          if (r.pieces.empty())
+            *first = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+          r.pieces.emplace_back(p);
+        });
+        co_return r;
+      }(upstream.base_url(), &first_after),
+      30s);
   ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
   EXPECT_EQ(*reply.result, "first second");
   EXPECT_LT(first_after, 1500ms);
@@ -372,8 +398,9 @@ TEST(UntrustedUpstream, InvalidUtf8IsRepairedAndASplitCharacterIsJoined) {
 
 TEST(UntrustedUpstream, TheKeyNeverReachesTheUserOrTheLog) {
   const std::vector<std::string> answers = {
-      test::raw_response(401, "{\"error\":{\"message\":\"Incorrect API key provided: " + secret_key +
-                                  ". You can find your API key at https://platform.openai.com.\"}}"),
+      test::raw_response(401,
+                         "{\"error\":{\"message\":\"Incorrect API key provided: " + secret_key +
+                             ". You can find your API key at https://platform.openai.com.\"}}"),
       test::raw_response(500, "upstream proxy: forwarded Authorization: Bearer " + secret_key,
                          "text/plain"),
       test::raw_response(502, "{\"error\":\"bad gateway for key " + secret_key.substr(3) + "\"}"),
@@ -381,7 +408,8 @@ TEST(UntrustedUpstream, TheKeyNeverReachesTheUserOrTheLog) {
           test::raw_chunk("data: {\"error\":{\"message\":\"quota exceeded for " + secret_key +
                           "\",\"type\":\"server_error\"}}\n\n") +
           test::raw_last_chunk(),
-      test::raw_stream_head() + test::raw_chunk("data: not json, your key is " + secret_key + "\n\n") +
+      test::raw_stream_head() +
+          test::raw_chunk("data: not json, your key is " + secret_key + "\n\n") +
           test::raw_last_chunk(),
   };
   runtime::init_logging();
@@ -411,7 +439,8 @@ TEST(UntrustedUpstream, TheKeyNeverReachesTheUserOrTheLog) {
   runtime::remove_log_observer(id);
   runtime::set_log_level("info");
   ASSERT_FALSE(lines.empty());
-  for (const auto& line : lines) EXPECT_EQ(line.find(secret_key.substr(3)), std::string::npos) << line;
+  for (const auto& line : lines)
+    EXPECT_EQ(line.find(secret_key.substr(3)), std::string::npos) << line;
 }
 
 // --- Shapes -------------------------------------------------------------
@@ -419,15 +448,26 @@ TEST(UntrustedUpstream, TheKeyNeverReachesTheUserOrTheLog) {
 // A body of the wrong shape is a protocol error at once, never an exception
 // that leaves the user waiting for the attempt timeout.
 TEST(UntrustedUpstream, MalformedShapesAreProtocolErrorsAtOnce) {
-  const std::vector<std::string> documents = {
-      "{\"choices\":[1]}", "{\"choices\":{}}", "{\"choices\":[]}", "[1,2,3]", "\"text\"", "null",
-      "{\"choices\":[{\"message\":\"hi\"}]}", "{\"choices\":[{\"message\":{\"content\":42}}]}",
-      "{\"choices\":[{}]}", "not json at all", "{\"choices\":[{\"message\":{\"content\":\"x\"}}]",
-      std::string(40, '[') + std::string(40, ']')};
-  const std::vector<std::string> events = {
-      "{\"choices\":[1]}", "{\"choices\":{}}", "{\"choices\":[{\"delta\":7}]}",
-      "{\"choices\":[{\"delta\":{\"content\":[\"x\"]}}]}", "[\"a\"]", "42", "{\"choices\":\"x\"}",
-      "{broken"};
+  const std::vector<std::string> documents = {"{\"choices\":[1]}",
+                                              "{\"choices\":{}}",
+                                              "{\"choices\":[]}",
+                                              "[1,2,3]",
+                                              "\"text\"",
+                                              "null",
+                                              "{\"choices\":[{\"message\":\"hi\"}]}",
+                                              "{\"choices\":[{\"message\":{\"content\":42}}]}",
+                                              "{\"choices\":[{}]}",
+                                              "not json at all",
+                                              "{\"choices\":[{\"message\":{\"content\":\"x\"}}]",
+                                              std::string(40, '[') + std::string(40, ']')};
+  const std::vector<std::string> events = {"{\"choices\":[1]}",
+                                           "{\"choices\":{}}",
+                                           "{\"choices\":[{\"delta\":7}]}",
+                                           "{\"choices\":[{\"delta\":{\"content\":[\"x\"]}}]}",
+                                           "[\"a\"]",
+                                           "42",
+                                           "{\"choices\":\"x\"}",
+                                           "{broken"};
   std::vector<std::string> answers;
   for (const auto& d : documents) answers.push_back(test::raw_response(200, d));
   for (const auto& e : events)
@@ -455,8 +495,9 @@ TEST(UntrustedUpstream, ANonStreamedAnswerOfTheRightShapeIsAccepted) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
     reply.writes = {test::raw_response(
-        200, "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"whole\"},"
-             "\"finish_reason\":\"stop\"}]}")};
+        200,
+        "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"whole\"},"
+        "\"finish_reason\":\"stop\"}]}")};
     return reply;
   });
   auto reply = ask(openai(upstream.base_url()));
@@ -481,9 +522,10 @@ TEST(UntrustedUpstream, AStreamEndingWithoutDoneOrFinishReasonIsCutOff) {
   // A finish_reason ends a stream as well as [DONE] does.
   RawUpstream finished([](const RawRequest&) {
     RawReply reply;
-    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("all of it")) +
-                    test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n") +
-                    test::raw_last_chunk()};
+    reply.writes = {
+        test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("all of it")) +
+        test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n") +
+        test::raw_last_chunk()};
     return reply;
   });
   auto whole = ask(openai(finished.base_url()));
@@ -503,22 +545,26 @@ TEST(UntrustedUpstream, OnlyUpstreamFaultsOpenTheBreaker) {
     reply.writes = {test::raw_response(status, "{\"error\":{\"message\":\"no\"}}")};
     return reply;
   });
-  auto kinds = test::run_coroutine([](std::string url, std::atomic<int>* s) -> awaitable<std::vector<Kind>> {
-    auto ex = co_await asio::this_coro::executor;
-    ResilienceOptions o = patient();
-    o.breaker_threshold = 2;
-    o.breaker_cooldown = 1h;
-    ResilientProvider provider(ex, std::make_shared<OpenAiProvider>(ex, openai(url)), o, nullptr);
-    std::vector<Kind> out;
-    for (int status : {400, 404, 413, 422, 401, 403}) {
-      *s = status;
-      for (int i = 0; i < 3; ++i)
-        out.push_back((co_await provider.complete(said("x"), nullptr)).error().kind);
-    }
-    *s = 503;
-    for (int i = 0; i < 3; ++i) out.push_back((co_await provider.complete(said("x"), nullptr)).error().kind);
-    co_return out;
-  }(upstream.base_url(), &status), 60s);
+  auto kinds = test::run_coroutine(
+      [](std::string url, std::atomic<int>* s) -> awaitable<std::vector<Kind>> {
+        auto ex = co_await asio::this_coro::executor;
+        ResilienceOptions o = patient();
+        o.breaker_threshold = 2;
+        o.breaker_cooldown = 1h;
+        ResilientProvider provider(ex, std::make_shared<OpenAiProvider>(ex, openai(url)), o,
+                                   nullptr);
+        std::vector<Kind> out;
+        for (int status : {400, 404, 413, 422, 401, 403}) {
+          *s = status;
+          for (int i = 0; i < 3; ++i)
+            out.push_back((co_await provider.complete(said("x"), nullptr)).error().kind);
+        }
+        *s = 503;
+        for (int i = 0; i < 3; ++i)
+          out.push_back((co_await provider.complete(said("x"), nullptr)).error().kind);
+        co_return out;
+      }(upstream.base_url(), &status),
+      60s);
   ASSERT_EQ(kinds.size(), 21u);
   for (std::size_t i = 0; i < 18; ++i) EXPECT_EQ(kinds[i], Kind::rejected) << i;
   EXPECT_EQ(kinds[18], Kind::status);
@@ -573,15 +619,17 @@ class ThrowingProvider : public Provider {
 };
 
 TEST(UntrustedUpstream, AnExceptionInsideAnAttemptEndsItAtOnce) {
-  auto reply = test::run_coroutine([]() -> awaitable<Reply> {
-    auto ex = co_await asio::this_coro::executor;
-    ResilientProvider provider(ex, std::make_shared<ThrowingProvider>(), patient(), nullptr);
-    Reply r;
-    const auto started = Clock::now();
-    r.result = co_await provider.complete(said("x"), nullptr);
-    r.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-    co_return r;
-  }(), 60s);
+  auto reply = test::run_coroutine(
+      []() -> awaitable<Reply> {
+        auto ex = co_await asio::this_coro::executor;
+        ResilientProvider provider(ex, std::make_shared<ThrowingProvider>(), patient(), nullptr);
+        Reply r;
+        const auto started = Clock::now();
+        r.result = co_await provider.complete(said("x"), nullptr);
+        r.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+        co_return r;
+      }(),
+      60s);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::protocol);
   EXPECT_LT(reply.took, 5s);

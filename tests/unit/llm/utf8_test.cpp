@@ -13,17 +13,23 @@ TEST(Utf8, ValidTextPassesUnchanged) {
 }
 
 TEST(Utf8, EachInvalidSubpartBecomesOneReplacement) {
-  EXPECT_EQ(repair_utf8("a\xFF" "b"), "a" + fffd + "b");
-  EXPECT_EQ(repair_utf8("\xC0\xAF"), fffd + fffd);              // overlong '/'
-  EXPECT_EQ(repair_utf8("\xED\xA0\x80"), fffd + fffd + fffd);    // a surrogate
+  EXPECT_EQ(repair_utf8("a\xFF"
+                        "b"),
+            "a" + fffd + "b");
+  EXPECT_EQ(repair_utf8("\xC0\xAF"), fffd + fffd);                        // overlong '/'
+  EXPECT_EQ(repair_utf8("\xED\xA0\x80"), fffd + fffd + fffd);             // a surrogate
   EXPECT_EQ(repair_utf8("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // above U+10FFFF
-  EXPECT_EQ(repair_utf8("\xE4\xB8" "x"), fffd + "x");             // truncated 3-byte sequence
-  EXPECT_EQ(repair_utf8("end \xF0\x9F\x99"), "end " + fffd);      // truncated at the end
-  EXPECT_EQ(repair_utf8("\x80\x80"), fffd + fffd);                // lone continuation bytes
+  EXPECT_EQ(repair_utf8("\xE4\xB8"
+                        "x"),
+            fffd + "x");                                      // truncated 3-byte sequence
+  EXPECT_EQ(repair_utf8("end \xF0\x9F\x99"), "end " + fffd);  // truncated at the end
+  EXPECT_EQ(repair_utf8("\x80\x80"), fffd + fffd);            // lone continuation bytes
 }
 
 TEST(Utf8, ASequenceSplitBetweenPiecesIsJoinedNotReplaced) {
-  const std::string text = "a中🙂é\xFF" "z";
+  const std::string text =
+      "a中🙂é\xFF"
+      "z";
   const std::string expected = "a中🙂é" + fffd + "z";
   for (std::size_t split = 0; split <= text.size(); ++split) {
     for (std::size_t second = split; second <= text.size(); ++second) {

@@ -14,7 +14,8 @@ using test::RawRequest;
 using test::RawUpstream;
 
 struct Exchange {
-  boost::system::result<ClientResponse, ClientError> result{boost::system::in_place_error, ClientError{}};
+  boost::system::result<ClientResponse, ClientError> result{boost::system::in_place_error,
+                                                            ClientError{}};
   std::string body;
   std::chrono::milliseconds took{};
 };
@@ -35,9 +36,9 @@ std::vector<Exchange> get(const std::string& url, int count, ClientOptions optio
           ClientRequest request;
           request.url = u;
           e.result = co_await client.send(std::move(request), nullptr, [&](std::string_view piece) {
-                                            e.body += piece;
-                                            return stop == 0 || e.body.size() < stop;
-                                          });
+            e.body += piece;
+            return stop == 0 || e.body.size() < stop;
+          });
           e.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
           out.push_back(std::move(e));
         }
@@ -51,8 +52,11 @@ TEST(HttpClient, InterimResponsesAreSkippedAndTheConnectionKept) {
   RawUpstream upstream([](const RawRequest& r) {
     RawReply reply;
     const auto body = "reply " + std::to_string(r.index);
-    if (r.index == 0) reply.writes = {test::raw_head(103, {{"Link", "</a>"}}), test::raw_response(200, body)};
-    if (r.index == 1) reply.writes = {test::raw_head(100, {}) + test::raw_head(102, {}) + test::raw_response(200, body)};
+    if (r.index == 0)
+      reply.writes = {test::raw_head(103, {{"Link", "</a>"}}), test::raw_response(200, body)};
+    if (r.index == 1)
+      reply.writes = {test::raw_head(100, {}) + test::raw_head(102, {}) +
+                      test::raw_response(200, body)};
     if (r.index >= 2) reply.writes = {test::raw_response(200, body)};
     return reply;
   });
@@ -85,8 +89,8 @@ TEST(HttpClient, BytesLeftAfterAResponseDropTheConnection) {
 TEST(HttpClient, RedirectsAreNotFollowedAndNoCompressionIsAskedFor) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
-    reply.writes = {test::raw_head(302, {{"Location", "http://127.0.0.1:1/steal"},
-                                         {"Content-Length", "0"}})};
+    reply.writes = {
+        test::raw_head(302, {{"Location", "http://127.0.0.1:1/steal"}, {"Content-Length", "0"}})};
     return reply;
   });
   auto exchanges = get(upstream.base_url(), 1);
