@@ -160,8 +160,9 @@ ProviderError error_from_stream_event(const json::value& error, std::string_view
 
 OpenAiProvider::OpenAiProvider(asio::any_io_executor executor, OpenAiOptions options,
                                net::ClientOptions client_options)
-    : options_(std::move(options)),
-      client_(std::make_unique<net::HttpClient>(std::move(executor), std::move(client_options))) {
+    : options_(std::move(options)) {
+  if (!options_.reuse_connections) client_options.max_idle_per_origin = 0;
+  client_ = std::make_unique<net::HttpClient>(std::move(executor), std::move(client_options));
   while (!options_.base_url.empty() && options_.base_url.back() == '/') options_.base_url.pop_back();
 }
 

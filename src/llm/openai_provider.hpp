@@ -18,7 +18,9 @@
 //   content...) is a `protocol` failure with its own detail, never an
 //   exception;
 // - what the upstream wrote reaches only ProviderError::detail, redacted
-//   (llm/redact.hpp); ProviderError::message is a fixed description.
+//   (llm/redact.hpp); ProviderError::message is a fixed description;
+// - by default every request has a connection of its own, so no response
+//   meant for (or slipped in after) one request is read as another's answer.
 #pragma once
 
 #include "llm/provider.hpp"
@@ -39,6 +41,13 @@ struct OpenAiOptions {
   std::size_t max_document_bytes = 4 * 1024 * 1024;  // a 200 answered as one JSON document
   std::size_t max_sse_line_bytes = 4 * 1024 * 1024;
   std::size_t max_sse_event_bytes = 4 * 1024 * 1024;  // one event's data, all its lines
+  // Keep-alive connections reused across requests. Off by default: HTTP/1.1
+  // cannot tell an unsolicited response that arrives just after a pooled
+  // connection was checked from the answer to the next request, which may be
+  // another user's. The pool's checks catch a stray sent with the answer or
+  // while idle; only a connection per request rules out every stray. Turn on
+  // for an upstream you trust to save a handshake per request.
+  bool reuse_connections = false;
 };
 
 // What ends a reply cut at `max_reply_bytes`.

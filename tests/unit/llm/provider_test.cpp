@@ -226,11 +226,13 @@ TEST(OpenAi, SlowTokenStreamArrivesPieceByPiece) {
   EXPECT_EQ(*reply.result, "one two three");
 }
 
-TEST(OpenAi, KeepAliveConnectionsAreReused) {
+TEST(OpenAi, KeepAliveConnectionsAreReusedWhenAskedFor) {
   FakeUpstream upstream;
   auto opened = test::run_coroutine([](std::string url) -> awaitable<std::uint64_t> {
     auto ex = co_await asio::this_coro::executor;
-    OpenAiProvider provider(ex, OpenAiOptions{url, "m", ""});
+    OpenAiOptions options{url, "m", ""};
+    options.reuse_connections = true;
+    OpenAiProvider provider(ex, options);
     for (int i = 0; i < 5; ++i) {
       auto r = co_await provider.complete(hello(), nullptr);
       if (!r) throw std::runtime_error(r.error().message);
@@ -238,6 +240,18 @@ TEST(OpenAi, KeepAliveConnectionsAreReused) {
     co_return provider.client().connections_opened();
   }(upstream.base_url()));
   EXPECT_EQ(opened, 1u);
+
+  // By default each request has a connection of its own.
+  auto fresh = test::run_coroutine([](std::string url) -> awaitable<std::uint64_t> {
+    auto ex = co_await asio::this_coro::executor;
+    OpenAiProvider provider(ex, OpenAiOptions{url, "m", ""});
+    for (int i = 0; i < 3; ++i) {
+      auto r = co_await provider.complete(hello(), nullptr);
+      if (!r) throw std::runtime_error(r.error().message);
+    }
+    co_return provider.client().connections_opened();
+  }(upstream.base_url()));
+  EXPECT_EQ(fresh, 3u);
 }
 
 // Cancellation reaches a request at any instant: hung upstream, or backoff sleep.
