@@ -19,7 +19,7 @@ awaitable<CompletionResult> EchoProvider::complete(const ChatRequest& request, P
     end = end == std::string::npos ? reply.size() : end + 1;
     if (start > 0 && token_delay_ > runtime::Duration::zero()) {
       if (!co_await runtime::sleep_for(token_delay_))
-        co_return failure({ProviderError::Kind::cancelled, 0, {}, false, "the reply was cancelled"});
+        co_return failure({.kind = ProviderError::Kind::cancelled, .message = "the reply was cancelled"});
     }
     if (on_piece) on_piece(std::string_view(reply).substr(start, end - start));
     start = end;

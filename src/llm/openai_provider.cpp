@@ -1,6 +1,8 @@
 #include "llm/openai_provider.hpp"
 
+#include "llm/redact.hpp"
 #include "llm/sse.hpp"
+#include "llm/utf8.hpp"
 #include "runtime/log.hpp"
 
 #include <boost/json.hpp>
@@ -60,64 +62,107 @@ json::value content_of(const ChatMessage& message) {
   return parts;
 }
 
+// What the upstream wrote, fit for a log line: valid UTF-8, secrets out, short.
+std::string upstream_words(std::string_view raw, std::string_view api_key,
+                           std::size_t max_bytes = 300) {
+  return runtime::shorten(redact(repair_utf8(raw), api_key), max_bytes);
+}
+
+json::parse_options lenient_utf8() {
+  json::parse_options options;
+  options.allow_invalid_utf8 = true;  // repaired afterwards, not refused
+  return options;
+}
+
+json::value parse_json(std::string_view text, error_code& ec) {
+  return json::parse(text, ec, json::storage_ptr(), lenient_utf8());
+}
+
+ProviderError make_error(Kind kind, std::string message, std::string detail, bool retryable) {
+  ProviderError error;
+  error.kind = kind;
+  error.retryable = retryable;
+  error.message = std::move(message);
+  error.detail = std::move(detail);
+  return error;
+}
+
+constexpr const char* unreadable = "the provider sent an answer mooring cannot read";
+
+ProviderError protocol_error(std::string detail) {
+  return make_error(Kind::protocol, unreadable, std::move(detail), false);
+}
+
 }  // namespace
 
+std::string truncation_notice(std::size_t max_reply_bytes) {
+  return fmt::format("\n\n[the reply was cut here: it is longer than {} bytes]", max_reply_bytes);
+}
+
 ProviderError error_from_status(int status, std::string_view body,
-                                std::optional<runtime::Duration> retry_after) {
+                                std::optional<runtime::Duration> retry_after,
+                                std::string_view api_key) {
   std::string said;
   error_code ec;
-  auto parsed = json::parse(body, ec);
+  auto parsed = parse_json(body, ec);
   if (!ec) said = provider_message(parsed);
-  const std::string detail = said.empty() ? "" : ": " + runtime::shorten(said, 300);
-  ProviderError error{Kind::status, status, retry_after, false, {}};
+  if (said.empty()) said = std::string(body);
+  const std::string words = upstream_words(said, api_key);
+  ProviderError error;
+  error.kind = Kind::status;
+  error.status = status;
+  error.retry_after = retry_after;
+  auto set = [&](Kind kind, bool retryable, std::string message, std::string_view hint = {}) {
+    error.kind = kind;
+    error.retryable = retryable;
+    error.message = std::move(message);
+    error.detail = fmt::format("{}{}{}", error.message, hint, words.empty() ? "" : ": " + words);
+  };
   switch (status) {
     case 401:
-      error.kind = Kind::rejected;
-      error.message = fmt::format("the provider rejected the API key ({}){}", status, detail);
+      set(Kind::rejected, false, "the provider rejected the API key (401)");
       break;
     case 403:
-      error.kind = Kind::rejected;
-      error.message = fmt::format("the provider refused access ({}){}", status, detail);
+      set(Kind::rejected, false, "the provider refused access (403)");
       break;
     case 404:
-      error.kind = Kind::rejected;
-      error.message = fmt::format(
-          "the provider has no such endpoint or model ({}); check provider.base_url and "
-          "provider.model{}",
-          status, detail);
-      break;
-    case 400:
-    case 422:
-      error.kind = Kind::rejected;
-      error.message = fmt::format("the provider rejected the request ({}){}", status, detail);
+      set(Kind::rejected, false, "the provider has no such endpoint or model (404)",
+          "; check provider.base_url and provider.model");
       break;
     case 408:
     case 409:
     case 429:
-      error.retryable = true;
-      error.message = fmt::format("the provider is busy ({}){}", status, detail);
+      set(Kind::status, true, fmt::format("the provider is busy ({})", status));
       break;
     default:
-      error.retryable = status >= 500;
-      error.message = status >= 500
-                          ? fmt::format("the provider failed ({}){}", status, detail)
-                          : fmt::format("the provider answered {}{}", status, detail);
+      if (status >= 500) {
+        set(Kind::status, true, fmt::format("the provider failed ({})", status));
+      } else if (status >= 400) {
+        // 400, 413, 422...: this request's fault, not the provider's.
+        set(Kind::rejected, false, fmt::format("the provider rejected the request ({})", status));
+      } else {
+        set(Kind::status, false, fmt::format("the provider answered {}, not 200", status));
+      }
   }
   return error;
 }
 
-ProviderError error_from_stream_event(const json::value& error) {
+ProviderError error_from_stream_event(const json::value& error, std::string_view api_key) {
   const std::string said = provider_message(error);
   const bool client = names_client_error(error);
-  return ProviderError{client ? Kind::rejected : Kind::stream, 0, std::nullopt, !client,
-                       fmt::format("the provider reported an error in its stream: {}",
-                                   said.empty() ? "no message" : runtime::shorten(said, 300))};
+  const std::string words = said.empty() ? "no message" : upstream_words(said, api_key);
+  if (client)
+    return make_error(Kind::rejected, "the provider rejected the request",
+                      "the provider rejected the request in its stream: " + words, false);
+  return make_error(Kind::stream, "the provider reported an error",
+                    "the provider reported a failure in its stream: " + words, true);
 }
 
 OpenAiProvider::OpenAiProvider(asio::any_io_executor executor, OpenAiOptions options,
                                net::ClientOptions client_options)
-    : options_(std::move(options)),
-      client_(std::make_unique<net::HttpClient>(std::move(executor), std::move(client_options))) {
+    : options_(std::move(options)) {
+  if (!options_.reuse_connections) client_options.max_idle_per_origin = 0;
+  client_ = std::make_unique<net::HttpClient>(std::move(executor), std::move(client_options));
   while (!options_.base_url.empty() && options_.base_url.back() == '/') options_.base_url.pop_back();
 }
 
@@ -132,6 +177,214 @@ std::string OpenAiProvider::request_body(const ChatRequest& request) const {
       {"model", options_.model}, {"stream", true}, {"messages", std::move(messages)}});
 }
 
+namespace {
+
+// One attempt's reading of the answer, as it streams in. Every handler
+// returns false once reading further is pointless (a limit, a failure).
+class AnswerReader {
+ public:
+  AnswerReader(const OpenAiOptions& options, const PieceSink& on_piece)
+      : options_(options),
+        on_piece_(on_piece),
+        sse_(options.max_sse_line_bytes, options.max_sse_event_bytes) {}
+
+  void head(const net::ClientResponse& head) {
+    status_ = head.status;
+    auto type = head.headers.find(http::field::content_type);
+    event_stream_ = type != head.headers.end() &&
+                    lower(type->value()).find("text/event-stream") != std::string::npos;
+  }
+
+  bool body(std::string_view bytes) {
+    if (status_ != 200) {
+      const auto room = options_.max_error_body_bytes - error_body_.size();
+      error_body_.append(bytes.substr(0, room));
+      return error_body_.size() < options_.max_error_body_bytes;
+    }
+    if (!event_stream_) {
+      if (document_.size() + bytes.size() > options_.max_document_bytes) {
+        failed_ = protocol_error(fmt::format("the provider's answer (not streamed) is over {} bytes",
+                                             options_.max_document_bytes));
+        return false;
+      }
+      document_.append(bytes);
+      return true;
+    }
+    events_.clear();
+    const auto parsed = sse_.feed(bytes, events_);
+    for (const auto& event : events_)
+      if (!on_event(event)) return false;
+    if (parsed != SseParser::Status::ok) {
+      failed_ = protocol_error(fmt::format(
+          "the provider's stream has {} ({} bytes a line, {} an event)", to_string(parsed),
+          options_.max_sse_line_bytes, options_.max_sse_event_bytes));
+      return false;
+    }
+    return true;
+  }
+
+  // The outcome once the exchange is over (or stopped).
+  CompletionResult finish(const boost::system::result<net::ClientResponse, net::ClientError>& sent) {
+    if (truncated_) return CompletionResult(std::move(text_));
+    if (failed_) return failure(std::move(*failed_));
+    if (!sent && ended_by_done_ && !text_.empty()) {
+      // The reply was whole at [DONE]; what broke after it (an endless
+      // trailer, a reset) costs only the connection.
+      emit(utf8_.finish());
+      return CompletionResult(std::move(text_));
+    }
+    if (!sent) {
+      const auto& error = sent.error();
+      if (error.code == asio::error::operation_aborted)
+        return failure(make_error(Kind::cancelled, "the request was cancelled", {}, false));
+      const auto words = upstream_words(error.message, options_.api_key);
+      // Broken framing (a head, chunk line or trailer over the bound, a 101,
+      // endless 1xx) is unreadable; a connection that ended early is not.
+      const auto& http_errors = http::make_error_code(http::error::bad_status).category();
+      const bool framing = error.code.category() == http_errors &&
+                           error.code != http::error::partial_message &&
+                           error.code != http::error::end_of_stream;
+      if (framing) return failure(protocol_error(words));
+      return failure(make_error(Kind::network, "the connection to the provider failed", words, true));
+    }
+    if (status_ != 200) {
+      std::optional<runtime::Duration> retry_after;
+      if (auto it = sent->headers.find(http::field::retry_after); it != sent->headers.end())
+        retry_after = net::parse_retry_after(it->value());
+      return failure(error_from_status(status_, error_body_, retry_after, options_.api_key));
+    }
+    if (!event_stream_) {
+      if (auto refused = read_document()) return failure(std::move(*refused));
+    } else {
+      emit(utf8_.finish());
+    }
+    if (truncated_) return CompletionResult(std::move(text_));
+    if (text_.empty()) {
+      if (ended_)
+        return failure(protocol_error("the provider returned an empty reply"));
+      return failure(make_error(Kind::cut_off, "the provider's answer was cut off",
+                                "the provider's stream ended without a reply", true));
+    }
+    if (!ended_)
+      return failure(make_error(
+          Kind::cut_off, "the provider's answer was cut off",
+          fmt::format("the provider's stream ended after {} bytes of the reply without [DONE] "
+                      "or a finish_reason",
+                      text_.size()),
+          true));
+    return CompletionResult(std::move(text_));
+  }
+
+ private:
+  // Streams `piece` out, unless the reply is full: then the part that fits
+  // and the notice go out, and the reply is over.
+  bool emit(std::string_view piece) {
+    if (piece.empty()) return true;
+    const auto room = options_.max_reply_bytes - text_.size();
+    if (piece.size() <= room) {
+      text_ += piece;
+      if (on_piece_) on_piece_(piece);
+      return true;
+    }
+    const auto fitting = utf8_prefix(piece, room);
+    text_ += fitting;
+    if (on_piece_ && !fitting.empty()) on_piece_(fitting);
+    const auto notice = truncation_notice(options_.max_reply_bytes);
+    text_ += notice;
+    if (on_piece_) on_piece_(notice);
+    truncated_ = true;
+    return false;
+  }
+
+  bool on_event(const std::string& data) {
+    if (ended_by_done_) return true;  // nothing counts after [DONE]
+    if (data == "[DONE]") {
+      ended_ = ended_by_done_ = true;
+      return true;
+    }
+    error_code ec;
+    const auto event = parse_json(data, ec);
+    const auto* object = ec ? nullptr : event.if_object();
+    if (!object) {
+      failed_ = protocol_error("the provider sent an event that is not a JSON object: " +
+                               upstream_words(data, options_.api_key, 200));
+      return false;
+    }
+    if (auto* error = object->if_contains("error"); error && !error->is_null()) {
+      failed_ = error_from_stream_event(*error, options_.api_key);
+      return false;
+    }
+    const auto* choices = object->if_contains("choices");
+    if (!choices || choices->is_null()) return true;  // usage-only and keep-alive events
+    const auto* list = choices->if_array();
+    if (!list) return shape_error("\"choices\" is not an array");
+    if (list->empty()) return true;
+    const auto* choice = (*list)[0].if_object();
+    if (!choice) return shape_error("a choice is not an object");
+    if (auto* reason = choice->if_contains("finish_reason"); reason && reason->is_string())
+      ended_ = ended_ || !reason->get_string().empty();
+    const auto* delta = choice->if_contains("delta");
+    if (!delta || delta->is_null()) return true;
+    if (!delta->is_object()) return shape_error("\"delta\" is not an object");
+    const auto* content = delta->get_object().if_contains("content");
+    if (!content || content->is_null()) return true;
+    if (!content->is_string()) return shape_error("\"delta.content\" is not a string");
+    return emit(utf8_.feed(content->get_string()));
+  }
+
+  bool shape_error(std::string_view what) {
+    failed_ = protocol_error(fmt::format("the provider sent an event where {}", what));
+    return false;
+  }
+
+  // A server that ignored "stream": one JSON document. nullopt when it held a reply.
+  std::optional<ProviderError> read_document() {
+    error_code ec;
+    const auto document = parse_json(document_, ec);
+    const auto* object = ec ? nullptr : document.if_object();
+    if (!object)
+      return protocol_error("the provider's answer is not a JSON object: " +
+                            upstream_words(document_, options_.api_key, 200));
+    if (auto* error = object->if_contains("error"); error && !error->is_null())
+      return error_from_stream_event(*error, options_.api_key);
+    const auto* choices = object->if_contains("choices");
+    const auto* list = choices ? choices->if_array() : nullptr;
+    if (!list || list->empty())
+      return protocol_error("the provider's answer has no \"choices\" array");
+    const auto* choice = (*list)[0].if_object();
+    if (!choice) return protocol_error("the provider's answer has a choice that is not an object");
+    const auto* message = choice->if_contains("message");
+    if (!message || !message->is_object())
+      return protocol_error("the provider's answer has no \"message\" object");
+    const auto* content = message->get_object().if_contains("content");
+    if (content && !content->is_null() && !content->is_string())
+      return protocol_error("the provider's answer has a \"content\" that is not a string");
+    ended_ = true;  // a whole document is a complete answer
+    if (content && content->is_string()) {
+      emit(utf8_.feed(content->get_string()));
+      emit(utf8_.finish());
+    }
+    return std::nullopt;
+  }
+
+  const OpenAiOptions& options_;
+  const PieceSink& on_piece_;
+  SseParser sse_;
+  std::vector<std::string> events_;
+  Utf8Repairer utf8_;
+  int status_ = 0;
+  bool event_stream_ = false;
+  std::string error_body_;  // a non-200 body, bounded
+  std::string document_;    // a 200 answered without streaming, bounded
+  std::string text_;
+  std::optional<ProviderError> failed_;
+  bool ended_ = false;          // [DONE] or a finish_reason seen
+  bool ended_by_done_ = false;
+  bool truncated_ = false;
+};
+
+}  // namespace
+
 awaitable<CompletionResult> OpenAiProvider::complete(const ChatRequest& request,
                                                      PieceSink on_piece) {
   net::ClientRequest http_request;
@@ -144,119 +397,11 @@ awaitable<CompletionResult> OpenAiProvider::complete(const ChatRequest& request,
   http_request.body = request_body(request);
   log::debug("openai: POST {} {}", http_request.url, elide(http_request.body));
 
-  // What the response says, gathered as it streams in.
-  int status = 0;
-  bool event_stream = false;
-  std::string error_body;   // a non-200 body, bounded
-  std::string plain_body;   // a 200 answered without streaming, bounded
-  std::string text;
-  std::optional<ProviderError> stream_error;
-  bool done = false;
-  SseParser parser;
-  std::vector<std::string> events;
-
-  auto on_event = [&](const std::string& data) {
-    if (data == "[DONE]") {
-      done = true;
-      return;
-    }
-    error_code ec;
-    auto event = json::parse(data, ec);
-    if (ec || !event.is_object()) {
-      stream_error = ProviderError{Kind::stream, 0, {}, true,
-                                   "the provider sent an event that is not JSON: " +
-                                       runtime::shorten(data, 200)};
-      return;
-    }
-    const auto& object = event.as_object();
-    if (auto* error = object.if_contains("error"); error && !error->is_null()) {
-      stream_error = error_from_stream_event(*error);
-      return;
-    }
-    auto* choices = object.if_contains("choices");
-    if (!choices || !choices->is_array() || choices->as_array().empty()) return;
-    const auto& choice = choices->as_array()[0];
-    if (!choice.is_object()) return;
-    if (auto* delta = choice.as_object().if_contains("delta"); delta && delta->is_object()) {
-      if (auto* content = delta->as_object().if_contains("content"); content && content->is_string()) {
-        std::string_view piece = content->as_string();
-        if (!piece.empty()) {
-          text += piece;
-          if (on_piece) on_piece(piece);
-        }
-      }
-    }
-  };
-
-  auto result = co_await client_->send(
-      std::move(http_request),
-      [&](const net::ClientResponse& head) {
-        status = head.status;
-        auto type = head.headers.find(http::field::content_type);
-        event_stream = type != head.headers.end() &&
-                       lower(type->value()).find("text/event-stream") != std::string::npos;
-      },
-      [&](std::string_view bytes) {
-        if (stream_error) return;
-        if (status != 200) {
-          if (error_body.size() < options_.max_error_body_bytes)
-            error_body.append(bytes.substr(0, options_.max_error_body_bytes - error_body.size()));
-          return;
-        }
-        if (!event_stream) {
-          if (plain_body.size() < 16 * 1024 * 1024) plain_body.append(bytes);
-          return;
-        }
-        events.clear();
-        if (!parser.feed(bytes, events)) {
-          stream_error = ProviderError{Kind::stream, 0, {}, true, "the provider sent an over-long line"};
-          return;
-        }
-        for (const auto& event : events) {
-          on_event(event);
-          if (stream_error) return;
-        }
-      });
-
-  if (stream_error) co_return failure(*stream_error);
-  if (!result) {
-    const auto& error = result.error();
-    if (error.code == asio::error::operation_aborted)
-      co_return failure({Kind::cancelled, 0, {}, false, "the request was cancelled"});
-    co_return failure({Kind::network, 0, {}, true, error.message});
-  }
-  if (status != 200) {
-    std::optional<runtime::Duration> retry_after;
-    if (auto it = result->headers.find(http::field::retry_after); it != result->headers.end())
-      retry_after = net::parse_retry_after(it->value());
-    co_return failure(error_from_status(status, error_body, retry_after));
-  }
-  if (!event_stream) {
-    // A server that ignored "stream": one JSON document.
-    error_code ec;
-    auto document = json::parse(plain_body, ec);
-    if (!ec && document.is_object()) {
-      const auto& object = document.as_object();
-      if (auto* error = object.if_contains("error"); error && !error->is_null())
-        co_return failure(error_from_stream_event(*error));
-      if (auto* choices = object.if_contains("choices");
-          choices && choices->is_array() && !choices->as_array().empty()) {
-        const auto* message = choices->as_array()[0].as_object().if_contains("message");
-        if (message && message->is_object()) {
-          if (auto* content = message->as_object().if_contains("content");
-              content && content->is_string()) {
-            text = std::string(content->as_string());
-            if (on_piece && !text.empty()) on_piece(text);
-          }
-        }
-      }
-    }
-  }
-  if (text.empty())
-    co_return failure({Kind::stream, 0, {}, !done,
-                       done ? "the provider returned an empty reply"
-                            : "the provider's stream ended without a reply"});
-  co_return CompletionResult(std::move(text));
+  AnswerReader reader(options_, on_piece);
+  auto sent = co_await client_->send(
+      std::move(http_request), [&](const net::ClientResponse& head) { reader.head(head); },
+      [&](std::string_view bytes) { return reader.body(bytes); });
+  co_return reader.finish(sent);
 }
 
 }  // namespace mooring::llm

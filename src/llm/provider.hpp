@@ -30,12 +30,19 @@ struct ChatRequest {
   ChatMessage message;               // the new user message
 };
 
+// What went wrong, in two registers: `message` is a short, fixed description
+// of the kind of failure, safe to show any user and to store with the reply
+// (never a word the upstream wrote); `detail` is for the operator's log: what
+// the upstream said, with secrets redacted (llm/redact.hpp), repaired to valid
+// UTF-8 and shortened.
 struct ProviderError {
   enum class Kind {
     network,        // connect/reset/TLS failure: worth retrying
     timeout,        // an attempt or the whole request ran out of time
-    status,         // the provider answered with an HTTP error status
-    stream,         // an error event inside a 200 stream, or a malformed stream
+    status,         // the provider answered with an HTTP error status (5xx, 429...)
+    stream,         // an error event inside a 200 stream
+    protocol,       // an answer mooring cannot read: not JSON, a wrong shape, over a limit
+    cut_off,        // the stream ended before [DONE] or a finish_reason
     rejected,       // a client error: bad key, bad request, unknown model (never retried)
     overloaded,     // mooring's own wait queue is full
     circuit_open,   // too many failures in a row; failing fast for a while
@@ -46,8 +53,15 @@ struct ProviderError {
   int status = 0;                          // the HTTP status, when there was one
   std::optional<runtime::Duration> retry_after;  // from Retry-After
   bool retryable = false;                  // worth another attempt
-  std::string message;                     // for the user and the log, never with secrets
+  std::string message;                     // for the user: fixed per kind, no upstream text
+  std::string detail;                      // for the log: redacted upstream detail
 };
+
+// Whether a failure says something about the upstream's health (5xx, 429,
+// 408, timeouts, resets, broken or cut-off streams), and so counts toward the
+// circuit breaker. A request the provider rejected (400, 401, 403, 404, 413,
+// 422...) is that request's failure only.
+bool is_upstream_fault(const ProviderError& error);
 
 const char* to_string(ProviderError::Kind kind);
 

@@ -12,8 +12,13 @@ using namespace std::chrono_literals;
 
 namespace {
 
-ProviderError error(Kind kind, std::string message, bool retryable = false) {
-  return ProviderError{kind, 0, std::nullopt, retryable, std::move(message)};
+ProviderError error(Kind kind, std::string message, std::string detail = {}, bool retryable = false) {
+  ProviderError e;
+  e.kind = kind;
+  e.retryable = retryable;
+  e.message = std::move(message);
+  e.detail = std::move(detail);
+  return e;
 }
 
 // Releases a concurrency slot however the request ends.
@@ -46,12 +51,13 @@ ResilientProvider::ResilientProvider(asio::any_io_executor executor,
 
 bool ResilientProvider::breaker_open() const { return Clock::now() < breaker_open_until_; }
 
-void ResilientProvider::record_outcome(bool success) {
-  if (success) {
-    consecutive_failures_ = 0;
-    breaker_open_until_ = {};
-    return;
-  }
+void ResilientProvider::record_success() {
+  consecutive_failures_ = 0;
+  breaker_open_until_ = {};
+}
+
+void ResilientProvider::record_failure(const ProviderError& failed) {
+  if (!is_upstream_fault(failed)) return;  // a rejected request is its own failure only
   if (++consecutive_failures_ >= options_.breaker_threshold) {
     if (!breaker_open())
       log::warn("provider {}: {} failures in a row; failing fast for {}", inner_->kind(),
@@ -69,10 +75,26 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
     if (on_piece) on_piece(piece);
   };
   const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
-  auto outcome = co_await runtime::with_timeout(inner_->complete(request, marking_sink), budget);
+  if (budget < options_.min_attempt_budget)
+    co_return failure(error(Kind::timeout, "the provider did not answer in time",
+                            fmt::format("no attempt started: {} left of the request's {}",
+                                        runtime::format_duration(budget),
+                                        runtime::format_duration(options_.total_timeout))));
+  std::optional<CompletionResult> outcome;
+  try {
+    outcome = co_await runtime::with_timeout(inner_->complete(request, marking_sink), budget);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == asio::error::operation_aborted) throw;
+    co_return failure(error(Kind::protocol, "the provider sent an answer mooring cannot read",
+                            std::string("the attempt failed: ") + e.what()));
+  } catch (const std::exception& e) {
+    co_return failure(error(Kind::protocol, "the provider sent an answer mooring cannot read",
+                            std::string("the attempt failed: ") + e.what()));
+  }
   if (outcome) co_return std::move(*outcome);
-  co_return failure(error(Kind::timeout,
-                          fmt::format("the provider did not answer within {}", runtime::format_duration(budget)),
+  co_return failure(error(Kind::timeout, "the provider did not answer in time",
+                          fmt::format("the provider did not answer within {}",
+                                      runtime::format_duration(budget)),
                           true));
 }
 
@@ -88,8 +110,9 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (consecutive_failures_ >= options_.breaker_threshold) {
     if (breaker_open() || probe_in_flight_) {
       co_return failure(error(Kind::circuit_open,
-                              fmt::format("the provider failed {} times in a row; not asking it "
-                                          "again for a few seconds",
+                              "the provider is failing; mooring is not asking it again for a "
+                              "few seconds",
+                              fmt::format("the provider failed {} times in a row",
                                           consecutive_failures_)));
     }
     probing = probe_in_flight_ = true;
@@ -105,10 +128,9 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   // A slot, or a bounded wait for one.
   if (active_ >= options_.max_concurrency) {
     if (waiting_ >= options_.max_waiting)
-      co_return failure(error(Kind::overloaded,
-                              fmt::format("mooring is busy: {} requests are running and {} waiting; "
-                                          "try again shortly",
-                                          active_, waiting_)));
+      co_return failure(error(Kind::overloaded, "mooring is busy; try again shortly",
+                              fmt::format("{} requests are running and {} waiting", active_,
+                                          waiting_)));
     ++waiting_;
     while (active_ >= options_.max_concurrency && !deadline.passed()) {
       try {
@@ -126,14 +148,19 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
         asio::cancellation_type::none)
       co_return failure(error(Kind::cancelled, "the request was cancelled"));
     if (active_ >= options_.max_concurrency)
-      co_return failure(error(Kind::timeout, fmt::format("no provider slot freed within {}",
-                                                         runtime::format_duration(options_.total_timeout))));
+      co_return failure(error(Kind::timeout, "mooring is busy; try again shortly",
+                              fmt::format("no provider slot freed within {}",
+                                          runtime::format_duration(options_.total_timeout))));
   }
   SlotGuard slot(active_, slot_freed_);
 
   bool started = false;
+  // No backoff sleep may end closer to the deadline than an attempt's minimum.
+  const runtime::Deadline last_start(deadline.at() - std::min<runtime::Duration>(
+                                                         options_.min_attempt_budget,
+                                                         options_.total_timeout));
   runtime::RetryPolicy policy{options_.max_attempts, options_.backoff_initial, options_.backoff_max,
-                              deadline};
+                              last_start};
   auto outcome = co_await runtime::retry<std::string, ProviderError>(
       policy, shutdown_,
       [&](unsigned) -> awaitable<CompletionResult> {
@@ -145,26 +172,29 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
 
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);
   if (outcome.last) {
-    record_outcome(true);
-    log::info("provider {} {}: ok after {} attempt(s) in {} ms ({} chars)", inner_->kind(),
+    record_success();
+    log::info("provider {} {}: ok after {} attempt(s) in {} ms ({} bytes)", inner_->kind(),
               inner_->model(), outcome.attempts, took.count(), outcome.last->size());
     co_return std::move(outcome.last);
   }
 
   ProviderError failed = outcome.last.error();
+  if (failed.detail.empty()) failed.detail = failed.message;
   const bool cancelled = (co_await asio::this_coro::cancellation_state).cancelled() !=
                          asio::cancellation_type::none;
   if (outcome.stop == runtime::RetryStop::cancelled || cancelled) {
     failed = error(Kind::cancelled, "the request was cancelled");
   } else if (outcome.stop == runtime::RetryStop::shutdown) {
-    failed.message += "; not retried because mooring is shutting down";
+    failed.detail += "; not retried because mooring is shutting down";
+  } else if (outcome.stop == runtime::RetryStop::deadline) {
+    failed.detail += fmt::format("; no time left for attempt {}", outcome.attempts + 1);
   } else if (outcome.attempts > 1 || outcome.stop == runtime::RetryStop::attempts_exhausted) {
-    failed.message += fmt::format(", gave up after {} attempt{}", outcome.attempts,
-                                  outcome.attempts == 1 ? "" : "s");
+    failed.detail += fmt::format(", gave up after {} attempt{}", outcome.attempts,
+                                 outcome.attempts == 1 ? "" : "s");
   } else if (started && failed.retryable) {
-    failed.message += "; not retried because part of the reply was already sent";
+    failed.detail += "; not retried because part of the reply was already sent";
   }
-  if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_outcome(false);
+  if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_failure(failed);
   if (failed.kind == Kind::cancelled) {
     // A user's cancel is worth a line; a thousand requests ended by a shutdown
     // are counted in its summary line instead.
@@ -172,8 +202,9 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
     spdlog::log(level, "provider {} {}: cancelled after {} attempt(s) in {} ms", inner_->kind(),
                 inner_->model(), outcome.attempts, took.count());
   } else {
-    log::warn("provider {} {}: failed after {} attempt(s) in {} ms: {}", inner_->kind(),
-              inner_->model(), outcome.attempts, took.count(), failed.message);
+    log::warn("provider {} {}: {} after {} attempt(s) in {} ms: {}", inner_->kind(),
+              inner_->model(), to_string(failed.kind), outcome.attempts, took.count(),
+              failed.detail);
   }
   co_return failure(std::move(failed));
 }

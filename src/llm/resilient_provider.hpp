@@ -5,11 +5,16 @@
 // - retries with backoff and full jitter on network errors, 408, 409, 429 and
 //   5xx (honouring Retry-After), never on 400/401/403/404/422, and never once a
 //   piece of the reply has reached the user (that would duplicate the answer);
-// - a circuit breaker: after `breaker_threshold` failures in a row it fails
-//   fast for `breaker_cooldown`, then lets one request probe;
+// - no attempt starts with less than `min_attempt_budget` left of the whole
+//   request's time (it could not be answered; the last failure stands);
+// - a circuit breaker: after `breaker_threshold` upstream faults in a row
+//   (is_upstream_fault: 5xx, 429, timeouts, resets, broken streams; never a
+//   request the provider rejected) it fails fast for `breaker_cooldown`, then
+//   lets one request probe;
+// - an exception escaping an attempt ends it at once as a `protocol` failure;
 // - no new request or attempt once shutdown has begun; cancellation of the
 //   caller ends the request, its socket and any backoff sleep at once.
-// One log line per request outcome.
+// One log line per request outcome, with the failure's redacted detail.
 #pragma once
 
 #include "llm/provider.hpp"
@@ -30,6 +35,7 @@ struct ResilienceOptions {
   runtime::Duration backoff_max = std::chrono::seconds(20);
   unsigned breaker_threshold = 5;
   runtime::Duration breaker_cooldown = std::chrono::seconds(30);
+  runtime::Duration min_attempt_budget = std::chrono::milliseconds(50);
 };
 
 class ResilientProvider : public Provider {
@@ -46,7 +52,8 @@ class ResilientProvider : public Provider {
  private:
   awaitable<CompletionResult> attempt_once(const ChatRequest& request, const PieceSink& on_piece,
                                            bool& started, runtime::Deadline deadline);
-  void record_outcome(bool success);
+  void record_success();
+  void record_failure(const ProviderError& error);
 
   std::shared_ptr<Provider> inner_;
   ResilienceOptions options_;

@@ -2,29 +2,36 @@
 
 namespace mooring::llm {
 
-bool SseParser::feed(std::string_view bytes, std::vector<std::string>& events) {
-  for (char c : bytes) {
+SseParser::Status SseParser::feed(std::string_view bytes, std::vector<std::string>& events) {
+  while (status_ == Status::ok && !bytes.empty()) {
     if (skip_lf_) {
       skip_lf_ = false;
-      if (c == '\n') continue;
+      if (bytes.front() == '\n') {
+        bytes.remove_prefix(1);
+        continue;
+      }
     }
-    if (c == '\r' || c == '\n') {
-      skip_lf_ = c == '\r';
-      take_line(events);
-      continue;
+    const auto end = bytes.find_first_of("\r\n");
+    const auto part = bytes.substr(0, end);
+    if (line_.size() + part.size() > max_line_) {
+      status_ = Status::line_too_long;
+      break;
     }
-    if (line_.size() >= max_line_) return false;
-    line_ += c;
+    line_ += part;
+    if (end == std::string_view::npos) break;
+    skip_lf_ = bytes[end] == '\r';
+    bytes.remove_prefix(end + 1);
+    status_ = take_line(events);
   }
-  return true;
+  return status_;
 }
 
-void SseParser::take_line(std::vector<std::string>& events) {
+SseParser::Status SseParser::take_line(std::vector<std::string>& events) {
   if (line_.empty()) {  // a blank line ends the event
     if (has_data_) events.push_back(std::move(data_));
     data_.clear();
     has_data_ = false;
-    return;
+    return Status::ok;
   }
   std::string_view line = line_;
   if (line.front() != ':') {
@@ -33,12 +40,23 @@ void SseParser::take_line(std::vector<std::string>& events) {
     std::string_view value = colon == std::string_view::npos ? std::string_view{} : line.substr(colon + 1);
     if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     if (field == "data") {
+      if (data_.size() + value.size() + (has_data_ ? 1 : 0) > max_event_) return Status::event_too_long;
       if (has_data_) data_ += '\n';
       data_ += value;
       has_data_ = true;
     }
   }
   line_.clear();
+  return Status::ok;
+}
+
+const char* to_string(SseParser::Status status) {
+  switch (status) {
+    case SseParser::Status::ok: return "ok";
+    case SseParser::Status::line_too_long: return "a line over the limit";
+    case SseParser::Status::event_too_long: return "an event over the limit";
+  }
+  return "unknown";
 }
 
 }  // namespace mooring::llm

@@ -2,8 +2,12 @@
 // in as they arrive, in pieces of any size (a line may be split across reads);
 // complete events come out. Comments (":...") and fields other than `data`
 // are skipped; several data lines of one event are joined with "\n".
+// Memory is bounded: a line longer than `max_line_bytes`, or an event whose
+// data grows past `max_event_bytes` (many `data:` lines and no blank line),
+// ends the parse with an error; the parser accepts nothing after that.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,24 +16,31 @@ namespace mooring::llm {
 
 class SseParser {
  public:
-  // Longest line accepted; a longer one is a malformed stream.
-  explicit SseParser(std::size_t max_line_bytes = 4 * 1024 * 1024) : max_line_(max_line_bytes) {}
+  enum class Status { ok, line_too_long, event_too_long };
 
-  // Appends the data of each event completed by `bytes` to `events`. Returns
-  // false when a line grew past the limit.
-  bool feed(std::string_view bytes, std::vector<std::string>& events);
+  explicit SseParser(std::size_t max_line_bytes = 4 * 1024 * 1024,
+                     std::size_t max_event_bytes = 4 * 1024 * 1024)
+      : max_line_(max_line_bytes), max_event_(max_event_bytes) {}
+
+  // Appends the data of each event completed by `bytes` to `events`. Stops at
+  // the first limit exceeded and reports it (then and on every later call).
+  Status feed(std::string_view bytes, std::vector<std::string>& events);
 
   // True when a partial line or an unfinished event is pending.
   bool has_partial() const { return !line_.empty() || has_data_; }
 
  private:
-  void take_line(std::vector<std::string>& events);
+  Status take_line(std::vector<std::string>& events);
 
   std::string line_;
   std::string data_;
   bool has_data_ = false;
   bool skip_lf_ = false;
+  Status status_ = Status::ok;
   std::size_t max_line_;
+  std::size_t max_event_;
 };
+
+const char* to_string(SseParser::Status status);
 
 }  // namespace mooring::llm

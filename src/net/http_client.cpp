@@ -11,8 +11,12 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <ctime>
+#include <utility>
 #include <variant>
 
 namespace mooring::net {
@@ -90,14 +94,27 @@ struct HttpClient::Connection {
   std::variant<beast::tcp_stream, beast::ssl_stream<beast::tcp_stream>> stream;
   beast::flat_buffer buffer;
 
-  explicit Connection(beast::tcp_stream s) : stream(std::move(s)) {}
-  Connection(beast::tcp_stream s, ssl::context& tls) : stream(std::in_place_index<1>, std::move(s), tls) {}
+  Connection(beast::tcp_stream s, std::size_t max_buffer)
+      : stream(std::move(s)), buffer(max_buffer) {}
+  Connection(beast::tcp_stream s, ssl::context& tls, std::size_t max_buffer)
+      : stream(std::in_place_index<1>, std::move(s), tls), buffer(max_buffer) {}
 
   beast::tcp_stream& tcp() {
     return std::visit(
         [](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(s); }, stream);
   }
   bool is_open() { return tcp().socket().is_open(); }
+
+  // True when no byte of a later response is buffered (by us or by TLS) or
+  // waiting in the socket, and the peer has not closed: the connection can
+  // carry a new exchange without mistaking stray bytes for its answer.
+  bool nothing_pending() {
+    if (buffer.size() != 0) return false;
+    if (stream.index() == 1 && SSL_pending(std::get<1>(stream).native_handle()) > 0) return false;
+    char byte;
+    const auto n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
 };
 
 HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
@@ -166,7 +183,7 @@ HttpClient::connect(const ParsedUrl& url) {
 
   std::unique_ptr<Connection> connection;
   if (url.tls) {
-    connection = std::make_unique<Connection>(std::move(stream), *tls_);
+    connection = std::make_unique<Connection>(std::move(stream), *tls_, options_.max_head_bytes);
     auto& tls_stream = std::get<1>(connection->stream);
     if (!SSL_set_tlsext_host_name(tls_stream.native_handle(), url.host.c_str()))
       co_return fail(make_error(asio::error::invalid_argument, "cannot set TLS server name"));
@@ -176,7 +193,7 @@ HttpClient::connect(const ParsedUrl& url) {
       co_return fail(make_error(handshake_ec, fmt::format("TLS with {}:{} failed: {}", url.host,
                                                           url.port, handshake_ec.message())));
   } else {
-    connection = std::make_unique<Connection>(std::move(stream));
+    connection = std::make_unique<Connection>(std::move(stream), options_.max_head_bytes);
   }
   co_return ConnectResult(std::move(connection));
 }
@@ -211,7 +228,11 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     while (round == 0 && !idle.empty() && !connection) {
       auto candidate = std::move(idle.back());
       idle.pop_back();
-      if (candidate->is_open()) connection = std::move(candidate);
+      if (candidate->is_open() && candidate->nothing_pending()) {
+        connection = std::move(candidate);
+      } else {
+        ++dropped_;
+      }
     }
     if (connection) {
       reused = true;
@@ -221,48 +242,109 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
       connection = std::move(*connected);
     }
     connection->tcp().expires_never();
+    auto describe = [&](error_code ec) {
+      if (ec == http::error::header_limit)
+        return fmt::format("{} sent a response head over {} bytes", origin, options_.max_head_bytes);
+      if (ec == http::error::buffer_overflow)
+        return fmt::format("{} sent a chunk line or trailers over {} bytes", origin,
+                           options_.max_head_bytes);
+      return fmt::format("{} {}: {}", std::string_view(req.method_string()), origin, ec.message());
+    };
 
     auto [write_ec, written] = co_await std::visit(
         [&](auto& s) { return http::async_write(s, req, use_tuple); }, connection->stream);
-    http::response_parser<http::buffer_body> parser;
-    parser.body_limit(boost::none);
+
+    // The final response head, after any interim (1xx) ones.
+    std::optional<http::response_parser<http::buffer_body>> parser;
     error_code ec = write_ec;
-    if (!ec) {
+    unsigned interim = 0;
+    bool got_bytes = false;
+    while (!ec) {
+      parser.emplace();
+      parser->header_limit(static_cast<std::uint32_t>(options_.max_head_bytes));
+      parser->body_limit(boost::none);
       std::size_t n = 0;
       std::tie(ec, n) = co_await std::visit(
-          [&](auto& s) { return http::async_read_header(s, connection->buffer, parser, use_tuple); },
+          [&](auto& s) { return http::async_read_header(s, connection->buffer, *parser, use_tuple); },
           connection->stream);
+      got_bytes = got_bytes || parser->got_some();
+      if (ec) break;
+      const auto status = parser->get().result_int();
+      if (status / 100 != 1) break;
+      if (status == 101)
+        co_return fail(make_error(http::error::bad_status,
+                                  fmt::format("{} switched protocols (101) unasked", origin)));
+      if (++interim > options_.max_interim_responses)
+        co_return fail(make_error(http::error::bad_status,
+                                  fmt::format("{} sent over {} interim (1xx) responses", origin,
+                                              options_.max_interim_responses)));
     }
     if (ec) {
-      if (reused && ec != asio::error::operation_aborted) {
+      const bool idle_close = ec == http::error::end_of_stream || ec == asio::error::eof ||
+                              ec == asio::error::connection_reset ||
+                              ec == asio::error::broken_pipe;
+      if (reused && idle_close && interim == 0 && !got_bytes) {
         idle_[origin].clear();
         continue;
       }
-      co_return fail(make_error(ec, fmt::format("{} {}: {}", std::string_view(req.method_string()),
-                                                origin, ec.message())));
+      co_return fail(make_error(ec, describe(ec)));
     }
 
     ClientResponse response;
-    response.status = static_cast<int>(parser.get().result_int());
-    response.headers = parser.get().base();
+    response.status = static_cast<int>(parser->get().result_int());
+    response.headers = parser->get().base();
     if (on_head) on_head(response);
 
+    // Pieces go to the sink as they arrive. Whatever is buffered is parsed at
+    // once, element by element (a body of many tiny chunks costs no round
+    // trip per chunk), and what it held goes to the sink before any wait for
+    // the socket: a slow stream is never held back to fill a buffer.
     char chunk[16 * 1024];
-    while (!parser.is_done()) {
-      parser.get().body().data = chunk;
-      parser.get().body().size = sizeof chunk;
+    std::size_t filled = 0;
+    auto deliver = [&] {
+      const std::size_t n = std::exchange(filled, 0);
+      return n == 0 || !on_body || on_body(std::string_view(chunk, n));
+    };
+    while (!parser->is_done()) {
+      while (connection->buffer.size() > 0 && !parser->is_done()) {
+        parser->get().body().data = chunk + filled;
+        parser->get().body().size = sizeof chunk - filled;
+        error_code parse_ec;
+        const auto used = parser->put(connection->buffer.data(), parse_ec);
+        connection->buffer.consume(used);
+        filled = sizeof chunk - parser->get().body().size;
+        if (parse_ec == http::error::need_buffer) {
+          if (!deliver()) co_return Result(std::move(response));  // closes `connection`
+          continue;
+        }
+        if (parse_ec == http::error::need_more || (!parse_ec && used == 0)) break;
+        if (parse_ec) co_return fail(make_error(parse_ec, describe(parse_ec)));
+      }
+      if (!deliver()) co_return Result(std::move(response));
+      if (parser->is_done()) break;
+
+      const auto room = beast::read_size(connection->buffer, 64 * 1024);
+      if (room == 0)
+        co_return fail(make_error(http::error::buffer_overflow,
+                                  describe(http::error::buffer_overflow)));
       auto [read_ec, n] = co_await std::visit(
-          [&](auto& s) { return http::async_read(s, connection->buffer, parser, use_tuple); },
+          [&](auto& s) { return s.async_read_some(connection->buffer.prepare(room), use_tuple); },
           connection->stream);
-      if (read_ec == http::error::need_buffer) read_ec = {};
-      const std::size_t got = sizeof chunk - parser.get().body().size;
-      if (got > 0 && on_body) on_body(std::string_view(chunk, got));
-      if (read_ec)
-        co_return fail(make_error(read_ec, fmt::format("reading the response from {}: {}", origin,
-                                                       read_ec.message())));
+      connection->buffer.commit(n);
+      if (read_ec == asio::error::eof) {
+        // The end of a body read to the connection's close, or a cut one.
+        parser->put_eof(read_ec);
+        if (read_ec) co_return fail(make_error(read_ec, describe(read_ec)));
+        continue;
+      }
+      if (read_ec) co_return fail(make_error(read_ec, describe(read_ec)));
     }
-    if (parser.get().keep_alive() && idle_[origin].size() < options_.max_idle_per_origin) {
-      idle_[origin].push_back(std::move(connection));
+    response.complete = true;
+    if (parser->keep_alive() && connection->nothing_pending()) {
+      if (idle_[origin].size() < options_.max_idle_per_origin)
+        idle_[origin].push_back(std::move(connection));
+    } else if (parser->keep_alive()) {
+      ++dropped_;
     }
     co_return Result(std::move(response));
   }

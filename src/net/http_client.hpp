@@ -6,6 +6,22 @@
 //
 // Every operation honours cancellation of the calling coroutine: the socket of
 // a cancelled request is closed at once and never reused.
+//
+// Promises about what an upstream sends back:
+// - interim responses (1xx other than 101) are skipped, up to
+//   `max_interim_responses`; a 101 (never asked for) is an error;
+// - a connection goes back to the pool only when its exchange was read to the
+//   end, the response allowed keep-alive and not one byte more is pending;
+//   when taken from the pool it is checked again (anything that arrived while
+//   it sat idle, or the peer's close, drops it). HTTP/1.1 cannot tell an
+//   unsolicited response from the answer to the next request, so a connection
+//   that ever carries a surprise is never used again;
+// - the read buffer never grows beyond `max_head_bytes`: a response head, a
+//   chunk-size line with its extensions, or the trailers longer than that end
+//   the request at once with an error;
+// - the body sink may stop the read at any piece (a limit of the receiver):
+//   the connection is closed then, never pooled;
+// - redirects are not followed and no Accept-Encoding is sent.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -36,6 +52,8 @@ struct ClientRequest {
 struct ClientResponse {
   int status = 0;
   boost::beast::http::fields headers;
+  // False when the body sink stopped the read before the body's end.
+  bool complete = false;
 };
 
 struct ClientError {
@@ -46,6 +64,11 @@ struct ClientError {
 struct ClientOptions {
   runtime::Duration connect_timeout = std::chrono::seconds(10);
   std::size_t max_idle_per_origin = 8;
+  // The largest response head, chunk-size line (with its extensions) or
+  // trailer section accepted; the per-connection read buffer is capped there.
+  std::size_t max_head_bytes = 16 * 1024;
+  // Interim (1xx) responses skipped before the final one; more is an error.
+  unsigned max_interim_responses = 8;
   // Taken from HTTPS_PROXY/https_proxy, HTTP_PROXY/http_proxy, NO_PROXY/no_proxy
   // when not set here.
   std::optional<std::string> https_proxy;
@@ -60,18 +83,22 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Sends `request`; `on_head` runs once the status and headers are in,
-  // `on_body` for each piece of the body as it arrives. Returns the response
-  // head once the body is complete, or an error.
+  // Sends `request`; `on_head` runs once the final status and headers are in,
+  // `on_body` for each piece of the body as it arrives, and returns false to
+  // stop reading (the connection is then closed). Returns the response head
+  // once the body is complete or the sink stopped it (`complete` tells which),
+  // or an error.
   using HeadSink = std::function<void(const ClientResponse&)>;
-  using BodySink = std::function<void(std::string_view piece)>;
+  using BodySink = std::function<bool(std::string_view piece)>;
   awaitable<boost::system::result<ClientResponse, ClientError>> send(ClientRequest request,
                                                                       HeadSink on_head,
                                                                       BodySink on_body);
 
-  // Idle connections kept for reuse, over all origins.
   // Connections opened since construction (reuse shows as fewer opens than requests).
   std::uint64_t connections_opened() const { return opened_; }
+  // Connections not reused because of a surprise: bytes left over after a
+  // response, or data (or a close) that arrived while the connection was idle.
+  std::uint64_t connections_dropped() const { return dropped_; }
 
   struct Connection;
 
@@ -84,6 +111,7 @@ class HttpClient {
   std::unique_ptr<asio::ssl::context> tls_;
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
   std::uint64_t opened_ = 0;
+  std::uint64_t dropped_ = 0;
 };
 
 // Parses a Retry-After value: delay-seconds or an HTTP date. nullopt when

@@ -17,12 +17,26 @@ awaitable<bool> sleep_for(Duration d) {
   co_return !ec;
 }
 
+namespace detail {
+awaitable<std::exception_ptr> capture_exception(awaitable<void> op) {
+  try {
+    co_await std::move(op);
+  } catch (...) {
+    co_return std::current_exception();
+  }
+  co_return nullptr;
+}
+}  // namespace detail
+
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
   try {
-    auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
-    co_return outcome.index() == 0;
+    auto outcome =
+        co_await (detail::capture_exception(std::move(op)) || timer.async_wait(asio::use_awaitable));
+    if (outcome.index() == 1) co_return false;
+    if (auto failure = std::get<0>(outcome)) std::rethrow_exception(failure);
+    co_return true;
   } catch (const asio::multiple_exceptions& e) {
     std::rethrow_exception(e.first_exception());
   }

@@ -5,6 +5,7 @@
 #include "runtime/asio.hpp"
 #include "runtime/duration.hpp"
 
+#include <exception>
 #include <optional>
 
 namespace mooring::runtime {
@@ -32,15 +33,43 @@ awaitable<bool> sleep_for(Duration d);
 
 // Runs `op` and cancels it when `d` elapses first. `op` must honour
 // cancellation (every Asio/Beast operation does). nullopt means it timed out.
+// An exception from `op` propagates at once: the timer is cancelled rather
+// than waited for (Asio's `||` alone waits for the first *success*, which
+// would turn any exception into a full timeout).
+namespace detail {
+// A struct, not a variant: Asio's `||` would flatten a variant into its own.
+template <typename T>
+struct Captured {
+  std::optional<T> value;
+  std::exception_ptr failure;
+};
+template <typename T>
+awaitable<Captured<T>> capture_exception(awaitable<T> op) {
+  Captured<T> out;
+  try {
+    out.value.emplace(co_await std::move(op));
+  } catch (...) {
+    out.failure = std::current_exception();
+  }
+  co_return out;
+}
+awaitable<std::exception_ptr> capture_exception(awaitable<void> op);
+}  // namespace detail
+
 template <typename T>
 awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  // When both sides end with an exception (a cancellation reaching both),
-  // Asio 1.26 reports multiple_exceptions; callers expect the first one.
+  // When both sides end with an exception (a cancellation reaching the timer
+  // too), Asio 1.26 reports multiple_exceptions; callers expect the first one.
   try {
-    auto outcome = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
-    if (outcome.index() == 0) co_return std::get<0>(std::move(outcome));
+    auto outcome =
+        co_await (detail::capture_exception(std::move(op)) || timer.async_wait(asio::use_awaitable));
+    if (outcome.index() == 0) {
+      auto finished = std::get<0>(std::move(outcome));
+      if (finished.failure) std::rethrow_exception(finished.failure);
+      co_return std::move(finished.value);
+    }
   } catch (const asio::multiple_exceptions& e) {
     std::rethrow_exception(e.first_exception());
   }

@@ -133,7 +133,9 @@ TEST(OpenAi, GivesUpAfterMaxAttemptsAndSaysSo) {
   auto reply = ask(upstream.base_url(), options);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(upstream.request_count(), 3u);
-  EXPECT_EQ(reply.result.error().message,
+  // The user gets a fixed description; the log the provider's words.
+  EXPECT_EQ(reply.result.error().message, "the provider failed (503)");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider failed (503): upstream says no, gave up after 3 attempts");
 }
 
@@ -155,7 +157,8 @@ TEST(OpenAi, A401IsReportedAtOnceAndNeverRetried) {
   auto reply = ask(upstream.base_url(), fast_options());
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::rejected);
-  EXPECT_EQ(reply.result.error().message,
+  EXPECT_EQ(reply.result.error().message, "the provider rejected the API key (401)");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider rejected the API key (401): Incorrect API key");
   EXPECT_EQ(upstream.request_count(), 1u);
 }
@@ -192,9 +195,9 @@ TEST(OpenAi, AResetMidStreamIsReportedNotRetriedIntoADuplicate) {
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.pieces, (std::vector<std::string>{"partial ", "answer"}));
   EXPECT_EQ(upstream.request_count(), 1u);
-  EXPECT_NE(reply.result.error().message.find("not retried because part of the reply was already sent"),
+  EXPECT_NE(reply.result.error().detail.find("not retried because part of the reply was already sent"),
             std::string::npos)
-      << reply.result.error().message;
+      << reply.result.error().detail;
 }
 
 TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
@@ -206,7 +209,8 @@ TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
   auto reply = ask(upstream.base_url(), options);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::timeout);
-  EXPECT_EQ(reply.result.error().message,
+  EXPECT_EQ(reply.result.error().message, "the provider did not answer in time");
+  EXPECT_EQ(reply.result.error().detail,
             "the provider did not answer within 200ms, gave up after 2 attempts");
   EXPECT_EQ(upstream.request_count(), 2u);
   // Each abandoned attempt closed its socket.
@@ -222,11 +226,13 @@ TEST(OpenAi, SlowTokenStreamArrivesPieceByPiece) {
   EXPECT_EQ(*reply.result, "one two three");
 }
 
-TEST(OpenAi, KeepAliveConnectionsAreReused) {
+TEST(OpenAi, KeepAliveConnectionsAreReusedWhenAskedFor) {
   FakeUpstream upstream;
   auto opened = test::run_coroutine([](std::string url) -> awaitable<std::uint64_t> {
     auto ex = co_await asio::this_coro::executor;
-    OpenAiProvider provider(ex, OpenAiOptions{url, "m", ""});
+    OpenAiOptions options{url, "m", ""};
+    options.reuse_connections = true;
+    OpenAiProvider provider(ex, options);
     for (int i = 0; i < 5; ++i) {
       auto r = co_await provider.complete(hello(), nullptr);
       if (!r) throw std::runtime_error(r.error().message);
@@ -234,6 +240,18 @@ TEST(OpenAi, KeepAliveConnectionsAreReused) {
     co_return provider.client().connections_opened();
   }(upstream.base_url()));
   EXPECT_EQ(opened, 1u);
+
+  // By default each request has a connection of its own.
+  auto fresh = test::run_coroutine([](std::string url) -> awaitable<std::uint64_t> {
+    auto ex = co_await asio::this_coro::executor;
+    OpenAiProvider provider(ex, OpenAiOptions{url, "m", ""});
+    for (int i = 0; i < 3; ++i) {
+      auto r = co_await provider.complete(hello(), nullptr);
+      if (!r) throw std::runtime_error(r.error().message);
+    }
+    co_return provider.client().connections_opened();
+  }(upstream.base_url()));
+  EXPECT_EQ(fresh, 3u);
 }
 
 // Cancellation reaches a request at any instant: hung upstream, or backoff sleep.
@@ -281,6 +299,7 @@ TEST(Resilient, CancelDuringBackoffEndsItAtOnce) {
   upstream.set_fallback(test::status_reply(504));
   auto options = fast_options();
   options.backoff_initial = options.backoff_max = 1h;
+  options.total_timeout = 3h;  // so the retry does sleep, rather than give up for lack of time
   auto outcome = cancel_when(upstream.base_url(), options,
                              [&] { return upstream.request_count() == 1 && upstream.in_flight() == 0; });
   EXPECT_EQ(outcome.left, 0u);
@@ -401,8 +420,8 @@ TEST(Https, TalksToATlsUpstreamThatTheTrustStoreVouchesFor) {
   options.max_attempts = 1;
   auto refused = ask(untrusted.base_url(), options);
   ASSERT_FALSE(refused.result.has_value());
-  EXPECT_NE(refused.result.error().message.find("TLS with localhost"), std::string::npos)
-      << refused.result.error().message;
+  EXPECT_NE(refused.result.error().detail.find("TLS with localhost"), std::string::npos)
+      << refused.result.error().detail;
 }
 
 }  // namespace

@@ -12,8 +12,8 @@ TEST(SseParser, EventsSplitAtAnyByteComeOutWhole) {
   for (std::size_t split = 1; split < stream.size(); ++split) {
     SseParser parser;
     std::vector<std::string> events;
-    ASSERT_TRUE(parser.feed(stream.substr(0, split), events));
-    ASSERT_TRUE(parser.feed(stream.substr(split), events));
+    ASSERT_EQ(parser.feed(stream.substr(0, split), events), SseParser::Status::ok);
+    ASSERT_EQ(parser.feed(stream.substr(split), events), SseParser::Status::ok);
     ASSERT_EQ(events.size(), 3u) << "split at " << split;
     EXPECT_EQ(events[0], "{\"a\":1}");
     EXPECT_EQ(events[1], "line one\nline two");
@@ -26,14 +26,47 @@ TEST(SseParser, ByteByByte) {
   const std::string stream = "data: x\n\ndata:y\n\n";
   SseParser parser;
   std::vector<std::string> events;
-  for (char c : stream) ASSERT_TRUE(parser.feed(std::string_view(&c, 1), events));
+  for (char c : stream) ASSERT_EQ(parser.feed(std::string_view(&c, 1), events), SseParser::Status::ok);
   EXPECT_EQ(events, (std::vector<std::string>{"x", "y"}));
 }
 
 TEST(SseParser, AnOverlongLineIsAnError) {
   SseParser parser(16);
   std::vector<std::string> events;
-  EXPECT_FALSE(parser.feed("data: " + std::string(100, 'x'), events));
+  EXPECT_EQ(parser.feed("data: " + std::string(100, 'x'), events), SseParser::Status::line_too_long);
+  // Once over, it stays over.
+  EXPECT_EQ(parser.feed("\n\n", events), SseParser::Status::line_too_long);
+  EXPECT_TRUE(events.empty());
+}
+
+// An endless line arriving in small reads is refused as soon as it passes the
+// limit, not when it ends.
+TEST(SseParser, AnEndlessLineIsRefusedAtTheLimit) {
+  SseParser parser(1024);
+  std::vector<std::string> events;
+  std::size_t fed = 0;
+  while (parser.feed(std::string(100, 'x'), events) == SseParser::Status::ok) fed += 100;
+  EXPECT_LE(fed, 1024u);
+}
+
+// Many short data lines and never a blank line: one event that would grow
+// without end.
+TEST(SseParser, AnEventOfManyDataLinesIsBounded) {
+  SseParser parser(1024, 4096);
+  std::vector<std::string> events;
+  std::size_t lines = 0;
+  while (parser.feed("data: " + std::string(100, 'y') + "\n", events) == SseParser::Status::ok) {
+    ++lines;
+    ASSERT_LT(lines, 1000u);
+  }
+  EXPECT_EQ(parser.feed("", events), SseParser::Status::event_too_long);
+  EXPECT_LE(lines * 101, 4096u);
+  EXPECT_TRUE(events.empty());
+
+  // Under the bound, the lines join into one event.
+  SseParser fits(1024, 4096);
+  ASSERT_EQ(fits.feed("data: a\ndata: b\n\n", events), SseParser::Status::ok);
+  EXPECT_EQ(events, (std::vector<std::string>{"a\nb"}));
 }
 
 }  // namespace

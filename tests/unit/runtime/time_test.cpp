@@ -29,6 +29,47 @@ TEST(Time, WithTimeoutPassesTheResultThrough) {
   EXPECT_EQ(*value, 42);
 }
 
+// An operation that throws ends the wait at once with its exception, instead
+// of leaving the caller to wait for the whole timeout.
+TEST(Time, WithTimeoutPropagatesAnExceptionAtOnce) {
+  const auto started = Clock::now();
+  EXPECT_THROW(test::run_coroutine([]() -> awaitable<std::optional<int>> {
+                 co_return co_await with_timeout(
+                     []() -> awaitable<int> {
+                       throw std::invalid_argument("malformed");
+                       co_return 1;
+                     }(),
+                     1h);
+               }(), 10s),
+               std::invalid_argument);
+  EXPECT_THROW(test::run_coroutine([]() -> awaitable<bool> {
+                 co_return co_await with_timeout(
+                     []() -> awaitable<void> {
+                       throw std::invalid_argument("malformed");
+                       co_return;
+                     }(),
+                     1h);
+               }(), 10s),
+               std::invalid_argument);
+  EXPECT_LT(Clock::now() - started, 5s);  // the bound of a hang is 2h here
+}
+
+// An exception thrown after a wait (not at the first resumption) too.
+TEST(Time, WithTimeoutPropagatesALateException) {
+  const auto started = Clock::now();
+  EXPECT_THROW(test::run_coroutine([]() -> awaitable<std::optional<int>> {
+                 co_return co_await with_timeout(
+                     []() -> awaitable<int> {
+                       co_await sleep_for(5ms);
+                       throw std::out_of_range("late");
+                       co_return 1;
+                     }(),
+                     1h);
+               }(), 10s),
+               std::out_of_range);
+  EXPECT_LT(Clock::now() - started, 5s);
+}
+
 TEST(Time, DeadlineArithmetic) {
   EXPECT_TRUE(Deadline::after(0ms).passed());
   EXPECT_FALSE(Deadline::never().passed());

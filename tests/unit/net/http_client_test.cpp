@@ -1,0 +1,171 @@
+#include "net/http_client.hpp"
+
+#include "support/raw_upstream.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+namespace mooring::net {
+namespace {
+
+using namespace std::chrono_literals;
+using test::RawReply;
+using test::RawRequest;
+using test::RawUpstream;
+
+struct Exchange {
+  boost::system::result<ClientResponse, ClientError> result{boost::system::in_place_error,
+                                                            ClientError{}};
+  std::string body;
+  std::chrono::milliseconds took{};
+};
+
+// Sends `count` GETs one after another through one client.
+std::vector<Exchange> get(const std::string& url, int count, ClientOptions options = {},
+                          std::uint64_t* opened = nullptr, std::size_t stop_after = 0) {
+  return test::run_coroutine(
+      [](std::string u, int n, ClientOptions o, std::uint64_t* opened,
+         std::size_t stop) -> awaitable<std::vector<Exchange>> {
+        HttpClient client(co_await asio::this_coro::executor, o);
+        std::vector<Exchange> out;
+        for (int i = 0; i < n; ++i) {
+          Exchange e;
+          const auto started = Clock::now();
+          // Named, not a temporary among co_await's arguments (GCC 12
+          // destroys such a temporary twice).
+          ClientRequest request;
+          request.url = u;
+          e.result = co_await client.send(std::move(request), nullptr, [&](std::string_view piece) {
+            e.body += piece;
+            return stop == 0 || e.body.size() < stop;
+          });
+          e.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+          out.push_back(std::move(e));
+        }
+        if (opened) *opened = client.connections_opened();
+        co_return out;
+      }(url, count, options, opened, stop_after),
+      60s);
+}
+
+TEST(HttpClient, InterimResponsesAreSkippedAndTheConnectionKept) {
+  RawUpstream upstream([](const RawRequest& r) {
+    RawReply reply;
+    const auto body = "reply " + std::to_string(r.index);
+    if (r.index == 0)
+      reply.writes = {test::raw_head(103, {{"Link", "</a>"}}), test::raw_response(200, body)};
+    if (r.index == 1)
+      reply.writes = {test::raw_head(100, {}) + test::raw_head(102, {}) +
+                      test::raw_response(200, body)};
+    if (r.index >= 2) reply.writes = {test::raw_response(200, body)};
+    return reply;
+  });
+  std::uint64_t opened = 0;
+  auto exchanges = get(upstream.base_url(), 3, {}, &opened);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(exchanges[i].result.has_value()) << exchanges[i].result.error().message;
+    EXPECT_EQ(exchanges[i].result->status, 200);
+    EXPECT_EQ(exchanges[i].body, "reply " + std::to_string(i));
+  }
+  EXPECT_EQ(opened, 1u);  // an interim response is no surprise
+}
+
+TEST(HttpClient, BytesLeftAfterAResponseDropTheConnection) {
+  RawUpstream upstream([](const RawRequest& r) {
+    RawReply reply;
+    reply.writes = {test::raw_response(200, "reply " + std::to_string(r.connection)) +
+                    test::raw_response(200, "nobody asked for this")};
+    return reply;
+  });
+  std::uint64_t opened = 0;
+  auto exchanges = get(upstream.base_url(), 3, {}, &opened);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(exchanges[i].result.has_value()) << exchanges[i].result.error().message;
+    EXPECT_EQ(exchanges[i].body, "reply " + std::to_string(i + 1));
+  }
+  EXPECT_EQ(opened, 3u);
+}
+
+TEST(HttpClient, RedirectsAreNotFollowedAndNoCompressionIsAskedFor) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {
+        test::raw_head(302, {{"Location", "http://127.0.0.1:1/steal"}, {"Content-Length", "0"}})};
+    return reply;
+  });
+  auto exchanges = get(upstream.base_url(), 1);
+  ASSERT_TRUE(exchanges[0].result.has_value());
+  EXPECT_EQ(exchanges[0].result->status, 302);
+  ASSERT_EQ(upstream.request_count(), 1u);
+  EXPECT_EQ(upstream.requests()[0].head.find("Accept-Encoding"), std::string::npos)
+      << upstream.requests()[0].head;
+}
+
+// A 50 MB header, an endless chunk extension, an endless trailer: refused as
+// soon as they pass the bound of the read buffer, not after a download.
+TEST(HttpClient, EndlessHeadsChunkLinesAndTrailersAreRefusedAtTheBound) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"HTTP/1.1 200 OK\r\nX-Big: ", "a"},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;name=", "v"},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n", "X-T: t\r\n"},
+  };
+  for (const auto& [head, unit] : cases) {
+    SCOPED_TRACE(head);
+    RawUpstream upstream([&](const RawRequest&) {
+      RawReply reply;
+      reply.writes = {head};
+      reply.endless = unit;
+      reply.endless_limit = 50ull * 1000 * 1000;
+      return reply;
+    });
+    auto exchanges = get(upstream.base_url(), 1);
+    ASSERT_FALSE(exchanges[0].result.has_value());
+    EXPECT_NE(exchanges[0].result.error().message.find("over 16384 bytes"), std::string::npos)
+        << exchanges[0].result.error().message;
+    EXPECT_LT(exchanges[0].took, 5s);
+    EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+  }
+}
+
+TEST(HttpClient, ASinkThatStopsEndsTheReadAndTheConnection) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n"};
+    reply.endless = "0123456789";
+    return reply;
+  });
+  std::uint64_t opened = 0;
+  auto exchanges = get(upstream.base_url(), 2, {}, &opened, 100 * 1000);
+  for (const auto& e : exchanges) {
+    ASSERT_TRUE(e.result.has_value()) << e.result.error().message;
+    EXPECT_FALSE(e.result->complete);
+    EXPECT_LT(e.body.size(), 200u * 1000);
+  }
+  EXPECT_EQ(opened, 2u);
+  EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 2; }, 10s));
+}
+
+TEST(HttpClient, TooManyInterimResponsesOrAnUnaskedSwitchAreErrors) {
+  RawUpstream switching([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_head(101, {{"Upgrade", "h2c"}})};
+    return reply;
+  });
+  auto switched = get(switching.base_url(), 1);
+  ASSERT_FALSE(switched[0].result.has_value());
+  EXPECT_NE(switched[0].result.error().message.find("101"), std::string::npos);
+
+  RawUpstream hinting([](const RawRequest&) {
+    RawReply reply;
+    reply.endless = test::raw_head(103, {});
+    reply.endless_limit = 100ull * 1000 * 1000;
+    return reply;
+  });
+  auto hinted = get(hinting.base_url(), 1);
+  ASSERT_FALSE(hinted[0].result.has_value());
+  EXPECT_NE(hinted[0].result.error().message.find("interim"), std::string::npos);
+  EXPECT_LT(hinted[0].took, 5s);
+}
+
+}  // namespace
+}  // namespace mooring::net
