@@ -20,8 +20,12 @@ std::shared_ptr<llm::Provider> make_provider(const ProviderConfig& config,
     if (key.empty())
       log::warn("provider: ${} is empty; requests to {} go without an API key", config.api_key_env,
                 config.base_url);
-    inner = std::make_shared<llm::OpenAiProvider>(
-        executor, llm::OpenAiOptions{config.base_url, config.model, std::move(key)});
+    llm::OpenAiOptions options;
+    options.base_url = config.base_url;
+    options.model = config.model;
+    options.api_key = std::move(key);
+    options.max_reply_bytes = static_cast<std::size_t>(config.max_reply_bytes);
+    inner = std::make_shared<llm::OpenAiProvider>(executor, std::move(options));
   } else {
     inner = std::make_shared<llm::EchoProvider>(config.echo.token_delay);
   }

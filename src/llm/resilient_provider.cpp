@@ -1,6 +1,8 @@
 #include "llm/resilient_provider.hpp"
 
+#include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/retry.hpp"
 
 #include <fmt/format.h>
@@ -41,19 +43,60 @@ class SlotGuard {
 
 }  // namespace
 
+// What the provider's requests did, for /metrics.
+struct ProviderMetrics {
+  std::string provider;
+  runtime::Counter& attempts;
+  runtime::Counter& retries;
+  runtime::Histogram& duration;
+  runtime::Histogram& first_piece;
+  runtime::Gauge& breaker_open;
+
+  explicit ProviderMetrics(std::string name)
+      : provider(std::move(name)),
+        attempts(runtime::metrics().counter("mooring_llm_attempts_total",
+                                            "Requests sent to the provider, retries included.",
+                                            {{"provider", provider}})),
+        retries(runtime::metrics().counter("mooring_llm_retries_total",
+                                           "Attempts that were retries of a failed one.",
+                                           {{"provider", provider}})),
+        duration(runtime::metrics().histogram(
+            "mooring_llm_request_duration_seconds",
+            "From asking for a reply to its end (waiting for a slot and retries included).",
+            runtime::latency_buckets(), {{"provider", provider}})),
+        first_piece(runtime::metrics().histogram(
+            "mooring_llm_time_to_first_token_seconds",
+            "From asking for a reply to its first streamed piece.", runtime::latency_buckets(),
+            {{"provider", provider}})),
+        breaker_open(runtime::metrics().gauge(
+            "mooring_llm_circuit_open", "1 while the circuit breaker fails requests fast.",
+            {{"provider", provider}})) {}
+
+  void outcome(std::string_view what) {
+    runtime::metrics()
+        .counter("mooring_llm_requests_total", "Replies asked of the provider, by outcome.",
+                 {{"provider", provider}, {"outcome", std::string(what)}})
+        .inc();
+  }
+};
+
 ResilientProvider::ResilientProvider(asio::any_io_executor executor,
                                      std::shared_ptr<Provider> inner, ResilienceOptions options,
                                      const runtime::ShutdownState* shutdown)
     : inner_(std::move(inner)),
       options_(options),
       shutdown_(shutdown),
-      slot_freed_(std::move(executor)) {}
+      slot_freed_(std::move(executor)),
+      metrics_(std::make_unique<ProviderMetrics>(std::string(inner_->kind()))) {}
+
+ResilientProvider::~ResilientProvider() = default;
 
 bool ResilientProvider::breaker_open() const { return Clock::now() < breaker_open_until_; }
 
 void ResilientProvider::record_success() {
   consecutive_failures_ = 0;
   breaker_open_until_ = {};
+  metrics_->breaker_open.set(0);
 }
 
 void ResilientProvider::record_failure(const ProviderError& failed) {
@@ -63,6 +106,7 @@ void ResilientProvider::record_failure(const ProviderError& failed) {
       log::warn("provider {}: {} failures in a row; failing fast for {}", inner_->kind(),
                 consecutive_failures_, runtime::format_duration(options_.breaker_cooldown));
     breaker_open_until_ = Clock::now() + options_.breaker_cooldown;
+    metrics_->breaker_open.set(1);
   }
 }
 
@@ -104,11 +148,26 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   const auto deadline = runtime::Deadline::after(options_.total_timeout);
   if (shutdown_ && shutdown_->begun())
     co_return failure(error(Kind::shutting_down, "mooring is shutting down; try again shortly"));
+  struct Measured {
+    ProviderMetrics& metrics;
+    Clock::time_point begun;
+    ~Measured() {
+      metrics.duration.observe(std::chrono::duration<double>(Clock::now() - begun).count());
+    }
+  } measured{*metrics_, begun};
+  PieceSink timed_sink = [this, begun, first = true, &on_piece](std::string_view piece) mutable {
+    if (first) {
+      first = false;
+      metrics_->first_piece.observe(std::chrono::duration<double>(Clock::now() - begun).count());
+    }
+    if (on_piece) on_piece(piece);
+  };
 
   // The breaker: fail fast while open; once the cool-down is over, one request probes.
   bool probing = false;
   if (consecutive_failures_ >= options_.breaker_threshold) {
     if (breaker_open() || probe_in_flight_) {
+      metrics_->outcome(to_string(Kind::circuit_open));
       co_return failure(error(Kind::circuit_open,
                               "the provider is failing; mooring is not asking it again for a "
                               "few seconds",
@@ -127,10 +186,12 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
 
   // A slot, or a bounded wait for one.
   if (active_ >= options_.max_concurrency) {
-    if (waiting_ >= options_.max_waiting)
+    if (waiting_ >= options_.max_waiting) {
+      metrics_->outcome(to_string(Kind::overloaded));
       co_return failure(error(Kind::overloaded, "mooring is busy; try again shortly",
                               fmt::format("{} requests are running and {} waiting", active_,
                                           waiting_)));
+    }
     ++waiting_;
     while (active_ >= options_.max_concurrency && !deadline.passed()) {
       try {
@@ -139,14 +200,12 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
         --waiting_;
         throw;
       }
-      if ((co_await asio::this_coro::cancellation_state).cancelled() !=
-          asio::cancellation_type::none)
-        break;
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) break;
     }
     --waiting_;
-    if ((co_await asio::this_coro::cancellation_state).cancelled() !=
-        asio::cancellation_type::none)
-      co_return failure(error(Kind::cancelled, "the request was cancelled"));
+    const bool cancelled = co_await runtime::cancelled();
+    if (cancelled) co_return failure(error(Kind::cancelled, "the request was cancelled"));
     if (active_ >= options_.max_concurrency)
       co_return failure(error(Kind::timeout, "mooring is busy; try again shortly",
                               fmt::format("no provider slot freed within {}",
@@ -164,24 +223,27 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   auto outcome = co_await runtime::retry<std::string, ProviderError>(
       policy, shutdown_,
       [&](unsigned) -> awaitable<CompletionResult> {
-        return attempt_once(request, on_piece, started, deadline);
+        return attempt_once(request, timed_sink, started, deadline);
       },
       [&](const ProviderError& e) {
         return runtime::RetryAdvice{e.retryable && !started, e.retry_after};
       });
 
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - begun);
+  metrics_->attempts.inc(outcome.attempts);
+  if (outcome.attempts > 1) metrics_->retries.inc(outcome.attempts - 1);
   if (outcome.last) {
     record_success();
-    log::info("provider {} {}: ok after {} attempt(s) in {} ms ({} bytes)", inner_->kind(),
+    metrics_->outcome("ok");
+    // Counted in /metrics; a line per reply would drown the log at any load.
+    log::debug("provider {} {}: ok after {} attempt(s) in {} ms ({} bytes)", inner_->kind(),
               inner_->model(), outcome.attempts, took.count(), outcome.last->size());
     co_return std::move(outcome.last);
   }
 
   ProviderError failed = outcome.last.error();
   if (failed.detail.empty()) failed.detail = failed.message;
-  const bool cancelled = (co_await asio::this_coro::cancellation_state).cancelled() !=
-                         asio::cancellation_type::none;
+  const bool cancelled = co_await runtime::cancelled();
   if (outcome.stop == runtime::RetryStop::cancelled || cancelled) {
     failed = error(Kind::cancelled, "the request was cancelled");
   } else if (outcome.stop == runtime::RetryStop::shutdown) {
@@ -195,6 +257,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
     failed.detail += "; not retried because part of the reply was already sent";
   }
   if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_failure(failed);
+  metrics_->outcome(to_string(failed.kind));
   if (failed.kind == Kind::cancelled) {
     // A user's cancel is worth a line; a thousand requests ended by a shutdown
     // are counted in its summary line instead.

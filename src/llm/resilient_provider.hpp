@@ -38,10 +38,13 @@ struct ResilienceOptions {
   runtime::Duration min_attempt_budget = std::chrono::milliseconds(50);
 };
 
+struct ProviderMetrics;  // resilient_provider.cpp
+
 class ResilientProvider : public Provider {
  public:
   ResilientProvider(asio::any_io_executor executor, std::shared_ptr<Provider> inner,
                     ResilienceOptions options, const runtime::ShutdownState* shutdown);
+  ~ResilientProvider() override;
 
   awaitable<CompletionResult> complete(const ChatRequest& request, PieceSink on_piece) override;
   std::string_view kind() const override { return inner_->kind(); }
@@ -59,6 +62,7 @@ class ResilientProvider : public Provider {
   ResilienceOptions options_;
   const runtime::ShutdownState* shutdown_;
   runtime::Notifier slot_freed_;
+  std::unique_ptr<ProviderMetrics> metrics_;
   std::size_t active_ = 0;
   std::size_t waiting_ = 0;
   unsigned consecutive_failures_ = 0;
