@@ -51,7 +51,8 @@ struct GatewayOptions {
   GatewayAuth auth = GatewayAuth::none;
   std::string signing_key;  // the key's bytes, for auth signed
   std::size_t max_pending_messages = 16;
-  std::size_t max_messages_per_minute = 60;  // 0: no limit
+  // 0: no limit. The configuration's default (gateway.max_messages_per_minute) is 60.
+  std::size_t max_messages_per_minute = 0;
   std::size_t max_context_bytes = 256 * 1024;
   friend bool operator==(const GatewayOptions&, const GatewayOptions&) = default;
 };

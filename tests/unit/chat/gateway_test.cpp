@@ -60,7 +60,7 @@ TEST(Gateway, DeepNestingAndJunkGetErrorFrames) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {std::string(100000, '[') + std::string(100000, ']'), "invalid_json"},
       {R"({"text":"x","y":)" + std::string(5000, '{') , "invalid_json"},
-      {"{\"type\":\"" + std::string(50, 'x') + "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
+      {"{\"type\":\"" + std::string(51, 'x') + "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
        "unknown_type"},
   };
   for (const auto& [frame, name] : cases) {

@@ -73,8 +73,8 @@ TEST(Protocol, InvalidUtf8AndLoneSurrogatesNeverBecomeText) {
 }
 
 TEST(Protocol, AnErrorAboutAnUnknownTypeIsValidUtf8) {
-  std::string kind;
-  for (int i = 0; i < 100; ++i) kind += "\xc3\xa9";  // é: 200 bytes, cut somewhere inside
+  std::string kind = "x";  // then é (two bytes) 100 times: an even cut lands inside one
+  for (int i = 0; i < 100; ++i) kind += "\xc3\xa9";
   const auto parsed = parse_client_frame(R"({"type":")" + kind + R"("})");
   ASSERT_EQ(error_name(parsed), "unknown_type");
   EXPECT_TRUE(valid_utf8(std::get<ProtocolError>(parsed).description));
