@@ -79,8 +79,9 @@ class Gateway {
 
   // Replies in flight keep the provider they started with; new ones use this.
   void set_provider(std::shared_ptr<llm::Provider> provider) { provider_ = std::move(provider); }
-  // For connections and replies from now on; open connections keep their
-  // limits. The token is checked by router()'s routes at each upgrade.
+  // For connections, messages and replies from now on; open connections keep
+  // their WebSocket limits. The auth mode, token and key in force are checked
+  // at each upgrade.
   void set_options(GatewayOptions options);
   const GatewayOptions& options() const { return options_; }
 
