@@ -10,7 +10,8 @@ std::size_t context_bytes(const llm::ChatMessage& message) {
   return n;
 }
 
-HistoryBudget::HistoryBudget(std::size_t max_messages, std::size_t max_bytes, std::size_t bytes_used)
+HistoryBudget::HistoryBudget(std::size_t max_messages, std::size_t max_bytes,
+                             std::size_t bytes_used)
     : max_messages_(max_messages), max_bytes_(max_bytes), used_(bytes_used) {
   full_ = used_ >= max_bytes_;
 }
@@ -22,8 +23,8 @@ std::size_t HistoryBudget::next_page() const {
 bool HistoryBudget::add_older(store::Message message) {
   if (!wants_more()) return false;
   // Images of earlier messages are not sent again: the text stands for them.
-  llm::ChatMessage past{message.role == store::Role::user ? "user" : "assistant",
-                        std::move(message.content), {}};
+  llm::ChatMessage past{
+      message.role == store::Role::user ? "user" : "assistant", std::move(message.content), {}};
   const auto cost = context_bytes(past);
   if (cost > max_bytes_ - used_) {
     full_ = true;

@@ -6,11 +6,11 @@
 // alone exceeds the budget is still sent, with no history.
 #pragma once
 
-#include "llm/provider.hpp"
-#include "store/records.hpp"
-
 #include <cstddef>
 #include <vector>
+
+#include "llm/provider.hpp"
+#include "store/records.hpp"
 
 namespace mooring::chat {
 

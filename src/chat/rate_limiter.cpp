@@ -5,7 +5,8 @@
 namespace mooring::chat {
 
 double RateLimiter::refilled(const Bucket& bucket, Clock::time_point now) const {
-  const auto elapsed = std::chrono::duration<double>(std::max(now - bucket.updated, Clock::duration::zero()));
+  const auto elapsed =
+      std::chrono::duration<double>(std::max(now - bucket.updated, Clock::duration::zero()));
   const double capacity = static_cast<double>(per_minute_);
   return std::min(capacity, bucket.tokens + elapsed.count() * capacity / 60.0);
 }

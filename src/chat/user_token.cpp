@@ -1,11 +1,11 @@
 #include "chat/user_token.hpp"
 
-#include <boost/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <array>
+#include <boost/json.hpp>
 #include <cmath>
 #include <stdexcept>
 
@@ -61,14 +61,22 @@ double seconds_since_epoch(SystemClock::time_point t) {
 
 std::string_view describe(TokenProblem problem) {
   switch (problem) {
-    case TokenProblem::malformed: return "the token is not a well-formed JWT";
-    case TokenProblem::unsupported_algorithm: return "the token is not signed with HS256";
-    case TokenProblem::bad_signature: return "the token's signature does not match";
-    case TokenProblem::no_key: return "no signing key is configured";
-    case TokenProblem::missing_subject: return "the token names no user (sub)";
-    case TokenProblem::missing_expiry: return "the token has no expiry (exp)";
-    case TokenProblem::expired: return "the token has expired";
-    case TokenProblem::not_yet_valid: return "the token is not valid yet (nbf)";
+    case TokenProblem::malformed:
+      return "the token is not a well-formed JWT";
+    case TokenProblem::unsupported_algorithm:
+      return "the token is not signed with HS256";
+    case TokenProblem::bad_signature:
+      return "the token's signature does not match";
+    case TokenProblem::no_key:
+      return "no signing key is configured";
+    case TokenProblem::missing_subject:
+      return "the token names no user (sub)";
+    case TokenProblem::missing_expiry:
+      return "the token has no expiry (exp)";
+    case TokenProblem::expired:
+      return "the token has expired";
+    case TokenProblem::not_yet_valid:
+      return "the token is not valid yet (nbf)";
   }
   return "the token was refused";
 }
@@ -124,8 +132,10 @@ TokenCheck verify_user_token(std::string_view token, std::string_view key,
   if (token.empty() || token.size() > max_user_token_bytes)
     return TokenCheck(in_place_error, TokenProblem::malformed);
   const auto first_dot = token.find('.');
-  const auto second_dot = first_dot == std::string_view::npos ? first_dot : token.find('.', first_dot + 1);
-  if (second_dot == std::string_view::npos || token.find('.', second_dot + 1) != std::string_view::npos)
+  const auto second_dot =
+      first_dot == std::string_view::npos ? first_dot : token.find('.', first_dot + 1);
+  if (second_dot == std::string_view::npos ||
+      token.find('.', second_dot + 1) != std::string_view::npos)
     return TokenCheck(in_place_error, TokenProblem::malformed);
   const auto signed_part = token.substr(0, second_dot);
 
@@ -179,8 +189,8 @@ std::string mint_user_token(std::string_view user_id, std::string_view key,
   const std::string signed_part = header + "." + claims;
   const auto signature = hmac_sha256(key, signed_part);
   return signed_part + "." +
-         base64url_encode(std::string_view(reinterpret_cast<const char*>(signature.data()),
-                                           signature.size()));
+         base64url_encode(
+             std::string_view(reinterpret_cast<const char*>(signature.data()), signature.size()));
 }
 
 }  // namespace mooring::chat

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <boost/system/result.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <optional>
@@ -37,7 +36,7 @@ enum class TokenProblem {
   malformed,              // not three base64url parts of JSON objects, or a claim of the wrong type
   unsupported_algorithm,  // alg is not HS256 ("none" included), or crit names an extension
   bad_signature,
-  no_key,                 // the gateway has no key to check with
+  no_key,  // the gateway has no key to check with
   missing_subject,
   missing_expiry,
   expired,
@@ -49,7 +48,8 @@ std::string_view describe(TokenProblem problem);
 
 using TokenCheck = boost::system::result<UserClaims, TokenProblem>;
 
-TokenCheck verify_user_token(std::string_view token, std::string_view key, SystemClock::time_point now);
+TokenCheck verify_user_token(std::string_view token, std::string_view key,
+                             SystemClock::time_point now);
 
 // A token for `user_id` valid until `expires`. `key` must not be empty
 // (std::invalid_argument otherwise: a caller's bug, not traffic).

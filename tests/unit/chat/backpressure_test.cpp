@@ -1,18 +1,17 @@
 // Defect 3 of issue 11: a client that sends faster than its messages are
 // answered makes the gateway stop reading its socket (TCP pushes back) instead
 // of buffering without bound.
-#include "chat/gateway.hpp"
-
-#include "support/clients.hpp"
-#include "support/wait.hpp"
-#include "unit/chat/gateway_fixture.hpp"
-
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/json.hpp>
 #include <fstream>
 #include <thread>
+
+#include "chat/gateway.hpp"
+#include "support/clients.hpp"
+#include "support/wait.hpp"
+#include "unit/chat/gateway_fixture.hpp"
 
 namespace mooring::chat::test {
 namespace {
@@ -80,7 +79,8 @@ class FloodClient {
     for (;;) {
       auto [ec, n] = co_await ws_.async_read(buffer, use_tuple);
       if (ec) co_return;
-      if (beast::buffers_to_string(buffer.data()).find(R"("type":"chat")") != std::string::npos) ++replies;
+      if (beast::buffers_to_string(buffer.data()).find(R"("type":"chat")") != std::string::npos)
+        ++replies;
       buffer.consume(buffer.size());
     }
   }
@@ -99,7 +99,10 @@ TEST(Backpressure, AFloodOfLargeMessagesWaitsInTheSocketNotInMemory) {
   options.max_messages_per_minute = 0;
   options.ws.max_message_bytes = message_bytes;
   GatewayFixture fixture(options);
-  fixture.run([&] { fixture.gate->set_open(false); return true; });
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
   const auto rss_before = rss_mib();
 
   FloodClient flood(fixture.address, "flood", messages, message_bytes);
@@ -120,7 +123,10 @@ TEST(Backpressure, AFloodOfLargeMessagesWaitsInTheSocketNotInMemory) {
   EXPECT_EQ(peak(), options.max_pending_messages);
 
   // The provider answers again: the rest is read, stored and answered in turn.
-  fixture.run([&] { fixture.gate->set_open(true); return true; });
+  fixture.run([&] {
+    fixture.gate->set_open(true);
+    return true;
+  });
   ASSERT_TRUE(poll_until([&] { return flood.replies == messages; }, 240s))
       << flood.replies << " replies, " << flood.written << " written";
   EXPECT_EQ(flood.written, messages);
@@ -130,8 +136,9 @@ TEST(Backpressure, AFloodOfLargeMessagesWaitsInTheSocketNotInMemory) {
   RecordProperty("rss_mib_before", static_cast<int>(rss_before));
   RecordProperty("rss_mib_while_full", static_cast<int>(rss_while_full));
   RecordProperty("rss_mib_after", static_cast<int>(rss_mib()));
-  std::printf("flood: %d of %d MiB written while full; RSS %zu MiB before, %zu while full, %zu after\n",
-              written_while_full, messages, rss_before, rss_while_full, rss_mib());
+  std::printf(
+      "flood: %d of %d MiB written while full; RSS %zu MiB before, %zu while full, %zu after\n",
+      written_while_full, messages, rss_before, rss_while_full, rss_mib());
   // What the server holds is bounded by max_pending_messages x max_message_bytes
   // (16 MiB here), plus the client's frame and what sits in the socket buffers.
   EXPECT_LT(rss_while_full, rss_before + 64);

@@ -3,14 +3,14 @@
 // provider of the test's choice, all on a ServerThread.
 #pragma once
 
+#include <stdexcept>
+
 #include "chat/gateway.hpp"
 #include "llm/echo_provider.hpp"
 #include "net/http_server.hpp"
 #include "runtime/cancellation.hpp"
 #include "support/process.hpp"
 #include "support/server_thread.hpp"
-
-#include <stdexcept>
 
 namespace mooring::chat::test {
 
@@ -25,15 +25,18 @@ class GateProvider : public llm::Provider {
  public:
   explicit GateProvider(asio::any_io_executor executor) : opened_(std::move(executor)) {}
 
-  awaitable<llm::CompletionResult> complete(const llm::ChatRequest& request, llm::PieceSink on_piece) override {
+  awaitable<llm::CompletionResult> complete(const llm::ChatRequest& request,
+                                            llm::PieceSink on_piece) override {
     std::size_t history_bytes = 0;
     for (const auto& past : request.history) history_bytes += past.content.size();
-    requests.push_back({request.history.size(), history_bytes,
-                        request.history.empty() ? std::string() : request.history.back().content.substr(0, 32),
-                        request.message.content.substr(0, 32)});
+    requests.push_back(
+        {request.history.size(), history_bytes,
+         request.history.empty() ? std::string() : request.history.back().content.substr(0, 32),
+         request.message.content.substr(0, 32)});
     while (!open) {
       if (!co_await opened_.wait_until(runtime::Deadline::never()))
-        co_return llm::failure({.kind = llm::ProviderError::Kind::cancelled, .message = "cancelled"});
+        co_return llm::failure(
+            {.kind = llm::ProviderError::Kind::cancelled, .message = "cancelled"});
     }
     std::string reply = reply_bytes > 0 ? std::string(reply_bytes, 'r')
                                         : "ok: " + request.message.content.substr(0, 16);
@@ -72,7 +75,8 @@ struct GatewayFixture {
   std::string address;
 
   // With `echo_delay`, the echo provider answers (word by word); without it, a GateProvider.
-  explicit GatewayFixture(GatewayOptions options = {}, std::optional<runtime::Duration> echo_delay = {}) {
+  explicit GatewayFixture(GatewayOptions options = {},
+                          std::optional<runtime::Duration> echo_delay = {}) {
     auto opened = thread.call(store::Store::open(thread.io().get_executor(), dir.path().string()));
     if (!opened) throw std::runtime_error("the store did not open: " + opened.error().message);
     store = std::move(*opened);
@@ -80,7 +84,8 @@ struct GatewayFixture {
       gate = std::make_shared<GateProvider>(thread.io().get_executor());
       std::shared_ptr<llm::Provider> provider = gate;
       if (echo_delay) provider = std::make_shared<llm::EchoProvider>(*echo_delay);
-      gateway = std::make_unique<Gateway>(thread.supervisor(), *store, provider, options, &shutdown);
+      gateway =
+          std::make_unique<Gateway>(thread.supervisor(), *store, provider, options, &shutdown);
       server = std::make_unique<net::HttpServer>(thread.supervisor(), "gateway", gateway->router());
       auto acceptor = net::open_listener(thread.io().get_executor(), {"127.0.0.1", 0}, "gateway");
       if (!acceptor) throw std::runtime_error("cannot listen");

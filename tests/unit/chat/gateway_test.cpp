@@ -1,14 +1,14 @@
 #include "chat/gateway.hpp"
 
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+
 #include "chat/user_token.hpp"
 #include "support/chat_client.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
-
-#include <boost/json.hpp>
-#include <gtest/gtest.h>
-
-#include <fstream>
 
 namespace mooring::chat::test {
 namespace {
@@ -59,8 +59,9 @@ TEST(Gateway, DeepNestingAndJunkGetErrorFrames) {
   ASSERT_EQ(client.connect(fixture.address, "nester"), 101);
   const std::vector<std::pair<std::string, std::string>> cases{
       {std::string(100000, '[') + std::string(100000, ']'), "invalid_json"},
-      {R"({"text":"x","y":)" + std::string(5000, '{') , "invalid_json"},
-      {"{\"type\":\"" + std::string(51, 'x') + "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
+      {R"({"text":"x","y":)" + std::string(5000, '{'), "invalid_json"},
+      {"{\"type\":\"" + std::string(51, 'x') +
+           "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
        "unknown_type"},
   };
   for (const auto& [frame, name] : cases) {
@@ -85,7 +86,8 @@ TEST(Gateway, InvalidUtf8InATextFrameClosesWith1007AndTheUserComesBack) {
   ASSERT_EQ(client.connect(fixture.address, "bytes"), 101);
   client.send_raw("{\"text\":\"\xff\xfe\xfd\"}");
   EXPECT_EQ(client.read_until_closed(), 1007);
-  ASSERT_TRUE(poll_until([&] { return fixture.run([&] { return fixture.gateway->connections(); }) == 0; }, 10s));
+  ASSERT_TRUE(poll_until(
+      [&] { return fixture.run([&] { return fixture.gateway->connections(); }) == 0; }, 10s));
   ChatClient again;
   ASSERT_EQ(again.connect(fixture.address, "bytes"), 101);
   expect_usable(again, "back-again");
@@ -106,7 +108,9 @@ TEST(Gateway, OnlyAMessageWithAnIdIsAcknowledged) {
   const auto chat = cat.read_until([](const Frame& f) { return is_type(f, "chat"); });
   EXPECT_EQ(string_field(chat, "text"), "ok: look");
   cat.send(Frame{{"image", "data:image/png;base64,AAAA"}, {"user_id", "cat"}});
-  cat.read_until([&](const Frame& f) { return is_type(f, "chat") && int_field(f, "seq") > int_field(chat, "seq"); });
+  cat.read_until([&](const Frame& f) {
+    return is_type(f, "chat") && int_field(f, "seq") > int_field(chat, "seq");
+  });
   for (const auto& frame : cat.received()) {
     EXPECT_TRUE(is_type(frame, "chat") || is_type(frame, "chat_token")) << json::serialize(frame);
   }
@@ -137,10 +141,13 @@ TEST(Gateway, SignedTokensAdmitTheirUserOnly) {
   EXPECT_EQ(connect("mallory", valid), 401) << "another user's token";
   EXPECT_EQ(connect("alice", mint_user_token("alice", signing_key, now - 1s, now - 1h)), 401)
       << "expired";
-  EXPECT_EQ(connect("alice", mint_user_token("alice", "another-key-of-at-least-32-bytes!!", now + 1h)), 401)
+  EXPECT_EQ(
+      connect("alice", mint_user_token("alice", "another-key-of-at-least-32-bytes!!", now + 1h)),
+      401)
       << "another key";
   const auto dot = valid.find('.');
-  const auto none = base64url_encode(R"({"alg":"none","typ":"JWT"})") + valid.substr(dot, valid.rfind('.') - dot) + ".";
+  const auto none = base64url_encode(R"({"alg":"none","typ":"JWT"})") +
+                    valid.substr(dot, valid.rfind('.') - dot) + ".";
   EXPECT_EQ(connect("alice", none), 401) << "alg none";
   const auto hs512 = base64url_encode(R"({"alg":"HS512","typ":"JWT"})") + valid.substr(dot);
   EXPECT_EQ(connect("alice", hs512), 401) << "another alg";
@@ -166,8 +173,9 @@ TEST(Gateway, TheSharedTokenModeNeedsTheToken) {
   ChatClient none;
   EXPECT_EQ(none.connect(fixture.address, "u"), 401);
   ChatClient signed_instead;
-  EXPECT_EQ(signed_instead.connect(fixture.address, "u", "?token=" +
-                                                          mint_user_token("u", "shared-gateway-token", SystemClock::now() + 1h)),
+  EXPECT_EQ(signed_instead.connect(
+                fixture.address, "u",
+                "?token=" + mint_user_token("u", "shared-gateway-token", SystemClock::now() + 1h)),
             401);
   ChatClient good;
   EXPECT_EQ(good.connect(fixture.address, "u", "?token=shared-gateway-token"), 101);
@@ -188,7 +196,8 @@ TEST(Gateway, BeyondTheRateAMessageIsRefusedAndNotStored) {
   GatewayFixture fixture(options);
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "chatty"), 101);
-  for (int i = 0; i < 5; ++i) say_and_get_seq(client, "m" + std::to_string(i), "m" + std::to_string(i));
+  for (int i = 0; i < 5; ++i)
+    say_and_get_seq(client, "m" + std::to_string(i), "m" + std::to_string(i));
   client.say("one too many", "m5");
   const auto refused = client.read_until([](const Frame& f) { return is_type(f, "error"); });
   EXPECT_TRUE(is_error(refused, "rate_limited")) << json::serialize(refused);
@@ -197,7 +206,8 @@ TEST(Gateway, BeyondTheRateAMessageIsRefusedAndNotStored) {
   ChatClient again;
   ASSERT_EQ(again.connect(fixture.address, "chatty"), 101);
   again.say("still too many", "m6");
-  EXPECT_TRUE(is_error(again.read_until([](const Frame& f) { return is_type(f, "error"); }), "rate_limited"));
+  EXPECT_TRUE(is_error(again.read_until([](const Frame& f) { return is_type(f, "error"); }),
+                       "rate_limited"));
   // Another user is not limited by this one.
   ChatClient other;
   ASSERT_EQ(other.connect(fixture.address, "quiet"), 101);
@@ -220,17 +230,25 @@ TEST(Gateway, BeyondTheRateAMessageIsRefusedAndNotStored) {
 // user hears it was cancelled, and the next message is answered.
 TEST(Gateway, AnOperatorCancellingAReplyDoesNotStallTheQueue) {
   GatewayFixture fixture;
-  fixture.run([&] { fixture.gate->set_open(false); return true; });
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "queued"), 101);
   const auto first = say_and_get_seq(client, "first", "1");
   const auto second = say_and_get_seq(client, "second", "2");
   runtime::TaskId reply = 0;
-  ASSERT_TRUE(poll_until([&] { return (reply = fixture.task("chat reply queued #" + std::to_string(first))) != 0; }, 10s));
+  ASSERT_TRUE(poll_until(
+      [&] { return (reply = fixture.task("chat reply queued #" + std::to_string(first))) != 0; },
+      10s));
   EXPECT_TRUE(fixture.run([&] { return fixture.thread.supervisor().cancel(reply); }));
   const auto notice = client.read_until([](const Frame& f) { return is_type(f, "notification"); });
   EXPECT_NE(string_field(notice, "content").find("cancelled"), std::string::npos);
-  fixture.run([&] { fixture.gate->set_open(true); return true; });
+  fixture.run([&] {
+    fixture.gate->set_open(true);
+    return true;
+  });
   client.read_until([&](const Frame& f) { return is_chat_for(f, second); });
   expect_usable(client, "after-cancel");
 }
@@ -239,22 +257,28 @@ TEST(Gateway, AnOperatorCancellingAReplyDoesNotStallTheQueue) {
 // answered after the restart, and starts no other reply.
 TEST(Gateway, AReplyCancelledByTheShutdownStaysPending) {
   GatewayFixture fixture;
-  fixture.run([&] { fixture.gate->set_open(false); return true; });
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "stopping"), 101);
   const auto first = say_and_get_seq(client, "first", "1");
   say_and_get_seq(client, "second", "2");
   runtime::TaskId reply = 0;
-  ASSERT_TRUE(poll_until([&] { return (reply = fixture.task("chat reply stopping #")) != 0; }, 10s));
+  ASSERT_TRUE(
+      poll_until([&] { return (reply = fixture.task("chat reply stopping #")) != 0; }, 10s));
   fixture.run([&] {
     fixture.shutdown.begin();
     return fixture.thread.supervisor().cancel(reply);
   });
-  ASSERT_TRUE(poll_until([&] { return fixture.run([&] { return fixture.gateway->replies_in_flight(); }) == 0; }, 10s));
+  ASSERT_TRUE(poll_until(
+      [&] { return fixture.run([&] { return fixture.gateway->replies_in_flight(); }) == 0; }, 10s));
   EXPECT_EQ(fixture.task("chat reply"), 0u) << "no reply starts once the host is stopping";
   for (const auto& message : fixture.messages("stopping")) {
     EXPECT_EQ(message.role, store::Role::user);
-    EXPECT_EQ(message.status, store::MessageStatus::pending) << message.seq << " (first: " << first << ")";
+    EXPECT_EQ(message.status, store::MessageStatus::pending)
+        << message.seq << " (first: " << first << ")";
   }
 }
 
@@ -266,7 +290,10 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
   options.ws.send_queue_limit = 4;  // one stored reply per page
   options.max_messages_per_minute = 0;
   GatewayFixture fixture(options);
-  fixture.run([&] { fixture.gate->reply_bytes = 2 * 1024 * 1024; return true; });
+  fixture.run([&] {
+    fixture.gate->reply_bytes = 2 * 1024 * 1024;
+    return true;
+  });
   {
     ChatClient writer;
     ASSERT_EQ(writer.connect(fixture.address, "reader"), 101);
@@ -276,7 +303,10 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
     }
     writer.close();
   }
-  fixture.run([&] { fixture.gate->reply_bytes = 0; return true; });
+  fixture.run([&] {
+    fixture.gate->reply_bytes = 0;
+    return true;
+  });
 
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "reader"), 101);
@@ -299,7 +329,8 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
     late_acked = late_acked || is_ack(frame, "late");
     late_dropped = late_dropped || is_error(frame, "cancelled");
   }
-  EXPECT_TRUE(late_acked != late_dropped) << "acked: " << late_acked << ", dropped: " << late_dropped;
+  EXPECT_TRUE(late_acked != late_dropped)
+      << "acked: " << late_acked << ", dropped: " << late_dropped;
   EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
 }
 
@@ -330,7 +361,10 @@ TEST(Gateway, TheContextSentUpstreamStaysWithinItsBytes) {
   EXPECT_EQ(seen.newest_history, "ok: 7hhhhhhhhhhhhhhh") << "the newest first";
   // Without a budget the whole history (20 messages) goes.
   options.max_context_bytes = 1 << 20;
-  fixture.run([&] { fixture.gateway->set_options(options); return true; });
+  fixture.run([&] {
+    fixture.gateway->set_options(options);
+    return true;
+  });
   const auto more = say_and_get_seq(client, "more", "more");
   client.read_until([&](const Frame& f) { return is_chat_for(f, more); });
   EXPECT_EQ(fixture.run([&] { return fixture.gate->requests.back().history_messages; }), 18u);

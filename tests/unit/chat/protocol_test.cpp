@@ -18,7 +18,11 @@ bool valid_utf8(std::string_view text) {
   std::size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
-    std::size_t length = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    std::size_t length = c < 0x80           ? 1
+                         : (c >> 5) == 0x6  ? 2
+                         : (c >> 4) == 0xE  ? 3
+                         : (c >> 3) == 0x1E ? 4
+                                            : 0;
     if (length == 0 || i + length > text.size()) return false;
     for (std::size_t k = 1; k < length; ++k)
       if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
@@ -33,10 +37,11 @@ TEST(Protocol, ResumeAfterBeyondInt64IsAnErrorNotAThrow) {
   EXPECT_EQ(error_name(parse_client_frame(R"({"type":"resume","after":18446744073709551615})")),
             "out_of_range");
   // Past 2^64 JSON numbers become doubles; and the other wrong shapes.
-  for (const char* frame : {R"({"type":"resume","after":18446744073709551616})",
-                            R"({"type":"resume","after":-1})", R"({"type":"resume","after":1.5})",
-                            R"({"type":"resume","after":1e400})", R"({"type":"resume","after":null})",
-                            R"({"type":"resume","after":"3"})", R"({"type":"resume","after":[3]})"}) {
+  for (const char* frame :
+       {R"({"type":"resume","after":18446744073709551616})", R"({"type":"resume","after":-1})",
+        R"({"type":"resume","after":1.5})", R"({"type":"resume","after":1e400})",
+        R"({"type":"resume","after":null})", R"({"type":"resume","after":"3"})",
+        R"({"type":"resume","after":[3]})"}) {
     SCOPED_TRACE(frame);
     const auto parsed = parse_client_frame(frame);
     ASSERT_TRUE(std::holds_alternative<ProtocolError>(parsed));
@@ -57,13 +62,14 @@ TEST(Protocol, DeepNestingIsInvalidJson) {
 }
 
 TEST(Protocol, InvalidUtf8AndLoneSurrogatesNeverBecomeText) {
-  for (const std::string frame : {std::string("{\"text\":\"\xff\xfe\"}"),
-                                  std::string("{\"text\":\"\xc3\"}"),
-                                  std::string("{\"text\":\"\xed\xa0\x80\"}")}) {
+  for (const std::string frame :
+       {std::string("{\"text\":\"\xff\xfe\"}"), std::string("{\"text\":\"\xc3\"}"),
+        std::string("{\"text\":\"\xed\xa0\x80\"}")}) {
     EXPECT_EQ(error_name(parse_client_frame(frame)), "invalid_json");
   }
   // An escaped lone surrogate: refused, or turned into valid UTF-8.
-  for (const char* frame : {R"({"text":"\ud800"})", R"({"text":"\udc00x"})", R"({"text":"a\ud800\u0041"})"}) {
+  for (const char* frame :
+       {R"({"text":"\ud800"})", R"({"text":"\udc00x"})", R"({"text":"a\ud800\u0041"})"}) {
     SCOPED_TRACE(frame);
     const auto parsed = parse_client_frame(frame);
     if (const auto* message = std::get_if<UserMessage>(&parsed)) {
@@ -91,14 +97,16 @@ TEST(Protocol, UnnamedKeysAreIgnoredAndNamedKeysMustHaveTheirType) {
   EXPECT_FALSE(std::get<UserMessage>(cat).id.has_value());
   EXPECT_EQ(std::get<UserMessage>(cat).images.size(), 1u);
 
-  const auto image_only = parse_client_frame(R"({"image":"data:image/png;base64,AAAA","user_id":"a"})");
+  const auto image_only =
+      parse_client_frame(R"({"image":"data:image/png;base64,AAAA","user_id":"a"})");
   ASSERT_TRUE(std::holds_alternative<UserMessage>(image_only));
   EXPECT_TRUE(std::get<UserMessage>(image_only).text.empty());
 
-  for (const char* frame : {R"({"text":42})", R"({"text":"hi","id":{"a":1}})", R"({"text":"hi","id":1.5})",
-                            R"({"text":"hi","images":"x"})", R"({"text":"hi","images":[1]})",
-                            R"({"text":"hi","image":42})", R"({"type":7,"text":"hi"})",
-                            R"({"text":"hi","image":["https://e.com/x.png"]})"}) {
+  for (const char* frame :
+       {R"({"text":42})", R"({"text":"hi","id":{"a":1}})", R"({"text":"hi","id":1.5})",
+        R"({"text":"hi","images":"x"})", R"({"text":"hi","images":[1]})",
+        R"({"text":"hi","image":42})", R"({"type":7,"text":"hi"})",
+        R"({"text":"hi","image":["https://e.com/x.png"]})"}) {
     SCOPED_TRACE(frame);
     EXPECT_EQ(error_name(parse_client_frame(frame)), "wrong_type");
   }
@@ -109,22 +117,24 @@ TEST(Protocol, UnnamedKeysAreIgnoredAndNamedKeysMustHaveTheirType) {
 TEST(Protocol, TooManyImagesAreRefusedWithoutCopyingThem) {
   json::array images;
   for (int i = 0; i < 100000; ++i) images.emplace_back("https://e.com/x.png");
-  EXPECT_EQ(error_name(parse_client_frame(json::serialize(json::object{{"text", "x"}, {"images", images}}))),
+  EXPECT_EQ(error_name(parse_client_frame(
+                json::serialize(json::object{{"text", "x"}, {"images", images}}))),
             "too_many_images");
   json::array sixteen;
   for (std::size_t i = 0; i < max_images; ++i) sixteen.emplace_back("https://e.com/x.png");
-  EXPECT_EQ(error_name(parse_client_frame(json::serialize(
-                json::object{{"text", "x"}, {"images", sixteen}, {"image", "https://e.com/y.png"}}))),
+  EXPECT_EQ(error_name(parse_client_frame(json::serialize(json::object{
+                {"text", "x"}, {"images", sixteen}, {"image", "https://e.com/y.png"}}))),
             "too_many_images");
 }
 
 TEST(Protocol, IdsAreStringsOrIntegersOfBoundedLength) {
-  EXPECT_EQ(*std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":18446744073709551615})")).id,
-            "18446744073709551615");
+  EXPECT_EQ(
+      *std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":18446744073709551615})")).id,
+      "18446744073709551615");
   EXPECT_EQ(*std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":-3})")).id, "-3");
   EXPECT_EQ(error_name(parse_client_frame(R"({"text":"a","id":""})")), "wrong_type");
-  EXPECT_EQ(error_name(parse_client_frame(
-                json::serialize(json::object{{"text", "a"}, {"id", std::string(max_client_id_bytes + 1, 'x')}}))),
+  EXPECT_EQ(error_name(parse_client_frame(json::serialize(
+                json::object{{"text", "a"}, {"id", std::string(max_client_id_bytes + 1, 'x')}}))),
             "wrong_type");
 }
 
@@ -155,11 +165,21 @@ TEST(Protocol, NoInputMakesTheParserThrow) {
     for (int e = 0; e < edits; ++e) {
       const auto at = text.empty() ? 0 : rng() % (text.size() + 1);
       switch (rng() % 5) {
-        case 0: text.insert(at, 1, specials[rng() % specials.size()]); break;
-        case 1: if (at < text.size()) text.erase(at, 1); break;
-        case 2: if (at < text.size()) text[at] = static_cast<char>(rng() % 256); break;
-        case 3: text.insert(at, std::to_string(static_cast<std::uint64_t>(rng()) << 32 | rng())); break;
-        case 4: text.insert(at, text.substr(0, rng() % (text.size() + 1))); break;
+        case 0:
+          text.insert(at, 1, specials[rng() % specials.size()]);
+          break;
+        case 1:
+          if (at < text.size()) text.erase(at, 1);
+          break;
+        case 2:
+          if (at < text.size()) text[at] = static_cast<char>(rng() % 256);
+          break;
+        case 3:
+          text.insert(at, std::to_string(static_cast<std::uint64_t>(rng()) << 32 | rng()));
+          break;
+        case 4:
+          text.insert(at, text.substr(0, rng() % (text.size() + 1)));
+          break;
       }
     }
     ClientFrame parsed;

@@ -48,7 +48,8 @@ TEST(RateLimiter, ANewRateAppliesToBucketsAlreadyFilled) {
 TEST(RateLimiter, UsersWhoseBucketRefilledAreForgotten) {
   RateLimiter limiter(60);
   for (int i = 0; i < 100000; ++i)
-    ASSERT_TRUE(limiter.try_take("user-" + std::to_string(i), t0 + std::chrono::milliseconds(i * 10)));
+    ASSERT_TRUE(
+        limiter.try_take("user-" + std::to_string(i), t0 + std::chrono::milliseconds(i * 10)));
   // Each took one token, back within a second: only the last second's users are kept.
   EXPECT_LE(limiter.tracked(), 1024u);
   // A forgotten user still has the whole burst.

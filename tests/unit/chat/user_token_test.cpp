@@ -1,9 +1,10 @@
 #include "chat/user_token.hpp"
 
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include <boost/json.hpp>
 
 namespace mooring::chat {
 namespace {
@@ -22,11 +23,15 @@ std::string make_token(const json::object& header, const json::object& claims,
   unsigned char digest[32];
   unsigned int length = 0;
   HMAC(EVP_sha256(), signing_key.data(), static_cast<int>(signing_key.size()),
-       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(), digest, &length);
-  return signed_part + "." + base64url_encode(std::string_view(reinterpret_cast<char*>(digest), length));
+       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(), digest,
+       &length);
+  return signed_part + "." +
+         base64url_encode(std::string_view(reinterpret_cast<char*>(digest), length));
 }
 
-json::object hs256() { return {{"alg", "HS256"}, {"typ", "JWT"}}; }
+json::object hs256() {
+  return {{"alg", "HS256"}, {"typ", "JWT"}};
+}
 std::int64_t at(SystemClock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
@@ -49,12 +54,12 @@ TEST(UserToken, AMintedTokenIsValidForItsUserUntilItExpires) {
 
 TEST(UserToken, ATokenFromAnotherLibraryIsAccepted) {
   // Header keys in another order, a fractional exp, extra claims.
-  const auto token = make_token({{"typ", "JWT"}, {"alg", "HS256"}},
-                                {{"exp", static_cast<double>(at(now)) + 0.5},
-                                 {"sub", "bob"},
-                                 {"iat", at(now)},
-                                 {"nbf", at(now) - 10},
-                                 {"aud", "anything"}});
+  const auto token =
+      make_token({{"typ", "JWT"}, {"alg", "HS256"}}, {{"exp", static_cast<double>(at(now)) + 0.5},
+                                                      {"sub", "bob"},
+                                                      {"iat", at(now)},
+                                                      {"nbf", at(now) - 10},
+                                                      {"aud", "anything"}});
   const auto claims = verify_user_token(token, key, now);
   ASSERT_TRUE(claims.has_value()) << describe(claims.error());
   EXPECT_EQ(claims->user_id, "bob");
@@ -62,7 +67,8 @@ TEST(UserToken, ATokenFromAnotherLibraryIsAccepted) {
 
 TEST(UserToken, EveryKindOfBadTokenIsRefusedForItsReason) {
   const json::object claims{{"sub", "alice"}, {"exp", at(now + 1h)}};
-  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), claims, "another key of enough length!!!!"), key, now)),
+  EXPECT_EQ(problem(verify_user_token(
+                make_token(hs256(), claims, "another key of enough length!!!!"), key, now)),
             TokenProblem::bad_signature);
   EXPECT_EQ(problem(verify_user_token(make_token(hs256(), claims), "", now)), TokenProblem::no_key);
   EXPECT_EQ(problem(verify_user_token(make_token({{"alg", "none"}}, claims), key, now)),
@@ -73,24 +79,30 @@ TEST(UserToken, EveryKindOfBadTokenIsRefusedForItsReason) {
             TokenProblem::unsupported_algorithm);
   EXPECT_EQ(problem(verify_user_token(make_token({{"typ", "JWT"}}, claims), key, now)),
             TokenProblem::unsupported_algorithm);
-  EXPECT_EQ(problem(verify_user_token(make_token({{"alg", "HS256"}, {"crit", json::array{"b64"}}}, claims), key, now)),
+  EXPECT_EQ(problem(verify_user_token(
+                make_token({{"alg", "HS256"}, {"crit", json::array{"b64"}}}, claims), key, now)),
             TokenProblem::unsupported_algorithm);
   // alg none with an empty signature, the classic forgery.
   const auto unsigned_token = base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." +
                               base64url_encode(json::serialize(claims)) + ".";
-  EXPECT_EQ(problem(verify_user_token(unsigned_token, key, now)), TokenProblem::unsupported_algorithm);
-  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", "alice"}, {"exp", at(now)}}), key, now)),
+  EXPECT_EQ(problem(verify_user_token(unsigned_token, key, now)),
+            TokenProblem::unsupported_algorithm);
+  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", "alice"}, {"exp", at(now)}}),
+                                      key, now)),
             TokenProblem::expired);
   EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", "alice"}}), key, now)),
             TokenProblem::missing_expiry);
   EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"exp", at(now + 1h)}}), key, now)),
             TokenProblem::missing_subject);
-  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", 42}, {"exp", at(now + 1h)}}), key, now)),
+  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", 42}, {"exp", at(now + 1h)}}),
+                                      key, now)),
             TokenProblem::malformed);
-  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", "a"}, {"exp", "tomorrow"}}), key, now)),
+  EXPECT_EQ(problem(verify_user_token(make_token(hs256(), {{"sub", "a"}, {"exp", "tomorrow"}}), key,
+                                      now)),
             TokenProblem::malformed);
   EXPECT_EQ(problem(verify_user_token(
-                make_token(hs256(), {{"sub", "a"}, {"exp", at(now + 1h)}, {"nbf", at(now + 60s)}}), key, now)),
+                make_token(hs256(), {{"sub", "a"}, {"exp", at(now + 1h)}, {"nbf", at(now + 60s)}}),
+                key, now)),
             TokenProblem::not_yet_valid);
 }
 
@@ -99,8 +111,10 @@ TEST(UserToken, ATamperedTokenIsRefused) {
   const auto first_dot = token.find('.');
   const auto second_dot = token.find('.', first_dot + 1);
   // The claims of another user under alice's signature.
-  const auto mallory = base64url_encode(json::serialize(json::object{{"sub", "mallory"}, {"exp", at(now + 1h)}}));
-  EXPECT_EQ(problem(verify_user_token(token.substr(0, first_dot + 1) + mallory + token.substr(second_dot), key, now)),
+  const auto mallory =
+      base64url_encode(json::serialize(json::object{{"sub", "mallory"}, {"exp", at(now + 1h)}}));
+  EXPECT_EQ(problem(verify_user_token(
+                token.substr(0, first_dot + 1) + mallory + token.substr(second_dot), key, now)),
             TokenProblem::bad_signature);
   // Each character of the signature changed in turn.
   for (std::size_t i = second_dot + 1; i < token.size(); ++i) {
@@ -116,24 +130,26 @@ TEST(UserToken, ATamperedTokenIsRefused) {
 
 TEST(UserToken, GarbageIsMalformedAndNeverThrows) {
   for (const std::string garbage :
-       {std::string(), std::string("."), std::string(".."), std::string("..."), std::string("a.b.c"),
-        std::string("a.b"), std::string("a.b.c.d"), std::string("!!!.???.***"), std::string(5000, 'a'),
-        std::string("\xff\xfe.\x00\x01.zz", 9), base64url_encode("[1,2]") + ".e30.AAAA",
+       {std::string(), std::string("."), std::string(".."), std::string("..."),
+        std::string("a.b.c"), std::string("a.b"), std::string("a.b.c.d"),
+        std::string("!!!.???.***"), std::string(5000, 'a'), std::string("\xff\xfe.\x00\x01.zz", 9),
+        base64url_encode("[1,2]") + ".e30.AAAA",
         base64url_encode("{\"alg\":\"HS256\"") + ".e30.AAAA"}) {
     SCOPED_TRACE(garbage);
     TokenCheck check = TokenCheck(boost::system::in_place_error, TokenProblem::no_key);
     ASSERT_NO_THROW(check = verify_user_token(garbage, key, now));
     EXPECT_FALSE(check.has_value());
     if (!check) {
-      EXPECT_TRUE(check.error() == TokenProblem::malformed || check.error() == TokenProblem::unsupported_algorithm)
+      EXPECT_TRUE(check.error() == TokenProblem::malformed ||
+                  check.error() == TokenProblem::unsupported_algorithm)
           << describe(check.error());
     }
   }
 }
 
 TEST(UserToken, Base64UrlRoundTripsAndRefusesNonCanonicalText) {
-  for (const std::string bytes : {std::string(), std::string("f"), std::string("fo"), std::string("foo"),
-                                  std::string("\xff\xfe\x00\x01", 4)}) {
+  for (const std::string bytes : {std::string(), std::string("f"), std::string("fo"),
+                                  std::string("foo"), std::string("\xff\xfe\x00\x01", 4)}) {
     const auto text = base64url_encode(bytes);
     EXPECT_EQ(text.find('='), std::string::npos);
     ASSERT_TRUE(base64url_decode(text).has_value());
