@@ -44,7 +44,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     const auto generation = ++generation_;
     sent_.clear();
     replies_queued_ = replies_written_ = 0;
-    held_pieces_.clear();  // the new connection streams from the next piece on
+    drop_held_pieces();  // the new connection streams from the next piece on
     written_.notify_all();  // a backlog being paged out for the old connection stops
     std::weak_ptr<Session> weak = weak_from_this();
     connection->on_text = [weak, generation](std::string text) {
@@ -221,8 +221,9 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
       // for one that still answers pings.
       const auto deadline = runtime::Deadline::after(heartbeat);
       const auto page_end = replies_queued_;
+      // A cancellation that came between two waits is seen here, not lost.
       while (generation == generation_ && connection_ && replies_written_ < page_end) {
-        if (!co_await written_.wait_until(deadline)) break;
+        if (co_await runtime::cancelled() || !co_await written_.wait_until(deadline)) break;
       }
       if (generation != generation_ || !connection_ || replies_written_ < page_end) co_return;
     }
@@ -354,15 +355,15 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     // The provider in force when the reply starts serves all of it.
     auto provider = gateway_.provider_;
     const Seq reply_to = message.seq;
-    held_pieces_.clear();
+    drop_held_pieces();
     auto result = co_await provider->complete(
         request, [this, reply_to](std::string_view piece) { stream_piece(piece, reply_to); });
     if (!result && result.error().kind == llm::ProviderError::Kind::shutting_down) {
-      held_pieces_.clear();
+      drop_held_pieces();
       co_return ReplyOutcome::host_stopping;
     }
     if (!result && result.error().kind == llm::ProviderError::Kind::cancelled) {
-      held_pieces_.clear();
+      drop_held_pieces();
       co_return ReplyOutcome::cancelled;
     }
     flush_pieces(reply_to);
@@ -441,7 +442,17 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   void flush_pieces(Seq reply_to) {
     if (!held_pieces_.empty()) send(token_frame(held_pieces_, reply_to));
-    held_pieces_.clear();
+    drop_held_pieces();
+  }
+
+  // A reply held back by a slow socket does not keep its buffer for the
+  // session's life.
+  void drop_held_pieces() {
+    if (held_pieces_.capacity() > 16 * 1024) {
+      held_pieces_ = std::string();
+    } else {
+      held_pieces_.clear();
+    }
   }
 
   void send(std::string frame) {
