@@ -1,5 +1,7 @@
 #include "chat/context.hpp"
 
+#include "runtime/log.hpp"
+
 #include <algorithm>
 
 namespace mooring::chat {
@@ -38,6 +40,25 @@ bool HistoryBudget::add_older(store::Message message) {
 std::vector<llm::ChatMessage> HistoryBudget::take() {
   std::reverse(history_.begin(), history_.end());
   return std::move(history_);
+}
+
+awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::string user_id,
+                                                      store::Seq before, HistoryBudget budget) {
+  while (budget.wants_more()) {
+    const auto wanted = budget.next_page();
+    auto page = co_await store.messages(user_id, wanted, before);
+    if (!page) {
+      log::warn("gateway: cannot read the history of {}: {}", user_id, page.error().message);
+      break;
+    }
+    if (page->empty()) break;
+    before = page->front().seq;
+    const bool last_page = page->size() < wanted;
+    for (auto it = page->rbegin(); it != page->rend(); ++it)
+      if (!budget.add_older(std::move(*it))) break;
+    if (last_page) break;
+  }
+  co_return budget.take();
 }
 
 }  // namespace mooring::chat

@@ -6,11 +6,11 @@
 // alone exceeds the budget is still sent, with no history.
 #pragma once
 
+#include "llm/provider.hpp"
+#include "store/store.hpp"
+
 #include <cstddef>
 #include <vector>
-
-#include "llm/provider.hpp"
-#include "store/records.hpp"
 
 namespace mooring::chat {
 
@@ -40,6 +40,12 @@ class HistoryBudget {
   bool full_ = false;
   std::vector<llm::ChatMessage> history_;  // newest first
 };
+
+// The stored messages of `user_id` before message `before`, as many as
+// `budget` takes, read from `store` a page at a time. A store failure is
+// logged and ends the history there.
+awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::string user_id,
+                                                      store::Seq before, HistoryBudget budget);
 
 // What a message costs against the budget: its text and its image references.
 std::size_t context_bytes(const llm::ChatMessage& message);

@@ -350,8 +350,12 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     llm::ChatRequest request;
     request.system_prompt = gateway_.options_.system_prompt;
     request.message = {"user", message.content, message.images};
+    // What came before this message; messages sent after it, waiting their
+    // turn, are not its context.
     request.history = co_await load_history(
-        message.seq, request.system_prompt.size() + context_bytes(request.message));
+        store(), user_id_, message.seq,
+        HistoryBudget(gateway_.options_.history_messages, gateway_.options_.max_context_bytes,
+                      request.system_prompt.size() + context_bytes(request.message)));
     // The provider in force when the reply starts serves all of it.
     auto provider = gateway_.provider_;
     const Seq reply_to = message.seq;
@@ -374,28 +378,6 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
     co_await store_and_deliver(reply_to, std::move(content), status);
     co_return ReplyOutcome::stored;
-  }
-
-  // What came before message `before`, newest first until the budget is spent;
-  // messages sent after it, waiting their turn, are not its context.
-  awaitable<std::vector<llm::ChatMessage>> load_history(Seq before, std::size_t bytes_used) {
-    HistoryBudget history(gateway_.options_.history_messages, gateway_.options_.max_context_bytes,
-                          bytes_used);
-    while (history.wants_more()) {
-      const auto wanted = history.next_page();
-      auto page = co_await store().messages(user_id_, wanted, before);
-      if (!page) {
-        log::warn("gateway: cannot read the history of {}: {}", user_id_, page.error().message);
-        break;
-      }
-      if (page->empty()) break;
-      before = page->front().seq;
-      const bool last_page = page->size() < wanted;
-      for (auto it = page->rbegin(); it != page->rend(); ++it)
-        if (!history.add_older(std::move(*it))) break;
-      if (last_page) break;
-    }
-    co_return history.take();
   }
 
   // The final reply (or failure) is stored before it is sent.

@@ -7,11 +7,11 @@
 // nothing for its user); the time is passed in, so tests need no clock.
 #pragma once
 
+#include "runtime/asio.hpp"
+
 #include <map>
 #include <string>
 #include <string_view>
-
-#include "runtime/asio.hpp"
 
 namespace mooring::chat {
 

@@ -1,11 +1,11 @@
 #include "chat/user_token.hpp"
 
+#include <boost/json.hpp>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include <array>
-#include <boost/json.hpp>
 #include <cmath>
 #include <stdexcept>
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <boost/system/result.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <optional>

@@ -1,17 +1,16 @@
 // Defect 3 of issue 11: a client that sends faster than its messages are
 // answered makes the gateway stop reading its socket (TCP pushes back) instead
 // of buffering without bound.
-#include <gtest/gtest.h>
-
-#include <atomic>
-#include <boost/json.hpp>
-#include <fstream>
-#include <thread>
-
 #include "chat/gateway.hpp"
 #include "support/clients.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
 
 namespace mooring::chat::test {
 namespace {

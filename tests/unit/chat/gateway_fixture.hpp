@@ -3,14 +3,14 @@
 // provider of the test's choice, all on a ServerThread.
 #pragma once
 
-#include <stdexcept>
-
 #include "chat/gateway.hpp"
 #include "llm/echo_provider.hpp"
 #include "net/http_server.hpp"
 #include "runtime/cancellation.hpp"
 #include "support/process.hpp"
 #include "support/server_thread.hpp"
+
+#include <stdexcept>
 
 namespace mooring::chat::test {
 

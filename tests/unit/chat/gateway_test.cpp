@@ -1,14 +1,12 @@
 #include "chat/gateway.hpp"
 
-#include <gtest/gtest.h>
-
-#include <boost/json.hpp>
-#include <fstream>
-
 #include "chat/user_token.hpp"
 #include "support/chat_client.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
 
 namespace mooring::chat::test {
 namespace {

@@ -1,10 +1,9 @@
 #include "chat/user_token.hpp"
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-
-#include <boost/json.hpp>
 
 namespace mooring::chat {
 namespace {
