@@ -1,5 +1,8 @@
 #include "chat/gateway.hpp"
 
+#include "chat/context.hpp"
+#include "chat/user_token.hpp"
+#include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
 #include "runtime/time.hpp"
 
@@ -29,9 +32,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   const std::string& user_id() const { return user_id_; }
   bool connected() const { return connection_ != nullptr; }
-  bool idle() const {
-    return !connection_ && inbox_.empty() && !inbox_running_ && to_answer_.empty() && !reply_task_;
-  }
+  bool idle() const { return !connection_ && pending() == 0 && !inbox_running_; }
 
   void attach(const std::shared_ptr<net::WsConnection>& connection) {
     if (connection_) {
@@ -43,7 +44,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     const auto generation = ++generation_;
     sent_.clear();
     replies_queued_ = replies_written_ = 0;
-    held_pieces_.clear();  // the new connection streams from the next piece on
+    drop_held_pieces();  // the new connection streams from the next piece on
     written_.notify_all();  // a backlog being paged out for the old connection stops
     std::weak_ptr<Session> weak = weak_from_this();
     connection->on_text = [weak, generation](std::string text) {
@@ -56,9 +57,10 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     push(generation, Backlog{});
   }
 
+  // A message stored earlier (by a previous run) to be answered.
   void enqueue_reply(store::Message message) {
-    to_answer_.push_back(std::move(message));
-    start_next_reply();
+    queue_reply(std::move(message));
+    pending_changed();
   }
 
  private:
@@ -68,19 +70,23 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     std::uint64_t generation;
     Item item;
   };
+  enum class ReplyOutcome { stored, cancelled, host_stopping, broke };
 
   void on_text(std::uint64_t generation, std::string text) {
     if (generation != generation_) return;
     auto frame = parse_client_frame(text);
     if (auto* error = std::get_if<ProtocolError>(&frame)) {
       send(error_frame(error->name, error->description));
-      return;
-    }
-    if (std::holds_alternative<Cancel>(frame)) {
+    } else if (std::holds_alternative<Cancel>(frame)) {
       cancel_reply();
-      return;
-    }
-    if (auto* message = std::get_if<UserMessage>(&frame)) {
+    } else if (auto* message = std::get_if<UserMessage>(&frame)) {
+      if (!gateway_.admit_message(user_id_)) {
+        send(error_frame("rate_limited",
+                         fmt::format("at most {} messages a minute; this one was not stored, send "
+                                     "it again later",
+                                     gateway_.options_.max_messages_per_minute)));
+        return;
+      }
       push(generation, std::move(*message));
     } else {
       push(generation, std::get<Resume>(frame));
@@ -95,31 +101,79 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     gateway_.forget_if_idle(user_id_);
   }
 
+  // --- flow control ---------------------------------------------------------
+
+  // Frames not yet handled and messages not yet answered: what a client can
+  // make this session hold. Reading stops while it is at the limit.
+  std::size_t pending() const {
+    return inbox_.size() + (handling_ ? 1 : 0) + to_answer_.size() + (reply_task_ ? 1 : 0);
+  }
+
+  // Called after every change of pending().
+  void pending_changed() {
+    const auto n = pending();
+    gateway_.peak_pending_ = std::max(gateway_.peak_pending_, n);
+    if (!connection_) return;
+    if (n >= std::max<std::size_t>(1, gateway_.options_.max_pending_messages)) {
+      connection_->pause_reading();
+    } else if (connection_->reading_paused()) {
+      connection_->resume_reading();
+    }
+  }
+
+  // --- the inbox: frames handled one at a time, in the order they arrived ---
+
   void push(std::uint64_t generation, Item item) {
     inbox_.push_back(Queued{generation, std::move(item)});
+    pending_changed();
     if (inbox_running_) return;
     inbox_running_ = true;
     gateway_.supervisor_.spawn("chat inbox " + user_id_, "chat.inbox", run_inbox(shared_from_this()));
   }
 
-  // Frames are handled one at a time, in the order they arrived.
+  // A frame is handled whole: the store runs each operation to its commit, and
+  // a cancellation is looked at between frames. Cancelled (by an operator),
+  // the inbox drops the frames still waiting and tells the client; the next
+  // frame starts it again.
   static awaitable<void> run_inbox(std::shared_ptr<Session> self) {
-    while (!self->inbox_.empty()) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    while (!self->inbox_.empty() && !co_await runtime::cancelled()) {
       auto queued = std::move(self->inbox_.front());
       self->inbox_.pop_front();
-      if (queued.generation != self->generation_) continue;  // from a replaced connection
-      if (auto* message = std::get_if<UserMessage>(&queued.item)) {
-        co_await self->accept_message(std::move(*message));
-      } else if (auto* resume = std::get_if<Resume>(&queued.item)) {
-        co_await self->deliver_after(resume->after, queued.generation);
-      } else {
-        auto session = co_await self->store().session(self->user_id_);
-        const Seq after = session && *session ? (*session)->delivered_seq : 0;
-        co_await self->deliver_after(after, queued.generation);
+      self->handling_ = true;
+      try {
+        co_await self->handle(std::move(queued));
+      } catch (const std::exception& e) {
+        if (!runtime::is_cancellation(e))
+          log::error("gateway: a frame from {} could not be handled: {}", self->user_id_,
+                     log::elide(e.what()));
       }
+      self->handling_ = false;
+      self->pending_changed();
+    }
+    if (const auto dropped = self->inbox_.size(); dropped > 0) {
+      self->inbox_.clear();
+      log::info("gateway: the inbox of {} was cancelled; {} frame(s) dropped", self->user_id_, dropped);
+      self->send(error_frame("cancelled", fmt::format("{} frame(s) were dropped unhandled; send "
+                                                      "any message again",
+                                                      dropped)));
     }
     self->inbox_running_ = false;
+    self->pending_changed();
     self->gateway_.forget_if_idle(self->user_id_);
+  }
+
+  awaitable<void> handle(Queued queued) {
+    if (queued.generation != generation_) co_return;  // from a replaced connection
+    if (auto* message = std::get_if<UserMessage>(&queued.item)) {
+      co_await accept_message(std::move(*message));
+    } else if (auto* resume = std::get_if<Resume>(&queued.item)) {
+      co_await deliver_after(resume->after, queued.generation);
+    } else {
+      auto session = co_await store().session(user_id_);
+      const Seq after = session && *session ? (*session)->delivered_seq : 0;
+      co_await deliver_after(after, queued.generation);
+    }
   }
 
   awaitable<void> accept_message(UserMessage message) {
@@ -131,12 +185,18 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                        "the message could not be stored; it was not received, send it again"));
       co_return;
     }
-    send(ack_frame(message.id, appended->seq));
+    if (message.id) send(ack_frame(*message.id, appended->seq));
     if (appended->duplicate) co_return;  // stored and answered (or being answered) once
-    enqueue_reply(store::Message{appended->seq, user_id_, store::Role::user, std::move(message.text),
-                                 std::move(message.images), message.id, std::nullopt,
-                                 store::MessageStatus::pending, 0, 0});
+    // Counted as the frame being handled until run_inbox lets go of it.
+    queue_reply(store::Message{.seq = appended->seq,
+                                 .user_id = user_id_,
+                                 .role = store::Role::user,
+                                 .content = std::move(message.text),
+                                 .images = std::move(message.images),
+                                 .client_id = message.id});
   }
+
+  // --- delivery of stored replies -------------------------------------------
 
   // Stored replies go out a page at a time, each page once the previous one has
   // been written: a long history asked for again neither overruns the
@@ -161,8 +221,9 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
       // for one that still answers pings.
       const auto deadline = runtime::Deadline::after(heartbeat);
       const auto page_end = replies_queued_;
+      // A cancellation that came between two waits is seen here, not lost.
       while (generation == generation_ && connection_ && replies_written_ < page_end) {
-        if (!co_await written_.wait_until(deadline)) break;
+        if (co_await runtime::cancelled() || !co_await written_.wait_until(deadline)) break;
       }
       if (generation != generation_ || !connection_ || replies_written_ < page_end) co_return;
     }
@@ -203,9 +264,18 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                                write_cursor(shared_from_this(), seq));
   }
 
+  // Runs to its end even when cancelled: one store write, bounded by the disk.
   static awaitable<void> write_cursor(std::shared_ptr<Session> self, Seq seq) {
+    co_await asio::this_coro::throw_if_cancelled(false);
     auto done = co_await self->store().advance_delivered(self->user_id_, seq);
     if (!done) log::warn("gateway: cannot record delivery to {}: {}", self->user_id_, done.error().message);
+  }
+
+  // --- replies: one at a time, in order -------------------------------------
+
+  void queue_reply(store::Message message) {
+    to_answer_.push_back(std::move(message));
+    start_next_reply();
   }
 
   void start_next_reply() {
@@ -227,70 +297,78 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     gateway_.supervisor_.cancel(reply_task_);
   }
 
+  // However the reply ends, reply_task_ is cleared and the next message is
+  // answered, unless the host is stopping (then the message stays pending, to
+  // be answered after the restart).
   static awaitable<void> run_reply(std::shared_ptr<Session> self, store::Message message) {
-    bool aborted = false;
-    bool threw = false;
+    ReplyOutcome outcome = ReplyOutcome::broke;
     std::string escaped;  // what was thrown out of the reply
     try {
-      aborted = !co_await self->reply(message);
+      outcome = co_await self->reply(message);
     } catch (const std::exception& e) {
-      // A cancellation is usually operation_aborted, but asio::multiple_exceptions
-      // when it ended both sides of an `||` (runtime::with_timeout). Whatever
-      // it is, it is caught: a reply task that ends without clearing
-      // reply_task_ would leave this session stuck for good (seed 002).
-      aborted = threw = true;
-      escaped = e.what();
+      if (runtime::is_cancellation(e)) {
+        outcome = ReplyOutcome::cancelled;
+      } else {
+        escaped = e.what();
+      }
     }
-    const bool cancelled = (co_await asio::this_coro::cancellation_state).cancelled() !=
-                           asio::cancellation_type::none;
-    const bool broke = threw && !cancelled;
-    self->reply_task_ = 0;
+    const bool user_cancelled = std::exchange(self->user_cancelled_, false);
+    if (outcome == ReplyOutcome::cancelled && !user_cancelled && self->gateway_.host_stopping())
+      outcome = ReplyOutcome::host_stopping;
     co_await asio::this_coro::reset_cancellation_state();
-    if (broke) {
-      // Not a cancellation: a failure below the chat layer. The user hears
-      // that it failed, and the next message is answered.
-      log::error("gateway: the reply to {} #{} failed: {}", self->user_id_, message.seq, escaped);
-      std::string apology = "the reply failed unexpectedly; ask again";
-      co_await self->store_and_deliver(message.seq, std::move(apology),
-                                       store::MessageStatus::failed);
-    } else if (aborted && self->user_cancelled_) {
-      // Cancelled by the user: stored as cancelled and said so. Cancelled by
-      // the shutdown: left pending, to be answered again after the restart.
-      co_await self->finish_cancelled(message.seq);
-    } else if (!aborted && self->user_cancelled_) {
-      // The cancel came while the finished reply was being stored.
-      self->send(notification_frame(nothing_to_cancel));
+    co_await asio::this_coro::throw_if_cancelled(false);
+    try {
+      switch (outcome) {
+        case ReplyOutcome::broke:
+          // A failure below the chat layer: the user hears that it failed.
+          log::error("gateway: the reply to {} #{} failed: {}", self->user_id_, message.seq,
+                     log::elide(escaped));
+          co_await self->store_and_deliver(message.seq, "the reply failed unexpectedly; ask again",
+                                           store::MessageStatus::failed);
+          break;
+        case ReplyOutcome::cancelled:
+          // By the user or by an operator: stored as cancelled and said so.
+          co_await self->finish_cancelled(message.seq);
+          break;
+        case ReplyOutcome::stored:
+          if (user_cancelled) self->send(notification_frame(nothing_to_cancel));
+          break;
+        case ReplyOutcome::host_stopping:
+          break;
+      }
+    } catch (const std::exception& e) {
+      log::error("gateway: the end of the reply to {} #{} failed: {}", self->user_id_, message.seq,
+                 log::elide(e.what()));
     }
-    if (!aborted || broke || self->user_cancelled_) self->start_next_reply();
+    self->reply_task_ = 0;
+    if (outcome != ReplyOutcome::host_stopping) self->start_next_reply();
+    self->pending_changed();
     self->gateway_.forget_if_idle(self->user_id_);
   }
 
-  // False when the reply was cancelled before it was stored.
-  awaitable<bool> reply(const store::Message& message) {
+  awaitable<ReplyOutcome> reply(const store::Message& message) {
     llm::ChatRequest request;
     request.system_prompt = gateway_.options_.system_prompt;
     request.message = {"user", message.content, message.images};
-    if (gateway_.options_.history_messages > 0) {
-      // What came before this message; messages sent after it, waiting their
-      // turn, are not its context.
-      auto history =
-          co_await store().messages(user_id_, gateway_.options_.history_messages, message.seq);
-      if (history) {
-        for (auto& past : *history)
-          request.history.push_back(
-              {past.role == store::Role::user ? "user" : "assistant", std::move(past.content), {}});
-      }
-    }
+    // What came before this message; messages sent after it, waiting their
+    // turn, are not its context.
+    request.history = co_await load_history(
+        store(), user_id_, message.seq,
+        HistoryBudget(gateway_.options_.history_messages, gateway_.options_.max_context_bytes,
+                      request.system_prompt.size() + context_bytes(request.message)));
     // The provider in force when the reply starts serves all of it.
     auto provider = gateway_.provider_;
     const Seq reply_to = message.seq;
-    held_pieces_.clear();
+    drop_held_pieces();
     auto result = co_await provider->complete(
         request, [this, reply_to](std::string_view piece) { stream_piece(piece, reply_to); });
-    if (!result && (result.error().kind == llm::ProviderError::Kind::cancelled ||
-                    result.error().kind == llm::ProviderError::Kind::shutting_down)) {
-      held_pieces_.clear();
-      co_return false;
+    if (!result && result.error().kind == llm::ProviderError::Kind::shutting_down) {
+      drop_held_pieces();
+      co_return ReplyOutcome::host_stopping;
+    }
+    if (!result && result.error().kind == llm::ProviderError::Kind::cancelled) {
+      drop_held_pieces();
+      co_return ReplyOutcome::cancelled;
     }
     flush_pieces(reply_to);
     // Named first: with GCC 12, a `?:` building a string temporary among a
@@ -299,7 +377,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     std::string content = ok ? *result : result.error().message;
     const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
     co_await store_and_deliver(reply_to, std::move(content), status);
-    co_return true;
+    co_return ReplyOutcome::stored;
   }
 
   // The final reply (or failure) is stored before it is sent.
@@ -312,8 +390,12 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
       send(error_frame("store_error", "the reply could not be stored; ask again", reply_to));
       co_return;
     }
-    deliver(store::Message{*stored, user_id_, store::Role::assistant, std::move(content), {},
-                           std::nullopt, reply_to, status, 0, 0});
+    deliver(store::Message{.seq = *stored,
+                           .user_id = user_id_,
+                           .role = store::Role::assistant,
+                           .content = std::move(content),
+                           .reply_to = reply_to,
+                           .status = status});
   }
 
   awaitable<void> finish_cancelled(Seq reply_to) {
@@ -342,7 +424,17 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 
   void flush_pieces(Seq reply_to) {
     if (!held_pieces_.empty()) send(token_frame(held_pieces_, reply_to));
-    held_pieces_.clear();
+    drop_held_pieces();
+  }
+
+  // A reply held back by a slow socket does not keep its buffer for the
+  // session's life.
+  void drop_held_pieces() {
+    if (held_pieces_.capacity() > 16 * 1024) {
+      held_pieces_ = std::string();
+    } else {
+      held_pieces_.clear();
+    }
   }
 
   void send(std::string frame) {
@@ -364,6 +456,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
   std::string held_pieces_;  // of the reply being made, not yet sent
   std::deque<Queued> inbox_;
   bool inbox_running_ = false;
+  bool handling_ = false;  // a frame taken from the inbox is being handled
   std::deque<store::Message> to_answer_;
   runtime::TaskId reply_task_ = 0;
   bool user_cancelled_ = false;
@@ -371,8 +464,14 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
 };
 
 Gateway::Gateway(runtime::Supervisor& supervisor, store::Store& store,
-                 std::shared_ptr<llm::Provider> provider, GatewayOptions options)
-    : supervisor_(supervisor), store_(store), provider_(std::move(provider)), options_(std::move(options)) {}
+                 std::shared_ptr<llm::Provider> provider, GatewayOptions options,
+                 const runtime::ShutdownState* shutdown)
+    : supervisor_(supervisor),
+      store_(store),
+      provider_(std::move(provider)),
+      options_(std::move(options)),
+      shutdown_(shutdown),
+      rate_limiter_(options_.max_messages_per_minute) {}
 
 Gateway::~Gateway() = default;
 
@@ -395,6 +494,19 @@ std::size_t Gateway::connections() const {
   return n;
 }
 
+void Gateway::set_options(GatewayOptions options) {
+  options_ = std::move(options);
+  rate_limiter_.set_rate(options_.max_messages_per_minute);
+}
+
+bool Gateway::admit_message(std::string_view user_id) {
+  if (rate_limiter_.try_take(user_id, Clock::now())) return true;
+  ++rate_limited_;
+  return false;
+}
+
+bool Gateway::host_stopping() const { return shutdown_ && shutdown_->begun(); }
+
 std::size_t Gateway::replies_in_flight() const { return supervisor_.group_size(replies_group); }
 
 awaitable<std::size_t> Gateway::recover() {
@@ -413,27 +525,39 @@ awaitable<std::size_t> Gateway::recover() {
   co_return pending->size();
 }
 
+std::optional<net::HttpResponse> Gateway::admit(net::Request& request) const {
+  const auto& user_id = request.params.at("user_id");
+  if (!valid_user_id(user_id))
+    return net::error_response(http::status::bad_request, "invalid_user_id",
+                               "the user id must match [A-Za-z0-9_.:-]{1,128}", request);
+  const auto refuse = [&](std::string_view why) {
+    return net::error_response(http::status::unauthorized, "unauthorized", why, request);
+  };
+  if (options_.auth == GatewayAuth::signed_token) {
+    auto claims = verify_user_token(request.presented_token(), options_.signing_key,
+                                    SystemClock::now());
+    if (!claims) return refuse(describe(claims.error()));
+    if (claims->user_id != user_id) return refuse("the token is for another user");
+    return std::nullopt;
+  }
+  // A token that is set is required whatever the mode: a credential is never ignored.
+  if (options_.auth == GatewayAuth::token || !options_.token.empty()) {
+    if (options_.token.empty() ||
+        !net::constant_time_equal(request.presented_token(), options_.token))
+      return refuse("a valid gateway token is needed");
+  }
+  return std::nullopt;
+}
+
 std::shared_ptr<const net::Router> Gateway::router() {
   auto router = std::make_shared<net::Router>();
   router->add_websocket(
       "/ws/{user_id}",
-      net::WsRoute{
-          [this](net::Request& request) -> std::optional<net::HttpResponse> {
-            const auto& user_id = request.params.at("user_id");
-            if (!valid_user_id(user_id))
-              return net::error_response(http::status::bad_request, "invalid_user_id",
-                                         "the user id must match [A-Za-z0-9_.:-]{1,128}", request);
-            if (!options_.token.empty()) {
-              if (!net::constant_time_equal(request.presented_token(), options_.token))
-                return net::error_response(http::status::unauthorized, "unauthorized",
-                                           "a valid gateway token is needed", request);
-            }
-            return std::nullopt;
-          },
-          [this](const std::shared_ptr<net::WsConnection>& connection, net::Request& request) {
-            session(request.params.at("user_id"))->attach(connection);
-          },
-          options_.ws});
+      net::WsRoute{[this](net::Request& request) { return admit(request); },
+                   [this](const std::shared_ptr<net::WsConnection>& connection, net::Request& request) {
+                     session(request.params.at("user_id"))->attach(connection);
+                   },
+                   options_.ws});
   return router;
 }
 

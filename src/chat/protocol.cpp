@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 namespace mooring::chat {
 
 namespace json = boost::json;
@@ -12,7 +14,112 @@ ProtocolError wrong_type(std::string_view key, std::string_view expected) {
   return {"wrong_type", fmt::format("\"{}\" must be {}", key, expected)};
 }
 
+// At most `max_bytes` of `text`, cut before a UTF-8 sequence rather than inside one.
+std::string_view shorten_utf8(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  std::size_t end = max_bytes;
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
+
+ClientFrame parse_resume(const json::object& frame) {
+  const auto* after = frame.if_contains("after");
+  if (!after) return ProtocolError{"missing_after", "a resume frame needs \"after\": <seq>"};
+  // Checked before any conversion: to_number throws for a value it cannot hold.
+  if (after->is_int64() && after->get_int64() >= 0) return Resume{after->get_int64()};
+  if (after->is_uint64() && after->get_uint64() <= std::numeric_limits<std::int64_t>::max())
+    return Resume{static_cast<std::int64_t>(after->get_uint64())};
+  if (after->is_uint64())
+    return ProtocolError{"out_of_range", "\"after\" must be a seq below 2^63"};
+  return wrong_type("after", "a non-negative integer");
+}
+
+// Cheshire Cat clients send one image as "image", others a list as "images";
+// both may come together.
+std::optional<ProtocolError> parse_images(const json::object& frame, UserMessage& message) {
+  const auto too_many = [] {
+    return ProtocolError{"too_many_images", fmt::format("at most {} images per message", max_images)};
+  };
+  if (const auto* images = frame.if_contains("images"); images && !images->is_null()) {
+    if (!images->is_array()) return wrong_type("images", "an array of strings");
+    if (images->get_array().size() > max_images) return too_many();
+    for (const auto& image : images->get_array()) {
+      if (!image.is_string()) return wrong_type("images", "an array of strings");
+      message.images.emplace_back(image.get_string());
+    }
+  }
+  if (const auto* image = frame.if_contains("image"); image && !image->is_null()) {
+    if (!image->is_string()) return wrong_type("image", "a string");
+    if (message.images.size() == max_images) return too_many();
+    message.images.emplace_back(image->get_string());
+  }
+  for (const auto& image : message.images) {
+    const std::string_view v = image;
+    if (!v.starts_with("data:") && !v.starts_with("https://") && !v.starts_with("http://"))
+      return ProtocolError{"invalid_image", "an image must be a data: URL or an http(s):// URL"};
+  }
+  return std::nullopt;
+}
+
+ClientFrame parse_message(const json::object& frame) {
+  UserMessage message;
+  if (const auto* text = frame.if_contains("text"); text && !text->is_null()) {
+    if (!text->is_string()) return wrong_type("text", "a string");
+    message.text = std::string(text->get_string());
+  } else if (!frame.contains("image") && !frame.contains("images")) {
+    return ProtocolError{"missing_text", "a message needs \"text\""};
+  }
+
+  if (const auto* id = frame.if_contains("id"); id && !id->is_null()) {
+    if (id->is_string()) {
+      message.id = std::string(id->get_string());
+    } else if (id->is_int64() || id->is_uint64()) {
+      message.id = json::serialize(*id);
+    } else {
+      return wrong_type("id", "a string or an integer");
+    }
+    if (message.id->empty() || message.id->size() > max_client_id_bytes)
+      return wrong_type("id", fmt::format("1 to {} characters", max_client_id_bytes));
+  }
+
+  if (auto refused = parse_images(frame, message)) return std::move(*refused);
+  if (message.text.empty() && message.images.empty())
+    return ProtocolError{"empty_message", "the message has no text and no image"};
+  return message;
+}
+
+ClientFrame parse_object(const json::object& frame) {
+  if (const auto* type = frame.if_contains("type"); type && !type->is_null()) {
+    if (!type->is_string()) return wrong_type("type", "a string");
+    const std::string_view kind = type->get_string();
+    if (kind == "resume") return parse_resume(frame);
+    if (kind == "cancel") return Cancel{};
+    if (kind != "message" && kind != "user_message" && kind != "chat")
+      return ProtocolError{"unknown_type",
+                           fmt::format("unknown frame type \"{}\" (use a message, \"resume\" or "
+                                       "\"cancel\")",
+                                       shorten_utf8(kind, 64))};
+  }
+  return parse_message(frame);
+}
+
 }  // namespace
+
+ClientFrame parse_client_frame(std::string_view text) {
+  try {
+    boost::system::error_code ec;
+    json::parse_options options;
+    options.max_depth = max_frame_depth;
+    json::value value = json::parse(text, ec, {}, options);
+    if (ec)
+      return ProtocolError{"invalid_json", fmt::format("the frame is not JSON: {}", ec.message())};
+    if (!value.is_object()) return ProtocolError{"invalid_frame", "the frame must be a JSON object"};
+    return parse_object(value.get_object());
+  } catch (const std::exception&) {
+    // Only an allocation can fail above; the frame is refused, the connection goes on.
+    return ProtocolError{"invalid_frame", "the frame could not be read"};
+  }
+}
 
 bool valid_user_id(std::string_view user_id) {
   if (user_id.empty() || user_id.size() > 128) return false;
@@ -24,77 +131,8 @@ bool valid_user_id(std::string_view user_id) {
   return true;
 }
 
-ClientFrame parse_client_frame(std::string_view text) {
-  boost::system::error_code ec;
-  json::value value = json::parse(text, ec);
-  if (ec) return ProtocolError{"invalid_json", fmt::format("the frame is not JSON: {}", ec.message())};
-  if (!value.is_object()) return ProtocolError{"invalid_frame", "the frame must be a JSON object"};
-  const auto& frame = value.as_object();
-
-  if (const auto* type = frame.if_contains("type"); type && !type->is_null()) {
-    if (!type->is_string()) return wrong_type("type", "a string");
-    const std::string_view kind = type->as_string();
-    if (kind == "resume") {
-      const auto* after = frame.if_contains("after");
-      if (!after) return ProtocolError{"missing_after", "a resume frame needs \"after\": <seq>"};
-      if (!after->is_int64() && !after->is_uint64()) return wrong_type("after", "an integer");
-      const auto n = after->to_number<std::int64_t>();
-      if (n < 0) return wrong_type("after", "a non-negative integer");
-      return Resume{n};
-    }
-    if (kind == "cancel") return Cancel{};
-    if (kind != "message" && kind != "user_message" && kind != "chat")
-      return ProtocolError{"unknown_type",
-                           fmt::format("unknown frame type \"{}\" (use a message, \"resume\" or "
-                                       "\"cancel\")",
-                                       kind.substr(0, 64))};
-  }
-
-  UserMessage message;
-  const auto* text_value = frame.if_contains("text");
-  if (!text_value) return ProtocolError{"missing_text", "a message needs \"text\""};
-  if (!text_value->is_string()) return wrong_type("text", "a string");
-  message.text = std::string(text_value->as_string());
-
-  if (const auto* id = frame.if_contains("id"); id && !id->is_null()) {
-    if (id->is_string()) {
-      message.id = std::string(id->as_string());
-    } else if (id->is_int64() || id->is_uint64()) {
-      message.id = json::serialize(*id);
-    } else {
-      return wrong_type("id", "a string or an integer");
-    }
-    if (message.id->empty() || message.id->size() > max_client_id_bytes)
-      return wrong_type("id", fmt::format("1 to {} characters", max_client_id_bytes));
-  }
-
-  if (const auto* images = frame.if_contains("images"); images && !images->is_null()) {
-    if (!images->is_array()) return wrong_type("images", "an array of strings");
-    for (const auto& image : images->as_array()) {
-      if (!image.is_string()) return wrong_type("images", "an array of strings");
-      message.images.emplace_back(image.as_string());
-    }
-  }
-  if (const auto* image = frame.if_contains("image"); image && !image->is_null()) {
-    if (!image->is_string()) return wrong_type("image", "a string");
-    message.images.emplace_back(image->as_string());
-  }
-  if (message.images.size() > max_images)
-    return ProtocolError{"too_many_images", fmt::format("at most {} images per message", max_images)};
-  for (const auto& image : message.images) {
-    const std::string_view v = image;
-    if (!v.starts_with("data:") && !v.starts_with("https://") && !v.starts_with("http://"))
-      return ProtocolError{"invalid_image",
-                           "an image must be a data: URL or an http(s):// URL"};
-  }
-  if (message.text.empty() && message.images.empty())
-    return ProtocolError{"empty_message", "the message has no text and no image"};
-  return message;
-}
-
-std::string ack_frame(const std::optional<std::string>& id, std::int64_t seq) {
-  return json::serialize(json::object{
-      {"type", "ack"}, {"id", id ? json::value(*id) : json::value(nullptr)}, {"seq", seq}});
+std::string ack_frame(std::string_view id, std::int64_t seq) {
+  return json::serialize(json::object{{"type", "ack"}, {"id", id}, {"seq", seq}});
 }
 
 std::string token_frame(std::string_view piece, std::int64_t reply_to) {

@@ -1,7 +1,10 @@
 // The chat gateway's wire protocol (DESIGN.md, "Chat gateway"), shaped after
 // Cheshire Cat's WebSocket API so its clients work unchanged. Parsing never
-// throws: a frame is either a known message or a ProtocolError with a name and
-// a description for the `error` frame.
+// throws, whatever the bytes: a frame is either a known message or a
+// ProtocolError with a name and a description for the `error` frame. Keys the
+// protocol does not name are ignored; a named key with a wrong type (or null
+// where a value is needed) is an error. Server frames are valid UTF-8 whenever
+// the strings given to them are.
 #pragma once
 
 #include <boost/json.hpp>
@@ -34,17 +37,20 @@ struct ProtocolError {
 
 using ClientFrame = std::variant<UserMessage, Resume, Cancel, ProtocolError>;
 
-// Longest accepted client id and image count; longer is a ProtocolError.
+// Longest accepted client id, image count and JSON nesting; more is a ProtocolError.
 inline constexpr std::size_t max_client_id_bytes = 256;
 inline constexpr std::size_t max_images = 16;
+inline constexpr std::size_t max_frame_depth = 32;
 
 ClientFrame parse_client_frame(std::string_view text);
 
 // Whether `user_id` matches [A-Za-z0-9_.:-]{1,128}.
 bool valid_user_id(std::string_view user_id);
 
-// Server frames, serialized.
-std::string ack_frame(const std::optional<std::string>& id, std::int64_t seq);
+// Server frames, serialized. An ack is sent only for a message that carries a
+// client id: Cheshire Cat clients send none and take any frame that is neither
+// a token nor a message for an error.
+std::string ack_frame(std::string_view id, std::int64_t seq);
 std::string token_frame(std::string_view piece, std::int64_t reply_to);
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to);

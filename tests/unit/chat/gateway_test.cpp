@@ -1,0 +1,372 @@
+#include "chat/gateway.hpp"
+
+#include "chat/user_token.hpp"
+#include "support/chat_client.hpp"
+#include "support/wait.hpp"
+#include "unit/chat/gateway_fixture.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+namespace mooring::chat::test {
+namespace {
+
+namespace json = boost::json;
+using mooring::test::ChatClient;
+using mooring::test::int_field;
+using mooring::test::is_ack;
+using mooring::test::is_chat_for;
+using mooring::test::is_type;
+using mooring::test::poll_until;
+using mooring::test::say_and_get_seq;
+using mooring::test::string_field;
+using Frame = ChatClient::Frame;
+
+bool is_error(const Frame& frame, std::string_view name) {
+  return is_type(frame, "error") && string_field(frame, "name") == name;
+}
+
+// The connection still works: a message is acknowledged and answered.
+void expect_usable(ChatClient& client, const std::string& id) {
+  const auto seq = say_and_get_seq(client, "still here " + id, id);
+  const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+  EXPECT_EQ(string_field(chat, "text"), "ok: still here " + id.substr(0, 5));
+}
+
+// --- defect 1: no frame can break a session --------------------------------
+
+TEST(Gateway, ResumeAfter2To63IsAnErrorFrameAndTheConnectionStaysUsable) {
+  GatewayFixture fixture;
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "resumer"), 101);
+  for (const char* frame : {R"({"type":"resume","after":9223372036854775808})",
+                            R"({"type":"resume","after":18446744073709551615})"}) {
+    client.send_raw(frame);
+    const auto error = client.next();
+    ASSERT_TRUE(error.has_value()) << "closed with " << client.close_code();
+    EXPECT_TRUE(is_error(*error, "out_of_range")) << json::serialize(*error);
+  }
+  expect_usable(client, "after-resume");
+  EXPECT_EQ(fixture.run([&] { return fixture.gateway->connections(); }), 1u);
+  EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
+}
+
+TEST(Gateway, DeepNestingAndJunkGetErrorFrames) {
+  GatewayFixture fixture;
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "nester"), 101);
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {std::string(100000, '[') + std::string(100000, ']'), "invalid_json"},
+      {R"({"text":"x","y":)" + std::string(5000, '{'), "invalid_json"},
+      {"{\"type\":\"" + std::string(51, 'x') +
+           "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\"}",
+       "unknown_type"},
+  };
+  for (const auto& [frame, name] : cases) {
+    SCOPED_TRACE(frame.substr(0, 40));
+    client.send_raw(frame);
+    const auto reply = client.next();
+    ASSERT_TRUE(reply.has_value()) << "closed with " << client.close_code();
+    EXPECT_TRUE(is_error(*reply, name)) << json::serialize(*reply);
+  }
+  // An escaped lone surrogate is refused, or answered in valid UTF-8: either
+  // way the client (which checks UTF-8) can read what comes back.
+  client.send_raw(R"({"text":"\ud800","id":"surrogate"})");
+  client.read_until([](const Frame& f) { return is_type(f, "error") || is_type(f, "chat"); });
+  expect_usable(client, "after-junk");
+}
+
+// Beast checks the UTF-8 of text frames itself: invalid UTF-8 ends the
+// connection with 1007, and the user can come back at once.
+TEST(Gateway, InvalidUtf8InATextFrameClosesWith1007AndTheUserComesBack) {
+  GatewayFixture fixture;
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "bytes"), 101);
+  client.send_raw("{\"text\":\"\xff\xfe\xfd\"}");
+  EXPECT_EQ(client.read_until_closed(), 1007);
+  ASSERT_TRUE(poll_until(
+      [&] { return fixture.run([&] { return fixture.gateway->connections(); }) == 0; }, 10s));
+  ChatClient again;
+  ASSERT_EQ(again.connect(fixture.address, "bytes"), 101);
+  expect_usable(again, "back-again");
+  EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
+}
+
+// --- Cheshire Cat's clients ---------------------------------------------------
+
+TEST(Gateway, OnlyAMessageWithAnIdIsAcknowledged) {
+  GatewayFixture fixture;
+  ChatClient cat;
+  ASSERT_EQ(cat.connect(fixture.address, "cat"), 101);
+  // As ccat-api sends it: no id, its own keys, one image.
+  cat.send(Frame{{"text", "look"},
+                 {"user_id", "cat"},
+                 {"prompt_settings", json::object{}},
+                 {"image", "https://example.com/cat.png"}});
+  const auto chat = cat.read_until([](const Frame& f) { return is_type(f, "chat"); });
+  EXPECT_EQ(string_field(chat, "text"), "ok: look");
+  cat.send(Frame{{"image", "data:image/png;base64,AAAA"}, {"user_id", "cat"}});
+  cat.read_until([&](const Frame& f) {
+    return is_type(f, "chat") && int_field(f, "seq") > int_field(chat, "seq");
+  });
+  for (const auto& frame : cat.received()) {
+    EXPECT_TRUE(is_type(frame, "chat") || is_type(frame, "chat_token")) << json::serialize(frame);
+  }
+  // A client that wants acks sends ids.
+  cat.say("with id", "m1");
+  EXPECT_TRUE(is_ack(*cat.next(), "m1"));
+}
+
+// --- defect 9: who the user is -----------------------------------------------
+
+const std::string signing_key = "a-key-of-at-least-32-bytes-for-hs256!";
+
+TEST(Gateway, SignedTokensAdmitTheirUserOnly) {
+  GatewayOptions options;
+  options.auth = GatewayAuth::signed_token;
+  options.signing_key = signing_key;
+  GatewayFixture fixture(options);
+  const auto now = SystemClock::now();
+  const auto bearer = [](const std::string& token) {
+    return ChatClient::Headers{{"Authorization", "Bearer " + token}};
+  };
+  const auto connect = [&](const std::string& user, const std::string& token) {
+    ChatClient client;
+    return client.connect(fixture.address, user, "", bearer(token));
+  };
+  const auto valid = mint_user_token("alice", signing_key, now + 1h);
+  EXPECT_EQ(connect("alice", valid), 101);
+  EXPECT_EQ(connect("mallory", valid), 401) << "another user's token";
+  EXPECT_EQ(connect("alice", mint_user_token("alice", signing_key, now - 1s, now - 1h)), 401)
+      << "expired";
+  EXPECT_EQ(
+      connect("alice", mint_user_token("alice", "another-key-of-at-least-32-bytes!!", now + 1h)),
+      401)
+      << "another key";
+  const auto dot = valid.find('.');
+  const auto none = base64url_encode(R"({"alg":"none","typ":"JWT"})") +
+                    valid.substr(dot, valid.rfind('.') - dot) + ".";
+  EXPECT_EQ(connect("alice", none), 401) << "alg none";
+  const auto hs512 = base64url_encode(R"({"alg":"HS512","typ":"JWT"})") + valid.substr(dot);
+  EXPECT_EQ(connect("alice", hs512), 401) << "another alg";
+  EXPECT_EQ(connect("alice", valid.substr(0, valid.size() - 2) + "AA"), 401) << "bad signature";
+  EXPECT_EQ(connect("alice", "garbage"), 401);
+  EXPECT_EQ(connect("alice", ""), 401);
+  {
+    ChatClient anonymous;
+    EXPECT_EQ(anonymous.connect(fixture.address, "alice"), 401);
+  }
+  // In the query string, as browsers and Cheshire Cat clients send it; and the
+  // shared token of another mode means nothing here.
+  ChatClient browser;
+  ASSERT_EQ(browser.connect(fixture.address, "alice", "?token=" + valid), 101);
+  expect_usable(browser, "signed-in");
+}
+
+TEST(Gateway, TheSharedTokenModeNeedsTheToken) {
+  GatewayOptions options;
+  options.auth = GatewayAuth::token;
+  options.token = "shared-gateway-token";
+  GatewayFixture fixture(options);
+  ChatClient none;
+  EXPECT_EQ(none.connect(fixture.address, "u"), 401);
+  ChatClient signed_instead;
+  EXPECT_EQ(signed_instead.connect(
+                fixture.address, "u",
+                "?token=" + mint_user_token("u", "shared-gateway-token", SystemClock::now() + 1h)),
+            401);
+  ChatClient good;
+  EXPECT_EQ(good.connect(fixture.address, "u", "?token=shared-gateway-token"), 101);
+  // Token mode with no token configured admits nobody.
+  options.token.clear();
+  fixture.run([&] {
+    fixture.gateway->set_options(options);
+    fixture.server->set_router(fixture.gateway->router());
+    return true;
+  });
+  ChatClient nobody;
+  EXPECT_EQ(nobody.connect(fixture.address, "u", "?token="), 401);
+}
+
+TEST(Gateway, BeyondTheRateAMessageIsRefusedAndNotStored) {
+  GatewayOptions options;
+  options.max_messages_per_minute = 5;
+  GatewayFixture fixture(options);
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "chatty"), 101);
+  for (int i = 0; i < 5; ++i)
+    say_and_get_seq(client, "m" + std::to_string(i), "m" + std::to_string(i));
+  client.say("one too many", "m5");
+  const auto refused = client.read_until([](const Frame& f) { return is_type(f, "error"); });
+  EXPECT_TRUE(is_error(refused, "rate_limited")) << json::serialize(refused);
+  // A new connection does not refill the bucket.
+  client.close();
+  ChatClient again;
+  ASSERT_EQ(again.connect(fixture.address, "chatty"), 101);
+  again.say("still too many", "m6");
+  EXPECT_TRUE(is_error(again.read_until([](const Frame& f) { return is_type(f, "error"); }),
+                       "rate_limited"));
+  // Another user is not limited by this one.
+  ChatClient other;
+  ASSERT_EQ(other.connect(fixture.address, "quiet"), 101);
+  say_and_get_seq(other, "hello", "q1");
+
+  std::size_t user_messages = 0;
+  for (const auto& message : fixture.messages("chatty")) {
+    EXPECT_NE(message.content, "one too many");
+    EXPECT_NE(message.content, "still too many");
+    user_messages += message.role == store::Role::user ? 1 : 0;
+  }
+  EXPECT_EQ(user_messages, 5u);
+  for (const auto& frame : client.received()) EXPECT_FALSE(is_ack(frame, "m5"));
+  EXPECT_EQ(fixture.run([&] { return fixture.gateway->rate_limited(); }), 2u);
+}
+
+// --- defect 10: a cancelled task leaves its session consistent ----------------
+
+// An operator cancels the reply in progress (POST /api/tasks/<id>/cancel): the
+// user hears it was cancelled, and the next message is answered.
+TEST(Gateway, AnOperatorCancellingAReplyDoesNotStallTheQueue) {
+  GatewayFixture fixture;
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "queued"), 101);
+  const auto first = say_and_get_seq(client, "first", "1");
+  const auto second = say_and_get_seq(client, "second", "2");
+  runtime::TaskId reply = 0;
+  ASSERT_TRUE(poll_until(
+      [&] { return (reply = fixture.task("chat reply queued #" + std::to_string(first))) != 0; },
+      10s));
+  EXPECT_TRUE(fixture.run([&] { return fixture.thread.supervisor().cancel(reply); }));
+  const auto notice = client.read_until([](const Frame& f) { return is_type(f, "notification"); });
+  EXPECT_NE(string_field(notice, "content").find("cancelled"), std::string::npos);
+  fixture.run([&] {
+    fixture.gate->set_open(true);
+    return true;
+  });
+  client.read_until([&](const Frame& f) { return is_chat_for(f, second); });
+  expect_usable(client, "after-cancel");
+}
+
+// The same cancellation during a shutdown leaves the message pending, to be
+// answered after the restart, and starts no other reply.
+TEST(Gateway, AReplyCancelledByTheShutdownStaysPending) {
+  GatewayFixture fixture;
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "stopping"), 101);
+  const auto first = say_and_get_seq(client, "first", "1");
+  say_and_get_seq(client, "second", "2");
+  runtime::TaskId reply = 0;
+  ASSERT_TRUE(
+      poll_until([&] { return (reply = fixture.task("chat reply stopping #")) != 0; }, 10s));
+  fixture.run([&] {
+    fixture.shutdown.begin();
+    return fixture.thread.supervisor().cancel(reply);
+  });
+  ASSERT_TRUE(poll_until(
+      [&] { return fixture.run([&] { return fixture.gateway->replies_in_flight(); }) == 0; }, 10s));
+  EXPECT_EQ(fixture.task("chat reply"), 0u) << "no reply starts once the host is stopping";
+  for (const auto& message : fixture.messages("stopping")) {
+    EXPECT_EQ(message.role, store::Role::user);
+    EXPECT_EQ(message.status, store::MessageStatus::pending)
+        << message.seq << " (first: " << first << ")";
+  }
+}
+
+// An operator cancels a user's inbox task while it pages a long backlog out to
+// a client that does not read: the frames behind it are dropped with an error
+// frame, and the session takes and answers the next message.
+TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
+  GatewayOptions options;
+  options.ws.send_queue_limit = 4;  // one stored reply per page
+  options.max_messages_per_minute = 0;
+  GatewayFixture fixture(options);
+  fixture.run([&] {
+    fixture.gate->reply_bytes = 2 * 1024 * 1024;
+    return true;
+  });
+  {
+    ChatClient writer;
+    ASSERT_EQ(writer.connect(fixture.address, "reader"), 101);
+    for (int i = 0; i < 12; ++i) {
+      const auto seq = say_and_get_seq(writer, "q" + std::to_string(i), "q" + std::to_string(i));
+      writer.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+    }
+    writer.close();
+  }
+  fixture.run([&] {
+    fixture.gate->reply_bytes = 0;
+    return true;
+  });
+
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "reader"), 101);
+  // 24 MB of replies asked for again, not read: the inbox waits for the socket.
+  client.send(Frame{{"type", "resume"}, {"after", 0}});
+  client.say("behind the resume", "late");
+  runtime::TaskId inbox = 0;
+  ASSERT_TRUE(poll_until([&] { return (inbox = fixture.task("chat inbox reader")) != 0; }, 10s));
+  ASSERT_TRUE(fixture.run([&] { return fixture.thread.supervisor().cancel(inbox); }));
+  ASSERT_TRUE(poll_until([&] { return fixture.task("chat inbox reader") == 0; }, 10s))
+      << "the cancelled inbox task ended";
+
+  // The late message was either handled before the cancel or dropped with a reason.
+  client.say("next", "next");
+  const auto ack = client.read_until([](const Frame& f) { return is_ack(f, "next"); }, 30s);
+  client.read_until([&](const Frame& f) { return is_chat_for(f, int_field(ack, "seq")); });
+  bool late_acked = false;
+  bool late_dropped = false;
+  for (const auto& frame : client.received()) {
+    late_acked = late_acked || is_ack(frame, "late");
+    late_dropped = late_dropped || is_error(frame, "cancelled");
+  }
+  EXPECT_TRUE(late_acked != late_dropped)
+      << "acked: " << late_acked << ", dropped: " << late_dropped;
+  EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
+}
+
+// --- chat.max_context_bytes ---------------------------------------------------
+
+TEST(Gateway, TheContextSentUpstreamStaysWithinItsBytes) {
+  GatewayOptions options;
+  options.max_context_bytes = 1000;
+  options.history_messages = 20;
+  options.max_messages_per_minute = 0;
+  GatewayFixture fixture(options);
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "talker"), 101);
+  for (int i = 0; i < 8; ++i) {
+    const auto text = std::to_string(i) + std::string(199, 'a' + i);  // 200 bytes
+    const auto seq = say_and_get_seq(client, text, "h" + std::to_string(i));
+    client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+  }
+  const auto last = say_and_get_seq(client, std::string(100, 'q'), "last");
+  client.read_until([&](const Frame& f) { return is_chat_for(f, last); });
+
+  const auto seen = fixture.run([&] { return fixture.gate->requests.back(); });
+  // 900 bytes for the history: the newest messages that fit, whole. Replies
+  // ("ok: " + 16 bytes) are 20 bytes, messages 200: four of each and one more
+  // reply make 900; the message before that would pass it.
+  EXPECT_EQ(seen.history_bytes, 900u);
+  EXPECT_EQ(seen.history_messages, 9u);
+  EXPECT_EQ(seen.newest_history, "ok: 7hhhhhhhhhhhhhhh") << "the newest first";
+  // Without a budget the whole history (20 messages) goes.
+  options.max_context_bytes = 1 << 20;
+  fixture.run([&] {
+    fixture.gateway->set_options(options);
+    return true;
+  });
+  const auto more = say_and_get_seq(client, "more", "more");
+  client.read_until([&](const Frame& f) { return is_chat_for(f, more); });
+  EXPECT_EQ(fixture.run([&] { return fixture.gate->requests.back().history_messages; }), 18u);
+}
+
+}  // namespace
+}  // namespace mooring::chat::test
