@@ -3,11 +3,16 @@
 #include "app/config.hpp"
 #include "app/host.hpp"
 #include "app/version.hpp"
+#include "chat/protocol.hpp"
+#include "chat/user_token.hpp"
+#include "runtime/duration.hpp"
 #include "runtime/log.hpp"
 #include "runtime/signals.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -34,6 +39,31 @@ ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
   return nullptr;
 }
 
+// `mooring token issue`: 0 and the token on stdout, or 2 and why on stderr.
+int issue_token(const std::string& user, const std::string& ttl_text, std::string config_path) {
+  if (!chat::valid_user_id(user)) {
+    std::cerr << "\"" << runtime::shorten(user, 64) << "\" is not a user id ([A-Za-z0-9_.:-]{1,128})\n";
+    return exit_invalid;
+  }
+  const auto ttl = runtime::parse_duration(ttl_text);
+  if (!ttl || *ttl <= runtime::Duration::zero() || *ttl > std::chrono::hours(24 * 365)) {
+    std::cerr << "--ttl \"" << ttl_text << "\" is not a duration from 1ms to 365 days (e.g. 24h)\n";
+    return exit_invalid;
+  }
+  if (config_path.empty() && std::filesystem::exists("mooring.toml")) config_path = "mooring.toml";
+  ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path);
+  if (!config) return exit_invalid;
+  const auto& variable = config->gateway.signing_key_env;
+  const char* key = std::getenv(variable.c_str());
+  if (key == nullptr || std::strlen(key) < chat::min_signing_key_bytes) {
+    std::cerr << "$" << variable << " must hold the gateway's signing key (at least "
+              << chat::min_signing_key_bytes << " bytes), as for the running mooring\n";
+    return exit_invalid;
+  }
+  std::cout << chat::mint_user_token(user, key, chat::SystemClock::now() + *ttl) << '\n';
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -57,6 +87,21 @@ int run_cli(int argc, char** argv) {
 
   cli.add_subcommand("print-default-config", "print the default configuration, commented");
 
+  // mooring token issue USER [--ttl 24h] [-c FILE]: a signed gateway token.
+  auto* token = cli.add_subcommand("token", "gateway tokens for gateway.auth = \"signed\"");
+  token->require_subcommand(1);
+  auto* issue = token->add_subcommand(
+      "issue", "print a token that lets USER connect as USER (the key is read from the variable "
+               "gateway.signing_key_env names)");
+  std::string token_user;
+  std::string token_ttl = "24h";
+  std::string token_config;
+  issue->add_option("user", token_user, "the user id ([A-Za-z0-9_.:-]{1,128})")->required();
+  issue->add_option("--ttl", token_ttl, "how long the token is valid (\"30m\", \"24h\", up to 365 days)");
+  issue->add_option("-c,--config", token_config,
+                    "configuration file naming the key's variable (default: ./mooring.toml if "
+                    "present)");
+
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -69,6 +114,8 @@ int run_cli(int argc, char** argv) {
     std::cout << default_config_toml();
     return 0;
   }
+
+  if (issue->parsed()) return issue_token(token_user, token_ttl, token_config);
 
   if (cli.got_subcommand("check-config")) {
     auto config = load_or_report(check_path);

@@ -1,7 +1,11 @@
 #include "app/components.hpp"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "admin/token.hpp"
 #include "app/provider_factory.hpp"
+#include "chat/user_token.hpp"
 #include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
 
@@ -33,12 +37,34 @@ std::string describe_provider(const ProviderConfig& config) {
 
 }  // namespace
 
-chat::GatewayOptions gateway_options(const Config& config) {
+boost::system::result<chat::GatewayOptions, std::string> gateway_options(const Config& config) {
   const auto& gw = config.gateway;
-  return chat::GatewayOptions{
-      gw.token, config.chat.history_messages, config.provider.system_prompt,
-      net::WsOptions{gw.max_message_bytes, gw.send_queue_limit, gw.heartbeat_interval,
-                     gw.heartbeat_timeout, std::chrono::seconds(5)}};
+  chat::GatewayOptions options;
+  options.token = gw.token;
+  options.history_messages = config.chat.history_messages;
+  options.system_prompt = config.provider.system_prompt;
+  options.ws.max_message_bytes = gw.max_message_bytes;
+  options.ws.send_queue_limit = gw.send_queue_limit;
+  options.ws.heartbeat_interval = gw.heartbeat_interval;
+  options.ws.heartbeat_timeout = gw.heartbeat_timeout;
+  options.ws.close_timeout = std::chrono::seconds(5);
+  options.auth = gw.auth == "signed"  ? chat::GatewayAuth::signed_token
+                 : gw.auth == "token" ? chat::GatewayAuth::token
+                                      : chat::GatewayAuth::none;
+  if (options.auth == chat::GatewayAuth::signed_token) {
+    const char* key = std::getenv(gw.signing_key_env.c_str());
+    if (key == nullptr || std::strlen(key) < chat::min_signing_key_bytes)
+      return boost::system::result<chat::GatewayOptions, std::string>(
+          boost::system::in_place_error,
+          fmt::format("gateway: auth = \"signed\" needs a signing key of at least {} bytes in "
+                      "${} (for example: export {}=$(openssl rand -base64 48))",
+                      chat::min_signing_key_bytes, gw.signing_key_env, gw.signing_key_env));
+    options.signing_key = key;
+  }
+  options.max_pending_messages = gw.max_pending_messages;
+  options.max_messages_per_minute = gw.max_messages_per_minute;
+  options.max_context_bytes = config.chat.max_context_bytes;
+  return options;
 }
 
 namespace {
@@ -203,8 +229,10 @@ awaitable<void> ListeningComponent::stop(runtime::Deadline deadline) {
 
 GatewayComponent::GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
                                    std::shared_ptr<llm::Provider> provider, const Config& config,
+                                   chat::GatewayOptions options,
+                                   const runtime::ShutdownState* shutdown,
                                    ListenerComponent::ChangeCallback on_change)
-    : gateway_(supervisor, store, std::move(provider), gateway_options(config)) {
+    : gateway_(supervisor, store, std::move(provider), std::move(options), shutdown) {
   listener_ = std::make_unique<ListenerComponent>(supervisor, "gateway", config.gateway.listen,
                                                   gateway_.router(), gateway_limits(config),
                                                   std::move(on_change));
@@ -218,8 +246,10 @@ awaitable<void> GatewayComponent::start() {
 Prepared GatewayComponent::prepare(const Config&, const Config& next) {
   auto moved = listener_->prepare_address(next.gateway.listen, next.shutdown.drain_timeout);
   if (!moved) return moved;
+  auto next_options = gateway_options(next);
+  if (!next_options) return refuse(next_options.error());
   Commit options;
-  if (auto wanted = gateway_options(next); !(wanted == gateway_.options())) {
+  if (auto wanted = *next_options; !(wanted == gateway_.options())) {
     options = [this, wanted] {
       gateway_.set_options(wanted);
       listener_->set_router(gateway_.router());

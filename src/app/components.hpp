@@ -92,8 +92,10 @@ class ListeningComponent : public Component {
 
 class GatewayComponent : public ListeningComponent {
  public:
+  // `options`: gateway_options(config), which the host checked first.
   GatewayComponent(runtime::Supervisor& supervisor, store::Store& store,
                    std::shared_ptr<llm::Provider> provider, const Config& config,
+                   chat::GatewayOptions options, const runtime::ShutdownState* shutdown,
                    ListenerComponent::ChangeCallback on_change);
 
   chat::Gateway& gateway() { return gateway_; }
@@ -125,8 +127,9 @@ class AdminComponent : public ListeningComponent {
   admin::AdminContext context_;
 };
 
-// The gateway's options as a configuration sets them.
-chat::GatewayOptions gateway_options(const Config& config);
+// The gateway's options as a configuration sets them, or why they cannot be
+// (auth = "signed" without a usable key in its environment variable).
+boost::system::result<chat::GatewayOptions, std::string> gateway_options(const Config& config);
 
 // The listeners' limits: the gateway's connection cap is gateway.max_connections,
 // lowered to what the descriptor limit allows with a reserve for everything

@@ -487,8 +487,16 @@ awaitable<int> Host::main() {
       [this](std::shared_ptr<llm::Provider> provider) { gateway_->gateway().set_provider(provider); });
   co_await provider_->start();
 
+  auto options = gateway_options(*config_);
+  if (!options) {
+    log::error("{}", options.error());
+    co_await store_->stop(runtime::Deadline::never());
+    signals.close();
+    co_return 1;
+  }
   gateway_ = std::make_unique<GatewayComponent>(supervisor_, *store_->store(),
-                                                provider_->provider(), *config_, on_change);
+                                                provider_->provider(), *config_,
+                                                std::move(*options), &shutdown_, on_change);
 
   net::WsOptions event_options;
   event_options.send_queue_limit = 1024;

@@ -180,7 +180,9 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     auto appended = co_await store().append_user_message(user_id_, message.text, message.images,
                                                          message.id);
     if (!appended) {
-      log::error("gateway: cannot store a message from {}: {}", user_id_, appended.error().message);
+      // The store logs its faults once and summarises repeats; a line per
+      // refused message would be a storm.
+      log::debug("gateway: cannot store a message from {}: {}", user_id_, appended.error().message);
       send(error_frame("store_error",
                        "the message could not be stored; it was not received, send it again"));
       co_return;
@@ -385,9 +387,14 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                                     store::MessageStatus status) {
     auto stored = co_await store().store_reply(user_id_, reply_to, content, status);
     if (!stored) {
-      log::error("gateway: cannot store the reply to {} #{}: {}", user_id_, reply_to,
+      log::debug("gateway: cannot store the reply to {} #{}: {}", user_id_, reply_to,
                  stored.error().message);
-      send(error_frame("store_error", "the reply could not be stored; ask again", reply_to));
+      std::string told = "the reply could not be stored; ask again";
+      send(error_frame("store_error", told, reply_to));
+      // What the user was told is the message's outcome: it is not answered
+      // again after a restart (the store keeps it in memory while its disk
+      // refuses writes).
+      co_await store().mark_failed(user_id_, reply_to, std::move(told));
       co_return;
     }
     deliver(store::Message{.seq = *stored,
@@ -403,6 +410,8 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                                                store::MessageStatus::failed);
     if (!stored) {
       send(notification_frame("the reply was cancelled"));
+      std::string told = "the reply was cancelled";
+      co_await store().mark_failed(user_id_, reply_to, std::move(told));
       co_return;
     }
     // The notification stands for the stored reply: not replayed on this

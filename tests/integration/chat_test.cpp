@@ -26,6 +26,9 @@ namespace {
 namespace json = boost::json;
 using Frame = ChatClient::Frame;
 
+// For a test whose user sends more than gateway.max_messages_per_minute (60).
+const std::string unlimited_rate = "max_messages_per_minute = 1000000\n";
+
 // Replies come a word at a time, 20 ms apart: slow enough to walk away from.
 const std::string slow_echo = "[provider.echo]\ntoken_delay = \"20ms\"\n";
 
@@ -390,7 +393,7 @@ TEST(Chat, ResumeSendsEarlierRepliesButNotTheOnesThisConnectionAlreadyHad) {
 // the client gets every reply, not a "slow consumer" close.
 TEST(Chat, ResumingALongHistoryDeliversAllOfIt) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path());
+  HostProcess host(MOORING_BINARY, dir.path(), "", unlimited_rate);
   ASSERT_TRUE(host.started()) << host.log();
   constexpr int messages = 300;  // more than gateway.send_queue_limit (256)
   ChatClient chatty;
@@ -522,7 +525,8 @@ TEST(Chat, CancelStopsTheReplyInProgressAndSaysSo) {
 // neither, never both), and the next question is answered.
 TEST(Chat, CancelAtAnyPointEndsInOneOutcomeAndTheSessionGoesOn) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), "[provider.echo]\ntoken_delay = \"8ms\"\n");
+  HostProcess host(MOORING_BINARY, dir.path(), "[provider.echo]\ntoken_delay = \"8ms\"\n",
+                   unlimited_rate);
   ASSERT_TRUE(host.started()) << host.log();
 
   ChatClient user;
@@ -991,11 +995,8 @@ TEST(Chat, AResumeBeyondInt64IsAnErrorAndLeavesNothingBehind) {
   expect_clean_stop(host, {&next});
 }
 
-// Signed per-user tokens and the rate limit, in the real binary. Needs the
-// configuration keys gateway.auth, gateway.signing_key_env and
-// gateway.max_messages_per_minute (issue 11); disabled until the
-// configuration has them.
-TEST(Chat, DISABLED_SignedTokensAndTheRateLimitInTheRealBinary) {
+// Signed per-user tokens and the rate limit, in the real binary.
+TEST(Chat, SignedTokensAndTheRateLimitInTheRealBinary) {
   const std::string key = "an-integration-test-key-of-32-bytes-or-more";
   ::setenv("MOORING_TEST_GATEWAY_KEY", key.c_str(), 1);
   TempDir dir;
@@ -1021,6 +1022,24 @@ TEST(Chat, DISABLED_SignedTokensAndTheRateLimitInTheRealBinary) {
   const auto refused = client.read_until([](const Frame& f) { return is_type(f, "error"); });
   EXPECT_EQ(string_field(refused, "name"), "rate_limited");
   EXPECT_EQ(host.log().find(alice), std::string::npos) << "the token never reaches the log";
+
+  // `mooring token issue` mints what the gateway accepts, for that user only.
+  const auto issued = run_command(
+      "/bin/sh", {"-c", std::string(MOORING_BINARY) + " token issue carol --ttl 10m -c mooring.toml"},
+      dir.path());
+  ASSERT_EQ(issued.exit_code, 0) << issued.err;
+  const auto carol = issued.out.substr(0, issued.out.find('\n'));
+  ChatClient carol_client;
+  EXPECT_EQ(carol_client.connect(host.gateway(), "carol", "?token=" + carol), 101);
+  ChatClient not_carol;
+  EXPECT_EQ(not_carol.connect(host.gateway(), "dave", "?token=" + carol), 401);
+  const auto no_key = run_command(
+      "/bin/sh", {"-c", "MOORING_TEST_GATEWAY_KEY= " + std::string(MOORING_BINARY) +
+                            " token issue carol -c mooring.toml"},
+      dir.path());
+  EXPECT_EQ(no_key.exit_code, 2);
+  EXPECT_NE(no_key.err.find("$MOORING_TEST_GATEWAY_KEY"), std::string::npos) << no_key.err;
+  carol_client.close();
 
   expect_clean_stop(host, {&client});
 }

@@ -82,7 +82,8 @@ void visit(const std::string& gateway, std::size_t first, std::size_t cycles, un
 
 TEST(Soak, ConnectChatDropCyclesLeaveNothingBehind) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path());
+  // 96 users, each visiting about once every 10 ms: far beyond the default rate.
+  HostProcess host(MOORING_BINARY, dir.path(), "", "max_messages_per_minute = 1000000\n");
   ASSERT_TRUE(host.started()) << host.log();
   const auto pid = host.process().pid();
   const std::size_t cycles = cycles_from_env("MOORING_SOAK_CYCLES", 10000);
