@@ -292,7 +292,7 @@ std::string content_security_policy(std::string_view host) {
   if (auto name = policy_host(host); !name.empty())
     connect += fmt::format(" ws://{0}:* wss://{0}:*", name);
   return fmt::format(
-      "default-src 'none'; script-src 'self'{}; style-src 'self'; img-src 'self'; "
+      "default-src 'none'; script-src 'self'{}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
       "font-src 'self'; connect-src {}; manifest-src 'self'; base-uri 'none'; "
       "form-action 'none'; frame-ancestors 'none'",
       panel().script_hashes, connect);

@@ -5,9 +5,11 @@
 // the file), "Cache-Control: no-cache" (a browser revalidates and gets 304
 // with no body), a Content-Security-Policy that lets scripts, styles and
 // connections come from this origin only (plus the WebSockets of the same
-// host, for the chat test panel on the gateway's port) and allows one inline
-// script, the import map, by its hash; gzip when the client accepts it and it
-// is smaller. A path that names no file is the server's plain JSON 404.
+// host, for the chat test panel on the gateway's port), allows one inline
+// script, the import map, by its hash, and no eval; inline styles are allowed
+// (CodeMirror writes its own <style> elements, uPlot sets style attributes),
+// and data: images (CodeMirror's lint icons);
+// gzip when the client accepts it and it is smaller. A path that names no file is the server's plain JSON 404.
 #pragma once
 
 #include "net/router.hpp"

@@ -15,6 +15,8 @@ export function Chart({ title, times, series, unit = "" }) {
   useEffect(() => {
     const make = () => {
       plot.current?.destroy();
+      plot.current = null;
+      if (!box.current) return;
       const ink = cssVar("--muted");
       const grid = cssVar("--line");
       const colours = [cssVar("--accent"), cssVar("--accent-2")];
@@ -29,11 +31,18 @@ export function Chart({ title, times, series, unit = "" }) {
       }, [times, ...series.map((s) => s.values)], box.current);
     };
     make();
-    const resize = new ResizeObserver(() => plot.current?.setSize({ width: Math.max(200, box.current.clientWidth), height: 160 }));
+    const resize = new ResizeObserver(() => {
+      if (box.current) plot.current?.setSize({ width: Math.max(200, box.current.clientWidth), height: 160 });
+    });
     resize.observe(box.current);
     const scheme = matchMedia("(prefers-color-scheme: dark)");
     scheme.addEventListener("change", make);
-    return () => { resize.disconnect(); scheme.removeEventListener("change", make); plot.current?.destroy(); };
+    return () => {
+      resize.disconnect();
+      scheme.removeEventListener("change", make);
+      plot.current?.destroy();
+      plot.current = null;
+    };
   }, [series.length]);
 
   useEffect(() => { plot.current?.setData([times, ...series.map((s) => s.values)]); });
