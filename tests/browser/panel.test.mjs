@@ -244,3 +244,16 @@ test("360 px wide and by keyboard alone", () => withPanel(async ({ host, page })
     await screenshot(page, `narrow-${id}`, id === "overview" ? "narrow" : undefined);
   }
 }, { viewport: { width: 360, height: 740 } }));
+
+test("dark and light follow the system", () => withPanel(async ({ host, page }) => {
+  await signIn(page, host);
+  const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(await background(), "rgb(13, 17, 23)");
+  await openConfig(page);
+  const editorBackground = () => page.locator(".cm-editor").evaluate((el) => getComputedStyle(el).backgroundColor);
+  assert.equal(await editorBackground(), "rgb(13, 17, 23)");
+  await screenshot(page, "config-dark", "dark");
+  await page.emulateMedia({ colorScheme: "light" });
+  await waitFor("the light scheme", async () => (await background()) === "rgb(255, 255, 255)");
+  await waitFor("the light editor", async () => (await editorBackground()) !== "rgb(13, 17, 23)");
+}, { viewport: { width: 1280, height: 900, colorScheme: "dark" } }));

@@ -131,8 +131,8 @@ export async function launch() {
 
 // A page that records what the panel must never do: violate its
 // Content-Security-Policy, throw, or fetch from another origin.
-export async function newPage(browser, host, { width = 1280, height = 900 } = {}) {
-  const context = await browser.newContext({ viewport: { width, height } });
+export async function newPage(browser, host, { width = 1280, height = 900, colorScheme = "light" } = {}) {
+  const context = await browser.newContext({ viewport: { width, height }, colorScheme });
   const page = await context.newPage();
   page.problems = [];
   // The panel handles the API's refusals (400, 401, 409, 412) itself; the

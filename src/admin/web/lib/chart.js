@@ -1,7 +1,10 @@
 // A small live line chart (uPlot) that follows its container's width and the
 // page's colour scheme.
-import uPlot from "uplot";
 import { html, useEffect, useRef } from "./html.js";
+
+// uPlot is loaded with the first chart, not with the panel.
+let uPlotLoading = null;
+const loadUPlot = () => (uPlotLoading ??= import("uplot").then((m) => m.default));
 
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -13,7 +16,10 @@ export function Chart({ title, times, series, unit = "" }) {
   const plot = useRef(null);
 
   useEffect(() => {
+    let uPlot = null;
+    let gone = false;
     const make = () => {
+      if (!uPlot) return;
       plot.current?.destroy();
       plot.current = null;
       if (!box.current) return;
@@ -25,12 +31,13 @@ export function Chart({ title, times, series, unit = "" }) {
         width: Math.max(200, box.current.clientWidth), height: 160,
         legend: { show: true },
         cursor: { drag: { x: false, y: false } },
-        scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
+        // The last five minutes, however few points there are yet.
+        scales: { x: { time: true, range: (u, min, max) => [Math.min(min ?? max, max - 60), max] }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
         axes: [{ ...axis }, { ...axis, size: 44, values: (u, v) => v.map((x) => `${+x.toFixed(2)}${unit}`) }],
         series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: colours[i % colours.length], width: 2 }))],
       }, [times, ...series.map((s) => s.values)], box.current);
     };
-    make();
+    loadUPlot().then((loaded) => { if (!gone) { uPlot = loaded; make(); } });
     const resize = new ResizeObserver(() => {
       if (box.current) plot.current?.setSize({ width: Math.max(200, box.current.clientWidth), height: 160 });
     });
@@ -38,6 +45,7 @@ export function Chart({ title, times, series, unit = "" }) {
     const scheme = matchMedia("(prefers-color-scheme: dark)");
     scheme.addEventListener("change", make);
     return () => {
+      gone = true;
       resize.disconnect();
       scheme.removeEventListener("change", make);
       plot.current?.destroy();

@@ -2,7 +2,8 @@
 // Apply is PUT /api/config with If-Match on the generation it was loaded at.
 import { html, useState, useEffect, useRef } from "../lib/html.js";
 import { request } from "../lib/api.js";
-import { createEditor } from "../lib/editor.js";
+// CodeMirror (the largest file of the panel) is loaded when this page opens.
+const loadEditor = () => import("../lib/editor.js");
 
 const withoutSuffix = (message) => (message || "").replace(/; nothing was changed$/, "");
 
@@ -14,6 +15,7 @@ export function Config() {
   const [outcome, setOutcome] = useState(null);  // {kind, title, problems?, changed?, ...}
   const [busy, setBusy] = useState("");
   const [dirty, setDirty] = useState(false);
+  const [ready, setReady] = useState(false);  // the editor is there
 
   async function load() {
     const res = await request("/api/config");
@@ -23,8 +25,11 @@ export function Config() {
     const loaded = tag === "" ? null : Number(tag);
     setGeneration(loaded);
     if (!editor.current) {
+      const { createEditor } = await loadEditor();
+      if (!box.current) return loaded;
       editor.current = createEditor(box.current, res.text,
         { onChange: () => setDirty(true), label: "Configuration (TOML)" });
+      setReady(true);
     } else {
       editor.current.setText(res.text);
     }
@@ -80,9 +85,9 @@ export function Config() {
     ${loadError && html`<p class="error" role="alert">Could not load the configuration: ${loadError}</p>`}
     <div class="toolbar">
       <span class="muted">Generation ${generation ?? "?"}${dirty ? " · edited" : ""}</span>
-      <button type="button" onClick=${() => send(false)} disabled=${!!busy}>Validate</button>
-      <button type="button" class="primary" onClick=${() => send(true)} disabled=${!!busy}>Apply</button>
-      <button type="button" class="quiet" onClick=${reloadCurrent} disabled=${!!busy}>Reload</button>
+      <button type="button" onClick=${() => send(false)} disabled=${!!busy || !ready}>Validate</button>
+      <button type="button" class="primary" onClick=${() => send(true)} disabled=${!!busy || !ready}>Apply</button>
+      <button type="button" class="quiet" onClick=${reloadCurrent} disabled=${!!busy || !ready}>Reload</button>
       ${busy && html`<span role="status">${busy}</span>`}
     </div>
     <div class="editor" ref=${box}></div>

@@ -8,13 +8,13 @@ const LEVELS = ["trace", "debug", "info", "warning", "error", "critical"];
 const rank = (level) => { const i = LEVELS.indexOf(level === "warn" ? "warning" : level); return i < 0 ? 2 : i; };
 
 function describe(event) {
-  if (event.type === "log") return { level: event.level, text: event.line };
+  if (event.type === "log") return { level: event.level, label: event.level, text: event.line };
   if (event.type === "component")
-    return { level: event.state === "failed" ? "error" : "info",
+    return { level: event.state === "failed" ? "error" : "info", label: "component",
              text: `component ${event.name} is ${event.state}${event.listen ? ` on ${event.listen}` : ""}${event.last_error ? ` (${event.last_error})` : ""}` };
   if (event.type === "config")
-    return { level: "info", text: `configuration generation ${event.generation} applied: ${(event.changed || []).join(", ") || "no changes"}` };
-  return { level: "debug", text: JSON.stringify(event) };
+    return { level: "info", label: "config", text: `configuration generation ${event.generation} applied: ${(event.changed || []).join(", ") || "no changes"}` };
+  return { level: "debug", label: event.type || "event", text: JSON.stringify(event) };
 }
 
 export function Log() {
@@ -67,7 +67,7 @@ export function Log() {
     <ol class="log" ref=${list} aria-label="Log lines" tabindex="0"
       onScroll=${(e) => { const el = e.currentTarget; stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40; }}>
       ${shown.map(({ e, d }) => html`<li key=${e.id} class=${`lvl-${rank(d.level)}${e.panel ? " panel-note" : ""}`}>
-        <span class="lvl">${d.level}</span> <span class="text">${d.text}</span></li>`)}
+        <span class="lvl">${d.label}</span> <span class="text">${d.text}</span></li>`)}
     </ol>
     <p class="muted">${shown.length} of ${lines.length} line(s) shown.</p>`;
 }

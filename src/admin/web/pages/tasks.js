@@ -41,7 +41,7 @@ export function Tasks() {
             <td>${t.id}</td><td class="wrap">${t.name}</td><td>${t.group}</td><td>${formatAge(t.age_ms)}</td>
             <td class="actions">${t.cancel_requested ? html`<span class="muted">stopping…</span>`
               : confirming === t.id
-                ? html`<button type="button" class="danger" onClick=${() => cancel(t)}>Confirm cancel</button>
+                ? html`<button type="button" class="danger" ref=${(el) => el?.focus()} onClick=${() => cancel(t)}>Confirm cancel</button>
                        <button type="button" class="quiet" onClick=${() => setConfirming(null)}>Keep</button>`
                 : html`<button type="button" onClick=${() => setConfirming(t.id)} aria-label=${`Cancel task ${t.id}: ${t.name}`}>Cancel</button>`}</td>
           </tr>`)}</tbody>
