@@ -23,6 +23,7 @@ async function withPanel(body, options = {}) {
     await page.context().close();
     await host.stop();
   }
+  assert.ok(!host.log.includes(ADMIN_TOKEN), "the admin token never reaches mooring's log");
 }
 
 // Replaces the editor's whole text (through CodeMirror, as typing would).
