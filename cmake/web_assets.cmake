@@ -26,11 +26,16 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   set(MOORING_WEB_DIR "${CMAKE_CURRENT_SOURCE_DIR}/src/admin/web")
   set(MOORING_WEB_ASSETS_SOURCE "${CMAKE_CURRENT_BINARY_DIR}/generated/admin/web_assets.cpp")
   mooring_web_files("${MOORING_WEB_DIR}" mooring_web_inputs)
+  # The list itself, rewritten only when it changes: a file removed from the
+  # folder must remake the source too, though no remaining input is newer.
+  string(REPLACE ";" "\n" mooring_web_list "${mooring_web_inputs}")
+  set(mooring_web_list_file "${CMAKE_CURRENT_BINARY_DIR}/generated/admin/web_files.txt")
+  file(CONFIGURE OUTPUT "${mooring_web_list_file}" CONTENT "${mooring_web_list}\n" @ONLY)
   add_custom_command(
     OUTPUT "${MOORING_WEB_ASSETS_SOURCE}"
     COMMAND "${CMAKE_COMMAND}" "-DWEB_DIR=${MOORING_WEB_DIR}"
             "-DOUTPUT=${MOORING_WEB_ASSETS_SOURCE}" -P "${CMAKE_CURRENT_LIST_FILE}"
-    DEPENDS ${mooring_web_inputs} "${CMAKE_CURRENT_LIST_FILE}"
+    DEPENDS ${mooring_web_inputs} "${mooring_web_list_file}" "${CMAKE_CURRENT_LIST_FILE}"
     COMMENT "Embedding the web admin panel (src/admin/web)"
     VERBATIM)
   return()
