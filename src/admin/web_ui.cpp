@@ -221,10 +221,14 @@ HttpResponse respond(const WebAsset& asset, const Request& request, bool head) {
   res.set(http::field::etag, gzip ? asset.gzip_etag : asset.etag);
   res.set(http::field::cache_control, cache_control);
   res.set(http::field::vary, "Accept-Encoding");
-  res.set("Content-Security-Policy", content_security_policy(header(http::field::host)));
   res.set("X-Content-Type-Options", "nosniff");
-  res.set("Referrer-Policy", "no-referrer");
-  res.set("Cross-Origin-Opener-Policy", "same-origin");
+  // A policy governs the document it comes with (and what it loads): the
+  // page, and an SVG opened on its own. Scripts and styles need none.
+  if (asset.content_type.starts_with("text/html") || asset.content_type == "image/svg+xml") {
+    res.set("Content-Security-Policy", content_security_policy(header(http::field::host)));
+    res.set("Referrer-Policy", "no-referrer");
+    res.set("Cross-Origin-Opener-Policy", "same-origin");
+  }
 
   if (auto tags = header(http::field::if_none_match); !tags.empty() && still_fresh(asset, tags)) {
     res.result(http::status::not_modified);

@@ -2,14 +2,14 @@
 // (cmake/web_assets.cmake), served on the admin listener at "/" (index.html)
 // and at their own paths.
 // Promises: every answer carries its Content-Type, a strong ETag (a hash of
-// the file), "Cache-Control: no-cache" (a browser revalidates and gets 304
-// with no body), a Content-Security-Policy that lets scripts, styles and
-// connections come from this origin only (plus the WebSockets of the same
-// host, for the chat test panel on the gateway's port), allows one inline
-// script, the import map, by its hash, and no eval; inline styles are allowed
-// (CodeMirror writes its own <style> elements, uPlot sets style attributes),
-// and data: images (CodeMirror's lint icons);
-// gzip when the client accepts it and it is smaller. A path that names no file is the server's plain JSON 404.
+// the file) and "Cache-Control: no-cache" (a browser revalidates and gets 304
+// with no body); gzip when the client accepts it and it is smaller. The page
+// (and any SVG) comes with a Content-Security-Policy: scripts, styles and
+// connections from this origin only (plus WebSockets to the same host, for the
+// chat test panel on the gateway's port), one inline script allowed by its
+// hash (the import map), no eval; inline styles and data: images are allowed
+// (CodeMirror writes <style> elements and draws its lint icons as data: SVG).
+// A path that names no file is the server's plain JSON 404.
 #pragma once
 
 #include "net/router.hpp"

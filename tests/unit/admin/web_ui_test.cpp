@@ -252,7 +252,10 @@ TEST(WebUi, ContentSecurityPolicyAllowsOnlyThisOriginAndTheImportMap) {
 
   // Connections: this origin, and WebSockets to the same host (the gateway's port).
   EXPECT_NE(csp.find("connect-src 'self' ws://127.0.0.1:* wss://127.0.0.1:*;"), std::string::npos) << csp;
-  EXPECT_EQ(web.get("/app.js").headers["content-security-policy"], csp);
+  EXPECT_EQ(web.get("/index.html").headers["content-security-policy"], csp);
+  EXPECT_EQ(web.get("/favicon.svg").headers["content-security-policy"], csp);
+  // Scripts and styles are not documents: no policy of their own.
+  EXPECT_EQ(web.get("/app.js").headers.count("content-security-policy"), 0u);
 }
 
 TEST(WebUi, HostHeaderCannotWidenThePolicy) {

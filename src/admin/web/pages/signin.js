@@ -36,7 +36,7 @@ export function SignIn({ notice, onSignedIn }) {
           that is empty, the file <code>admin.token</code> in the data directory (mooring logs
           where at start). It is kept for this tab only.</p>
         ${error && html`<p class="error" role="alert">${error}</p>`}
-        <button type="submit" disabled=${busy}>${busy ? "Checking…" : "Sign in"}</button>
+        <button type="submit" class="primary" disabled=${busy}>${busy ? "Checking…" : "Sign in"}</button>
       </form>
     </main>`;
 }
