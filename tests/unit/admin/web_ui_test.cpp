@@ -203,6 +203,38 @@ TEST(WebUi, GzipWhenTheClientAcceptsIt) {
   EXPECT_EQ(revalidated.headers["etag"], bundle.gzip_etag);
 }
 
+// What a server sends back for `request`, read until it closes the
+// connection; throws after ten seconds.
+std::string raw_exchange(const std::string& address, const std::string& request) {
+  asio::io_context io;
+  auto [host, port] = test::split_address(address);
+  asio::ip::tcp::socket socket(io);
+  socket.connect({asio::ip::make_address(host), static_cast<std::uint16_t>(std::stoi(port))});
+  asio::write(socket, asio::buffer(request));
+  std::string answer;
+  bool closed = false;
+  asio::async_read(socket, asio::dynamic_buffer(answer),
+                   [&](boost::system::error_code, std::size_t) { closed = true; });
+  io.run_for(10s);
+  if (!closed) throw std::runtime_error("the server did not finish its answer in time");
+  return answer;
+}
+
+TEST(WebUi, HeadAnswersTheHeadersOfGetWithoutTheBody) {
+  WebServer web;
+  const auto& page = asset("/index.html");
+  const auto answer = raw_exchange(
+      web.address, "HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  const auto end = answer.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << answer;
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200")) << answer;
+  EXPECT_NE(answer.find("Content-Length: " + std::to_string(page.identity.size()) + "\r\n"),
+            std::string::npos)
+      << answer;
+  EXPECT_NE(answer.find("ETag: " + page.etag), std::string::npos) << answer;
+  EXPECT_EQ(answer.size(), end + 4) << "no body after the headers";
+}
+
 TEST(WebUi, AcceptEncodingIsReadAsTheRfcSays) {
   EXPECT_TRUE(accepts_gzip("gzip"));
   EXPECT_TRUE(accepts_gzip("GZIP"));
