@@ -187,6 +187,20 @@ test("live log: shows the reload, and reconnects by itself when mooring comes ba
   await screenshot(page, "log", "log");
   await page.getByLabel("Search").fill("");
 
+  // The level filter hides what is below it.
+  await page.getByLabel("Level").selectOption("warning");
+  await waitFor("info lines to be hidden", async () => (await page.locator(".log li").count()) === 0);
+  await page.getByLabel("Level").selectOption("debug");
+
+  // Paused, new lines wait; resumed, they appear.
+  await page.getByRole("button", { name: "Pause" }).click();
+  const third = await host.api("/api/config", { method: "PUT", body: text.replace('"40ms"', '"20ms"') });
+  assert.equal(third.status, 200);
+  await page.getByRole("button", { name: /^Resume \([1-9]\d* waiting\)$/ }).waitFor();
+  assert.equal(await page.locator(".log li").filter({ hasText: "generation 3" }).count(), 0);
+  await page.getByRole("button", { name: /^Resume/ }).click();
+  await page.locator(".log li").filter({ hasText: "configuration generation 3 applied" }).first().waitFor();
+
   // mooring stops and starts again on the same admin port.
   const admin = host.admin;
   await host.stop();

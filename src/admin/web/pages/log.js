@@ -23,14 +23,15 @@ export function Log() {
   const [minimum, setMinimum] = useState("debug");
   const [search, setSearch] = useState("");
   const [connection, setConnection] = useState({ ...events.state });
-  const held = useRef([]);
+  const held = useRef([]);  // lines that came while paused
+  const [waiting, setWaiting] = useState(0);
   const pausedRef = useRef(false);
   const list = useRef(null);
   const stick = useRef(true);
 
   useEffect(() => events.watchState(setConnection), []);
   useEffect(() => events.subscribe((event) => {
-    if (pausedRef.current) { held.current.push(event); return; }
+    if (pausedRef.current) { held.current.push(event); setWaiting(held.current.length); return; }
     setLines((old) => { const next = old.concat(event); return next.length > 2000 ? next.slice(-2000) : next; });
   }), []);
   useEffect(() => {
@@ -45,6 +46,7 @@ export function Log() {
     if (!next && held.current.length) {
       const more = held.current;
       held.current = [];
+      setWaiting(0);
       setLines((old) => old.concat(more).slice(-2000));
     }
   }
@@ -59,7 +61,7 @@ export function Log() {
         ${LEVELS.map((l) => html`<option value=${l}>${l} and above</option>`)}</select></label>
       <label>Search <input type="search" value=${search} onInput=${(e) => setSearch(e.currentTarget.value)} /></label>
       <button type="button" aria-pressed=${paused} onClick=${togglePause}>
-        ${paused ? `Resume (${held.current.length} waiting)` : "Pause"}</button>
+        ${paused ? `Resume (${waiting} waiting)` : "Pause"}</button>
       <button type="button" class="quiet" onClick=${() => setLines([])}>Clear</button>
     </div>
     <p class=${`connection ${connection.connected ? "ok" : "warn"}`} role="status" data-testid="log-connection">
