@@ -272,3 +272,33 @@ test("dark and light follow the system", () => withPanel(async ({ host, page }) 
   await waitFor("the light scheme", async () => (await background()) === "rgb(255, 255, 255)");
   await waitFor("the light editor", async () => (await editorBackground()) !== "rgb(13, 17, 23)");
 }, { viewport: { width: 1280, height: 900, colorScheme: "dark" } }));
+
+test("conversations: 60 users in pages of 50, searched", () => withPanel(async ({ host, page }) => {
+  await signIn(page, host);
+  // Sixty users, each with one acknowledged message, from the page itself.
+  await page.evaluate(async (gateway) => {
+    for (let i = 0; i < 60; i++) {
+      await new Promise((resolve, reject) => {
+        const ws = new WebSocket(`ws://${gateway}/ws/user-${String(i).padStart(2, "0")}`);
+        ws.onopen = () => ws.send(JSON.stringify({ text: `hello from ${i}`, id: `m${i}` }));
+        ws.onmessage = (m) => { if (JSON.parse(m.data).type === "ack") { ws.close(); resolve(); } };
+        ws.onerror = () => reject(new Error(`user ${i} could not connect`));
+      });
+    }
+  }, host.gateway);
+  await page.getByRole("link", { name: "Conversations" }).click();
+  await page.getByText("1–50").waitFor();
+  assert.equal(await page.locator("tbody tr").count(), 50);
+  await page.getByRole("button", { name: "Older" }).click();
+  await page.getByText("51–60").waitFor();
+  assert.equal(await page.locator("tbody tr").count(), 10);
+  assert.ok(await page.getByRole("button", { name: "Older" }).isDisabled());
+  await page.getByRole("button", { name: "Newer" }).click();
+  await page.getByText("1–50").waitFor();
+  await page.getByLabel("Search this page").fill("user-4");
+  await waitFor("the search to narrow the list", async () => (await page.locator("tbody tr").count()) <= 10);
+  const users = await page.locator("tbody tr td:first-child").allInnerTexts();
+  assert.ok(users.length > 0 && users.every((u) => u.startsWith("user-4")), users.join(", "));
+  await page.getByRole("button", { name: users[0] }).click();
+  await page.locator(".msg.user").filter({ hasText: `hello from ${Number(users[0].slice(5))}` }).waitFor();
+}));
