@@ -65,6 +65,18 @@ test("sign in: a wrong token is refused, the right one opens the overview", () =
   assert.equal(await page.evaluate(() => sessionStorage.getItem("mooring.admin-token")), ADMIN_TOKEN);
   await page.locator(".uplot").first().waitFor();
   await screenshot(page, "overview", "overview");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("Admin token").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("mooring.admin-token")), null);
+
+  // The admin token changes on the server: the panel is signed out and says why.
+  await signIn(page, host);
+  const text = (await host.api("/api/config")).text;
+  const changed = await host.api("/api/config", { method: "PUT", body: text.replace(ADMIN_TOKEN, "another-admin-token-0123456789") });
+  assert.equal(changed.status, 200, changed.text);
+  await page.locator(".notice").filter({ hasText: "Signed out:" }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("mooring.admin-token")), null);
 }));
 
 test("a port that is taken: the error is shown and the old port still serves", () => withPanel(async ({ host, page }) => {

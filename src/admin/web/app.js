@@ -1,6 +1,6 @@
 // The panel's shell: signed in or not, the navigation, and the page named by
 // the location's hash (#/config), so a reload stays on the same page.
-import { html, render, useState, useEffect } from "./lib/html.js";
+import { html, render, useState, useEffect, useRef } from "./lib/html.js";
 import { token, whenUnauthorized } from "./lib/api.js";
 import * as events from "./lib/events.js";
 import { SignIn } from "./pages/signin.js";
@@ -36,6 +36,7 @@ function App() {
   const [signedIn, setSignedIn] = useState(token.get() !== "");
   const [notice, setNotice] = useState("");
   const [page, setPage] = useState(currentPage());
+  const signOut = useRef(() => {});
 
   useEffect(() => {
     const onHash = () => setPage(currentPage());
@@ -44,15 +45,14 @@ function App() {
   }, []);
 
   useEffect(() => {
-    const signOut = (why) => {
+    signOut.current = (why) => {
       token.clear();
       events.stop();
       setNotice(why ? `Signed out: ${why}` : "");
       setSignedIn(false);
     };
-    whenUnauthorized((why) => signOut(why || "the admin token was refused"));
-    if (signedIn) events.start((why) => signOut(why));
-    App.signOut = signOut;
+    whenUnauthorized((why) => signOut.current(why || "the admin token was refused"));
+    if (signedIn) events.start((why) => signOut.current(why));
   }, [signedIn]);
 
   useEffect(() => { document.title = signedIn ? `${page.title} · mooring admin` : "Sign in · mooring admin"; },
@@ -70,7 +70,7 @@ function App() {
         ${PAGES.map((p) => html`<a href=${`#/${p.id}`} aria-current=${p.id === page.id ? "page" : undefined}>${p.title}</a>`)}
       </nav>
       <${EventsBadge} />
-      <button type="button" class="quiet" onClick=${() => App.signOut("")}>Sign out</button>
+      <button type="button" class="quiet" onClick=${() => signOut.current("")}>Sign out</button>
     </header>
     <main id="main" tabindex="-1">
       <h1>${page.title}</h1>
