@@ -1,5 +1,6 @@
 #include "admin/web_ui.hpp"
 
+#include "admin/admin_api.hpp"
 #include "net/http_server.hpp"
 #include "support/clients.hpp"
 #include "support/server_thread.hpp"
@@ -17,15 +18,18 @@ using namespace std::chrono_literals;
 namespace http = boost::beast::http;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
-// The panel's routes alone, on a real server on port 0.
+// The panel's routes alone (or the given router), on a real server on port 0.
 struct WebServer {
   test::ServerThread thread;
   std::unique_ptr<net::HttpServer> server;
   std::string address;
 
-  WebServer() {
-    auto router = std::make_shared<net::Router>();
-    add_web_routes(*router);
+  explicit WebServer(std::shared_ptr<const net::Router> router = nullptr) {
+    if (!router) {
+      auto routes = std::make_shared<net::Router>();
+      add_web_routes(*routes);
+      router = std::move(routes);
+    }
     server = thread.run([&] {
       auto s = std::make_unique<net::HttpServer>(thread.supervisor(), "admin", router);
       auto acceptor = net::open_listener(thread.io().get_executor(), {"127.0.0.1", 0}, "admin");
@@ -307,6 +311,23 @@ TEST(WebUi, HostHeaderCannotWidenThePolicy) {
   auto reply = web.get("/", {{"Host", "evil.example; script-src *"}});
   EXPECT_EQ(reply.status, 200);
   EXPECT_NE(reply.headers["content-security-policy"].find("connect-src 'self';"), std::string::npos);
+}
+
+TEST(WebUi, TheAdminRouterServesThePanelBesideTheApi) {
+  const std::string token = "0123456789abcdef0123456789abcdef";
+  test::ServerThread events_thread;
+  auto events = std::make_shared<EventHub>(events_thread.io().get_executor());
+  WebServer web(make_admin_router(AdminContext{
+      token, [] { return boost::json::object{{"components", boost::json::array{}}}; },
+      [] { return true; }, events, net::WsOptions{}}));
+  auto page = web.get("/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_EQ(web.get("/vendor/codemirror.mjs").status, 200);
+  // The panel needs no token to load; the API still does.
+  EXPECT_EQ(web.get("/api/status").status, 401);
+  EXPECT_EQ(test::http_get(web.address, "/api/status", token).status, 200);
+  EXPECT_EQ(web.get("/healthz").status, 200);
 }
 
 TEST(WebUi, UnknownPathIsAPlainJson404WithoutAStack) {
