@@ -151,7 +151,7 @@ const Panel& panel() {
     Panel p;
     for (const auto& file : embedded_web_files()) {
       WebAsset asset;
-      asset.path = "/" + std::string(file.path);
+      asset.path = fmt::format("/{}", file.path);
       asset.content_type = content_type_for(file.path);
       asset.identity = gunzip(file);
       if (file.gzip.size() < file.size)
