@@ -1,5 +1,6 @@
 #include "admin/admin_api.hpp"
 
+#include "admin/web_ui.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -311,6 +312,7 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
             ctx->events->subscribe(connection);
           },
           ctx->events_options});
+  add_web_routes(*router);
   return router;
 }
 
