@@ -30,7 +30,8 @@ for target in "${targets[@]}"; do
   work=$build/work/$target
   mkdir -p "$work/corpus"
   log=$work/fuzz.log
-  : >"$log"  # findings of this run are the artifacts newer than its log
+  started=$work/.started  # this run's findings are the artifacts newer than this
+  touch "$started"
   echo "fuzzing $target for ${seconds}s (log: $log)"
   # shellcheck disable=SC2086
   "$build/fuzz_$target" "$work/corpus" "$here/corpus/$target" \
@@ -40,7 +41,7 @@ for target in "${targets[@]}"; do
   code=$?
   runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
-  found=$(find "$work" -maxdepth 1 -type f -newer "$log" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  found=$(find "$work" -maxdepth 1 -type f -newer "$started" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
   line="$target: ${runs:-0} executions, ${cov:-cov: ?}, exit $code, $found finding(s)"
   summary+=("$line")
   if [ "$code" -ne 0 ] || [ "$found" -ne 0 ]; then
