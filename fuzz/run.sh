@@ -4,7 +4,9 @@
 # New inputs go to <build dir>/work/<target>/corpus (the committed corpus is
 # read, never written); a crash, leak or timeout is saved under
 # <build dir>/work/<target>/ as crash-*, leak-*, timeout-* and fails the run.
-# Extra libFuzzer flags: FUZZ_FLAGS (e.g. "-fork=2 -ignore_crashes=1").
+# The fuzzer runs in a forked child and goes on after a finding, so that one
+# known defect does not end the run; FUZZ_FLAGS replaces those flags (e.g. "" to
+# stop at the first finding).
 set -uo pipefail
 build=$(cd "$1" && pwd)
 seconds=$2
@@ -18,23 +20,28 @@ declare -A dict=([chat_frame]=dict.json [sse]=dict.sse [config]=dict.toml [http_
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+# Reports with function names and lines, from clang's own symbolizer.
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && [ -x /usr/lib/llvm-19/bin/llvm-symbolizer ]; then
+  export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-19/bin/llvm-symbolizer
+fi
 status=0
 summary=()
 for target in "${targets[@]}"; do
   work=$build/work/$target
   mkdir -p "$work/corpus"
   log=$work/fuzz.log
+  started=$work/.started  # this run's findings are the artifacts newer than this
+  touch "$started"
   echo "fuzzing $target for ${seconds}s (log: $log)"
   # shellcheck disable=SC2086
   "$build/fuzz_$target" "$work/corpus" "$here/corpus/$target" \
     -max_total_time="$seconds" -max_len="${max_len[$target]:-4096}" \
     -dict="$here/${dict[$target]}" -timeout=30 -rss_limit_mb=4096 \
-    -artifact_prefix="$work/" -print_final_stats=1 ${FUZZ_FLAGS:-} >"$log" 2>&1
+    -artifact_prefix="$work/" ${FUZZ_FLAGS--fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1} >"$log" 2>&1
   code=$?
-  runs=$(grep -E '^stat::number_of_executed_units' "$log" | tail -1 | awk '{print $2}')
-  [ -n "$runs" ] || runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  runs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
-  found=$(find "$work" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  found=$(find "$work" -maxdepth 1 -type f -newer "$started" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
   line="$target: ${runs:-0} executions, ${cov:-cov: ?}, exit $code, $found finding(s)"
   summary+=("$line")
   if [ "$code" -ne 0 ] || [ "$found" -ne 0 ]; then

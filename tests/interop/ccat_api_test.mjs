@@ -25,7 +25,7 @@ try {
   process.exit(1);
 }
 
-const binary = process.argv[2];
+const binary = process.argv[2] && path.resolve(process.argv[2]);
 if (!binary || !fs.existsSync(binary)) {
   console.error(`usage: node ccat_api_test.mjs <mooring binary> (got ${binary})`);
   process.exit(1);
@@ -69,6 +69,7 @@ async function startHost() {
   child.stdout.on('data', (d) => { host.log += d; });
   child.stderr.on('data', (d) => { host.log += d; });
   child.on('exit', (code, signal) => { host.exit = { code, signal }; });
+  child.on('error', (e) => { host.exit = { error: e.message }; });
   const gateway = await until('the ready file', () => {
     if (host.exit) throw new Error(`mooring exited at start (${JSON.stringify(host.exit)}):\n${host.log}`);
     try {
