@@ -7,6 +7,7 @@
 #include "runtime/blocking.hpp"
 #include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
+#include "runtime/memory.hpp"
 #include "runtime/metrics.hpp"
 #include "runtime/run.hpp"
 #include "runtime/shutdown.hpp"
@@ -446,6 +447,8 @@ awaitable<int> Host::main() {
          supervisor_.spawn("configuration reload (SIGHUP)", "config.reload", reload_on_signal(this));
        }});
 
+  // Memory follows what is live, not the largest burst of messages ever seen.
+  runtime::return_large_blocks_when_freed();
   // One descriptor per connection: the soft limit services start with (1024)
   // is far below what the hard limit allows.
   const auto descriptors = runtime::raise_descriptor_limit();
