@@ -321,10 +321,20 @@ bool is_credential_variable(std::string_view name) {
   return name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_SECRET");
 }
 
-// How deeply the text nests, counted without parsing it: brackets and braces
-// outside strings and comments, and the dots of one line's key. Returns the
-// first line that goes deeper than `limit`, or 0.
-int too_deep(std::string_view text, std::size_t limit) {
+// What the text must not hold before toml++ sees it, found without parsing:
+// nesting deeper than `limit` (brackets and braces outside strings and
+// comments, the dots of one line's key), which overflows toml++'s recursion,
+// and a non-ASCII character outside strings and comments, which TOML never
+// allows there and which sends toml++ 3.3 into undefined behaviour (its
+// whitespace table reaches an "unreachable" branch). A UTF-8 byte order mark
+// opening the text is fine.
+std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::size_t limit) {
+  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);
+  const auto too_deep = [limit](int line) {
+    return ConfigError{"", line,
+                       fmt::format("nested more than {} levels deep; a configuration needs a few",
+                                   limit)};
+  };
   std::size_t brackets = 0;
   std::size_t dots = 0;
   int line = 1;
@@ -367,20 +377,24 @@ int too_deep(std::string_view text, std::size_t limit) {
         break;
       case '[':
       case '{':
-        if (++brackets > limit) return line;
+        if (++brackets > limit) return too_deep(line);
         break;
       case ']':
       case '}':
         if (brackets > 0) --brackets;
         break;
       case '.':
-        if (++dots > limit) return line;
+        if (++dots > limit) return too_deep(line);
         break;
       default:
+        if (static_cast<unsigned char>(c) >= 0x80)
+          return ConfigError{"", line,
+                             "a non-ASCII character outside a string or a comment; quote it "
+                             "(\"...\") or remove it"};
         break;
     }
   }
-  return 0;
+  return std::nullopt;
 }
 
 void read_data(Section s, DataConfig& c) {
@@ -578,15 +592,15 @@ std::string ConfigError::describe(std::string_view source) const {
 }
 
 ConfigResult parse_config(std::string_view toml_text) {
-  if (toml_text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+  const auto without_bom =
+      toml_text.starts_with("\xEF\xBB\xBF") ? toml_text.substr(3) : toml_text;
+  if (without_bom.find_first_not_of(" \t\r\n") == std::string_view::npos)
     return std::vector<ConfigError>{ConfigError{
         "", 0,
         "the configuration is empty; an empty file would reset every key, tokens included (write "
         "the keys to change, or mooring print-default-config for all of them)"}};
-  if (const int line = too_deep(toml_text, max_nesting))
-    return std::vector<ConfigError>{ConfigError{
-        "", line, fmt::format("nested more than {} levels deep; a configuration needs a few",
-                              max_nesting)}};
+  if (auto refused = refuse_before_parsing(toml_text, max_nesting))
+    return std::vector<ConfigError>{std::move(*refused)};
   toml::table root;
   try {
     root = toml::parse(toml_text);

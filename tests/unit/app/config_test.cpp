@@ -686,6 +686,22 @@ TEST(ParseConfigErrors, DeepNestingIsRefusedBeforeItReachesTheParser) {
   EXPECT_EQ(fine->provider.system_prompt, repeated("[{.", 100));
 }
 
+// Found by the fuzzer: toml++ 3.3 reaches an "unreachable" branch (undefined
+// behaviour) on a non-ASCII character outside a string or comment. TOML never
+// allows one there, so it is refused first; inside strings and comments it is
+// text like any other.
+TEST(ParseConfigErrors, NonAsciiOutsideStringsIsRefusedBeforeTheParser) {
+  for (const char* text : {"\xEF\xBB\xBB", "a = 1 \xE2\xB1\xB1\n", "[log]\nlevel\xC2\xA0= \"info\"\n"}) {
+    const auto error = single_error(text);
+    EXPECT_TRUE(contains(error.message, "non-ASCII character outside a string")) << error.message;
+  }
+  auto fine = parse_ok("\xEF\xBB\xBF# \xE2\x9C\x93 \xE6\xB1\x89\n[provider]\nsystem_prompt = \"\xE4\xBD\xA0\xE5\xA5\xBD\"\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->provider.system_prompt, "\xE4\xBD\xA0\xE5\xA5\xBD");
+  // A byte order mark alone is an empty file.
+  EXPECT_TRUE(contains(single_error("\xEF\xBB\xBF\n").message, "empty"));
+}
+
 // Any variable named here is sent to base_url as a bearer token: PATH was.
 TEST(ParseConfigRules, ApiKeyEnvMustNameACredentialVariable) {
   for (const char* name : {"PATH", "HOME", "openai_api_key", "OPENAI-KEY", "_KEY", ""}) {
