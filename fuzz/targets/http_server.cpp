@@ -1,26 +1,27 @@
-// HTTP requests through the real server code: the input is what one client
-// writes on one connection (requests, chunked bodies, a WebSocket upgrade and
-// its frames), then it stops writing. The server (net::HttpServer with the
-// limits it runs with) must answer or close, and the connection must be gone
-// from the server and from the supervisor shortly after: no crash, no session
-// left behind, no task that outlives its connection.
-//
-// The connection is a loopback socket: HttpServer accepts its connections from
-// a listening socket. Everything runs on one thread, one io_context for the
-// whole run.
+// HTTP request bytes through the real server code: the input is what one
+// client writes on one connection (requests, chunked bodies with extensions
+// and trailers, a WebSocket upgrade and its frames); then it stops writing and
+// reads everything the server answers until the server closes. The connection
+// is one end of a socket pair handed to HttpServer::serve(), the server's own
+// entry for an accepted connection. After each input: no crash, no sanitizer
+// report, and nothing left behind (the session table and the supervisor are
+// empty once the server has stopped).
 #include "net/http_server.hpp"
-#include "net/listener.hpp"
 #include "net/router.hpp"
 #include "runtime/supervisor.hpp"
 
+#include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+
+#include <sys/socket.h>
 
 namespace {
 
@@ -28,132 +29,106 @@ using namespace mooring;
 using namespace std::chrono_literals;
 namespace http = net::http;
 using net::tcp;
+using unix_socket = asio::local::stream_protocol::socket;
 
 [[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "http_server: %s\n", what);
+  std::fprintf(stderr, "http_request_fuzz: %s\n", what);
   std::abort();
 }
 
 std::shared_ptr<const net::Router> make_router() {
   auto router = std::make_shared<net::Router>();
-  router->add(http::verb::get, "/healthz", [](net::Request& r) -> awaitable<net::HttpResponse> {
-    co_return net::text_response(http::status::ok, "ok\n", "text/plain", r);
+  router->add(http::verb::get, "/hello", [](net::Request& r) -> awaitable<net::HttpResponse> {
+    co_return net::text_response(http::status::ok, "hi", "text/plain", r);
   });
-  // The body comes back: what the server assembled from a chunked or a
-  // Content-Length body is what the handler sees.
   router->add(
       http::verb::post, "/echo",
       [](net::Request& r) -> awaitable<net::HttpResponse> {
         co_return net::text_response(http::status::ok, r.message.body(), "text/plain", r);
       },
       1024);
-  router->add(
-      http::verb::put, "/api/config",
-      [](net::Request& r) -> awaitable<net::HttpResponse> {
-        co_return net::text_response(http::status::ok, std::to_string(r.message.body().size()),
-                                     "text/plain", r);
-      },
-      1024 * 1024);
-  router->add(http::verb::get, "/api/sessions/{user}/messages",
-              [](net::Request& r) -> awaitable<net::HttpResponse> {
-                auto token = r.query_param("token");
-                co_return net::text_response(
-                    http::status::ok, r.params.at("user") + (token ? *token : std::string()),
-                    "text/plain", r);
-              });
-  router->add(http::verb::get, "/throws", [](net::Request&) -> awaitable<net::HttpResponse> {
-    throw std::runtime_error("a handler that fails");
+  router->add(http::verb::get, "/items/{id}", [](net::Request& r) -> awaitable<net::HttpResponse> {
+    co_return net::text_response(http::status::ok, r.params.at("id"), "text/plain", r);
+  });
+  router->add(http::verb::get, "/throw", [](net::Request&) -> awaitable<net::HttpResponse> {
+    throw 42;
     co_return net::HttpResponse{};
   });
   net::WsRoute ws;
-  ws.admit = [](net::Request& r) -> std::optional<net::HttpResponse> {
-    if (r.query_param("token").value_or("") == "refused")
-      return net::error_response(http::status::unauthorized, "unauthorized", "no", r);
-    return std::nullopt;
-  };
   ws.on_open = [](const std::shared_ptr<net::WsConnection>& connection, net::Request&) {
     std::weak_ptr<net::WsConnection> weak = connection;
     connection->on_text = [weak](std::string text) {
+      if (text == "throw") throw std::runtime_error("on_text failed");
       if (auto c = weak.lock()) (void)c->send(std::move(text));
     };
   };
   ws.options.max_message_bytes = 4096;
-  router->add_websocket("/ws/{user_id}", std::move(ws));
+  router->add_websocket("/ws", std::move(ws));
   return router;
 }
 
-struct Harness {
-  asio::io_context io;
-  runtime::Supervisor supervisor{io.get_executor()};
-  std::unique_ptr<net::HttpServer> server;
-  tcp::endpoint endpoint;
-  std::size_t idle_tasks = 0;
-
-  Harness() {
-    // Every log line is formatted (elide() and friends run) and printed nowhere.
-    auto quiet = std::make_shared<spdlog::logger>("fuzz");
-    quiet->set_level(spdlog::level::trace);
-    spdlog::set_default_logger(quiet);
-    spdlog::set_level(spdlog::level::trace);
-
-    // Short timeouts: a request the input leaves unfinished ends by EOF
-    // anyway, these only bound a hang.
-    net::HttpLimits limits;
-    limits.header_timeout = 2s;
-    limits.keep_alive_timeout = 2s;
-    limits.body_timeout = 2s;
-    limits.write_timeout = 2s;
-    server = std::make_unique<net::HttpServer>(supervisor, "fuzz", make_router(), limits);
-    auto acceptor = net::open_listener(io.get_executor(), net::ListenAddress{"127.0.0.1", 0}, "fuzz");
-    if (!acceptor) fail("cannot listen on 127.0.0.1");
-    server->start(std::move(*acceptor));
-    if (!server->local_endpoint()) fail("the server has no address");
-    endpoint = *server->local_endpoint();
-    idle_tasks = supervisor.size();
+awaitable<void> write_then_read(unix_socket& client, std::string input, bool& done) {
+  // Write errors are expected: the server may answer and close early.
+  co_await asio::async_write(client, asio::buffer(input), use_tuple);
+  error_code ignored;
+  client.shutdown(asio::socket_base::shutdown_send, ignored);
+  std::array<char, 4096> sink;
+  for (;;) {
+    auto [ec, n] = co_await client.async_read_some(asio::buffer(sink), use_tuple);
+    if (ec) break;
   }
-};
+  done = true;
+}
+
+awaitable<void> stop(net::HttpServer& server, bool& stopped) {
+  co_await server.stop(runtime::Deadline::after(1s));
+  stopped = true;
+}
 
 }  // namespace
 
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  std::signal(SIGPIPE, SIG_IGN);
+  // Every log line is formatted (elide() runs) and written nowhere.
+  auto quiet = std::make_shared<spdlog::logger>("fuzz", std::make_shared<spdlog::sinks::null_sink_mt>());
+  quiet->set_level(spdlog::level::trace);
+  spdlog::set_default_logger(quiet);
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static Harness* harness = new Harness;  // lives for the whole run
-  auto& h = *harness;
+  static const auto router = make_router();
+  asio::io_context io;
+  runtime::Supervisor supervisor(io.get_executor());
+  net::HttpLimits limits;
+  // An input ends with EOF, which ends every wait; these only bound a hang.
+  limits.header_timeout = limits.keep_alive_timeout = limits.body_timeout = limits.write_timeout = 2s;
+  net::HttpServer server(supervisor, "fuzz", router, limits);
 
-  tcp::socket client(h.io);
-  error_code ec;
-  client.connect(h.endpoint, ec);
-  if (ec) fail("cannot connect to the server");
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail("socketpair failed");
+  tcp::socket server_end(io);
+  server_end.assign(tcp::v4(), pair[0]);
+  unix_socket client(io);
+  client.assign(asio::local::stream_protocol(), pair[1]);
+  server.serve(std::move(server_end));
 
-  bool written = false;
-  bool closed = false;
-  std::string response;
-  asio::async_write(client, asio::buffer(data, size), [&](error_code, std::size_t) {
-    error_code ignored;
-    client.shutdown(tcp::socket::shutdown_send, ignored);
-    written = true;
+  bool done = false;
+  asio::co_spawn(io, write_then_read(client, std::string(reinterpret_cast<const char*>(data), size), done),
+                 [](std::exception_ptr e) {
+                   if (e) std::rethrow_exception(e);
+                 });
+  io.run_for(5s);
+  if (!done) fail("the server neither answered nor closed within 5 s of the end of the input");
+  if (server.connections() != 0) fail("a connection is still in the session table after the server closed it");
+
+  bool stopped = false;
+  asio::co_spawn(io, stop(server, stopped), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
   });
-  auto sink = asio::dynamic_buffer(response, 1 << 20);
-  std::function<void(error_code, std::size_t)> on_read = [&](error_code read_ec, std::size_t) {
-    if (read_ec) {
-      closed = true;
-      return;
-    }
-    asio::async_read(client, sink, asio::transfer_at_least(1), on_read);
-  };
-  asio::async_read(client, sink, asio::transfer_at_least(1), on_read);
-
-  // The server must end the connection within its own timeouts, and forget it.
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!(written && closed && h.server->connections() == 0 &&
-           h.supervisor.size() == h.idle_tasks)) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      if (!closed) fail("the server kept the connection open after the client stopped writing");
-      if (h.server->connections() != 0) fail("a closed connection is still counted by the server");
-      fail("a connection's task outlived its connection");
-    }
-    h.io.run_one_for(100ms);
-  }
-  if (!response.empty() && !response.starts_with("HTTP/1.1 ") && !response.starts_with("HTTP/1.0 "))
-    fail("the server wrote something that is not an HTTP/1.x response");
+  io.restart();
+  while (!stopped || supervisor.size() > 0)
+    if (io.run_one_for(2s) == 0) break;
+  if (!stopped || supervisor.size() != 0) fail("a task outlived its connection");
   return 0;
 }

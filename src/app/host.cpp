@@ -528,6 +528,9 @@ awaitable<int> Host::main() {
   running_ = true;
   log::info("mooring started: provider {}, data in {}",
             provider_->provider()->kind(), config_->data.dir);
+  if (!admin_->status().listen.empty())
+    log::info("admin: web panel at http://{}/ (sign in with the admin token)",
+              admin_->status().listen);
   systemd_.ready(summary());
   if (auto interval = systemd_.watchdog_interval())
     supervisor_.spawn("systemd watchdog", "systemd", feed_watchdog(this, *interval));
