@@ -4,6 +4,7 @@
 #include "chat/user_token.hpp"
 #include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/time.hpp"
 
 #include <algorithm>
@@ -13,6 +14,19 @@
 #include <fmt/format.h>
 
 namespace mooring::chat {
+
+namespace {
+// For /metrics: what users sent and what they got.
+runtime::Counter& messages_received() {
+  static auto& counter = runtime::metrics().counter(
+      "mooring_messages_received_total", "User messages stored (a resent duplicate is not counted).");
+  return counter;
+}
+runtime::Counter& replies(std::string_view outcome) {
+  return runtime::metrics().counter("mooring_replies_total", "Replies finished, by outcome.",
+                                    {{"outcome", std::string(outcome)}});
+}
+}  // namespace
 
 namespace http = net::http;
 using store::Seq;
@@ -189,6 +203,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     }
     if (message.id) send(ack_frame(*message.id, appended->seq));
     if (appended->duplicate) co_return;  // stored and answered (or being answered) once
+    messages_received().inc();
     // Counted as the frame being handled until run_inbox lets go of it.
     queue_reply(store::Message{.seq = appended->seq,
                                  .user_id = user_id_,
@@ -322,6 +337,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     try {
       switch (outcome) {
         case ReplyOutcome::broke:
+          replies("failed").inc();
           // A failure below the chat layer: the user hears that it failed.
           log::error("gateway: the reply to {} #{} failed: {}", self->user_id_, message.seq,
                      log::elide(escaped));
@@ -329,6 +345,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
                                            store::MessageStatus::failed);
           break;
         case ReplyOutcome::cancelled:
+          replies("cancelled").inc();
           // By the user or by an operator: stored as cancelled and said so.
           co_await self->finish_cancelled(message.seq);
           break;
@@ -376,6 +393,7 @@ class Gateway::Session : public std::enable_shared_from_this<Session> {
     // Named first: with GCC 12, a `?:` building a string temporary among a
     // co_await's arguments corrupted the heap.
     const bool ok = result.has_value();
+    replies(ok ? "ok" : "failed").inc();
     std::string content = ok ? *result : result.error().message;
     const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
     co_await store_and_deliver(reply_to, std::move(content), status);
