@@ -18,6 +18,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 
+#include <deque>
 #include <filesystem>
 
 #include <sys/stat.h>
@@ -143,6 +144,9 @@ class Host {
   std::unique_ptr<AdminComponent> admin_;
   std::vector<Component*> components_;
   std::string ready_text_;  // what the ready file says now
+  // Snapshots of the provider's latency histogram, about one a second over
+  // the last ten, for the status document's recent percentiles.
+  mutable std::deque<std::pair<Clock::time_point, runtime::Histogram::Snapshot>> latency_window_;
   bool running_ = false;  // every component started: reloads are accepted
   bool applying_ = false;  // a change is between its preparation and its commit
   Clock::time_point started_ = Clock::now();
@@ -195,7 +199,7 @@ json::object Host::status_document() const {
   for (const auto* component : components_) components.push_back(component->status().to_json());
   const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
   auto& chat = gateway_->gateway();
-  return json::object{
+  auto document = json::object{
       {"ready", ready()},
       {"shutting_down", shutdown_.begun()},
       {"uptime_ms", uptime.count()},
@@ -208,6 +212,30 @@ json::object Host::status_document() const {
       {"replies_in_flight", chat.replies_in_flight()},
       {"task_failures", supervisor_.failures()},
   };
+  // For the panel's live charts: a running total (it computes the rate), and
+  // the provider's latency over about the last ten seconds.
+  document["messages_total"] =
+      runtime::metrics()
+          .counter("mooring_messages_received_total",
+                   "User messages stored (a resent duplicate is not counted).")
+          .value();
+  auto& latency = runtime::metrics().histogram(
+      "mooring_llm_request_duration_seconds",
+      "From asking for a reply to its end (waiting for a slot and retries included).",
+      runtime::latency_buckets(), {{"provider", std::string(provider_->provider()->kind())}});
+  const auto now = Clock::now();
+  auto snapshot = latency.snapshot();
+  if (latency_window_.empty() || now - latency_window_.back().first >= 1s)
+    latency_window_.emplace_back(now, snapshot);
+  while (latency_window_.size() > 1 && now - latency_window_.front().first > 10s)
+    latency_window_.pop_front();
+  auto delta = snapshot.cumulative;
+  for (std::size_t i = 0; i < delta.size(); ++i) delta[i] -= latency_window_.front().second.cumulative[i];
+  json::value p50 = nullptr, p99 = nullptr;
+  if (auto q = runtime::quantile(latency.bounds(), delta, 0.5)) p50 = *q * 1000;
+  if (auto q = runtime::quantile(latency.bounds(), delta, 0.99)) p99 = *q * 1000;
+  document["llm_latency_ms"] = json::object{{"p50", p50}, {"p99", p99}};
+  return document;
 }
 
 // The text of the configuration being served (which the file on disk may no

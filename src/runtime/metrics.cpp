@@ -41,6 +41,22 @@ std::vector<double> latency_buckets() {
           0.5,    1,     2.5,    5,     10,   30,    60,   120};
 }
 
+std::optional<double> quantile(const std::vector<double>& bounds,
+                               const std::vector<std::uint64_t>& cumulative, double q) {
+  if (cumulative.empty() || cumulative.back() == 0) return std::nullopt;
+  const double rank = q * static_cast<double>(cumulative.back());
+  for (std::size_t i = 0; i < cumulative.size(); ++i) {
+    if (static_cast<double>(cumulative[i]) < rank) continue;
+    if (i >= bounds.size()) return bounds.empty() ? std::nullopt : std::optional(bounds.back());
+    const double lower = i == 0 ? 0 : bounds[i - 1];
+    const double below = i == 0 ? 0 : static_cast<double>(cumulative[i - 1]);
+    const double in_bucket = static_cast<double>(cumulative[i]) - below;
+    const double fraction = in_bucket > 0 ? (rank - below) / in_bucket : 1;
+    return lower + (bounds[i] - lower) * fraction;
+  }
+  return bounds.empty() ? std::nullopt : std::optional(bounds.back());
+}
+
 namespace {
 
 std::string escape_label(std::string_view value) {

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -69,6 +70,12 @@ class Histogram {
 
 // Latency buckets in seconds, from 0.5 ms to 2 min.
 std::vector<double> latency_buckets();
+
+// The q-quantile (0..1) of the observations counted in `cumulative` (one
+// count per bound, then +Inf), interpolated within its bucket; nullopt
+// without observations. Beyond the last bound, the last bound.
+std::optional<double> quantile(const std::vector<double>& bounds,
+                               const std::vector<std::uint64_t>& cumulative, double q);
 
 class MetricsRegistry {
  public:

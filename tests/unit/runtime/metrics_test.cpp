@@ -79,6 +79,18 @@ TEST(Metrics, CountersGaugesAndHistogramsInTheExpositionFormat) {
   EXPECT_THROW(registry.counter("bad name", "x"), std::invalid_argument);
 }
 
+TEST(Metrics, QuantilesAreInterpolatedWithinTheirBucket) {
+  const std::vector<double> bounds{0.01, 0.1, 1};
+  EXPECT_EQ(quantile(bounds, {0, 0, 0, 0}, 0.5), std::nullopt);
+  // 100 observations: 50 up to 10 ms, 40 more up to 100 ms, 10 more up to 1 s.
+  const std::vector<std::uint64_t> cumulative{50, 90, 100, 100};
+  EXPECT_DOUBLE_EQ(*quantile(bounds, cumulative, 0.5), 0.01);
+  EXPECT_NEAR(*quantile(bounds, cumulative, 0.7), 0.055, 1e-9);
+  EXPECT_NEAR(*quantile(bounds, cumulative, 0.99), 0.91, 1e-9);
+  // Beyond the last bound: the last bound.
+  EXPECT_DOUBLE_EQ(*quantile(bounds, {0, 0, 0, 5}, 0.5), 1);
+}
+
 TEST(Metrics, UpdatesFromTwoThreadsAreAllCounted) {
   MetricsRegistry registry;
   auto& counter = registry.counter("test_events_total", "Events.");
