@@ -78,8 +78,8 @@ export function Overview() {
       ${hasLatency && html`<${Chart} title="LLM latency" unit="ms" times=${s.times}
         series=${[{ label: "p50", values: s.p50 }, { label: "p99", values: s.p99 }]} />`}
     </div>
-    ${!(hasRate && hasLatency) && html`<p class="help">Messages per second and LLM latency appear here when
-      /api/status reports <code>messages_total</code> and <code>llm_latency_ms</code>; this mooring does not.</p>`}`;
+    ${!(hasRate && hasLatency) && html`<p class="help">Messages per second and LLM latency appear here
+      once messages arrive and replies are made.</p>`}`;
 }
 
 function record(s, status) {
