@@ -286,6 +286,8 @@ TEST(Gateway, AReplyCancelledByTheShutdownStaysPending) {
 TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
   GatewayOptions options;
   options.ws.send_queue_limit = 4;  // one stored reply per page
+  // Replies of 2 MiB, a few of them queued: the byte bound is not what this tests.
+  options.ws.send_queue_bytes = 64 * 1024 * 1024;
   options.max_messages_per_minute = 0;
   GatewayFixture fixture(options);
   fixture.run([&] {

@@ -362,8 +362,12 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
   ASSERT_FALSE(told.empty());
   EXPECT_EQ(told.front().first.state, Health::State::degraded);
   EXPECT_EQ(told.front().second, std::this_thread::get_id());  // on the watcher's executor
-  // One line for the storm, not one per refused message.
-  EXPECT_EQ(log.lines_with("the disk is full").size(), 1u);
+  // One line for the storm, not one per refused message (a slow machine may
+  // also have written the summary of the repeats by now).
+  std::size_t first_reports = 0;
+  for (const auto& line : log.lines_with("the disk is full"))
+    first_reports += line.find("more in the last") == std::string::npos ? 1 : 0;
+  EXPECT_EQ(first_reports, 1u);
 
   // The reply cannot be stored; the outcome the user was told is kept.
   auto marked = await(store->mark_failed("user7", asked, "the reply could not be stored; ask again"));
