@@ -37,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (message->id) {
       require(!message->id->empty() && message->id->size() <= max_client_id_bytes,
               "an id outside 1..max_client_id_bytes was accepted");
-      require(parses(ack_frame(message->id, 1)), "the ack frame is not JSON");
+      require(parses(ack_frame(*message->id, 1)), "the ack frame is not JSON");
     }
     for (const auto& image : message->images) {
       const std::string_view v = image;
