@@ -43,19 +43,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   mooring::llm::SseParser whole(max_line);
   std::vector<std::string> whole_events;
-  const bool whole_ok = whole.feed(stream, whole_events);
+  using Status = mooring::llm::SseParser::Status;
+  const Status whole_status = whole.feed(stream, whole_events);
+  const bool whole_ok = whole_status == Status::ok;
 
   mooring::llm::SseParser pieces(max_line);
   std::vector<std::string> piece_events;
-  bool pieces_ok = true;
+  Status pieces_status = Status::ok;
   std::size_t at = 0;
   for (const auto cut : cuts) {
-    if (!pieces_ok) break;
-    pieces_ok = pieces.feed(stream.substr(at, cut - at), piece_events);
+    if (pieces_status != Status::ok) break;
+    pieces_status = pieces.feed(stream.substr(at, cut - at), piece_events);
     at = cut;
   }
 
-  require(whole_ok == pieces_ok, "the verdict depends on how the stream was split");
+  require(whole_status == pieces_status, "the verdict depends on how the stream was split");
   require(whole_events == piece_events, "the events depend on how the stream was split");
   if (whole_ok) require(whole.has_partial() == pieces.has_partial(), "has_partial differs");
   for (const auto& event : whole_events)
