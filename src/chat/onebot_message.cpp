@@ -64,8 +64,15 @@ std::optional<Segment> parse_code(std::string_view inside) {
     const auto piece = rest.substr(0, next);
     const auto equals = piece.find('=');
     if (equals == std::string_view::npos || equals == 0) return std::nullopt;
-    segment.data.emplace_back(std::string(piece.substr(0, equals)),
-                              unescape(piece.substr(equals + 1)));
+    // A key given twice keeps its last value, as in the array form's objects.
+    std::string key(piece.substr(0, equals));
+    auto value = unescape(piece.substr(equals + 1));
+    auto same = std::find_if(segment.data.begin(), segment.data.end(),
+                             [&](const auto& field) { return field.first == key; });
+    if (same != segment.data.end())
+      same->second = std::move(value);
+    else
+      segment.data.emplace_back(std::move(key), std::move(value));
     if (next == std::string_view::npos) break;
     rest.remove_prefix(next + 1);
   }
@@ -103,21 +110,24 @@ boost::system::result<Segment, std::string> parse_segment(const json::value& val
   return segment;
 }
 
-// Length in bytes of the UTF-8 sequence that starts with `lead` (1 for a
-// stray continuation byte, so a cut never loops).
-std::size_t sequence_length(unsigned char lead) {
-  if (lead >= 0xF0) return 4;
-  if (lead >= 0xE0) return 3;
-  if (lead >= 0xC0) return 2;
-  return 1;
+// Length in bytes of the UTF-8 sequence at `at`: 1 for a byte that does not
+// start a whole sequence (a stray or cut one), so a cut never loops and
+// invalid bytes count one each.
+std::size_t sequence_length(std::string_view text, std::size_t at) {
+  const auto lead = static_cast<unsigned char>(text[at]);
+  const std::size_t n = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  if (at + n > text.size()) return 1;
+  for (std::size_t i = 1; i < n; ++i)
+    if ((static_cast<unsigned char>(text[at + i]) & 0xC0) != 0x80) return 1;
+  return n;
 }
 
 // The byte offset after `max_chars` code points of `text` (or its size).
 std::size_t offset_of_chars(std::string_view text, std::size_t max_chars) {
   std::size_t offset = 0;
   for (std::size_t n = 0; n < max_chars && offset < text.size(); ++n)
-    offset += sequence_length(static_cast<unsigned char>(text[offset]));
-  return std::min(offset, text.size());
+    offset += sequence_length(text, offset);
+  return offset;
 }
 
 bool is_space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }

@@ -60,6 +60,18 @@ TEST(CqCode, WhatIsNotACodeStaysText) {
   EXPECT_EQ(mixed[1], seg("face", {{"id", "1"}}));
 }
 
+// Found by the fuzzer: a key given twice kept both, and the array form (an
+// object) kept one; now the last value wins in both forms.
+TEST(CqCode, AKeyGivenTwiceKeepsItsLastValue) {
+  const auto segments = parse_cq_string("[CQ:share,url=a,url=b,title=t]");
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].data.size(), 2u);
+  EXPECT_EQ(segments[0].get("url"), "b");
+  auto back = parse_message(boost::json::value(to_json(segments)));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, segments);
+}
+
 TEST(CqCode, WellFormedStringsRoundTrip) {
   for (const char* text : {"hello", "&amp;&#91;&#93;", "[CQ:shake]", "a[CQ:image,file=x.jpg,type=flash]b",
                            "[CQ:at,qq=all] 大家好"})
@@ -147,6 +159,10 @@ TEST(SplitReply, CutsAtTheBestBoundaryAndKeepsEveryCharacter) {
     if (c != ' ') got += c;
   EXPECT_EQ(got, expected);
   EXPECT_TRUE(split_reply("", 10).empty());
+  // Found by the fuzzer: invalid bytes count one character each, so a piece
+  // never holds more than asked.
+  const std::string invalid(40, '\xff');
+  for (const auto& piece : split_reply(invalid, 7)) EXPECT_LE(piece.size(), 7u);
 }
 
 }  // namespace
