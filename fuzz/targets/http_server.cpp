@@ -10,8 +10,7 @@
 #include "net/router.hpp"
 #include "runtime/supervisor.hpp"
 
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
+#include "support/quiet.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -88,11 +87,7 @@ awaitable<void> stop(net::HttpServer& server, bool& stopped) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  std::signal(SIGPIPE, SIG_IGN);
-  // Every log line is formatted (elide() runs) and written nowhere.
-  auto quiet = std::make_shared<spdlog::logger>("fuzz", std::make_shared<spdlog::sinks::null_sink_mt>());
-  quiet->set_level(spdlog::level::trace);
-  spdlog::set_default_logger(quiet);
+  mooring::fuzz::quiet_process();
   return 0;
 }
 

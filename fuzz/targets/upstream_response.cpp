@@ -9,8 +9,7 @@
 #include "llm/openai_provider.hpp"
 #include "llm/utf8.hpp"
 
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
+#include "support/quiet.hpp"
 
 #include <chrono>
 #include <csignal>
@@ -82,10 +81,7 @@ awaitable<void> ask(llm::OpenAiProvider& provider, bool& done) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  std::signal(SIGPIPE, SIG_IGN);
-  auto quiet = std::make_shared<spdlog::logger>("fuzz", std::make_shared<spdlog::sinks::null_sink_mt>());
-  quiet->set_level(spdlog::level::trace);
-  spdlog::set_default_logger(quiet);
+  mooring::fuzz::quiet_process();
   return 0;
 }
 

@@ -78,19 +78,10 @@ json::value parse_json(std::string_view text, error_code& ec) {
   return json::parse(text, ec, json::storage_ptr(), lenient_utf8());
 }
 
-ProviderError make_error(Kind kind, std::string message, std::string detail, bool retryable) {
-  ProviderError error;
-  error.kind = kind;
-  error.retryable = retryable;
-  error.message = std::move(message);
-  error.detail = std::move(detail);
-  return error;
-}
-
 constexpr const char* unreadable = "the provider sent an answer mooring cannot read";
 
 ProviderError protocol_error(std::string detail) {
-  return make_error(Kind::protocol, unreadable, std::move(detail), false);
+  return provider_error(Kind::protocol, unreadable, std::move(detail), false);
 }
 
 }  // namespace
@@ -152,9 +143,9 @@ ProviderError error_from_stream_event(const json::value& error, std::string_view
   const bool client = names_client_error(error);
   const std::string words = said.empty() ? "no message" : upstream_words(said, api_key);
   if (client)
-    return make_error(Kind::rejected, "the provider rejected the request",
+    return provider_error(Kind::rejected, "the provider rejected the request",
                       "the provider rejected the request in its stream: " + words, false);
-  return make_error(Kind::stream, "the provider reported an error",
+  return provider_error(Kind::stream, "the provider reported an error",
                     "the provider reported a failure in its stream: " + words, true);
 }
 
@@ -236,7 +227,7 @@ class AnswerReader {
     if (!sent) {
       const auto& error = sent.error();
       if (error.code == asio::error::operation_aborted)
-        return failure(make_error(Kind::cancelled, "the request was cancelled", {}, false));
+        return failure(provider_error(Kind::cancelled, "the request was cancelled", {}, false));
       const auto words = upstream_words(error.message, options_.api_key);
       // Broken framing (a head, chunk line or trailer over the bound, a 101,
       // endless 1xx) is unreadable; a connection that ended early is not.
@@ -245,7 +236,7 @@ class AnswerReader {
                            error.code != http::error::partial_message &&
                            error.code != http::error::end_of_stream;
       if (framing) return failure(protocol_error(words));
-      return failure(make_error(Kind::network, "the connection to the provider failed", words, true));
+      return failure(provider_error(Kind::network, "the connection to the provider failed", words, true));
     }
     if (status_ != 200) {
       std::optional<runtime::Duration> retry_after;
@@ -262,11 +253,11 @@ class AnswerReader {
     if (text_.empty()) {
       if (ended_)
         return failure(protocol_error("the provider returned an empty reply"));
-      return failure(make_error(Kind::cut_off, "the provider's answer was cut off",
+      return failure(provider_error(Kind::cut_off, "the provider's answer was cut off",
                                 "the provider's stream ended without a reply", true));
     }
     if (!ended_)
-      return failure(make_error(
+      return failure(provider_error(
           Kind::cut_off, "the provider's answer was cut off",
           fmt::format("the provider's stream ended after {} bytes of the reply without [DONE] "
                       "or a finish_reason",

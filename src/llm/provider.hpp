@@ -80,6 +80,18 @@ class Provider {
   virtual std::string_view model() const { return {}; }
 };
 
+// A ProviderError by name: what kind, what the user is told, what the
+// operator's log gets, and whether another attempt may help.
+inline ProviderError provider_error(ProviderError::Kind kind, std::string message,
+                                    std::string detail = {}, bool retryable = false) {
+  ProviderError error;
+  error.kind = kind;
+  error.retryable = retryable;
+  error.message = std::move(message);
+  error.detail = std::move(detail);
+  return error;
+}
+
 inline CompletionResult failure(ProviderError error) {
   return CompletionResult(boost::system::in_place_error, std::move(error));
 }

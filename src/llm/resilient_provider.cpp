@@ -14,15 +14,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-ProviderError error(Kind kind, std::string message, std::string detail = {}, bool retryable = false) {
-  ProviderError e;
-  e.kind = kind;
-  e.retryable = retryable;
-  e.message = std::move(message);
-  e.detail = std::move(detail);
-  return e;
-}
-
 // Releases a concurrency slot however the request ends.
 class SlotGuard {
  public:
@@ -120,7 +111,7 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   };
   const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
   if (budget < options_.min_attempt_budget)
-    co_return failure(error(Kind::timeout, "the provider did not answer in time",
+    co_return failure(provider_error(Kind::timeout, "the provider did not answer in time",
                             fmt::format("no attempt started: {} left of the request's {}",
                                         runtime::format_duration(budget),
                                         runtime::format_duration(options_.total_timeout))));
@@ -129,14 +120,14 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
     outcome = co_await runtime::with_timeout(inner_->complete(request, marking_sink), budget);
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::operation_aborted) throw;
-    co_return failure(error(Kind::protocol, "the provider sent an answer mooring cannot read",
+    co_return failure(provider_error(Kind::protocol, "the provider sent an answer mooring cannot read",
                             std::string("the attempt failed: ") + e.what()));
   } catch (const std::exception& e) {
-    co_return failure(error(Kind::protocol, "the provider sent an answer mooring cannot read",
+    co_return failure(provider_error(Kind::protocol, "the provider sent an answer mooring cannot read",
                             std::string("the attempt failed: ") + e.what()));
   }
   if (outcome) co_return std::move(*outcome);
-  co_return failure(error(Kind::timeout, "the provider did not answer in time",
+  co_return failure(provider_error(Kind::timeout, "the provider did not answer in time",
                           fmt::format("the provider did not answer within {}",
                                       runtime::format_duration(budget)),
                           true));
@@ -147,7 +138,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   const auto begun = Clock::now();
   const auto deadline = runtime::Deadline::after(options_.total_timeout);
   if (shutdown_ && shutdown_->begun())
-    co_return failure(error(Kind::shutting_down, "mooring is shutting down; try again shortly"));
+    co_return failure(provider_error(Kind::shutting_down, "mooring is shutting down; try again shortly"));
   struct Measured {
     ProviderMetrics& metrics;
     Clock::time_point begun;
@@ -168,7 +159,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (consecutive_failures_ >= options_.breaker_threshold) {
     if (breaker_open() || probe_in_flight_) {
       metrics_->outcome(to_string(Kind::circuit_open));
-      co_return failure(error(Kind::circuit_open,
+      co_return failure(provider_error(Kind::circuit_open,
                               "the provider is failing; mooring is not asking it again for a "
                               "few seconds",
                               fmt::format("the provider failed {} times in a row",
@@ -188,7 +179,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (active_ >= options_.max_concurrency) {
     if (waiting_ >= options_.max_waiting) {
       metrics_->outcome(to_string(Kind::overloaded));
-      co_return failure(error(Kind::overloaded, "mooring is busy; try again shortly",
+      co_return failure(provider_error(Kind::overloaded, "mooring is busy; try again shortly",
                               fmt::format("{} requests are running and {} waiting", active_,
                                           waiting_)));
     }
@@ -205,9 +196,9 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
     }
     --waiting_;
     const bool cancelled = co_await runtime::cancelled();
-    if (cancelled) co_return failure(error(Kind::cancelled, "the request was cancelled"));
+    if (cancelled) co_return failure(provider_error(Kind::cancelled, "the request was cancelled"));
     if (active_ >= options_.max_concurrency)
-      co_return failure(error(Kind::timeout, "mooring is busy; try again shortly",
+      co_return failure(provider_error(Kind::timeout, "mooring is busy; try again shortly",
                               fmt::format("no provider slot freed within {}",
                                           runtime::format_duration(options_.total_timeout))));
   }
@@ -245,7 +236,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (failed.detail.empty()) failed.detail = failed.message;
   const bool cancelled = co_await runtime::cancelled();
   if (outcome.stop == runtime::RetryStop::cancelled || cancelled) {
-    failed = error(Kind::cancelled, "the request was cancelled");
+    failed = provider_error(Kind::cancelled, "the request was cancelled");
   } else if (outcome.stop == runtime::RetryStop::shutdown) {
     failed.detail += "; not retried because mooring is shutting down";
   } else if (outcome.stop == runtime::RetryStop::deadline) {
