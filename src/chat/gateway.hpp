@@ -1,27 +1,24 @@
-// The chat gateway: ws://<gateway.listen>/ws/<user_id>. One session per user,
-// a small state machine that never goes stale:
-// - a user message is stored before it is acknowledged; the same client id
-//   twice is stored and answered once;
-// - each session answers its messages in order, one reply at a time, with the
-//   last `history_messages` stored messages as context;
-// - the final reply is stored before it is sent; a reply being made when the
-//   client leaves is finished, stored, and delivered when the user comes back
-//   (every stored reply after the delivered cursor, or after resume.after),
-//   each exactly once per connection, in order;
+// The web chat transport: ws://<gateway.listen>/ws/<user_id>, one connection
+// per user, mapped onto that user's conversation (chat/conversation.hpp),
+// which keeps the promises about storing, ordering and answering. What this
+// layer adds:
+// - an acknowledgement frame for a stored message that carries a client id;
+//   replies streamed as token frames and sent whole as a chat frame, stored
+//   replies (after the delivered cursor, or after resume.after) each exactly
+//   once per connection, in order; the cursor moves once a frame is written;
 // - a new connection replaces the old one (closed with 4000 after its queued
 //   frames), and nothing of the old one leaks into the new;
-// - a session with no connection and no work is dropped from memory;
-// - a client cannot make the host buffer without bound: while a user has
-//   max_pending_messages messages waiting or being answered, the connection
-//   is not read (TCP pushes back), and beyond max_messages_per_minute a
-//   message is refused with an error frame and not stored;
+// - a client cannot make the host buffer without bound: while its
+//   conversation holds max_pending_messages messages waiting or being
+//   answered, the connection is not read (TCP pushes back), and beyond
+//   max_messages_per_minute a message is refused with an error frame and not
+//   stored; pieces of a reply wait while the send queue is half full;
 // - a connection is admitted by the auth mode in force at its upgrade: none,
 //   one shared token, or a signed per-user token whose `sub` is the user;
-// - whatever ends a task of a session (a frame's handling, a reply) — a user's
-//   cancel, an operator's cancel, a failure — leaves the session able to take
-//   and answer the next message.
+//   user ids starting with "qq:" belong to the OneBot transport and are refused.
 #pragma once
 
+#include "chat/conversation.hpp"
 #include "chat/protocol.hpp"
 #include "chat/rate_limiter.hpp"
 #include "llm/provider.hpp"
@@ -75,47 +72,46 @@ class Gateway {
 
   // Answers the messages that were acknowledged but never answered (the host
   // was killed), so a crash loses nothing a user was told was received.
-  awaitable<std::size_t> recover();
+  awaitable<std::size_t> recover() { return conversations_.recover(); }
 
   // Replies in flight keep the provider they started with; new ones use this.
-  void set_provider(std::shared_ptr<llm::Provider> provider) { provider_ = std::move(provider); }
+  void set_provider(std::shared_ptr<llm::Provider> provider) {
+    conversations_.set_provider(std::move(provider));
+  }
   // For connections, messages and replies from now on; open connections keep
   // their WebSocket limits. The auth mode, token and key in force are checked
   // at each upgrade.
   void set_options(GatewayOptions options);
   const GatewayOptions& options() const { return options_; }
 
-  std::size_t sessions() const { return sessions_.size(); }
+  // Every conversation, the OneBot transport's too.
+  Conversations& conversations() { return conversations_; }
+
+  // Conversations in memory (web and OneBot), web connections open.
+  std::size_t sessions() const { return conversations_.size(); }
   std::size_t connections() const;
   // Replies being generated now.
-  std::size_t replies_in_flight() const;
+  std::size_t replies_in_flight() const { return conversations_.replies_in_flight(); }
   // The most messages one session has held waiting or being answered since
   // the start: max_pending_messages unless recovery or a reconnect's backlog
   // added to a full session.
-  std::size_t peak_pending() const { return peak_pending_; }
+  std::size_t peak_pending() const { return conversations_.peak_pending(); }
   // Messages refused by the rate limit since the start.
   std::uint64_t rate_limited() const { return rate_limited_; }
 
-  class Session;
+  class Connection;
 
  private:
-  friend class Session;
-  std::shared_ptr<Session> session(const std::string& user_id);
-  void forget_if_idle(const std::string& user_id);
+  friend class Connection;
   // nullopt: admitted.
   std::optional<net::HttpResponse> admit(net::Request& request) const;
   // Whether `user_id` may send one more message now (the rate limit).
   bool admit_message(std::string_view user_id);
-  bool host_stopping() const;
+  void open(const std::shared_ptr<net::WsConnection>& connection, const std::string& user_id);
 
-  runtime::Supervisor& supervisor_;
-  store::Store& store_;
-  std::shared_ptr<llm::Provider> provider_;
   GatewayOptions options_;
-  const runtime::ShutdownState* shutdown_;
+  Conversations conversations_;
   RateLimiter rate_limiter_;
-  std::map<std::string, std::shared_ptr<Session>, std::less<>> sessions_;
-  std::size_t peak_pending_ = 0;
   std::uint64_t rate_limited_ = 0;
 };
 

@@ -89,7 +89,8 @@ std::int64_t now_ms() {
 Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
-                                     const std::optional<std::string>& client_id) {
+                                     const std::optional<std::string>& client_id,
+                                     MessageStatus status) {
   if (user_id.empty()) return StoreError{Kind::invalid_argument, "empty user id"};
 
   // Every message from a user counts as seeing them, a retried one too.
@@ -116,14 +117,15 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
 
   db.prepare(
         "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "
-        "created_ms, updated_ms) VALUES (?1, 'user', ?2, ?3, ?4, NULL, 'pending', ?5, ?5)")
+        "created_ms, updated_ms) VALUES (?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5)")
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, images_to_json(images))
       .bind(4, client_id)
       .bind(5, now)
+      .bind(6, std::string(to_string(status)))
       .run();
-  return Appended{db.last_insert_rowid(), false, MessageStatus::pending};
+  return Appended{db.last_insert_rowid(), false, status};
 }
 
 Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
@@ -229,6 +231,21 @@ Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t l
       "SELECT user_id, created_ms, last_seen_ms, delivered_seq FROM sessions "
       "ORDER BY last_seen_ms DESC, user_id LIMIT ?1 OFFSET ?2");
   statement.bind(1, sql_limit(limit)).bind(2, sql_limit(offset));
+  std::vector<Session> out;
+  while (statement.step()) out.push_back(read_session(statement));
+  return out;
+}
+
+Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const std::string& prefix,
+                                                  std::size_t limit) {
+  // The prefix is matched as a range (prefix <= id < prefix + U+10FFFF), not
+  // with LIKE, whose wildcards a session id may contain.
+  auto statement = db.prepare(
+      "SELECT user_id, created_ms, last_seen_ms, delivered_seq FROM sessions s "
+      "WHERE user_id >= ?1 AND user_id < ?2 AND EXISTS (SELECT 1 FROM messages m "
+      "WHERE m.user_id = s.user_id AND m.seq > s.delivered_seq AND m.role = 'assistant') "
+      "ORDER BY user_id LIMIT ?3");
+  statement.bind(1, prefix).bind(2, prefix + "\xF4\x8F\xBF\xBF").bind(3, sql_limit(limit));
   std::vector<Session> out;
   while (statement.step()) out.push_back(read_session(statement));
   return out;

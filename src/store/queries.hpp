@@ -20,7 +20,8 @@ std::int64_t now_ms();
 Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
-                                     const std::optional<std::string>& client_id);
+                                     const std::optional<std::string>& client_id,
+                                     MessageStatus status = MessageStatus::pending);
 
 Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
                         Seq reply_to, const std::string& content, MessageStatus status);
@@ -38,6 +39,11 @@ Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id
 Result<std::optional<Session>> session(sqlite::Connection& db, const std::string& user_id);
 
 Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_t limit);
+
+// Sessions whose id starts with `prefix` and that have a reply after their
+// delivered cursor, by id.
+Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const std::string& prefix,
+                                                  std::size_t limit);
 
 Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t limit,
                                            std::size_t offset);

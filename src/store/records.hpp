@@ -21,7 +21,8 @@ enum class Role { user, assistant };
 // A user message is `pending` until a reply is stored for it, then `answered`
 // (or `failed` when the reply reports a failure, or when the user was told it
 // could not be answered: Store::mark_failed). A reply carries the status it gave
-// its user message.
+// its user message. A message kept as context only (Store::append_context_message)
+// is `answered` with no reply.
 enum class MessageStatus { pending, answered, failed };
 
 std::string_view to_string(Role role);

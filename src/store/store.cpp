@@ -562,6 +562,26 @@ awaitable<Result<Appended>> Store::append_user_message(std::string user_id, std:
                           });
 }
 
+awaitable<Result<Appended>> Store::append_context_message(std::string user_id,
+                                                          std::string content,
+                                                          std::vector<std::string> images,
+                                                          std::optional<std::string> client_id) {
+  return submit<Appended>(JobKind::write,
+                          [this, user_id = std::move(user_id), content = std::move(content),
+                           images = std::move(images), client_id = std::move(client_id)] {
+                            return queries::append_user_message(db(), queries::now_ms(), user_id,
+                                                                content, images, client_id,
+                                                                MessageStatus::answered);
+                          });
+}
+
+awaitable<Result<std::vector<Session>>> Store::undelivered_sessions(std::string prefix,
+                                                                    std::size_t limit) {
+  return submit<std::vector<Session>>(JobKind::read, [this, prefix = std::move(prefix), limit] {
+    return queries::undelivered_sessions(db(), prefix, limit);
+  });
+}
+
 awaitable<Result<Seq>> Store::store_reply(std::string user_id, Seq reply_to, std::string content,
                                           MessageStatus status) {
   return submit<Seq>(JobKind::write, [this, user_id = std::move(user_id), reply_to,

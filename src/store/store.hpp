@@ -112,6 +112,13 @@ class Store {
       std::string user_id, std::string content, std::vector<std::string> images = {},
       std::optional<std::string> client_id = std::nullopt);
 
+  // Stores a message kept as context only (a group message not addressed to
+  // the bot): like append_user_message, but `answered` from the start, so it
+  // is never answered, not even after a restart.
+  awaitable<Result<Appended>> append_context_message(std::string user_id, std::string content,
+                                                     std::vector<std::string> images,
+                                                     std::optional<std::string> client_id);
+
   // Stores the assistant's reply to user message `reply_to` and, in the same
   // transaction, marks that message `status` (answered or failed). A message
   // that already has a reply keeps it: its seq is returned and nothing changes.
@@ -142,6 +149,11 @@ class Store {
   // User messages still waiting for a reply, oldest first (to be answered
   // again after a restart).
   awaitable<Result<std::vector<Message>>> pending_messages(std::size_t limit = 10000);
+
+  // Sessions whose id starts with `prefix` that have replies after their
+  // delivered cursor (a transport that reconnects sends those), by id.
+  awaitable<Result<std::vector<Session>>> undelivered_sessions(std::string prefix,
+                                                               std::size_t limit = 10000);
 
   // Sessions by most recently seen (for the admin API); one user's messages
   // (both roles) with seq < before_seq (all when nullopt), the newest `limit`,

@@ -1,0 +1,416 @@
+#include "chat/conversation.hpp"
+
+#include "chat/context.hpp"
+#include "runtime/cancellation.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace mooring::chat {
+
+using store::Seq;
+
+namespace {
+constexpr std::string_view replies_group = "chat.replies";
+constexpr std::string_view nothing_to_cancel = "there is no reply in progress to cancel";
+constexpr std::string_view reply_cancelled = "the reply was cancelled";
+
+// For /metrics: what users sent, what they got, and how long they waited.
+runtime::Counter& messages_received() {
+  static auto& counter = runtime::metrics().counter(
+      "mooring_messages_received_total", "User messages stored (a resent duplicate is not counted).");
+  return counter;
+}
+runtime::Counter& replies(std::string_view outcome) {
+  return runtime::metrics().counter("mooring_replies_total", "Replies finished, by outcome.",
+                                    {{"outcome", std::string(outcome)}});
+}
+runtime::Histogram& round_trip() {
+  static auto& histogram = runtime::metrics().histogram(
+      "mooring_chat_round_trip_seconds",
+      "From a user message's arrival to its reply stored and handed to the user's connection.",
+      runtime::latency_buckets());
+  return histogram;
+}
+}  // namespace
+
+// --- Conversation ------------------------------------------------------------
+
+Conversation::Conversation(Conversations& owner, std::string id)
+    : owner_(owner), id_(std::move(id)) {}
+
+store::Store& Conversation::store() { return owner_.store_; }
+
+void Conversation::attach(std::shared_ptr<Outlet> outlet) {
+  if (outlet_ == outlet) return;
+  auto previous = std::exchange(outlet_, std::move(outlet));
+  ++generation_;
+  if (previous) previous->detached();
+  pending_changed();
+}
+
+void Conversation::detach(const Outlet* outlet) {
+  if (!outlet_ || outlet_.get() != outlet) return;
+  auto previous = std::exchange(outlet_, nullptr);
+  ++generation_;
+  previous->detached();
+  owner_.forget_if_idle(id_);
+}
+
+std::size_t Conversation::pending() const {
+  return inbox_.size() + (handling_ ? 1 : 0) + to_answer_.size() + (reply_task_ ? 1 : 0);
+}
+
+void Conversation::pending_changed() {
+  const auto n = pending();
+  owner_.peak_pending_ = std::max(owner_.peak_pending_, n);
+  if (outlet_) outlet_->pending_changed(n);
+}
+
+void Conversation::tell_error(std::string_view name, std::string_view description, Seq reply_to) {
+  if (outlet_) outlet_->error(name, description, reply_to);
+}
+
+// --- the inbox: items handled one at a time, in the order they came ---------
+
+void Conversation::submit(Submission message) { push(std::move(message)); }
+void Conversation::deliver_after(Seq after) { push(After{after}); }
+void Conversation::deliver_undelivered() { push(Undelivered{}); }
+
+void Conversation::push(Item item) {
+  inbox_.push_back(Queued{generation_, std::move(item)});
+  pending_changed();
+  if (inbox_running_) return;
+  inbox_running_ = true;
+  owner_.supervisor_.spawn("chat inbox " + id_, "chat.inbox", run_inbox(shared_from_this()));
+}
+
+// An item is handled whole: the store runs each operation to its commit, and
+// a cancellation is looked at between items. Cancelled (by an operator), the
+// inbox drops the items still waiting and says so; the next item starts it again.
+awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    if (self->inbox_.empty()) break;
+    const bool cancelled = co_await runtime::cancelled();
+    if (cancelled) break;
+    auto queued = std::move(self->inbox_.front());
+    self->inbox_.pop_front();
+    self->handling_ = true;
+    try {
+      co_await self->handle(std::move(queued));
+    } catch (const std::exception& e) {
+      if (!runtime::is_cancellation(e))
+        log::error("chat: work for {} could not be done: {}", self->id_, log::elide(e.what()));
+    }
+    self->handling_ = false;
+    self->pending_changed();
+  }
+  if (const auto dropped = self->inbox_.size(); dropped > 0) {
+    self->inbox_.clear();
+    log::info("chat: the inbox of {} was cancelled; {} item(s) dropped", self->id_, dropped);
+    const auto told =
+        fmt::format("{} frame(s) were dropped unhandled; send any message again", dropped);
+    self->tell_error("cancelled", told, 0);
+  }
+  self->inbox_running_ = false;
+  self->pending_changed();
+  self->owner_.forget_if_idle(self->id_);
+}
+
+awaitable<void> Conversation::handle(Queued queued) {
+  if (queued.generation != generation_) co_return;  // for an outlet since replaced
+  if (auto* message = std::get_if<Submission>(&queued.item)) {
+    co_await accept(std::move(*message));
+  } else if (auto* after = std::get_if<After>(&queued.item)) {
+    co_await deliver_from(after->seq, queued.generation);
+  } else {
+    auto session = co_await store().session(id_);
+    const Seq after_seq = session && *session ? (*session)->delivered_seq : 0;
+    co_await deliver_from(after_seq, queued.generation);
+  }
+}
+
+awaitable<void> Conversation::accept(Submission message) {
+  // Copies named first: no temporaries among a co_await's operands (GCC 12).
+  auto text = message.text;
+  auto images = message.images;
+  auto client_id = message.client_id;
+  auto appended = message.answer
+                      ? co_await store().append_user_message(id_, std::move(text),
+                                                             std::move(images), std::move(client_id))
+                      : co_await store().append_context_message(
+                            id_, std::move(text), std::move(images), std::move(client_id));
+  if (!appended) {
+    // The store logs its faults once and summarises repeats; a line per
+    // refused message would be a storm.
+    log::debug("chat: cannot store a message from {}: {}", id_, appended.error().message);
+    tell_error("store_error", "the message could not be stored; it was not received, send it again",
+               0);
+    co_return;
+  }
+  if (outlet_) outlet_->stored(message, *appended);
+  if (appended->duplicate) co_return;  // stored and answered (or being answered) once
+  messages_received().inc();
+  if (!message.answer) co_return;
+  // Counted as the item being handled until run_inbox lets go of it.
+  queue_reply(store::Message{.seq = appended->seq,
+                             .user_id = id_,
+                             .role = store::Role::user,
+                             .content = std::move(message.text),
+                             .images = std::move(message.images),
+                             .client_id = std::move(message.client_id)});
+}
+
+// Stored replies go out a page at a time, each page once the outlet has sent
+// the previous one: a long history asked for again neither overruns the
+// connection nor stops at the store's page size.
+awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) {
+  auto outlet = outlet_;
+  if (!outlet) co_return;
+  const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
+  for (;;) {
+    auto replies = co_await store().replies_after(id_, after, page);
+    if (!replies) {
+      log::error("chat: cannot read stored replies for {}: {}", id_, replies.error().message);
+      co_return;
+    }
+    if (generation != generation_) co_return;
+    for (const auto& reply : *replies) outlet->reply(reply, false);
+    if (replies->size() < page) co_return;
+    after = replies->back().seq;
+    const bool out = co_await outlet->drained();
+    if (!out || generation != generation_) co_return;
+  }
+}
+
+void Conversation::delivered(Seq seq) {
+  if (seq <= cursor_written_) return;
+  cursor_written_ = seq;
+  owner_.supervisor_.spawn("chat cursor " + id_, "chat.cursor", write_cursor(shared_from_this(), seq));
+}
+
+// Runs to its end even when cancelled: one store write, bounded by the disk.
+awaitable<void> Conversation::write_cursor(std::shared_ptr<Conversation> self, Seq seq) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  auto done = co_await self->store().advance_delivered(self->id_, seq);
+  if (!done) log::warn("chat: cannot record delivery to {}: {}", self->id_, done.error().message);
+}
+
+// --- replies: one at a time, in order ---------------------------------------
+
+void Conversation::enqueue_reply(store::Message message) {
+  queue_reply(std::move(message));
+  pending_changed();
+}
+
+void Conversation::queue_reply(store::Message message) {
+  to_answer_.push_back(ToAnswer{std::move(message), Clock::now()});
+  start_next_reply();
+}
+
+void Conversation::start_next_reply() {
+  if (reply_task_ || to_answer_.empty()) return;
+  auto work = std::move(to_answer_.front());
+  to_answer_.pop_front();
+  user_cancelled_ = false;
+  auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);
+  reply_task_ = owner_.supervisor_.spawn(std::move(name), std::string(replies_group),
+                                         run_reply(shared_from_this(), std::move(work)));
+}
+
+bool Conversation::cancel() {
+  if (!reply_task_) {
+    if (outlet_) outlet_->notice(nothing_to_cancel);
+    return false;
+  }
+  user_cancelled_ = true;
+  owner_.supervisor_.cancel(reply_task_);
+  return true;
+}
+
+// However the reply ends, reply_task_ is cleared and the next message is
+// answered, unless the host is stopping (then the message stays pending, to
+// be answered after the restart).
+awaitable<void> Conversation::run_reply(std::shared_ptr<Conversation> self, ToAnswer work) {
+  const auto& message = work.message;
+  ReplyOutcome outcome = ReplyOutcome::broke;
+  std::string escaped;  // what was thrown out of the reply
+  try {
+    outcome = co_await self->make_reply(message);
+  } catch (const std::exception& e) {
+    if (runtime::is_cancellation(e)) {
+      outcome = ReplyOutcome::cancelled;
+    } else {
+      escaped = e.what();
+    }
+  }
+  const bool user_cancelled = std::exchange(self->user_cancelled_, false);
+  if (outcome == ReplyOutcome::cancelled && !user_cancelled && self->owner_.host_stopping())
+    outcome = ReplyOutcome::host_stopping;
+  co_await asio::this_coro::reset_cancellation_state();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  try {
+    switch (outcome) {
+      case ReplyOutcome::broke: {
+        replies("failed").inc();
+        // A failure below the chat layer: the user hears that it failed.
+        log::error("chat: the reply to {} #{} failed: {}", self->id_, message.seq,
+                   log::elide(escaped));
+        std::string told = "the reply failed unexpectedly; ask again";
+        co_await self->store_and_hand_over(message.seq, std::move(told),
+                                           store::MessageStatus::failed, false);
+        break;
+      }
+      case ReplyOutcome::cancelled: {
+        replies("cancelled").inc();
+        // By the user or by an operator: stored as cancelled and said so.
+        std::string told(reply_cancelled);
+        co_await self->store_and_hand_over(message.seq, std::move(told),
+                                           store::MessageStatus::failed, true);
+        break;
+      }
+      case ReplyOutcome::stored:
+        round_trip().observe(std::chrono::duration<double>(Clock::now() - work.since).count());
+        if (user_cancelled && self->outlet_) self->outlet_->notice(nothing_to_cancel);
+        break;
+      case ReplyOutcome::host_stopping:
+        break;
+    }
+  } catch (const std::exception& e) {
+    log::error("chat: the end of the reply to {} #{} failed: {}", self->id_, message.seq,
+               log::elide(e.what()));
+  }
+  self->reply_task_ = 0;
+  if (outcome != ReplyOutcome::host_stopping) self->start_next_reply();
+  self->pending_changed();
+  self->owner_.forget_if_idle(self->id_);
+}
+
+awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Message& message) {
+  const auto& options = owner_.options_;
+  llm::ChatRequest request;
+  request.system_prompt = options.system_prompt;
+  request.message = {"user", message.content, message.images};
+  // What came before this message; messages sent after it, waiting their
+  // turn, are not its context.
+  const HistoryBudget budget(options.history_messages, options.max_context_bytes,
+                             request.system_prompt.size() + context_bytes(request.message));
+  request.history = co_await load_history(store(), id_, message.seq, budget);
+  // The provider in force when the reply starts serves all of it.
+  auto provider = owner_.provider_;
+  const Seq reply_to = message.seq;
+  if (outlet_) outlet_->pieces_done(reply_to, false);
+  auto result = co_await provider->complete(request, [this, reply_to](std::string_view piece) {
+    if (outlet_) outlet_->piece(piece, reply_to);
+  });
+  if (!result && (result.error().kind == llm::ProviderError::Kind::shutting_down ||
+                  result.error().kind == llm::ProviderError::Kind::cancelled)) {
+    if (outlet_) outlet_->pieces_done(reply_to, false);
+    co_return result.error().kind == llm::ProviderError::Kind::shutting_down
+        ? ReplyOutcome::host_stopping
+        : ReplyOutcome::cancelled;
+  }
+  if (outlet_) outlet_->pieces_done(reply_to, true);
+  // Named first: with GCC 12, a `?:` building a string temporary among a
+  // co_await's arguments corrupted the heap.
+  const bool ok = result.has_value();
+  replies(ok ? "ok" : "failed").inc();
+  std::string content = ok ? *result : result.error().message;
+  const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
+  co_await store_and_hand_over(reply_to, std::move(content), status, false);
+  co_return ReplyOutcome::stored;
+}
+
+// The final reply (or failure) is stored before it is handed over.
+awaitable<void> Conversation::store_and_hand_over(Seq reply_to, std::string content,
+                                                  store::MessageStatus status, bool cancelled) {
+  auto stored = co_await store().store_reply(id_, reply_to, content, status);
+  if (!stored) {
+    log::debug("chat: cannot store the reply to {} #{}: {}", id_, reply_to, stored.error().message);
+    std::string told(cancelled ? reply_cancelled : "the reply could not be stored; ask again");
+    if (cancelled) {
+      if (outlet_) outlet_->notice(told);
+    } else {
+      tell_error("store_error", told, reply_to);
+    }
+    // What the user was told is the message's outcome: it is not answered
+    // again after a restart (the store keeps it in memory while its disk
+    // refuses writes).
+    co_await store().mark_failed(id_, reply_to, std::move(told));
+    co_return;
+  }
+  if (outlet_)
+    outlet_->reply(store::Message{.seq = *stored,
+                                  .user_id = id_,
+                                  .role = store::Role::assistant,
+                                  .content = std::move(content),
+                                  .reply_to = reply_to,
+                                  .status = status},
+                   cancelled);
+}
+
+// --- Conversations ------------------------------------------------------------
+
+Conversations::Conversations(runtime::Supervisor& supervisor, store::Store& store,
+                             std::shared_ptr<llm::Provider> provider, ConversationOptions options,
+                             const runtime::ShutdownState* shutdown)
+    : supervisor_(supervisor),
+      store_(store),
+      provider_(std::move(provider)),
+      options_(std::move(options)),
+      shutdown_(shutdown) {}
+
+std::shared_ptr<Conversation> Conversations::get(const std::string& id) {
+  if (auto it = conversations_.find(id); it != conversations_.end()) return it->second;
+  auto created = std::make_shared<Conversation>(*this, id);
+  conversations_.emplace(id, created);
+  for (const auto& [prefix, factory] : factories_) {
+    if (id.starts_with(prefix)) {
+      factory(*created);
+      break;
+    }
+  }
+  return created;
+}
+
+void Conversations::forget_if_idle(const std::string& id) {
+  auto it = conversations_.find(id);
+  if (it != conversations_.end() && it->second->idle()) conversations_.erase(it);
+}
+
+void Conversations::set_outlet_factory(std::string prefix, OutletFactory factory) {
+  for (auto& [known, f] : factories_) {
+    if (known == prefix) {
+      f = std::move(factory);
+      return;
+    }
+  }
+  factories_.emplace_back(std::move(prefix), std::move(factory));
+}
+
+void Conversations::for_each(const std::function<void(Conversation&)>& f) const {
+  for (const auto& [id, conversation] : conversations_) f(*conversation);
+}
+
+std::size_t Conversations::replies_in_flight() const { return supervisor_.group_size(replies_group); }
+
+awaitable<std::size_t> Conversations::recover() {
+  auto pending = co_await store_.pending_messages();
+  if (!pending) {
+    log::error("chat: cannot read unanswered messages: {}", pending.error().message);
+    co_return 0;
+  }
+  for (auto& message : *pending) {
+    auto id = message.user_id;
+    get(id)->enqueue_reply(std::move(message));
+  }
+  if (!pending->empty())
+    log::info("chat: answering {} message(s) left unanswered by the previous run", pending->size());
+  co_return pending->size();
+}
+
+}  // namespace mooring::chat

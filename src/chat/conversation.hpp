@@ -1,0 +1,234 @@
+// A conversation: one session id's messages and replies, whatever carries
+// them (a web connection, a QQ account through OneBot). It knows nothing of
+// frames; a transport hands it messages and takes what it gives back through
+// an Outlet.
+//
+// Promises:
+// - a message is stored before the outlet hears it was (stored()); the same
+//   client id twice is stored and answered once;
+// - messages are answered in order, one reply at a time, each with the last
+//   `history_messages` stored messages before it as context;
+// - a reply is stored before it is handed to the outlet; the delivered cursor
+//   moves only when the outlet says the reply reached the user (delivered());
+// - work is handled one item at a time in the order it was queued (messages,
+//   requests for stored replies); work queued for an outlet that has since
+//   been replaced is dropped;
+// - whatever ends a reply (the user's cancel, an operator's cancel, a
+//   failure) leaves the conversation able to answer the next message; one
+//   cancelled by the host's shutdown stays pending, to be answered after the
+//   restart;
+// - flow control is the outlet's: it hears pending_changed() after every
+//   change of the work held and decides whether to read more.
+#pragma once
+
+#include "llm/provider.hpp"
+#include "runtime/shutdown.hpp"
+#include "runtime/supervisor.hpp"
+#include "runtime/time.hpp"
+#include "store/store.hpp"
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace mooring::chat {
+
+// What a reply is made with ([chat] and provider.system_prompt).
+struct ConversationOptions {
+  std::size_t history_messages = 20;
+  std::string system_prompt;
+  std::size_t max_context_bytes = 256 * 1024;
+  friend bool operator==(const ConversationOptions&, const ConversationOptions&) = default;
+};
+
+// A message as a transport hands it over.
+struct Submission {
+  std::string text;
+  std::vector<std::string> images;
+  std::optional<std::string> client_id;
+  // False: kept as context only, never answered.
+  bool answer = true;
+};
+
+// The side of a conversation that reaches its user. Called on the network
+// thread, only while attached.
+class Outlet {
+ public:
+  virtual ~Outlet() = default;
+
+  // `message` was stored as `appended` (or had been: appended.duplicate).
+  virtual void stored(const Submission& message, const store::Appended& appended) = 0;
+  // Something the user should hear that is not stored: `name` is one of
+  // store_error, cancelled, reply_failed; reply_to 0 when about no message.
+  virtual void error(std::string_view name, std::string_view description, store::Seq reply_to) = 0;
+  // A notice that is not a reply ("there is no reply in progress to cancel").
+  virtual void notice(std::string_view text) = 0;
+
+  // A piece of the reply being made to `reply_to`, streamed before it is stored.
+  virtual void piece(std::string_view text, store::Seq reply_to) = 0;
+  // The reply to `reply_to` has ended: pieces held back go out (`flush`) or
+  // are dropped (the reply was cancelled or left for after a restart).
+  virtual void pieces_done(store::Seq reply_to, bool flush) = 0;
+
+  // A stored reply for the user. Once it has reached them, the outlet calls
+  // Conversation::delivered(reply.seq). `just_cancelled`: the reply stored
+  // for a reply cancelled a moment ago (the web says so with a notice).
+  virtual void reply(const store::Message& reply, bool just_cancelled) = 0;
+  // How many stored replies to read at a time for a backlog, and a wait until
+  // the replies handed so far are out (false: they cannot be now, stop).
+  virtual std::size_t page_size() const = 0;
+  virtual awaitable<bool> drained() = 0;
+
+  // The work held (messages waiting or being answered, frames being handled) changed.
+  virtual void pending_changed(std::size_t pending) = 0;
+  // Another outlet took this one's place, or it was detached.
+  virtual void detached() {}
+};
+
+class Conversations;
+
+class Conversation : public std::enable_shared_from_this<Conversation> {
+ public:
+  Conversation(Conversations& owner, std::string id);
+  Conversation(const Conversation&) = delete;
+  Conversation& operator=(const Conversation&) = delete;
+
+  const std::string& id() const { return id_; }
+
+  // Replies and notices go to `outlet` from now on; the previous one hears
+  // detached() and work queued for it is dropped.
+  void attach(std::shared_ptr<Outlet> outlet);
+  // Detaches `outlet` if it is the one attached.
+  void detach(const Outlet* outlet);
+  bool attached() const { return outlet_ != nullptr; }
+  Outlet* outlet() const { return outlet_.get(); }
+
+  // Work, handled one item at a time in this order.
+  void submit(Submission message);
+  // Every stored reply after `after`, or after the delivered cursor.
+  void deliver_after(store::Seq after);
+  void deliver_undelivered();
+
+  // Cancels the reply being made; false (and the outlet told) when none is.
+  bool cancel();
+
+  // The outlet delivered stored reply `seq`: the cursor moves past it.
+  void delivered(store::Seq seq);
+
+  // A message stored by a previous run, to be answered.
+  void enqueue_reply(store::Message message);
+
+  // Items queued or being handled plus messages waiting for or getting a reply.
+  std::size_t pending() const;
+  bool idle() const { return !outlet_ && pending() == 0 && !inbox_running_; }
+
+ private:
+  struct Undelivered {};
+  struct After {
+    store::Seq seq;
+  };
+  using Item = std::variant<Submission, After, Undelivered>;
+  struct Queued {
+    std::uint64_t generation;
+    Item item;
+  };
+  struct ToAnswer {
+    store::Message message;
+    Clock::time_point since;  // when the message arrived (or was recovered)
+  };
+  enum class ReplyOutcome { stored, cancelled, host_stopping, broke };
+
+  void push(Item item);
+  void pending_changed();
+  static awaitable<void> run_inbox(std::shared_ptr<Conversation> self);
+  awaitable<void> handle(Queued queued);
+  awaitable<void> accept(Submission message);
+  awaitable<void> deliver_from(store::Seq after, std::uint64_t generation);
+
+  void queue_reply(store::Message message);
+  void start_next_reply();
+  static awaitable<void> run_reply(std::shared_ptr<Conversation> self, ToAnswer work);
+  awaitable<ReplyOutcome> make_reply(const store::Message& message);
+  awaitable<void> store_and_hand_over(store::Seq reply_to, std::string content,
+                                      store::MessageStatus status, bool cancelled);
+  static awaitable<void> write_cursor(std::shared_ptr<Conversation> self, store::Seq seq);
+
+  void tell_error(std::string_view name, std::string_view description, store::Seq reply_to);
+
+  store::Store& store();
+
+  Conversations& owner_;
+  std::string id_;
+  std::shared_ptr<Outlet> outlet_;
+  std::uint64_t generation_ = 0;
+  std::deque<Queued> inbox_;
+  bool inbox_running_ = false;
+  bool handling_ = false;  // an item taken from the inbox is being handled
+  std::deque<ToAnswer> to_answer_;
+  runtime::TaskId reply_task_ = 0;
+  bool user_cancelled_ = false;
+  store::Seq cursor_written_ = 0;
+};
+
+// Every conversation in memory, and what they share: the supervisor that owns
+// their tasks, the store, the provider, the options. A conversation with no
+// outlet and no work is forgotten. One thread (the network thread).
+class Conversations {
+ public:
+  // `shutdown` tells a reply cancelled by the host's shutdown (left pending,
+  // answered after the restart) from one cancelled by an operator (stored as
+  // cancelled). Without it every cancellation is an operator's.
+  Conversations(runtime::Supervisor& supervisor, store::Store& store,
+                std::shared_ptr<llm::Provider> provider, ConversationOptions options,
+                const runtime::ShutdownState* shutdown = nullptr);
+  Conversations(const Conversations&) = delete;
+  Conversations& operator=(const Conversations&) = delete;
+
+  // The conversation of `id`, made (and given the outlet its transport
+  // provides, if any) when not in memory.
+  std::shared_ptr<Conversation> get(const std::string& id);
+  void forget_if_idle(const std::string& id);
+
+  // A transport that owns the ids starting with `prefix` gives each
+  // conversation made for such an id its outlet (recovered conversations too).
+  using OutletFactory = std::function<void(Conversation&)>;
+  void set_outlet_factory(std::string prefix, OutletFactory factory);
+
+  // Answers the messages acknowledged but never answered (the host was killed).
+  awaitable<std::size_t> recover();
+
+  void set_provider(std::shared_ptr<llm::Provider> provider) { provider_ = std::move(provider); }
+  const std::shared_ptr<llm::Provider>& provider() const { return provider_; }
+  void set_options(ConversationOptions options) { options_ = std::move(options); }
+  const ConversationOptions& options() const { return options_; }
+
+  std::size_t size() const { return conversations_.size(); }
+  // Calls `f` with each conversation in memory.
+  void for_each(const std::function<void(Conversation&)>& f) const;
+  std::size_t replies_in_flight() const;
+  std::size_t peak_pending() const { return peak_pending_; }
+
+  runtime::Supervisor& supervisor() { return supervisor_; }
+  store::Store& store() { return store_; }
+  bool host_stopping() const { return shutdown_ && shutdown_->begun(); }
+
+ private:
+  friend class Conversation;
+
+  runtime::Supervisor& supervisor_;
+  store::Store& store_;
+  std::shared_ptr<llm::Provider> provider_;
+  ConversationOptions options_;
+  const runtime::ShutdownState* shutdown_;
+  std::map<std::string, std::shared_ptr<Conversation>, std::less<>> conversations_;
+  std::vector<std::pair<std::string, OutletFactory>> factories_;
+  std::size_t peak_pending_ = 0;
+};
+
+}  // namespace mooring::chat
