@@ -67,6 +67,22 @@ boost::system::result<chat::GatewayOptions, std::string> gateway_options(const C
   return options;
 }
 
+chat::OneBotOptions onebot_options(const Config& config, const chat::GatewayOptions& gateway) {
+  const auto& ob = config.onebot;
+  chat::OneBotOptions options;
+  options.enabled = ob.enabled;
+  options.path = ob.path;
+  options.link.access_token = ob.access_token;
+  options.link.self_ids = ob.self_ids;
+  options.group_prefixes = ob.group_prefixes;
+  options.api_timeout = ob.api_timeout;
+  options.max_message_chars = ob.max_message_chars;
+  options.send_interval = ob.send_interval;
+  options.max_pending_messages = gateway.max_pending_messages;
+  options.ws = gateway.ws;
+  return options;
+}
+
 namespace {
 // Connections the admin listener serves at once (the panel, event streams,
 // probes, scrapes), and descriptors kept for everything else.
@@ -232,10 +248,21 @@ GatewayComponent::GatewayComponent(runtime::Supervisor& supervisor, store::Store
                                    chat::GatewayOptions options,
                                    const runtime::ShutdownState* shutdown,
                                    ListenerComponent::ChangeCallback on_change)
-    : gateway_(supervisor, store, std::move(provider), std::move(options), shutdown) {
+    : gateway_(supervisor, store, std::move(provider), options, shutdown),
+      onebot_(gateway_.conversations(), onebot_options(config, options)) {
   listener_ = std::make_unique<ListenerComponent>(supervisor, "gateway", config.gateway.listen,
-                                                  gateway_.router(), gateway_limits(config),
+                                                  router(), gateway_limits(config),
                                                   std::move(on_change));
+}
+
+// The web routes, then OneBot's on the paths the web routes leave free.
+std::shared_ptr<const net::Router> GatewayComponent::router() {
+  auto web = std::make_shared<net::Router>();
+  gateway_.add_routes(*web);
+  auto router = std::make_shared<net::Router>();
+  onebot_.add_routes(*router, *web);
+  gateway_.add_routes(*router);
+  return router;
 }
 
 awaitable<void> GatewayComponent::start() {
@@ -249,10 +276,13 @@ Prepared GatewayComponent::prepare(const Config&, const Config& next) {
   auto next_options = gateway_options(next);
   if (!next_options) return refuse(next_options.error());
   Commit options;
-  if (auto wanted = *next_options; !(wanted == gateway_.options())) {
-    options = [this, wanted] {
+  auto onebot_wanted = onebot_options(next, *next_options);
+  if (auto wanted = *next_options;
+      !(wanted == gateway_.options()) || !(onebot_wanted == onebot_.options())) {
+    options = [this, wanted, onebot_wanted] {
       gateway_.set_options(wanted);
-      listener_->set_router(gateway_.router());
+      onebot_.set_options(onebot_wanted);
+      listener_->set_router(router());
     };
   }
   Commit limits;

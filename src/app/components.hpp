@@ -10,6 +10,7 @@
 #include "app/component.hpp"
 #include "app/listener_component.hpp"
 #include "chat/gateway.hpp"
+#include "chat/onebot_adapter.hpp"
 #include "llm/provider.hpp"
 #include "runtime/shutdown.hpp"
 #include "store/store.hpp"
@@ -99,16 +100,20 @@ class GatewayComponent : public ListeningComponent {
                    ListenerComponent::ChangeCallback on_change);
 
   chat::Gateway& gateway() { return gateway_; }
+  chat::OneBotAdapter& onebot() { return onebot_; }
 
   // Binds the listener, then answers the messages a previous run left unanswered.
   awaitable<void> start() override;
   // gateway.listen moves the listener; the token, heartbeat and size limits,
-  // chat.history_messages and provider.system_prompt apply to connections and
-  // replies from then on.
+  // chat.history_messages, provider.system_prompt and [onebot] apply to
+  // connections and replies from then on.
   Prepared prepare(const Config& current, const Config& next) override;
 
  private:
-  chat::Gateway gateway_;
+  std::shared_ptr<const net::Router> router();
+
+  chat::Gateway gateway_;  // owns the conversations the OneBot adapter shares
+  chat::OneBotAdapter onebot_;
 };
 
 class AdminComponent : public ListeningComponent {
@@ -130,6 +135,8 @@ class AdminComponent : public ListeningComponent {
 // The gateway's options as a configuration sets them, or why they cannot be
 // (auth = "signed" without a usable key in its environment variable).
 boost::system::result<chat::GatewayOptions, std::string> gateway_options(const Config& config);
+// [onebot] as the adapter takes it, with the gateway's WebSocket limits.
+chat::OneBotOptions onebot_options(const Config& config, const chat::GatewayOptions& gateway);
 
 // The listeners' limits: the gateway's connection cap is gateway.max_connections,
 // lowered to what the descriptor limit allows with a reserve for everything

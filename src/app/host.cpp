@@ -210,6 +210,7 @@ json::object Host::status_document() const {
       {"sessions", chat.sessions()},
       {"connections", chat.connections()},
       {"replies_in_flight", chat.replies_in_flight()},
+      {"onebot", gateway_->onebot().status()},
       {"task_failures", supervisor_.failures()},
   };
   // For the panel's live charts: a running total (it computes the rate), and

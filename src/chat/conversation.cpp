@@ -139,11 +139,15 @@ awaitable<void> Conversation::accept(Submission message) {
   auto text = message.text;
   auto images = message.images;
   auto client_id = message.client_id;
-  auto appended = message.answer
-                      ? co_await store().append_user_message(id_, std::move(text),
-                                                             std::move(images), std::move(client_id))
-                      : co_await store().append_context_message(
-                            id_, std::move(text), std::move(images), std::move(client_id));
+  // No co_await inside ?: either (GCC 12 freed its operands twice).
+  store::Result<store::Appended> appended = store::StoreError{};
+  if (message.answer) {
+    appended = co_await store().append_user_message(id_, std::move(text), std::move(images),
+                                                    std::move(client_id));
+  } else {
+    appended = co_await store().append_context_message(id_, std::move(text), std::move(images),
+                                                       std::move(client_id));
+  }
   if (!appended) {
     // The store logs its faults once and summarises repeats; a line per
     // refused message would be a storm.

@@ -89,6 +89,10 @@ class Outlet {
   virtual void pending_changed(std::size_t pending) = 0;
   // Another outlet took this one's place, or it was detached.
   virtual void detached() {}
+  // Whether the conversation must stay in memory for this outlet (a web
+  // connection is open; a QQ chat has replies to send). When not, a
+  // conversation with no work is forgotten and made again when needed.
+  virtual bool holds_work() const { return true; }
 };
 
 class Conversations;
@@ -126,7 +130,9 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
 
   // Items queued or being handled plus messages waiting for or getting a reply.
   std::size_t pending() const;
-  bool idle() const { return !outlet_ && pending() == 0 && !inbox_running_; }
+  bool idle() const {
+    return (!outlet_ || !outlet_->holds_work()) && pending() == 0 && !inbox_running_;
+  }
 
  private:
   struct Undelivered {};

@@ -85,7 +85,8 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   }
 
   void error(std::string_view name, std::string_view description, Seq reply_to) override {
-    send(error_frame(name, description, reply_to));
+    // An error about no message in particular carries no reply_to.
+    send(reply_to == 0 ? error_frame(name, description) : error_frame(name, description, reply_to));
   }
 
   void notice(std::string_view text) override { send(notification_frame(text)); }
@@ -262,14 +263,18 @@ std::optional<net::HttpResponse> Gateway::admit(net::Request& request) const {
 
 std::shared_ptr<const net::Router> Gateway::router() {
   auto router = std::make_shared<net::Router>();
-  router->add_websocket(
+  add_routes(*router);
+  return router;
+}
+
+void Gateway::add_routes(net::Router& router) {
+  router.add_websocket(
       "/ws/{user_id}",
       net::WsRoute{[this](net::Request& request) { return admit(request); },
                    [this](const std::shared_ptr<net::WsConnection>& connection, net::Request& request) {
                      open(connection, request.params.at("user_id"));
                    },
                    options_.ws});
-  return router;
 }
 
 void Gateway::open(const std::shared_ptr<net::WsConnection>& connection, const std::string& user_id) {

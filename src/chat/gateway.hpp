@@ -67,8 +67,9 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // The routes of the gateway listener.
+  // The routes of the gateway listener (the web chat's), alone or added to `router`.
   std::shared_ptr<const net::Router> router();
+  void add_routes(net::Router& router);
 
   // Answers the messages that were acknowledged but never answered (the host
   // was killed), so a crash loses nothing a user was told was received.

@@ -1,0 +1,684 @@
+#include "chat/onebot_adapter.hpp"
+
+#include "chat/onebot_event.hpp"
+#include "chat/onebot_message.hpp"
+#include "chat/send_pacer.hpp"
+#include "runtime/cancellation.hpp"
+#include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <deque>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace mooring::chat {
+
+namespace json = boost::json;
+using SystemClock = std::chrono::system_clock;
+using onebot::Role;
+using store::Seq;
+
+namespace {
+
+constexpr std::size_t max_requests_kept = 100;
+constexpr std::size_t max_sent_ids_kept = 512;
+constexpr std::size_t max_origins_kept = 256;
+constexpr std::size_t backlog_page = 16;
+
+std::int64_t unix_ms(SystemClock::time_point at) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
+}
+
+runtime::Counter& onebot_messages(std::string_view direction) {
+  return runtime::metrics().counter("mooring_onebot_messages_total",
+                                    "QQ messages received from and sent to OneBot implementations.",
+                                    {{"direction", std::string(direction)}});
+}
+
+// Whether a connection in `role` takes the place of one in `old`.
+bool overlaps(Role role, Role old) {
+  return role == Role::universal || old == Role::universal || role == old;
+}
+
+bool carries_api(Role role) { return role != Role::event; }
+bool carries_events(Role role) { return role != Role::api; }
+
+std::optional<std::int64_t> number(std::string_view text) {
+  std::int64_t value = 0;
+  const auto* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+// "qq:<self>:private:<user>" / "qq:<self>:group:<group>".
+struct Target {
+  std::int64_t self_id = 0;
+  bool group = false;
+  std::int64_t id = 0;
+};
+std::optional<Target> parse_session_id(std::string_view id) {
+  if (!id.starts_with("qq:")) return std::nullopt;
+  id.remove_prefix(3);
+  const auto colon = id.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  auto self = number(id.substr(0, colon));
+  id.remove_prefix(colon + 1);
+  Target target;
+  if (id.starts_with("private:")) {
+    id.remove_prefix(8);
+  } else if (id.starts_with("group:")) {
+    id.remove_prefix(6);
+    target.group = true;
+  } else {
+    return std::nullopt;
+  }
+  auto other = number(id);
+  if (!self || !other) return std::nullopt;
+  target.self_id = *self;
+  target.id = *other;
+  return target;
+}
+
+}  // namespace
+
+// One WebSocket from an implementation.
+struct OneBotAdapter::Link {
+  std::uint64_t id = 0;
+  std::int64_t self_id = 0;
+  Role role = Role::universal;
+  std::shared_ptr<net::WsConnection> connection;
+  std::unique_ptr<onebot::ApiCalls> calls;  // for a connection that carries API calls
+  bool closed = false;
+  bool replaced = false;
+  std::optional<runtime::Duration> heartbeat_interval;
+  Clock::time_point last_heartbeat = Clock::now();
+  runtime::Notifier changed;  // a heartbeat came, or the link closed
+
+  explicit Link(asio::any_io_executor executor) : changed(std::move(executor)) {}
+};
+
+// One QQ account, connected or not.
+struct OneBotAdapter::Bot {
+  std::int64_t self_id = 0;
+  std::shared_ptr<Link> api;     // the connection calls go on (universal or API)
+  std::shared_ptr<Link> events;  // the connection events come on (universal or Event)
+  std::string app_name, app_version, nickname;
+  SystemClock::time_point connected_since{};
+  SystemClock::time_point last_event{};
+  std::uint64_t messages_in = 0;
+  std::uint64_t messages_out = 0;
+  std::size_t saturated_chats = 0;  // chats holding max_pending_messages
+  runtime::Notifier api_changed;    // a new API connection, or it went
+  std::deque<std::string> sent_ids;  // message ids of the bot's own recent sends
+  std::set<std::string, std::less<>> sent_id_set;
+
+  explicit Bot(asio::any_io_executor executor) : api_changed(std::move(executor)) {}
+
+  bool connected() const { return api || events; }
+
+  void remember_sent(std::string id) {
+    if (id.empty() || !sent_id_set.insert(id).second) return;
+    sent_ids.push_back(std::move(id));
+    if (sent_ids.size() > max_sent_ids_kept) {
+      sent_id_set.erase(sent_ids.front());
+      sent_ids.pop_front();
+    }
+  }
+
+  // Reading events stops while a chat of this account is full.
+  void update_reading() {
+    if (!events || events->closed) return;
+    if (saturated_chats > 0) {
+      events->connection->pause_reading();
+    } else if (events->connection->reading_paused()) {
+      events->connection->resume_reading();
+    }
+  }
+};
+
+// The outlet of one QQ chat: its stored replies go out through the account's
+// API connection, one call at a time, in order, paced.
+class OneBotAdapter::Outlet : public chat::Outlet,
+                              public std::enable_shared_from_this<OneBotAdapter::Outlet> {
+ public:
+  Outlet(OneBotAdapter& adapter, std::weak_ptr<Conversation> conversation, Target target)
+      : adapter_(adapter),
+        alive_(adapter.alive_),
+        conversation_(std::move(conversation)),
+        conversation_id_(conversation_.lock() ? conversation_.lock()->id() : std::string()),
+        target_(target),
+        pacer_(adapter.options_.send_interval),
+        drained_(adapter.conversations_.supervisor().executor()) {}
+
+  // The QQ message the next stored message with `client_id` is, for quoting.
+  void expect(std::string client_id, std::int64_t sender) {
+    expected_client_ = std::move(client_id);
+    expected_sender_ = sender;
+  }
+
+  void stored(const Submission& message, const store::Appended& appended) override {
+    if (!message.client_id || *message.client_id != expected_client_) return;
+    origins_[appended.seq] = Origin{*message.client_id, expected_sender_};
+    while (origins_.size() > max_origins_kept) origins_.erase(origins_.begin());
+  }
+
+  // Not stored (the store refused the message, work was dropped): said once,
+  // best effort, in order with the replies.
+  void error(std::string_view, std::string_view description, Seq) override {
+    queue(Outgoing{.seq = 0, .reply_to = 0, .parts = {std::string(description)}});
+  }
+  void notice(std::string_view) override {}  // QQ has no cancel to answer
+
+  void piece(std::string_view, Seq) override {}  // QQ gets whole messages
+  void pieces_done(Seq, bool) override {}
+
+  void reply(const store::Message& reply, bool) override {
+    if (reply.seq <= handed_up_to_) return;
+    handed_up_to_ = reply.seq;
+    const auto max_chars = std::max<std::size_t>(1, adapter_.options_.max_message_chars);
+    queue(Outgoing{.seq = reply.seq,
+                   .reply_to = reply.reply_to.value_or(0),
+                   .parts = onebot::split_reply(reply.content, max_chars)});
+  }
+
+  std::size_t page_size() const override { return backlog_page; }
+
+  awaitable<bool> drained() override {
+    auto self = shared_from_this();
+    const auto deadline = runtime::Deadline::after(2 * adapter_.options_.api_timeout);
+    while (!outgoing_.empty()) {
+      const bool woken = co_await drained_.wait_until(deadline);
+      if (!woken || !*alive_) break;
+    }
+    co_return outgoing_.empty();
+  }
+
+  void pending_changed(std::size_t pending) override {
+    const bool full = pending >= std::max<std::size_t>(1, adapter_.options_.max_pending_messages);
+    if (full == full_) return;
+    full_ = full;
+    auto& bot = adapter_.bot(target_.self_id);
+    bot.saturated_chats = full ? bot.saturated_chats + 1 : bot.saturated_chats - 1;
+    bot.update_reading();
+  }
+
+  bool holds_work() const override { return !outgoing_.empty() || sending_; }
+
+  void set_interval(runtime::Duration interval) { pacer_.set_interval(interval); }
+
+ private:
+  struct Outgoing {
+    Seq seq = 0;  // 0: not stored, nothing to record
+    Seq reply_to = 0;
+    std::vector<std::string> parts;
+    std::size_t next = 0;  // parts before it were sent
+  };
+  struct Origin {
+    std::string message_id;
+    std::int64_t sender = 0;
+  };
+
+  void queue(Outgoing outgoing) {
+    if (outgoing.parts.empty()) outgoing.parts.emplace_back();
+    outgoing_.push_back(std::move(outgoing));
+    if (sending_) return;
+    sending_ = true;
+    auto name = fmt::format("onebot send qq:{}:{}:{}", target_.self_id,
+                            target_.group ? "group" : "private", target_.id);
+    adapter_.conversations_.supervisor().spawn(std::move(name), "onebot.send",
+                                               send_all(shared_from_this()));
+  }
+
+  // The message of one call: the first part quotes the message it answers
+  // (and, in a group, mentions its sender).
+  json::object params(const Outgoing& outgoing) const {
+    onebot::Segments segments;
+    if (outgoing.next == 0) {
+      if (auto it = origins_.find(outgoing.reply_to); it != origins_.end()) {
+        segments.push_back({"reply", {{"id", it->second.message_id}}});
+        if (target_.group && it->second.sender != 0) {
+          segments.push_back({"at", {{"qq", std::to_string(it->second.sender)}}});
+          segments.push_back(onebot::text_segment(" "));
+        }
+      }
+    }
+    segments.push_back(onebot::text_segment(outgoing.parts[outgoing.next]));
+    json::object params;
+    if (target_.group) {
+      params["group_id"] = target_.id;
+    } else {
+      params["user_id"] = target_.id;
+    }
+    params["message"] = onebot::to_json(segments);
+    return params;
+  }
+
+  // Runs while there is something to send. A call that fails waits for the
+  // account's next API connection; every wait is bounded and looks at the
+  // cancellation (the host stopping) before going on.
+  static awaitable<void> send_all(std::shared_ptr<Outlet> self) {
+    struct Done {
+      Outlet* outlet;
+      ~Done() { outlet->sending_ = false; }
+    } done{self.get()};
+    while (!self->outgoing_.empty() && *self->alive_) {
+      auto& adapter = self->adapter_;
+      auto& bot = adapter.bot(self->target_.self_id);
+      auto& outgoing = self->outgoing_.front();
+      if (outgoing.next >= outgoing.parts.size()) {
+        const auto seq = outgoing.seq;
+        self->outgoing_.pop_front();
+        self->drained_.notify_all();
+        if (auto conversation = self->conversation_.lock(); conversation && seq != 0)
+          conversation->delivered(seq);
+        if (self->outgoing_.empty()) {
+          self->sending_ = false;
+          adapter.conversations_.forget_if_idle(self->conversation_id_);
+        }
+        continue;
+      }
+      const auto wait = self->pacer_.wait(Clock::now());
+      if (wait > Clock::duration::zero()) {
+        const auto pause = std::chrono::ceil<runtime::Duration>(wait);
+        const bool slept = co_await runtime::sleep_for(pause);
+        if (!slept) co_return;
+        continue;
+      }
+      auto link = bot.api;
+      if (!link || link->closed) {
+        const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        co_await bot.api_changed.wait_until(deadline);
+        const bool cancelled = co_await runtime::cancelled();
+        if (cancelled) co_return;
+        continue;
+      }
+      std::string action = self->target_.group ? "send_group_msg" : "send_private_msg";
+      auto call_params = self->params(outgoing);
+      const auto timeout = adapter.options_.api_timeout;
+      auto result = co_await link->calls->call(std::move(action), std::move(call_params), timeout);
+      if (!*self->alive_) co_return;
+      auto& current = self->outgoing_.front();
+      if (result) {
+        self->pacer_.sent(Clock::now());
+        ++current.next;
+        ++adapter.bot(self->target_.self_id).messages_out;
+        onebot_messages("out").inc();
+        if (const auto* data = result->if_object()) {
+          if (const auto* id = data->if_contains("message_id"))
+            adapter.bot(self->target_.self_id).remember_sent(onebot::echo_key(*id));
+        }
+        continue;
+      }
+      const auto& error = result.error();
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) co_return;
+      log::warn("onebot: a reply to qq:{}:{}:{} was not sent ({}{}); it is sent again when bot {} "
+                "connects again",
+                self->target_.self_id, self->target_.group ? "group" : "private", self->target_.id,
+                error.kind == onebot::CallError::Kind::failed
+                    ? fmt::format("retcode {}: ", error.retcode)
+                    : std::string(),
+                log::elide(error.message), self->target_.self_id);
+      // Retried on the account's next API connection, not on this one.
+      while (*self->alive_) {
+        auto& now_bot = adapter.bot(self->target_.self_id);
+        if (now_bot.api && now_bot.api != link && !now_bot.api->closed) break;
+        const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        co_await now_bot.api_changed.wait_until(deadline);
+        const bool stop = co_await runtime::cancelled();
+        if (stop) co_return;
+      }
+    }
+  }
+
+  OneBotAdapter& adapter_;
+  std::shared_ptr<bool> alive_;
+  std::weak_ptr<Conversation> conversation_;
+  std::string conversation_id_;
+  Target target_;
+  SendPacer pacer_;
+  std::deque<Outgoing> outgoing_;
+  bool sending_ = false;
+  runtime::Notifier drained_;
+  Seq handed_up_to_ = 0;  // replies up to here were handed to this outlet
+  std::map<Seq, Origin> origins_;
+  std::string expected_client_;
+  std::int64_t expected_sender_ = 0;
+  bool full_ = false;
+};
+
+// --- the adapter ---------------------------------------------------------------
+
+OneBotAdapter::OneBotAdapter(Conversations& conversations, OneBotOptions options)
+    : conversations_(conversations), options_(std::move(options)) {
+  conversations_.set_outlet_factory("qq:", [this](Conversation& c) { attach_outlet(c); });
+}
+
+OneBotAdapter::~OneBotAdapter() {
+  *alive_ = false;
+  conversations_.set_outlet_factory("qq:", {});
+  for (auto& [id, bot] : bots_) {
+    for (auto* link : {bot->api.get(), bot->events.get()}) {
+      if (link && link->calls) link->calls->fail_all("the host is stopping");
+    }
+  }
+}
+
+void OneBotAdapter::attach_outlet(Conversation& conversation) {
+  auto target = parse_session_id(conversation.id());
+  if (!target) return;
+  conversation.attach(
+      std::make_shared<Outlet>(*this, conversation.weak_from_this(), *target));
+}
+
+OneBotAdapter::Bot& OneBotAdapter::bot(std::int64_t self_id) {
+  auto& slot = bots_[self_id];
+  if (!slot) {
+    slot = std::make_unique<Bot>(conversations_.supervisor().executor());
+    slot->self_id = self_id;
+  }
+  return *slot;
+}
+
+void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
+  if (!options_.enabled) return;
+  std::vector<std::string> paths{options_.path, options_.path + "/", "/onebot/v11/ws",
+                                 "/onebot/v11/ws/", "/onebot/v11/", "/onebot", "/ws"};
+  std::set<std::string> added;
+  for (const auto& path : paths) {
+    if (path.empty() || path.front() != '/' || !added.insert(path).second) continue;
+    if (taken.match(net::http::verb::get, path).status != net::http::status::not_found) continue;
+    router.add_websocket(
+        path, net::WsRoute{[this](net::Request& request) -> std::optional<net::HttpResponse> {
+                             auto verdict = onebot::admit(request, options_.link);
+                             if (auto* refused = std::get_if<net::HttpResponse>(&verdict)) {
+                               log::info("onebot: refused a connection from {}: {}",
+                                         request.remote, refused->body());
+                               return std::move(*refused);
+                             }
+                             return std::nullopt;
+                           },
+                           [this](const std::shared_ptr<net::WsConnection>& connection,
+                                  net::Request& request) {
+                             auto verdict = onebot::admit(request, options_.link);
+                             if (auto* admitted = std::get_if<onebot::Admitted>(&verdict))
+                               open(connection, *admitted, request.remote);
+                             else
+                               connection->close(net::websocket::close_code::policy_error,
+                                                 "refused");
+                           },
+                           options_.ws});
+  }
+}
+
+void OneBotAdapter::set_options(OneBotOptions options) {
+  const bool disabled = options_.enabled && !options.enabled;
+  options_ = std::move(options);
+  conversations_.for_each([this](Conversation& conversation) {
+    if (auto* outlet = dynamic_cast<Outlet*>(conversation.outlet()))
+      outlet->set_interval(options_.send_interval);
+  });
+  if (!disabled) return;
+  for (auto& [id, bot] : bots_) {
+    for (const auto& link : {bot->api, bot->events}) {
+      if (link && !link->closed)
+        link->connection->close(net::websocket::close_code::going_away, "OneBot was disabled");
+    }
+  }
+}
+
+void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
+                         onebot::Admitted admitted, const std::string& remote) {
+  auto& bot = this->bot(admitted.self_id);
+  auto link = std::make_shared<Link>(conversations_.supervisor().executor());
+  link->id = next_link_++;
+  link->self_id = admitted.self_id;
+  link->role = admitted.role;
+  link->connection = connection;
+  if (carries_api(admitted.role)) {
+    std::weak_ptr<net::WsConnection> weak = connection;
+    link->calls = std::make_unique<onebot::ApiCalls>(
+        conversations_.supervisor().executor(), [weak](std::string frame) {
+          auto alive = weak.lock();
+          return alive && !alive->send(std::move(frame));
+        });
+  }
+  // A newer connection for the same account and role replaces the old one;
+  // its calls fail now and are redone on this one.
+  const bool was_connected = bot.connected();
+  for (auto* slot : {&bot.api, &bot.events}) {
+    auto old = *slot;
+    if (!old || !overlaps(admitted.role, old->role)) continue;
+    if (!old->replaced && !old->closed) {
+      old->replaced = true;
+      log::info("onebot: bot {} connected again ({}); replacing the previous connection",
+                admitted.self_id, onebot::to_string(admitted.role));
+      if (old->calls) old->calls->fail_all("replaced by a newer connection");
+      old->connection->close(static_cast<net::websocket::close_code>(4000),
+                             "replaced by a newer connection");
+    }
+    if (bot.api == old) bot.api = nullptr;
+    if (bot.events == old) bot.events = nullptr;
+  }
+  if (carries_api(admitted.role)) bot.api = link;
+  if (carries_events(admitted.role)) bot.events = link;
+  if (!was_connected) bot.connected_since = SystemClock::now();
+  log::info("onebot: bot {} connected ({}, from {})", admitted.self_id,
+            onebot::to_string(admitted.role), remote);
+  std::weak_ptr<Link> weak = link;
+  connection->on_text = [this, alive = alive_, weak](std::string text) {
+    if (!*alive) return;
+    if (auto link = weak.lock()) on_text(link, text);
+  };
+  connection->on_closed = [this, alive = alive_, weak](const net::WsClosed&) {
+    if (!*alive) return;
+    if (auto link = weak.lock()) on_closed(link);
+  };
+  bot.update_reading();
+  auto& supervisor = conversations_.supervisor();
+  supervisor.spawn(fmt::format("onebot watch {} #{}", admitted.self_id, link->id), "onebot.watch",
+                   watch(this, link));
+  if (link->calls) {
+    bot.api_changed.notify_all();
+    supervisor.spawn(fmt::format("onebot greet {} #{}", admitted.self_id, link->id),
+                     "onebot.greet", greet(this, link));
+  }
+}
+
+void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
+  link->closed = true;
+  if (link->calls) link->calls->fail_all("the connection closed");
+  link->changed.notify_all();
+  auto& bot = this->bot(link->self_id);
+  const bool current = bot.api == link || bot.events == link;
+  if (bot.api == link) {
+    bot.api = nullptr;
+    bot.api_changed.notify_all();
+  }
+  if (bot.events == link) bot.events = nullptr;
+  if (current)
+    log::info("onebot: bot {} disconnected ({})", link->self_id, onebot::to_string(link->role));
+}
+
+void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {
+  if (link->closed || link->replaced) return;
+  auto frame = onebot::sort_frame(text);
+  if (auto* answer = std::get_if<onebot::Answer>(&frame)) {
+    if (!link->calls || !link->calls->answer(*answer))
+      log::debug("onebot: bot {} answered a call nobody waits for (echo {})", link->self_id,
+                 log::elide(answer->echo));
+  } else if (auto* event = std::get_if<onebot::Event>(&frame)) {
+    auto& bot = this->bot(link->self_id);
+    bot.last_event = SystemClock::now();
+    on_event(bot, link, event->object);
+  } else {
+    log::debug("onebot: bot {} sent a frame mooring cannot read: {}", link->self_id,
+               std::get<onebot::Unreadable>(frame).why);
+  }
+}
+
+void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
+                             const json::object& object) {
+  auto event = onebot::read_event(object);
+  if (auto* message = std::get_if<onebot::MessageEvent>(&event)) {
+    // The account is the one the handshake admitted, whatever the event says.
+    message->self_id = link->self_id;
+    ++bot.messages_in;
+    onebot_messages("in").inc();
+    const auto incoming = onebot::read_incoming(message->message, link->self_id);
+    Submission submission{.images = incoming.images,
+                          .client_id = std::to_string(message->message_id)};
+    if (message->group) {
+      const bool replies_to_bot =
+          incoming.replying_to && bot.sent_id_set.contains(*incoming.replying_to);
+      auto request = onebot::group_request(incoming, replies_to_bot, options_.group_prefixes);
+      submission.answer = request.has_value();
+      submission.text = message->sender_name + ": " + (request ? *request : incoming.text);
+    } else {
+      submission.text = incoming.text;
+    }
+    if (incoming.text.empty() && incoming.images.empty()) return;
+    if (message->message_id == 0) submission.client_id.reset();
+    auto conversation = conversations_.get(message->session_id());
+    if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet()); outlet && submission.client_id)
+      outlet->expect(*submission.client_id, message->user_id);
+    conversation->submit(std::move(submission));
+  } else if (auto* heartbeat = std::get_if<onebot::Heartbeat>(&event)) {
+    link->last_heartbeat = Clock::now();
+    if (heartbeat->interval_ms && *heartbeat->interval_ms > 0)
+      link->heartbeat_interval = std::chrono::milliseconds(*heartbeat->interval_ms);
+    link->changed.notify_all();
+  } else if (auto* lifecycle = std::get_if<onebot::Lifecycle>(&event)) {
+    log::info("onebot: bot {}: lifecycle {}", link->self_id, lifecycle->sub_type);
+  } else if (auto* request = std::get_if<onebot::RequestEvent>(&event)) {
+    log::info("onebot: bot {}: {} request from {}{}: \"{}\" (left to you: accept or refuse it in QQ)",
+              link->self_id, request->kind, request->user_id,
+              request->kind == "group" ? fmt::format(" for group {}", request->group_id) : "",
+              log::elide(request->comment));
+    requests_.push_back(json::object{{"self_id", link->self_id},
+                                     {"kind", request->kind},
+                                     {"user_id", request->user_id},
+                                     {"group_id", request->group_id},
+                                     {"comment", request->comment},
+                                     {"received_ms", unix_ms(SystemClock::now())}});
+    if (requests_.size() > max_requests_kept) requests_.erase(requests_.begin());
+  } else {
+    log::debug("onebot: bot {}: ignored an event: {}", link->self_id,
+               std::get<onebot::Ignored>(event).why);
+  }
+}
+
+// After a connection that carries calls opens: who the implementation and the
+// account are, then every reply stored but not delivered for this account.
+awaitable<void> OneBotAdapter::greet(OneBotAdapter* adapter, std::shared_ptr<Link> link) {
+  auto alive = adapter->alive_;
+  const auto timeout = adapter->options_.api_timeout;
+  std::string version_action = "get_version_info";
+  auto version = co_await link->calls->call(std::move(version_action), {}, timeout);
+  if (!*alive || link->closed) co_return;
+  auto& bot = adapter->bot(link->self_id);
+  if (version && version->is_object()) {
+    const auto& data = version->as_object();
+    if (const auto* name = data.if_contains("app_name"); name && name->is_string())
+      bot.app_name = runtime::shorten(name->as_string(), 64);
+    if (const auto* v = data.if_contains("app_version"); v && v->is_string())
+      bot.app_version = runtime::shorten(v->as_string(), 64);
+  }
+  std::string login_action = "get_login_info";
+  auto login = co_await link->calls->call(std::move(login_action), {}, timeout);
+  if (!*alive || link->closed) co_return;
+  if (login && login->is_object()) {
+    if (const auto* nickname = login->as_object().if_contains("nickname");
+        nickname && nickname->is_string())
+      adapter->bot(link->self_id).nickname = runtime::shorten(nickname->as_string(), 64);
+  }
+  const auto& known = adapter->bot(link->self_id);
+  log::info("onebot: bot {} is {} {} ({})", link->self_id,
+            known.app_name.empty() ? "an unnamed implementation" : known.app_name,
+            known.app_version, known.nickname.empty() ? "no nickname" : known.nickname);
+  auto prefix = fmt::format("qq:{}:", link->self_id);
+  auto sessions = co_await adapter->conversations_.store().undelivered_sessions(std::move(prefix));
+  if (!*alive) co_return;
+  if (!sessions) {
+    log::error("onebot: cannot read the replies bot {} has not delivered: {}", link->self_id,
+               sessions.error().message);
+    co_return;
+  }
+  if (!sessions->empty())
+    log::info("onebot: sending the replies of {} chat(s) bot {} has not delivered",
+              sessions->size(), link->self_id);
+  for (const auto& session : *sessions)
+    adapter->conversations_.get(session.user_id)->deliver_undelivered();
+}
+
+// Closes a connection whose implementation stopped sending heartbeats (3 ×
+// its interval); the WebSocket ping watches one that sends none. Not while
+// its reading is paused: then the heartbeats wait unread in the socket.
+awaitable<void> OneBotAdapter::watch(OneBotAdapter* adapter, std::shared_ptr<Link> link) {
+  auto alive = adapter->alive_;
+  co_await asio::this_coro::throw_if_cancelled(false);
+  while (*alive && !link->closed) {
+    auto deadline = runtime::Deadline::after(std::chrono::minutes(1));
+    if (link->heartbeat_interval) {
+      const auto due = link->last_heartbeat + 3 * *link->heartbeat_interval;
+      if (Clock::now() >= due && !link->connection->reading_paused()) {
+        log::warn("onebot: bot {} sent no heartbeat for {}; closing its connection (a half-open "
+                  "socket; the implementation reconnects)",
+                  link->self_id, runtime::format_duration(3 * *link->heartbeat_interval));
+        link->connection->force_close();
+        co_return;
+      }
+      deadline = runtime::Deadline(std::max(due, Clock::now() + std::chrono::milliseconds(10)));
+    }
+    co_await link->changed.wait_until(deadline);
+    const bool cancelled = co_await runtime::cancelled();
+    if (cancelled) co_return;
+  }
+}
+
+json::object OneBotAdapter::status() const {
+  json::array bots;
+  for (const auto& [id, bot] : bots_) {
+    if (!bot->connected()) continue;
+    json::array roles;
+    std::set<std::string_view> seen;
+    for (const auto* link : {bot->api.get(), bot->events.get()}) {
+      if (link && seen.insert(onebot::to_string(link->role)).second)
+        roles.emplace_back(onebot::to_string(link->role));
+    }
+    bots.push_back(json::object{
+        {"self_id", id},
+        {"roles", std::move(roles)},
+        {"implementation", json::object{{"name", bot->app_name}, {"version", bot->app_version}}},
+        {"nickname", bot->nickname},
+        {"connected_since_ms", unix_ms(bot->connected_since)},
+        {"last_event_ms", bot->last_event == SystemClock::time_point{} ? json::value(nullptr)
+                                                                       : json::value(unix_ms(bot->last_event))},
+        {"messages_in", bot->messages_in},
+        {"messages_out", bot->messages_out},
+    });
+  }
+  json::array requests;
+  for (const auto& request : requests_) requests.push_back(request);
+  return json::object{{"enabled", options_.enabled},
+                      {"path", options_.path},
+                      {"bots", std::move(bots)},
+                      {"requests", std::move(requests)}};
+}
+
+std::size_t OneBotAdapter::connections() const {
+  std::size_t n = 0;
+  for (const auto& [id, bot] : bots_) {
+    if (bot->api) ++n;
+    if (bot->events && bot->events != bot->api) ++n;
+  }
+  return n;
+}
+
+}  // namespace mooring::chat

@@ -1,0 +1,109 @@
+// The OneBot v11 transport: QQ accounts connect through an implementation
+// (NapCat, Lagrange.OneBot, LLOneBot) that opens a reverse WebSocket to the
+// gateway listener at [onebot] path (and the aliases other hosts' guides use).
+// Each QQ private chat or group is a conversation (chat/conversation.hpp):
+// "qq:<self_id>:private:<user_id>", "qq:<self_id>:group:<group_id>".
+//
+// Promises:
+// - the handshake is decided before the upgrade (chat/onebot_link.hpp); a new
+//   connection for the same account and role replaces the old one, whose
+//   pending calls fail at once and whose work is redone on the new one;
+// - a connection whose implementation stops sending heartbeats (none for 3 ×
+//   their interval) is closed; without heartbeats the WebSocket ping decides;
+// - private messages are answered; group messages when the bot is
+//   @-mentioned, replied to, or the text starts with a group prefix (which is
+//   stripped); other group messages are stored as context with the sender's
+//   name, not answered;
+// - a reply is stored before it is sent (send_private_msg / send_group_msg,
+//   quoting the message it answers), split at max_message_chars, and counted
+//   delivered only on retcode 0: a failed, timed-out or cut-off call is
+//   retried on the account's next connection, in order, and never sent again
+//   after a success this run has seen (after a restart, the delivered cursor
+//   decides);
+// - sends to one chat are paced (send_interval, burst 3);
+// - friend and group requests are logged and listed in status(), never answered.
+#pragma once
+
+#include "chat/conversation.hpp"
+#include "chat/onebot_link.hpp"
+#include "net/router.hpp"
+#include "net/ws_connection.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mooring::chat {
+
+struct OneBotOptions {
+  bool enabled = false;
+  std::string path = "/onebot/v11/ws";
+  onebot::LinkOptions link;
+  std::vector<std::string> group_prefixes{"/ai"};
+  runtime::Duration api_timeout = std::chrono::seconds(30);
+  std::size_t max_message_chars = 4500;
+  runtime::Duration send_interval = std::chrono::seconds(1);
+  // gateway.max_pending_messages: a chat holding this many messages waiting
+  // or being answered stops the account's events being read until it drains.
+  std::size_t max_pending_messages = 16;
+  net::WsOptions ws;
+  friend bool operator==(const OneBotOptions& a, const OneBotOptions& b) {
+    return a.enabled == b.enabled && a.path == b.path &&
+           a.link.access_token == b.link.access_token && a.link.self_ids == b.link.self_ids &&
+           a.group_prefixes == b.group_prefixes && a.api_timeout == b.api_timeout &&
+           a.max_message_chars == b.max_message_chars && a.send_interval == b.send_interval &&
+           a.max_pending_messages == b.max_pending_messages && a.ws == b.ws;
+  }
+};
+
+class OneBotAdapter {
+ public:
+  OneBotAdapter(Conversations& conversations, OneBotOptions options);
+  ~OneBotAdapter();
+  OneBotAdapter(const OneBotAdapter&) = delete;
+  OneBotAdapter& operator=(const OneBotAdapter&) = delete;
+
+  // When enabled, adds the WebSocket routes: `path`, `path` + "/", and the
+  // aliases "/onebot/v11/ws", "/onebot/v11/ws/", "/onebot/v11/", "/onebot",
+  // "/ws" for which `taken` (the routes already there) finds nothing.
+  void add_routes(net::Router& router, const net::Router& taken);
+
+  // From now on; connections keep their WebSocket limits. Disabled, every
+  // OneBot connection is closed.
+  void set_options(OneBotOptions options);
+  const OneBotOptions& options() const { return options_; }
+
+  // {"enabled", "bots": [...], "requests": [...]} for /api/status.
+  boost::json::object status() const;
+  // OneBot connections open now.
+  std::size_t connections() const;
+
+  struct Bot;
+  struct Link;
+  class Outlet;
+
+ private:
+  void open(const std::shared_ptr<net::WsConnection>& connection, onebot::Admitted admitted,
+            const std::string& remote);
+  void on_text(const std::shared_ptr<Link>& link, std::string_view text);
+  void on_closed(const std::shared_ptr<Link>& link);
+  void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event);
+  Bot& bot(std::int64_t self_id);
+  void attach_outlet(Conversation& conversation);
+  static awaitable<void> greet(OneBotAdapter* adapter, std::shared_ptr<Link> link);
+  static awaitable<void> watch(OneBotAdapter* adapter, std::shared_ptr<Link> link);
+
+  Conversations& conversations_;
+  OneBotOptions options_;
+  std::map<std::int64_t, std::unique_ptr<Bot>> bots_;
+  std::vector<boost::json::object> requests_;  // the newest last, bounded
+  std::uint64_t next_link_ = 1;
+  // Tasks of this adapter check it before touching `this` after a wait.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace mooring::chat

@@ -1,0 +1,244 @@
+// The conversation core against a fake transport: what it stores, in what
+// order it answers, what it hands the outlet, and when the cursor moves.
+#include "chat/conversation.hpp"
+
+#include "gateway_fixture.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+namespace mooring::chat::test {
+namespace {
+
+using mooring::test::poll_until;
+
+// Records everything a conversation hands it; delivers a reply at once (or
+// when told to, with `hold`).
+class FakeOutlet : public Outlet {
+ public:
+  explicit FakeOutlet(asio::any_io_executor executor) : drained_(std::move(executor)) {}
+
+  void stored(const Submission& message, const store::Appended& appended) override {
+    events.push_back(fmt::format("stored {} #{}{}", message.text, appended.seq,
+                                 appended.duplicate ? " again" : ""));
+  }
+  void error(std::string_view name, std::string_view description, store::Seq) override {
+    events.push_back(fmt::format("error {}: {}", name, description));
+  }
+  void notice(std::string_view text) override { events.push_back(fmt::format("notice {}", text)); }
+  void piece(std::string_view text, store::Seq) override { pieces += text; }
+  void pieces_done(store::Seq, bool flush) override {
+    if (flush && !pieces.empty()) events.push_back("pieces " + pieces);
+    pieces.clear();
+  }
+  void reply(const store::Message& reply, bool just_cancelled) override {
+    events.push_back(fmt::format("reply to #{}: {}{}", reply.reply_to.value_or(0), reply.content,
+                                 just_cancelled ? " (just cancelled)" : ""));
+    replies.push_back(reply.seq);
+    if (!hold && conversation) conversation->delivered(reply.seq);
+  }
+  std::size_t page_size() const override { return page; }
+  awaitable<bool> drained() override {
+    ++drains;
+    co_return true;
+  }
+  void pending_changed(std::size_t pending) override {
+    peak_pending = std::max(peak_pending, pending);
+    last_pending = pending;
+  }
+  void detached() override { events.push_back("detached"); }
+
+  std::shared_ptr<Conversation> conversation;
+  std::vector<std::string> events;
+  std::vector<store::Seq> replies;
+  std::string pieces;
+  bool hold = false;
+  std::size_t page = 1000;
+  std::size_t drains = 0;
+  std::size_t peak_pending = 0;
+  std::size_t last_pending = 0;
+
+ private:
+  runtime::Notifier drained_;
+};
+
+struct ConversationTest : ::testing::Test {
+  GatewayFixture f;  // the store, the gate provider and the thread (its web routes go unused)
+
+  Conversations& conversations() { return f.gateway->conversations(); }
+
+  std::shared_ptr<FakeOutlet> attach(const std::string& id) {
+    return f.run([&] {
+      auto conversation = conversations().get(id);
+      auto outlet = std::make_shared<FakeOutlet>(f.thread.io().get_executor());
+      outlet->conversation = conversation;
+      conversation->attach(outlet);
+      return outlet;
+    });
+  }
+
+  void submit(const std::string& id, std::string text, bool answer = true,
+              std::optional<std::string> client_id = std::nullopt) {
+    f.run([&] {
+      conversations().get(id)->submit(
+          Submission{.text = std::move(text), .client_id = std::move(client_id), .answer = answer});
+      return true;
+    });
+  }
+
+  std::vector<std::string> events(const std::shared_ptr<FakeOutlet>& outlet) {
+    return f.run([&] { return outlet->events; });
+  }
+
+  bool wait_for_events(const std::shared_ptr<FakeOutlet>& outlet, std::size_t n) {
+    return poll_until([&] { return events(outlet).size() >= n; }, 10s);
+  }
+
+  store::Seq delivered_cursor(const std::string& id) {
+    auto session = f.thread.call(f.store->session(id));
+    if (!session || !*session) return -1;
+    return (*session)->delivered_seq;
+  }
+};
+
+TEST_F(ConversationTest, AMessageIsStoredThenAnsweredAndTheCursorMovesWhenTheOutletDelivers) {
+  auto outlet = attach("ann");
+  submit("ann", "hello", true, "c1");
+  ASSERT_TRUE(wait_for_events(outlet, 3));
+  EXPECT_EQ(events(outlet),
+            (std::vector<std::string>{"stored hello #1", "pieces ok: ", "reply to #1: ok: hello"}));
+  const auto stored = f.messages("ann");
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[1].role, store::Role::assistant);
+  EXPECT_TRUE(poll_until([&] { return delivered_cursor("ann") == stored[1].seq; }, 10s));
+}
+
+TEST_F(ConversationTest, MessagesAreAnsweredInOrderOneAtATime) {
+  auto outlet = attach("bo");
+  f.run([&] { return f.gate->set_open(false), true; });
+  for (int i = 0; i < 3; ++i) submit("bo", fmt::format("m{}", i));
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return f.gate->requests.size(); }) == 1u; }, 10s));
+  EXPECT_TRUE(poll_until([&] { return f.run([&] { return outlet->last_pending; }) == 3u; }, 10s));
+  f.run([&] { return f.gate->set_open(true), true; });
+  ASSERT_TRUE(wait_for_events(outlet, 9));
+  std::vector<std::string> replies;
+  for (const auto& event : events(outlet))
+    if (event.starts_with("reply")) replies.push_back(event);
+  EXPECT_EQ(replies, (std::vector<std::string>{"reply to #1: ok: m0", "reply to #2: ok: m1",
+                                               "reply to #3: ok: m2"}));
+  EXPECT_TRUE(poll_until([&] { return f.run([&] { return outlet->last_pending; }) == 0u; }, 10s));
+}
+
+TEST_F(ConversationTest, AContextOnlyMessageIsStoredNeverAnsweredAndIsTheNextReplysHistory) {
+  auto outlet = attach("grp");
+  submit("grp", "alice: lunch at noon", false, "m1");
+  submit("grp", "bob: where?", true, "m2");
+  ASSERT_TRUE(wait_for_events(outlet, 4));
+  const auto stored = f.messages("grp");
+  ASSERT_EQ(stored.size(), 3u);
+  EXPECT_EQ(stored[0].status, store::MessageStatus::answered);  // answered by nothing
+  EXPECT_EQ(stored[2].reply_to, stored[1].seq);
+  const auto requests = f.run([&] { return f.gate->requests; });
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].history_messages, 1u);
+  EXPECT_EQ(requests[0].newest_history, "alice: lunch at noon");
+  // Not pending after a restart either.
+  auto pending = f.thread.call(f.store->pending_messages());
+  ASSERT_TRUE(pending);
+  EXPECT_TRUE(pending->empty());
+}
+
+TEST_F(ConversationTest, ACancelledReplyIsStoredAsSuchAndTheNextMessageIsAnswered) {
+  auto outlet = attach("cy");
+  f.run([&] { return f.gate->set_open(false), true; });
+  submit("cy", "first");
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return f.gate->requests.size(); }) == 1u; }, 10s));
+  EXPECT_TRUE(f.run([&] { return conversations().get("cy")->cancel(); }));
+  ASSERT_TRUE(poll_until(
+      [&] {
+        for (const auto& e : events(outlet))
+          if (e == "reply to #1: the reply was cancelled (just cancelled)") return true;
+        return false;
+      },
+      10s));
+  f.run([&] { return f.gate->set_open(true), true; });
+  submit("cy", "second");
+  ASSERT_TRUE(poll_until(
+      [&] { return !events(outlet).empty() && events(outlet).back() == "reply to #3: ok: second"; },
+      10s));
+  // Nothing to cancel now: the outlet hears it, and nothing is stored.
+  EXPECT_FALSE(f.run([&] { return conversations().get("cy")->cancel(); }));
+  EXPECT_EQ(events(outlet).back(), "notice there is no reply in progress to cancel");
+  EXPECT_EQ(f.messages("cy").size(), 4u);
+}
+
+TEST_F(ConversationTest, StoredRepliesAfterTheCursorGoOutAPageAtATimeOnlyToTheOutletTheyWereAskedFor) {
+  auto first = attach("dee");
+  f.run([&] { return first->hold = true; });  // nothing is delivered: the cursor stays at 0
+  for (int i = 0; i < 5; ++i) submit("dee", fmt::format("q{}", i));
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return first->replies.size(); }) == 5u; }, 10s));
+  EXPECT_EQ(delivered_cursor("dee"), 0);
+
+  auto second = attach("dee");
+  f.run([&] { return second->page = 2; });
+  EXPECT_EQ(events(first).back(), "detached");
+  f.run([&] {
+    conversations().get("dee")->deliver_undelivered();
+    return true;
+  });
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return second->replies.size(); }) == 5u; }, 10s));
+  EXPECT_EQ(f.run([&] { return second->drains; }), 2u);  // pages of 2, 2 and 1
+  const auto replies = f.run([&] { return second->replies; });
+  EXPECT_TRUE(std::is_sorted(replies.begin(), replies.end()));
+  EXPECT_TRUE(poll_until([&] { return delivered_cursor("dee") == replies.back(); }, 10s));
+  EXPECT_EQ(f.run([&] { return first->replies.size(); }), 5u);  // the old outlet got no more
+}
+
+TEST_F(ConversationTest, WorkQueuedForAReplacedOutletIsDropped) {
+  auto first = attach("eve");
+  submit("eve", "a");
+  ASSERT_TRUE(wait_for_events(first, 3));
+  // Queued for the first outlet, then replaced before it runs.
+  auto second = f.run([&] {
+    auto conversation = conversations().get("eve");
+    conversation->deliver_after(0);
+    auto outlet = std::make_shared<FakeOutlet>(f.thread.io().get_executor());
+    outlet->conversation = conversation;
+    conversation->attach(outlet);
+    return outlet;
+  });
+  submit("eve", "b");
+  ASSERT_TRUE(wait_for_events(second, 3));
+  EXPECT_EQ(events(second), (std::vector<std::string>{"stored b #3", "pieces ok: ", "reply to #3: ok: b"}));
+  EXPECT_EQ(events(first).size(), 4u);  // its three, then "detached"
+}
+
+TEST_F(ConversationTest, AConversationWithNoOutletAndNoWorkIsForgottenAndAFactoryGivesOutletsByPrefix) {
+  std::vector<std::string> made;
+  f.run([&] {
+    conversations().set_outlet_factory("x:", [&](Conversation& c) { made.push_back(c.id()); });
+    conversations().get("x:1");
+    conversations().get("y:1");
+    return true;
+  });
+  EXPECT_EQ(f.run([&] { return made; }), std::vector<std::string>{"x:1"});
+  f.run([&] {
+    conversations().forget_if_idle("x:1");
+    conversations().forget_if_idle("y:1");
+    return true;
+  });
+  EXPECT_EQ(f.run([&] { return conversations().size(); }), 0u);
+}
+
+TEST_F(ConversationTest, AStoreThatRefusesTheMessageIsToldToTheOutletAndNothingIsAnswered) {
+  auto outlet = attach("fay");
+  f.thread.call(f.store->close());  // every write from now on fails with `closed`
+  submit("fay", "lost?");
+  ASSERT_TRUE(wait_for_events(outlet, 1));
+  EXPECT_EQ(events(outlet)[0],
+            "error store_error: the message could not be stored; it was not received, send it again");
+  EXPECT_TRUE(f.run([&] { return f.gate->requests.empty(); }));
+}
+
+}  // namespace
+}  // namespace mooring::chat::test
