@@ -374,7 +374,7 @@ std::shared_ptr<Conversation> Conversations::get(const std::string& id) {
   conversations_.emplace(id, created);
   for (const auto& [prefix, factory] : factories_) {
     if (id.starts_with(prefix)) {
-      factory(*created);
+      if (factory) factory(*created);
       break;
     }
   }

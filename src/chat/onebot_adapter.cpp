@@ -363,6 +363,13 @@ OneBotAdapter::OneBotAdapter(Conversations& conversations, OneBotOptions options
 OneBotAdapter::~OneBotAdapter() {
   *alive_ = false;
   conversations_.set_outlet_factory("qq:", {});
+  // No conversation speaks to an outlet of this adapter any more.
+  std::vector<std::pair<std::shared_ptr<Conversation>, const chat::Outlet*>> attached;
+  conversations_.for_each([&attached](Conversation& conversation) {
+    if (const auto* outlet = dynamic_cast<const Outlet*>(conversation.outlet()))
+      attached.emplace_back(conversation.shared_from_this(), outlet);
+  });
+  for (const auto& [conversation, outlet] : attached) conversation->detach(outlet);
   for (auto& [id, bot] : bots_) {
     for (auto* link : {bot->api.get(), bot->events.get()}) {
       if (link && link->calls) link->calls->fail_all("the host is stopping");

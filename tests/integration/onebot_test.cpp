@@ -1,0 +1,400 @@
+// QQ through OneBot v11, with the real binary and a scripted implementation
+// (the QQ side): the handshake, both message forms with exact CQ escaping,
+// group triggers, replies stored before they are sent and delivered once
+// across failed calls, timeouts, replaced and half-open connections and a
+// kill -9, long replies split, sends paced, requests left to the user.
+#include "support/chat_client.hpp"
+#include "support/clients.hpp"
+#include "support/host_process.hpp"
+#include "support/onebot_peer.hpp"
+#include "support/process.hpp"
+#include "support/wait.hpp"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+namespace mooring::test {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+using Action = OneBotPeer::Action;
+
+constexpr std::int64_t bot = 10001;
+constexpr const char* token = "s3cret-onebot-token";
+
+std::string onebot_config(const std::string& more = "") {
+  return fmt::format(
+      "[onebot]\nenabled = true\naccess_token = \"{}\"\napi_timeout = \"2s\"\n"
+      "send_interval = \"0s\"\n{}\n",
+      token, more);
+}
+
+bool is_send(const Action& a) { return a.action == "send_private_msg" || a.action == "send_group_msg"; }
+
+// The next send_private_msg / send_group_msg: one passed over while greeting,
+// else the next one read; the get_* calls read on the way are answered.
+Action next_send(OneBotPeer& peer, std::chrono::milliseconds timeout = 10s) {
+  std::optional<Action> found;
+  for (auto& skipped : peer.take_skipped()) {
+    if (!found && is_send(skipped)) {
+      found = std::move(skipped);
+    } else if (!peer.answer_standard(skipped)) {
+      ADD_FAILURE() << "an unexpected action: " << skipped.action;
+    }
+  }
+  if (found) return *found;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    auto action = peer.next_action(std::max(left, 1ms));
+    if (!action) throw std::runtime_error("the connection closed before a send");
+    if (is_send(*action)) return *action;
+    if (!peer.answer_standard(*action)) ADD_FAILURE() << "an unexpected action: " << action->action;
+  }
+}
+
+// Connects and answers the greeting (get_version_info, get_login_info).
+void connect_and_greet(OneBotPeer& peer, const HostProcess& host, std::int64_t self = bot,
+                       std::string_view role = "Universal") {
+  ASSERT_EQ(peer.connect(host.gateway(), self, role, token), 101);
+  peer.lifecycle_connect();
+  if (role == "Event") return;
+  auto version = peer.wait_action("get_version_info");
+  peer.answer_standard(version);
+  auto login = peer.wait_action("get_login_info");
+  peer.answer_standard(login);
+}
+
+json::object bot_status(const HostProcess& host, std::int64_t self = bot) {
+  const auto status = host.status();
+  for (const auto& b : status.at("onebot").at("bots").as_array())
+    if (b.at("self_id").to_number<std::int64_t>() == self) return b.as_object();
+  return {};
+}
+
+TEST(OneBot, TheHandshakeIsDecidedBeforeTheUpgradeAndTheTokenIsNeverLogged) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("self_ids = [10001, 10002]"));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  EXPECT_EQ(peer.connect(host.gateway(), 0, "Universal", token), 400);  // no X-Self-ID
+  EXPECT_EQ(peer.connect(host.gateway(), bot, "Boss", token), 400);
+  EXPECT_EQ(peer.connect(host.gateway(), bot, "Universal", ""), 401);
+  EXPECT_EQ(peer.connect(host.gateway(), bot, "Universal", "wrong-token-value"), 403);
+  EXPECT_EQ(peer.connect(host.gateway(), 99999, "Universal", token), 403);  // not in self_ids
+  EXPECT_EQ(peer.connect(host.gateway(), bot, "Universal", token, true), 101);  // ?access_token=
+  peer.close();
+  // The URLs of other hosts' guides, and the web chat beside them.
+  for (const char* path : {"/onebot/v11/ws/", "/onebot/v11/", "/onebot", "/ws"}) {
+    OneBotPeer other;
+    EXPECT_EQ(other.connect(host.gateway(), 10002, "Universal", token, false, path), 101) << path;
+    other.close();
+  }
+  ChatClient web;
+  ASSERT_EQ(web.connect(host.gateway(), "alice"), 101);
+  say_and_get_seq(web, "still here", "w1");
+  ChatClient squatter;
+  EXPECT_EQ(squatter.connect(host.gateway(), "qq:10001:private:42"), 400);
+  const auto log = host.log();
+  EXPECT_EQ(log.find("wrong-token-value"), std::string::npos) << log;
+  EXPECT_EQ(log.find(token), std::string::npos) << log;
+  expect_clean_stop(host, {&web});
+}
+
+TEST(OneBot, APrivateMessageInEitherFormIsAnsweredOnceQuotingItWithExactEscaping) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+
+  // The string form, with escapes outside and a code inside.
+  const auto id = peer.private_message(42, json::value("1 &#91;a&#93; &amp; b[CQ:face,id=178]"));
+  auto send = next_send(peer);
+  EXPECT_EQ(int_param(send, "user_id"), 42);
+  EXPECT_EQ(message_text(send),
+            fmt::format("[CQ:reply,id={}]echo: 1 &#91;a&#93; &amp; b&#91;face&#93;", id));
+  peer.answer_standard(send);
+
+  // The array form, with a comma and brackets that only a CQ value escapes.
+  json::array segments{json::object{{"type", "text"}, {"data", json::object{{"text", "x,[y]"}}}}};
+  const auto id2 = peer.private_message(42, segments);
+  auto second = next_send(peer);
+  EXPECT_EQ(message_text(second), fmt::format("[CQ:reply,id={}]echo: x,&#91;y&#93;", id2));
+  EXPECT_EQ(plain_text(second), "echo: x,[y]");
+  peer.answer_standard(second);
+
+  // Stored as a conversation like any other, and counted.
+  ASSERT_TRUE(poll_until([&] { return bot_status(host).at("messages_out").to_number<int>() == 2; }, 10s));
+  const auto status = bot_status(host);
+  EXPECT_EQ(status.at("messages_in").to_number<int>(), 2);
+  EXPECT_EQ(status.at("implementation").at("name").as_string(), "scripted");
+  EXPECT_EQ(status.at("nickname").as_string(), "mooring-bot");
+  EXPECT_EQ(status.at("roles").as_array().size(), 1u);
+  const auto session =
+      http_get(host.admin(), "/api/sessions/qq:10001:private:42/messages", host.admin_token());
+  EXPECT_EQ(session.status, 200) << session.body;
+  EXPECT_NE(session.body.find("echo: x,[y]"), std::string::npos) << session.body;
+  peer.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, AGroupIsAnsweredOnlyWhenAddressedAndItsContextShowsWhoSaidWhat) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.group_message(500, 7, json::value("lunch at noon?"), "Carol");  // not for the bot
+  const auto prefixed = peer.group_message(500, 8, json::value("/ai where?"), "", "dave");
+  auto first = next_send(peer);
+  EXPECT_EQ(int_param(first, "group_id"), 500);
+  EXPECT_EQ(message_text(first),
+            fmt::format("[CQ:reply,id={}][CQ:at,qq=8] echo: dave: where?", prefixed));
+  peer.answer_standard(first);
+  // An @-mention in the array form; the mention is stripped.
+  json::array mention{json::object{{"type", "at"}, {"data", json::object{{"qq", std::to_string(bot)}}}},
+                      json::object{{"type", "text"}, {"data", json::object{{"text", " and you?"}}}}};
+  peer.group_message(500, 9, mention, "Erin");
+  auto second = next_send(peer);
+  EXPECT_EQ(plain_text(second), " echo: Erin: and you?");
+  peer.answer_standard(second);
+  // A reply to the bot's own message is addressed to it too.
+  json::array reply{json::object{{"type", "reply"},
+                                 {"data", json::object{{"id", std::to_string(peer.last_message_id())}}}},
+                    json::object{{"type", "text"}, {"data", json::object{{"text", "thanks"}}}}};
+  peer.group_message(500, 7, reply, "Carol");
+  auto third = next_send(peer);
+  EXPECT_EQ(plain_text(third), " echo: Carol: thanks");
+  peer.answer_standard(third);
+
+  const auto messages =
+      http_get(host.admin(), "/api/sessions/qq:10001:group:500/messages", host.admin_token());
+  ASSERT_EQ(messages.status, 200);
+  EXPECT_NE(messages.body.find("Carol: lunch at noon?"), std::string::npos) << messages.body;
+  peer.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSuccess) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("one"));
+    auto send = next_send(peer);
+    peer.answer(send, 1400, nullptr);  // refused: not sent again on this connection
+    peer.private_message(42, json::value("two"));
+    // "two" waits behind "one" (order is kept), so nothing more comes here.
+    peer.heartbeat(60000);
+    peer.close();
+  }
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 2; ++i) {
+    auto send = next_send(again);
+    texts.push_back(plain_text(send));
+    again.answer(send, 0, json::object{{"message_id", 77 + i}}, OneBotPeer::EchoForm::as_number);
+  }
+  EXPECT_EQ(texts, (std::vector<std::string>{"echo: one", "echo: two"}));
+  // Delivered: a third message's reply is the next send, not "one" again.
+  again.private_message(42, json::value("three"));
+  auto next = next_send(again);
+  EXPECT_EQ(plain_text(next), "echo: three");
+  again.answer_standard(next);
+  again.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("api_timeout = \"30s\""));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer old;
+  connect_and_greet(old, host);
+  old.private_message(42, json::value("are you there"));
+  auto pending = next_send(old);  // never answered on this socket
+  old.go_silent();  // half-open: the server hears nothing more from it
+
+  OneBotPeer fresh;
+  const auto reconnect = std::chrono::steady_clock::now();
+  connect_and_greet(fresh, host);
+  auto redone = next_send(fresh, 5s);
+  const auto redelivery = std::chrono::steady_clock::now() - reconnect;
+  EXPECT_EQ(plain_text(redone), "echo: are you there");
+  EXPECT_EQ(message_text(redone), message_text(pending));
+  fresh.answer_standard(redone);
+  EXPECT_EQ(old.silent_until_closed(10s), 4000);
+  std::printf("reconnect -> redelivered reply: %.1f ms\n",
+              std::chrono::duration<double, std::milli>(redelivery).count());
+  ASSERT_TRUE(poll_until([&] { return !bot_status(host).empty() &&
+                                      bot_status(host).at("messages_out").to_number<int>() == 1; },
+                         10s));
+  fresh.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, ACallWithNoAnswerTimesOutAndIsRedoneOnTheNextConnection) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("api_timeout = \"300ms\""));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.private_message(42, json::value("slow"));
+  auto unanswered = next_send(peer);
+  ASSERT_TRUE(poll_until([&] { return host.log().find("was not sent") != std::string::npos; }, 10s));
+  peer.answer(unanswered);  // too late: nobody waits for it any more
+  peer.close();
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  auto redone = next_send(again);
+  EXPECT_EQ(plain_text(redone), "echo: slow");
+  again.answer_standard(redone);
+  again.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, AConnectionThatStopsSendingHeartbeatsIsClosed) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.heartbeat(200);
+  peer.go_silent();
+  peer.silent_until_closed(10s);
+  EXPECT_NE(host.log().find("sent no heartbeat for 600ms"), std::string::npos) << host.log();
+  ASSERT_TRUE(poll_until([&] { return bot_status(host).empty(); }, 10s));
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, KilledDuringASendTheReplyArrivesOnceAfterTheRestart) {
+  TempDir dir;
+  std::string first_text;
+  {
+    HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("survive this"));
+    auto send = next_send(peer);  // in flight: no answer yet
+    first_text = plain_text(send);
+    host.kill_hard();
+  }
+  EXPECT_EQ(first_text, "echo: survive this");
+  {
+    HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    auto send = next_send(peer);
+    EXPECT_EQ(plain_text(send), first_text);
+    peer.answer_standard(send);
+    ASSERT_TRUE(poll_until([&] { return bot_status(host).at("messages_out").to_number<int>() == 1; }, 10s));
+    peer.close();
+    expect_clean_stop(host);
+  }
+  {
+    // Delivered before the stop: not sent a third time.
+    HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("and now"));
+    auto send = next_send(peer);
+    EXPECT_EQ(plain_text(send), "echo: and now");
+    peer.answer_standard(send);
+    peer.close();
+    expect_clean_stop(host);
+  }
+}
+
+TEST(OneBot, ALongReplyIsSplitInOrderAndSendsArePaced) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   onebot_config("max_message_chars = 100\nsend_interval = \"250ms\""));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += fmt::format("{}Sentence number {} is here.", i ? " " : "", i);
+  peer.private_message(42, json::value(text));
+  const auto expected = "echo: " + text;
+  std::vector<std::string> parts;
+  std::vector<std::chrono::steady_clock::time_point> at;
+  std::size_t received = 0;
+  while (received < expected.size() && parts.size() < 10) {
+    auto send = next_send(peer);
+    at.push_back(std::chrono::steady_clock::now());
+    parts.push_back(plain_text(send));
+    received += parts.back().size() + 1;
+    EXPECT_EQ(message_text(send).starts_with("[CQ:reply,"), parts.size() == 1) << message_text(send);
+    peer.answer_standard(send);
+  }
+  std::string joined;
+  for (const auto& part : parts) {
+    EXPECT_LE(part.size(), 100u);
+    joined += (joined.empty() ? "" : " ") + part;
+  }
+  EXPECT_EQ(joined, expected);
+  // Three go at once; the fourth waits for the bucket: at least one interval
+  // after the first was answered (a lower bound only).
+  ASSERT_GE(at.size(), 4u);
+  EXPECT_GE(at[3] - at[0], 240ms);
+  peer.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, RequestsAreLeftToTheUserAndUnknownEventsAreIgnored) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.friend_request(555, "let me in", "flag-1");
+  peer.notice("group_increase", json::object{{"group_id", 500}, {"user_id", 9}});
+  peer.message_sent("private", 42, json::value("the bot's own words"));
+  peer.send_raw("not json at all");
+  peer.send_raw(R"({"post_type":"from_the_future","x":1})");
+  peer.private_message(42, json::value("still answered"));
+  auto send = next_send(peer);
+  EXPECT_EQ(plain_text(send), "echo: still answered");
+  peer.answer_standard(send);
+  // Nothing approved: next_send fails the test on any action but get_* and sends.
+  const auto requests = host.status().at("onebot").at("requests").as_array();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].at("kind").as_string(), "friend");
+  EXPECT_EQ(requests[0].at("user_id").to_number<int>(), 555);
+  EXPECT_NE(host.log().find("friend request from 555"), std::string::npos);
+  peer.close();
+  expect_clean_stop(host);
+}
+
+TEST(OneBot, AnApiAndEventPairServesOneAccount) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer api;
+  OneBotPeer events;
+  connect_and_greet(api, host, bot, "API");
+  connect_and_greet(events, host, bot, "Event");
+  events.private_message(42, json::value("split roles"));
+  auto send = next_send(api);
+  EXPECT_EQ(plain_text(send), "echo: split roles");
+  api.answer_standard(send);
+  ASSERT_TRUE(poll_until([&] { return bot_status(host).at("roles").as_array().size() == 2u; }, 10s));
+  api.close();
+  events.close();
+  expect_clean_stop(host);
+}
+
+}  // namespace
+}  // namespace mooring::test
