@@ -92,7 +92,7 @@ bench: deps
 	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    python3-fastapi python3-uvicorn python3-websockets)
 	cmake --preset release -DMOORING_BUILD_BENCH=ON -DMOORING_BUILD_TESTS=ON >/dev/null
-	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm bench_chat bench_shutdown bench_reload
+	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm bench_chat bench_shutdown bench_reload bench_onebot
 	./bench/run.sh
 
 clean:

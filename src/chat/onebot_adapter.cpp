@@ -157,14 +157,15 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         drained_(adapter.conversations_.supervisor().executor()) {}
 
   // The QQ message the next stored message with `client_id` is, for quoting.
-  void expect(std::string client_id, std::int64_t sender) {
+  void expect(std::string client_id, std::string message_id, std::int64_t sender) {
     expected_client_ = std::move(client_id);
+    expected_message_ = std::move(message_id);
     expected_sender_ = sender;
   }
 
   void stored(const Submission& message, const store::Appended& appended) override {
     if (!message.client_id || *message.client_id != expected_client_) return;
-    origins_[appended.seq] = Origin{*message.client_id, expected_sender_};
+    origins_[appended.seq] = Origin{expected_message_, expected_sender_};
     while (origins_.size() > max_origins_kept) origins_.erase(origins_.begin());
   }
 
@@ -349,6 +350,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   Seq handed_up_to_ = 0;  // replies up to here were handed to this outlet
   std::map<Seq, Origin> origins_;
   std::string expected_client_;
+  std::string expected_message_;
   std::int64_t expected_sender_ = 0;
   bool full_ = false;
 };
@@ -539,8 +541,11 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     ++bot.messages_in;
     onebot_messages("in").inc();
     const auto incoming = onebot::read_incoming(message->message, link->self_id);
+    // The message id with the event's time: an event delivered twice is
+    // stored once, and an id an implementation hands out again after its
+    // restart is still a new message.
     Submission submission{.images = incoming.images,
-                          .client_id = std::to_string(message->message_id)};
+                          .client_id = fmt::format("{}@{}", message->message_id, message->time)};
     if (message->group) {
       const bool replies_to_bot =
           incoming.replying_to && bot.sent_id_set.contains(*incoming.replying_to);
@@ -554,7 +559,7 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     if (message->message_id == 0) submission.client_id.reset();
     auto conversation = conversations_.get(message->session_id());
     if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet()); outlet && submission.client_id)
-      outlet->expect(*submission.client_id, message->user_id);
+      outlet->expect(*submission.client_id, std::to_string(message->message_id), message->user_id);
     conversation->submit(std::move(submission));
   } else if (auto* heartbeat = std::get_if<onebot::Heartbeat>(&event)) {
     link->last_heartbeat = Clock::now();

@@ -49,6 +49,7 @@ OneBotEvent read_message(const json::object& event, std::int64_t self_id) {
     out.group_id = *group;
   }
   out.message_id = id_field(event, "message_id").value_or(0);
+  out.time = id_field(event, "time").value_or(0);
   const auto* message = event.if_contains("message");
   if (!message) return Ignored{"a message event without a message"};
   auto segments = parse_message(*message);

@@ -22,6 +22,7 @@ struct MessageEvent {
   std::int64_t user_id = 0;   // the sender
   std::int64_t group_id = 0;  // for a group message
   std::int64_t message_id = 0;
+  std::int64_t time = 0;      // Unix seconds, as the implementation stamped the event
   std::string sender_name;    // card, else nickname, else the QQ number
   Segments message;
 

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 
 namespace mooring::test {
 namespace {
@@ -26,11 +27,14 @@ using Action = OneBotPeer::Action;
 constexpr std::int64_t bot = 10001;
 constexpr const char* token = "s3cret-onebot-token";
 
-std::string onebot_config(const std::string& more = "") {
-  return fmt::format(
-      "[onebot]\nenabled = true\naccess_token = \"{}\"\napi_timeout = \"2s\"\n"
-      "send_interval = \"0s\"\n{}\n",
-      token, more);
+// [onebot] enabled with the token, a 2 s api_timeout and no pacing, unless
+// `keys` sets them otherwise.
+std::string onebot_config(std::map<std::string, std::string> keys = {}) {
+  keys.emplace("api_timeout", "\"2s\"");
+  keys.emplace("send_interval", "\"0s\"");
+  std::string text = fmt::format("[onebot]\nenabled = true\naccess_token = \"{}\"\n", token);
+  for (const auto& [key, value] : keys) text += key + " = " + value + "\n";
+  return text;
 }
 
 bool is_send(const Action& a) { return a.action == "send_private_msg" || a.action == "send_group_msg"; }
@@ -79,7 +83,7 @@ json::object bot_status(const HostProcess& host, std::int64_t self = bot) {
 
 TEST(OneBot, TheHandshakeIsDecidedBeforeTheUpgradeAndTheTokenIsNeverLogged) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("self_ids = [10001, 10002]"));
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"self_ids", "[10001, 10002]"}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   EXPECT_EQ(peer.connect(host.gateway(), 0, "Universal", token), 400);  // no X-Self-ID
@@ -206,7 +210,7 @@ TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSucces
   }
   EXPECT_EQ(texts, (std::vector<std::string>{"echo: one", "echo: two"}));
   // Delivered: a third message's reply is the next send, not "one" again.
-  again.private_message(42, json::value("three"));
+  again.private_message(42, json::value("three"), "alice", 5003);  // this peer's ids start again
   auto next = next_send(again);
   EXPECT_EQ(plain_text(next), "echo: three");
   again.answer_standard(next);
@@ -216,7 +220,7 @@ TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSucces
 
 TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("api_timeout = \"30s\""));
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer old;
   connect_and_greet(old, host);
@@ -244,7 +248,7 @@ TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
 
 TEST(OneBot, ACallWithNoAnswerTimesOutAndIsRedoneOnTheNextConnection) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), onebot_config("api_timeout = \"300ms\""));
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"300ms\""}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   connect_and_greet(peer, host);
@@ -308,7 +312,7 @@ TEST(OneBot, KilledDuringASendTheReplyArrivesOnceAfterTheRestart) {
     ASSERT_TRUE(host.started()) << host.log();
     OneBotPeer peer;
     connect_and_greet(peer, host);
-    peer.private_message(42, json::value("and now"));
+    peer.private_message(42, json::value("and now"), "alice", 5003);
     auto send = next_send(peer);
     EXPECT_EQ(plain_text(send), "echo: and now");
     peer.answer_standard(send);
@@ -320,7 +324,7 @@ TEST(OneBot, KilledDuringASendTheReplyArrivesOnceAfterTheRestart) {
 TEST(OneBot, ALongReplyIsSplitInOrderAndSendsArePaced) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(),
-                   onebot_config("max_message_chars = 100\nsend_interval = \"250ms\""));
+                   onebot_config({{"max_message_chars", "100"}, {"send_interval", "\"250ms\""}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   connect_and_greet(peer, host);

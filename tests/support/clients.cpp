@@ -98,8 +98,10 @@ int WsClient::connect(const std::string& address, const std::string& target,
     }));
     websocket::response_type res;
     auto [ec] = co_await ws_->async_handshake(res, address, target, use_tuple);
+    // Beast fills in 500 before it reads: a status counts only when the server
+    // declined the upgrade with one; a hang-up or a broken answer throws.
+    if (ec && ec != websocket::error::upgrade_declined) throw boost::system::system_error(ec);
     status = static_cast<int>(res.result_int());
-    if (ec && status == 101) throw boost::system::system_error(ec);
   };
   run_bounded(io_, op(), timeout, "WebSocket connect");
   return status;
