@@ -3,6 +3,7 @@
 #include "runtime/cancellation.hpp"
 #include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
+#include "runtime/metrics.hpp"
 
 #include <boost/beast/http.hpp>
 
@@ -68,10 +69,21 @@ struct HttpServer::State {
   std::uint64_t accept_failures = 0;
   std::uint64_t unlogged_failures = 0;
   std::optional<Clock::time_point> last_failure_line;
+  runtime::Counter& refused_total;
+  runtime::Counter& accept_failures_total;
 
   State(runtime::Supervisor& s, std::string n, std::shared_ptr<const Router> r, HttpLimits l)
       : supervisor(&s), name(std::move(n)), router(std::move(r)), limits(l),
-        changed(s.executor()) {}
+        changed(s.executor()),
+        refused_total(runtime::metrics().counter(
+            "mooring_http_connections_refused_total",
+            "Connections refused (answered 503, or closed when too many were being answered) "
+            "because max_connections were open.",
+            {{"listener", name}})),
+        accept_failures_total(runtime::metrics().counter(
+            "mooring_accept_failures_total",
+            "Accepts that failed (out of descriptors or memory, mostly); each is retried.",
+            {{"listener", name}})) {}
   ~State() { release_spare(); }
 
   // Only while accepting: a stopped server holds no descriptor it does not need.
@@ -418,6 +430,7 @@ void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) 
   socket.set_option(tcp::no_delay(true), ignored);
   if (state->sessions.size() >= state->limits.max_connections) {
     ++state->refused;
+    state->refused_total.inc();
     if (state->refused == 1 || state->refused % 1000 == 0)
       log::warn("{}: {} connections open, the limit: refusing new ones with 503 ({} so far)",
                 state->name, state->sessions.size(), state->refused);
@@ -458,6 +471,7 @@ SpareAccept accept_with_spare(const std::shared_ptr<HttpServer::State>& state) {
 
 void note_accept_failure(HttpServer::State& state, const error_code& ec, runtime::Duration backoff) {
   ++state.accept_failures;
+  state.accept_failures_total.inc();
   ++state.unlogged_failures;
   const auto now = Clock::now();
   if (state.last_failure_line && now - *state.last_failure_line < std::chrono::seconds(1)) return;

@@ -24,6 +24,9 @@
 //   descriptors the server gives up a spare one it holds to take the waiting
 //   connection (so it stays answerable), backs off (100 ms doubling to 1 s)
 //   and logs at most one line a second.
+// - Metrics, labelled by the server's name (`listener`): connections answered
+//   503 at max_connections (mooring_http_connections_refused_total) and
+//   accepts that failed (mooring_accept_failures_total).
 #pragma once
 
 #include "net/listener.hpp"

@@ -20,6 +20,35 @@ bool is_expected_ending(const error_code& ec) {
          ec == asio::ssl::error::stream_truncated || ec == beast::http::error::end_of_stream;
 }
 
+std::string close_code_label(const WsClosed& closed) {
+  const auto code = closed.code;
+  if (code == 0) return closed.by_peer ? "1005" : "1006";
+  // A code this server sent comes from its own source: a bounded set.
+  const bool registered = (code >= 1000 && code <= 1003) || (code >= 1005 && code <= 1014);
+  return registered || !closed.by_peer ? std::to_string(code) : "other";
+}
+
+namespace {
+
+runtime::Counter& frames(const std::string& listener, std::string_view direction) {
+  return runtime::metrics().counter(
+      "mooring_websocket_frames_total",
+      "WebSocket data messages read (in) and written (out); a message the peer sent in "
+      "fragments counts once, control frames (ping, pong, close) not at all.",
+      {{"listener", listener}, {"direction", std::string(direction)}});
+}
+
+runtime::Counter& closes(const std::string& listener, std::string_view code) {
+  return runtime::metrics().counter(
+      "mooring_websocket_closes_total",
+      "WebSocket connections ended, by the close code sent or received (1005: a close frame "
+      "without a code; 1006: no close frame, the connection dropped or timed out; other: a "
+      "peer's code outside the registered ones).",
+      {{"listener", listener}, {"code", std::string(code)}});
+}
+
+}  // namespace
+
 WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
                            std::string log_name)
     : stream_(std::move(stream)),
@@ -30,7 +59,9 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       close_watchdog_(stream_.get_executor()),
       write_watchdog_(stream_.get_executor()),
       last_heard_(Clock::now()),
-      resumed_(stream_.get_executor()) {
+      resumed_(stream_.get_executor()),
+      frames_in_(frames(log_name_, "in")),
+      frames_out_(frames(log_name_, "out")) {
   stream_.read_message_max(options_.max_message_bytes);
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
@@ -66,6 +97,7 @@ void WsConnection::finish() {
   queue_.clear();
   queued_bytes_ = 0;
   read_buffer_ = beast::flat_buffer();
+  closes(log_name_, close_code_label(closed_)).inc();
   if (!on_closed) return;
   auto callback = std::move(on_closed);
   on_closed = nullptr;
@@ -117,6 +149,7 @@ awaitable<void> WsConnection::read_loop() {
       }
       break;
     }
+    frames_in_.inc();
     last_heard_ = Clock::now();
     awaiting_pong_ = false;
     std::string text = beast::buffers_to_string(buffer.data());
@@ -151,6 +184,7 @@ awaitable<void> WsConnection::write_loop() {
         force_close();
         co_return;
       }
+      frames_out_.inc();
       auto written = std::move(queue_.front().on_written);
       queued_bytes_ -= queue_.front().text.size();
       queue_.pop_front();

@@ -19,10 +19,15 @@
 // - pause_reading() stops taking frames off the socket until resume_reading()
 //   (TCP then pushes back on the peer); the heartbeat does not count the
 //   pause against the peer.
+// - Metrics, labelled by the server's name (`listener`): data messages read
+//   and written (mooring_websocket_frames_total{direction}), and connections
+//   ended by close code (mooring_websocket_closes_total{code}; see
+//   close_code_label).
 #pragma once
 
 #include "runtime/asio.hpp"
 #include "runtime/duration.hpp"
+#include "runtime/metrics.hpp"
 #include "runtime/time.hpp"
 
 #include <boost/beast/core/flat_buffer.hpp>
@@ -57,6 +62,12 @@ struct WsClosed {
   std::string reason;
   bool by_peer = false;
 };
+
+// The `code` label of a connection's end, from a bounded set: a registered
+// close code (1000-1014) or a code this server sent as itself, "1005" for a
+// close frame without a code, "1006" for an end without a close frame
+// (dropped, timed out), "other" for any other code a peer sent.
+std::string close_code_label(const WsClosed& closed);
 
 class WsConnection : public std::enable_shared_from_this<WsConnection> {
  public:
@@ -134,6 +145,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool paused_ = false;
   runtime::Notifier resumed_;
   Clock::time_point write_started_;
+  runtime::Counter& frames_in_;
+  runtime::Counter& frames_out_;
 };
 
 // Endings of a connection that are part of normal life (the peer left, we

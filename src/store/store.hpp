@@ -13,6 +13,11 @@
 // succeeds again: the store tries a small write every probe_interval by itself,
 // so it recovers without traffic. Failures are logged once per kind, then
 // summarised once per log_window. Failed WAL checkpoints are logged and retried.
+//
+// Metrics, observed on the store thread for each committed write transaction:
+// its time from BEGIN to the end of COMMIT, the fsync included
+// (mooring_store_commit_seconds), and the operations it carried, reads queued
+// with the writes included (mooring_store_batch_operations).
 #pragma once
 
 #include "runtime/asio.hpp"

@@ -131,9 +131,9 @@ std::optional<std::string> WsClient::read(std::chrono::milliseconds timeout) {
   return message;
 }
 
-void WsClient::close(std::chrono::milliseconds timeout) {
+void WsClient::close(std::chrono::milliseconds timeout, std::uint16_t code) {
   auto op = [&]() -> awaitable<void> {
-    co_await ws_->async_close(websocket::close_code::normal, use_tuple);
+    co_await ws_->async_close(websocket::close_reason(code), use_tuple);
   };
   run_bounded(io_, op(), timeout, "WebSocket close");
 }

@@ -62,7 +62,9 @@ class WsClient {
   std::optional<std::string> read(std::chrono::milliseconds timeout = 10s);
   std::uint16_t close_code() const { return close_code_; }
   std::string close_reason() const { return close_reason_; }
-  void close(std::chrono::milliseconds timeout = 10s);
+  // Sends a close frame with `code` (0: a close frame without a code) and
+  // waits for the server's.
+  void close(std::chrono::milliseconds timeout = 10s, std::uint16_t code = 1000);
   // Closes the TCP connection without a WebSocket close frame.
   void drop();
   // Stops answering pings and reading: the server sees a silent peer.

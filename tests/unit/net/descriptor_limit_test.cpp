@@ -2,6 +2,7 @@
 
 #include "net/http_server.hpp"
 #include "runtime/log.hpp"
+#include "support/metrics.hpp"
 #include "support/server_thread.hpp"
 #include "support/wait.hpp"
 
@@ -91,6 +92,9 @@ TEST(DescriptorLimitTest, TheAdminAnswersWhileTheGatewayHasExhaustedTheDescripto
     return std::pair(*gateway->local_endpoint(), *admin->local_endpoint());
   });
 
+  const double accept_failures_before =
+      test::metric_value("mooring_accept_failures_total{listener=\"gateway\"}");
+
   // The clients' sockets exist before the limit is lowered: they live in this
   // process too, and must not take the server's room.
   constexpr int upgrades = 1009;
@@ -116,6 +120,13 @@ TEST(DescriptorLimitTest, TheAdminAnswersWhileTheGatewayHasExhaustedTheDescripto
     // The gateway runs out of descriptors and keeps failing to accept the rest.
     ASSERT_TRUE(test::poll_until([&] { return thread.run([&] { return gateway->accept_failures(); }) >= 5; }, 20s))
         << thread.run([&] { return gateway->connections(); }) << " gateway connections";
+    // Each failure is counted for /metrics too (a success in between may have
+    // reset accept_failures(), never the total).
+    const auto [failures, counted] = thread.run([&] {
+      return std::pair(gateway->accept_failures(),
+                       test::metric_value("mooring_accept_failures_total{listener=\"gateway\"}"));
+    });
+    EXPECT_GE(counted - accept_failures_before, static_cast<double>(failures));
     const auto gateway_connections = thread.run([&] { return gateway->connections(); });
     EXPECT_GT(gateway_connections, 900u);
 

@@ -1,6 +1,7 @@
 #include "net/http_server.hpp"
 
 #include "support/clients.hpp"
+#include "support/metrics.hpp"
 #include "support/server_thread.hpp"
 #include "support/wait.hpp"
 
@@ -542,6 +543,8 @@ TEST_F(HttpServerTest, ChunkExtensionsAndTrailersCountTowardTheBodyLimit) {
 // routing or upgrade, and a freed slot is usable again.
 TEST_F(HttpServerTest, BeyondMaxConnectionsANewConnectionGets503) {
   start(HttpLimits{.max_connections = 2});
+  const std::string refused_sample = "mooring_http_connections_refused_total{listener=\"test\"}";
+  const double refused_before = test::metric_value(refused_sample);
   test::WsClient first, second;
   ASSERT_EQ(first.connect(address_, "/ws"), 101);
   ASSERT_EQ(second.connect(address_, "/ws"), 101);
@@ -552,11 +555,13 @@ TEST_F(HttpServerTest, BeyondMaxConnectionsANewConnectionGets503) {
   EXPECT_EQ(plain.status, 503);
   EXPECT_EQ(boost::json::parse(plain.body).at("error").at("code"), "too_many_connections");
   EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 2u);
+  EXPECT_EQ(test::metric_value(refused_sample) - refused_before, 2);
 
   first.close();
   ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return server->connections(); }) == 1; }, 10s));
   test::WsClient again;
   EXPECT_EQ(again.connect(address_, "/ws"), 101);
+  EXPECT_EQ(test::metric_value(refused_sample) - refused_before, 2);
 }
 
 }  // namespace

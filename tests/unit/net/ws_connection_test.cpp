@@ -2,6 +2,7 @@
 
 #include "net/http_server.hpp"
 #include "support/clients.hpp"
+#include "support/metrics.hpp"
 #include "support/server_thread.hpp"
 #include "support/wait.hpp"
 
@@ -77,6 +78,15 @@ class WsConnectionTest : public ::testing::Test {
   std::vector<WsClosed> closed_;
 };
 
+// Samples of this process's registry for the server above (named "test").
+std::string closes(std::string_view code) {
+  return fmt::format("mooring_websocket_closes_total{{listener=\"test\",code=\"{}\"}}", code);
+}
+std::string frames(std::string_view direction) {
+  return fmt::format("mooring_websocket_frames_total{{listener=\"test\",direction=\"{}\"}}",
+                     direction);
+}
+
 // Bytes written by this socket that the peer has not acknowledged yet.
 int unsent_bytes(tcp::socket& socket) {
   int n = 0;
@@ -88,6 +98,7 @@ int unsent_bytes(tcp::socket& socket) {
 // send_queue_limit frames of any size. The queue is bounded in bytes too.
 TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
   start(WsOptions{.send_queue_limit = 256, .close_timeout = 200ms, .send_queue_bytes = 256 * 1024});
+  const double slow = test::metric_value(closes("1008"));
   test::WsClient client;  // never reads until the end
   ASSERT_EQ(client.connect(address_, "/ws"), 101);
   auto c = connection();
@@ -101,6 +112,73 @@ TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
   auto closed = server_.run([&] { return closed_.at(0); });
   EXPECT_EQ(closed.code, 1008);
   EXPECT_EQ(closed.reason, "slow consumer");
+  EXPECT_EQ(test::metric_value(closes("1008")) - slow, 1);
+}
+
+// Each message read and written counts once; each connection's end counts
+// once under its close code, and a peer's code outside the registered ones
+// under "other" (a peer cannot grow the label set).
+TEST_F(WsConnectionTest, FramesAndClosesAreCountedByDirectionAndByCode) {
+  start();
+  const double in = test::metric_value(frames("in"));
+  const double out = test::metric_value(frames("out"));
+  const double normal = test::metric_value(closes("1000"));
+  const double no_code = test::metric_value(closes("1005"));
+  const double dropped = test::metric_value(closes("1006"));
+  const double other = test::metric_value(closes("other"));
+
+  for (int i = 0; i < 3; ++i) {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.send("one");
+    client.send("two!");
+    EXPECT_EQ(client.read(), "got:3");
+    EXPECT_EQ(client.read(), "got:4");
+    client.close();
+  }
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 3; }, 10s));
+  EXPECT_EQ(test::metric_value(frames("in")) - in, 6);
+  EXPECT_EQ(test::metric_value(frames("out")) - out, 6);
+  EXPECT_EQ(test::metric_value(closes("1000")) - normal, 3);
+
+  // Codes a peer may send beyond the registered ones: all "other".
+  for (std::uint16_t code : {4999, 3000}) {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.close(10s, code);
+  }
+  {
+    test::WsClient client;  // a close frame without a code
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.close(10s, 0);
+  }
+  {
+    test::WsClient client;  // no close frame at all
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.drop();
+  }
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 7; }, 10s));
+  // A code of the server's own (the gateway's 4000 "replaced") as itself.
+  const double replaced = test::metric_value(closes("4000"));
+  {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    auto c = connection(7);
+    server_.run([&] {
+      c->close(static_cast<websocket::close_code>(4000), "replaced");
+      return true;
+    });
+    EXPECT_FALSE(client.read().has_value());
+    EXPECT_EQ(client.close_code(), 4000);
+  }
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 8; }, 10s));
+  EXPECT_EQ(test::metric_value(closes("4000")) - replaced, 1);
+  EXPECT_EQ(test::metric_value(closes("other")) - other, 2);
+  EXPECT_EQ(test::metric_value(closes("1005")) - no_code, 1);
+  EXPECT_EQ(test::metric_value(closes("1006")) - dropped, 1);
+  EXPECT_EQ(test::metric_value(closes("1000")) - normal, 3);
+  EXPECT_EQ(test::metric_value(closes("4999")), 0);
+  EXPECT_EQ(test::metric_value(frames("in")) - in, 6);
 }
 
 // A single frame larger than the byte bound is not a slow consumer.

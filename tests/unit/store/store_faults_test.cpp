@@ -5,6 +5,7 @@
 
 #include "faults.hpp"
 #include "sqlite_file.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
@@ -325,6 +326,9 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
   acknowledged.emplace(asked, "will you answer?");
 
   ASSERT_GT(fill_disk(disk / "filler"), 0u);
+  const auto stats_before = store->stats();
+  const double commits_observed = test::metric_value("mooring_store_commit_seconds_count");
+  const double operations_observed = test::metric_value("mooring_store_batch_operations_sum");
   constexpr int kRefused = 300;
   std::vector<std::optional<Result<Appended>>> results(kRefused);
   for (int i = 0; i < kRefused; ++i)
@@ -353,6 +357,15 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
     if (first_error.empty()) first_error = error.message;
   }
   ASSERT_GT(refused, kRefused / 2);
+  // Only committed transactions are observed: each stored operation was in
+  // one (an operation refused alone may share a transaction that committed).
+  EXPECT_GT(store->stats().failed_batches, stats_before.failed_batches);
+  EXPECT_EQ(test::metric_value("mooring_store_commit_seconds_count") - commits_observed,
+            static_cast<double>(store->stats().commits - stats_before.commits));
+  const double stored_operations =
+      test::metric_value("mooring_store_batch_operations_sum") - operations_observed;
+  EXPECT_GE(stored_operations, kRefused - refused);
+  EXPECT_LT(stored_operations, kRefused);
   std::printf("[ operator sees ] %d of %d refused: %s\n", refused, kRefused, first_error.c_str());
 
   auto health = store->health();

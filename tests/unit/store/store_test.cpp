@@ -2,6 +2,7 @@
 
 #include "store/schema.hpp"
 #include "sqlite_file.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
@@ -167,6 +168,9 @@ TEST_F(StoreTest, ConcurrentWritesShareCommits) {
   constexpr int kWrites = 200;
   std::vector<std::optional<Result<Appended>>> results(kWrites);
   const auto before = store->stats();
+  const double observed_before = test::metric_value("mooring_store_commit_seconds_count");
+  const double batches_before = test::metric_value("mooring_store_batch_operations_count");
+  const double operations_before = test::metric_value("mooring_store_batch_operations_sum");
   const auto started = Clock::now();
   for (int i = 0; i < kWrites; ++i)
     asio::co_spawn(
@@ -190,10 +194,33 @@ TEST_F(StoreTest, ConcurrentWritesShareCommits) {
   EXPECT_EQ(after.writes - before.writes, static_cast<std::uint64_t>(kWrites));
   EXPECT_GE(commits, 1u);
   EXPECT_LT(commits, static_cast<std::uint64_t>(kWrites));
+  // Each commit is observed once, with the operations it carried.
+  EXPECT_EQ(test::metric_value("mooring_store_commit_seconds_count") - observed_before,
+            static_cast<double>(commits));
+  EXPECT_EQ(test::metric_value("mooring_store_batch_operations_count") - batches_before,
+            static_cast<double>(commits));
+  EXPECT_EQ(test::metric_value("mooring_store_batch_operations_sum") - operations_before, kWrites);
   std::printf("[ group commit ] %d appends in %.1f ms with %llu commits\n", kWrites, elapsed,
               static_cast<unsigned long long>(commits));
   RecordProperty("commits", static_cast<int>(commits));
   RecordProperty("elapsed_ms", static_cast<int>(elapsed));
+}
+
+// One write alone: one commit observed, of one operation, and its time is
+// in the histogram's sum; a read alone commits nothing and is not observed.
+TEST_F(StoreTest, ACommitIsObservedWithItsTimeAndItsOperations) {
+  const double count = test::metric_value("mooring_store_commit_seconds_count");
+  const double seconds = test::metric_value("mooring_store_commit_seconds_sum");
+  const double operations = test::metric_value("mooring_store_batch_operations_sum");
+  const double single = test::metric_value("mooring_store_batch_operations_bucket{le=\"1\"}");
+  append("dave", "hello");
+  EXPECT_EQ(test::metric_value("mooring_store_commit_seconds_count") - count, 1);
+  EXPECT_GT(test::metric_value("mooring_store_commit_seconds_sum") - seconds, 0);
+  EXPECT_EQ(test::metric_value("mooring_store_batch_operations_sum") - operations, 1);
+  EXPECT_EQ(test::metric_value("mooring_store_batch_operations_bucket{le=\"1\"}") - single, 1);
+  ASSERT_TRUE(await(store->messages("dave", 10)));
+  EXPECT_EQ(test::metric_value("mooring_store_commit_seconds_count") - count, 1);
+  EXPECT_EQ(test::metric_value("mooring_store_batch_operations_sum") - operations, 1);
 }
 
 TEST_F(StoreTest, AReadQueuedBetweenWritesSeesExactlyTheWritesBeforeIt) {
