@@ -136,6 +136,7 @@ std::string describe_seconds(Clock::duration d) {
 struct CommitMetrics {
   runtime::Histogram& seconds;
   runtime::Histogram& operations;
+  runtime::Counter& failed;
 };
 
 const CommitMetrics& commit_metrics() {
@@ -148,7 +149,10 @@ const CommitMetrics& commit_metrics() {
           "mooring_store_batch_operations",
           "Operations per committed write transaction (group commit; reads queued with the "
           "writes included).",
-          {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024})};
+          {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}),
+      runtime::metrics().counter(
+          "mooring_store_failed_transactions_total",
+          "Write transactions that could not commit (a full disk, an I/O error): alert on any.")};
   return metrics;
 }
 
@@ -471,6 +475,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       // it is stored, and reads inside it may have seen what was not, so every
       // operation of the batch fails.
       ++failed_batches_;
+      commit_metrics().failed.inc();
       if (db_->in_transaction()) {
         try {
           db_->exec("ROLLBACK");

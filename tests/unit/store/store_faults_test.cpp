@@ -329,6 +329,7 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
   const auto stats_before = store->stats();
   const double commits_observed = test::metric_value("mooring_store_commit_seconds_count");
   const double operations_observed = test::metric_value("mooring_store_batch_operations_sum");
+  const double failures_observed = test::metric_value("mooring_store_failed_transactions_total");
   constexpr int kRefused = 300;
   std::vector<std::optional<Result<Appended>>> results(kRefused);
   for (int i = 0; i < kRefused; ++i)
@@ -360,6 +361,8 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
   // Only committed transactions are observed: each stored operation was in
   // one (an operation refused alone may share a transaction that committed).
   EXPECT_GT(store->stats().failed_batches, stats_before.failed_batches);
+  EXPECT_EQ(test::metric_value("mooring_store_failed_transactions_total") - failures_observed,
+            static_cast<double>(store->stats().failed_batches - stats_before.failed_batches));
   EXPECT_EQ(test::metric_value("mooring_store_commit_seconds_count") - commits_observed,
             static_cast<double>(store->stats().commits - stats_before.commits));
   const double stored_operations =
