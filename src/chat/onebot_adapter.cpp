@@ -590,10 +590,12 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
 // account are, then every reply stored but not delivered for this account.
 awaitable<void> OneBotAdapter::greet(OneBotAdapter* adapter, std::shared_ptr<Link> link) {
   auto alive = adapter->alive_;
+  bool stopping = false;
   const auto timeout = adapter->options_.api_timeout;
   std::string version_action = "get_version_info";
   auto version = co_await link->calls->call(std::move(version_action), {}, timeout);
-  if (!*alive || link->closed) co_return;
+  stopping = co_await runtime::cancelled();
+  if (stopping || !*alive || link->closed) co_return;
   auto& bot = adapter->bot(link->self_id);
   if (version && version->is_object()) {
     const auto& data = version->as_object();
@@ -604,7 +606,8 @@ awaitable<void> OneBotAdapter::greet(OneBotAdapter* adapter, std::shared_ptr<Lin
   }
   std::string login_action = "get_login_info";
   auto login = co_await link->calls->call(std::move(login_action), {}, timeout);
-  if (!*alive || link->closed) co_return;
+  stopping = co_await runtime::cancelled();
+  if (stopping || !*alive || link->closed) co_return;
   if (login && login->is_object()) {
     if (const auto* nickname = login->as_object().if_contains("nickname");
         nickname && nickname->is_string())
@@ -616,7 +619,8 @@ awaitable<void> OneBotAdapter::greet(OneBotAdapter* adapter, std::shared_ptr<Lin
             known.app_version, known.nickname.empty() ? "no nickname" : known.nickname);
   auto prefix = fmt::format("qq:{}:", link->self_id);
   auto sessions = co_await adapter->conversations_.store().undelivered_sessions(std::move(prefix));
-  if (!*alive) co_return;
+  stopping = co_await runtime::cancelled();
+  if (stopping || !*alive) co_return;
   if (!sessions) {
     log::error("onebot: cannot read the replies bot {} has not delivered: {}", link->self_id,
                sessions.error().message);
