@@ -6,6 +6,7 @@
 #include "runtime/metrics.hpp"
 
 #include <algorithm>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -129,7 +130,9 @@ awaitable<void> Conversation::handle(Queued queued) {
     co_await deliver_from(after->seq, queued.generation);
   } else {
     auto session = co_await store().session(id_);
-    const Seq after_seq = session && *session ? (*session)->delivered_seq : 0;
+    const Seq stored_cursor = session && *session ? (*session)->delivered_seq : 0;
+    // A cursor moved in memory and not written yet counts too.
+    const Seq after_seq = std::max({stored_cursor, cursor_written_, owner_.known_cursor(id_)});
     co_await deliver_from(after_seq, queued.generation);
   }
 }
@@ -159,6 +162,7 @@ awaitable<void> Conversation::accept(Submission message) {
   if (outlet_) outlet_->stored(message, *appended);
   if (appended->duplicate) co_return;  // stored and answered (or being answered) once
   messages_received().inc();
+  remember(appended->seq, store::Role::user, message.text);
   if (!message.answer) co_return;
   // Counted as the item being handled until run_inbox lets go of it.
   queue_reply(store::Message{.seq = appended->seq,
@@ -191,10 +195,15 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
   }
 }
 
-void Conversation::delivered(Seq seq) {
+void Conversation::delivered(Seq seq, bool at_once) {
   if (seq <= cursor_written_) return;
   cursor_written_ = seq;
-  owner_.supervisor_.spawn("chat cursor " + id_, "chat.cursor", write_cursor(shared_from_this(), seq));
+  if (at_once) {
+    owner_.supervisor_.spawn("chat cursor " + id_, "chat.cursor",
+                             write_cursor(shared_from_this(), seq));
+  } else {
+    owner_.cursor_moved(id_, seq);
+  }
 }
 
 // Runs to its end even when cancelled: one store write, bounded by the disk.
@@ -301,9 +310,8 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   request.message = {"user", message.content, message.images};
   // What came before this message; messages sent after it, waiting their
   // turn, are not its context.
-  const HistoryBudget budget(options.history_messages, options.max_context_bytes,
-                             request.system_prompt.size() + context_bytes(request.message));
-  request.history = co_await load_history(store(), id_, message.seq, budget);
+  const auto used = request.system_prompt.size() + context_bytes(request.message);
+  request.history = co_await history_before(message, used);
   // The provider in force when the reply starts serves all of it.
   auto provider = owner_.provider_;
   const Seq reply_to = message.seq;
@@ -347,6 +355,7 @@ awaitable<void> Conversation::store_and_hand_over(Seq reply_to, std::string cont
     co_await store().mark_failed(id_, reply_to, std::move(told));
     co_return;
   }
+  remember(*stored, store::Role::assistant, content);
   if (outlet_)
     outlet_->reply(store::Message{.seq = *stored,
                                   .user_id = id_,
@@ -355,6 +364,76 @@ awaitable<void> Conversation::store_and_hand_over(Seq reply_to, std::string cont
                                   .reply_to = reply_to,
                                   .status = status},
                    cancelled);
+}
+
+// --- the recent messages: context without reading the store -----------------
+
+namespace {
+// What the recent messages keep: enough for the history of the oldest message
+// still waiting (the newer ones sit after it), within a byte budget.
+std::size_t recent_count(const ConversationOptions& options) { return options.history_messages + 64; }
+std::size_t recent_bytes(const ConversationOptions& options) {
+  return 2 * options.max_context_bytes + 256 * 1024;
+}
+}  // namespace
+
+void Conversation::remember(Seq seq, store::Role role, const std::string& content) {
+  if (!recent_loaded_ && !recent_loading_) return;  // the first read brings it
+  auto at = recent_.end();
+  while (at != recent_.begin() && std::prev(at)->seq >= seq) --at;
+  if (at != recent_.end() && at->seq == seq) return;  // known already
+  recent_.insert(at, Recent{seq, role, content});
+  recent_bytes_ += content.size();
+  trim_recent();
+}
+
+void Conversation::trim_recent() {
+  const auto& options = owner_.options_;
+  while (recent_.size() > 1 &&
+         (recent_.size() > recent_count(options) || recent_bytes_ > recent_bytes(options))) {
+    recent_bytes_ -= recent_.front().content.size();
+    recent_.pop_front();
+    recent_complete_ = false;
+  }
+}
+
+// The history of `message` from the recent messages; the store is read once
+// to fill them, and again only when they do not reach back far enough.
+awaitable<std::vector<llm::ChatMessage>> Conversation::history_before(const store::Message& message,
+                                                                      std::size_t bytes_used) {
+  const auto& options = owner_.options_;
+  if (!recent_loaded_ && !recent_loading_) {
+    recent_loading_ = true;
+    const auto wanted = recent_count(options);
+    auto page = co_await store().messages(id_, wanted);
+    recent_loading_ = false;
+    if (page) {
+      // Fewer than asked for: the page is the whole conversation so far.
+      const bool everything = page->size() < wanted;
+      const Seq first = page->empty() ? std::numeric_limits<Seq>::max() : page->front().seq;
+      recent_loaded_ = true;
+      for (auto& stored : *page) remember(stored.seq, stored.role, stored.content);
+      recent_complete_ = everything && (recent_.empty() || recent_.front().seq <= first);
+    }
+  }
+  if (recent_loaded_) {
+    HistoryBudget budget(options.history_messages, options.max_context_bytes, bytes_used);
+    bool reached_back = false;
+    for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+      if (it->seq >= message.seq) continue;
+      if (!budget.wants_more() ||
+          !budget.add_older(store::Message{.role = it->role, .content = it->content})) {
+        reached_back = true;
+        break;
+      }
+    }
+    if (reached_back || !budget.wants_more() || recent_complete_) co_return budget.take();
+  }
+  // Named first: no temporaries among a co_await's operands (GCC 12).
+  std::string id = id_;
+  const HistoryBudget budget(options.history_messages, options.max_context_bytes, bytes_used);
+  auto history = co_await load_history(store(), std::move(id), message.seq, budget);
+  co_return history;
 }
 
 // --- Conversations ------------------------------------------------------------
@@ -398,6 +477,41 @@ void Conversations::set_outlet_factory(std::string prefix, OutletFactory factory
 
 void Conversations::for_each(const std::function<void(Conversation&)>& f) const {
   for (const auto& [id, conversation] : conversations_) f(*conversation);
+}
+
+Seq Conversations::known_cursor(std::string_view id) const {
+  auto it = cursors_.find(id);
+  return it == cursors_.end() ? 0 : it->second;
+}
+
+void Conversations::cursor_moved(const std::string& id, Seq seq) {
+  auto& known = cursors_[id];
+  known = std::max(known, seq);
+  if (writing_cursors_) return;
+  writing_cursors_ = true;
+  supervisor_.spawn("chat cursors", "chat.cursor", write_cursors(this, alive_));
+}
+
+// One store write for every cursor moved in the last cursor_interval. Runs
+// to its end when cancelled (the host stopping): the cursors are written then.
+awaitable<void> Conversations::write_cursors(Conversations* self, std::shared_ptr<bool> alive) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  co_await runtime::sleep_for(cursor_interval);
+  while (*alive && !self->cursors_.empty()) {
+    std::vector<std::pair<std::string, Seq>> batch(self->cursors_.begin(), self->cursors_.end());
+    auto written = co_await self->store_.advance_delivered(batch);
+    if (!*alive) co_return;
+    if (!written)
+      log::warn("chat: cannot record delivery to {} session(s): {}", batch.size(),
+                written.error().message);
+    // Forget what was written, unless it moved again meanwhile.
+    for (const auto& [id, seq] : batch) {
+      auto it = self->cursors_.find(id);
+      if (it != self->cursors_.end() && it->second == seq) self->cursors_.erase(it);
+    }
+    if (!written) break;  // the store logs its faults; the next delivery tries again
+  }
+  if (*alive) self->writing_cursors_ = false;
 }
 
 std::size_t Conversations::replies_in_flight() const { return supervisor_.group_size(replies_group); }

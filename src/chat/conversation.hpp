@@ -122,8 +122,10 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   // Cancels the reply being made; false (and the outlet told) when none is.
   bool cancel();
 
-  // The outlet delivered stored reply `seq`: the cursor moves past it.
-  void delivered(store::Seq seq);
+  // The outlet delivered stored reply `seq`: the cursor moves past it. The
+  // cursor is written with others every cursor_interval, or `at_once` (for a
+  // transport whose user would see a reply sent again after a crash).
+  void delivered(store::Seq seq, bool at_once = false);
 
   // A message stored by a previous run, to be answered.
   void enqueue_reply(store::Message message);
@@ -161,6 +163,10 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   void start_next_reply();
   static awaitable<void> run_reply(std::shared_ptr<Conversation> self, ToAnswer work);
   awaitable<ReplyOutcome> make_reply(const store::Message& message);
+  awaitable<std::vector<llm::ChatMessage>> history_before(const store::Message& message,
+                                                          std::size_t bytes_used);
+  void remember(store::Seq seq, store::Role role, const std::string& content);
+  void trim_recent();
   awaitable<void> store_and_hand_over(store::Seq reply_to, std::string content,
                                       store::MessageStatus status, bool cancelled);
   static awaitable<void> write_cursor(std::shared_ptr<Conversation> self, store::Seq seq);
@@ -180,6 +186,20 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   runtime::TaskId reply_task_ = 0;
   bool user_cancelled_ = false;
   store::Seq cursor_written_ = 0;
+
+  // The newest stored messages, oldest first: the context of the next
+  // replies, without reading the store. Bounded in count and bytes; the
+  // store is read when it does not reach back far enough.
+  struct Recent {
+    store::Seq seq;
+    store::Role role;
+    std::string content;
+  };
+  std::deque<Recent> recent_;
+  std::size_t recent_bytes_ = 0;
+  bool recent_loaded_ = false;    // recent_ holds every stored message from its first on
+  bool recent_loading_ = false;   // the first read is in flight: stored messages are kept
+  bool recent_complete_ = false;  // ... and that first is the conversation's first
 };
 
 // Every conversation in memory, and what they share: the supervisor that owns
@@ -220,12 +240,21 @@ class Conversations {
   std::size_t replies_in_flight() const;
   std::size_t peak_pending() const { return peak_pending_; }
 
+  // Delivered cursors wait this long to be written together (a crash forgets
+  // at most that much; those replies are sent again and clients drop what
+  // they have).
+  static constexpr runtime::Duration cursor_interval = std::chrono::milliseconds(100);
+  // The delivered cursor of `id` as known in memory (written or not), or 0.
+  store::Seq known_cursor(std::string_view id) const;
+
   runtime::Supervisor& supervisor() { return supervisor_; }
   store::Store& store() { return store_; }
   bool host_stopping() const { return shutdown_ && shutdown_->begun(); }
 
  private:
   friend class Conversation;
+  void cursor_moved(const std::string& id, store::Seq seq);
+  static awaitable<void> write_cursors(Conversations* self, std::shared_ptr<bool> alive);
 
   runtime::Supervisor& supervisor_;
   store::Store& store_;
@@ -235,6 +264,12 @@ class Conversations {
   std::map<std::string, std::shared_ptr<Conversation>, std::less<>> conversations_;
   std::vector<std::pair<std::string, OutletFactory>> factories_;
   std::size_t peak_pending_ = 0;
+  std::map<std::string, store::Seq, std::less<>> cursors_;  // not written yet
+  bool writing_cursors_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+ public:
+  ~Conversations() { *alive_ = false; }
 };
 
 }  // namespace mooring::chat

@@ -95,21 +95,31 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // together with the next one: a provider that streams faster than the
   // socket drains never gets a healthy client closed as a slow consumer, and
   // the pieces sent still join into the whole reply.
+  //
+  // Pieces that come in one turn of the event loop go out as one frame: a
+  // flush is posted, not sent per piece.
   void piece(std::string_view text, Seq reply_to) override {
     if (closed_ || replaced_) return;
     held_pieces_ += text;
-    if (connection_->queued() >= connection_->options().send_queue_limit / 2) return;
-    pieces_done(reply_to, true);
+    if (flush_posted_) return;
+    flush_posted_ = true;
+    asio::post(gateway_.conversations_.supervisor().executor(),
+               [weak = weak_from_this(), reply_to, ticket = ++flush_ticket_] {
+                 auto self = weak.lock();
+                 if (!self || !self->flush_posted_ || self->flush_ticket_ != ticket) return;
+                 self->flush_posted_ = false;
+                 if (self->closed_ || self->replaced_ || self->held_pieces_.empty()) return;
+                 const auto& connection = *self->connection_;
+                 if (connection.queued() >= connection.options().send_queue_limit / 2) return;
+                 self->send(token_frame(self->held_pieces_, reply_to));
+                 self->drop_held_pieces();
+               });
   }
 
   void pieces_done(Seq reply_to, bool flush) override {
+    flush_posted_ = false;
     if (flush && !held_pieces_.empty()) send(token_frame(held_pieces_, reply_to));
-    // A reply held back by a slow socket does not keep its buffer.
-    if (held_pieces_.capacity() > 16 * 1024) {
-      held_pieces_ = std::string();
-    } else {
-      held_pieces_.clear();
-    }
+    drop_held_pieces();
   }
 
   // Each stored reply once per connection; the cursor moves past it once its
@@ -186,6 +196,15 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!closed_ && !replaced_) connection_->send(std::move(frame));
   }
 
+  // A reply held back by a slow socket does not keep its buffer.
+  void drop_held_pieces() {
+    if (held_pieces_.capacity() > 16 * 1024) {
+      held_pieces_ = std::string();
+    } else {
+      held_pieces_.clear();
+    }
+  }
+
   Gateway& gateway_;
   std::weak_ptr<Conversation> conversation_;
   std::string user_id_;
@@ -199,6 +218,8 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   std::uint64_t replies_written_ = 0;
   runtime::Notifier written_;  // a reply was written, or the connection ended
   std::string held_pieces_;    // of the reply being made, not yet sent
+  bool flush_posted_ = false;  // a flush of held_pieces_ is posted
+  std::uint64_t flush_ticket_ = 0;  // which posted flush may run
 };
 
 Gateway::Gateway(runtime::Supervisor& supervisor, store::Store& store,

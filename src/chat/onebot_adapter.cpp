@@ -277,7 +277,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         self->outgoing_.pop_front();
         self->drained_.notify_all();
         if (auto conversation = self->conversation_.lock(); conversation && seq != 0)
-          conversation->delivered(seq);
+          conversation->delivered(seq, true);  // QQ would show it twice
         if (self->outgoing_.empty()) {
           self->sending_ = false;
           adapter.conversations_.forget_if_idle(self->conversation_id_);

@@ -37,6 +37,11 @@ class Job {
   virtual void fail(StoreError error) = 0;
   // Posts the outcome to the caller. Called once, after run() or fail().
   virtual void complete() = 0;
+  // Where the outcome goes, for handing a batch's outcomes over in one post;
+  // null for a job nobody waits for. deliver() hands it over on that
+  // executor (instead of complete()).
+  virtual const asio::any_io_executor* executor() const { return nullptr; }
+  virtual void deliver() {}
   // The failure run() or fail() left, if any.
   virtual std::optional<StoreError> error() const = 0;
 
@@ -84,6 +89,9 @@ class Operation final : public Job {
                  std::move(handler)(std::move(outcome));
                });
   }
+
+  const asio::any_io_executor* executor() const override { return &executor_; }
+  void deliver() override { std::move(handler_)(std::move(*outcome_)); }
 
  private:
  private:
@@ -345,9 +353,9 @@ Result<void> Store::close_database() {
   if (!db_) return {};
   if (!held_outcomes_.empty()) {
     try {
-      db_->exec("BEGIN IMMEDIATE");
+      db_->prepare("BEGIN IMMEDIATE").run();
       const bool held_written = write_held_outcomes();
-      db_->exec("COMMIT");
+      db_->prepare("COMMIT").run();
       if (held_written) held_outcomes_.clear();
     } catch (const sqlite::Error&) {
       try {
@@ -444,17 +452,17 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
     try {
       bool wrote = false;
       const auto began = Clock::now();
-      if (writes) db_->exec("BEGIN IMMEDIATE");
+      if (writes) db_->prepare("BEGIN IMMEDIATE").run();
       for (auto& job : batch) {
         if (job->kind() == JobKind::write) {
           ++writes_;
-          db_->exec("SAVEPOINT operation");
+          db_->prepare("SAVEPOINT operation").run();
           if (job->run()) {
             wrote = true;
           } else {
-            db_->exec("ROLLBACK TO operation");
+            db_->prepare("ROLLBACK TO operation").run();
           }
-          db_->exec("RELEASE operation");
+          db_->prepare("RELEASE operation").run();
         } else {
           ++reads_;
           job->run();
@@ -462,7 +470,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       }
       if (writes) {
         const bool held_written = write_held_outcomes();
-        db_->exec("COMMIT");
+        db_->prepare("COMMIT").run();
         ++commits_;
         const auto& metrics = commit_metrics();
         metrics.seconds.observe(std::chrono::duration<double>(Clock::now() - began).count());
@@ -498,7 +506,32 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
     note_write_succeeded();
     if (db_->wal_frames() >= options_.checkpoint_pages) checkpoint();
   }
-  for (auto& job : batch) job->complete();
+  complete_together(batch);
+}
+
+// The outcomes go back with one post per caller's executor (not one per
+// operation), in the batch's order.
+void Store::complete_together(std::vector<std::unique_ptr<Job>>& batch) {
+  using Jobs = std::vector<std::unique_ptr<Job>>;
+  auto group = std::make_shared<Jobs>();
+  const auto post_group = [&group] {
+    if (group->empty()) return;
+    const auto executor = *group->front()->executor();
+    asio::post(executor, [jobs = std::move(group)] {
+      for (auto& job : *jobs) job->deliver();
+    });
+    group = std::make_shared<Jobs>();
+  };
+  for (auto& job : batch) {
+    const auto* executor = job->executor();
+    if (executor == nullptr) {
+      job->complete();
+      continue;
+    }
+    if (!group->empty() && *group->front()->executor() != *executor) post_group();
+    group->push_back(std::move(job));
+  }
+  post_group();
 }
 
 bool Store::write_held_outcomes() {
@@ -535,10 +568,10 @@ void Store::probe() {
   ++probes_;
   next_probe_ = Clock::now() + options_.probe_interval;
   try {
-    db_->exec("BEGIN IMMEDIATE");
+    db_->prepare("BEGIN IMMEDIATE").run();
     schema::write_probe(*db_, queries::now_ms());
     const bool held_written = write_held_outcomes();
-    db_->exec("COMMIT");
+    db_->prepare("COMMIT").run();
     if (held_written) held_outcomes_.clear();
     note_write_succeeded();
   } catch (const sqlite::Error& e) {
@@ -646,6 +679,16 @@ awaitable<Result<std::vector<Message>>> Store::replies_after(std::string user_id
 awaitable<Result<Seq>> Store::advance_delivered(std::string user_id, Seq seq) {
   return submit<Seq>(JobKind::write, [this, user_id = std::move(user_id), seq] {
     return queries::advance_delivered(db(), user_id, seq);
+  });
+}
+
+awaitable<Result<void>> Store::advance_delivered(std::vector<std::pair<std::string, Seq>> cursors) {
+  return submit<void>(JobKind::write, [this, cursors = std::move(cursors)]() -> Result<void> {
+    for (const auto& [user_id, seq] : cursors) {
+      auto moved = queries::advance_delivered(db(), user_id, seq);
+      if (!moved && moved.error().kind != StoreError::Kind::not_found) return moved.error();
+    }
+    return {};
   });
 }
 

@@ -148,6 +148,9 @@ class Store {
   // Moves the session's delivered cursor forward to `seq` (never back);
   // returns the cursor after the update. Kind::not_found without a session.
   awaitable<Result<Seq>> advance_delivered(std::string user_id, Seq seq);
+  // The same for several sessions in one operation; sessions that do not
+  // exist are left out.
+  awaitable<Result<void>> advance_delivered(std::vector<std::pair<std::string, Seq>> cursors);
 
   awaitable<Result<std::optional<Session>>> session(std::string user_id);
 
@@ -194,6 +197,7 @@ class Store {
   // The store thread.
   void run();
   void run_batch(std::vector<std::unique_ptr<detail::Job>>& batch);
+  void complete_together(std::vector<std::unique_ptr<detail::Job>>& batch);
   Result<void> open_database();
   Result<void> close_database();
   sqlite::Connection& db();
