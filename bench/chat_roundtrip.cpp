@@ -15,10 +15,13 @@
 // text is "echo: " + the message; anything else fails the client.
 //
 // Output: one line for a reader, or with --csv one machine-readable line:
-//   csv,CLIENTS,ROUND_TRIPS,SECONDS,PER_SECOND,P50_MS,P99_MS,SERVER_CORES,FAILED_CLIENTS
+//   csv,CLIENTS,ROUND_TRIPS,SECONDS,PER_SECOND,P50_MS,P99_MS,SERVER_CORES,FAILED_CLIENTS,SERVER_RUNQUEUE
 // SERVER_CORES is the server's CPU time (from /proc/<pid>/stat, user + system,
 // every thread) over the wall time since every client connected: 1.0 is one
-// core busy all the time; 0 without a server pid.
+// core busy all the time. SERVER_RUNQUEUE is the time its threads were
+// runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat) over the same
+// wall time: on a machine shared with other work, the share of the run the
+// server was kept off its core. Both are 0 without a server pid.
 #include "runtime/asio.hpp"
 
 #include <boost/beast/core.hpp>
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -53,6 +57,18 @@ double cpu_seconds(int pid) {
   long utime = 0, stime = 0;
   fields >> utime >> stime;
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Nanoseconds the process's threads spent runnable but not running.
+double runqueue_seconds(int pid) {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "schedstat");
+    unsigned long long running = 0, waiting = 0;
+    if (in >> running >> waiting) total += static_cast<double>(waiting) / 1e9;
+  }
+  return total;
 }
 
 struct Options {
@@ -82,12 +98,14 @@ struct Run {
   int failures = 0;
   std::string first_error;
   double cpu_at_start = 0;
+  double runqueue_at_start = 0;
   int pid = 0;
 
   void connected_or_failed() {
     if (--waiting > 0) return;
     started = Clock::now();
     cpu_at_start = pid ? cpu_seconds(pid) : 0.0;
+    runqueue_at_start = pid ? runqueue_seconds(pid) : 0.0;
     measure_from = started;
     if (options.seconds > 0) {
       auto span = [](double s) {
@@ -213,6 +231,7 @@ int main(int argc, char** argv) {
   // included), so it is compared with the wall time of the same span.
   const double wall = std::chrono::duration<double>(ended - run.started).count();
   const double cpu = o.pid ? cpu_seconds(o.pid) - run.cpu_at_start : 0;
+  const double runqueue = o.pid ? runqueue_seconds(o.pid) - run.runqueue_at_start : 0;
   auto& latencies = run.latencies_ms;
   std::sort(latencies.begin(), latencies.end());
   auto percentile = [&](double p) {
@@ -220,14 +239,14 @@ int main(int argc, char** argv) {
   };
   const double rate = static_cast<double>(latencies.size()) / seconds;
   if (o.csv) {
-    std::printf("csv,%d,%zu,%.3f,%.1f,%.3f,%.3f,%.3f,%d\n", o.clients, latencies.size(), seconds,
-                rate, percentile(0.5), percentile(0.99), wall > 0 ? cpu / wall : 0.0,
-                run.failures);
+    std::printf("csv,%d,%zu,%.3f,%.1f,%.3f,%.3f,%.3f,%d,%.3f\n", o.clients, latencies.size(),
+                seconds, rate, percentile(0.5), percentile(0.99), wall > 0 ? cpu / wall : 0.0,
+                run.failures, wall > 0 ? runqueue / wall : 0.0);
   } else {
     std::printf("%d clients: %zu round trips in %.2f s = %.1f/s, p50 %.3f ms, p99 %.3f ms, "
-                "server CPU %.2f s (%.0f %% of one core), failed clients %d\n",
+                "server CPU %.2f s (%.0f %% of one core, %.0f %% waiting for a CPU), failed clients %d\n",
                 o.clients, latencies.size(), seconds, rate, percentile(0.5), percentile(0.99), cpu,
-                wall > 0 ? 100 * cpu / wall : 0.0, run.failures);
+                wall > 0 ? 100 * cpu / wall : 0.0, wall > 0 ? 100 * runqueue / wall : 0.0, run.failures);
   }
   if (!run.first_error.empty()) std::fprintf(stderr, "bench_chat: first failure: %s\n", run.first_error.c_str());
   return run.failures == 0 ? 0 : 1;

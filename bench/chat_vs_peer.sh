@@ -27,8 +27,9 @@
 #   --idle      idle connection counts ("" skips the memory part)
 #   --out       where the data files and the plot go
 #   --profile   after each mooring sweep, one more point with USERS users under
-#               `perf record -g` (not in the table); the top entries by thread and
-#               by symbol go to OUT/perf-mooring-<synchronous>.txt
+#               `perf record --call-graph dwarf` (not in the table); the top entries
+#               by thread, library and symbol, and mooring's functions with their
+#               callees, go to OUT/perf-mooring-<synchronous>.txt
 #   --quick     a smoke run: --users "1 50" --seconds 1 --warmup 0.3 --idle 1000,
 #               files into a temporary directory that is removed at exit
 #
@@ -183,10 +184,11 @@ if [ -n "$servers" ]; then
     echo "# Chat round trips, closed loop, 32-byte messages, echo provider (bench/chat_vs_peer.sh)"
     echo "# $when, mooring $commit, $machine"
     echo "# server on core $server_cpu, load generator on core $client_cpu; ${warmup} s warm-up + ${seconds} s measured per point"
-    echo "# server  synchronous  users  round_trips_per_s  p50_ms  p99_ms  server_cores  failed_clients"
+    echo "# server  synchronous  users  round_trips_per_s  p50_ms  p99_ms  server_cores  failed_clients  server_runqueue"
+    echo "# server_cores: the server's CPU time over the wall time; server_runqueue: the time its threads waited for a CPU, over the wall time"
   } > "$chat_dat"
   echo
-  printf '%-8s %-36s %6s %15s %9s %9s %10s\n' server settings users "round trips/s" "p50 ms" "p99 ms" "server CPU"
+  printf '%-8s %-36s %6s %15s %9s %9s %10s %10s\n' server settings users "round trips/s" "p50 ms" "p99 ms" "server CPU" "CPU wait"
   for entry in $servers; do
     server=${entry%%:*}
     sync=${entry#*:}
@@ -210,14 +212,14 @@ if [ -n "$servers" ]; then
         echo "bench_chat failed for $server at $sync with $u users: $(cat "$work/bench_chat.err")"
         continue
       fi
-      IFS=, read -r _ clients trips secs rate p50 p99 cores failed <<<"$line"
-      printf '%-8s %-36s %6d %15.0f %9.2f %9.2f %9.0f%%%s\n' "$server" "$settings" "$u" "$rate" \
-        "$p50" "$p99" "$(awk -v c="$cores" 'BEGIN{print c*100}')" \
+      IFS=, read -r _ clients trips secs rate p50 p99 cores failed runqueue <<<"$line"
+      printf '%-8s %-36s %6d %15.0f %9.2f %9.2f %9.0f%% %9.0f%%%s\n' "$server" "$settings" "$u" "$rate" \
+        "$p50" "$p99" "$(awk -v c="$cores" 'BEGIN{print c*100}')" "$(awk -v c="$runqueue" 'BEGIN{print c*100}')" \
         "$([ "$failed" = 0 ] || echo "  ($failed clients failed: $(head -c 200 "$work/bench_chat.err"))")"
-      echo "$server $sync $u $rate $p50 $p99 $cores $failed" >> "$chat_dat"
+      echo "$server $sync $u $rate $p50 $p99 $cores $failed $runqueue" >> "$chat_dat"
     done
     if [ -n "$profile" ] && [ "$server" = mooring ]; then
-      taskset -c "$client_cpu" perf record -q -g -F 999 -p "$server_pid" -o "$work/perf.data" \
+      taskset -c "$client_cpu" perf record -q --call-graph dwarf,16384 -F 499 -p "$server_pid" -o "$work/perf.data" \
         -- sleep "$(awk -v w="$warmup" -v s="$seconds" 'BEGIN{print w + s}')" >/dev/null 2>&1 &
       perf_pid=$!
       on_client_core "$build/bench/bench_chat" "$address" "$profile" 0 "$server_pid" \
@@ -231,6 +233,10 @@ if [ -n "$servers" ]; then
         top_entries comm,dso
         echo "# by symbol (self time)"
         top_entries comm,dso,symbol
+        echo "# mooring's functions, callees included (template arguments elided)"
+        perf report -i "$work/perf.data" --stdio --children -g none --sort symbol --percent-limit 2 \
+          2>/dev/null | grep '%' | grep 'mooring::\|sqlite3_step\|sqlite3_prepare\|fdatasync' |
+          sed 's/[ -]*$//; s/<[^<>]*>//g; s/<[^<>]*>//g; s/<[^<>]*>//g' | cut -c1-160
       } > "$out/perf-mooring-$sync.txt"
       echo "         profile with $profile users: $out/perf-mooring-$sync.txt"
     fi
