@@ -11,6 +11,6 @@ python3 bench/lifecycle.py "$build/mooring" 20
 python3 bench/admin_rss.py "$build/mooring" 1000
 "$build/bench/bench_llm" 100 20000
 "$build/bench/bench_shutdown" "$build/mooring" 20 0 100 1000
-./bench/chat_vs_peer.sh 50 40
+./bench/chat_vs_peer.sh
 ./bench/reload_vs_peer.sh 20 20
 /usr/bin/python3 bench/stop_with_clients.py "$build/mooring" 100 5
