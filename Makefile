@@ -88,11 +88,14 @@ test-tsan: deps
 
 # The benchmarks also need the FastAPI + uvicorn reference peer's packages.
 bench: deps
-	@dpkg-query -W -f='$${Status}' python3-fastapi 2>/dev/null | grep -q "install ok installed" || \
-	  (DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    python3-fastapi python3-uvicorn python3-websockets)
+	@missing=""; for p in python3-fastapi python3-uvicorn python3-websockets gnuplot-nox node-ws; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	cmake --preset release -DMOORING_BUILD_BENCH=ON -DMOORING_BUILD_TESTS=ON >/dev/null
-	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm bench_chat bench_shutdown bench_reload bench_onebot
+	cmake --build --preset release -j $(JOBS) --target mooring bench_admin_stop bench_llm bench_chat bench_shutdown bench_reload bench_onebot bench_idle bench_beast_idle
 	./bench/run.sh
 
 clean:
