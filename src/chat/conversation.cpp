@@ -26,8 +26,15 @@ runtime::Counter& messages_received() {
   return counter;
 }
 runtime::Counter& replies(std::string_view outcome) {
-  return runtime::metrics().counter("mooring_replies_total", "Replies finished, by outcome.",
-                                    {{"outcome", std::string(outcome)}});
+  const auto find = [](std::string_view name) -> runtime::Counter& {
+    return runtime::metrics().counter("mooring_replies_total", "Replies finished, by outcome.",
+                                      {{"outcome", std::string(name)}});
+  };
+  // Looked up once each (a registry lookup locks and allocates).
+  static auto& ok = find("ok");
+  static auto& failed = find("failed");
+  static auto& cancelled = find("cancelled");
+  return outcome == "ok" ? ok : outcome == "failed" ? failed : cancelled;
 }
 runtime::Histogram& round_trip() {
   static auto& histogram = runtime::metrics().histogram(

@@ -63,12 +63,23 @@ struct ProviderMetrics {
             "mooring_llm_circuit_open", "1 while the circuit breaker fails requests fast.",
             {{"provider", provider}})) {}
 
+  // Looked up once per outcome (a registry lookup locks and allocates).
   void outcome(std::string_view what) {
-    runtime::metrics()
-        .counter("mooring_llm_requests_total", "Replies asked of the provider, by outcome.",
-                 {{"provider", provider}, {"outcome", std::string(what)}})
-        .inc();
+    if (what == "ok") {
+      if (!ok_) ok_ = &counter(what);
+      ok_->inc();
+      return;
+    }
+    counter(what).inc();
   }
+
+ private:
+  runtime::Counter& counter(std::string_view what) {
+    return runtime::metrics().counter("mooring_llm_requests_total",
+                                      "Replies asked of the provider, by outcome.",
+                                      {{"provider", provider}, {"outcome", std::string(what)}});
+  }
+  runtime::Counter* ok_ = nullptr;
 };
 
 ResilientProvider::ResilientProvider(asio::any_io_executor executor,

@@ -223,6 +223,7 @@ class Store {
   bool closing_ = false;
 
   // Store thread only.
+  bool busy_ = false;  // work was queued while the last batch ran
   std::unique_ptr<sqlite::Connection> db_;
   runtime::LogLimiter limiter_;
   struct HeldOutcome {
