@@ -78,6 +78,8 @@ awaitable<void> implementation(std::string host, std::string port, std::string t
   auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
   websocket::stream<beast::tcp_stream> ws(co_await asio::this_coro::executor);
   co_await beast::get_lowest_layer(ws).async_connect(endpoints, asio::use_awaitable);
+  // As Node's ws (NapCat, LLOneBot) does: no Nagle delay on small frames.
+  beast::get_lowest_layer(ws).socket().set_option(tcp::no_delay(true));
   ws.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
     req.set("X-Self-ID", std::to_string(self_id));
     req.set("X-Client-Role", "Universal");

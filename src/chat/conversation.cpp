@@ -456,6 +456,12 @@ Conversations::Conversations(runtime::Supervisor& supervisor, store::Store& stor
 
 std::shared_ptr<Conversation> Conversations::get(const std::string& id) {
   if (auto it = conversations_.find(id); it != conversations_.end()) return it->second;
+  // Now and then the conversations whose outlets let them go (a QQ chat
+  // idle for a while) are forgotten, so their number stays bounded.
+  if (++made_ % 256 == 0) {
+    for (auto it = conversations_.begin(); it != conversations_.end();)
+      it = it->second->idle() ? conversations_.erase(it) : std::next(it);
+  }
   auto created = std::make_shared<Conversation>(*this, id);
   conversations_.emplace(id, created);
   for (const auto& [prefix, factory] : factories_) {

@@ -266,6 +266,7 @@ class Conversations {
   std::size_t peak_pending_ = 0;
   std::map<std::string, store::Seq, std::less<>> cursors_;  // not written yet
   bool writing_cursors_ = false;
+  std::uint64_t made_ = 0;  // conversations made, for the occasional sweep
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
  public:

@@ -29,6 +29,7 @@ constexpr std::size_t max_requests_kept = 100;
 constexpr std::size_t max_sent_ids_kept = 512;
 constexpr std::size_t max_origins_kept = 256;
 constexpr std::size_t backlog_page = 16;
+constexpr auto keep_idle_chat = std::chrono::minutes(5);
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -158,6 +159,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
 
   // The QQ message the next stored message with `client_id` is, for quoting.
   void expect(std::string client_id, std::string message_id, std::int64_t sender) {
+    last_active_ = Clock::now();
     expected_client_ = std::move(client_id);
     expected_message_ = std::move(message_id);
     expected_sender_ = sender;
@@ -209,7 +211,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     bot.update_reading();
   }
 
-  bool holds_work() const override { return !outgoing_.empty() || sending_; }
+  // A chat active in the last few minutes stays in memory with its recent
+  // messages (the next reply reads no history); an idle one is forgotten.
+  bool holds_work() const override {
+    return !outgoing_.empty() || sending_ || Clock::now() - last_active_ < keep_idle_chat;
+  }
 
   void set_interval(runtime::Duration interval) { pacer_.set_interval(interval); }
 
@@ -353,6 +359,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   std::string expected_message_;
   std::int64_t expected_sender_ = 0;
   bool full_ = false;
+  Clock::time_point last_active_ = Clock::now();
 };
 
 // --- the adapter ---------------------------------------------------------------
