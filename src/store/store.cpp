@@ -635,24 +635,27 @@ void Store::checkpoint() {
 awaitable<Result<Appended>> Store::append_user_message(std::string user_id, std::string content,
                                                        std::vector<std::string> images,
                                                        std::optional<std::string> client_id) {
-  return submit<Appended>(JobKind::write,
-                          [this, user_id = std::move(user_id), content = std::move(content),
-                           images = std::move(images), client_id = std::move(client_id)] {
-                            return queries::append_user_message(db(), queries::now_ms(), user_id,
-                                                                content, images, client_id);
-                          });
+  return append(std::move(user_id), std::move(content), std::move(images), std::move(client_id),
+                MessageStatus::pending);
 }
 
 awaitable<Result<Appended>> Store::append_context_message(std::string user_id,
                                                           std::string content,
                                                           std::vector<std::string> images,
                                                           std::optional<std::string> client_id) {
+  return append(std::move(user_id), std::move(content), std::move(images), std::move(client_id),
+                MessageStatus::answered);
+}
+
+awaitable<Result<Appended>> Store::append(std::string user_id, std::string content,
+                                          std::vector<std::string> images,
+                                          std::optional<std::string> client_id,
+                                          MessageStatus status) {
   return submit<Appended>(JobKind::write,
                           [this, user_id = std::move(user_id), content = std::move(content),
-                           images = std::move(images), client_id = std::move(client_id)] {
+                           images = std::move(images), client_id = std::move(client_id), status] {
                             return queries::append_user_message(db(), queries::now_ms(), user_id,
-                                                                content, images, client_id,
-                                                                MessageStatus::answered);
+                                                                content, images, client_id, status);
                           });
 }
 

@@ -192,6 +192,9 @@ class Store {
  private:
   template <typename T, typename Work>
   awaitable<Result<T>> submit(detail::JobKind kind, Work work);
+  awaitable<Result<Appended>> append(std::string user_id, std::string content,
+                                     std::vector<std::string> images,
+                                     std::optional<std::string> client_id, MessageStatus status);
   void enqueue(std::unique_ptr<detail::Job> job);
 
   // The store thread.
