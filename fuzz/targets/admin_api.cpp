@@ -95,7 +95,7 @@ void open_store() {
       if (!asked) co_return false;
       if (!co_await s.store_reply("alice", asked->seq, "answer\nwith \"quotes\" and \xC3\xA9")) co_return false;
     }
-    auto other = co_await s.append_user_message("onebot:private:42", "pending", {}, std::nullopt);
+    auto other = co_await s.append_user_message("qq:10001:private:42", "pending", {}, std::nullopt);
     co_return other.has_value();
   };
   if (!run_on(shared_store->io, seed())) fail("the store could not be seeded");
