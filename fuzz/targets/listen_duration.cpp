@@ -6,8 +6,8 @@
 //   longer than the input's digits and unit); any count formats to non-empty
 //   text, which parses back exactly when the count is not negative;
 // - an address that parses has a host that is "localhost" or an IP literal
-//   (no byte of the input is silently dropped), and formats back to text that
-//   parses to the same address;
+//   with no space or control character (no byte of the input is silently
+//   dropped), and formats back to text that parses to the same address;
 // - a refused address comes with an error that is non-empty and readable: no
 //   control characters, a bounded length whatever the input's, and valid
 //   UTF-8 when the input was;
@@ -89,7 +89,7 @@ bool has_control(std::string_view text) {
 // What the parser promises to accept as a host, checked independently of it.
 bool acceptable_host(const std::string& host) {
   if (host == "localhost") return true;
-  if (host.find('\0') != std::string::npos) return false;
+  if (has_control(host) || host.find(' ') != std::string::npos) return false;
   unsigned char buffer[16];
   if (::inet_pton(AF_INET, host.c_str(), buffer) == 1) return true;
   // A scope ("fe80::1%eth0") is part of an IPv6 literal to the resolver.
