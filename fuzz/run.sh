@@ -13,10 +13,10 @@ seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(chat_frame sse config http_server upstream_response onebot)
+[ ${#targets[@]} -gt 0 ] || targets=(chat_frame sse config http_server upstream_response onebot listen_duration admin_api)
 
-declare -A max_len=([chat_frame]=16384 [sse]=8192 [config]=131072 [http_server]=32768 [upstream_response]=32768 [onebot]=16384)
-declare -A dict=([chat_frame]=dict.json [sse]=dict.sse [config]=dict.toml [http_server]=dict.http [upstream_response]=dict.http [onebot]=dict.json)
+declare -A max_len=([chat_frame]=16384 [sse]=8192 [config]=131072 [http_server]=32768 [upstream_response]=32768 [onebot]=16384 [listen_duration]=1024 [admin_api]=32768)
+declare -A dict=([chat_frame]=dict.json [sse]=dict.sse [config]=dict.toml [http_server]=dict.http [upstream_response]=dict.http [onebot]=dict.json [listen_duration]=dict.listen [admin_api]=dict.admin)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

@@ -4,6 +4,7 @@
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
+#include <boost/url/pct_string_view.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -161,7 +162,15 @@ awaitable<HttpResponse> list_sessions(Context ctx, Request& request) {
 
 awaitable<HttpResponse> list_messages(Context ctx, Request& request) {
   if (!ctx->store) co_return unavailable(request);
-  const auto& user = request.params.at("user");
+  // The path segment as sent: clients (the web panel among them) percent-encode
+  // a session id ("qq:1:private:42" becomes "qq%3A1%3Aprivate%3A42").
+  const auto encoded = boost::urls::make_pct_string_view(request.params.at("user"));
+  if (!encoded)
+    co_return net::error_response(http::status::bad_request, "bad_user",
+                                  fmt::format("\"{}\" is not a valid percent-encoded session id",
+                                              runtime::shorten(request.params.at("user"), 64)),
+                                  request);
+  const std::string user = encoded->decode();
   const auto limit = query_number(request, "limit", 100, 1000);
   std::optional<store::Seq> before;
   if (auto b = query_number(request, "before", 0, std::size_t{1} << 62); b > 0)

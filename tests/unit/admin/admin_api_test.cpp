@@ -100,6 +100,48 @@ TEST(AdminApi, EventsStreamPublishedObjects) {
   admin.stop(*server, 1s);
 }
 
+// The web panel asks for a session's messages with the id percent-encoded
+// (encodeURIComponent): "qq:1:private:42" arrives as "qq%3A1%3Aprivate%3A42".
+TEST(AdminApi, SessionMessagesTakeAPercentEncodedSessionId) {
+  AdminFixture admin;
+  test::TempDir dir;
+  auto opened = admin.thread.call(store::Store::open(admin.thread.io().get_executor(), (dir / "data").string()));
+  ASSERT_TRUE(opened) << opened.error().message;
+  std::unique_ptr<store::Store> store = std::move(*opened);
+  ASSERT_TRUE(admin.thread.call(store->append_user_message("qq:1:private:42", "hello 100%")));
+  ASSERT_TRUE(admin.thread.call(store->append_user_message("a%b", "percent in the id")));
+  admin.router = make_admin_router(AdminContext{
+      token, [] { return json::object{}; }, [] { return true; }, admin.events, net::WsOptions{},
+      store.get()});
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+
+  for (const std::string path : {"qq%3A1%3Aprivate%3A42", "qq:1:private:42", "qq%3a1%3aprivate%3A42"}) {
+    auto reply = test::http_get(address, "/api/sessions/" + path + "/messages", token);
+    ASSERT_EQ(reply.status, 200) << path << ": " << reply.body;
+    const auto body = json::parse(reply.body);
+    EXPECT_EQ(body.at("user_id"), "qq:1:private:42") << path;
+    ASSERT_EQ(body.at("messages").as_array().size(), 1u) << path;
+    EXPECT_EQ(body.at("messages").at(0).at("content"), "hello 100%") << path;
+  }
+  auto percent = json::parse(test::http_get(address, "/api/sessions/a%25b/messages", token).body);
+  EXPECT_EQ(percent.at("messages").as_array().size(), 1u);
+
+  // A segment that is not valid percent-encoding is refused, not looked up.
+  for (const std::string path : {"a%b", "%", "%zz", "%4"}) {
+    auto reply = test::http_get(address, "/api/sessions/" + path + "/messages", token);
+    EXPECT_EQ(reply.status, 400) << path;
+    EXPECT_EQ(json::parse(reply.body).at("error").at("code"), "bad_user") << path;
+  }
+  admin.stop(*server, 1s);
+  admin.thread.run([&] {
+    server.reset();
+    return true;
+  });
+  store.reset();
+}
+
 // Seed 000, two hundred times over: stop the admin server while an events
 // client lingers (never reads, never closes); every stop returns, the same port
 // binds again at once, and no descriptor is left behind.

@@ -81,6 +81,36 @@ TEST(ParseListenAddress, RejectsHostNamesOtherThanLocalhost) {
   EXPECT_NE(parse_error("example.com:80").find("not resolved"), std::string::npos);
 }
 
+TEST(ParseListenAddress, RejectsAHostWithANulOrAControlCharacterInside) {
+  // The address check reads a C string: without a check of its own, the text
+  // after a NUL would be accepted as part of the host.
+  using namespace std::string_view_literals;
+  for (std::string_view text :
+       {"127.0.0.1\0junk:80"sv, "\0:80"sv, "localhost\0:80"sv, "[::1\0junk]:80"sv,
+        "[fe80::1%eth0\x01]:80"sv, "[fe80::1%eth 0]:80"sv, "127.0.0.1\x7f:80"sv}) {
+    const auto error = parse_error(text);
+    EXPECT_EQ(error.find('\0'), std::string::npos);
+  }
+  EXPECT_NE(parse_error("127.0.0.1\0junk:80"sv).find("control character"), std::string::npos);
+}
+
+TEST(ParseListenAddress, ErrorsAreShortAndPrintableWhateverTheText) {
+  const std::string long_host(1 << 20, 'x');
+  const std::string long_port(1 << 20, '9');
+  const std::string control_host = "\x1b[31mred\x1b[0m\r\n";
+  for (const std::string& text :
+       {long_host + ":80", "127.0.0.1:" + long_port, "[" + long_host + "]:80",
+        long_host + ":" + long_host + ":80", control_host + ":80", "[" + control_host + "]:80",
+        "127.0.0.1:" + control_host}) {
+    const auto error = parse_error(text);
+    EXPECT_LE(error.size(), 512u);
+    for (char c : error) {
+      const auto byte = static_cast<unsigned char>(c);
+      EXPECT_TRUE(byte >= 0x20 && byte != 0x7f) << "control byte " << int{byte} << " in " << error;
+    }
+  }
+}
+
 TEST(ListenAddress, ToStringBracketsIpv6AndParsesBack) {
   for (const ListenAddress& address :
        {ListenAddress{"127.0.0.1", 8080}, ListenAddress{"::1", 8080}, ListenAddress{"localhost", 0},
