@@ -41,13 +41,17 @@ std::string escape(std::string_view text, bool comma) {
   return out;
 }
 
-void append_text(Segments& segments, std::string_view raw) {
-  if (raw.empty()) return;
-  auto text = unescape(raw);
-  if (!segments.empty() && segments.back().type == "text")
+// Text joins the text segment before it, if any.
+void append_plain(Segments& segments, std::string text) {
+  if (text.empty()) return;
+  if (!segments.empty() && segments.back().type == "text" && !segments.back().data.empty())
     segments.back().data.front().second += text;
   else
     segments.push_back(text_segment(std::move(text)));
+}
+
+void append_text(Segments& segments, std::string_view raw) {
+  if (!raw.empty()) append_plain(segments, unescape(raw));
 }
 
 // One code's inside, between "[CQ:" and "]"; nullopt when it is not a code.
@@ -192,7 +196,11 @@ Segments parse_cq_string(std::string_view text) {
       continue;
     }
     append_text(segments, text.substr(plain_from, at - plain_from));
-    segments.push_back(std::move(*code));
+    // A [CQ:text] code (with or without its text= value) is plain text.
+    if (code->type == "text")
+      append_plain(segments, std::string(code->get("text").value_or("")));
+    else
+      segments.push_back(std::move(*code));
     at = plain_from = close + 1;
   }
   append_text(segments, text.substr(plain_from));

@@ -31,6 +31,17 @@ TEST(CqCode, ParsesTextAndCodesInOrder) {
   EXPECT_EQ(segments[3], seg("face", {{"id", "178"}}));
 }
 
+// Found by the fuzzer: "[CQ:text]" with no data followed by text appended to
+// the data of a segment that had none (undefined behaviour, a crash).
+TEST(CqCode, ATextCodeIsPlainTextWithOrWithoutItsValue) {
+  EXPECT_EQ(parse_cq_string(std::string("\0[CQ:text]x", 11)),
+            (Segments{text_segment(std::string("\0x", 2))}));
+  EXPECT_EQ(parse_cq_string("a[CQ:text,text=b&#44;c]d"), (Segments{text_segment("ab,cd")}));
+  EXPECT_EQ(parse_cq_string("[CQ:text][CQ:face,id=1]"), (Segments{seg("face", {{"id", "1"}})}));
+  const auto segments = parse_cq_string("[CQ:text]x");
+  EXPECT_EQ(parse_cq_string(to_cq_string(segments)), segments);
+}
+
 TEST(CqCode, ValuesKeepTheirEqualsSignsAndEscapedCommas) {
   // The spec's share example: a comma inside a value is &#44;.
   const std::string text =
