@@ -35,7 +35,7 @@ class FakeOutlet : public Outlet {
     events.push_back(fmt::format("reply to #{}: {}{}", reply.reply_to.value_or(0), reply.content,
                                  just_cancelled ? " (just cancelled)" : ""));
     replies.push_back(reply.seq);
-    if (!hold && conversation) conversation->delivered(reply.seq);
+    if (auto alive = conversation.lock(); !hold && alive) alive->delivered(reply.seq);
   }
   std::size_t page_size() const override { return page; }
   awaitable<bool> drained() override {
@@ -48,7 +48,8 @@ class FakeOutlet : public Outlet {
   }
   void detached() override { events.push_back("detached"); }
 
-  std::shared_ptr<Conversation> conversation;
+  // Weak, as a transport's outlet holds it: the conversation holds the outlet.
+  std::weak_ptr<Conversation> conversation;
   std::vector<std::string> events;
   std::vector<store::Seq> replies;
   std::string pieces;
