@@ -325,7 +325,13 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       const auto& error = result.error();
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) co_return;
-      log::warn("onebot: a reply to qq:{}:{}:{} was not sent ({}{}); it is sent again when bot {} "
+      // A connection that went away is an expected event (the implementation
+      // reconnects); a refused or unanswered call is worth a warning.
+      const auto level = error.kind == onebot::CallError::Kind::disconnected
+                             ? spdlog::level::info
+                             : spdlog::level::warn;
+      spdlog::log(level,
+                "onebot: a reply to qq:{}:{}:{} was not sent ({}{}); it is sent again when bot {} "
                 "connects again",
                 self->target_.self_id, self->target_.group ? "group" : "private", self->target_.id,
                 error.kind == onebot::CallError::Kind::failed

@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -50,29 +52,39 @@ class HealthProbe {
  public:
   explicit HealthProbe(std::string admin)
       : thread_([this, admin] {
+          std::unique_lock lock(mutex_);
           while (!stop_) {
+            lock.unlock();
             const auto started = std::chrono::steady_clock::now();
             const auto reply = http_get(admin, "/healthz");
             const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started);
             if (reply.status != 200) ++failures_;
             worst_ = std::max<long>(worst_, took.count());
-            std::this_thread::sleep_for(10ms);  // a steady probing pace, not a wait
+            lock.lock();
+            // The next probe in 10 ms, or at once to stop: stop() wakes it.
+            stopped_.wait_for(lock, 10ms, [this] { return stop_; });
           }
         }) {}
   ~HealthProbe() { stop(); }
   void stop() {
-    stop_ = true;
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    stopped_.notify_all();
     if (thread_.joinable()) thread_.join();
   }
   long worst_ms() const { return worst_; }
   int failures() const { return failures_; }
 
  private:
-  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable stopped_;
+  bool stop_ = false;  // under mutex_
   std::atomic<long> worst_{0};
   std::atomic<int> failures_{0};
-  std::thread thread_;
+  std::thread thread_;  // last: started once everything above exists
 };
 
 // The reply to a message: a chat frame, or the error frame of a failed reply.
