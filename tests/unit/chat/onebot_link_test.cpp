@@ -1,4 +1,5 @@
 #include "chat/onebot_link.hpp"
+#include "chat/onebot_event.hpp"
 
 #include <gtest/gtest.h>
 
@@ -67,6 +68,27 @@ TEST(OneBotFrames, EventsAndAnswersAreToldApartAndNothingThrows) {
   for (const char* bad : {"", "[", "[]", "42", R"({"status":"ok"})", R"({"echo":null})",
                           R"({"retcode":99999999999999999999999,"echo":"x"})"})
     EXPECT_FALSE(std::holds_alternative<Event>(sort_frame(bad))) << bad;
+}
+
+// The worst a OneBot implementation could send: 10,000 levels of nesting,
+// invalid UTF-8, ids of 2^63 and beyond, an echo 64 KiB long.
+TEST(OneBotFrames, TheWorstFramesAreUnreadableOrReadNeverThrown) {
+  const std::string deep = std::string(10000, '[') + std::string(10000, ']');
+  EXPECT_TRUE(std::holds_alternative<Unreadable>(sort_frame(deep)));
+  const std::string deep_event =
+      R"({"post_type":"message","message":)" + deep + "}";
+  EXPECT_TRUE(std::holds_alternative<Unreadable>(sort_frame(deep_event)));
+  EXPECT_TRUE(std::holds_alternative<Unreadable>(
+      sort_frame("{\"post_type\":\"message\",\"raw_message\":\"\xff\xfe\"}")));
+  auto event = sort_frame(R"({"post_type":"message","message_type":"group","message_id":9223372036854775808,)"
+                          R"("group_id":"9223372036854775808","user_id":-9223372036854775808,"message":"x"})");
+  ASSERT_TRUE(std::holds_alternative<Event>(event));
+  EXPECT_TRUE(std::holds_alternative<Ignored>(read_event(std::get<Event>(event).object)))
+      << "a group id beyond int64 is no group id";
+  const std::string long_echo(64 * 1024, 'e');
+  auto answer = sort_frame(R"({"retcode":0,"echo":")" + long_echo + "\"}");
+  ASSERT_TRUE(std::holds_alternative<Answer>(answer));
+  EXPECT_EQ(std::get<Answer>(answer).echo.size(), long_echo.size());
 }
 
 class ApiCallsTest : public testing::Test {
