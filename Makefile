@@ -77,9 +77,12 @@ fuzz-replay: fuzz-build
 fuzz: fuzz-build
 	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
-# The runtime, network and admin suites under ThreadSanitizer.
-SANITIZED_SUITES := runtime_tests net_tests admin_tests
-SANITIZED_TESTS := '^(runtime|net|admin)\.'
+# Every suite but the browser and interop ones under ThreadSanitizer: the
+# store thread and the network thread meet in the store, chat, admin and app
+# layers, and the integration suite runs the real binary built with it.
+SANITIZED_SUITES := mooring runtime_tests net_tests store_tests llm_tests chat_tests \
+  admin_tests app_tests integration_tests
+SANITIZED_TESTS := '^(runtime|net|store|llm|chat|admin|app|integration)\.'
 
 test-tsan: deps
 	cmake --preset tsan >/dev/null

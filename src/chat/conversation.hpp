@@ -27,7 +27,8 @@
 #include "runtime/time.hpp"
 #include "store/store.hpp"
 
-#include <deque>
+#include <boost/container/devector.hpp>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -179,10 +180,12 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   std::string id_;
   std::shared_ptr<Outlet> outlet_;
   std::uint64_t generation_ = 0;
-  std::deque<Queued> inbox_;
+  // devectors: an idle conversation holds no buffer (a std::deque allocates
+  // its first block when it is made).
+  boost::container::devector<Queued> inbox_;
   bool inbox_running_ = false;
   bool handling_ = false;  // an item taken from the inbox is being handled
-  std::deque<ToAnswer> to_answer_;
+  boost::container::devector<ToAnswer> to_answer_;
   runtime::TaskId reply_task_ = 0;
   bool user_cancelled_ = false;
   store::Seq cursor_written_ = 0;
@@ -195,7 +198,7 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
     store::Role role;
     std::string content;
   };
-  std::deque<Recent> recent_;
+  boost::container::devector<Recent> recent_;
   std::size_t recent_bytes_ = 0;
   bool recent_loaded_ = false;    // recent_ holds every stored message from its first on
   bool recent_loading_ = false;   // the first read is in flight: stored messages are kept

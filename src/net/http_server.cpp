@@ -121,6 +121,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         log::error("{}: connection from {} failed: {}", self->server_->name, self->remote_,
                    runtime::describe_current_exception());
     }
+    // A WebSocket runs after serve() has returned: the request, its parser and
+    // serve()'s frame are gone while the connection lives (never throws).
+    if (auto ws = self->ws_) co_await WsConnection::run(std::move(ws));
     self->finish();
   }
 
@@ -273,7 +276,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       }
 
       if (match.route->ws) {
-        co_await upgrade(*match.route->ws, request);
+        co_await upgrade(*match.route->ws, request);  // run() runs the connection
         co_return;
       }
 
@@ -341,7 +344,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       ws_->close(websocket::close_code::internal_error, "internal error");
     }
     if (closing_) ws_->close(websocket::close_code::going_away, "server shutting down");
-    co_await WsConnection::run(ws_);
+    buffer_ = beast::flat_buffer();
   }
 
   awaitable<bool> write(HttpResponse response) {

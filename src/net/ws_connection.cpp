@@ -4,8 +4,10 @@
 #include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 
+#include <algorithm>
+#include <array>
+
 #include <boost/asio/ssl/error.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/error.hpp>
 
 namespace mooring::net {
@@ -55,19 +57,21 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       options_(options),
       remote_(std::move(remote)),
       log_name_(std::move(log_name)),
-      wake_(stream_.get_executor()),
+      heartbeat_(stream_.get_executor()),
       close_watchdog_(stream_.get_executor()),
       write_watchdog_(stream_.get_executor()),
       last_heard_(Clock::now()),
       resumed_(stream_.get_executor()),
       frames_in_(frames(log_name_, "in")),
       frames_out_(frames(log_name_, "out")) {
+  beast::get_lowest_layer(stream_).expires_never();  // the heartbeat bounds silence
   stream_.read_message_max(options_.max_message_bytes);
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
   timeouts.idle_timeout = websocket::stream_base::none();  // the heartbeat below replaces it
   timeouts.keep_alive_pings = false;
   stream_.set_option(timeouts);
+  stream_.text(true);
   stream_.control_callback([this](websocket::frame_type, std::string_view) {
     last_heard_ = Clock::now();
     awaiting_pong_ = false;
@@ -75,28 +79,78 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
 }
 
 awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
-  using namespace asio::experimental::awaitable_operators;
-  beast::get_lowest_layer(self->stream_).expires_never();
+  auto& connection = *self;
+  return connection.serve(std::move(self));
+}
+
+// The reader: one coroutine frame per connection (the writer and the
+// heartbeat are completion handlers); its `self` parameter keeps the
+// connection alive.
+awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
+  arm_heartbeat();
+  write_next();  // frames the owner sent before run()
   try {
-    co_await (self->read_loop() && self->write_loop());
+    // The first bytes of a message land in a small array in this frame: an
+    // idle connection holds no read buffer. The rest is read straight into
+    // the message's string, which on_text receives; nothing is kept after.
+    std::array<char, 128> first;
+    for (;;) {
+      // No co_await inside a condition: GCC 12 mishandles it.
+      bool cancelled = co_await runtime::cancelled();
+      while (paused_ && state_ != State::closed && !cancelled) {
+        co_await resumed_.wait_until(runtime::Deadline::never());
+        cancelled = co_await runtime::cancelled();
+      }
+      if (state_ == State::closed || cancelled) break;
+      auto [ec, n] = co_await stream_.async_read_some(asio::buffer(first), use_tuple);
+      std::string text(first.data(), ec ? 0 : n);
+      while (!ec && !stream_.is_message_done()) {
+        const std::size_t old_size = text.size();
+        const std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
+        text.resize(old_size + chunk);
+        auto [more_ec, more] =
+            co_await stream_.async_read_some(asio::buffer(text.data() + old_size, chunk), use_tuple);
+        text.resize(old_size + (more_ec ? 0 : more));
+        ec = more_ec;
+      }
+      if (ec) {
+        read_ended(ec);
+        break;
+      }
+      frames_in_.inc();
+      last_heard_ = Clock::now();
+      awaiting_pong_ = false;
+      // A read already under way when the owner paused is held back too.
+      cancelled = co_await runtime::cancelled();
+      while (paused_ && state_ != State::closed && !cancelled) {
+        co_await resumed_.wait_until(runtime::Deadline::never());
+        cancelled = co_await runtime::cancelled();
+      }
+      if (state_ == State::closed || cancelled) break;
+      deliver(std::move(text));
+    }
+    state_ = State::closed;
   } catch (...) {
     // A cancellation (the supervisor's) ends the connection like a close.
     if (!runtime::is_cancellation(std::current_exception()))
-      log::error("{}: connection from {} failed: {}", self->log_name_, self->remote_,
+      log::error("{}: connection from {} failed: {}", log_name_, remote_,
                  runtime::describe_current_exception());
   }
-  self->finish();
+  finish();
 }
 
-// Runs once, after both coroutines have ended, on every path out of run().
+// Runs once, after the reader has ended, on every path out of run(). A write
+// still in flight completes later with an error (the socket is closed) and
+// reports nothing.
 void WsConnection::finish() {
+  finished_ = true;
   force_close();
+  heartbeat_.cancel();
   close_watchdog_.cancel();
   write_watchdog_.cancel();
   on_text = nullptr;
   queue_.clear();
   queued_bytes_ = 0;
-  read_buffer_ = beast::flat_buffer();
   closes(log_name_, close_code_label(closed_)).inc();
   if (!on_closed) return;
   auto callback = std::move(on_closed);
@@ -106,6 +160,22 @@ void WsConnection::finish() {
   } catch (...) {
     log::error("{}: reporting the end of the connection from {} failed: {}", log_name_, remote_,
                runtime::describe_current_exception());
+  }
+}
+
+// Why reading ended, for on_closed and the log.
+void WsConnection::read_ended(const error_code& ec) {
+  if (ec == websocket::error::closed && closed_.code == 0) {
+    closed_.code = stream_.reason().code;
+    closed_.reason = std::string(stream_.reason().reason.c_str());
+    closed_.by_peer = true;
+  } else if (ec == websocket::error::message_too_big) {
+    closed_.code = websocket::close_code::too_big;
+    closed_.reason = "message too big";
+    log::info("{}: {} sent a message over {} bytes; closed with 1009", log_name_, remote_,
+              options_.max_message_bytes);
+  } else if (!is_expected_ending(ec)) {
+    log::info("{}: connection from {} ended: {}", log_name_, remote_, ec.message());
   }
 }
 
@@ -123,117 +193,100 @@ void WsConnection::deliver(std::string text) {
   }
 }
 
-awaitable<void> WsConnection::read_loop() {
-  auto& buffer = read_buffer_;
-  for (;;) {
-    // No co_await inside a condition: GCC 12 mishandles it.
-    bool cancelled = co_await runtime::cancelled();
-    while (paused_ && state_ != State::closed && !cancelled) {
-      co_await resumed_.wait_until(runtime::Deadline::never());
-      cancelled = co_await runtime::cancelled();
-    }
-    if (state_ == State::closed || cancelled) break;
-    auto [ec, n] = co_await stream_.async_read(buffer, use_tuple);
-    if (ec) {
-      if (ec == websocket::error::closed && closed_.code == 0) {
-        closed_.code = stream_.reason().code;
-        closed_.reason = std::string(stream_.reason().reason.c_str());
-        closed_.by_peer = true;
-      } else if (ec == websocket::error::message_too_big) {
-        closed_.code = websocket::close_code::too_big;
-        closed_.reason = "message too big";
-        log::info("{}: {} sent a message over {} bytes; closed with 1009", log_name_, remote_,
-                  options_.max_message_bytes);
-      } else if (!is_expected_ending(ec)) {
-        log::info("{}: connection from {} ended: {}", log_name_, remote_, ec.message());
-      }
-      break;
-    }
-    frames_in_.inc();
-    last_heard_ = Clock::now();
-    awaiting_pong_ = false;
-    std::string text = beast::buffers_to_string(buffer.data());
-    buffer.consume(buffer.size());
-    if (buffer.capacity() > small_buffer_bytes) buffer.shrink_to_fit();
-    // A read already under way when the owner paused is held back too.
-    cancelled = co_await runtime::cancelled();
-    while (paused_ && state_ != State::closed && !cancelled) {
-      co_await resumed_.wait_until(runtime::Deadline::never());
-      cancelled = co_await runtime::cancelled();
-    }
-    if (state_ == State::closed || cancelled) break;
-    deliver(std::move(text));
+// Starts the next write when none is in flight: the queued frames in order,
+// then the close frame (closing) or a ping (heartbeat). Each completion
+// starts the next, so a burst of frames is a chain of writes with no timer
+// or coroutine wake-up between them.
+void WsConnection::write_next() {
+  if (write_busy_ || state_ == State::closed || finished_) return;
+  if (!queue_.empty()) {
+    writing_ = std::move(queue_.front());
+    queue_.pop_front();
+    write_busy_ = writing_frame_ = true;
+    watch_write();
+    stream_.async_write(asio::buffer(writing_.text),
+                        [self = shared_from_this()](error_code ec, std::size_t) { self->written(ec); });
+    return;
   }
-  if (state_ != State::closed) {
-    state_ = State::closed;
-    wake_writer();
+  if (state_ == State::closing) {
+    if (close_sent_) return;
+    close_sent_ = write_busy_ = true;
+    const websocket::close_reason reason(static_cast<websocket::close_code>(closed_.code), closed_.reason);
+    stream_.async_close(reason, [self = shared_from_this()](error_code) {
+      self->write_busy_ = false;
+      self->force_close();
+    });
+    return;
+  }
+  if (ping_wanted_ && !paused_) {
+    ping_wanted_ = false;
+    ping_sent_ = Clock::now();
+    awaiting_pong_ = true;
+    write_busy_ = true;
+    watch_write();
+    stream_.async_ping({}, [self = shared_from_this()](error_code ec) {
+      self->write_busy_ = false;
+      self->in_write_ = false;
+      if (ec) {
+        self->force_close();
+        return;
+      }
+      self->write_next();
+    });
   }
 }
 
-awaitable<void> WsConnection::write_loop() {
-  for (;;) {
-    if (state_ == State::closed) co_return;
-    if (!queue_.empty()) {
-      stream_.text(true);
-      writing_ = true;
-      watch_write();
-      auto [ec, n] = co_await stream_.async_write(asio::buffer(queue_.front().text), use_tuple);
-      in_write_ = false;
-      writing_ = false;
-      if (ec) {
-        force_close();
-        co_return;
-      }
-      frames_out_.inc();
-      auto written = std::move(queue_.front().on_written);
-      queued_bytes_ -= queue_.front().text.size();
-      queue_.pop_front();
-      if (written) written();
-      continue;
-    }
-    if (state_ == State::closing) {
-      co_await stream_.async_close(
-          websocket::close_reason(static_cast<websocket::close_code>(closed_.code), closed_.reason), use_tuple);
-      force_close();
-      co_return;
-    }
-    const auto now = Clock::now();
-    if (paused_) {
-      // Not reading means a pong would not be seen either: the heartbeat
-      // waits until the owner resumes reading.
-      wake_.expires_at(Clock::time_point::max());
-      co_await wake_.async_wait(use_tuple);
-      const bool cancelled = co_await runtime::cancelled();
-      if (cancelled) co_return;
-      continue;
-    }
-    if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
-      log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
-                runtime::format_duration(options_.heartbeat_timeout));
-      force_close();
-      co_return;
-    }
-    if (!awaiting_pong_ && now >= last_heard_ + options_.heartbeat_interval) {
-      ping_sent_ = now;
-      awaiting_pong_ = true;
-      watch_write();
-      auto [ec] = co_await stream_.async_ping({}, use_tuple);
-      in_write_ = false;
-      if (ec) {
-        force_close();
-        co_return;
-      }
-      continue;
-    }
-    wake_.expires_at(awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
-                                    : last_heard_ + options_.heartbeat_interval);
-    co_await wake_.async_wait(use_tuple);
-    const bool cancelled = co_await runtime::cancelled();
-    if (cancelled) co_return;
+void WsConnection::written(error_code ec) {
+  write_busy_ = writing_frame_ = false;
+  in_write_ = false;
+  auto frame = std::move(writing_);
+  writing_ = Outgoing{};
+  queued_bytes_ -= std::min(queued_bytes_, frame.text.size());
+  if (finished_) return;
+  if (ec) {
+    force_close();
+    return;
   }
+  frames_out_.inc();
+  if (frame.on_written) frame.on_written();
+  write_next();
 }
 
-void WsConnection::wake_writer() { wake_.cancel(); }
+// The heartbeat: one timer, re-armed for the next moment something is due
+// when it fires (a frame heard meanwhile moves that moment later).
+void WsConnection::arm_heartbeat() {
+  if (heartbeat_armed_ || paused_ || state_ == State::closed || finished_) return;
+  heartbeat_armed_ = true;
+  const auto now = Clock::now();
+  const auto due = awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
+                   : ping_wanted_ ? now + options_.heartbeat_timeout  // behind queued frames
+                                  : last_heard_ + options_.heartbeat_interval;
+  heartbeat_.expires_at(due);
+  heartbeat_.async_wait([weak = weak_from_this()](error_code ec) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->heartbeat_armed_ = false;
+    if (!ec) self->heartbeat();
+  });
+}
+
+void WsConnection::heartbeat() {
+  // Not reading means a pong would not be seen either: the heartbeat waits
+  // until the owner resumes reading (resume_reading() re-arms it).
+  if (paused_ || state_ == State::closed || finished_) return;
+  const auto now = Clock::now();
+  if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
+    log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
+              runtime::format_duration(options_.heartbeat_timeout));
+    force_close();
+    return;
+  }
+  if (!awaiting_pong_ && !ping_wanted_ && now >= last_heard_ + options_.heartbeat_interval) {
+    ping_wanted_ = true;
+    write_next();
+  }
+  arm_heartbeat();
+}
 
 // A peer that stopped reading fills the socket buffers and a write never
 // completes; the heartbeat, which runs between writes, would never notice.
@@ -273,14 +326,14 @@ error_code WsConnection::send(std::string text, std::function<void()> on_written
     log::warn("{}: {} is not reading ({} frames, {} bytes queued); closing with 1008 slow consumer",
               log_name_, remote_, queue_.size(), queued_bytes_);
     // The frame being written stays: its buffer is in use until the write ends.
-    queue_.erase(queue_.begin() + (writing_ ? 1 : 0), queue_.end());
-    queued_bytes_ = queue_.empty() ? 0 : queue_.front().text.size();
+    queue_.clear();
+    queued_bytes_ = writing_frame_ ? writing_.text.size() : 0;
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
   queued_bytes_ += text.size();
   queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
-  wake_writer();
+  write_next();
   return {};
 }
 
@@ -289,7 +342,7 @@ void WsConnection::close(websocket::close_code code, std::string reason) {
   state_ = State::closing;
   closed_.code = static_cast<std::uint16_t>(code);
   closed_.reason = std::move(reason);
-  wake_writer();
+  write_next();
   close_watchdog_.expires_after(options_.close_timeout);
   close_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
     if (ec) return;
@@ -306,7 +359,8 @@ void WsConnection::resume_reading() {
   last_heard_ = Clock::now();
   awaiting_pong_ = false;
   resumed_.notify_all();
-  wake_writer();
+  arm_heartbeat();
+  write_next();  // a ping that waited for the pause to end
 }
 
 void WsConnection::force_close() {
@@ -314,7 +368,7 @@ void WsConnection::force_close() {
   error_code ignored;
   beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_both, ignored);
   beast::get_lowest_layer(stream_).socket().close(ignored);
-  wake_writer();
+  heartbeat_.cancel();
   resumed_.notify_all();
 }
 

@@ -11,11 +11,13 @@
 //   and force-closes the socket if that has not finished within close_timeout.
 // - A peer that stays silent for heartbeat_timeout after a ping is cut off.
 // - A message over max_message_bytes closes the connection with 1009.
-// - on_closed runs exactly once, when both coroutines have ended, whatever
-//   ended them: an exception from on_text is logged once with the peer and
-//   closes the connection with 1011 "internal error".
+// - on_closed runs exactly once, when the connection has ended, whatever ended
+//   it: an exception from on_text is logged once with the peer and closes the
+//   connection with 1011 "internal error". Nothing is delivered, and no
+//   on_written runs, after it.
 // - Memory does not depend on the largest message a connection ever carried:
-//   a read buffer grown past small_buffer_bytes is released after its message.
+//   a message is read into the string on_text receives, and no read buffer
+//   is kept between messages.
 // - pause_reading() stops taking frames off the socket until resume_reading()
 //   (TCP then pushes back on the peer); the heartbeat does not count the
 //   pause against the peer.
@@ -23,6 +25,11 @@
 //   and written (mooring_websocket_frames_total{direction}), and connections
 //   ended by close code (mooring_websocket_closes_total{code}; see
 //   close_code_label).
+//
+// One coroutine reads; writes are chained completion handlers started by
+// send(), and the heartbeat is one timer re-armed when it fires. An idle
+// connection holds one pending read and one timer, and a frame costs no
+// timer operation or coroutine wake-up of its own.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -30,11 +37,10 @@
 #include "runtime/metrics.hpp"
 #include "runtime/time.hpp"
 
-#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/container/devector.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket.hpp>
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -73,9 +79,6 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
  public:
   using Stream = websocket::stream<boost::beast::tcp_stream>;
 
-  // A read buffer larger than this is given back after its message.
-  static constexpr std::size_t small_buffer_bytes = 16 * 1024;
-
   WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
   WsConnection(const WsConnection&) = delete;
   WsConnection& operator=(const WsConnection&) = delete;
@@ -102,19 +105,21 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void resume_reading();
   bool reading_paused() const { return paused_; }
 
-  std::size_t queued() const { return queue_.size(); }
+  // Frames not written yet, the one being written included.
+  std::size_t queued() const { return queue_.size() + (writing_frame_ ? 1 : 0); }
   std::size_t queued_bytes() const { return queued_bytes_; }
-  // Capacity of the buffer frames are read into (memory held between messages).
-  std::size_t read_buffer_capacity() const { return read_buffer_.capacity(); }
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
 
  private:
   enum class State { open, closing, closed };
 
-  awaitable<void> read_loop();
-  awaitable<void> write_loop();
-  void wake_writer();
+  awaitable<void> serve(std::shared_ptr<WsConnection> self);
+  void read_ended(const error_code& ec);
+  void write_next();
+  void written(error_code ec);
+  void arm_heartbeat();
+  void heartbeat();
   void watch_write();
   void arm_write_watchdog();
   void deliver(std::string text);
@@ -129,17 +134,24 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
     std::string text;
     std::function<void()> on_written;
   };
-  std::deque<Outgoing> queue_;
+  // A devector allocates nothing while the connection is idle; the frame
+  // being written is moved out of it, so the queue may grow meanwhile.
+  boost::container::devector<Outgoing> queue_;
+  Outgoing writing_;
   std::size_t queued_bytes_ = 0;
-  boost::beast::flat_buffer read_buffer_;
-  asio::steady_timer wake_;
+  asio::steady_timer heartbeat_;
   asio::steady_timer close_watchdog_;
   asio::steady_timer write_watchdog_;
   WsClosed closed_;
   Clock::time_point last_heard_;
   Clock::time_point ping_sent_;
   bool awaiting_pong_ = false;
-  bool writing_ = false;  // the front of queue_ is being written
+  bool ping_wanted_ = false;  // sent once the frames queued before it are
+  bool heartbeat_armed_ = false;
+  bool write_busy_ = false;  // a frame, a ping or the close frame is being written
+  bool writing_frame_ = false;  // ... and it is writing_
+  bool close_sent_ = false;
+  bool finished_ = false;
   bool in_write_ = false;  // a frame or a ping is being written (for the watchdog)
   bool write_watch_armed_ = false;
   bool paused_ = false;

@@ -356,8 +356,10 @@ TEST(UntrustedUpstream, EndlessFramingEndsTheAttemptAtOnce) {
     });
     auto reply = ask(openai(upstream.base_url()));
     ASSERT_FALSE(reply.result.has_value());
+    // Ended by a size limit, not by the attempt timeout, and long before the
+    // upstream's 2 GiB: how long that took depends on the build (ThreadSanitizer
+    // reads the tens of megabytes ten times slower), not on mooring.
     EXPECT_NE(reply.result.error().kind, Kind::timeout) << reply.result.error().detail;
-    EXPECT_LT(reply.took, 10s) << reply.result.error().detail;
     EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
     EXPECT_LT(upstream.bytes_sent(), 64ull * 1000 * 1000);
   }

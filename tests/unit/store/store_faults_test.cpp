@@ -405,7 +405,11 @@ TEST_F(StoreFaultsTest, AFullDiskDegradesTheStoreUntilWritesSucceedAgain) {
       10s));
   EXPECT_GE(store->stats().probes, 1u);
   EXPECT_EQ(log.lines_with("writes succeed again").size(), 1u);
-  auto summary = log.lines_with(" more in the last ");
+  // One summary of the storm; a slow machine may also summarise the probe's
+  // own repeated failures, a line of their own.
+  std::vector<std::string> summary;
+  for (const auto& line : log.lines_with(" more in the last "))
+    if (line.find("nothing of the transaction was stored") != std::string::npos) summary.push_back(line);
   ASSERT_EQ(summary.size(), 1u);
   std::printf("[ log ] %s\n", summary[0].c_str());
   for (const auto& line : log.all()) EXPECT_EQ(line.find("store: store:"), std::string::npos) << line;
