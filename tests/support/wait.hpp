@@ -15,6 +15,15 @@ namespace mooring::test {
 
 using namespace std::chrono_literals;
 
+// How many times slower than a plain build this one runs code it instruments:
+// bounds that keep a hang from passing for an answer (not speed goals) are
+// multiplied by it. ThreadSanitizer runs the host about four times slower.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr int build_slowdown = 4;
+#else
+inline constexpr int build_slowdown = 1;
+#endif
+
 // Checks `condition` every `interval` until it holds (true) or `timeout`
 // passes (false).
 inline bool poll_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
