@@ -320,11 +320,12 @@ void WsConnection::arm_write_watchdog() {
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
   if (state_ != State::open) return asio::error::not_connected;
-  const bool too_many = queue_.size() >= options_.send_queue_limit;
-  const bool too_big = !queue_.empty() && queued_bytes_ + text.size() > options_.send_queue_bytes;
+  // The frame being written counts as queued until its write ends.
+  const bool too_many = queued() >= options_.send_queue_limit;
+  const bool too_big = queued() > 0 && queued_bytes_ + text.size() > options_.send_queue_bytes;
   if (too_many || too_big) {
     log::warn("{}: {} is not reading ({} frames, {} bytes queued); closing with 1008 slow consumer",
-              log_name_, remote_, queue_.size(), queued_bytes_);
+              log_name_, remote_, queued(), queued_bytes_);
     // The frame being written stays: its buffer is in use until the write ends.
     queue_.clear();
     queued_bytes_ = writing_frame_ ? writing_.text.size() : 0;
