@@ -124,6 +124,7 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
         fmt::format("{} frame(s) were dropped unhandled; send any message again", dropped);
     self->tell_error("cancelled", told, 0);
   }
+  if (self->inbox_.capacity() > 16) self->inbox_ = {};  // a burst's buffer goes back
   self->inbox_running_ = false;
   self->pending_changed();
   self->owner_.forget_if_idle(self->id_);
@@ -236,6 +237,7 @@ void Conversation::start_next_reply() {
   if (reply_task_ || to_answer_.empty()) return;
   auto work = std::move(to_answer_.front());
   to_answer_.pop_front();
+  if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = {};
   user_cancelled_ = false;
   auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);
   reply_task_ = owner_.supervisor_.spawn(std::move(name), std::string(replies_group),

@@ -122,8 +122,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                    runtime::describe_current_exception());
     }
     // A WebSocket runs after serve() has returned: the request, its parser and
-    // serve()'s frame are gone while the connection lives (never throws).
-    if (auto ws = self->ws_) co_await WsConnection::run(std::move(ws));
+    // serve()'s frame are gone while the connection lives. It runs even if the
+    // task was cancelled meanwhile (it then ends at once), so that on_closed
+    // reaches its owner: co_await must not throw before it starts.
+    if (auto ws = self->ws_) {
+      co_await asio::this_coro::throw_if_cancelled(false);
+      co_await WsConnection::run(std::move(ws));
+    }
     self->finish();
   }
 

@@ -248,7 +248,19 @@ void WsConnection::written(error_code ec) {
     return;
   }
   frames_out_.inc();
-  if (frame.on_written) frame.on_written();
+  // A queue a burst grew gives its buffer back once drained: an idle
+  // connection holds none.
+  if (queue_.empty() && queue_.capacity() > 16) queue_ = {};
+  if (frame.on_written) {
+    // Called from a completion handler: nothing may escape to the event loop.
+    try {
+      frame.on_written();
+    } catch (...) {
+      log::error("{}: handling a written frame to {} failed: {}; closing with 1011", log_name_,
+                 remote_, runtime::describe_current_exception());
+      close(websocket::close_code::internal_error, "internal error");
+    }
+  }
   write_next();
 }
 

@@ -313,5 +313,30 @@ TEST_F(WsConnectionTest, ForceCloseWorksWhilePausedAndOnClosedRunsOnce) {
   EXPECT_EQ(closed_count(), 1u);
 }
 
+// on_written runs once per frame, in order, after its write; one that throws
+// is a bug on our side: the peer gets 1011, nothing escapes to the event loop,
+// and on_closed runs once.
+TEST_F(WsConnectionTest, OnWrittenRunsInOrderAndOneThatThrowsClosesWith1011) {
+  start();
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  auto c = connection();
+  std::vector<int> written;  // touched on the server thread only
+  server_.run([&] {
+    for (int i = 0; i < 3; ++i) c->send(fmt::format("frame {}", i), [&written, i] { written.push_back(i); });
+    c->send("the last", [] { throw std::runtime_error("a bug in the owner"); });
+    c->send("queued behind it", [&written] { written.push_back(99); });
+    return true;
+  });
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(client.read(), fmt::format("frame {}", i));
+  EXPECT_EQ(client.read(), "the last");
+  // The frame queued behind it still goes out before the close frame.
+  EXPECT_EQ(client.read(), "queued behind it");
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1011);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_EQ(server_.run([&] { return written; }), (std::vector<int>{0, 1, 2, 99}));
+}
+
 }  // namespace
 }  // namespace mooring::net
