@@ -16,6 +16,7 @@
 #include "runtime/supervisor.hpp"
 #include "store/store.hpp"
 
+#include "support/one_connection.hpp"
 #include "support/quiet.hpp"
 
 #include <chrono>
@@ -26,7 +27,6 @@
 #include <memory>
 #include <string>
 
-#include <sys/socket.h>
 
 namespace {
 
@@ -34,15 +34,8 @@ using namespace mooring;
 using namespace std::chrono_literals;
 namespace http = net::http;
 namespace json = boost::json;
-using net::tcp;
-using unix_socket = asio::local::stream_protocol::socket;
 
 constexpr const char* admin_token = "fuzz-admin-token";
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "admin_api: %s\n", what);
-  std::abort();
-}
 
 // The store and the io_context it was opened on live as long as the process:
 // an operation's result is handed to its caller's executor (each input's own),
@@ -64,7 +57,7 @@ T run_on(asio::io_context& io, awaitable<T> work) {
   });
   io.restart();
   io.run_for(30s);
-  if (!out) fail("the store did not answer within 30 s at start-up");
+  if (!out) fuzz::fail("admin_api", "the store did not answer within 30 s at start-up");
   return std::move(*out);
 }
 
@@ -76,7 +69,7 @@ void remove_store_dir() {
 
 void open_store() {
   char pattern[] = "/tmp/mooring-fuzz-admin-XXXXXX";
-  if (::mkdtemp(pattern) == nullptr) fail("mkdtemp failed");
+  if (::mkdtemp(pattern) == nullptr) fuzz::fail("admin_api", "mkdtemp failed");
   shared_store = new SharedStore;  // deliberately never destroyed; see SharedStore
   shared_store->dir = pattern;
   std::atexit(remove_store_dir);
@@ -85,7 +78,7 @@ void open_store() {
   auto opened = run_on(shared_store->io, store::Store::open(shared_store->io.get_executor(),
                                                             (shared_store->dir / "data").string(),
                                                             options));
-  if (!opened) fail("the store did not open");
+  if (!opened) fuzz::fail("admin_api", "the store did not open");
   shared_store->store = std::move(*opened);
   auto& s = *shared_store->store;
   const auto seed = [&]() -> awaitable<bool> {
@@ -98,7 +91,7 @@ void open_store() {
     auto other = co_await s.append_user_message("qq:10001:private:42", "pending", {}, std::nullopt);
     co_return other.has_value();
   };
-  if (!run_on(shared_store->io, seed())) fail("the store could not be seeded");
+  if (!run_on(shared_store->io, seed())) fuzz::fail("admin_api", "the store could not be seeded");
 }
 
 // The host's configuration calls, reduced to what the API does with their
@@ -162,25 +155,6 @@ std::shared_ptr<const net::Router> make_router(const std::shared_ptr<Host>& host
 // check that a seed reaches the handler it was written for.
 const bool show_answers = std::getenv("MOORING_FUZZ_SHOW") != nullptr;
 
-awaitable<void> write_then_read(unix_socket& client, std::string input, bool& done) {
-  // Write errors are expected: the server may answer and close early.
-  co_await asio::async_write(client, asio::buffer(input), use_tuple);
-  error_code ignored;
-  client.shutdown(asio::socket_base::shutdown_send, ignored);
-  std::array<char, 4096> sink;
-  for (;;) {
-    auto [ec, n] = co_await client.async_read_some(asio::buffer(sink), use_tuple);
-    if (ec) break;
-    if (show_answers) std::fwrite(sink.data(), 1, n, stderr);
-  }
-  done = true;
-}
-
-awaitable<void> stop(net::HttpServer& server, bool& stopped) {
-  co_await server.stop(runtime::Deadline::after(1s));
-  stopped = true;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -194,36 +168,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   runtime::Supervisor supervisor(io.get_executor());
   auto host = std::make_shared<Host>();
   host->events = std::make_shared<admin::EventHub>(io.get_executor());
-  net::HttpLimits limits;
-  // An input ends with EOF, which ends every wait; these only bound a hang.
-  limits.header_timeout = limits.keep_alive_timeout = limits.body_timeout = limits.write_timeout = 2s;
-  net::HttpServer server(supervisor, "admin", make_router(host, supervisor), limits);
-
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail("socketpair failed");
-  tcp::socket server_end(io);
-  server_end.assign(tcp::v4(), pair[0]);
-  unix_socket client(io);
-  client.assign(asio::local::stream_protocol(), pair[1]);
-  server.serve(std::move(server_end));
-
-  bool done = false;
-  asio::co_spawn(io, write_then_read(client, std::string(reinterpret_cast<const char*>(data), size), done),
-                 [](std::exception_ptr e) {
-                   if (e) std::rethrow_exception(e);
-                 });
-  io.run_for(5s);
-  if (!done) fail("the server neither answered nor closed within 5 s of the end of the input");
-  if (server.connections() != 0) fail("a connection is still in the session table after the server closed it");
-
-  bool stopped = false;
-  asio::co_spawn(io, stop(server, stopped), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
-  io.restart();
-  while (!stopped || supervisor.size() > 0)
-    if (io.run_one_for(2s) == 0) break;
-  if (!stopped || supervisor.size() != 0) fail("a task outlived its connection");
-  if (host->events->subscribers() != 0) fail("an events subscriber outlived its connection");
+  net::HttpServer server(supervisor, "admin", make_router(host, supervisor), fuzz::short_limits());
+  fuzz::serve_one_connection("admin_api", io, supervisor, server,
+                             std::string(reinterpret_cast<const char*>(data), size));
+  if (host->events->subscribers() != 0)
+    fuzz::fail("admin_api", "an events subscriber outlived its connection");
   return 0;
 }

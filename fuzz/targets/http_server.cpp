@@ -10,6 +10,7 @@
 #include "net/router.hpp"
 #include "runtime/supervisor.hpp"
 
+#include "support/one_connection.hpp"
 #include "support/quiet.hpp"
 
 #include <chrono>
@@ -20,20 +21,12 @@
 #include <memory>
 #include <string>
 
-#include <sys/socket.h>
 
 namespace {
 
 using namespace mooring;
 using namespace std::chrono_literals;
 namespace http = net::http;
-using net::tcp;
-using unix_socket = asio::local::stream_protocol::socket;
-
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "http_request_fuzz: %s\n", what);
-  std::abort();
-}
 
 std::shared_ptr<const net::Router> make_router() {
   auto router = std::make_shared<net::Router>();
@@ -66,24 +59,6 @@ std::shared_ptr<const net::Router> make_router() {
   return router;
 }
 
-awaitable<void> write_then_read(unix_socket& client, std::string input, bool& done) {
-  // Write errors are expected: the server may answer and close early.
-  co_await asio::async_write(client, asio::buffer(input), use_tuple);
-  error_code ignored;
-  client.shutdown(asio::socket_base::shutdown_send, ignored);
-  std::array<char, 4096> sink;
-  for (;;) {
-    auto [ec, n] = co_await client.async_read_some(asio::buffer(sink), use_tuple);
-    if (ec) break;
-  }
-  done = true;
-}
-
-awaitable<void> stop(net::HttpServer& server, bool& stopped) {
-  co_await server.stop(runtime::Deadline::after(1s));
-  stopped = true;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -95,35 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const auto router = make_router();
   asio::io_context io;
   runtime::Supervisor supervisor(io.get_executor());
-  net::HttpLimits limits;
-  // An input ends with EOF, which ends every wait; these only bound a hang.
-  limits.header_timeout = limits.keep_alive_timeout = limits.body_timeout = limits.write_timeout = 2s;
-  net::HttpServer server(supervisor, "fuzz", router, limits);
-
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail("socketpair failed");
-  tcp::socket server_end(io);
-  server_end.assign(tcp::v4(), pair[0]);
-  unix_socket client(io);
-  client.assign(asio::local::stream_protocol(), pair[1]);
-  server.serve(std::move(server_end));
-
-  bool done = false;
-  asio::co_spawn(io, write_then_read(client, std::string(reinterpret_cast<const char*>(data), size), done),
-                 [](std::exception_ptr e) {
-                   if (e) std::rethrow_exception(e);
-                 });
-  io.run_for(5s);
-  if (!done) fail("the server neither answered nor closed within 5 s of the end of the input");
-  if (server.connections() != 0) fail("a connection is still in the session table after the server closed it");
-
-  bool stopped = false;
-  asio::co_spawn(io, stop(server, stopped), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
-  io.restart();
-  while (!stopped || supervisor.size() > 0)
-    if (io.run_one_for(2s) == 0) break;
-  if (!stopped || supervisor.size() != 0) fail("a task outlived its connection");
+  net::HttpServer server(supervisor, "fuzz", router, fuzz::short_limits());
+  fuzz::serve_one_connection("http_server", io, supervisor, server,
+                             std::string(reinterpret_cast<const char*>(data), size));
   return 0;
 }

@@ -226,7 +226,6 @@ void WsConnection::write_next() {
     watch_write();
     stream_.async_ping({}, [self = shared_from_this()](error_code ec) {
       self->write_busy_ = false;
-      self->in_write_ = false;
       if (ec) {
         self->force_close();
         return;
@@ -238,7 +237,6 @@ void WsConnection::write_next() {
 
 void WsConnection::written(error_code ec) {
   write_busy_ = writing_frame_ = false;
-  in_write_ = false;
   auto frame = std::move(writing_);
   writing_ = Outgoing{};
   queued_bytes_ -= std::min(queued_bytes_, frame.text.size());
@@ -306,7 +304,6 @@ void WsConnection::heartbeat() {
 // once and re-armed only when it fires, so a stream of small writes (a reply
 // token by token) costs a clock read each, not a timer each.
 void WsConnection::watch_write() {
-  in_write_ = true;
   write_started_ = Clock::now();
   if (!write_watch_armed_) arm_write_watchdog();
 }
@@ -318,7 +315,9 @@ void WsConnection::arm_write_watchdog() {
     auto self = weak.lock();
     if (!self) return;
     self->write_watch_armed_ = false;
-    if (ec || !self->in_write_ || self->state_ == State::closed) return;
+    // A frame or a ping is being written (the close handshake has its own watchdog).
+    const bool in_write = self->write_busy_ && !self->close_sent_;
+    if (ec || !in_write || self->state_ == State::closed) return;
     const auto limit = self->options_.heartbeat_interval + self->options_.heartbeat_timeout;
     if (Clock::now() < self->write_started_ + limit) {
       self->arm_write_watchdog();  // this write started after the one the timer was set for

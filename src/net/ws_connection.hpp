@@ -152,7 +152,6 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool writing_frame_ = false;  // ... and it is writing_
   bool close_sent_ = false;
   bool finished_ = false;
-  bool in_write_ = false;  // a frame or a ping is being written (for the watchdog)
   bool write_watch_armed_ = false;
   bool paused_ = false;
   runtime::Notifier resumed_;

@@ -338,5 +338,21 @@ TEST_F(WsConnectionTest, OnWrittenRunsInOrderAndOneThatThrowsClosesWith1011) {
   EXPECT_EQ(server_.run([&] { return written; }), (std::vector<int>{0, 1, 2, 99}));
 }
 
+// The size limit holds for the whole message, not for one read: a message
+// one byte over it, however it is split into reads, closes with 1009.
+TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
+  start(WsOptions{.max_message_bytes = 4096});
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  client.send(std::string(4096, 'k'));
+  EXPECT_EQ(client.read(), "got:4096");
+  client.send(std::string(4097, 'k'));
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1009);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_EQ(server_.run([&] { return closed_.front().code; }), 1009);
+  EXPECT_EQ(received_count(), 1u);
+}
+
 }  // namespace
 }  // namespace mooring::net
