@@ -145,6 +145,10 @@ awaitable<void> StoreComponent::start() {
   ++status_.start_attempts;
   store::StoreOptions options;
   options.synchronous_full = synchronous_full_;
+  // A commit that does not fsync costs less than handing it to another thread
+  // and back: at "normal", batches run on the network thread.
+  options.worker =
+      synchronous_full_ ? store::StoreOptions::Worker::store_thread : store::StoreOptions::Worker::caller;
   auto opened = co_await store::Store::open(executor_, data_dir_, options);
   if (!opened) {
     status_.last_error = opened.error().message;

@@ -183,6 +183,8 @@ void Connection::checkpoint() {
   const int rc =
       sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied);
   if (rc != SQLITE_OK) fail(rc, "checkpoint");
+  // -1: this connection has not seen the file in WAL mode, so nothing was copied.
+  if (frames < 0) throw Error(SQLITE_ERROR, "checkpoint: the connection does not see the WAL");
   // Everything copied: the next commit starts the WAL over from its beginning.
   if (copied == frames) wal_frames_ = 0;
 }

@@ -171,6 +171,7 @@ Store::Store(Private, asio::any_io_executor executor, std::filesystem::path path
     : executor_(std::move(executor)),
       path_(std::move(path)),
       options_(options),
+      alive_(std::make_shared<Store*>(this)),
       limiter_(runtime::LogLimiter::Options{.window = options.log_window}),
       thread_([this] { run(); }) {
   health_.since = std::chrono::system_clock::now();
@@ -178,8 +179,11 @@ Store::Store(Private, asio::any_io_executor executor, std::filesystem::path path
 
 Store::~Store() {
   if (!thread_.joinable()) return;
+  alive_.reset();  // a drain posted from now on finds the store gone
   {
     std::lock_guard lock(mutex_);
+    // No drain will run: the store thread runs what is still queued.
+    orphaned_ = true;
     if (!closing_) {
       closing_ = true;
       auto work = [this] { return close_database(); };
@@ -227,8 +231,16 @@ void Store::enqueue(std::unique_ptr<Job> job) {
     } else {
       // Nothing may join the queue behind a close: close() promises that
       // everything before it runs, and everything after it fails.
-      if (job->kind() == JobKind::close) closing_ = true;
+      const auto kind = job->kind();
+      if (kind == JobKind::close) closing_ = true;
       queue_.push_back(std::move(job));
+      if (options_.worker == StoreOptions::Worker::caller && kind != JobKind::open &&
+          kind != JobKind::close) {
+        // One drain for whatever is queued until it runs: a batch per turn
+        // of the callers' event loop.
+        if (!drain_posted_) post_drain();
+        return;
+      }
     }
   }
   if (refused) {
@@ -327,8 +339,11 @@ sqlite::Connection& Store::db() {
 }
 
 Result<void> Store::open_database() {
+  const bool on_caller = options_.worker == StoreOptions::Worker::caller;
   auto opened = schema::open_database(
-      path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
+      path_, schema::OpenOptions{.busy_timeout = on_caller ? std::min(options_.busy_timeout,
+                                                                      options_.caller_busy_timeout)
+                                                           : options_.busy_timeout,
                                  .integrity_check_timeout = options_.integrity_check_timeout,
                                  .now_ms = queries::now_ms(),
                                  .synchronous_full = options_.synchronous_full});
@@ -400,27 +415,52 @@ void Store::maintain() {
   if (next_log_flush_ && now >= *next_log_flush_) next_log_flush_ = limiter_.flush(now);
 }
 
+bool Store::thread_takes_front() const {
+  if (queue_.empty()) return false;
+  if (options_.worker == StoreOptions::Worker::store_thread || orphaned_) return true;
+  // Worker::caller: reads and writes are the drains'.
+  const auto kind = queue_.front()->kind();
+  return kind == JobKind::open || kind == JobKind::close;
+}
+
 void Store::run() {
   // Named so `top -H` and a debugger show which thread waits on the disk.
   pthread_setname_np(pthread_self(), "mooring-store");
+  const bool on_caller = options_.worker == StoreOptions::Worker::caller;
   for (;;) {
     std::vector<std::unique_ptr<Job>> batch;
+    bool checkpoint_now = false;
+    bool maintain_now = false;
     {
       std::unique_lock lock(mutex_);
-      while (queue_.empty()) {
-        // Upkeep (probes, checkpoint retries, log summaries) runs when nothing waits.
-        const auto due = next_maintenance();
-        if (!due) {
-          queued_.wait(lock);
-        } else if (queued_.wait_until(lock, *due) == std::cv_status::timeout) {
-          lock.unlock();
-          maintain();
-          lock.lock();
+      for (;;) {
+        if (thread_takes_front()) break;
+        if (checkpoint_wanted_) {
+          checkpoint_wanted_ = false;
+          checkpoint_now = true;
+          break;
         }
+        // Upkeep (probes, checkpoint retries, log summaries) runs when nothing waits.
+        if (!maintenance_due_) {
+          queued_.wait(lock);
+        } else if (queued_.wait_until(lock, *maintenance_due_) == std::cv_status::timeout) {
+          maintenance_due_.reset();
+          maintain_now = true;
+          break;
+        }
+      }
+      if (on_caller) {
+        // The database is the drains' or this thread's in turn: wait for the
+        // drain running now, if any; later drains wait for this thread.
+        thread_waits_ = true;
+        queued_.wait(lock, [this] { return db_user_ != DbUser::drain; });
+        thread_waits_ = false;
+        db_user_ = DbUser::thread;
       }
       // Everything queued so far joins one transaction, up to max_batch. Open
       // and close run alone, never inside a batch's transaction.
-      while (!queue_.empty() && batch.size() < options_.max_batch) {
+      while (!checkpoint_now && !maintain_now && thread_takes_front() &&
+             batch.size() < options_.max_batch) {
         const auto kind = queue_.front()->kind();
         const bool alone = kind == JobKind::open || kind == JobKind::close;
         if (alone && !batch.empty()) break;
@@ -428,6 +468,29 @@ void Store::run() {
         queue_.pop_front();
         if (alone) break;
       }
+    }
+    // Gives the database back to the drains (Worker::caller), running one
+    // if it waited.
+    const auto release = [this, on_caller] {
+      if (!on_caller) return;
+      std::lock_guard lock(mutex_);
+      db_user_ = DbUser::none;
+      if (drain_deferred_) {
+        drain_deferred_ = false;
+        post_drain();
+      }
+    };
+    if (checkpoint_now) {
+      checkpoint();
+      publish_maintenance();
+      release();
+      continue;
+    }
+    if (maintain_now) {
+      maintain();
+      publish_maintenance();
+      release();
+      continue;
     }
     const auto kind = batch.front()->kind();
     // A busy store gathers a little more before it commits: when the batch
@@ -437,7 +500,7 @@ void Store::run() {
     if (kind == JobKind::write && batch.size() < options_.max_batch / 8 && busy_) {
       std::this_thread::yield();
       std::lock_guard lock(mutex_);
-      while (!queue_.empty() && batch.size() < options_.max_batch) {
+      while (thread_takes_front() && batch.size() < options_.max_batch) {
         const auto next = queue_.front()->kind();
         if (next == JobKind::open || next == JobKind::close) break;
         batch.push_back(std::move(queue_.front()));
@@ -446,6 +509,7 @@ void Store::run() {
     }
     if (kind == JobKind::open || kind == JobKind::close) {
       batch.front()->run();
+      release();
       batch.front()->complete();
       // The queue is empty behind a close (enqueue refuses newcomers).
       if (kind == JobKind::close) return;
@@ -457,6 +521,50 @@ void Store::run() {
       busy_ = !queue_.empty();
     }
     maintain();
+    publish_maintenance();
+    release();
+  }
+}
+
+void Store::post_drain() {
+  drain_posted_ = true;
+  asio::post(executor_, [alive = std::weak_ptr<Store*>(alive_)] {
+    if (auto store = alive.lock()) (*store)->drain();
+  });
+}
+
+void Store::drain() {
+  std::vector<std::unique_ptr<Job>> batch;
+  {
+    std::lock_guard lock(mutex_);
+    drain_posted_ = false;
+    if (db_user_ == DbUser::thread) {
+      // A checkpoint (or upkeep) has the database: the jobs wait in the
+      // queue, the callers' thread does not, and the store thread drains
+      // when it is done.
+      drain_deferred_ = true;
+      return;
+    }
+    while (!queue_.empty() && batch.size() < options_.max_batch) {
+      const auto kind = queue_.front()->kind();
+      if (kind == JobKind::open || kind == JobKind::close) break;
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    if (batch.empty()) return;
+    db_user_ = DbUser::drain;
+  }
+  run_batch(batch);
+  publish_maintenance();
+  std::lock_guard lock(mutex_);
+  db_user_ = DbUser::none;
+  if (thread_waits_) queued_.notify_one();  // a checkpoint or upkeep, before the next drain
+  if (queue_.empty()) return;
+  const auto kind = queue_.front()->kind();
+  if (kind == JobKind::open || kind == JobKind::close) {
+    queued_.notify_one();  // the store thread's turn
+  } else if (!drain_posted_) {
+    post_drain();  // more than one batch waited: the next one after what else is ready
   }
 }
 
@@ -522,7 +630,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       note_fault(*error, true);
   if (committed_a_write) {
     note_write_succeeded();
-    if (db_->wal_frames() >= options_.checkpoint_pages) checkpoint();
+    if (db_->wal_frames() >= options_.checkpoint_pages) want_checkpoint();
   }
   complete_together(batch);
 }
@@ -604,9 +712,20 @@ void Store::probe() {
   }
 }
 
+void Store::want_checkpoint() {
+  if (options_.worker == StoreOptions::Worker::store_thread) {
+    checkpoint();
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  if (checkpoint_wanted_) return;
+  checkpoint_wanted_ = true;
+  queued_.notify_one();
+}
+
 void Store::checkpoint() {
   try {
-    db_->checkpoint();
+    db().checkpoint();
     checkpoint_retry_.reset();
     if (checkpoint_failures_ > 0) {
       limiter_.settle("checkpoint");
@@ -627,6 +746,15 @@ void Store::checkpoint() {
                  now);
     next_log_flush_ = limiter_.flush(now);
   }
+}
+
+void Store::publish_maintenance() {
+  const auto due = next_maintenance();
+  std::lock_guard lock(mutex_);
+  const bool sooner = due && (!maintenance_due_ || *due < *maintenance_due_);
+  maintenance_due_ = due;
+  // The store thread waits for the old time, or for nothing.
+  if (sooner && options_.worker == StoreOptions::Worker::caller) queued_.notify_one();
 }
 
 // Operations. Each captures its arguments by value: they run later, on the

@@ -1,10 +1,20 @@
 // The conversation store: sessions and messages in SQLite (WAL) at
-// <data_dir>/mooring.db, worked on by the store's own thread. Callers co_await
-// each operation and never block on disk. A result is handed back only after
-// the transaction it was computed in has committed, so an appended message is
-// on disk (fsynced) when its caller resumes. Writes queued together share one
-// transaction and one commit (group commit), each in its own savepoint so one
-// failing operation does not undo the others. Every failure is a StoreError value.
+// <data_dir>/mooring.db. Callers co_await each operation. A result is handed
+// back only after the transaction it was computed in has committed, so an
+// appended message is on disk (in the WAL, fsynced at synchronous = FULL) when
+// its caller resumes. Operations queued together share one transaction and
+// one commit (group commit), each write in its own savepoint so one failing
+// operation does not undo the others. Every failure is a StoreError value.
+//
+// Where the work runs (StoreOptions::worker): on the store's own thread, so a
+// commit's fsync never holds up the callers' thread; or, where commits do not
+// fsync (synchronous = NORMAL), on the callers' executor, a batch at a time
+// between its other work, with no handoff between threads. Opening (with its
+// integrity check), closing, WAL checkpoints (which fsync) and upkeep run on
+// the store thread either way. In the second case the database is the
+// batches' or the store thread's in turn, and a batch never waits for the
+// store thread: its operations stay queued, the callers' thread goes on with
+// its other work, and they run as one batch once the store thread is done.
 //
 // Promises about faults: open() refuses a database it cannot use (read-only,
 // damaged, an empty file where one existed, files it cannot write) with a
@@ -73,6 +83,14 @@ struct StoreOptions {
   std::size_t max_held_outcomes = 10000;
   // data.synchronous: "full" (true) or "normal" (see schema::OpenOptions).
   bool synchronous_full = true;
+  // Where operations run (above). `caller`: batches run on the executor given
+  // to open(); destroy the store on that executor's thread, or while it does
+  // not run. There a lock held by another process (an sqlite3 shell writing
+  // the file) is waited for at most caller_busy_timeout per batch, so the
+  // callers' thread never stalls for long: the batch fails and says so.
+  enum class Worker { store_thread, caller };
+  Worker worker = Worker::store_thread;
+  std::chrono::milliseconds caller_busy_timeout{100};
 };
 
 // Counters for tests and metrics; read from any thread.
@@ -199,6 +217,11 @@ class Store {
 
   // The store thread.
   void run();
+  bool thread_takes_front() const;  // mutex_ held
+  // A batch of reads and writes on the callers' executor (Worker::caller).
+  void drain();
+  void post_drain();  // mutex_ held
+  // By the database's user (the store thread, or a drain).
   void run_batch(std::vector<std::unique_ptr<detail::Job>>& batch);
   void complete_together(std::vector<std::unique_ptr<detail::Job>>& batch);
   Result<void> open_database();
@@ -212,8 +235,11 @@ class Store {
   bool write_held_outcomes();
   void probe();
   void checkpoint();
+  void want_checkpoint();
   void maintain();
   std::optional<std::chrono::steady_clock::time_point> next_maintenance() const;
+  // Tells the store thread when upkeep is next due (by the database's user).
+  void publish_maintenance();
 
   asio::any_io_executor executor_;
   const std::filesystem::path path_;
@@ -224,8 +250,21 @@ class Store {
   std::condition_variable queued_;
   std::deque<std::unique_ptr<detail::Job>> queue_;
   bool closing_ = false;
+  bool drain_posted_ = false;     // Worker::caller: a drain() is on its way
+  bool drain_deferred_ = false;   // a drain found the database the store thread's
+  bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
+  bool thread_waits_ = false;       // the store thread waits for the database
+  bool orphaned_ = false;           // destroyed: the store thread runs what is left
+  std::optional<std::chrono::steady_clock::time_point> maintenance_due_;
+  // Worker::caller: who uses the database and the upkeep state below; a drain
+  // never waits for the store thread (it leaves the jobs queued), the store
+  // thread waits for the running drain. Worker::store_thread: the store thread.
+  enum class DbUser { none, drain, thread };
+  DbUser db_user_ = DbUser::none;
+  // Worker::caller: posted drains do nothing once the store is gone.
+  std::shared_ptr<Store*> alive_;
 
-  // Store thread only.
+  // The database's user only (above).
   bool busy_ = false;  // work was queued while the last batch ran
   std::unique_ptr<sqlite::Connection> db_;
   runtime::LogLimiter limiter_;

@@ -716,10 +716,14 @@ TEST(Chat, WithAGatewayTokenOnlyClientsPresentingItGetIn) {
 // The host is killed (kill -9, the OOM killer) while ten users are chatting.
 // Everything it acknowledged is answered after the restart: the users
 // reconnect, ask for everything, and find a reply to every acknowledged message.
-TEST(Chat, KilledWhileUsersChatNothingAcknowledgedIsLost) {
+// At either data.synchronous (at "normal" the store works on the network thread).
+class KilledWhileChatting : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(KilledWhileChatting, NothingAcknowledgedIsLost) {
   TempDir dir;
   // Slow replies, so most messages are still waiting for theirs when the host dies.
-  const std::string config = "[provider.echo]\ntoken_delay = \"25ms\"\n";
+  const std::string config = "[data]\nsynchronous = \"" + GetParam() +
+                             "\"\n[provider.echo]\ntoken_delay = \"25ms\"\n";
   auto host = std::make_unique<HostProcess>(MOORING_BINARY, dir.path(), config);
   ASSERT_TRUE(host->started()) << host->log();
 
@@ -802,6 +806,9 @@ TEST(Chat, KilledWhileUsersChatNothingAcknowledgedIsLost) {
 
   expect_clean_stop(*host);
 }
+
+INSTANTIATE_TEST_SUITE_P(Synchronous, KilledWhileChatting, ::testing::Values("full", "normal"),
+                         [](const auto& info) { return info.param; });
 
 // Many people at once: they connect, chat, pull the cable or close mid-reply
 // at random (seeded, so a failure can be replayed), and come back. Nobody gets
@@ -886,12 +893,17 @@ std::size_t open_descriptors(pid_t pid) {
   return n;
 }
 
-TEST(Chat, ManyUsersComingAndGoingLeaveNothingBehind) {
+// At either data.synchronous (at "normal" the store works on the network thread).
+class ManyUsersComingAndGoing : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ManyUsersComingAndGoing, LeaveNothingBehind) {
   TempDir dir;
   // Enough provider slots that nobody is told "overloaded": this test is about
   // the gateway's sessions, not the provider's admission control.
   HostProcess host(MOORING_BINARY, dir.path(),
-                   "[provider]\nmax_concurrency = 200\n[provider.echo]\ntoken_delay = \"5ms\"\n");
+                   "[data]\nsynchronous = \"" + GetParam() +
+                       "\"\n[provider]\nmax_concurrency = 200\n[provider.echo]\n"
+                       "token_delay = \"5ms\"\n");
   ASSERT_TRUE(host.started()) << host.log();
   const auto baseline_descriptors = open_descriptors(host.process().pid());
 
@@ -953,6 +965,9 @@ TEST(Chat, ManyUsersComingAndGoingLeaveNothingBehind) {
 
   expect_clean_stop(host);
 }
+
+INSTANTIATE_TEST_SUITE_P(Synchronous, ManyUsersComingAndGoing, ::testing::Values("full", "normal"),
+                         [](const auto& info) { return info.param; });
 
 // Issue 11, defect 1: a resume beyond 2^63 used to escape the frame handler and
 // leave a dead session behind, counted, its socket in CLOSE-WAIT; twenty such
