@@ -25,6 +25,7 @@ std::int64_t sql_limit(std::size_t n) {
 }
 
 std::string images_to_json(const std::vector<std::string>& images) {
+  if (images.empty()) return "[]";
   json::array array;
   array.reserve(images.size());
   for (const auto& image : images) array.emplace_back(image);
@@ -134,7 +135,10 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
     return StoreError{Kind::invalid_argument,
                       "a reply must mark its message answered or failed, not pending"};
   {
-    auto question = db.prepare("SELECT user_id, role FROM messages WHERE seq = ?1");
+    // The message replied to, and the reply it has already, if any.
+    auto question = db.prepare(
+        "SELECT user_id, role, (SELECT seq FROM messages WHERE reply_to = ?1) FROM messages "
+        "WHERE seq = ?1");
     question.bind(1, reply_to);
     if (!question.step())
       return StoreError{Kind::not_found, fmt::format("no message {} to reply to", reply_to)};
@@ -142,12 +146,8 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
       return StoreError{
           Kind::invalid_argument,
           fmt::format("message {} is not a user message of {}", reply_to, user_id)};
-  }
-  {
     // Idempotent: the chat layer may store a reply again after a crash or a retry.
-    auto existing = db.prepare("SELECT seq FROM messages WHERE reply_to = ?1");
-    existing.bind(1, reply_to);
-    if (existing.step()) return existing.int64(0);
+    if (const auto existing = question.optional_int64(2)) return *existing;
   }
   db.prepare(
         "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "

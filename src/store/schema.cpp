@@ -146,7 +146,7 @@ Result<Opened> open_database(const std::filesystem::path& path, const OpenOption
     opened.db = std::make_unique<sqlite::Connection>(path.string(),
                                                      sqlite::Connection::Mode::open_existing);
     auto& db = *opened.db;
-    sqlite3_busy_timeout(db.handle(), static_cast<int>(options.busy_timeout.count()));
+    db.set_busy_timeout(options.busy_timeout);
     if (db.read_only())
       return StoreError{StoreError::Kind::io,
                         fmt::format("{} could only be opened read-only; mooring must write it. "

@@ -76,7 +76,18 @@ std::optional<std::string> Statement::optional_text(int column) const {
   return text(column);
 }
 
+namespace {
+// SQLite counts the memory it allocates under a global mutex unless told not
+// to; mooring never reads those counts. Only possible before SQLite starts, so
+// once, before the first connection.
+void configure_once() {
+  static const int configured = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)configured;  // SQLITE_MISUSE when something started SQLite first: harmless
+}
+}  // namespace
+
 Connection::Connection(const std::string& path, Mode mode) {
+  configure_once();
   // NOMUTEX: the connection lives on one thread, so SQLite's own locking is waste.
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
   if (mode == Mode::create) flags |= SQLITE_OPEN_CREATE;
@@ -165,6 +176,12 @@ bool Connection::in_transaction() const {
 
 bool Connection::read_only() const {
   return sqlite3_db_readonly(db_, "main") == 1;
+}
+
+void Connection::set_busy_timeout(std::chrono::milliseconds timeout) {
+  if (timeout == busy_timeout_) return;
+  sqlite3_busy_timeout(db_, static_cast<int>(timeout.count()));
+  busy_timeout_ = timeout;
 }
 
 void Connection::take_over_checkpoints() {

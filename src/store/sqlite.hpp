@@ -3,6 +3,7 @@
 // Used only on the store's own thread; never seen by callers of store::Store.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -106,6 +107,8 @@ class Connection {
   int wal_frames() const { return wal_frames_; }
   // A PASSIVE checkpoint (never waits for other connections). Throws Error.
   void checkpoint();
+  // How long a statement waits for a lock held by another connection.
+  void set_busy_timeout(std::chrono::milliseconds timeout);
   sqlite3* handle() const { return db_; }
 
   // Throws Error for `code` with the connection's current message and `context`.
@@ -115,6 +118,7 @@ class Connection {
   sqlite3* db_ = nullptr;
   std::map<const char*, sqlite3_stmt*> statements_;
   int wal_frames_ = 0;
+  std::chrono::milliseconds busy_timeout_{-1};
 };
 
 }  // namespace mooring::store::sqlite

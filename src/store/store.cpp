@@ -126,6 +126,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Runs `f` when the scope ends, however it ends.
+template <typename F>
+class OnExit {
+ public:
+  explicit OnExit(F f) : f_(std::move(f)) {}
+  ~OnExit() { f_(); }
+  OnExit(const OnExit&) = delete;
+  OnExit& operator=(const OnExit&) = delete;
+
+ private:
+  F f_;
+};
+
 StoreError closed_error() {
   return {StoreError::Kind::closed, "the store is closed"};
 }
@@ -179,10 +192,11 @@ Store::Store(Private, asio::any_io_executor executor, std::filesystem::path path
 
 Store::~Store() {
   if (!thread_.joinable()) return;
-  alive_.reset();  // a drain posted from now on finds the store gone
   {
     std::lock_guard lock(mutex_);
-    // No drain will run: the store thread runs what is still queued.
+    // No drain will run (one posted from now on finds the store gone): the
+    // store thread runs what is still queued.
+    alive_.reset();
     orphaned_ = true;
     if (!closing_) {
       closing_ = true;
@@ -339,11 +353,8 @@ sqlite::Connection& Store::db() {
 }
 
 Result<void> Store::open_database() {
-  const bool on_caller = options_.worker == StoreOptions::Worker::caller;
   auto opened = schema::open_database(
-      path_, schema::OpenOptions{.busy_timeout = on_caller ? std::min(options_.busy_timeout,
-                                                                      options_.caller_busy_timeout)
-                                                           : options_.busy_timeout,
+      path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
                                  .integrity_check_timeout = options_.integrity_check_timeout,
                                  .now_ms = queries::now_ms(),
                                  .synchronous_full = options_.synchronous_full});
@@ -457,6 +468,8 @@ void Store::run() {
         thread_waits_ = false;
         db_user_ = DbUser::thread;
       }
+      // The store thread may wait for another process's lock; a drain may not.
+      if (db_ && on_caller) db_->set_busy_timeout(options_.busy_timeout);
       // Everything queued so far joins one transaction, up to max_batch. Open
       // and close run alone, never inside a batch's transaction.
       while (!checkpoint_now && !maintain_now && thread_takes_front() &&
@@ -538,11 +551,15 @@ void Store::drain() {
   {
     std::lock_guard lock(mutex_);
     drain_posted_ = false;
-    if (db_user_ == DbUser::thread) {
-      // A checkpoint (or upkeep) has the database: the jobs wait in the
-      // queue, the callers' thread does not, and the store thread drains
-      // when it is done.
+    // A drain running already (the executor must run on one thread; see
+    // StoreOptions::worker) posts the next one itself.
+    if (db_user_ == DbUser::drain) return;
+    if (db_user_ == DbUser::thread || thread_waits_) {
+      // A checkpoint (or upkeep) has the database or waits for it: the jobs
+      // wait in the queue, the callers' thread does not, and the store
+      // thread posts a drain when it is done (none is posted meanwhile).
       drain_deferred_ = true;
+      drain_posted_ = true;
       return;
     }
     while (!queue_.empty() && batch.size() < options_.max_batch) {
@@ -554,18 +571,23 @@ void Store::drain() {
     if (batch.empty()) return;
     db_user_ = DbUser::drain;
   }
+  // Whatever happens to the batch, the database is given back and what is
+  // queued behind it goes on.
+  const OnExit give_back([this] {
+    std::lock_guard lock(mutex_);
+    db_user_ = DbUser::none;
+    if (thread_waits_) queued_.notify_one();  // a checkpoint or upkeep, before the next drain
+    if (queue_.empty()) return;
+    const auto kind = queue_.front()->kind();
+    if (kind == JobKind::open || kind == JobKind::close) {
+      queued_.notify_one();  // the store thread's turn
+    } else if (!drain_posted_) {
+      post_drain();  // more than one batch waited: the next one after what else is ready
+    }
+  });
+  if (db_) db_->set_busy_timeout(std::min(options_.busy_timeout, options_.caller_busy_timeout));
   run_batch(batch);
   publish_maintenance();
-  std::lock_guard lock(mutex_);
-  db_user_ = DbUser::none;
-  if (thread_waits_) queued_.notify_one();  // a checkpoint or upkeep, before the next drain
-  if (queue_.empty()) return;
-  const auto kind = queue_.front()->kind();
-  if (kind == JobKind::open || kind == JobKind::close) {
-    queued_.notify_one();  // the store thread's turn
-  } else if (!drain_posted_) {
-    post_drain();  // more than one batch waited: the next one after what else is ready
-  }
 }
 
 void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
@@ -579,9 +601,29 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       bool wrote = false;
       const auto began = Clock::now();
       if (writes) db_->prepare("BEGIN IMMEDIATE").run();
+      // First without a savepoint per write, the common case: every operation
+      // succeeds. A write that fails may have done half of its work, so then
+      // the transaction is undone and the batch runs again, each write in a
+      // savepoint of its own that its failure alone rolls back.
+      for (const auto& job : batch) ++(job->kind() == JobKind::write ? writes_ : reads_);
+      bool failed_write = false;
       for (auto& job : batch) {
-        if (job->kind() == JobKind::write) {
-          ++writes_;
+        const bool write = job->kind() == JobKind::write;
+        if (!job->run() && write) {
+          failed_write = true;
+          break;
+        }
+        wrote = wrote || write;
+      }
+      if (failed_write) {
+        wrote = false;
+        db_->prepare("ROLLBACK").run();
+        db_->prepare("BEGIN IMMEDIATE").run();
+        for (auto& job : batch) {
+          if (job->kind() != JobKind::write) {
+            job->run();
+            continue;
+          }
           db_->prepare("SAVEPOINT operation").run();
           if (job->run()) {
             wrote = true;
@@ -589,9 +631,6 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
             db_->prepare("ROLLBACK TO operation").run();
           }
           db_->prepare("RELEASE operation").run();
-        } else {
-          ++reads_;
-          job->run();
         }
       }
       if (writes) {

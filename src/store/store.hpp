@@ -3,8 +3,9 @@
 // back only after the transaction it was computed in has committed, so an
 // appended message is on disk (in the WAL, fsynced at synchronous = FULL) when
 // its caller resumes. Operations queued together share one transaction and
-// one commit (group commit), each write in its own savepoint so one failing
-// operation does not undo the others. Every failure is a StoreError value.
+// one commit (group commit); one failing operation does not undo the others
+// (the batch then runs again, each write in its own savepoint). Every failure
+// is a StoreError value.
 //
 // Where the work runs (StoreOptions::worker): on the store's own thread, so a
 // commit's fsync never holds up the callers' thread; or, where commits do not
@@ -84,10 +85,14 @@ struct StoreOptions {
   // data.synchronous: "full" (true) or "normal" (see schema::OpenOptions).
   bool synchronous_full = true;
   // Where operations run (above). `caller`: batches run on the executor given
-  // to open(); destroy the store on that executor's thread, or while it does
-  // not run. There a lock held by another process (an sqlite3 shell writing
-  // the file) is waited for at most caller_busy_timeout per batch, so the
-  // callers' thread never stalls for long: the batch fails and says so.
+  // to open(), which must run on one thread and keep running until close()
+  // has completed (the operations queued before the close run there); destroy
+  // the store on that thread, or while it does not run. A statement of a
+  // batch waits at most caller_busy_timeout for a lock held by another process
+  // (an sqlite3 shell writing the file), so the callers' thread never stalls
+  // for long: the batch fails and says so (the store thread's own work waits
+  // up to busy_timeout). Checkpoints follow a commit instead of preceding its
+  // outcome, so stats().checkpoints may move a moment after a caller resumes.
   enum class Worker { store_thread, caller };
   Worker worker = Worker::store_thread;
   std::chrono::milliseconds caller_busy_timeout{100};

@@ -243,6 +243,34 @@ TEST_P(StoreTest, WritesThatNeverPauseLeaveTheWalShort) {
               static_cast<unsigned long long>(store->stats().checkpoints));
 }
 
+// On the callers' thread a batch may not wait long for another process's
+// lock (an sqlite3 shell in a write transaction): it fails, says why, and the
+// next write after the lock is gone succeeds.
+TEST_P(StoreTest, ALockHeldByAnotherProcessFailsABatchOnTheCallersThreadSoon) {
+  if (GetParam() != StoreOptions::Worker::caller)
+    GTEST_SKIP() << "the store thread waits up to busy_timeout, as it should";
+  ASSERT_TRUE(await(store->close()));
+  StoreOptions options;
+  options.busy_timeout = 120s;  // what the batch must not wait for
+  options.caller_busy_timeout = 50ms;
+  store = try_open(data_dir(), options).value();
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path().c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  const auto started = Clock::now();
+  auto refused = await(store->append_user_message("pat", "while locked"));
+  const auto waited = Clock::now() - started;
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("locked by another process"), std::string::npos)
+      << refused.error().message;
+  EXPECT_LT(waited, 20s);  // not busy_timeout's 120 s
+
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_TRUE(await(store->append_user_message("pat", "after the lock")));
+}
+
 // One write alone: one commit observed, of one operation, and its time is
 // in the histogram's sum; a read alone commits nothing and is not observed.
 TEST_P(StoreTest, ACommitIsObservedWithItsTimeAndItsOperations) {
@@ -282,6 +310,53 @@ TEST_P(StoreTest, AReadQueuedBetweenWritesSeesExactlyTheWritesBeforeIt) {
     EXPECT_EQ(seen[i].seq, (*appended[i])->seq);
   }
   EXPECT_EQ(await(store->messages("bob", 1000)).value().size(), 100u);
+}
+
+// A batch runs without a savepoint per write until one fails; then it runs
+// again, each write in its own. An operation that fails after writing part of
+// its work (here: a reply stored, then the update of its message refused by a
+// trigger) leaves none of it, and its neighbours are stored.
+TEST_P(StoreTest, AnOperationThatFailsHalfwayLeavesNothingAndItsNeighboursAreStored) {
+  const Seq question = append("zoe", "first");
+  ASSERT_TRUE(await(store->close()));
+  store.reset();
+  exec_file(db_path(),
+            "CREATE TRIGGER refuse_zoe BEFORE UPDATE OF status ON messages "
+            "WHEN NEW.user_id = 'zoe' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;");
+  store = open();
+  std::optional<Result<Appended>> before;
+  std::optional<Result<Seq>> failing;
+  std::optional<Result<Appended>> after;
+  asio::co_spawn(io, append_into(*store, "amy", "before", &before), asio::detached);
+  asio::co_spawn(
+      io,
+      [](Store& s, Seq to, std::optional<Result<Seq>>* out) -> awaitable<void> {
+        out->emplace(co_await s.store_reply("zoe", to, "the reply"));
+      }(*store, question, &failing),
+      asio::detached);
+  asio::co_spawn(io, append_into(*store, "amy", "after", &after), asio::detached);
+  const auto commits = store->stats().commits;
+  io.restart();
+  io.run_for(20s);
+
+  ASSERT_TRUE(failing.has_value());
+  ASSERT_FALSE(*failing);
+  EXPECT_NE(failing->error().message.find("refused by the test"), std::string::npos)
+      << failing->error().message;
+  ASSERT_TRUE(before.has_value() && *before) << (before ? before->error().message : "");
+  ASSERT_TRUE(after.has_value() && *after) << (after ? after->error().message : "");
+  // On the callers' thread the three share one batch for sure (one drain);
+  // the store thread may start on the first before the others are queued.
+  if (GetParam() == StoreOptions::Worker::caller) {
+    EXPECT_EQ(store->stats().commits - commits, 1u);
+  }
+  ASSERT_TRUE(await(store->close()));
+  store.reset();
+  // The reply inserted before the refused update: undone.
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'zoe'"), "1");
+  EXPECT_EQ(query_file(db_path(), "SELECT status FROM messages WHERE user_id = 'zoe'"), "pending");
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'amy'"), "2");
+  store = open();
 }
 
 TEST_P(StoreTest, AFailingOperationDoesNotUndoItsNeighbours) {
