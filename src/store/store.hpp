@@ -241,6 +241,7 @@ class Store {
   void probe();
   void checkpoint();
   void want_checkpoint();
+  void sync_wal() const;  // Worker::caller, before a checkpoint
   void maintain();
   std::optional<std::chrono::steady_clock::time_point> next_maintenance() const;
   // Tells the store thread when upkeep is next due (by the database's user).
