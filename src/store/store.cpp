@@ -572,6 +572,15 @@ void Store::drain() {
       drain_posted_ = true;
       return;
     }
+    // A small batch waits one more turn of the event loop, so that the
+    // callers ready meanwhile (the next socket reads, the coroutines the last
+    // batch resumed) join it: one commit then serves more operations.
+    if (!drain_waited_ && queue_.size() < options_.max_batch / 8) {
+      drain_waited_ = true;
+      post_drain();
+      return;
+    }
+    drain_waited_ = false;
     while (!queue_.empty() && batch.size() < options_.max_batch) {
       const auto kind = queue_.front()->kind();
       if (kind == JobKind::open || kind == JobKind::close) break;

@@ -258,6 +258,7 @@ class Store {
   bool closing_ = false;
   bool drain_posted_ = false;     // Worker::caller: a drain() is on its way
   bool drain_deferred_ = false;   // a drain found the database the store thread's
+  bool drain_waited_ = false;     // the posted drain waited a turn for more work
   bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
   bool thread_waits_ = false;       // the store thread waits for the database
   bool orphaned_ = false;           // destroyed: the store thread runs what is left
