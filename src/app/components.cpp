@@ -151,8 +151,8 @@ awaitable<void> StoreComponent::start() {
       synchronous_full_ ? store::StoreOptions::Worker::store_thread : store::StoreOptions::Worker::caller;
   // There a checkpoint runs beside the batches (its WAL synced first), and a
   // page written by many commits is copied once per checkpoint: rarer ones
-  // cost less (a WAL of up to about 16 MB; 50 users: 6,700 -> 8,100 round
-  // trips/s, 1 user p99 1.4 -> 0.45 ms in one run each).
+  // cost less (a WAL of up to about 16 MB; 1 user: p99 1.4 -> 0.45 ms in
+  // docs/benchmarks.md).
   if (!synchronous_full_) options.checkpoint_pages = 4000;
   auto opened = co_await store::Store::open(executor_, data_dir_, options);
   if (!opened) {
