@@ -128,7 +128,7 @@ TEST(UserToken, ATamperedTokenIsRefused) {
 }
 
 TEST(UserToken, GarbageIsMalformedAndNeverThrows) {
-  for (const std::string garbage :
+  for (const std::string& garbage :
        {std::string(), std::string("."), std::string(".."), std::string("..."),
         std::string("a.b.c"), std::string("a.b"), std::string("a.b.c.d"),
         std::string("!!!.???.***"), std::string(5000, 'a'), std::string("\xff\xfe.\x00\x01.zz", 9),
@@ -147,7 +147,7 @@ TEST(UserToken, GarbageIsMalformedAndNeverThrows) {
 }
 
 TEST(UserToken, Base64UrlRoundTripsAndRefusesNonCanonicalText) {
-  for (const std::string bytes : {std::string(), std::string("f"), std::string("fo"),
+  for (const std::string& bytes : {std::string(), std::string("f"), std::string("fo"),
                                   std::string("foo"), std::string("\xff\xfe\x00\x01", 4)}) {
     const auto text = base64url_encode(bytes);
     EXPECT_EQ(text.find('='), std::string::npos);
