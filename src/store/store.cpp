@@ -128,6 +128,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Open and close run on the store thread, alone, never inside a batch.
+bool runs_alone(JobKind kind) {
+  return kind == JobKind::open || kind == JobKind::close;
+}
+
 // Runs `f` when the scope ends, however it ends.
 template <typename F>
 class OnExit {
@@ -433,7 +438,7 @@ bool Store::thread_takes_front() const {
   if (options_.worker == StoreOptions::Worker::store_thread || orphaned_) return true;
   // Worker::caller: reads and writes are the drains'.
   const auto kind = queue_.front()->kind();
-  return kind == JobKind::open || kind == JobKind::close;
+  return runs_alone(kind);
 }
 
 void Store::run() {
@@ -485,7 +490,7 @@ void Store::run() {
       while (!checkpoint_now && !maintain_now && thread_takes_front() &&
              batch.size() < options_.max_batch) {
         const auto kind = queue_.front()->kind();
-        const bool alone = kind == JobKind::open || kind == JobKind::close;
+        const bool alone = runs_alone(kind);
         if (alone && !batch.empty()) break;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -525,12 +530,12 @@ void Store::run() {
       std::lock_guard lock(mutex_);
       while (thread_takes_front() && batch.size() < options_.max_batch) {
         const auto next = queue_.front()->kind();
-        if (next == JobKind::open || next == JobKind::close) break;
+        if (runs_alone(next)) break;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
     }
-    if (kind == JobKind::open || kind == JobKind::close) {
+    if (runs_alone(kind)) {
       batch.front()->run();
       release();
       batch.front()->complete();
@@ -583,7 +588,7 @@ void Store::drain() {
     drain_waited_ = false;
     while (!queue_.empty() && batch.size() < options_.max_batch) {
       const auto kind = queue_.front()->kind();
-      if (kind == JobKind::open || kind == JobKind::close) break;
+      if (runs_alone(kind)) break;
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }
@@ -598,7 +603,7 @@ void Store::drain() {
     if (thread_waits_) queued_.notify_one();  // a checkpoint or upkeep, before the next drain
     if (queue_.empty()) return;
     const auto kind = queue_.front()->kind();
-    if (kind == JobKind::open || kind == JobKind::close) {
+    if (runs_alone(kind)) {
       queued_.notify_one();  // the store thread's turn
     } else if (!drain_posted_) {
       post_drain();  // more than one batch waited: the next one after what else is ready

@@ -5,6 +5,7 @@
 
 #include "faults.hpp"
 #include "sqlite_file.hpp"
+#include "workers.hpp"
 #include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
@@ -522,14 +523,7 @@ TEST_P(StoreFaultsTest, DamageFoundWhileRunningFailsTheStoreUntilARestart) {
   await(store->close()).value();
 }
 
-std::string worker_name(const ::testing::TestParamInfo<StoreOptions::Worker>& info) {
-  return info.param == StoreOptions::Worker::caller ? "OnTheCallersThread" : "OnTheStoreThread";
-}
-
-INSTANTIATE_TEST_SUITE_P(Workers, StoreFaultsTest,
-                         ::testing::Values(StoreOptions::Worker::store_thread,
-                                           StoreOptions::Worker::caller),
-                         worker_name);
+INSTANTIATE_TEST_SUITE_P(Workers, StoreFaultsTest, test_workers::all(), test_workers::name);
 
 }  // namespace
 }  // namespace mooring::store

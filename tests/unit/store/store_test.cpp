@@ -2,6 +2,7 @@
 
 #include "store/schema.hpp"
 #include "sqlite_file.hpp"
+#include "workers.hpp"
 #include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/wait.hpp"
@@ -631,14 +632,7 @@ TEST_P(StoreTest, CloseFinishesQueuedWorkThenRefusesOperations) {
   EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages"), "10");
 }
 
-std::string worker_name(const ::testing::TestParamInfo<StoreOptions::Worker>& info) {
-  return info.param == StoreOptions::Worker::caller ? "OnTheCallersThread" : "OnTheStoreThread";
-}
-
-INSTANTIATE_TEST_SUITE_P(Workers, StoreTest,
-                         ::testing::Values(StoreOptions::Worker::store_thread,
-                                           StoreOptions::Worker::caller),
-                         worker_name);
+INSTANTIATE_TEST_SUITE_P(Workers, StoreTest, test_workers::all(), test_workers::name);
 
 }  // namespace
 }  // namespace mooring::store
