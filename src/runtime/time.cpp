@@ -26,15 +26,21 @@ awaitable<std::exception_ptr> capture_exception(awaitable<void> op) {
   }
   co_return nullptr;
 }
+
+void throw_if_cancelled(const std::tuple<error_code>& timer) {
+  if (const auto& ec = std::get<0>(timer)) throw boost::system::system_error(ec);
+}
 }  // namespace detail
 
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
   try {
-    auto outcome =
-        co_await (detail::capture_exception(std::move(op)) || timer.async_wait(asio::use_awaitable));
-    if (outcome.index() == 1) co_return false;
+    auto outcome = co_await (detail::capture_exception(std::move(op)) || timer.async_wait(use_tuple));
+    if (outcome.index() == 1) {
+      detail::throw_if_cancelled(std::get<1>(outcome));
+      co_return false;
+    }
     if (auto failure = std::get<0>(outcome)) std::rethrow_exception(failure);
     co_return true;
   } catch (const asio::multiple_exceptions& e) {

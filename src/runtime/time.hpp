@@ -54,6 +54,10 @@ awaitable<Captured<T>> capture_exception(awaitable<T> op) {
   co_return out;
 }
 awaitable<std::exception_ptr> capture_exception(awaitable<void> op);
+// The timer's side of with_timeout ends without an exception (one per call
+// costs more than the rest of it); cancelled from outside, it rethrows that
+// as the cancellation the operation would have ended with.
+void throw_if_cancelled(const std::tuple<error_code>& timer);
 }  // namespace detail
 
 template <typename T>
@@ -63,13 +67,13 @@ awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
   // When both sides end with an exception (a cancellation reaching the timer
   // too), Asio 1.26 reports multiple_exceptions; callers expect the first one.
   try {
-    auto outcome =
-        co_await (detail::capture_exception(std::move(op)) || timer.async_wait(asio::use_awaitable));
+    auto outcome = co_await (detail::capture_exception(std::move(op)) || timer.async_wait(use_tuple));
     if (outcome.index() == 0) {
       auto finished = std::get<0>(std::move(outcome));
       if (finished.failure) std::rethrow_exception(finished.failure);
       co_return std::move(finished.value);
     }
+    detail::throw_if_cancelled(std::get<1>(outcome));
   } catch (const asio::multiple_exceptions& e) {
     std::rethrow_exception(e.first_exception());
   }

@@ -199,14 +199,16 @@ Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::st
 }
 
 Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {
-  auto statement = db.prepare(
-      "UPDATE sessions SET delivered_seq = max(delivered_seq, ?2) WHERE user_id = ?1 "
-      "RETURNING delivered_seq");
-  statement.bind(1, user_id).bind(2, seq);
-  if (!statement.step())
+  // Not RETURNING: SQLite builds a temporary table for its rows at every run.
+  db.prepare("UPDATE sessions SET delivered_seq = max(delivered_seq, ?2) WHERE user_id = ?1")
+      .bind(1, user_id)
+      .bind(2, seq)
+      .run();
+  auto cursor = db.prepare("SELECT delivered_seq FROM sessions WHERE user_id = ?1");
+  cursor.bind(1, user_id);
+  if (!cursor.step())
     return StoreError{Kind::not_found, fmt::format("no session for user {}", user_id)};
-  // SQLite makes every change of a RETURNING statement in its first step.
-  return statement.int64(0);
+  return cursor.int64(0);
 }
 
 Result<std::optional<Session>> session(sqlite::Connection& db, const std::string& user_id) {
