@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <optional>
 #include <set>
 
 #include <fcntl.h>
@@ -102,9 +103,9 @@ struct HttpServer::State {
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(std::shared_ptr<HttpServer::State> server, tcp::socket socket)
-      : server_(std::move(server)), stream_(std::move(socket)), id_(server_->next_session++) {
+      : server_(std::move(server)), stream_(std::in_place, std::move(socket)), id_(server_->next_session++) {
     error_code ec;
-    auto peer = stream_.socket().remote_endpoint(ec);
+    auto peer = stream_->socket().remote_endpoint(ec);
     remote_ = ec ? std::string("unknown peer") : endpoint_string(peer);
     server_->sessions.emplace(id_, this);
   }
@@ -150,9 +151,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       ws_->force_close();
       return;
     }
+    if (!stream_) return;  // upgraded: the socket went with the WebSocket
     error_code ignored;
-    stream_.socket().shutdown(asio::socket_base::shutdown_both, ignored);
-    stream_.socket().close(ignored);
+    stream_->socket().shutdown(asio::socket_base::shutdown_both, ignored);
+    stream_->socket().close(ignored);
   }
 
  private:
@@ -192,9 +194,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // header here, a chunk line or the trailers below.
       buffer_.max_size(std::max(buffer_.size(), limits.header_bytes));
 
-      stream_.expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
+      stream_->expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
       idle_ = true;
-      auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
+      auto [ec, n] = co_await http::async_read_header(*stream_, buffer_, parser, use_tuple);
       idle_ = false;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
@@ -226,9 +228,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       const std::size_t header_fields = field_bytes(parser.get());
       if (parser.chunked())
         buffer_.max_size(std::max(buffer_.size(), limits.chunk_header_bytes));
-      stream_.expires_after(limits.body_timeout);
+      stream_->expires_after(limits.body_timeout);
       if (!too_large && !parser.is_done()) {
-        auto [body_ec, body_n] = co_await http::async_read(stream_, buffer_, parser, use_tuple);
+        auto [body_ec, body_n] = co_await http::async_read(*stream_, buffer_, parser, use_tuple);
         if (body_ec == http::error::buffer_overflow || chunk_line_too_long) {
           co_await refuse(http::status::bad_request, "chunk_header_too_large",
                           fmt::format("a chunk header or the trailers exceed {} bytes",
@@ -333,10 +335,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         co_return;
       }
     }
-    WsConnection::Stream ws(std::move(stream_));
+    WsConnection::Stream ws(stream_->release_socket());
+    stream_.reset();  // its timers are not needed any more
     ws.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "mooring"); }));
-    beast::get_lowest_layer(ws).expires_after(server_->limits.header_timeout);
+    websocket::stream_base::timeout timeouts{};
+    timeouts.handshake_timeout = server_->limits.header_timeout;  // writing the 101
+    timeouts.idle_timeout = websocket::stream_base::none();
+    timeouts.keep_alive_pings = false;
+    ws.set_option(timeouts);
     auto [ec] = co_await ws.async_accept(request.message, use_tuple);
     if (ec) co_return;
     ws_ = std::make_shared<WsConnection>(std::move(ws), route.options, remote_, server_->name);
@@ -353,11 +360,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   awaitable<bool> write(HttpResponse response) {
-    stream_.expires_after(server_->limits.write_timeout);
-    auto [ec, n] = co_await http::async_write(stream_, response, use_tuple);
+    stream_->expires_after(server_->limits.write_timeout);
+    auto [ec, n] = co_await http::async_write(*stream_, response, use_tuple);
     if (!ec && !response.keep_alive()) {
       error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
     }
     co_return !ec;
   }
@@ -372,16 +379,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     buffer_.shrink_to_fit();
     std::array<char, 4096> sink;
     std::size_t drained = 0;
-    stream_.expires_after(linger_time);
+    stream_->expires_after(linger_time);
     while (drained < linger_bytes) {
-      auto [ec, n] = co_await stream_.async_read_some(asio::buffer(sink), use_tuple);
+      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(sink), use_tuple);
       if (ec) break;
       drained += n;
     }
   }
 
   std::shared_ptr<HttpServer::State> server_;
-  beast::tcp_stream stream_;
+  std::optional<beast::tcp_stream> stream_;  // until an upgrade
   beast::flat_buffer buffer_;
   std::uint64_t id_;
   std::string remote_;

@@ -64,7 +64,6 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       resumed_(stream_.get_executor()),
       frames_in_(frames(log_name_, "in")),
       frames_out_(frames(log_name_, "out")) {
-  beast::get_lowest_layer(stream_).expires_never();  // the heartbeat bounds silence
   stream_.read_message_max(options_.max_message_bytes);
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
@@ -378,8 +377,8 @@ void WsConnection::resume_reading() {
 void WsConnection::force_close() {
   state_ = State::closed;
   error_code ignored;
-  beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_both, ignored);
-  beast::get_lowest_layer(stream_).socket().close(ignored);
+  beast::get_lowest_layer(stream_).shutdown(asio::socket_base::shutdown_both, ignored);
+  beast::get_lowest_layer(stream_).close(ignored);
   heartbeat_.cancel();
   resumed_.notify_all();
 }

@@ -38,7 +38,7 @@
 #include "runtime/time.hpp"
 
 #include <boost/container/devector.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include <functional>
@@ -77,7 +77,10 @@ std::string close_code_label(const WsClosed& closed);
 
 class WsConnection : public std::enable_shared_from_this<WsConnection> {
  public:
-  using Stream = websocket::stream<boost::beast::tcp_stream>;
+  // On the bare socket: the WebSocket's own timer bounds the handshakes and
+  // the heartbeat bounds silence, so a tcp_stream's two timers and its
+  // wrapper around every pending read would only cost memory.
+  using Stream = websocket::stream<asio::ip::tcp::socket>;
 
   WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
   WsConnection(const WsConnection&) = delete;
