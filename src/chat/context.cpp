@@ -16,17 +16,18 @@ HistoryBudget::HistoryBudget(std::size_t max_messages, std::size_t max_bytes,
                              std::size_t bytes_used)
     : max_messages_(max_messages), max_bytes_(max_bytes), used_(bytes_used) {
   full_ = used_ >= max_bytes_;
+  // The usual history in one allocation; a larger one grows as it is read.
+  history_.reserve(std::min<std::size_t>(max_messages_, 32));
 }
 
 std::size_t HistoryBudget::next_page() const {
   return wants_more() ? std::min(page_size, max_messages_ - history_.size()) : 0;
 }
 
-bool HistoryBudget::add_older(store::Message message) {
+bool HistoryBudget::add_older(store::Role role, std::string content) {
   if (!wants_more()) return false;
   // Images of earlier messages are not sent again: the text stands for them.
-  llm::ChatMessage past{
-      message.role == store::Role::user ? "user" : "assistant", std::move(message.content), {}};
+  llm::ChatMessage past{role == store::Role::user ? "user" : "assistant", std::move(content), {}};
   const auto cost = context_bytes(past);
   if (cost > max_bytes_ - used_) {
     full_ = true;
@@ -55,7 +56,7 @@ awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::
     before = page->front().seq;
     const bool last_page = page->size() < wanted;
     for (auto it = page->rbegin(); it != page->rend(); ++it)
-      if (!budget.add_older(std::move(*it))) break;
+      if (!budget.add_older(it->role, std::move(it->content))) break;
     if (last_page) break;
   }
   co_return budget.take();

@@ -431,7 +431,7 @@ awaitable<std::vector<llm::ChatMessage>> Conversation::history_before(const stor
     for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
       if (it->seq >= message.seq) continue;
       if (!budget.wants_more() ||
-          !budget.add_older(store::Message{.role = it->role, .content = it->content})) {
+          !budget.add_older(it->role, it->content)) {
         reached_back = true;
         break;
       }

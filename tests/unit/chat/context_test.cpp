@@ -5,18 +5,14 @@
 namespace mooring::chat {
 namespace {
 
-store::Message past(store::Role role, std::string content) {
-  return store::Message{.role = role, .content = std::move(content)};
-}
-
 TEST(HistoryBudget, NewestFirstUntilTheBytesAreSpentThenOldestFirst) {
   HistoryBudget history(20, 1000, 100);  // 900 bytes left for the history
-  EXPECT_TRUE(history.add_older(past(store::Role::assistant, std::string(400, 'c'))));
-  EXPECT_TRUE(history.add_older(past(store::Role::user, std::string(400, 'b'))));
-  EXPECT_FALSE(history.add_older(past(store::Role::assistant, std::string(101, 'a'))));
+  EXPECT_TRUE(history.add_older(store::Role::assistant, std::string(400, 'c')));
+  EXPECT_TRUE(history.add_older(store::Role::user, std::string(400, 'b')));
+  EXPECT_FALSE(history.add_older(store::Role::assistant, std::string(101, 'a')));
   // Once one did not fit, nothing older is taken, even a small one: no holes.
   EXPECT_FALSE(history.wants_more());
-  EXPECT_FALSE(history.add_older(past(store::Role::user, "z")));
+  EXPECT_FALSE(history.add_older(store::Role::user, "z"));
   EXPECT_EQ(history.bytes(), 900u);
   const auto messages = history.take();
   ASSERT_EQ(messages.size(), 2u);
@@ -28,11 +24,11 @@ TEST(HistoryBudget, NewestFirstUntilTheBytesAreSpentThenOldestFirst) {
 TEST(HistoryBudget, AtMostTheMessageCountAndPagesOfAFew) {
   HistoryBudget history(6, 1 << 20, 0);
   EXPECT_EQ(history.next_page(), HistoryBudget::page_size);
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(history.add_older(past(store::Role::user, "x")));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(history.add_older(store::Role::user, "x"));
   EXPECT_EQ(history.next_page(), 2u);
-  for (int i = 0; i < 2; ++i) EXPECT_TRUE(history.add_older(past(store::Role::user, "x")));
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(history.add_older(store::Role::user, "x"));
   EXPECT_EQ(history.next_page(), 0u);
-  EXPECT_FALSE(history.add_older(past(store::Role::user, "x")));
+  EXPECT_FALSE(history.add_older(store::Role::user, "x"));
   EXPECT_EQ(history.take().size(), 6u);
 }
 
@@ -40,7 +36,7 @@ TEST(HistoryBudget, AMessageOverTheBudgetLeavesNoRoomForHistory) {
   HistoryBudget history(20, 1000, 5000);
   EXPECT_FALSE(history.wants_more());
   EXPECT_EQ(history.next_page(), 0u);
-  EXPECT_FALSE(history.add_older(past(store::Role::user, "x")));
+  EXPECT_FALSE(history.add_older(store::Role::user, "x"));
   EXPECT_TRUE(history.take().empty());
   EXPECT_EQ(context_bytes(llm::ChatMessage{"user", "abc", {"data:x", "https://y"}}), 3u + 6u + 9u);
 }
