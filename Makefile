@@ -91,7 +91,7 @@ test-tsan: deps
 
 # The benchmarks also need the FastAPI + uvicorn reference peer's packages.
 bench: deps
-	@missing=""; for p in python3-fastapi python3-uvicorn python3-websockets gnuplot-nox node-ws; do \
+	@missing=""; for p in python3-fastapi python3-uvicorn python3-websockets gnuplot-nox node-ws valgrind; do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -12,5 +12,7 @@ python3 bench/admin_rss.py "$build/mooring" 1000
 "$build/bench/bench_llm" 100 20000
 "$build/bench/bench_shutdown" "$build/mooring" 20 0 100 1000
 ./bench/chat_vs_peer.sh
+./bench/instructions.sh
+./bench/instructions.sh --users 1 --messages 400
 ./bench/reload_vs_peer.sh 20 20
 /usr/bin/python3 bench/stop_with_clients.py "$build/mooring" 100 5
