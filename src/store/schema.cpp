@@ -3,6 +3,8 @@
 #include "store/failure.hpp"
 #include "store/files.hpp"
 
+#include "runtime/log.hpp"
+
 #include <fmt/format.h>
 #include <sqlite3.h>
 
@@ -54,16 +56,64 @@ CREATE TABLE store_probe (
   written_ms INTEGER NOT NULL
 );
 )sql",
+      // 3: a client id is unique per user where there is one: replies, which
+      // have none, no longer each add an entry to that index (a table
+      // constraint, so the table is rebuilt; seqs, rows and the next seq as
+      // they were). Run with foreign keys off, checked before the commit.
+      R"sql(
+CREATE TABLE messages_v3 (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  user_id    TEXT NOT NULL REFERENCES sessions(user_id),
+  role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+  content    TEXT NOT NULL,
+  images     TEXT NOT NULL DEFAULT '[]',
+  client_id  TEXT,
+  reply_to   INTEGER REFERENCES messages(seq),
+  status     TEXT NOT NULL CHECK (status IN ('pending', 'answered', 'failed')),
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  failure    TEXT
+);
+INSERT INTO messages_v3 (seq, user_id, role, content, images, client_id, reply_to, status,
+                         created_ms, updated_ms, failure)
+  SELECT seq, user_id, role, content, images, client_id, reply_to, status, created_ms,
+         updated_ms, failure FROM messages ORDER BY seq;
+-- The next seq continues after the highest ever given, even one since deleted.
+DELETE FROM sqlite_sequence WHERE name = 'messages_v3';
+INSERT INTO sqlite_sequence (name, seq) VALUES ('messages_v3', max(
+  coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+  coalesce((SELECT max(seq) FROM messages), 0)));
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+CREATE UNIQUE INDEX messages_client_id ON messages(user_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX messages_by_user ON messages(user_id, seq);
+CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
+CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 'pending';
+)sql",
   };
   return steps;
 }
 
+// Foreign keys are off while migrations run (a table rebuilt and renamed
+// would break them halfway); each step is checked before its commit.
 void migrate(sqlite::Connection& db, const std::filesystem::path& path, int from) {
   const auto& steps = migrations();
   for (int version = from + 1; version <= static_cast<int>(steps.size()); ++version) {
+    if (from > 0 && version == 3)
+      log::info("store: upgrading {} to schema version 3: its messages table is copied once "
+                "({} messages)",
+                path.string(), db.query_int64("SELECT count(*) FROM messages"));
     db.exec("BEGIN IMMEDIATE");
     try {
       db.exec(std::string(steps[version - 1]));
+      if (auto broken = db.query_text("SELECT count(*) FROM pragma_foreign_key_check");
+          broken != "0")
+        throw sqlite::Error(
+            SQLITE_CONSTRAINT_FOREIGNKEY,
+            fmt::format("{} rows would break a foreign key, and the file is left at version {}; "
+                        "`PRAGMA foreign_key_check` in the sqlite3 shell lists them: repair or "
+                        "delete them, or restore a backup",
+                        broken, version - 1));
       db.exec(fmt::format("PRAGMA user_version = {}", version));
       db.exec("COMMIT");
     } catch (const sqlite::Error& e) {
@@ -191,7 +241,6 @@ Result<Opened> open_database(const std::filesystem::path& path, const OpenOption
     // fsynced; group commit keeps that affordable. NORMAL when asked for
     // (data.synchronous): still durable across a crash of mooring.
     db.exec(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
-    db.exec("PRAGMA foreign_keys = ON");
     // The CHECKs on role and status stay in the schema for anyone else who
     // writes the file; mooring writes both from closed enums and verifies them
     // on every read (a row that does not decode is reported as damage). To
@@ -205,6 +254,7 @@ Result<Opened> open_database(const std::filesystem::path& path, const OpenOption
 
     doing = "migrate";
     migrate(db, path, static_cast<int>(version));
+    db.exec("PRAGMA foreign_keys = ON");
 
     // SQLite may open a file read-only, or fail to extend the WAL, without a
     // word until the first write: one write now, so a store that cannot write

@@ -124,6 +124,112 @@ TEST_P(StoreTest, MigratesAVersion1Database) {
             std::to_string(schema::latest_version()));
 }
 
+// Version 3 rebuilds the messages table: every row, every seq and the next
+// seq (above one given and since deleted) are kept, and what the old
+// constraints enforced still holds.
+TEST_P(StoreTest, MigratesAVersion2DatabaseKeepingEveryRowAndTheNextSeq) {
+  TempDir old;
+  exec_file(old / "mooring.db",
+            "PRAGMA journal_mode = WAL;"
+            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+            "REFERENCES sessions(user_id), role TEXT NOT NULL CHECK (role IN ('user', "
+            "'assistant')), content TEXT NOT NULL, images TEXT NOT NULL DEFAULT '[]', client_id "
+            "TEXT, reply_to INTEGER REFERENCES messages(seq), status TEXT NOT NULL CHECK (status "
+            "IN ('pending', 'answered', 'failed')), created_ms INTEGER NOT NULL, updated_ms "
+            "INTEGER NOT NULL, UNIQUE (user_id, client_id));"
+            "CREATE INDEX messages_by_user ON messages(user_id, seq);"
+            "CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT "
+            "NULL;"
+            "CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = "
+            "'pending';"
+            "ALTER TABLE messages ADD COLUMN failure TEXT;"
+            "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), written_ms INTEGER "
+            "NOT NULL);"
+            "INSERT INTO sessions VALUES ('ann', 1, 1, 2), ('bob', 1, 1, 0);"
+            "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, "
+            "status, created_ms, updated_ms, failure) VALUES "
+            "(1, 'ann', 'user', 'question', '[\"https://example.com/a.png\"]', 'c1', NULL, "
+            "'answered', 1, 2, NULL),"
+            "(2, 'ann', 'assistant', 'answer', '[]', NULL, 1, 'answered', 2, 2, NULL),"
+            "(3, 'bob', 'user', 'unanswered', '[]', 'c2', NULL, 'pending', 3, 3, NULL),"
+            "(4, 'bob', 'user', 'refused', '[]', NULL, NULL, 'failed', 4, 4, 'upstream down'),"
+            "(9, 'bob', 'user', 'deleted later', '[]', NULL, NULL, 'pending', 5, 5, NULL);"
+            "DELETE FROM messages WHERE seq = 9;"
+            "PRAGMA user_version = 2;");
+  auto opened = try_open(old.path().string());
+  ASSERT_TRUE(opened) << opened.error().message;
+  auto& migrated = **opened;
+
+  auto ann = await(migrated.messages("ann", 10)).value();
+  ASSERT_EQ(ann.size(), 2u);
+  EXPECT_EQ(ann[0].content, "question");
+  EXPECT_EQ(ann[0].images, std::vector<std::string>{"https://example.com/a.png"});
+  EXPECT_EQ(ann[0].client_id, "c1");
+  EXPECT_EQ(ann[1].seq, 2);
+  EXPECT_EQ(ann[1].reply_to, 1);
+  auto bob = await(migrated.messages("bob", 10)).value();
+  ASSERT_EQ(bob.size(), 2u);
+  EXPECT_EQ(bob[1].failure, "upstream down");
+  auto pending = await(migrated.pending_messages()).value();
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].seq, 3);
+
+  // A client id seen before is still a duplicate; a reply is still stored once.
+  auto again = await(migrated.append_user_message("ann", "question", {}, "c1")).value();
+  EXPECT_TRUE(again.duplicate);
+  EXPECT_EQ(again.seq, 1);
+  EXPECT_EQ(await(migrated.store_reply("ann", 1, "answer again", MessageStatus::answered)).value(),
+            2);
+  // Seq 9 was given once: the next message comes after it.
+  auto next = await(migrated.append_user_message("bob", "after the upgrade", {}, "c3")).value();
+  EXPECT_EQ(next.seq, 10);
+  EXPECT_FALSE(next.duplicate);
+  await(migrated.close()).value();
+
+  EXPECT_EQ(query_file(old / "mooring.db", "PRAGMA user_version"),
+            std::to_string(schema::latest_version()));
+  EXPECT_EQ(query_file(old / "mooring.db", "PRAGMA quick_check"), "ok");
+  EXPECT_EQ(query_file(old / "mooring.db", "SELECT count(*) FROM pragma_foreign_key_check"), "0");
+  // Replies (no client id) are in no client-id index any more.
+  EXPECT_EQ(query_file(old / "mooring.db",
+                       "SELECT group_concat(name) FROM pragma_index_list('messages') WHERE "
+                       "origin = 'u'"),
+            "");
+  EXPECT_EQ(query_file(old / "mooring.db",
+                       "SELECT partial FROM pragma_index_list('messages') WHERE name = "
+                       "'messages_client_id'"),
+            "1");
+}
+
+// A row that breaks a foreign key (written by hand with the keys off) stops
+// the upgrade before its commit: the file stays as it was, and says why.
+TEST_P(StoreTest, AnUpgradeThatWouldBreakAForeignKeyLeavesTheFileAsItWas) {
+  TempDir old;
+  exec_file(old / "mooring.db",
+            "PRAGMA journal_mode = WAL;"
+            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+            "REFERENCES sessions(user_id), role TEXT NOT NULL, content TEXT NOT NULL, images TEXT "
+            "NOT NULL DEFAULT '[]', client_id TEXT, reply_to INTEGER, status TEXT NOT NULL, "
+            "created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, failure TEXT, UNIQUE "
+            "(user_id, client_id));"
+            "CREATE TABLE store_probe (id INTEGER PRIMARY KEY, written_ms INTEGER NOT NULL);"
+            "INSERT INTO messages (user_id, role, content, status, created_ms, updated_ms) "
+            "VALUES ('nobody', 'user', 'no session', 'pending', 1, 1);"
+            "PRAGMA user_version = 2;");
+  auto opened = try_open(old.path().string());
+  ASSERT_FALSE(opened);
+  EXPECT_NE(opened.error().message.find("schema version 3"), std::string::npos)
+      << opened.error().message;
+  EXPECT_NE(opened.error().message.find("1 rows would break a foreign key"), std::string::npos)
+      << opened.error().message;
+  EXPECT_EQ(query_file(old / "mooring.db", "PRAGMA user_version"), "2");
+  EXPECT_EQ(query_file(old / "mooring.db", "SELECT content FROM messages"), "no session");
+}
+
 TEST_P(StoreTest, ReopeningKeepsTheData) {
   const Seq seq = append("alice", "hello");
   reopen();
