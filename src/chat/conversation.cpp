@@ -440,8 +440,8 @@ awaitable<std::vector<llm::ChatMessage>> Conversation::history_before(const stor
   }
   // Named first: no temporaries among a co_await's operands (GCC 12).
   std::string id = id_;
-  const HistoryBudget budget(options.history_messages, options.max_context_bytes, bytes_used);
-  auto history = co_await load_history(store(), std::move(id), message.seq, budget);
+  HistoryBudget budget(options.history_messages, options.max_context_bytes, bytes_used);
+  auto history = co_await load_history(store(), std::move(id), message.seq, std::move(budget));
   co_return history;
 }
 

@@ -18,34 +18,32 @@ awaitable<bool> sleep_for(Duration d) {
 }
 
 namespace detail {
-awaitable<std::exception_ptr> capture_exception(awaitable<void> op) {
+awaitable<std::exception_ptr> capture_exception(awaitable<void> op, bool& done) {
+  std::exception_ptr failure;
   try {
     co_await std::move(op);
   } catch (...) {
-    co_return std::current_exception();
+    failure = std::current_exception();
   }
-  co_return nullptr;
+  done = true;
+  co_return failure;
 }
 
-void throw_if_cancelled(const std::tuple<error_code>& timer) {
-  if (const auto& ec = std::get<0>(timer)) throw boost::system::system_error(ec);
+awaitable<void> expire(asio::steady_timer& timer, const bool& done) {
+  auto [ec] = co_await timer.async_wait(use_tuple);
+  if (ec && !done) throw boost::system::system_error(ec);
 }
 }  // namespace detail
 
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  try {
-    auto outcome = co_await (detail::capture_exception(std::move(op)) || timer.async_wait(use_tuple));
-    if (outcome.index() == 1) {
-      detail::throw_if_cancelled(std::get<1>(outcome));
-      co_return false;
-    }
-    if (auto failure = std::get<0>(outcome)) std::rethrow_exception(failure);
-    co_return true;
-  } catch (const asio::multiple_exceptions& e) {
-    std::rethrow_exception(e.first_exception());
-  }
+  bool done = false;
+  auto outcome =
+      co_await (detail::capture_exception(std::move(op), done) || detail::expire(timer, done));
+  if (outcome.index() == 1) co_return false;
+  if (auto failure = std::get<0>(outcome)) std::rethrow_exception(failure);
+  co_return true;
 }
 
 void Notifier::notify_all() {

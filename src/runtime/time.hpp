@@ -35,7 +35,8 @@ awaitable<bool> sleep_for(Duration d);
 // cancellation (every Asio/Beast operation does). nullopt means it timed out.
 // An exception from `op` propagates at once: the timer is cancelled rather
 // than waited for (Asio's `||` alone waits for the first *success*, which
-// would turn any exception into a full timeout).
+// would turn any exception into a full timeout). Cancelled from outside, it
+// ends as `op` ends then (its value, or its exception).
 namespace detail {
 // A struct, not a variant: Asio's `||` would flatten a variant into its own.
 template <typename T>
@@ -43,39 +44,37 @@ struct Captured {
   std::optional<T> value;
   std::exception_ptr failure;
 };
+// `done` is set when `op` has ended, however it ended.
 template <typename T>
-awaitable<Captured<T>> capture_exception(awaitable<T> op) {
+awaitable<Captured<T>> capture_exception(awaitable<T> op, bool& done) {
   Captured<T> out;
   try {
     out.value.emplace(co_await std::move(op));
   } catch (...) {
     out.failure = std::current_exception();
   }
+  done = true;
   co_return out;
 }
-awaitable<std::exception_ptr> capture_exception(awaitable<void> op);
-// The timer's side of with_timeout ends without an exception (one per call
-// costs more than the rest of it); cancelled from outside, it rethrows that
-// as the cancellation the operation would have ended with.
-void throw_if_cancelled(const std::tuple<error_code>& timer);
+awaitable<std::exception_ptr> capture_exception(awaitable<void> op, bool& done);
+// The timer's side: ends when the time is up, and quietly once `op` has
+// ended and `||` cancels it (an exception per call would cost more than the
+// rest of the call). Cancelled from outside while `op` still runs, it throws,
+// so that `||` waits for `op`'s own ending.
+awaitable<void> expire(asio::steady_timer& timer, const bool& done);
 }  // namespace detail
 
 template <typename T>
 awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  // When both sides end with an exception (a cancellation reaching the timer
-  // too), Asio 1.26 reports multiple_exceptions; callers expect the first one.
-  try {
-    auto outcome = co_await (detail::capture_exception(std::move(op)) || timer.async_wait(use_tuple));
-    if (outcome.index() == 0) {
-      auto finished = std::get<0>(std::move(outcome));
-      if (finished.failure) std::rethrow_exception(finished.failure);
-      co_return std::move(finished.value);
-    }
-    detail::throw_if_cancelled(std::get<1>(outcome));
-  } catch (const asio::multiple_exceptions& e) {
-    std::rethrow_exception(e.first_exception());
+  bool done = false;
+  auto outcome =
+      co_await (detail::capture_exception(std::move(op), done) || detail::expire(timer, done));
+  if (outcome.index() == 0) {
+    auto finished = std::get<0>(std::move(outcome));
+    if (finished.failure) std::rethrow_exception(finished.failure);
+    co_return std::move(finished.value);
   }
   co_return std::nullopt;
 }

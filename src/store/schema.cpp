@@ -59,7 +59,9 @@ CREATE TABLE store_probe (
       // 3: a client id is unique per user where there is one: replies, which
       // have none, no longer each add an entry to that index (a table
       // constraint, so the table is rebuilt; seqs, rows and the next seq as
-      // they were). Run with foreign keys off, checked before the commit.
+      // they were). The check on status is the same, written with OR: with
+      // IN and three values SQLite builds and drops a temporary table at
+      // every insert and update to evaluate it.
       R"sql(
 CREATE TABLE messages_v3 (
   seq        INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,7 +71,8 @@ CREATE TABLE messages_v3 (
   images     TEXT NOT NULL DEFAULT '[]',
   client_id  TEXT,
   reply_to   INTEGER REFERENCES messages(seq),
-  status     TEXT NOT NULL CHECK (status IN ('pending', 'answered', 'failed')),
+  status     TEXT NOT NULL
+             CHECK (status = 'pending' OR status = 'answered' OR status = 'failed'),
   created_ms INTEGER NOT NULL,
   updated_ms INTEGER NOT NULL,
   failure    TEXT
@@ -101,18 +104,18 @@ void migrate(sqlite::Connection& db, const std::filesystem::path& path, int from
   for (int version = from + 1; version <= static_cast<int>(steps.size()); ++version) {
     if (from > 0 && version == 3)
       log::info("store: upgrading {} to schema version 3: its messages table is copied once "
-                "({} messages)",
+                "({} messages; the file and its WAL need room for a second copy meanwhile)",
                 path.string(), db.query_int64("SELECT count(*) FROM messages"));
     db.exec("BEGIN IMMEDIATE");
     try {
       db.exec(std::string(steps[version - 1]));
-      if (auto broken = db.query_text("SELECT count(*) FROM pragma_foreign_key_check");
-          broken != "0")
+      if (const auto broken = db.query_int64("SELECT count(*) FROM pragma_foreign_key_check");
+          broken != 0)
         throw sqlite::Error(
             SQLITE_CONSTRAINT_FOREIGNKEY,
-            fmt::format("{} rows would break a foreign key, and the file is left at version {}; "
-                        "`PRAGMA foreign_key_check` in the sqlite3 shell lists them: repair or "
-                        "delete them, or restore a backup",
+            fmt::format("foreign_key_check finds {} row(s) whose foreign key points nowhere; the "
+                        "file is left at version {}: `PRAGMA foreign_key_check` in the sqlite3 "
+                        "shell lists them, repair or delete them, or restore a backup",
                         broken, version - 1));
       db.exec(fmt::format("PRAGMA user_version = {}", version));
       db.exec("COMMIT");
@@ -241,18 +244,12 @@ Result<Opened> open_database(const std::filesystem::path& path, const OpenOption
     // fsynced; group commit keeps that affordable. NORMAL when asked for
     // (data.synchronous): still durable across a crash of mooring.
     db.exec(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
-    // The CHECKs on role and status stay in the schema for anyone else who
-    // writes the file; mooring writes both from closed enums and verifies them
-    // on every read (a row that does not decode is reported as damage). To
-    // check `status IN (three values)`, SQLite builds and drops a temporary
-    // table at every insert and update: a quarter of a round trip's
-    // instructions, for a check that cannot fail here.
-    db.exec("PRAGMA ignore_check_constraints = ON");
     // A WAL grown by a burst (or by checkpoints that failed) is cut back to
     // this size once a checkpoint succeeds.
     db.exec("PRAGMA journal_size_limit = 67108864");
 
     doing = "migrate";
+    db.exec("PRAGMA foreign_keys = OFF");  // whatever SQLite was built to default to
     migrate(db, path, static_cast<int>(version));
     db.exec("PRAGMA foreign_keys = ON");
 

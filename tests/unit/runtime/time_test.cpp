@@ -71,6 +71,43 @@ TEST(Time, WithTimeoutPropagatesALateException) {
   EXPECT_LT(Clock::now() - started, 5s);
 }
 
+// Cancelled from outside, it ends as the operation ends: here the operation
+// answers a cancellation with a value, one asynchronous step later. Neither a
+// timeout nor an exception of the timer's.
+TEST(Time, WithTimeoutCancelledFromOutsideEndsAsTheOperationEnds) {
+  asio::io_context io;
+  asio::cancellation_signal cancel;
+  std::optional<std::optional<int>> result;
+  std::exception_ptr failure;
+  bool ended = false;
+  asio::co_spawn(
+      io,
+      [&result]() -> awaitable<void> {
+        result = co_await with_timeout(
+            []() -> awaitable<int> {
+              co_await asio::this_coro::throw_if_cancelled(false);
+              asio::steady_timer never(co_await asio::this_coro::executor, 1h);
+              auto [ec] = co_await never.async_wait(use_tuple);
+              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+              co_return ec ? -1 : 1;
+            }(),
+            1h);
+      }(),
+      asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e) {
+        failure = e;
+        ended = true;
+      }));
+  io.poll();
+  ASSERT_FALSE(ended);
+  cancel.emit(asio::cancellation_type::terminal);
+  io.run_for(10s);
+  ASSERT_TRUE(ended);
+  EXPECT_FALSE(failure) << "with_timeout threw";
+  ASSERT_TRUE(result.has_value());
+  ASSERT_TRUE(result->has_value()) << "reported as a timeout";
+  EXPECT_EQ(**result, -1);
+}
+
 TEST(Time, DeadlineArithmetic) {
   EXPECT_TRUE(Deadline::after(0ms).passed());
   EXPECT_FALSE(Deadline::never().passed());

@@ -523,9 +523,8 @@ TEST_P(StoreFaultsTest, DamageFoundWhileRunningFailsTheStoreUntilARestart) {
   await(store->close()).value();
 }
 
-// mooring's connection does not evaluate the schema's CHECKs on role and
-// status (it writes them from enums): a value nobody should have written is
-// still found, as damage, when read while running and at the next open.
+// A role or status outside the schema, written by someone who bypassed its
+// CHECKs, is found as damage when read while running and at the next open.
 TEST_P(StoreFaultsTest, ARoleOrStatusOutsideTheSchemaIsDamage) {
   const auto data = dir / "data";
   fill(data, 2);
