@@ -124,29 +124,33 @@ TEST_P(StoreTest, MigratesAVersion1Database) {
             std::to_string(schema::latest_version()));
 }
 
+// The tables of schema version 2, as a mooring of that version left them.
+const std::string version_2_tables =
+    "PRAGMA journal_mode = WAL;"
+    "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+    "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+    "REFERENCES sessions(user_id), role TEXT NOT NULL CHECK (role IN ('user', "
+    "'assistant')), content TEXT NOT NULL, images TEXT NOT NULL DEFAULT '[]', client_id "
+    "TEXT, reply_to INTEGER REFERENCES messages(seq), status TEXT NOT NULL CHECK (status "
+    "IN ('pending', 'answered', 'failed')), created_ms INTEGER NOT NULL, updated_ms "
+    "INTEGER NOT NULL, UNIQUE (user_id, client_id));"
+    "CREATE INDEX messages_by_user ON messages(user_id, seq);"
+    "CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT "
+    "NULL;"
+    "CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = "
+    "'pending';"
+    "ALTER TABLE messages ADD COLUMN failure TEXT;"
+    "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), written_ms INTEGER "
+    "NOT NULL);";
+
 // Version 3 rebuilds the messages table: every row, every seq and the next
 // seq (above one given and since deleted) are kept, and what the old
 // constraints enforced still holds.
 TEST_P(StoreTest, MigratesAVersion2DatabaseKeepingEveryRowAndTheNextSeq) {
   TempDir old;
   exec_file(old / "mooring.db",
-            "PRAGMA journal_mode = WAL;"
-            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
-            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
-            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
-            "REFERENCES sessions(user_id), role TEXT NOT NULL CHECK (role IN ('user', "
-            "'assistant')), content TEXT NOT NULL, images TEXT NOT NULL DEFAULT '[]', client_id "
-            "TEXT, reply_to INTEGER REFERENCES messages(seq), status TEXT NOT NULL CHECK (status "
-            "IN ('pending', 'answered', 'failed')), created_ms INTEGER NOT NULL, updated_ms "
-            "INTEGER NOT NULL, UNIQUE (user_id, client_id));"
-            "CREATE INDEX messages_by_user ON messages(user_id, seq);"
-            "CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT "
-            "NULL;"
-            "CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = "
-            "'pending';"
-            "ALTER TABLE messages ADD COLUMN failure TEXT;"
-            "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), written_ms INTEGER "
-            "NOT NULL);"
+            version_2_tables +
             "INSERT INTO sessions VALUES ('ann', 1, 1, 2), ('bob', 1, 1, 0);"
             "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, "
             "status, created_ms, updated_ms, failure) VALUES "
@@ -208,15 +212,7 @@ TEST_P(StoreTest, MigratesAVersion2DatabaseKeepingEveryRowAndTheNextSeq) {
 TEST_P(StoreTest, AnUpgradeThatWouldBreakAForeignKeyLeavesTheFileAsItWas) {
   TempDir old;
   exec_file(old / "mooring.db",
-            "PRAGMA journal_mode = WAL;"
-            "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
-            "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
-            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
-            "REFERENCES sessions(user_id), role TEXT NOT NULL, content TEXT NOT NULL, images TEXT "
-            "NOT NULL DEFAULT '[]', client_id TEXT, reply_to INTEGER, status TEXT NOT NULL, "
-            "created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, failure TEXT, UNIQUE "
-            "(user_id, client_id));"
-            "CREATE TABLE store_probe (id INTEGER PRIMARY KEY, written_ms INTEGER NOT NULL);"
+            version_2_tables +
             "INSERT INTO messages (user_id, role, content, status, created_ms, updated_ms) "
             "VALUES ('nobody', 'user', 'no session', 'pending', 1, 1);"
             "PRAGMA user_version = 2;");
