@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace mooring::chat::test {
 namespace {
 
@@ -120,6 +122,14 @@ TEST_F(ConversationTest, MessagesAreAnsweredInOrderOneAtATime) {
   for (int i = 0; i < 3; ++i) submit("bo", fmt::format("m{}", i));
   ASSERT_TRUE(poll_until([&] { return f.run([&] { return f.gate->requests.size(); }) == 1u; }, 10s));
   EXPECT_TRUE(poll_until([&] { return f.run([&] { return outlet->last_pending; }) == 3u; }, 10s));
+  // Pending counts what is queued, stored or not: the seqs asserted below are
+  // the messages' only once all three are stored before the first reply is.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return std::ranges::count_if(events(outlet),
+                                     [](const auto& e) { return e.starts_with("stored"); }) == 3;
+      },
+      10s));
   f.run([&] { return f.gate->set_open(true), true; });
   ASSERT_TRUE(wait_for_events(outlet, 9));
   std::vector<std::string> replies;
