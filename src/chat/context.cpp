@@ -24,7 +24,7 @@ std::size_t HistoryBudget::next_page() const {
   return wants_more() ? std::min(page_size, max_messages_ - history_.size()) : 0;
 }
 
-bool HistoryBudget::add_older(store::Role role, std::string content) {
+bool HistoryBudget::add_older(store::Role role, llm::Text content) {
   if (!wants_more()) return false;
   // Images of earlier messages are not sent again: the text stands for them.
   llm::ChatMessage past{role == store::Role::user ? "user" : "assistant", std::move(content), {}};

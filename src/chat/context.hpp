@@ -25,7 +25,7 @@ class HistoryBudget {
 
   // Offers the next older message. False when it does not fit; nothing more
   // is taken after that.
-  bool add_older(store::Role role, std::string content);
+  bool add_older(store::Role role, llm::Text content);
 
   std::size_t bytes() const { return used_; }
   // Oldest first, as a ChatRequest's history.

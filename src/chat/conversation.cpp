@@ -391,7 +391,7 @@ void Conversation::remember(Seq seq, store::Role role, const std::string& conten
   auto at = recent_.end();
   while (at != recent_.begin() && std::prev(at)->seq >= seq) --at;
   if (at != recent_.end() && at->seq == seq) return;  // known already
-  recent_.insert(at, Recent{seq, role, content});
+  recent_.insert(at, Recent{seq, role, llm::Text(content)});
   recent_bytes_ += content.size();
   trim_recent();
 }

@@ -196,7 +196,7 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   struct Recent {
     store::Seq seq;
     store::Role role;
-    std::string content;
+    llm::Text content;  // shared with the requests whose history it is
   };
   boost::container::devector<Recent> recent_;
   std::size_t recent_bytes_ = 0;

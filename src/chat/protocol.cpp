@@ -1,7 +1,9 @@
 #include "chat/protocol.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <fmt/format.h>
 
+#include <cstddef>
 #include <limits>
 
 namespace mooring::chat {
@@ -13,6 +15,18 @@ namespace {
 ProtocolError wrong_type(std::string_view key, std::string_view expected) {
   return {"wrong_type", fmt::format("\"{}\" must be {}", key, expected)};
 }
+
+// A frame's JSON, read or built, lives in a buffer on the stack while it is
+// needed: only what outgrows the buffer (a long text, many images) reaches
+// the heap, all of it freed at once with the resource.
+class FrameMemory {
+ public:
+  json::storage_ptr storage() { return json::storage_ptr(&resource_); }
+
+ private:
+  alignas(std::max_align_t) unsigned char buffer_[1024];
+  json::monotonic_resource resource_{buffer_, sizeof buffer_};
+};
 
 // At most `max_bytes` of `text`, cut before a UTF-8 sequence rather than inside one.
 std::string_view shorten_utf8(std::string_view text, std::size_t max_bytes) {
@@ -110,7 +124,8 @@ ClientFrame parse_client_frame(std::string_view text) {
     boost::system::error_code ec;
     json::parse_options options;
     options.max_depth = max_frame_depth;
-    json::value value = json::parse(text, ec, {}, options);
+    FrameMemory memory;
+    json::value value = json::parse(text, ec, memory.storage(), options);
     if (ec)
       return ProtocolError{"invalid_json", fmt::format("the frame is not JSON: {}", ec.message())};
     if (!value.is_object()) return ProtocolError{"invalid_frame", "the frame must be a JSON object"};
@@ -132,32 +147,41 @@ bool valid_user_id(std::string_view user_id) {
 }
 
 std::string ack_frame(std::string_view id, std::int64_t seq) {
-  return json::serialize(json::object{{"type", "ack"}, {"id", id}, {"seq", seq}});
+  FrameMemory memory;
+  return json::serialize(
+      json::object({{"type", "ack"}, {"id", id}, {"seq", seq}}, memory.storage()));
 }
 
 std::string token_frame(std::string_view piece, std::int64_t reply_to) {
-  return json::serialize(
-      json::object{{"type", "chat_token"}, {"content", piece}, {"reply_to", reply_to}});
+  FrameMemory memory;
+  return json::serialize(json::object(
+      {{"type", "chat_token"}, {"content", piece}, {"reply_to", reply_to}}, memory.storage()));
 }
 
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to) {
-  return json::serialize(json::object{{"type", "chat"},
-                                      {"content", text},
-                                      {"text", text},
-                                      {"who", "AI"},
-                                      {"user_id", user_id},
-                                      {"seq", seq},
-                                      {"reply_to", reply_to}});
+  FrameMemory memory;
+  return json::serialize(json::object({{"type", "chat"},
+                                       {"content", text},
+                                       {"text", text},
+                                       {"who", "AI"},
+                                       {"user_id", user_id},
+                                       {"seq", seq},
+                                       {"reply_to", reply_to}},
+                                      memory.storage()));
 }
 
 std::string notification_frame(std::string_view content) {
-  return json::serialize(json::object{{"type", "notification"}, {"content", content}});
+  FrameMemory memory;
+  return json::serialize(
+      json::object({{"type", "notification"}, {"content", content}}, memory.storage()));
 }
 
 std::string error_frame(std::string_view name, std::string_view description,
                         std::optional<std::int64_t> reply_to) {
-  json::object frame{{"type", "error"}, {"name", name}, {"description", description}};
+  FrameMemory memory;
+  json::object frame({{"type", "error"}, {"name", name}, {"description", description}},
+                     memory.storage());
   if (reply_to) frame["reply_to"] = *reply_to;
   return json::serialize(frame);
 }

@@ -7,7 +7,7 @@
 namespace mooring::llm {
 
 awaitable<CompletionResult> EchoProvider::complete(const ChatRequest& request, PieceSink on_piece) {
-  std::string reply = "echo: " + request.message.content;
+  std::string reply = "echo: " + request.message.content.str();
   if (const auto n = request.message.images.size(); n > 0)
     reply += fmt::format(" ({} image{})", n, n == 1 ? "" : "s");
 

@@ -54,9 +54,9 @@ bool names_client_error(const json::value& error) {
 }
 
 json::value content_of(const ChatMessage& message) {
-  if (message.images.empty()) return json::value(message.content);
+  if (message.images.empty()) return json::value(message.content.str());
   json::array parts;
-  if (!message.content.empty()) parts.push_back({{"type", "text"}, {"text", message.content}});
+  if (!message.content.empty()) parts.push_back({{"type", "text"}, {"text", message.content.str()}});
   for (const auto& image : message.images)
     parts.push_back({{"type", "image_url"}, {"image_url", {{"url", image}}}});
   return parts;

@@ -11,6 +11,7 @@
 #include <boost/system/result.hpp>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,9 +19,31 @@
 
 namespace mooring::llm {
 
+// A message's text, immutable and shared rather than copied: a conversation's
+// recent messages and each request whose history they are point at one copy.
+class Text {
+ public:
+  Text() = default;
+  Text(std::string text) : text_(std::make_shared<const std::string>(std::move(text))) {}
+  Text(const char* text) : Text(std::string(text)) {}
+
+  const std::string& str() const { return text_ ? *text_ : empty_string(); }
+  operator std::string_view() const { return str(); }
+  std::size_t size() const { return str().size(); }
+  bool empty() const { return str().empty(); }
+  friend bool operator==(const Text& a, std::string_view b) { return a.str() == b; }
+
+ private:
+  static const std::string& empty_string() {
+    static const std::string empty;
+    return empty;
+  }
+  std::shared_ptr<const std::string> text_;
+};
+
 struct ChatMessage {
   std::string role;  // "user" or "assistant"
-  std::string content;
+  Text content;
   std::vector<std::string> images;  // data URLs ("data:image/png;base64,...") or https URLs
 };
 

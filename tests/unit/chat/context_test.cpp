@@ -41,5 +41,21 @@ TEST(HistoryBudget, AMessageOverTheBudgetLeavesNoRoomForHistory) {
   EXPECT_EQ(context_bytes(llm::ChatMessage{"user", "abc", {"data:x", "https://y"}}), 3u + 6u + 9u);
 }
 
+TEST(HistoryBudget, TakesAMessagesTextWithoutCopyingIt) {
+  // A conversation's recent messages are the history of every reply: each
+  // request points at their text instead of holding a copy of it.
+  const llm::Text recent(std::string(300, 'r'));
+  HistoryBudget first(20, 1000, 0);
+  HistoryBudget second(20, 1000, 0);
+  EXPECT_TRUE(first.add_older(store::Role::user, recent));
+  EXPECT_TRUE(second.add_older(store::Role::user, recent));
+  const auto a = first.take();
+  const auto b = second.take();
+  EXPECT_EQ(&a[0].content.str(), &recent.str());
+  EXPECT_EQ(&b[0].content.str(), &recent.str());
+  EXPECT_EQ(a[0].content, std::string(300, 'r'));
+  EXPECT_EQ(llm::Text().str(), "");
+}
+
 }  // namespace
 }  // namespace mooring::chat

@@ -31,15 +31,15 @@ class GateProvider : public llm::Provider {
     for (const auto& past : request.history) history_bytes += past.content.size();
     requests.push_back(
         {request.history.size(), history_bytes,
-         request.history.empty() ? std::string() : request.history.back().content.substr(0, 32),
-         request.message.content.substr(0, 32)});
+         request.history.empty() ? std::string() : request.history.back().content.str().substr(0, 32),
+         request.message.content.str().substr(0, 32)});
     while (!open) {
       if (!co_await opened_.wait_until(runtime::Deadline::never()))
         co_return llm::failure(
             {.kind = llm::ProviderError::Kind::cancelled, .message = "cancelled"});
     }
     std::string reply = reply_bytes > 0 ? std::string(reply_bytes, 'r')
-                                        : "ok: " + request.message.content.substr(0, 16);
+                                        : "ok: " + request.message.content.str().substr(0, 16);
     if (on_piece) on_piece(reply.substr(0, 4));
     co_return llm::CompletionResult(std::move(reply));
   }
