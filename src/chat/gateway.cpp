@@ -6,7 +6,8 @@
 #include "runtime/time.hpp"
 
 #include <algorithm>
-#include <set>
+
+#include <boost/container/flat_set.hpp>
 
 #include <fmt/format.h>
 
@@ -125,7 +126,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // Each stored reply once per connection; the cursor moves past it once its
   // frame is written. A reply cancelled a moment ago is told as a notice.
   void reply(const store::Message& reply, bool just_cancelled) override {
-    if (!sent_.insert(reply.seq).second && !just_cancelled) return;
+    if (!remember_sent(reply.seq) && !just_cancelled) return;
     const auto reply_to = reply.reply_to.value_or(0);
     std::string frame = just_cancelled ? notification_frame(reply.content)
                         : reply.status == store::MessageStatus::answered
@@ -179,6 +180,19 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool open() const { return !closed_ && !replaced_; }
 
  private:
+  // False when `seq` went out on this connection lately. A page of stored
+  // replies read while a live reply was being written may offer that reply
+  // again; this keeps it from being sent twice. The window is bounded, not
+  // every reply of the connection's life: once more replies than the send
+  // queue holds were queued after one, it has been written (or the
+  // connection is gone) and the cursor is past it, so only a client's own
+  // resume asks for it again, and the client then gets it.
+  bool remember_sent(Seq seq) {
+    if (!sent_.insert(seq).second) return false;
+    if (sent_.size() > 2 * connection_->options().send_queue_limit) sent_.erase(sent_.begin());
+    return true;
+  }
+
   void send_then_advance_cursor(std::string frame, Seq seq) {
     if (closed_ || replaced_) return;
     const auto refused = connection_->send(
@@ -211,7 +225,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   std::shared_ptr<net::WsConnection> connection_;
   bool closed_ = false;
   bool replaced_ = false;
-  std::set<Seq> sent_;  // replies sent on this connection
+  boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
   // Replies queued on / written to this connection; a connection writes in
   // order, so written == queued means all of them are out.
   std::uint64_t replies_queued_ = 0;

@@ -8,6 +8,8 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace mooring::chat::test {
 namespace {
 
@@ -332,6 +334,37 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
   EXPECT_TRUE(late_acked != late_dropped)
       << "acked: " << late_acked << ", dropped: " << late_dropped;
   EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
+}
+
+// A connection remembers the replies it sent lately, not every reply of its
+// life: its memory stays bounded however long it lives. A resume asks for
+// the older ones again and gets them; the latest are not sent twice.
+TEST(Gateway, ALongConnectionRemembersOnlyItsLatestRepliesAndAResumeSendsTheOlderOnesAgain) {
+  GatewayOptions options;
+  options.ws.send_queue_limit = 4;  // the last 8 replies are remembered
+  options.max_messages_per_minute = 0;
+  GatewayFixture fixture(options);
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "lasting"), 101);
+  std::vector<std::int64_t> replies;
+  for (int i = 0; i < 12; ++i) {
+    const auto seq = say_and_get_seq(client, "q" + std::to_string(i), "q" + std::to_string(i));
+    const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+    replies.push_back(int_field(chat, "seq"));
+  }
+  client.clear_received();
+  client.send(Frame{{"type", "resume"}, {"after", 0}});
+  // The inbox takes the resume before this message: everything it sends
+  // again is queued before this message's reply.
+  const auto last = say_and_get_seq(client, "after the resume", "after");
+  client.read_until([&](const Frame& f) { return is_chat_for(f, last); });
+  std::map<std::int64_t, int> again;
+  for (const auto& frame : client.received())
+    if (is_type(frame, "chat") && int_field(frame, "reply_to") != last)
+      ++again[int_field(frame, "seq")];
+  std::map<std::int64_t, int> expected;
+  for (std::size_t i = 0; i < 4; ++i) expected[replies[i]] = 1;
+  EXPECT_EQ(again, expected) << "the four oldest again, the eight latest not";
 }
 
 // --- chat.max_context_bytes ---------------------------------------------------
