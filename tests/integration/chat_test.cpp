@@ -32,6 +32,13 @@ const std::string unlimited_rate = "max_messages_per_minute = 1000000\n";
 // Replies come a word at a time, 20 ms apart: slow enough to walk away from.
 const std::string slow_echo = "[provider.echo]\ntoken_delay = \"20ms\"\n";
 
+// Replies a word every `delay`: for a test that acts while a reply is under
+// way (reconnects, cancels, asks for the status), a delay that leaves it
+// seconds to do so, however slow and loaded the machine.
+std::string echo_every(const std::string& delay) {
+  return "[provider.echo]\ntoken_delay = \"" + delay + "\"\n";
+}
+
 std::int64_t count_if_frames(const std::vector<Frame>& frames,
                              const std::function<bool(const Frame&)>& predicate) {
   return std::count_if(frames.begin(), frames.end(), predicate);
@@ -217,9 +224,13 @@ TEST(Chat, AReplyInterruptedByADisconnectArrivesOnceAfterReconnecting) {
   ASSERT_TRUE(host.started()) << host.log();
 
   const std::string user = "wanderer";
-  // The reply is "echo: round N a b c d e": 8 pieces, 20 ms apart. Leaving
-  // after at most 5 pieces leaves the last one 60 ms or more away, so the user
-  // is surely gone before the reply is done.
+  // The reply is "echo: round N a b ... q": 20 pieces, 20 ms apart. Leaving
+  // after at most 5 pieces leaves the last one 300 ms or more away, so the
+  // user is gone before the reply is done even when the test is slow to
+  // leave. (A reply written to the socket the user is leaving counts as
+  // delivered, and close() and drop() throw away what is unread.) Every reply
+  // is made in full, one after the other, so each piece more costs the test
+  // 30 x 20 ms.
   constexpr int rounds = 30;
   constexpr int max_pieces_before_leaving = 5;
   std::vector<std::int64_t> asked;
@@ -246,7 +257,7 @@ TEST(Chat, AReplyInterruptedByADisconnectArrivesOnceAfterReconnecting) {
     SCOPED_TRACE("round " + std::to_string(round));
     ChatClient client;
     ASSERT_EQ(client.connect(host.gateway(), user), 101);
-    const auto text = "round " + std::to_string(round) + " a b c d e";
+    const auto text = "round " + std::to_string(round) + " a b c d e f g h i j k l m n o p q";
     const auto seq = say_and_get_seq(client, text, "r" + std::to_string(round));
     if (stored_while_away != 0) {
       // The backlog goes out before the new message is handled.
@@ -307,20 +318,28 @@ TEST(Chat, AReplyInterruptedByADisconnectArrivesOnceAfterReconnecting) {
 // over when the phone is back.
 TEST(Chat, ASilentPeerIsCutOffByTheHeartbeatAndItsReplyWaitsForIt) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), slow_echo,
+  HostProcess host(MOORING_BINARY, dir.path(), echo_every("100ms"),
                    "heartbeat_interval = \"100ms\"\nheartbeat_timeout = \"100ms\"\n");
   ASSERT_TRUE(host.started()) << host.log();
 
   ChatClient phone;
   ASSERT_EQ(phone.connect(host.gateway(), "tunnel"), 101);
-  // About 40 words at 20 ms each: the reply outlasts the heartbeat's verdict.
+  // About 40 words at 100 ms each: the reply outlasts the heartbeat's verdict
+  // (about 200 ms) by seconds, however long the status takes to show it.
   std::string question = "are we there yet";
   for (int i = 0; i < 36; ++i) question += " really";
   phone.say(question, "q");
-  // From here on the phone reads nothing, so it answers no ping.
-  ASSERT_TRUE(poll_until([&] { return host.status().at("connections").as_int64() == 0; }, 10s))
-      << json::serialize(host.status());
-  const auto status = host.status();
+  // From here on the phone reads nothing, so it answers no ping. The status
+  // that shows the phone gone is the one looked at: a later one would give
+  // the reply more time to end.
+  json::object status;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        status = host.status();
+        return status.at("connections").as_int64() == 0;
+      },
+      10s))
+      << json::serialize(status);
   EXPECT_EQ(status.at("sessions").as_int64(), 1) << "the session stays while its reply is made";
   EXPECT_EQ(status.at("replies_in_flight").as_int64(), 1) << json::serialize(status);
 
@@ -446,7 +465,10 @@ TEST(Chat, ALongReplyStreamedAtOnceDoesNotOverrunTheConnection) {
 
 TEST(Chat, ASecondConnectionReplacesTheFirstWhichIsClosedWith4000) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), slow_echo);
+  // Half a second a word: the first reply is under way for seconds after its
+  // first piece, so it is surely not whole before the second connection
+  // takes over (a reply written to the first one would count as delivered).
+  HostProcess host(MOORING_BINARY, dir.path(), echo_every("500ms"));
   ASSERT_TRUE(host.started()) << host.log();
 
   ChatClient desktop;
@@ -474,7 +496,9 @@ TEST(Chat, ASecondConnectionReplacesTheFirstWhichIsClosedWith4000) {
 
 TEST(Chat, CancelStopsTheReplyInProgressAndSaysSo) {
   TempDir dir;
-  HostProcess host(MOORING_BINARY, dir.path(), slow_echo);
+  // 200 ms a word: a long question's reply takes seconds, so the cancel
+  // surely comes while it is under way, not after it is stored.
+  HostProcess host(MOORING_BINARY, dir.path(), echo_every("200ms"));
   ASSERT_TRUE(host.started()) << host.log();
 
   ChatClient frank;

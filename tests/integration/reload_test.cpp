@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -56,6 +57,29 @@ std::uint16_t free_port() {
   asio::io_context io;
   tcp::acceptor probe(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return probe.local_endpoint().port();
+}
+
+// A configuration that listens on a port free a moment ago, PUT: the port,
+// the text sent and the answer. A test running beside this one (ctest -j) may
+// take that port meanwhile as the local end of a connection it opens; the
+// move is then refused with 409 and changes nothing, and is tried again on
+// another port.
+struct Move {
+  std::uint16_t port = 0;
+  std::string text;
+  HttpReply reply;
+};
+Move move_to_a_free_port(const HostProcess& host, const std::string& admin,
+                         const std::function<std::string(std::uint16_t)>& config_for) {
+  for (int attempt = 1;; ++attempt) {
+    Move move;
+    move.port = free_port();
+    move.text = config_for(move.port);
+    move.reply = put_config(host, admin, move.text);
+    const bool taken = move.reply.status == 409 &&
+                       move.reply.body.find("Address already in use") != std::string::npos;
+    if (!taken || attempt == 5) return move;
+  }
 }
 
 // Binding `port` as a server would (SO_REUSEADDR, as mooring does): true when
@@ -185,10 +209,13 @@ TEST(Reload, FiftyAppliesUnderLoadDropNothing) {
   TempDir dir;
   // Two configurations that differ in something of every kind a reload can
   // touch without moving a port: the provider (rebuilt on each change), the
-  // gateway's options (a new router), chat settings and the log.
+  // gateway's options (a new router), chat settings and the log. The users
+  // chat as fast as they are answered, more than the default 60 messages a
+  // minute: the rate limit is not what this tests.
   const auto text = [](int variant) {
     return fmt::format(
         "[gateway]\nlisten = \"127.0.0.1:0\"\nheartbeat_interval = \"{}\"\n"
+        "max_messages_per_minute = 1000000\n"
         "[admin]\nlisten = \"127.0.0.1:0\"\n"
         "[provider]\nmax_concurrency = 64\nsystem_prompt = \"variant {}\"\n"
         "[provider.echo]\ntoken_delay = \"{}\"\n"
@@ -330,11 +357,14 @@ TEST(Reload, TheAdminPortMovesWhileAnEventsClientLingersAndATakenPortChangesNoth
 
   // A move to a free port: 200 on the old connection, then the new port
   // serves, the lingering client is told 1001 and the old port is free.
-  const auto port = free_port();
-  const auto moved_text =
-      fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n", port);
   const auto original_text = read_file(dir / "mooring.toml");
-  auto moved = put_config(host, old_admin, moved_text);
+  const auto move = move_to_a_free_port(host, old_admin, [](std::uint16_t free) {
+    return fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                       free);
+  });
+  const auto port = move.port;
+  const auto& moved_text = move.text;
+  const auto& moved = move.reply;
   ASSERT_EQ(moved.status, 200) << moved.body;
   EXPECT_TRUE(contains(changed_in(moved), "admin.listen")) << moved.body;
   const std::string new_admin = "127.0.0.1:" + std::to_string(port);
@@ -386,7 +416,11 @@ TEST(Reload, TheAdminPortMovesWhileAnEventsClientLingersAndATakenPortChangesNoth
 
 TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem) {
   TempDir dir;
-  const std::string slow = "[provider.echo]\ntoken_delay = \"50ms\"\n";
+  // 400 ms a word: the reply is under way for seconds after its first piece,
+  // longer than any move takes (with the file written and synced), so it is
+  // surely not whole before the old connection is closed. A reply written to
+  // that connection would count as delivered.
+  const std::string slow = "[provider.echo]\ntoken_delay = \"400ms\"\n";
   HostProcess host(MOORING_BINARY, dir.path(), slow);
   ASSERT_TRUE(host.started()) << host.log();
   const std::string old_gateway = host.gateway();
@@ -396,11 +430,12 @@ TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem
   const auto seq = say_and_get_seq(before, "a reply long enough to be cut in the middle", "long");
   before.read_until([&](const Frame& f) { return is_token_for(f, seq); });
 
-  const auto port = free_port();
-  auto moved = put_config(host, host.admin(),
-                          fmt::format("[gateway]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = "
-                                      "\"127.0.0.1:0\"\n{}",
-                                      port, slow));
+  const auto move = move_to_a_free_port(host, host.admin(), [&](std::uint16_t free) {
+    return fmt::format(
+        "[gateway]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}", free, slow);
+  });
+  const auto port = move.port;
+  const auto& moved = move.reply;
   ASSERT_EQ(moved.status, 200) << moved.body;
   EXPECT_EQ(changed_in(moved), json::array{"gateway.listen"});
   EXPECT_EQ(before.read_until_closed(), 1001);

@@ -131,17 +131,26 @@ TEST(Soak, AdminMovesWithLingeringClientsLeaveNothingBehind) {
     // open until the move closes it (1001).
     WsClient lingering;
     ASSERT_EQ(lingering.connect(admin, "/api/events", bearer), 101);
-    // A port free now; the move binds it before the old one closes.
-    asio::io_context io;
-    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
-    const auto port = probe.local_endpoint().port();
-    probe.close();
-    const auto moved = http_request(
-        admin, http::verb::put, "/api/config",
-        fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n"
-                    "token = \"soak-admin\"\n",
-                    port),
-        bearer);
+    // A port free now; the move binds it before the old one closes. A test
+    // running beside this one (ctest -j) may take that port meanwhile as the
+    // local end of a connection it opens: the move is then refused with 409
+    // and changes nothing, and is tried again on another port.
+    std::uint16_t port = 0;
+    HttpReply moved;
+    for (int attempt = 1; attempt <= 5; ++attempt) {
+      asio::io_context io;
+      asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+      port = probe.local_endpoint().port();
+      probe.close();
+      moved = http_request(
+          admin, http::verb::put, "/api/config",
+          fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n"
+                      "token = \"soak-admin\"\n",
+                      port),
+          bearer);
+      if (moved.status != 409 || moved.body.find("Address already in use") == std::string::npos)
+        break;
+    }
     ASSERT_EQ(moved.status, 200) << moved.body;
     admin = fmt::format("127.0.0.1:{}", port);
     while (lingering.read(std::chrono::seconds(10))) {

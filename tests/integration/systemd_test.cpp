@@ -15,6 +15,9 @@
 
 #include <csignal>
 #include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
 
 namespace mooring::test {
 namespace {
@@ -104,10 +107,51 @@ TEST(Systemd, TheServiceManagerHearsReadyReloadingReadyStoppingAndTheWatchdog) {
   EXPECT_EQ(*code, 0) << host.stderr_text();
 }
 
-std::uint16_t free_port() {
+// Two ports nothing listens on at the moment of the call, and not the same one.
+std::pair<std::uint16_t, std::uint16_t> free_ports() {
   asio::io_context io;
-  asio::ip::tcp::acceptor probe(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  return probe.local_endpoint().port();
+  const asio::ip::tcp::endpoint any_port(asio::ip::make_address("127.0.0.1"), 0);
+  asio::ip::tcp::acceptor first(io, any_port);
+  asio::ip::tcp::acceptor second(io, any_port);
+  return {first.local_endpoint().port(), second.local_endpoint().port()};
+}
+
+// systemd-socket-activate says so for each socket it listens on.
+bool listens_on_both(const ChildProcess& manager) {
+  const auto log = manager.stderr_text();
+  const auto first = log.find("Listening on");
+  return first != std::string::npos && log.find("Listening on", first + 1) != std::string::npos;
+}
+
+// systemd-socket-activate on two ports that were free a moment before, then
+// `args`, once it listens on both or has given up. A test running beside this
+// one (ctest -j) may take such a port meanwhile as the local end of a
+// connection it opens: the manager then exits with "Address already in use"
+// and is started again on two other ports.
+struct Activation {
+  std::unique_ptr<ChildProcess> manager;
+  std::uint16_t first_port = 0;
+  std::uint16_t second_port = 0;
+};
+Activation activate(const std::vector<std::string>& args, const std::filesystem::path& cwd) {
+  Activation activation;
+  for (int attempt = 1; attempt <= 5; ++attempt) {
+    const auto [first, second] = free_ports();
+    std::vector<std::string> all{"-l", fmt::format("127.0.0.1:{}", first), "-l",
+                                 fmt::format("127.0.0.1:{}", second)};
+    all.insert(all.end(), args.begin(), args.end());
+    activation.manager =
+        std::make_unique<ChildProcess>("/usr/bin/systemd-socket-activate", all, cwd);
+    activation.first_port = first;
+    activation.second_port = second;
+    auto& manager = *activation.manager;
+    poll_until([&] { return listens_on_both(manager) || !manager.running(); },
+               std::chrono::seconds(10));
+    if (listens_on_both(manager) ||
+        manager.stderr_text().find("Address already in use") == std::string::npos)
+      break;
+  }
+  return activation;
 }
 
 // Socket activation: the connection that woke the service is the first one
@@ -115,18 +159,12 @@ std::uint16_t free_port() {
 TEST(Systemd, PassedSocketsServeAndTheConnectionThatActivatedIsAnswered) {
   TempDir dir;
   write_file(dir / "mooring.toml", ephemeral);
-  const auto gateway_port = free_port();
-  const auto admin_port = free_port();
-  ChildProcess manager("/usr/bin/systemd-socket-activate",
-                       {"-l", fmt::format("127.0.0.1:{}", gateway_port), "-l",
-                        fmt::format("127.0.0.1:{}", admin_port), "--fdname=gateway:admin",
-                        MOORING_BINARY, "serve"},
-                       dir.path());
-  const auto admin = fmt::format("127.0.0.1:{}", admin_port);
+  const auto activation = activate({"--fdname=gateway:admin", MOORING_BINARY, "serve"}, dir.path());
+  auto& manager = *activation.manager;
+  const auto gateway_port = activation.first_port;
+  const auto admin = fmt::format("127.0.0.1:{}", activation.second_port);
   // Nothing runs mooring until this first request arrives on the passed socket.
-  ASSERT_TRUE(poll_until([&] { return manager.stderr_text().find("Listening on") != std::string::npos; },
-                         std::chrono::seconds(10)))
-      << manager.stderr_text();
+  ASSERT_TRUE(listens_on_both(manager)) << manager.stderr_text();
   const auto health = http_get(admin, "/healthz");
   EXPECT_EQ(health.status, 200) << manager.stderr_text();
   EXPECT_EQ(http_get(admin, "/api/status", "admin-t").status, 200);
@@ -144,14 +182,10 @@ TEST(Systemd, UnknownOrUnnamedPassedSocketsAreAClearError) {
   TempDir dir;
   write_file(dir / "mooring.toml", ephemeral);
   for (const std::string names : {"--fdname=gateway:bogus", "--fdname=gateway:gateway"}) {
-    const auto port_a = free_port();
-    const auto port_b = free_port();
-    ChildProcess manager("/usr/bin/systemd-socket-activate",
-                         {"-l", fmt::format("127.0.0.1:{}", port_a), "-l",
-                          fmt::format("127.0.0.1:{}", port_b), names, MOORING_BINARY, "serve"},
-                         dir.path());
-    ASSERT_TRUE(poll_until([&] { return manager.stderr_text().find("Listening on") != std::string::npos; },
-                           std::chrono::seconds(10)));
+    const auto activation = activate({names, MOORING_BINARY, "serve"}, dir.path());
+    auto& manager = *activation.manager;
+    const auto port_a = activation.first_port;
+    ASSERT_TRUE(listens_on_both(manager)) << manager.stderr_text();
     // A connection wakes it; mooring refuses the sockets and exits 1.
     asio::io_context io;
     asio::ip::tcp::socket poke(io);
