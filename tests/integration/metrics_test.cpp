@@ -7,6 +7,7 @@
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -81,15 +82,19 @@ TEST(Metrics, WebSocketFramesClosesRefusalsAndStoreCommitsAreCounted) {
   ASSERT_TRUE(host.started()) << host.log();
 
   std::vector<std::unique_ptr<ChatClient>> users;
+  const std::vector<std::string> names = {"alice", "bob", "carol"};
+  std::map<std::string, std::int64_t> replies;  // user -> the seq of the reply they read
   std::size_t received = 0;
-  for (const std::string name : {"alice", "bob", "carol"}) {
+  for (const auto& name : names) {
     users.push_back(std::make_unique<ChatClient>());
     ASSERT_EQ(users.back()->connect(host.gateway(), name), 101);
   }
-  for (auto& user : users) {
-    const auto seq = say_and_get_seq(*user, "hello", "m1");
-    user->read_until([&](const ChatClient::Frame& f) { return is_chat_for(f, seq); });
-    received += user->received().size();
+  for (std::size_t u = 0; u < users.size(); ++u) {
+    const auto seq = say_and_get_seq(*users[u], "hello", "m1");
+    const auto chat =
+        users[u]->read_until([&](const ChatClient::Frame& f) { return is_chat_for(f, seq); });
+    replies[names[u]] = int_field(chat, "seq");
+    received += users[u]->received().size();
   }
   ASSERT_TRUE(poll_until(
       [&] { return host.status().at("connections").to_number<int>() == 3; }, 10s));
@@ -102,6 +107,21 @@ TEST(Metrics, WebSocketFramesClosesRefusalsAndStoreCommitsAreCounted) {
     return http_get(host.admin(), "/metrics").body.find(three_closed) != std::string::npos;
   };
   ASSERT_TRUE(poll_until(closed, 10s)) << http_get(host.admin(), "/metrics").body;
+  // The last store write is the delivered cursors' (flushed a while after the
+  // replies went out). A commit is observed by the two store histograms one
+  // after the other, so a scrape during one may count it in one and not yet
+  // in the other: the scrape waits for the cursors, after which nothing writes.
+  std::string sessions;
+  const auto cursors_stored = [&] {
+    sessions = http_get(host.admin(), "/api/sessions", host.admin_token()).body;
+    const auto listed = boost::json::parse(sessions);
+    std::map<std::string, std::int64_t> delivered;
+    for (const auto& session : listed.at("sessions").as_array())
+      delivered[std::string(session.at("user_id").as_string())] =
+          session.at("delivered_seq").to_number<std::int64_t>();
+    return delivered == replies;
+  };
+  ASSERT_TRUE(poll_until(cursors_stored, 10s)) << sessions;
 
   auto samples = scrape(host, dir);
   EXPECT_EQ(samples["counter mooring_websocket_closes_total code=1000,listener=gateway"], 3);

@@ -47,7 +47,8 @@ double peak_rss_mb(pid_t pid) {
   return -1;
 }
 
-// Asks /healthz again and again until stopped; keeps the slowest answer.
+// Asks /healthz again and again until stopped; counts the requests that failed
+// or got no answer within 10 s, and keeps the slowest answer (a figure).
 class HealthProbe {
  public:
   explicit HealthProbe(std::string admin)
@@ -56,10 +57,15 @@ class HealthProbe {
           while (!stop_) {
             lock.unlock();
             const auto started = std::chrono::steady_clock::now();
-            const auto reply = http_get(admin, "/healthz");
+            // A request that gets no answer within http_get's 10 s throws: on
+            // this thread that would end the whole run, so it counts as a failure.
+            try {
+              if (http_get(admin, "/healthz").status != 200) ++failures_;
+            } catch (const std::exception&) {
+              ++failures_;
+            }
             const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started);
-            if (reply.status != 200) ++failures_;
             worst_ = std::max<long>(worst_, took.count());
             lock.lock();
             // The next probe in 10 ms, or at once to stop: stop() wakes it.
@@ -140,21 +146,30 @@ struct Attack {
   std::string name;
   std::string head;
   std::string unit;  // repeated without end
+  std::string ends;  // how what the user reads ends: the check that stopped the attack
 };
 
-// Each memory attack against a fresh host: the user is answered within
-// seconds, /healthz stays fast, the peak RSS stays bounded, SIGINT is prompt.
+const std::string unreadable = "the provider sent an answer mooring cannot read";
+// What the 30 s attempt timeout would have told the user instead.
+const std::string timed_out = "the provider did not answer in time";
+
+// Each memory attack against a fresh host: the reply ends at a size or shape
+// check (what the user reads says which), not at the attempt timeout; /healthz
+// keeps answering, the peak RSS stays bounded, SIGINT is prompt. How fast the
+// answers come is printed as figures: speed is the benchmarks' to measure.
 TEST(Upstream, MemoryAttacksStayBounded) {
   const std::string delta(1000 * 1000, 'x');
   const std::vector<Attack> attacks = {
-      {"200 MB reply in 1 MB deltas", raw_stream_head(), raw_chunk(raw_sse_piece(delta))},
-      {"endless chunk extension", raw_stream_head() + "10;a=", "b"},
+      {"200 MB reply in 1 MB deltas", raw_stream_head(), raw_chunk(raw_sse_piece(delta)),
+       "[the reply was cut here: it is longer than 1048576 bytes]"},
+      {"endless chunk extension", raw_stream_head() + "10;a=", "b", unreadable},
+      // The reply was whole at [DONE]: the trailer costs only the connection.
       {"endless trailer",
        raw_stream_head() + raw_chunk(raw_sse_piece("whole")) + raw_chunk(raw_sse_done) + "0\r\n",
-       "X-Trailer: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"},
-      {"many data: lines, no blank line", raw_stream_head(), raw_chunk("data: y\n")},
+       "X-Trailer: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", "whole"},
+      {"many data: lines, no blank line", raw_stream_head(), raw_chunk("data: y\n"), unreadable},
       {"one endless data: line", raw_stream_head() + raw_chunk("data: "),
-       raw_chunk(std::string(4096, 'z'))},
+       raw_chunk(std::string(4096, 'z')), unreadable},
   };
   for (const auto& attack : attacks) {
     SCOPED_TRACE(attack.name);
@@ -177,6 +192,11 @@ TEST(Upstream, MemoryAttacksStayBounded) {
     const auto answered = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started);
     const auto text = shown(chat);
+    // A size or shape check ended the reply; the timeout would say timed_out,
+    // and only after 30 s (the wait above gives up after 25 s).
+    EXPECT_TRUE(text.ends_with(attack.ends))
+        << text.substr(text.size() - std::min<std::size_t>(text.size(), 200));
+    EXPECT_NE(text, timed_out);
     EXPECT_LE(text.size(), 1024u * 1024 + 200);
     EXPECT_TRUE(poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
     probe.stop();
@@ -190,10 +210,11 @@ TEST(Upstream, MemoryAttacksStayBounded) {
         "start), upstream wrote %.1f MB, /healthz worst %ld ms, SIGINT to exit %lld ms\n",
         attack.name.c_str(), static_cast<long long>(answered.count()), text.size(), peak, baseline,
         upstream.bytes_sent() / 1e6, probe.worst_ms(), static_cast<long long>(stop_took.count()));
-    EXPECT_LT(answered, 10s * build_slowdown);
     EXPECT_LT(peak, baseline + 100);
-    EXPECT_LT(probe.worst_ms(), 1000);
+    // Every /healthz was answered (within 10 s each): parsing the attack never
+    // held up the network thread for the length of a hang.
     EXPECT_EQ(probe.failures(), 0);
+    EXPECT_EQ(host.log().find("did not answer within"), std::string::npos) << host.log();
   }
 }
 
@@ -274,11 +295,16 @@ TEST(Upstream, AMalformedAnswerIsAPromptErrorNotATimeout) {
   ASSERT_TRUE(host.started()) << host.log();
   ChatClient user;
   ASSERT_EQ(user.connect(host.gateway(), "shapes"), 101);
-  const auto started = std::chrono::steady_clock::now();
+  // Waited for at most 20 s, less than the 30 s attempt timeout: only a check
+  // of the answer's shape can end the reply in time.
   const auto chat = ask_and_wait(user, "hi", "1");
-  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);  // the attempt timeout is 30 s
-  EXPECT_EQ(shown(chat), "the provider sent an answer mooring cannot read");
+  EXPECT_EQ(shown(chat), unreadable);
   expect_clean_stop(host, {&user});
+  // The log names the shape check that failed, not the timeout.
+  EXPECT_NE(host.log().find("the provider's answer has a choice that is not an object"),
+            std::string::npos)
+      << host.log();
+  EXPECT_EQ(host.log().find("did not answer within"), std::string::npos) << host.log();
 }
 
 }  // namespace
