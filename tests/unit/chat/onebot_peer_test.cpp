@@ -398,9 +398,11 @@ TEST(OneBotPeer, AFrameThatIsNoObjectAndAMissingActionFailReadably) {
 }
 
 TEST(OneBotPeer, AWaitThatRunsOutOfTimeThrowsAndNamesWhatItRead) {
+  std::promise<void> written;
   TinyHost host([&](Ws& ws) -> awaitable<void> {
     const json::object call{{"action", "get_status"}, {"echo", "1"}};
     co_await write_object(ws, call);
+    written.set_value();
     // Held open until the test has seen the timeout.
     std::vector<json::object> frames;
     error_code ending;
@@ -408,8 +410,11 @@ TEST(OneBotPeer, AWaitThatRunsOutOfTimeThrowsAndNamesWhatItRead) {
   });
   OneBotPeer peer;
   ASSERT_EQ(peer.connect(host.address(), 10001), 101);
+  // The wait starts once get_status is on its way, not whenever the host's
+  // thread gets to write it; its time is still ample for reading it.
+  ASSERT_EQ(written.get_future().wait_for(10s), std::future_status::ready);
   try {
-    peer.wait_action("send_msg", 200ms);
+    peer.wait_action("send_msg", 1s);
     FAIL() << "the wait did not time out";
   } catch (const std::runtime_error& e) {
     const std::string what = e.what();

@@ -288,7 +288,10 @@ TEST_F(HttpServerTest, CloseSendsQueuedFramesFirstAndSendAfterCloseIsAnError) {
 }
 
 TEST_F(HttpServerTest, APeerThatDoesNotAnswerPingsIsCutOff) {
-  start({}, WsOptions{.heartbeat_interval = 50ms, .heartbeat_timeout = 100ms});
+  // The lively client below answers nothing between a read() and its next
+  // send(): the timeout is long so that a slow test thread is not taken for a
+  // silent peer (the silent one is still cut off in about a second).
+  start({}, WsOptions{.heartbeat_interval = 50ms, .heartbeat_timeout = 1s});
   test::WsClient silent;  // never reads, so never answers a ping
   ASSERT_EQ(silent.connect(address_, "/ws"), 101);
   ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));

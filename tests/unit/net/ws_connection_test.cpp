@@ -30,6 +30,7 @@ class WsConnectionTest : public ::testing::Test {
         "/ws", WsRoute{nullptr,
                        [this](const std::shared_ptr<WsConnection>& c, Request&) {
                          open_.push_back(c);
+                         if (pause_on_open_) c->pause_reading();
                          c->on_text = [this, c](std::string text) {
                            received_.push_back(text.substr(0, 16));
                            hashes_.push_back(std::hash<std::string>{}(text));
@@ -78,6 +79,7 @@ class WsConnectionTest : public ::testing::Test {
   std::vector<std::string> received_;
   std::vector<std::size_t> hashes_;  // of each message whole
   std::vector<WsClosed> closed_;
+  bool pause_on_open_ = false;  // set before start(): each connection starts paused
 };
 
 // Samples of this process's registry for the server above (named "test").
@@ -255,16 +257,31 @@ TEST_F(WsConnectionTest, WhilePausedNothingIsDeliveredAndTcpPushesBackThenAllArr
 // The heartbeat cannot hear a peer it does not read: a paused connection is
 // not closed for silence, and after resume the heartbeat works as before.
 TEST_F(WsConnectionTest, TheHeartbeatDoesNotCloseAPausedConnection) {
-  start(WsOptions{.heartbeat_interval = 20ms, .heartbeat_timeout = 30ms});
+  // The client answers nothing while it is not inside read(): the timeout is
+  // long so that a slow test thread is not taken for a silent peer. The pause
+  // begins while a ping awaits its pong, the case a heartbeat could get wrong.
+  // The connection starts paused, so that no ping goes out while the client
+  // still reads the 101 (it would take the ping in with it, unseen by the
+  // test): the heartbeat starts once the test resumes it below.
+  pause_on_open_ = true;
+  start(WsOptions{.heartbeat_interval = 20ms, .heartbeat_timeout = 1s});
   test::WsClient client;
   ASSERT_EQ(client.connect(address_, "/ws"), 101);
   auto c = connection();
   server_.run([&] {
+    c->resume_reading();
+    return true;
+  });
+  // The server's first ping has reached the client (and stays unread there).
+  auto& socket = client.lowest_layer().socket();
+  ASSERT_TRUE(test::poll_until([&] { return socket.available() > 0; }, 10s));
+  server_.run([&] {
     c->pause_reading();
     return true;
   });
-  // Ten heartbeat periods: a connection that counted the pause would be gone.
-  EXPECT_FALSE(test::poll_until([&] { return closed_count() > 0; }, 500ms));
+  // Twice the interval and the timeout: a connection that counted the pause
+  // against the peer would be gone.
+  EXPECT_FALSE(test::poll_until([&] { return closed_count() > 0; }, 2s));
   server_.run([&] {
     c->resume_reading();
     return true;

@@ -98,9 +98,12 @@ TEST(Supervisor, JoinReportsStragglersAtTheDeadline) {
   supervisor.spawn("quick", "test", wait_for_nothing(&quick));
 
   // Graceful stage: the quick task ends, the stubborn one goes back to sleep.
+  // Each takes a few turns of the loop; the deadline is long enough that a
+  // stalled loop does not reach it first (stubborn sleeps for an hour, so
+  // the test waits exactly this long).
   auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
     s.cancel_all(asio::cancellation_type::total);
-    co_return co_await s.join(Deadline::after(50ms));
+    co_return co_await s.join(Deadline::after(1s));
   }(supervisor));
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].name, "stubborn");
