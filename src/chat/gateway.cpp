@@ -180,16 +180,25 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool open() const { return !closed_ && !replaced_; }
 
  private:
-  // False when `seq` went out on this connection lately. A page of stored
-  // replies read while a live reply was being written may offer that reply
-  // again; this keeps it from being sent twice. The window is bounded, not
-  // every reply of the connection's life: once more replies than the send
-  // queue holds were queued after one, it has been written (or the
-  // connection is gone) and the cursor is past it, so only a client's own
-  // resume asks for it again, and the client then gets it.
+  // False when `seq` went out on this connection lately. While stored
+  // replies go out a page at a time (the backlog of a reconnect, a resume),
+  // live replies go on, and a later page may offer one of them again; this
+  // keeps it from being sent twice. The window is bounded, not every reply of
+  // the connection's life: it holds the largest seqs sent, and drops the
+  // smallest. A live reply's seq is larger than every page's, and at most
+  // max_pending_messages are answered while pages go out; a paged reply
+  // dropped from the window was written long ago (more replies than the send
+  // queue holds were queued after it), so the cursor is past it and only a
+  // client's own resume asks for it again, which the client then gets once
+  // more, with its seq, as after a kill -9.
   bool remember_sent(Seq seq) {
+    const auto window = 2 * connection_->options().send_queue_limit +
+                        gateway_.options_.max_pending_messages + 1;
+    // Older than all the window holds: sent without being remembered, so a
+    // resume through old replies costs no shifting of the window.
+    if (sent_.size() >= window && seq < *sent_.begin()) return true;
     if (!sent_.insert(seq).second) return false;
-    if (sent_.size() > 2 * connection_->options().send_queue_limit) sent_.erase(sent_.begin());
+    if (sent_.size() > window) sent_.erase(sent_.begin());
     return true;
   }
 

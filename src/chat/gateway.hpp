@@ -4,8 +4,11 @@
 // layer adds:
 // - an acknowledgement frame for a stored message that carries a client id;
 //   replies streamed as token frames and sent whole as a chat frame, stored
-//   replies (after the delivered cursor, or after resume.after) each exactly
-//   once per connection, in order; the cursor moves once a frame is written;
+//   replies (after the delivered cursor, or after resume.after) in order, and
+//   none twice among those a connection sent lately (its last
+//   2 x send_queue_limit + max_pending_messages + 1: the memory a connection
+//   keeps for this is bounded; a resume from further back gets the older ones
+//   again, with their seqs); the cursor moves once a frame is written;
 // - a new connection replaces the old one (closed with 4000 after its queued
 //   frames), and nothing of the old one leaks into the new;
 // - a client cannot make the host buffer without bound: while its

@@ -299,7 +299,7 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
   {
     ChatClient writer;
     ASSERT_EQ(writer.connect(fixture.address, "reader"), 101);
-    for (int i = 0; i < 12; ++i) {
+    for (int i = 0; i < 14; ++i) {
       const auto seq = say_and_get_seq(writer, "q" + std::to_string(i), "q" + std::to_string(i));
       writer.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
     }
@@ -341,13 +341,14 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
 // the older ones again and gets them; the latest are not sent twice.
 TEST(Gateway, ALongConnectionRemembersOnlyItsLatestRepliesAndAResumeSendsTheOlderOnesAgain) {
   GatewayOptions options;
-  options.ws.send_queue_limit = 4;  // the last 8 replies are remembered
+  options.ws.send_queue_limit = 4;
+  options.max_pending_messages = 1;  // the last 2 x 4 + 1 + 1 = 10 replies are remembered
   options.max_messages_per_minute = 0;
   GatewayFixture fixture(options);
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "lasting"), 101);
   std::vector<std::int64_t> replies;
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < 14; ++i) {
     const auto seq = say_and_get_seq(client, "q" + std::to_string(i), "q" + std::to_string(i));
     const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
     replies.push_back(int_field(chat, "seq"));
@@ -364,7 +365,7 @@ TEST(Gateway, ALongConnectionRemembersOnlyItsLatestRepliesAndAResumeSendsTheOlde
       ++again[int_field(frame, "seq")];
   std::map<std::int64_t, int> expected;
   for (std::size_t i = 0; i < 4; ++i) expected[replies[i]] = 1;
-  EXPECT_EQ(again, expected) << "the four oldest again, the eight latest not";
+  EXPECT_EQ(again, expected) << "the four oldest again, the ten latest not";
 }
 
 // --- chat.max_context_bytes ---------------------------------------------------
