@@ -159,6 +159,20 @@ TEST_F(ConversationTest, AContextOnlyMessageIsStoredNeverAnsweredAndIsTheNextRep
   EXPECT_TRUE(pending->empty());
 }
 
+TEST_F(ConversationTest, RequestsPointAtTheRecentMessagesInsteadOfCopyingThem) {
+  auto outlet = attach("hal");
+  for (int i = 0; i < 3; ++i) {
+    submit("hal", fmt::format("m{}", i));
+    ASSERT_TRUE(wait_for_events(outlet, 3 * (i + 1)));
+  }
+  const auto requests = f.run([&] { return f.gate->requests; });
+  ASSERT_EQ(requests.size(), 3u);
+  // The second and the third reply both have "m0" as their oldest history.
+  ASSERT_NE(requests[1].oldest_history_text, nullptr);
+  EXPECT_EQ(*requests[1].oldest_history_text, "m0");
+  EXPECT_EQ(requests[1].oldest_history_text, requests[2].oldest_history_text);
+}
+
 TEST_F(ConversationTest, ACancelledReplyIsStoredAsSuchAndTheNextMessageIsAnswered) {
   auto outlet = attach("cy");
   f.run([&] { return f.gate->set_open(false), true; });

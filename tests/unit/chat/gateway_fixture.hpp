@@ -32,7 +32,8 @@ class GateProvider : public llm::Provider {
     requests.push_back(
         {request.history.size(), history_bytes,
          request.history.empty() ? std::string() : request.history.back().content.str().substr(0, 32),
-         request.message.content.str().substr(0, 32)});
+         request.message.content.str().substr(0, 32),
+         request.history.empty() ? nullptr : &request.history.front().content.str()});
     while (!open) {
       if (!co_await opened_.wait_until(runtime::Deadline::never()))
         co_return llm::failure(
@@ -55,6 +56,9 @@ class GateProvider : public llm::Provider {
     std::size_t history_bytes;
     std::string newest_history;  // its first 32 bytes
     std::string message;         // its first 32 bytes
+    // Where the oldest message of the history is held: the same place in two
+    // requests when both point at the conversation's copy.
+    const std::string* oldest_history_text;
   };
   std::vector<Seen> requests;
   bool open = true;

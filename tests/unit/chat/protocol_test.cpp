@@ -62,7 +62,7 @@ TEST(Protocol, DeepNestingIsInvalidJson) {
 }
 
 TEST(Protocol, InvalidUtf8AndLoneSurrogatesNeverBecomeText) {
-  for (const std::string frame :
+  for (const std::string& frame :
        {std::string("{\"text\":\"\xff\xfe\"}"), std::string("{\"text\":\"\xc3\"}"),
         std::string("{\"text\":\"\xed\xa0\x80\"}")}) {
     EXPECT_EQ(error_name(parse_client_frame(frame)), "invalid_json");
@@ -143,6 +143,24 @@ TEST(Protocol, AckCarriesTheClientId) {
   EXPECT_EQ(ack.at("type"), "ack");
   EXPECT_EQ(ack.at("id"), "m1");
   EXPECT_EQ(ack.at("seq"), 7);
+}
+
+// The server's frames, byte for byte: the keys in the order clients have
+// seen them, escapes, and a text longer than the buffer frames are built in.
+TEST(Protocol, TheServersFramesAreTheseBytes) {
+  EXPECT_EQ(ack_frame("m1", 7), R"({"type":"ack","id":"m1","seq":7})");
+  EXPECT_EQ(token_frame("a \"b\"", 3), R"({"type":"chat_token","content":"a \"b\"","reply_to":3})");
+  EXPECT_EQ(chat_frame("hi\n", "u1", 9, 8),
+            R"({"type":"chat","content":"hi\n","text":"hi\n","who":"AI","user_id":"u1","seq":9,)"
+            R"("reply_to":8})");
+  EXPECT_EQ(notification_frame("x"), R"({"type":"notification","content":"x"})");
+  EXPECT_EQ(error_frame("n", "d", std::nullopt), R"({"type":"error","name":"n","description":"d"})");
+  EXPECT_EQ(error_frame("n", "d", 5),
+            R"({"type":"error","name":"n","description":"d","reply_to":5})");
+  const std::string long_text(3000, 'w');
+  EXPECT_EQ(chat_frame(long_text, "u1", 2, 1),
+            R"({"type":"chat","content":")" + long_text + R"(","text":")" + long_text +
+                R"(","who":"AI","user_id":"u1","seq":2,"reply_to":1})");
 }
 
 // Seeded mutations of well-formed frames, and random bytes: the parser
