@@ -28,7 +28,6 @@ class Text {
   Text(const char* text) : Text(std::string(text)) {}
 
   const std::string& str() const { return text_ ? *text_ : empty_string(); }
-  operator std::string_view() const { return str(); }
   std::size_t size() const { return str().size(); }
   bool empty() const { return str().empty(); }
   friend bool operator==(const Text& a, std::string_view b) { return a.str() == b; }

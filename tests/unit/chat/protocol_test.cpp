@@ -1,5 +1,6 @@
 #include "chat/protocol.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <random>
@@ -143,6 +144,19 @@ TEST(Protocol, AckCarriesTheClientId) {
   EXPECT_EQ(ack.at("type"), "ack");
   EXPECT_EQ(ack.at("id"), "m1");
   EXPECT_EQ(ack.at("seq"), 7);
+}
+
+// A frame far larger than the buffer frames are read in (1 KiB on the
+// stack): 10,000 keys the protocol does not name and a 1 MiB text. It is read
+// whole, the spill freed with the frame.
+TEST(Protocol, AFrameThatOutgrowsTheStackBufferIsReadWhole) {
+  std::string frame = "{";
+  for (int i = 0; i < 10000; ++i) frame += fmt::format("\"k{}\":[{}],", i, i);
+  frame += R"("text":")" + std::string(1 << 20, 'w') + R"(","id":"m1"})";
+  const auto parsed = parse_client_frame(frame);
+  ASSERT_TRUE(std::holds_alternative<UserMessage>(parsed));
+  EXPECT_EQ(std::get<UserMessage>(parsed).text.size(), 1u << 20);
+  EXPECT_EQ(std::get<UserMessage>(parsed).id, std::optional<std::string>("m1"));
 }
 
 // The server's frames, byte for byte: the keys in the order clients have
