@@ -124,7 +124,7 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
         fmt::format("{} frame(s) were dropped unhandled; send any message again", dropped);
     self->tell_error("cancelled", told, 0);
   }
-  if (self->inbox_.capacity() > 16) self->inbox_ = {};  // a burst's buffer goes back
+  self->inbox_ = {};  // its buffer goes back: an idle conversation holds none
   self->inbox_running_ = false;
   self->pending_changed();
   self->owner_.forget_if_idle(self->id_);

@@ -57,9 +57,7 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       options_(options),
       remote_(std::move(remote)),
       log_name_(std::move(log_name)),
-      heartbeat_(stream_.get_executor()),
-      close_watchdog_(stream_.get_executor()),
-      write_watchdog_(stream_.get_executor()),
+      timer_(stream_.get_executor()),
       last_heard_(Clock::now()),
       resumed_(stream_.get_executor()),
       frames_in_(frames(log_name_, "in")),
@@ -86,7 +84,7 @@ awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
 // heartbeat are completion handlers); its `self` parameter keeps the
 // connection alive.
 awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
-  arm_heartbeat();
+  arm_timer();
   write_next();  // frames the owner sent before run()
   try {
     // The first bytes of a message land in a small array in this frame: an
@@ -144,9 +142,7 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
 void WsConnection::finish() {
   finished_ = true;
   force_close();
-  heartbeat_.cancel();
-  close_watchdog_.cancel();
-  write_watchdog_.cancel();
+  timer_.cancel();
   on_text = nullptr;
   queue_.clear();
   queued_bytes_ = 0;
@@ -261,71 +257,88 @@ void WsConnection::written(error_code ec) {
   write_next();
 }
 
-// The heartbeat: one timer, re-armed for the next moment something is due
-// when it fires (a frame heard meanwhile moves that moment later).
-void WsConnection::arm_heartbeat() {
-  if (heartbeat_armed_ || paused_ || state_ == State::closed || finished_) return;
-  heartbeat_armed_ = true;
-  const auto now = Clock::now();
-  const auto due = awaiting_pong_ ? ping_sent_ + options_.heartbeat_timeout
-                   : ping_wanted_ ? now + options_.heartbeat_timeout  // behind queued frames
-                                  : last_heard_ + options_.heartbeat_interval;
-  heartbeat_.expires_at(due);
-  heartbeat_.async_wait([weak = weak_from_this()](error_code ec) {
+// The one timer: armed for the earliest thing due, re-armed when it fires
+// (a frame heard meanwhile moves the heartbeat's moment later; the timer
+// then finds nothing due yet and waits again).
+//
+// - The heartbeat, while reading (not paused): a ping after
+//   heartbeat_interval of silence, then the peer has heartbeat_timeout to
+//   answer it. A ping waiting behind queued frames is the write watchdog's.
+// - The write watchdog: a peer that stopped reading fills the socket buffers
+//   and a write never completes. A write (a frame or a ping; the close
+//   handshake has its own deadline) gets as long as a ping would to be
+//   answered. A stream of small writes (a reply token by token) costs a
+//   clock read each, not a timer operation each.
+// - The close handshake: the socket is closed close_timeout after close().
+Clock::time_point WsConnection::next_due() const {
+  auto due = Clock::time_point::max();
+  if (state_ == State::closed || finished_) return due;
+  if (!paused_) {
+    if (awaiting_pong_) {
+      due = ping_sent_ + options_.heartbeat_timeout;
+    } else if (!ping_wanted_) {
+      due = last_heard_ + options_.heartbeat_interval;
+    }
+  }
+  if (write_busy_ && !close_sent_)
+    due = std::min(due, write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout);
+  if (state_ == State::closing) due = std::min(due, close_deadline_);
+  return due;
+}
+
+void WsConnection::arm_timer() {
+  const auto due = next_due();
+  // An armed wait that ends sooner re-arms the timer then.
+  if (due == Clock::time_point::max() || (timer_armed_ && timer_due_ <= due)) return;
+  timer_armed_ = true;
+  timer_due_ = due;
+  const auto generation = ++timer_generation_;
+  timer_.expires_at(due);  // a wait already pending ends, and counts for nothing
+  timer_.async_wait([weak = weak_from_this(), generation](error_code ec) {
     auto self = weak.lock();
-    if (!self) return;
-    self->heartbeat_armed_ = false;
-    if (!ec) self->heartbeat();
+    if (!self || generation != self->timer_generation_) return;
+    self->timer_armed_ = false;
+    if (!ec) self->timer_fired();
   });
 }
 
-void WsConnection::heartbeat() {
-  // Not reading means a pong would not be seen either: the heartbeat waits
-  // until the owner resumes reading (resume_reading() re-arms it).
-  if (paused_ || state_ == State::closed || finished_) return;
+void WsConnection::timer_fired() {
+  if (state_ == State::closed || finished_) return;
   const auto now = Clock::now();
-  if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
-    log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
-              runtime::format_duration(options_.heartbeat_timeout));
+  if (state_ == State::closing && now >= close_deadline_) {
     force_close();
     return;
   }
-  if (!awaiting_pong_ && !ping_wanted_ && now >= last_heard_ + options_.heartbeat_interval) {
-    ping_wanted_ = true;
-    write_next();
-  }
-  arm_heartbeat();
-}
-
-// A peer that stopped reading fills the socket buffers and a write never
-// completes; the heartbeat, which runs between writes, would never notice.
-// A write gets as long as a ping would to be answered. The watchdog is armed
-// once and re-armed only when it fires, so a stream of small writes (a reply
-// token by token) costs a clock read each, not a timer each.
-void WsConnection::watch_write() {
-  write_started_ = Clock::now();
-  if (!write_watch_armed_) arm_write_watchdog();
-}
-
-void WsConnection::arm_write_watchdog() {
-  write_watch_armed_ = true;
-  write_watchdog_.expires_at(write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout);
-  write_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
-    auto self = weak.lock();
-    if (!self) return;
-    self->write_watch_armed_ = false;
-    // A frame or a ping is being written (the close handshake has its own watchdog).
-    const bool in_write = self->write_busy_ && !self->close_sent_;
-    if (ec || !in_write || self->state_ == State::closed) return;
-    const auto limit = self->options_.heartbeat_interval + self->options_.heartbeat_timeout;
-    if (Clock::now() < self->write_started_ + limit) {
-      self->arm_write_watchdog();  // this write started after the one the timer was set for
+  if (write_busy_ && !close_sent_) {
+    const auto limit = options_.heartbeat_interval + options_.heartbeat_timeout;
+    if (now >= write_started_ + limit) {
+      log::info("{}: {} has not read anything for {}; closing", log_name_, remote_,
+                runtime::format_duration(limit));
+      force_close();
       return;
     }
-    log::info("{}: {} has not read anything for {}; closing", self->log_name_, self->remote_,
-              runtime::format_duration(limit));
-    self->force_close();
-  });
+  }
+  // Not reading means a pong would not be seen either: the heartbeat waits
+  // until the owner resumes reading.
+  if (!paused_) {
+    if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
+      log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
+                runtime::format_duration(options_.heartbeat_timeout));
+      force_close();
+      return;
+    }
+    if (!awaiting_pong_ && !ping_wanted_ && now >= last_heard_ + options_.heartbeat_interval) {
+      ping_wanted_ = true;
+      write_next();
+    }
+  }
+  arm_timer();
+}
+
+void WsConnection::watch_write() {
+  write_started_ = Clock::now();
+  const auto due = write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout;
+  if (!timer_armed_ || timer_due_ > due) arm_timer();
 }
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
@@ -353,12 +366,9 @@ void WsConnection::close(websocket::close_code code, std::string reason) {
   state_ = State::closing;
   closed_.code = static_cast<std::uint16_t>(code);
   closed_.reason = std::move(reason);
+  close_deadline_ = Clock::now() + options_.close_timeout;
   write_next();
-  close_watchdog_.expires_after(options_.close_timeout);
-  close_watchdog_.async_wait([weak = weak_from_this()](error_code ec) {
-    if (ec) return;
-    if (auto self = weak.lock()) self->force_close();
-  });
+  arm_timer();
 }
 
 void WsConnection::pause_reading() { paused_ = true; }
@@ -370,8 +380,8 @@ void WsConnection::resume_reading() {
   last_heard_ = Clock::now();
   awaiting_pong_ = false;
   resumed_.notify_all();
-  arm_heartbeat();
   write_next();  // a ping that waited for the pause to end
+  arm_timer();
 }
 
 void WsConnection::force_close() {
@@ -379,7 +389,8 @@ void WsConnection::force_close() {
   error_code ignored;
   beast::get_lowest_layer(stream_).shutdown(asio::socket_base::shutdown_both, ignored);
   beast::get_lowest_layer(stream_).close(ignored);
-  heartbeat_.cancel();
+  timer_.cancel();
+  timer_armed_ = false;
   resumed_.notify_all();
 }
 

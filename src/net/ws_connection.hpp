@@ -27,9 +27,10 @@
 //   close_code_label).
 //
 // One coroutine reads; writes are chained completion handlers started by
-// send(), and the heartbeat is one timer re-armed when it fires. An idle
-// connection holds one pending read and one timer, and a frame costs no
-// timer operation or coroutine wake-up of its own.
+// send(). One timer serves the heartbeat, the write watchdog and the close
+// handshake's deadline: it is set for the earliest of them and re-armed when
+// it fires. An idle connection holds one pending read and one timer wait,
+// and a frame costs no timer operation or coroutine wake-up of its own.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -79,8 +80,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
  public:
   // On the bare socket: the WebSocket's own timer bounds the handshakes and
   // the heartbeat bounds silence, so a tcp_stream's two timers and its
-  // wrapper around every pending read would only cost memory.
-  using Stream = websocket::stream<asio::ip::tcp::socket>;
+  // wrapper around every pending read would only cost memory. Without
+  // per-message deflate, which mooring never offers: its state is not kept.
+  using Stream = websocket::stream<asio::ip::tcp::socket, false>;
 
   WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
   WsConnection(const WsConnection&) = delete;
@@ -121,10 +123,10 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void read_ended(const error_code& ec);
   void write_next();
   void written(error_code ec);
-  void arm_heartbeat();
-  void heartbeat();
+  Clock::time_point next_due() const;
+  void arm_timer();
+  void timer_fired();
   void watch_write();
-  void arm_write_watchdog();
   void deliver(std::string text);
   void finish();
 
@@ -142,20 +144,20 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   boost::container::devector<Outgoing> queue_;
   Outgoing writing_;
   std::size_t queued_bytes_ = 0;
-  asio::steady_timer heartbeat_;
-  asio::steady_timer close_watchdog_;
-  asio::steady_timer write_watchdog_;
+  asio::steady_timer timer_;
+  Clock::time_point timer_due_;       // when the armed wait ends
+  std::uint64_t timer_generation_ = 0;  // of the wait whose end counts
+  Clock::time_point close_deadline_;  // of the close handshake, once closing
   WsClosed closed_;
   Clock::time_point last_heard_;
   Clock::time_point ping_sent_;
   bool awaiting_pong_ = false;
   bool ping_wanted_ = false;  // sent once the frames queued before it are
-  bool heartbeat_armed_ = false;
+  bool timer_armed_ = false;
   bool write_busy_ = false;  // a frame, a ping or the close frame is being written
   bool writing_frame_ = false;  // ... and it is writing_
   bool close_sent_ = false;
   bool finished_ = false;
-  bool write_watch_armed_ = false;
   bool paused_ = false;
   runtime::Notifier resumed_;
   Clock::time_point write_started_;

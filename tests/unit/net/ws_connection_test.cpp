@@ -293,6 +293,27 @@ TEST_F(WsConnectionTest, TheHeartbeatDoesNotCloseAPausedConnection) {
   EXPECT_EQ(closed_count(), 0u);
 }
 
+// While paused the heartbeat waits, but a write that never ends does not: a
+// peer that stopped reading is cut off by the write's deadline (interval +
+// timeout), the one timer's other duty.
+TEST_F(WsConnectionTest, AWriteThatNeverEndsIsCutOffWhilePaused) {
+  pause_on_open_ = true;
+  start(WsOptions{.heartbeat_interval = 50ms,
+                  .heartbeat_timeout = 100ms,
+                  .send_queue_bytes = 64 * 1024 * 1024});  // not a slow consumer: a stalled one
+  test::WsClient stalled;  // never reads
+  ASSERT_EQ(stalled.connect(address_, "/ws"), 101);
+  auto c = connection();
+  server_.run([&] {
+    for (int i = 0; i < 16; ++i) c->send(std::string(1024 * 1024, 'z'));
+    return true;
+  });
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s))
+      << "a write blocked on a peer that does not read never ended";
+  EXPECT_TRUE(server_.run([&] { return c->reading_paused(); }));
+  EXPECT_EQ(server_.run([&] { return closed_.at(0).code; }), 0) << "cut off, no close handshake";
+}
+
 TEST_F(WsConnectionTest, CloseWorksWhilePaused) {
   start();
   test::WsClient client;

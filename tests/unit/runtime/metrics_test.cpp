@@ -39,7 +39,9 @@ void expect_valid_exposition(const std::string& text) {
       EXPECT_TRUE(types.count(family)) << "no TYPE before: " << line;
       EXPECT_TRUE(helped.count(family)) << "no HELP before: " << line;
       EXPECT_TRUE(series.insert(line.substr(0, line.rfind(' '))).second) << "twice: " << line;
-      if (types[family] == "counter") EXPECT_TRUE(family.ends_with("_total")) << family;
+      if (types[family] == "counter") {
+        EXPECT_TRUE(family.ends_with("_total")) << family;
+      }
       if (m[1].str().ends_with("_bucket")) {
         const double value = std::stod(line.substr(line.rfind(' ') + 1));
         EXPECT_GE(value, previous_bucket) << "buckets must be cumulative: " << line;
