@@ -34,8 +34,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
       : gateway_(gateway),
         conversation_(conversation),
         user_id_(conversation->id()),
-        connection_(std::move(connection)),
-        written_(gateway.conversations_.supervisor().executor()) {}
+        connection_(std::move(connection)) {}
 
   void start() {
     std::weak_ptr<Connection> weak = weak_from_this();
@@ -75,7 +74,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
 
   void on_closed() {
     closed_ = true;
-    written_.notify_all();
+    if (written_) written_->notify_all();
     if (auto conversation = conversation_.lock()) conversation->detach(this);
   }
 
@@ -151,7 +150,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
       // A cancellation that came between two waits is seen here, not lost.
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) break;
-      const bool woken = co_await written_.wait_until(deadline);
+      if (!written_)
+        written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
+      const bool woken = co_await written_->wait_until(deadline);
       if (!woken) break;
     }
     co_return !closed_ && !replaced_ && replies_written_ >= page_end;
@@ -169,7 +170,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // Replaced by a newer connection (or closed): a replaced one is closed
   // after the frames already queued.
   void detached() override {
-    written_.notify_all();
+    if (written_) written_->notify_all();
     if (closed_ || replaced_) return;
     replaced_ = true;
     log::info("gateway: {} connected again; replacing the previous connection", user_id_);
@@ -208,7 +209,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
         std::move(frame), [weak = weak_from_this(), conversation = conversation_, seq] {
           if (auto self = weak.lock()) {
             ++self->replies_written_;
-            self->written_.notify_all();
+            if (self->written_) self->written_->notify_all();
           }
           if (auto alive = conversation.lock()) alive->delivered(seq);
         });
@@ -239,7 +240,8 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // order, so written == queued means all of them are out.
   std::uint64_t replies_queued_ = 0;
   std::uint64_t replies_written_ = 0;
-  runtime::Notifier written_;  // a reply was written, or the connection ended
+  // A reply was written, or the connection ended; made by the first wait.
+  std::unique_ptr<runtime::Notifier> written_;
   std::string held_pieces_;    // of the reply being made, not yet sent
   bool flush_posted_ = false;  // a flush of held_pieces_ is posted
   std::uint64_t flush_ticket_ = 0;  // which posted flush may run

@@ -59,7 +59,6 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       log_name_(std::move(log_name)),
       timer_(stream_.get_executor()),
       last_heard_(Clock::now()),
-      resumed_(stream_.get_executor()),
       frames_in_(frames(log_name_, "in")),
       frames_out_(frames(log_name_, "out")) {
   stream_.read_message_max(options_.max_message_bytes);
@@ -95,7 +94,8 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
       // No co_await inside a condition: GCC 12 mishandles it.
       bool cancelled = co_await runtime::cancelled();
       while (paused_ && state_ != State::closed && !cancelled) {
-        co_await resumed_.wait_until(runtime::Deadline::never());
+        if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
+        co_await resumed_->wait_until(runtime::Deadline::never());
         cancelled = co_await runtime::cancelled();
       }
       if (state_ == State::closed || cancelled) break;
@@ -120,7 +120,8 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
       // A read already under way when the owner paused is held back too.
       cancelled = co_await runtime::cancelled();
       while (paused_ && state_ != State::closed && !cancelled) {
-        co_await resumed_.wait_until(runtime::Deadline::never());
+        if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
+        co_await resumed_->wait_until(runtime::Deadline::never());
         cancelled = co_await runtime::cancelled();
       }
       if (state_ == State::closed || cancelled) break;
@@ -379,7 +380,7 @@ void WsConnection::resume_reading() {
   // The peer was not silent while we did not read: its clock starts again.
   last_heard_ = Clock::now();
   awaiting_pong_ = false;
-  resumed_.notify_all();
+  if (resumed_) resumed_->notify_all();
   write_next();  // a ping that waited for the pause to end
   arm_timer();
 }
@@ -391,7 +392,7 @@ void WsConnection::force_close() {
   beast::get_lowest_layer(stream_).close(ignored);
   timer_.cancel();
   timer_armed_ = false;
-  resumed_.notify_all();
+  if (resumed_) resumed_->notify_all();
 }
 
 }  // namespace mooring::net

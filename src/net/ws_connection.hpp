@@ -159,7 +159,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool close_sent_ = false;
   bool finished_ = false;
   bool paused_ = false;
-  runtime::Notifier resumed_;
+  std::unique_ptr<runtime::Notifier> resumed_;  // made by the first pause
   Clock::time_point write_started_;
   runtime::Counter& frames_in_;
   runtime::Counter& frames_out_;
