@@ -336,10 +336,12 @@ void WsConnection::timer_fired() {
   arm_timer();
 }
 
+// Also when the write is a ping: its pong may be due before anything the
+// timer is armed for. arm_timer() touches the timer only when something is
+// due sooner than the armed wait ends.
 void WsConnection::watch_write() {
   write_started_ = Clock::now();
-  const auto due = write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout;
-  if (!timer_armed_ || timer_due_ > due) arm_timer();
+  arm_timer();
 }
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
