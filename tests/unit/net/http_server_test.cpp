@@ -303,8 +303,8 @@ TEST_F(HttpServerTest, APeerThatDoesNotAnswerPingsIsCutOff) {
     lively.send("tick");
     EXPECT_EQ(lively.read(), "echo:tick");
   }
-  // Quiet but reading: the server hears nothing but pongs for 4 s, four
-  // times what a silent peer gets, and the connection stays.
+  // Quiet but reading: the server hears nothing but pongs for 4 s, nearly
+  // four times what a silent peer gets (1.05 s), and the connection stays.
   server_.run([&] {
     auto timer = std::make_shared<asio::steady_timer>(server_.io(), 4s);
     timer->async_wait([timer, c = ws_.open.at(1)](error_code) { c->send("late"); });
