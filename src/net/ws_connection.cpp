@@ -94,8 +94,7 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
       // No co_await inside a condition: GCC 12 mishandles it.
       bool cancelled = co_await runtime::cancelled();
       while (paused_ && state_ != State::closed && !cancelled) {
-        if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
-        co_await resumed_->wait_until(runtime::Deadline::never());
+        co_await resumed().wait_until(runtime::Deadline::never());
         cancelled = co_await runtime::cancelled();
       }
       if (state_ == State::closed || cancelled) break;
@@ -120,8 +119,7 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
       // A read already under way when the owner paused is held back too.
       cancelled = co_await runtime::cancelled();
       while (paused_ && state_ != State::closed && !cancelled) {
-        if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
-        co_await resumed_->wait_until(runtime::Deadline::never());
+        co_await resumed().wait_until(runtime::Deadline::never());
         cancelled = co_await runtime::cancelled();
       }
       if (state_ == State::closed || cancelled) break;
@@ -140,6 +138,12 @@ awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
 // Runs once, after the reader has ended, on every path out of run(). A write
 // still in flight completes later with an error (the socket is closed) and
 // reports nothing.
+// Made by the first pause: most connections are never paused.
+runtime::Notifier& WsConnection::resumed() {
+  if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
+  return *resumed_;
+}
+
 void WsConnection::finish() {
   finished_ = true;
   force_close();
@@ -271,6 +275,11 @@ void WsConnection::written(error_code ec) {
 //   answered. A stream of small writes (a reply token by token) costs a
 //   clock read each, not a timer operation each.
 // - The close handshake: the socket is closed close_timeout after close().
+// A write (a frame or a ping) gets as long as a ping would to be answered.
+Clock::time_point WsConnection::write_deadline() const {
+  return write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout;
+}
+
 Clock::time_point WsConnection::next_due() const {
   auto due = Clock::time_point::max();
   if (state_ == State::closed || finished_) return due;
@@ -281,8 +290,7 @@ Clock::time_point WsConnection::next_due() const {
       due = last_heard_ + options_.heartbeat_interval;
     }
   }
-  if (write_busy_ && !close_sent_)
-    due = std::min(due, write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout);
+  if (write_busy_ && !close_sent_) due = std::min(due, write_deadline());
   if (state_ == State::closing) due = std::min(due, close_deadline_);
   return due;
 }
@@ -310,14 +318,11 @@ void WsConnection::timer_fired() {
     force_close();
     return;
   }
-  if (write_busy_ && !close_sent_) {
-    const auto limit = options_.heartbeat_interval + options_.heartbeat_timeout;
-    if (now >= write_started_ + limit) {
-      log::info("{}: {} has not read anything for {}; closing", log_name_, remote_,
-                runtime::format_duration(limit));
-      force_close();
-      return;
-    }
+  if (write_busy_ && !close_sent_ && now >= write_deadline()) {
+    log::info("{}: {} has not read anything for {}; closing", log_name_, remote_,
+              runtime::format_duration(options_.heartbeat_interval + options_.heartbeat_timeout));
+    force_close();
+    return;
   }
   // Not reading means a pong would not be seen either: the heartbeat waits
   // until the owner resumes reading.

@@ -123,12 +123,14 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void read_ended(const error_code& ec);
   void write_next();
   void written(error_code ec);
+  Clock::time_point write_deadline() const;
   Clock::time_point next_due() const;
   void arm_timer();
   void timer_fired();
   void watch_write();
   void deliver(std::string text);
   void finish();
+  runtime::Notifier& resumed();
 
   Stream stream_;
   WsOptions options_;
