@@ -377,6 +377,25 @@ TEST_F(WsConnectionTest, OnWrittenRunsInOrderAndOneThatThrowsClosesWith1011) {
 
 // The size limit holds for the whole message, not for one read: a message
 // one byte over it, however it is split into reads, closes with 1009.
+// A text message that is not UTF-8 (a malformed sequence, a lone surrogate) is
+// never delivered: the peer is told 1007 and the connection ends and is
+// reported once.
+TEST_F(WsConnectionTest, TextThatIsNotUtf8ClosesWith1007AndIsNeverDelivered) {
+  start();
+  for (const std::string bad : {std::string("\xC3\x28"), std::string("ok\xED\xA0\x80")}) {
+    const auto before = closed_count();
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.send("fine");
+    EXPECT_EQ(client.read(), "got:4");
+    client.send(bad);
+    EXPECT_EQ(client.read(), std::nullopt);
+    EXPECT_EQ(client.close_code(), 1007);
+    ASSERT_TRUE(test::poll_until([&] { return closed_count() == before + 1; }, 10s));
+  }
+  EXPECT_EQ(received_count(), 2u) << "only the two valid messages";
+}
+
 TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
   start(WsOptions{.max_message_bytes = 4096});
   test::WsClient client;
