@@ -122,13 +122,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         log::error("{}: connection from {} failed: {}", self->server_->name, self->remote_,
                    runtime::describe_current_exception());
     }
-    // A WebSocket runs after serve() has returned: the request, its parser and
-    // serve()'s frame are gone while the connection lives. It runs even if the
-    // task was cancelled meanwhile (it then ends at once), so that on_closed
-    // reaches its owner: co_await must not throw before it starts.
-    if (auto ws = self->ws_) {
+    // A WebSocket runs after serve() has returned, and after this task: the
+    // request, its parser and every coroutine frame of the session are gone
+    // while the connection lives. It starts even if the task was cancelled
+    // meanwhile (it then ends at once), so that on_closed reaches its owner:
+    // co_await must not throw before it starts.
+    if (auto ws = std::exchange(self->ws_, nullptr)) {
       co_await asio::this_coro::throw_if_cancelled(false);
-      co_await WsConnection::run(std::move(ws));
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) ws->force_close();
+      start_websocket(self, std::move(ws));
+      co_return;
     }
     self->finish();
   }
@@ -139,16 +143,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // WebSocket: close 1001 after the frames already queued.
   void close_gracefully() {
     closing_ = true;
-    if (ws_) {
-      ws_->close(websocket::close_code::going_away, "server shutting down");
+    if (auto ws = upgraded()) {
+      ws->close(websocket::close_code::going_away, "server shutting down");
     } else if (idle_) {
       force_close();
     }
   }
 
   void force_close() {
-    if (ws_) {
-      ws_->force_close();
+    if (auto ws = upgraded()) {
+      ws->force_close();
       return;
     }
     if (!stream_) return;  // upgraded: the socket went with the WebSocket
@@ -158,7 +162,26 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
  private:
+  // The upgraded connection, before it starts and while it runs.
+  std::shared_ptr<WsConnection> upgraded() const { return ws_ ? ws_ : running_ws_.lock(); }
+
+  // The connection is listed with the supervisor as a task of its own, under
+  // the session's name, and holds the session until it ends: nothing holds
+  // the connection but its pending operations (running_ws_ is weak).
+  static void start_websocket(const std::shared_ptr<HttpSession>& self,
+                              std::shared_ptr<WsConnection> ws) {
+    auto& server = *self->server_;
+    self->running_ws_ = ws;
+    self->ws_task_ = server.supervisor->adopt(
+        fmt::format("{} connection {}", server.name, self->remote_), server.name + ".connections",
+        [weak = std::weak_ptr<WsConnection>(ws)](asio::cancellation_type type) {
+          if (auto connection = weak.lock()) connection->cancel(type);
+        });
+    ws->start([self] { self->finish(); });
+  }
+
   void finish() {
+    ws_task_.end();
     force_close();
     server_->sessions.erase(id_);
     // The descriptor just freed becomes the spare again if the spare was used.
@@ -392,7 +415,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::flat_buffer buffer_;
   std::uint64_t id_;
   std::string remote_;
-  std::shared_ptr<WsConnection> ws_;
+  std::shared_ptr<WsConnection> ws_;          // upgraded, not started yet
+  std::weak_ptr<WsConnection> running_ws_;    // started
+  runtime::AdoptedTask ws_task_;              // ... and listed as a task
   bool idle_ = true;
   bool closing_ = false;
 };

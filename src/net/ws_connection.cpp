@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <utility>
 
 #include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
@@ -74,77 +75,143 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
   });
 }
 
-awaitable<void> WsConnection::run(std::shared_ptr<WsConnection> self) {
-  auto& connection = *self;
-  return connection.serve(std::move(self));
+void WsConnection::start(std::function<void()> on_ended) {
+  on_ended_ = std::move(on_ended);
+  arm_timer();
+  write_next();  // frames the owner sent before start()
+  read_next();
 }
 
-// The reader: one coroutine frame per connection (the writer and the
-// heartbeat are completion handlers); its `self` parameter keeps the
-// connection alive.
-awaitable<void> WsConnection::serve(std::shared_ptr<WsConnection> /*self*/) {
-  arm_timer();
-  write_next();  // frames the owner sent before run()
-  try {
-    // The first bytes of a message land in a small array in this frame: an
-    // idle connection holds no read buffer. The rest is read straight into
-    // the message's string, which on_text receives; nothing is kept after.
-    std::array<char, 128> first;
-    for (;;) {
-      // No co_await inside a condition: GCC 12 mishandles it.
-      bool cancelled = co_await runtime::cancelled();
-      while (paused_ && state_ != State::closed && !cancelled) {
-        co_await resumed().wait_until(runtime::Deadline::never());
-        cancelled = co_await runtime::cancelled();
-      }
-      if (state_ == State::closed || cancelled) break;
-      auto [ec, n] = co_await stream_.async_read_some(asio::buffer(first), use_tuple);
-      std::string text(first.data(), ec ? 0 : n);
-      while (!ec && !stream_.is_message_done()) {
-        const std::size_t old_size = text.size();
-        const std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
-        text.resize(old_size + chunk);
-        auto [more_ec, more] =
-            co_await stream_.async_read_some(asio::buffer(text.data() + old_size, chunk), use_tuple);
-        text.resize(old_size + (more_ec ? 0 : more));
-        ec = more_ec;
-      }
-      if (ec) {
-        read_ended(ec);
-        break;
-      }
-      frames_in_.inc();
-      last_heard_ = Clock::now();
-      awaiting_pong_ = false;
-      // A read already under way when the owner paused is held back too.
-      cancelled = co_await runtime::cancelled();
-      while (paused_ && state_ != State::closed && !cancelled) {
-        co_await resumed().wait_until(runtime::Deadline::never());
-        cancelled = co_await runtime::cancelled();
-      }
-      if (state_ == State::closed || cancelled) break;
-      deliver(std::move(text));
-    }
-    state_ = State::closed;
-  } catch (...) {
-    // A cancellation (the supervisor's) ends the connection like a close.
-    if (!runtime::is_cancellation(std::current_exception()))
-      log::error("{}: connection from {} failed: {}", log_name_, remote_,
-                 runtime::describe_current_exception());
+void WsConnection::cancel(asio::cancellation_type type) {
+  if ((type & asio::cancellation_type::terminal) != asio::cancellation_type::none) {
+    force_close();
+  } else {
+    close(websocket::close_code::going_away, "server shutting down");
   }
+}
+
+// The reader. Each step runs in a completion handler that holds the
+// connection (its `self`); the step that ends it calls finish(), once, with
+// nothing of the reader pending. Beast completes a read whose bytes are
+// already buffered through the executor, never inline, so a burst of
+// messages is a chain of handlers, not a recursion.
+void WsConnection::read_next() {
+  if (finished_) return;
+  if (state_ == State::closed) {
+    finish();
+    return;
+  }
+  if (paused_) {
+    wait_for_resume();
+    return;
+  }
+  stream_.async_read_some(asio::buffer(first_), [self = shared_from_this()](error_code ec, std::size_t n) {
+    try {
+      if (ec) {
+        self->read_ended(ec);
+        self->finish();
+        return;
+      }
+      self->incoming_.assign(self->first_.data(), n);
+      if (self->stream_.is_message_done()) {
+        self->message_read();
+      } else {
+        self->read_rest();
+      }
+    } catch (...) {
+      self->reader_failed();
+    }
+  });
+}
+
+// The rest of a message longer than first_, into the string on_text gets.
+void WsConnection::read_rest() {
+  const std::size_t old_size = incoming_.size();
+  const std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
+  incoming_.resize(old_size + chunk);
+  stream_.async_read_some(
+      asio::buffer(incoming_.data() + old_size, chunk),
+      [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
+            try {
+          self->incoming_.resize(old_size + (ec ? 0 : n));
+          if (ec) {
+            self->incoming_ = std::string();
+            self->read_ended(ec);
+            self->finish();
+            return;
+          }
+          if (self->stream_.is_message_done()) {
+            self->message_read();
+          } else {
+            self->read_rest();
+          }
+        } catch (...) {
+          self->reader_failed();
+        }
+      });
+}
+
+// A whole message is in incoming_.
+void WsConnection::message_read() {
+  frames_in_.inc();
+  last_heard_ = Clock::now();
+  awaiting_pong_ = false;
+  hand_over();
+}
+
+// The message in incoming_ goes to on_text now, or is held while paused (a
+// read already under way when the owner paused is held back too).
+void WsConnection::hand_over() {
+  if (state_ == State::closed) {
+    held_ = false;
+    incoming_ = std::string();
+    finish();
+    return;
+  }
+  if (paused_) {
+    held_ = true;
+    wait_for_resume();
+    return;
+  }
+  held_ = false;
+  deliver(std::exchange(incoming_, std::string()));
+  read_next();
+}
+
+// Paused: nothing is read until resume_reading() or force_close() ends this
+// wait, whose handler holds the connection meanwhile. Paused again before
+// the handler ran, it waits again.
+void WsConnection::wait_for_resume() {
+  if (!pause_wait_) pause_wait_ = std::make_unique<asio::steady_timer>(stream_.get_executor());
+  pause_wait_->expires_at(Clock::time_point::max());
+  pause_wait_->async_wait([self = shared_from_this()](error_code) {
+    try {
+      if (self->held_) {
+        self->hand_over();
+      } else {
+        self->read_next();
+      }
+    } catch (...) {
+      self->reader_failed();
+    }
+  });
+}
+
+// Nothing escapes a completion handler to the event loop: a failure of the
+// reader itself (memory) ends the connection, logged once.
+void WsConnection::reader_failed() {
+  log::error("{}: connection from {} failed: {}", log_name_, remote_,
+             runtime::describe_current_exception());
+  incoming_ = std::string();
+  held_ = false;
   finish();
 }
 
-// Runs once, after the reader has ended, on every path out of run(). A write
+// Runs once, when the reader has ended, on every path out of it. A write
 // still in flight completes later with an error (the socket is closed) and
 // reports nothing.
-// Made by the first pause: most connections are never paused.
-runtime::Notifier& WsConnection::resumed() {
-  if (!resumed_) resumed_ = std::make_unique<runtime::Notifier>(stream_.get_executor());
-  return *resumed_;
-}
-
 void WsConnection::finish() {
+  if (finished_) return;
   finished_ = true;
   force_close();
   timer_.cancel();
@@ -152,15 +219,15 @@ void WsConnection::finish() {
   queue_.clear();
   queued_bytes_ = 0;
   closes(log_name_, close_code_label(closed_)).inc();
-  if (!on_closed) return;
-  auto callback = std::move(on_closed);
-  on_closed = nullptr;
-  try {
-    callback(closed_);
-  } catch (...) {
-    log::error("{}: reporting the end of the connection from {} failed: {}", log_name_, remote_,
-               runtime::describe_current_exception());
+  if (auto callback = std::exchange(on_closed, nullptr)) {
+    try {
+      callback(closed_);
+    } catch (...) {
+      log::error("{}: reporting the end of the connection from {} failed: {}", log_name_,
+                 remote_, runtime::describe_current_exception());
+    }
   }
+  if (auto ended = std::exchange(on_ended_, nullptr)) ended();
 }
 
 // Why reading ended, for on_closed and the log.
@@ -387,7 +454,7 @@ void WsConnection::resume_reading() {
   // The peer was not silent while we did not read: its clock starts again.
   last_heard_ = Clock::now();
   awaiting_pong_ = false;
-  if (resumed_) resumed_->notify_all();
+  if (pause_wait_) pause_wait_->cancel();
   write_next();  // a ping that waited for the pause to end
   arm_timer();
 }
@@ -399,7 +466,7 @@ void WsConnection::force_close() {
   beast::get_lowest_layer(stream_).close(ignored);
   timer_.cancel();
   timer_armed_ = false;
-  if (resumed_) resumed_->notify_all();
+  if (pause_wait_) pause_wait_->cancel();
 }
 
 }  // namespace mooring::net

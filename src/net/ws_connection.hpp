@@ -26,11 +26,15 @@
 //   ended by close code (mooring_websocket_closes_total{code}; see
 //   close_code_label).
 //
-// One coroutine reads; writes are chained completion handlers started by
-// send(). One timer serves the heartbeat, the write watchdog and the close
-// handshake's deadline: it is set for the earliest of them and re-armed when
-// it fires. An idle connection holds one pending read and one timer wait,
-// and a frame costs no timer operation or coroutine wake-up of its own.
+// Reads and writes are chains of completion handlers, not coroutines: an idle
+// connection holds one pending read (whose handler keeps the connection
+// alive), one timer wait and no coroutine frame. Its owner lists it with the
+// supervisor as an adopted task (runtime::Supervisor::adopt) and passes
+// cancellations to cancel(). One timer serves the heartbeat, the write
+// watchdog and the close handshake's deadline: it is set for the earliest of
+// them and re-armed when it fires, and a frame costs no timer operation of
+// its own. While reading is paused, a wait on a second timer (made by the
+// first pause) holds the connection instead of the read.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -42,6 +46,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -92,10 +97,17 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::function<void(std::string text)> on_text;
   std::function<void(const WsClosed&)> on_closed;
 
-  // Reads and writes until the connection ends; never throws (a cancellation
-  // ends it like a close). The caller (the HTTP session's task) keeps `self`
-  // alive through the coroutine's parameter.
-  static awaitable<void> run(std::shared_ptr<WsConnection> self);
+  // Starts reading and writing. From here the connection keeps itself alive
+  // by its pending operations until it ends; then on_closed runs, and then
+  // `on_ended` (its owner's bookkeeping). Neither runs if the io_context is
+  // destroyed first: the pending operations are destroyed, and the
+  // connection with them.
+  void start(std::function<void()> on_ended = {});
+
+  // A cancellation from the supervisor: `terminal` cuts the connection off
+  // now; a graceful one (total, partial) closes it with 1001 after the frames
+  // already queued, like close().
+  void cancel(asio::cancellation_type type);
 
   // `on_written` runs once the frame has been written to the socket (not when
   // the peer has read it); it never runs for a frame that was dropped.
@@ -119,7 +131,12 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
  private:
   enum class State { open, closing, closed };
 
-  awaitable<void> serve(std::shared_ptr<WsConnection> self);
+  void read_next();
+  void read_rest();
+  void message_read();
+  void hand_over();
+  void wait_for_resume();
+  void reader_failed();
   void read_ended(const error_code& ec);
   void write_next();
   void written(error_code ec);
@@ -130,7 +147,6 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void watch_write();
   void deliver(std::string text);
   void finish();
-  runtime::Notifier& resumed();
 
   Stream stream_;
   WsOptions options_;
@@ -161,7 +177,16 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool close_sent_ = false;
   bool finished_ = false;
   bool paused_ = false;
-  std::unique_ptr<runtime::Notifier> resumed_;  // made by the first pause
+  bool held_ = false;     // a whole message waits in incoming_ for the pause to end
+  // Where the first bytes of every message land: no read buffer is allocated
+  // for an idle connection. The rest of a longer one is read straight into
+  // incoming_, the string on_text receives; nothing is kept after.
+  std::array<char, 128> first_;
+  std::string incoming_;
+  // Holds the connection while paused (no read is pending then); made by the
+  // first pause: most connections are never paused.
+  std::unique_ptr<asio::steady_timer> pause_wait_;
+  std::function<void()> on_ended_;
   Clock::time_point write_started_;
   runtime::Counter& frames_in_;
   runtime::Counter& frames_out_;

@@ -4,6 +4,8 @@
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
+#include <utility>
+
 namespace mooring::runtime {
 
 Supervisor::Supervisor(asio::any_io_executor executor)
@@ -13,6 +15,40 @@ Supervisor::~Supervisor() {
   // A task left behind here would resume into a dead supervisor; cancel what
   // remains so that, if its io_context still runs, it ends promptly.
   cancel_all(asio::cancellation_type::terminal);
+  self_.reset();  // an adopted task's handle, ended later, finds no supervisor
+}
+
+AdoptedTask::AdoptedTask(AdoptedTask&& other) noexcept
+    : supervisor_(std::move(other.supervisor_)), id_(std::exchange(other.id_, 0)) {}
+
+AdoptedTask& AdoptedTask::operator=(AdoptedTask&& other) noexcept {
+  if (this != &other) {
+    release(false);
+    supervisor_ = std::move(other.supervisor_);
+    id_ = std::exchange(other.id_, 0);
+  }
+  return *this;
+}
+
+AdoptedTask::~AdoptedTask() { release(false); }
+
+void AdoptedTask::end() { release(true); }
+
+void AdoptedTask::release(bool wake) {
+  const TaskId id = std::exchange(id_, 0);
+  if (id == 0) return;
+  if (auto supervisor = supervisor_.lock()) (*supervisor)->finish(id, wake);
+  supervisor_.reset();
+}
+
+AdoptedTask Supervisor::adopt(std::string name, std::string group,
+                              std::function<void(asio::cancellation_type)> on_cancel) {
+  const TaskId id = next_id_++;
+  auto entry = std::make_unique<Entry>();
+  entry->info = TaskInfo{id, std::move(name), std::move(group), Clock::now(), false};
+  entry->on_cancel = std::move(on_cancel);
+  tasks_.emplace(id, std::move(entry));
+  return AdoptedTask(self_, id);
 }
 
 TaskId Supervisor::spawn(std::string name, std::string group, awaitable<void> body) {
@@ -62,12 +98,12 @@ awaitable<void> Supervisor::run_task(TaskId id, awaitable<void> body) {
   }
 }
 
-void Supervisor::finish(TaskId id) {
+void Supervisor::finish(TaskId id, bool wake) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
   if (it->second->info.cancel_requested) ++cancelled_;
   tasks_.erase(it);
-  task_ended_.notify_all();
+  if (wake) task_ended_.notify_all();
 }
 
 std::vector<TaskInfo> Supervisor::tasks() const {
@@ -85,7 +121,13 @@ std::size_t Supervisor::group_size(std::string_view group) const {
 
 bool Supervisor::emit(Entry& entry, asio::cancellation_type type) {
   entry.info.cancel_requested = true;
-  entry.signal.emit(type);
+  if (entry.on_cancel) {
+    // A copy: the call may end the task, and its entry with it.
+    auto on_cancel = entry.on_cancel;
+    on_cancel(type);
+  } else {
+    entry.signal.emit(type);
+  }
   return true;
 }
 

@@ -8,11 +8,18 @@
 // `total` (graceful: the pending operation is aborted, the task may run its
 // cleanup I/O after `co_await this_coro::reset_cancellation_state()`), then
 // `terminal` (everything the task still waits on is aborted).
+//
+// A task need not be a coroutine: work that runs as a chain of completion
+// handlers (an upgraded WebSocket connection, which an idle host holds by the
+// thousand) is adopted instead. It is listed, cancelled and joined like the
+// others; a cancellation request calls the function it was adopted with, and
+// the task ends when its handle is ended or destroyed.
 #pragma once
 
 #include "runtime/asio.hpp"
 #include "runtime/time.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +38,37 @@ struct TaskInfo {
   bool cancel_requested = false;
 };
 
+class Supervisor;
+
+// The handle of an adopted task: the task is listed until end() is called or
+// the handle is destroyed. Move-only; empty once moved from or ended.
+class AdoptedTask {
+ public:
+  AdoptedTask() = default;
+  AdoptedTask(AdoptedTask&& other) noexcept;
+  AdoptedTask& operator=(AdoptedTask&& other) noexcept;
+  AdoptedTask(const AdoptedTask&) = delete;
+  AdoptedTask& operator=(const AdoptedTask&) = delete;
+  // Ends the task without waking a join(): for a handle destroyed while its
+  // io_context is torn down, when nothing that waits may be touched. Work
+  // that ends normally calls end().
+  ~AdoptedTask();
+
+  // Ends the task: it leaves the list, and a join() waiting for it wakes up.
+  void end();
+  TaskId id() const { return id_; }
+  explicit operator bool() const { return id_ != 0; }
+
+ private:
+  friend class Supervisor;
+  AdoptedTask(std::weak_ptr<Supervisor*> supervisor, TaskId id)
+      : supervisor_(std::move(supervisor)), id_(id) {}
+  void release(bool wake);
+
+  std::weak_ptr<Supervisor*> supervisor_;  // expired once the supervisor is gone
+  TaskId id_ = 0;
+};
+
 class Supervisor {
  public:
   explicit Supervisor(asio::any_io_executor executor);
@@ -46,6 +84,13 @@ class Supervisor {
   // lambda with captures (its captures would die before it runs): pass
   // `object->run()` with the object kept alive by the coroutine's arguments.
   TaskId spawn(std::string name, std::string group, awaitable<void> body);
+
+  // Lists work that is not a coroutine as a task. `on_cancel` runs on the
+  // supervisor's thread for every cancellation request that reaches the task
+  // (with its type); it may end the task at once or later. It must not hold
+  // the work alive: the supervisor keeps it until the task ends.
+  AdoptedTask adopt(std::string name, std::string group,
+                    std::function<void(asio::cancellation_type)> on_cancel);
 
   std::vector<TaskInfo> tasks() const;
   std::size_t size() const { return tasks_.size(); }
@@ -68,13 +113,16 @@ class Supervisor {
   std::uint64_t cancelled() const { return cancelled_; }
 
  private:
+  friend class AdoptedTask;
+
   struct Entry {
     TaskInfo info;
-    asio::cancellation_signal signal;
+    asio::cancellation_signal signal;  // a coroutine task's
+    std::function<void(asio::cancellation_type)> on_cancel;  // an adopted task's
   };
 
   awaitable<void> run_task(TaskId id, awaitable<void> body);
-  void finish(TaskId id);
+  void finish(TaskId id, bool wake = true);
   bool emit(Entry& entry, asio::cancellation_type type);
 
   asio::any_io_executor executor_;
@@ -83,6 +131,8 @@ class Supervisor {
   TaskId next_id_ = 1;
   std::uint64_t failures_ = 0;
   std::uint64_t cancelled_ = 0;
+  // What an adopted task's handle holds: reset when the supervisor goes.
+  std::shared_ptr<Supervisor*> self_ = std::make_shared<Supervisor*>(this);
 };
 
 }  // namespace mooring::runtime

@@ -410,5 +410,61 @@ TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
   EXPECT_EQ(received_count(), 1u);
 }
 
+// An upgraded connection runs without a coroutine of its own, but stays a
+// task: listed under the session's name, reached by a cancellation (graceful:
+// closed with 1001; terminal: cut off), and gone from the list once ended.
+TEST_F(WsConnectionTest, AnUpgradedConnectionIsATaskThatACancellationEnds) {
+  start();
+  // The n-th connection's task. Its on_open runs in the same turn of the
+  // loop as its adoption; the session's own task ends a turn later, and until
+  // then two tasks carry the name.
+  const auto task_of = [&](test::WsClient& client, std::size_t n) {
+    connection(n);
+    const auto name =
+        "test connection " + endpoint_string(client.lowest_layer().socket().local_endpoint());
+    std::optional<runtime::TaskInfo> found;
+    EXPECT_TRUE(test::poll_until([&] {
+      return server_.run([&] {
+        std::size_t named = 0;
+        for (const auto& task : server_.supervisor().tasks())
+          if (task.name == name && task.group == "test.connections") {
+            ++named;
+            found = task;
+          }
+        return named == 1;
+      });
+    }, 10s));
+    return found;
+  };
+
+  test::WsClient graceful;
+  ASSERT_EQ(graceful.connect(address_, "/ws"), 101);
+  graceful.send("before");
+  ASSERT_EQ(graceful.read(), "got:6");
+  const auto first = task_of(graceful, 0);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(server_.run(
+      [&] { return server_.supervisor().cancel(first->id, asio::cancellation_type::total); }));
+  EXPECT_EQ(graceful.read(), std::nullopt);
+  EXPECT_EQ(graceful.close_code(), 1001);
+
+  test::WsClient cut;
+  ASSERT_EQ(cut.connect(address_, "/ws"), 101);
+  const auto second = task_of(cut, 1);
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(server_.run([&] { return server_.supervisor().cancel(second->id); }));
+  EXPECT_EQ(cut.read(), std::nullopt);
+  EXPECT_EQ(cut.close_code(), 0) << "cut off, no close frame";
+
+  // Both ended once, and neither is listed any more.
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 2; }, 10s));
+  EXPECT_TRUE(test::poll_until([&] {
+    return server_.run([&] { return server_.supervisor().group_size("test.connections") == 0; });
+  }, 10s));
+  EXPECT_EQ(server_.run([&] { return server_object_->connections(); }), 0u);
+  EXPECT_EQ(server_.run([&] { return closed_.at(0).code; }), 1001);
+  EXPECT_EQ(server_.run([&] { return closed_.at(1).code; }), 0);
+}
+
 }  // namespace
 }  // namespace mooring::net

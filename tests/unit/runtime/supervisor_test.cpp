@@ -135,5 +135,87 @@ TEST(Supervisor, JoinReturnsAsSoonAsTheLastTaskEnds) {
   EXPECT_TRUE(left.empty());
 }
 
+// An adopted task (work that runs by completion handlers) is listed, reached
+// by cancellations and joined like a coroutine task.
+TEST(Supervisor, AnAdoptedTaskIsListedCancelledAndJoined) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  std::vector<asio::cancellation_type> requests;
+  AdoptedTask handle;
+  handle = supervisor.adopt("gateway connection 127.0.0.1:1", "gateway.connections",
+                            [&](asio::cancellation_type type) {
+                              requests.push_back(type);
+                              // The terminal request ends it, as a connection cut off does.
+                              if (type == asio::cancellation_type::terminal) handle.end();
+                            });
+  ASSERT_TRUE(handle);
+  ASSERT_EQ(supervisor.size(), 1u);
+  EXPECT_EQ(supervisor.tasks().front().id, handle.id());
+  EXPECT_EQ(supervisor.tasks().front().name, "gateway connection 127.0.0.1:1");
+  EXPECT_EQ(supervisor.group_size("gateway.connections"), 1u);
+
+  // Graceful: reached, not ended (it closes in its own time); join names it.
+  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+    EXPECT_EQ(s.cancel_all(asio::cancellation_type::total), 1u);
+    co_return co_await s.join(Deadline::after(200ms));
+  }(supervisor));
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left[0].cancel_requested);
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0], asio::cancellation_type::total);
+
+  // Terminal: it ends inside the request; the join returns at once.
+  left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+    EXPECT_EQ(s.cancel_group("gateway.connections"), 1u);
+    co_return co_await s.join(Deadline::after(1h));
+  }(supervisor), 10s);
+  EXPECT_TRUE(left.empty());
+  EXPECT_EQ(requests.size(), 2u);
+  EXPECT_FALSE(handle);
+  EXPECT_EQ(supervisor.size(), 0u);
+  EXPECT_EQ(supervisor.cancelled(), 1u);
+  EXPECT_FALSE(supervisor.cancel(0));
+}
+
+TEST(Supervisor, AJoinWakesWhenAnAdoptedTaskEnds) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  auto handle = supervisor.adopt("work", "test", [](asio::cancellation_type) {});
+  asio::post(io, [&] { handle.end(); });  // after the join below has begun waiting
+  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+    co_return co_await s.join(Deadline::after(1h));
+  }(supervisor), 10s);
+  EXPECT_TRUE(left.empty());
+  handle.end();  // a second end does nothing
+  EXPECT_EQ(supervisor.size(), 0u);
+}
+
+TEST(Supervisor, AnAdoptedTaskEndsWithItsHandle) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  {
+    auto first = supervisor.adopt("first", "test", [](asio::cancellation_type) {});
+    auto second = supervisor.adopt("second", "test", [](asio::cancellation_type) {});
+    ASSERT_EQ(supervisor.size(), 2u);
+    const auto kept = second.id();
+    first = std::move(second);  // the task `first` held ends; the other moves
+    EXPECT_FALSE(second);
+    ASSERT_EQ(supervisor.size(), 1u);
+    EXPECT_EQ(supervisor.tasks().front().id, kept);
+  }
+  EXPECT_EQ(supervisor.size(), 0u);
+
+  // A handle that outlives its supervisor (torn down with its io_context)
+  // touches nothing when it ends.
+  AdoptedTask orphan;
+  {
+    Supervisor gone(io.get_executor());
+    orphan = gone.adopt("orphan", "test", [](asio::cancellation_type) {});
+  }
+  EXPECT_TRUE(orphan);
+  orphan.end();
+  EXPECT_FALSE(orphan);
+}
+
 }  // namespace
 }  // namespace mooring::runtime
