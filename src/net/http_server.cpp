@@ -129,8 +129,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // co_await must not throw before it starts.
     if (auto ws = std::exchange(self->ws_, nullptr)) {
       co_await asio::this_coro::throw_if_cancelled(false);
-      const bool cancelled = co_await runtime::cancelled();
-      if (cancelled) ws->force_close();
+      // A cancellation that reached the session meanwhile reaches the
+      // connection as one that reached its task would.
+      const auto state = co_await asio::this_coro::cancellation_state;
+      if (const auto type = state.cancelled(); type != asio::cancellation_type::none)
+        ws->cancel(type);
       start_websocket(self, std::move(ws));
       co_return;
     }
@@ -177,7 +180,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         [weak = std::weak_ptr<WsConnection>(ws)](asio::cancellation_type type) {
           if (auto connection = weak.lock()) connection->cancel(type);
         });
-    ws->start([self] { self->finish(); });
+    try {
+      ws->start([self] { self->finish(); });
+    } catch (...) {
+      // Only memory can run out here: the connection ends, and so does its task.
+      log::error("{}: starting the connection from {} failed: {}", server.name, self->remote_,
+                 runtime::describe_current_exception());
+      ws->force_close();
+      self->finish();
+    }
   }
 
   void finish() {

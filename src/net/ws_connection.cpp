@@ -227,7 +227,14 @@ void WsConnection::finish() {
                  remote_, runtime::describe_current_exception());
     }
   }
-  if (auto ended = std::exchange(on_ended_, nullptr)) ended();
+  if (auto ended = std::exchange(on_ended_, nullptr)) {
+    try {
+      ended();
+    } catch (...) {
+      log::error("{}: ending the connection from {} failed: {}", log_name_, remote_,
+                 runtime::describe_current_exception());
+    }
+  }
 }
 
 // Why reading ended, for on_closed and the log.

@@ -1,6 +1,7 @@
 #include "runtime/supervisor.hpp"
 
 #include "runtime/cancellation.hpp"
+#include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
@@ -23,7 +24,7 @@ AdoptedTask::AdoptedTask(AdoptedTask&& other) noexcept
 
 AdoptedTask& AdoptedTask::operator=(AdoptedTask&& other) noexcept {
   if (this != &other) {
-    release(false);
+    release(true);
     supervisor_ = std::move(other.supervisor_);
     id_ = std::exchange(other.id_, 0);
   }
@@ -122,9 +123,14 @@ std::size_t Supervisor::group_size(std::string_view group) const {
 bool Supervisor::emit(Entry& entry, asio::cancellation_type type) {
   entry.info.cancel_requested = true;
   if (entry.on_cancel) {
-    // A copy: the call may end the task, and its entry with it.
+    // A copy: the call may end the task, and its entry with it. Nothing
+    // escapes to the caller (a destructor among them, ~Supervisor).
     auto on_cancel = entry.on_cancel;
-    on_cancel(type);
+    try {
+      on_cancel(type);
+    } catch (...) {
+      log::error("cancelling task {} failed: {}", entry.info.id, describe_current_exception());
+    }
   } else {
     entry.signal.emit(type);
   }

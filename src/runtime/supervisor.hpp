@@ -51,7 +51,7 @@ class AdoptedTask {
   AdoptedTask& operator=(const AdoptedTask&) = delete;
   // Ends the task without waking a join(): for a handle destroyed while its
   // io_context is torn down, when nothing that waits may be touched. Work
-  // that ends normally calls end().
+  // that ends normally calls end() (or assigns the handle a new task).
   ~AdoptedTask();
 
   // Ends the task: it leaves the list, and a join() waiting for it wakes up.

@@ -321,7 +321,11 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
   ASSERT_TRUE(poll_until([&] { return fixture.task("chat inbox reader") == 0; }, 10s))
       << "the cancelled inbox task ended";
 
-  // The late message was either handled before the cancel or dropped with a reason.
+  // The late message is never lost silently: it was handled (before the
+  // cancel, or after it: read while the conversation had as much pending as
+  // it takes, it waited for reading to resume), or dropped with a reason. A
+  // drop notice may be about other items (the resume), so it does not say
+  // the late message was dropped; only that nothing dropped went untold.
   client.say("next", "next");
   const auto ack = client.read_until([](const Frame& f) { return is_ack(f, "next"); }, 30s);
   client.read_until([&](const Frame& f) { return is_chat_for(f, int_field(ack, "seq")); });
@@ -331,8 +335,7 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
     late_acked = late_acked || is_ack(frame, "late");
     late_dropped = late_dropped || is_error(frame, "cancelled");
   }
-  EXPECT_TRUE(late_acked != late_dropped)
-      << "acked: " << late_acked << ", dropped: " << late_dropped;
+  EXPECT_TRUE(late_acked || late_dropped) << "the late message was neither handled nor dropped";
   EXPECT_EQ(fixture.run([&] { return fixture.thread.supervisor().failures(); }), 0u);
 }
 

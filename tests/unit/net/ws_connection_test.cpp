@@ -416,8 +416,8 @@ TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
 TEST_F(WsConnectionTest, AnUpgradedConnectionIsATaskThatACancellationEnds) {
   start();
   // The n-th connection's task. Its on_open runs in the same turn of the
-  // loop as its adoption; the session's own task ends a turn later, and until
-  // then two tasks carry the name.
+  // loop as its adoption, and the session's own task ends then or a turn
+  // later: until then two tasks carry the name.
   const auto task_of = [&](test::WsClient& client, std::size_t n) {
     connection(n);
     const auto name =

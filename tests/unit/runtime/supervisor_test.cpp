@@ -144,9 +144,11 @@ TEST(Supervisor, AnAdoptedTaskIsListedCancelledAndJoined) {
   AdoptedTask handle;
   handle = supervisor.adopt("gateway connection 127.0.0.1:1", "gateway.connections",
                             [&](asio::cancellation_type type) {
-                              requests.push_back(type);
-                              // The terminal request ends it, as a connection cut off does.
+                              // The terminal request ends the task inside the
+                              // call, as a connection cut off does; the call
+                              // goes on after its entry is gone.
                               if (type == asio::cancellation_type::terminal) handle.end();
+                              requests.push_back(type);
                             });
   ASSERT_TRUE(handle);
   ASSERT_EQ(supervisor.size(), 1u);
@@ -181,10 +183,11 @@ TEST(Supervisor, AJoinWakesWhenAnAdoptedTaskEnds) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
   auto handle = supervisor.adopt("work", "test", [](asio::cancellation_type) {});
-  asio::post(io, [&] { handle.end(); });  // after the join below has begun waiting
-  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+  auto left = test::run_on(io, [](Supervisor& s, AdoptedTask& h) -> awaitable<std::vector<TaskInfo>> {
+    // Runs once the join below waits: only end() waking it ends the wait.
+    asio::post(co_await asio::this_coro::executor, [&h] { h.end(); });
     co_return co_await s.join(Deadline::after(1h));
-  }(supervisor), 10s);
+  }(supervisor, handle), 10s);
   EXPECT_TRUE(left.empty());
   handle.end();  // a second end does nothing
   EXPECT_EQ(supervisor.size(), 0u);
