@@ -107,17 +107,8 @@ void WsConnection::read_next() {
   }
   stream_.async_read_some(asio::buffer(first_), [self = shared_from_this()](error_code ec, std::size_t n) {
     try {
-      if (ec) {
-        self->read_ended(ec);
-        self->finish();
-        return;
-      }
-      self->incoming_.assign(self->first_.data(), n);
-      if (self->stream_.is_message_done()) {
-        self->message_read();
-      } else {
-        self->read_rest();
-      }
+      if (!ec) self->incoming_.assign(self->first_.data(), n);
+      self->read_done(ec);
     } catch (...) {
       self->reader_failed();
     }
@@ -132,23 +123,27 @@ void WsConnection::read_rest() {
   stream_.async_read_some(
       asio::buffer(incoming_.data() + old_size, chunk),
       [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
-            try {
+        try {
           self->incoming_.resize(old_size + (ec ? 0 : n));
-          if (ec) {
-            self->incoming_ = std::string();
-            self->read_ended(ec);
-            self->finish();
-            return;
-          }
-          if (self->stream_.is_message_done()) {
-            self->message_read();
-          } else {
-            self->read_rest();
-          }
+          self->read_done(ec);
         } catch (...) {
           self->reader_failed();
         }
       });
+}
+
+// A read of a message's bytes has ended: the message goes on, or is whole,
+// or reading has ended (and with it the connection).
+void WsConnection::read_done(const error_code& ec) {
+  if (ec) {
+    incoming_ = std::string();
+    read_ended(ec);
+    finish();
+  } else if (stream_.is_message_done()) {
+    message_read();
+  } else {
+    read_rest();
+  }
 }
 
 // A whole message is in incoming_.

@@ -133,6 +133,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
 
   void read_next();
   void read_rest();
+  void read_done(const error_code& ec);
   void message_read();
   void hand_over();
   void wait_for_resume();
