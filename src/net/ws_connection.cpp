@@ -90,6 +90,21 @@ void WsConnection::cancel(asio::cancellation_type type) {
   }
 }
 
+// A step of the reader, in a completion handler: nothing escapes to the event
+// loop. A failure of the reader itself (memory) ends the connection, logged once.
+template <typename Step>
+void WsConnection::guarded(Step step) {
+  try {
+    step();
+  } catch (...) {
+    log::error("{}: connection from {} failed: {}", log_name_, remote_,
+               runtime::describe_current_exception());
+    incoming_ = std::string();
+    held_ = false;
+    finish();
+  }
+}
+
 // The reader. Each step runs in a completion handler that holds the
 // connection (its `self`); the step that ends it calls finish(), once, with
 // nothing of the reader pending. Beast completes a read whose bytes are
@@ -106,12 +121,10 @@ void WsConnection::read_next() {
     return;
   }
   stream_.async_read_some(asio::buffer(first_), [self = shared_from_this()](error_code ec, std::size_t n) {
-    try {
+    self->guarded([&] {
       if (!ec) self->incoming_.assign(self->first_.data(), n);
       self->read_done(ec);
-    } catch (...) {
-      self->reader_failed();
-    }
+    });
   });
 }
 
@@ -123,12 +136,10 @@ void WsConnection::read_rest() {
   stream_.async_read_some(
       asio::buffer(incoming_.data() + old_size, chunk),
       [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
-        try {
+        self->guarded([&] {
           self->incoming_.resize(old_size + (ec ? 0 : n));
           self->read_done(ec);
-        } catch (...) {
-          self->reader_failed();
-        }
+        });
       });
 }
 
@@ -180,26 +191,14 @@ void WsConnection::wait_for_resume() {
   if (!pause_wait_) pause_wait_ = std::make_unique<asio::steady_timer>(stream_.get_executor());
   pause_wait_->expires_at(Clock::time_point::max());
   pause_wait_->async_wait([self = shared_from_this()](error_code) {
-    try {
+    self->guarded([&] {
       if (self->held_) {
         self->hand_over();
       } else {
         self->read_next();
       }
-    } catch (...) {
-      self->reader_failed();
-    }
+    });
   });
-}
-
-// Nothing escapes a completion handler to the event loop: a failure of the
-// reader itself (memory) ends the connection, logged once.
-void WsConnection::reader_failed() {
-  log::error("{}: connection from {} failed: {}", log_name_, remote_,
-             runtime::describe_current_exception());
-  incoming_ = std::string();
-  held_ = false;
-  finish();
 }
 
 // Runs once, when the reader has ended, on every path out of it. A write

@@ -137,7 +137,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void message_read();
   void hand_over();
   void wait_for_resume();
-  void reader_failed();
+  template <typename Step>
+  void guarded(Step step);
   void read_ended(const error_code& ec);
   void write_next();
   void written(error_code ec);

@@ -42,24 +42,26 @@ void AdoptedTask::release(bool wake) {
   supervisor_.reset();
 }
 
-AdoptedTask Supervisor::adopt(std::string name, std::string group,
-                              std::function<void(asio::cancellation_type)> on_cancel) {
+Supervisor::Entry& Supervisor::add(std::string name, std::string group) {
   const TaskId id = next_id_++;
   auto entry = std::make_unique<Entry>();
   entry->info = TaskInfo{id, std::move(name), std::move(group), Clock::now(), false};
-  entry->on_cancel = std::move(on_cancel);
-  tasks_.emplace(id, std::move(entry));
-  return AdoptedTask(self_, id);
+  return *tasks_.emplace(id, std::move(entry)).first->second;
+}
+
+AdoptedTask Supervisor::adopt(std::string name, std::string group,
+                              std::function<void(asio::cancellation_type)> on_cancel) {
+  auto& entry = add(std::move(name), std::move(group));
+  entry.on_cancel = std::move(on_cancel);
+  return AdoptedTask(self_, entry.info.id);
 }
 
 TaskId Supervisor::spawn(std::string name, std::string group, awaitable<void> body) {
-  const TaskId id = next_id_++;
-  auto entry = std::make_unique<Entry>();
-  entry->info = TaskInfo{id, std::move(name), std::move(group), Clock::now(), false};
-  auto slot = entry->signal.slot();
-  tasks_.emplace(id, std::move(entry));
+  auto& entry = add(std::move(name), std::move(group));
+  const TaskId id = entry.info.id;
   asio::co_spawn(executor_, run_task(id, std::move(body)),
-                 asio::bind_cancellation_slot(slot, [this, id](std::exception_ptr) { finish(id); }));
+                 asio::bind_cancellation_slot(entry.signal.slot(),
+                                              [this, id](std::exception_ptr) { finish(id); }));
   return id;
 }
 

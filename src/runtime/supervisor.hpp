@@ -121,6 +121,8 @@ class Supervisor {
     std::function<void(asio::cancellation_type)> on_cancel;  // an adopted task's
   };
 
+  // A new task's entry, listed from now on.
+  Entry& add(std::string name, std::string group);
   awaitable<void> run_task(TaskId id, awaitable<void> body);
   void finish(TaskId id, bool wake = true);
   bool emit(Entry& entry, asio::cancellation_type type);
