@@ -36,7 +36,10 @@ class WsConnectionTest : public ::testing::Test {
                            hashes_.push_back(std::hash<std::string>{}(text));
                            c->send(fmt::format("got:{}", text.size()));
                          };
-                         c->on_closed = [this](const WsClosed& closed) { closed_.push_back(closed); };
+                         c->on_closed = [this](const WsClosed& closed) {
+                           closed_.push_back(closed);
+                           if (throw_on_closed_) throw std::runtime_error("owner's bookkeeping failed");
+                         };
                        },
                        options});
     address_ = server_.run([&] {
@@ -80,6 +83,7 @@ class WsConnectionTest : public ::testing::Test {
   std::vector<std::size_t> hashes_;  // of each message whole
   std::vector<WsClosed> closed_;
   bool pause_on_open_ = false;  // set before start(): each connection starts paused
+  bool throw_on_closed_ = false;  // set before start(): each on_closed throws after recording
 };
 
 // Samples of this process's registry for the server above (named "test").
@@ -464,6 +468,69 @@ TEST_F(WsConnectionTest, AnUpgradedConnectionIsATaskThatACancellationEnds) {
   EXPECT_EQ(server_.run([&] { return server_object_->connections(); }), 0u);
   EXPECT_EQ(server_.run([&] { return closed_.at(0).code; }), 1001);
   EXPECT_EQ(server_.run([&] { return closed_.at(1).code; }), 0);
+}
+
+
+// The worst fragmentation a peer can send: a message of one-byte fragments
+// with a ping between every two, well past the 128 bytes of the first read.
+// It arrives whole; fragments that add up past the limit close with 1009 and
+// deliver nothing.
+TEST_F(WsConnectionTest, OneByteFragmentsWithPingsBetweenArriveWholeAndTheirSumIsLimited) {
+  start(WsOptions{.max_message_bytes = 4096});
+  // A client frame is masked; a zero key leaves its payload as it is.
+  const auto frame = [](std::uint8_t first, std::string_view payload) {
+    std::string out{static_cast<char>(first), static_cast<char>(0x80 | payload.size())};
+    out.append(4, '\0');
+    out += payload;
+    return out;
+  };
+  const auto fragmented = [&](const std::string& message) {
+    std::string bytes = frame(0x01, message.substr(0, 1));  // text, not final
+    for (std::size_t i = 1; i + 1 < message.size(); ++i) {
+      bytes += frame(0x89, "p");                            // ping
+      bytes += frame(0x00, message.substr(i, 1));           // continuation
+    }
+    return bytes + frame(0x80, message.substr(message.size() - 1));  // final continuation
+  };
+  std::string message;
+  for (int i = 0; message.size() < 1000; ++i) message += std::to_string(i) + ",";
+  message.resize(1000);
+
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  asio::write(client.lowest_layer().socket(), asio::buffer(fragmented(message)));
+  EXPECT_EQ(client.read(), "got:1000");
+  EXPECT_EQ(server_.run([&] { return hashes_.back(); }), std::hash<std::string>{}(message));
+
+  asio::write(client.lowest_layer().socket(), asio::buffer(fragmented(std::string(4097, 'f'))));
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1009);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_EQ(received_count(), 1u);
+}
+
+// An owner's on_closed that throws is logged, and the connection is still
+// forgotten: its session, its task and its socket are gone.
+TEST_F(WsConnectionTest, AnOnClosedThatThrowsStillLeavesNothingBehind) {
+  throw_on_closed_ = true;
+  start();
+  for (int i = 0; i < 3; ++i) {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.send("hello");
+    EXPECT_EQ(client.read(), "got:5");
+    if (i == 0) client.close();
+    if (i == 1) client.drop();
+    if (i == 2) server_.run([&] { open_.back()->force_close(); return true; });
+  }
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 3; }, 10s));
+  EXPECT_TRUE(test::poll_until([&] {
+    return server_.run([&] {
+      return server_object_->connections() == 0 &&
+             server_.supervisor().group_size("test.connections") == 0;
+    });
+  }, 10s));
+  EXPECT_EQ(server_.run([&] { return server_.supervisor().failures(); }), 0u);
 }
 
 }  // namespace
