@@ -145,15 +145,15 @@ awaitable<void> StoreComponent::start() {
   ++status_.start_attempts;
   store::StoreOptions options;
   options.synchronous_full = synchronous_full_;
-  // A commit that does not fsync costs less than handing it to another thread
-  // and back: at "normal", batches run on the network thread.
-  options.worker =
-      synchronous_full_ ? store::StoreOptions::Worker::store_thread : store::StoreOptions::Worker::caller;
-  // There a checkpoint runs beside the batches (its WAL synced first), and a
-  // page written by many commits is copied once per checkpoint: rarer ones
-  // cost less (a WAL of up to about 16 MB; 1 user: p99 1.4 -> 0.45 ms in
+  // A commit costs less than handing it to another thread and back: batches
+  // run on the network thread. At "full" the store thread fsyncs the WAL
+  // behind them, and a batch's outcomes wait for that fsync.
+  options.worker = store::StoreOptions::Worker::caller;
+  // A checkpoint runs beside the batches (its WAL synced first), and a page
+  // written by many commits is copied once per checkpoint: rarer ones cost
+  // less (a WAL of up to about 16 MB; 1 user: p99 1.4 -> 0.45 ms in
   // docs/benchmarks.md).
-  if (!synchronous_full_) options.checkpoint_pages = 4000;
+  options.checkpoint_pages = 4000;
   auto opened = co_await store::Store::open(executor_, data_dir_, options);
   if (!opened) {
     status_.last_error = opened.error().message;

@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
 
 namespace mooring::store {
 
@@ -148,6 +151,13 @@ class OnExit {
 
 StoreError closed_error() {
   return {StoreError::Kind::closed, "the store is closed"};
+}
+
+StoreError sync_failed(const std::filesystem::path& path, int error) {
+  return {StoreError::Kind::io,
+          fmt::format("the disk did not confirm a write to {}-wal (fdatasync: {}), so it was not "
+                      "confirmed; check the disk and the kernel log (dmesg)",
+                      path.string(), std::strerror(error))};
 }
 
 std::string describe_size(std::uintmax_t bytes) {
@@ -364,7 +374,9 @@ Result<void> Store::open_database() {
       path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
                                  .integrity_check_timeout = options_.integrity_check_timeout,
                                  .now_ms = queries::now_ms(),
-                                 .synchronous_full = options_.synchronous_full});
+                                 // Synced by the store itself, after the commit (see
+                                 // StoreOptions::worker).
+                                 .synchronous_full = options_.synchronous_full && !syncs_itself()});
   if (!opened) return opened.error();
   db_ = std::move(opened->db);
   db_->take_over_checkpoints();
@@ -415,6 +427,8 @@ Result<void> Store::close_database() {
                                      failure::describe(e, path_).message)};
   }
   db_.reset();
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+  wal_fd_ = -1;
   return outcome;
 }
 
@@ -427,6 +441,7 @@ std::optional<Clock::time_point> Store::next_maintenance() const {
 
 void Store::maintain() {
   if (!db_) return;
+  note_sync_outcome();
   const auto now = Clock::now();
   if (next_probe_ && now >= *next_probe_) probe();
   if (checkpoint_retry_ && now >= *checkpoint_retry_) checkpoint();
@@ -452,6 +467,19 @@ void Store::run() {
     {
       std::unique_lock lock(mutex_);
       for (;;) {
+        // Outcomes waiting for a sync come first: the sync needs no database,
+        // and the batches go on meanwhile.
+        if (sync_wanted_) {
+          sync_wanted_ = false;
+          syncing_ = true;
+          auto jobs = std::move(unsynced_);
+          unsynced_.clear();
+          lock.unlock();
+          sync_and_complete(std::move(jobs));
+          lock.lock();
+          syncing_ = false;
+          continue;
+        }
         if (thread_takes_front()) break;
         if (checkpoint_wanted_) {
           checkpoint_wanted_ = false;
@@ -536,6 +564,16 @@ void Store::run() {
       }
     }
     if (runs_alone(kind)) {
+      // What a close must not leave behind: outcomes waiting for a sync
+      // (queued by the last drain while this thread waited for it).
+      std::vector<std::unique_ptr<Job>> unsynced;
+      {
+        std::lock_guard lock(mutex_);
+        unsynced = std::move(unsynced_);
+        unsynced_.clear();
+        sync_wanted_ = false;
+      }
+      if (!unsynced.empty()) sync_and_complete(std::move(unsynced));
       batch.front()->run();
       release();
       batch.front()->complete();
@@ -687,15 +725,66 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
     }
   }
   // Each operation's final outcome counts once; then a committed write (which
-  // proves the disk takes writes) may end a degraded state.
+  // proves the disk takes writes) may end a degraded state; when the store
+  // syncs commits itself, the sync that follows does.
   for (auto& job : batch)
     if (const auto error = job->error(); error && failure::is_fault(*error))
       note_fault(*error, true);
   if (committed_a_write) {
-    note_write_succeeded();
+    if (!syncs_itself()) note_write_succeeded();
     if (db_->wal_frames() >= options_.checkpoint_pages) want_checkpoint();
   }
+  if (syncs_itself()) {
+    std::lock_guard lock(mutex_);
+    // Behind a commit not synced yet, reads wait too: they may have seen it.
+    if (writes || !unsynced_.empty() || syncing_) {
+      for (auto& job : batch) unsynced_.push_back(std::move(job));
+      sync_wanted_ = true;
+      queued_.notify_one();
+      return;
+    }
+  }
   complete_together(batch);
+}
+
+bool Store::syncs_itself() const {
+  return options_.worker == StoreOptions::Worker::caller && options_.synchronous_full;
+}
+
+void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs) {
+  const int error = sync_wal();
+  bool wrote = false;
+  if (error != 0) {
+    const auto failed = sync_failed(path_, error);
+    for (auto& job : jobs) job->fail(failed);
+    std::lock_guard lock(mutex_);
+    sync_fault_ = failed;
+    // Noted by upkeep now, not at the next batch, which may never come.
+    maintenance_due_ = Clock::now();
+  } else {
+    for (const auto& job : jobs) wrote = wrote || (job->kind() == JobKind::write && !job->error());
+    if (wrote && health().state == Health::State::degraded) {
+      std::lock_guard lock(mutex_);
+      sync_succeeded_ = true;
+      maintenance_due_ = Clock::now();
+    }
+  }
+  complete_together(jobs);
+}
+
+void Store::note_sync_outcome() {
+  std::optional<StoreError> fault;
+  bool succeeded = false;
+  {
+    std::lock_guard lock(mutex_);
+    fault = std::exchange(sync_fault_, std::nullopt);
+    succeeded = std::exchange(sync_succeeded_, false);
+  }
+  if (fault) {
+    note_fault(*fault, true);
+  } else if (succeeded) {
+    note_write_succeeded();
+  }
 }
 
 // The outcomes go back with one post per caller's executor (not one per
@@ -762,6 +851,13 @@ void Store::probe() {
     const bool held_written = write_held_outcomes();
     db_->prepare("COMMIT").run();
     if (held_written) held_outcomes_.clear();
+    // Where the store syncs its commits, a probe that was not synced proves nothing.
+    if (syncs_itself()) {
+      if (const int error = sync_wal(); error != 0) {
+        note_fault(sync_failed(path_, error), false);
+        return;
+      }
+    }
     note_write_succeeded();
   } catch (const sqlite::Error& e) {
     if (db_->in_transaction()) {
@@ -775,12 +871,16 @@ void Store::probe() {
   }
 }
 
-void Store::sync_wal() const {
-  const auto wal = path_.string() + "-wal";
-  const int fd = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;  // the checkpoint says what is wrong, if anything
-  ::fdatasync(fd);
-  ::close(fd);
+int Store::sync_wal() {
+  if (wal_fd_ < 0) {
+    // Opened once: SQLite keeps the WAL (it truncates it, never removes it)
+    // while mooring holds the database open.
+    const auto wal = path_.string() + "-wal";
+    wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+    if (wal_fd_ < 0) return errno;
+  }
+  if (options_.sync_file) return options_.sync_file(wal_fd_);
+  return ::fdatasync(wal_fd_) == 0 ? 0 : errno;
 }
 
 void Store::want_checkpoint() {
@@ -820,8 +920,10 @@ void Store::checkpoint() {
 }
 
 void Store::publish_maintenance() {
-  const auto due = next_maintenance();
+  auto due = next_maintenance();
   std::lock_guard lock(mutex_);
+  // What a sync found is noted by upkeep at once.
+  if (sync_fault_ || sync_succeeded_) due = Clock::now();
   const bool sooner = due && (!maintenance_due_ || *due < *maintenance_due_);
   maintenance_due_ = due;
   // The store thread waits for the old time, or for nothing.

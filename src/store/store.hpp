@@ -93,9 +93,22 @@ struct StoreOptions {
   // for long: the batch fails and says so (the store thread's own work waits
   // up to busy_timeout). Checkpoints follow a commit instead of preceding its
   // outcome, so stats().checkpoints may move a moment after a caller resumes.
+  //
+  // With `caller` and synchronous_full, a commit is not synced by SQLite
+  // inside the batch: the store thread fdatasyncs the WAL after it, while the
+  // next batches run, and the batch's outcomes are handed back only once
+  // that sync has returned (one sync serves every batch committed before it
+  // began). A read batch behind a commit not synced yet waits for the same
+  // sync, so nothing not yet on disk is handed to anyone. When the sync
+  // fails, the operations it was for fail (Kind::io) and the store is
+  // degraded: what they wrote stays in the database, so a message told as
+  // not stored may be found again (its id then says duplicate).
   enum class Worker { store_thread, caller };
   Worker worker = Worker::store_thread;
   std::chrono::milliseconds caller_busy_timeout{100};
+  // How the WAL is synced (above): 0 or an errno value. Tests replace it to
+  // stall or fail a sync; the default is fdatasync(2).
+  std::function<int(int fd)> sync_file;
 };
 
 // Counters for tests and metrics; read from any thread.
@@ -241,7 +254,14 @@ class Store {
   void probe();
   void checkpoint();
   void want_checkpoint();
-  void sync_wal() const;  // Worker::caller, before a checkpoint
+  // Worker::caller: fdatasync of the WAL (before a checkpoint; after commits
+  // when the store syncs them itself); 0 or an errno value.
+  int sync_wal();
+  bool syncs_itself() const;
+  // The store thread: syncs the WAL, then hands back the outcomes that waited for it.
+  void sync_and_complete(std::vector<std::unique_ptr<detail::Job>> jobs);
+  // By the database's user: what the store thread learnt from its syncs.
+  void note_sync_outcome();
   void maintain();
   std::optional<std::chrono::steady_clock::time_point> next_maintenance() const;
   // Tells the store thread when upkeep is next due (by the database's user).
@@ -262,6 +282,13 @@ class Store {
   bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
   bool thread_waits_ = false;       // the store thread waits for the database
   bool orphaned_ = false;           // destroyed: the store thread runs what is left
+  // syncs_itself(): operations committed and not synced yet, in order, and
+  // whether the store thread is syncing some now.
+  std::vector<std::unique_ptr<detail::Job>> unsynced_;
+  bool sync_wanted_ = false;
+  bool syncing_ = false;
+  std::optional<StoreError> sync_fault_;  // a failed sync, to be noted
+  bool sync_succeeded_ = false;          // a sync after committed writes, to be noted
   std::optional<std::chrono::steady_clock::time_point> maintenance_due_;
   // Worker::caller: who uses the database and the upkeep state below; a drain
   // never waits for the store thread (it leaves the jobs queued), the store
@@ -285,6 +312,7 @@ class Store {
   std::optional<std::chrono::steady_clock::time_point> checkpoint_retry_;
   std::optional<std::chrono::steady_clock::time_point> next_log_flush_;
   std::uint64_t checkpoint_failures_ = 0;
+  int wal_fd_ = -1;  // the WAL, kept open for sync_wal() (the store thread's)
 
   // Written by the store thread, read by any, under health_mutex_.
   struct HealthWatch {

@@ -10,7 +10,12 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -767,6 +772,149 @@ TEST_P(StoreTest, CloseFinishesQueuedWorkThenRefusesOperations) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, StoreTest, test_workers::all(), test_workers::name);
+
+// --- data.synchronous = "full" on the callers' thread: the store syncs its commits
+
+// Stands in for fdatasync(2): holds each sync until opened, and fails the
+// first `failures` of them with EIO.
+class SyncGate {
+ public:
+  explicit SyncGate(bool open, int failures = 0) : open_(open), failures_(failures) {}
+
+  int sync(int fd) {
+    std::unique_lock lock(mutex_);
+    ++waiting_;
+    opened_.wait(lock, [this] { return open_; });
+    --waiting_;
+    ++calls_;
+    if (failures_ > 0) {
+      --failures_;
+      return EIO;
+    }
+    lock.unlock();
+    return ::fdatasync(fd) == 0 ? 0 : errno;
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    opened_.notify_all();
+  }
+  int waiting() {
+    std::lock_guard lock(mutex_);
+    return waiting_;
+  }
+  int calls() {
+    std::lock_guard lock(mutex_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable opened_;
+  bool open_;
+  int failures_;
+  int waiting_ = 0;
+  int calls_ = 0;
+};
+
+class StoreSyncTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Store> open(SyncGate& gate) {
+    StoreOptions options;
+    options.worker = StoreOptions::Worker::caller;
+    options.synchronous_full = true;
+    options.sync_file = [&gate](int fd) { return gate.sync(fd); };
+    return run_on(io, Store::open(io.get_executor(), (dir / "data").string(), options)).value();
+  }
+
+  asio::io_context io;
+  TempDir dir;
+};
+
+// Runs the handlers queued on this thread before it: a completion posted
+// there already has run when this returns.
+awaitable<void> after_queued() {
+  const auto executor = co_await asio::this_coro::executor;
+  co_await asio::post(executor, asio::use_awaitable);
+  co_await asio::post(executor, asio::use_awaitable);
+}
+
+TEST_F(StoreSyncTest, NothingIsHandedBackBeforeASyncAfterItsCommitHasReturned) {
+  SyncGate gate(false);
+  auto store = open(gate);
+  // Whatever fails below, the store thread is let go before the store is destroyed.
+  const std::shared_ptr<void> let_go(nullptr, [&gate](void*) { gate.open(); });
+
+  std::optional<Result<Appended>> appended;
+  std::optional<Result<std::vector<Message>>> history;
+  test::run_on(io, [&]() -> awaitable<bool> {
+    const auto executor = co_await asio::this_coro::executor;
+    asio::co_spawn(executor, append_into(*store, "ann", "hello", &appended), asio::detached);
+    // The append commits on this thread; the store thread's sync of it is held.
+    const bool syncing = co_await test::poll_until_async([&] { return gate.waiting() == 1; }, 10s);
+    EXPECT_TRUE(syncing);
+    EXPECT_EQ(store->stats().commits, 1u);
+    co_await after_queued();
+    EXPECT_FALSE(appended.has_value()) << "handed back before its commit was synced";
+
+    // A read behind that commit may have seen it: it waits for a sync too.
+    asio::co_spawn(executor, history_into(*store, "ann", &history), asio::detached);
+    const bool read = co_await test::poll_until_async([&] { return store->stats().reads == 1; }, 10s);
+    EXPECT_TRUE(read);
+    co_await after_queued();
+    EXPECT_FALSE(history.has_value()) << "a read handed back before the commit it saw was synced";
+
+    gate.open();
+    const bool both = co_await test::poll_until_async(
+        [&] { return appended.has_value() && history.has_value(); }, 10s);
+    EXPECT_TRUE(both);
+    co_return both;
+  }());
+  ASSERT_TRUE(appended.has_value() && history.has_value());
+  ASSERT_TRUE(*appended) << appended->error().message;
+  ASSERT_TRUE(*history) << history->error().message;
+  ASSERT_EQ((*history)->size(), 1u);
+  EXPECT_EQ((*history)->front().content, "hello");
+  EXPECT_GE(gate.calls(), 1);
+  EXPECT_TRUE(run_on(io, store->close()));
+}
+
+TEST_F(StoreSyncTest, AFailedSyncFailsWhatItWasForAndDegradesTheStoreUntilOneSucceeds) {
+  SyncGate gate(true, 1);
+  auto store = open(gate);
+
+  auto refused = run_on(io, store->append_user_message("bob", "first", {}, "id-1"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().kind, StoreError::Kind::io);
+  EXPECT_NE(refused.error().message.find("fdatasync"), std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("Input/output error"), std::string::npos)
+      << refused.error().message;
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        io.restart();
+        io.poll();
+        return store->health().state == Health::State::degraded;
+      },
+      10s));
+
+  // What the failed operation wrote stays: sent again, it is a duplicate.
+  auto again = run_on(io, store->append_user_message("bob", "first", {}, "id-1"));
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(again->duplicate);
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        io.restart();
+        io.poll();
+        return store->health().state == Health::State::ok;
+      },
+      10s))
+      << store->health().last_error;
+  EXPECT_GE(gate.calls(), 2);
+  EXPECT_TRUE(run_on(io, store->close()));
+}
 
 }  // namespace
 }  // namespace mooring::store
