@@ -94,11 +94,13 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
                                      MessageStatus status) {
   if (user_id.empty()) return StoreError{Kind::invalid_argument, "empty user id"};
 
-  // Every message from a user counts as seeing them, a retried one too.
+  // Every message from a user counts as seeing them, a retried one too, to
+  // the second: a session's row is rewritten at most once a second, not by
+  // every message (each rewrite is a page in the WAL and the checkpoint).
   db.prepare(
         "INSERT INTO sessions (user_id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2) "
-        "ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = max(last_seen_ms, "
-        "excluded.last_seen_ms)")
+        "ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms "
+        "WHERE excluded.last_seen_ms >= last_seen_ms + 1000")
       .bind(1, user_id)
       .bind(2, now)
       .run();

@@ -688,6 +688,34 @@ TEST_P(StoreTest, RepliesAfterAndTheDeliveredCursor) {
   EXPECT_FALSE(await(store->session("nobody")).value().has_value());
 }
 
+// A session's last_seen_ms follows its messages to the second: a message a
+// second or more after it moves it forward; one within a second of it, or
+// before it, leaves the row as it is (not a page in the WAL per message).
+TEST_P(StoreTest, LastSeenFollowsMessagesToTheSecondAndNeverGoesBack) {
+  append("lena", "first");
+  const auto first = await(store->session("lena")).value()->last_seen_ms;
+  const auto set_last_seen = [&](std::int64_t ms) {
+    exec_file(db_path(), "UPDATE sessions SET last_seen_ms = " + std::to_string(ms) +
+                             " WHERE user_id = 'lena'");
+  };
+  set_last_seen(first - 5000);
+  append("lena", "five seconds later");
+  const auto moved = await(store->session("lena")).value()->last_seen_ms;
+  EXPECT_GE(moved, first);
+
+  using namespace std::chrono;
+  const auto now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  // 200 ms ago: the next message is within a second of it (unless this
+  // thread stalls for 800 ms), and the row stays as it is.
+  set_last_seen(now - 200);
+  append("lena", "within a second");
+  EXPECT_EQ(await(store->session("lena")).value()->last_seen_ms, now - 200);
+
+  set_last_seen(now + 3'600'000);
+  append("lena", "an hour before the last one");
+  EXPECT_EQ(await(store->session("lena")).value()->last_seen_ms, now + 3'600'000);
+}
+
 TEST_P(StoreTest, PendingMessagesSurviveARestart) {
   const Seq a =
       await(store->append_user_message("judy", "draw", {"data:image/png;base64,AAAA"})).value().seq;
