@@ -8,9 +8,10 @@
 // is a StoreError value.
 //
 // Where the work runs (StoreOptions::worker): on the store's own thread, so a
-// commit's fsync never holds up the callers' thread; or, where commits do not
-// fsync (synchronous = NORMAL), on the callers' executor, a batch at a time
-// between its other work, with no handoff between threads. Opening (with its
+// commit's fsync never holds up the callers' thread; or on the callers'
+// executor, a batch at a time between its other work, with no handoff
+// between threads (at synchronous = FULL the store thread then fsyncs the
+// WAL behind the batches, and their outcomes wait for it). Opening (with its
 // integrity check), closing, WAL checkpoints (which fsync) and upkeep run on
 // the store thread either way. In the second case the database is the
 // batches' or the store thread's in turn, and a batch never waits for the
