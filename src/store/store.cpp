@@ -255,10 +255,13 @@ void Store::enqueue(std::unique_ptr<Job> job) {
     std::lock_guard lock(mutex_);
     if (closing_) {
       refused = closed_error();
-    } else if (job->kind() != JobKind::close && queue_.size() >= options_.max_queued) {
+    } else if (job->kind() != JobKind::close &&
+               queue_.size() + unsynced_.size() + syncing_jobs_ >= options_.max_queued) {
+      // Outcomes waiting for a sync count: a disk slower than the traffic is
+      // reported there too.
       refused = StoreError{StoreError::Kind::overloaded,
                            fmt::format("{} operations are waiting for the disk; try again later",
-                                       queue_.size())};
+                                       queue_.size() + unsynced_.size() + syncing_jobs_)};
     } else {
       // Nothing may join the queue behind a close: close() promises that
       // everything before it runs, and everything after it fails.
@@ -321,15 +324,15 @@ void Store::set_health(Health next) {
              });
 }
 
-void Store::note_fault(const StoreError& error, bool operation) {
+void Store::note_fault(const StoreError& error, bool operation, bool lasting) {
   const auto now = Clock::now();
   limiter_.log(spdlog::level::err, error.message, fmt::format("store: {}", error.message), now);
   next_log_flush_ = limiter_.flush(now);
 
   Health next = health();
   if (operation) ++next.failures;
-  const auto state =
-      error.kind == StoreError::Kind::corrupt ? Health::State::failed : Health::State::degraded;
+  const auto state = error.kind == StoreError::Kind::corrupt || lasting ? Health::State::failed
+                                                                       : Health::State::degraded;
   if (next.state == Health::State::failed) {
     // Damage stays until a restart on a sound file; later errors only update the text.
   } else if (next.state != state) {
@@ -396,11 +399,27 @@ Result<void> Store::open_database() {
 
 Result<void> Store::close_database() {
   if (!db_) return {};
+  if (wal_failed_) {
+    // Left as it is: the next start recovers from the WAL what did reach the
+    // disk. SQLite's own checkpoint at close would copy what may not have.
+    sqlite3_db_config(db_->handle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    if (!held_outcomes_.empty())
+      log::error("store: {} message(s) marked failed could not be written; they will be "
+                 "answered again after the next start",
+                 held_outcomes_.size());
+    limiter_.settle_all();
+    db_.reset();
+    if (wal_fd_ >= 0) ::close(wal_fd_);
+    wal_fd_ = -1;
+    std::lock_guard lock(mutex_);
+    return *wal_unsafe_;
+  }
   if (!held_outcomes_.empty()) {
     try {
       db_->prepare("BEGIN IMMEDIATE").run();
       const bool held_written = write_held_outcomes();
       db_->prepare("COMMIT").run();
+      // The checkpoint below syncs it.
       if (held_written) held_outcomes_.clear();
     } catch (const sqlite::Error&) {
       try {
@@ -466,26 +485,40 @@ void Store::run() {
     bool maintain_now = false;
     {
       std::unique_lock lock(mutex_);
+      // Outcomes waiting for a sync come first (the sync needs no database,
+      // and the batches go on meanwhile), but not twice in a row while
+      // something else is due: commits that never pause would otherwise
+      // keep checkpoints and upkeep waiting for ever.
+      bool just_synced = false;
       for (;;) {
-        // Outcomes waiting for a sync come first: the sync needs no database,
-        // and the batches go on meanwhile.
-        if (sync_wanted_) {
+        if (sync_wanted_ && !just_synced) {
           sync_wanted_ = false;
           syncing_ = true;
           auto jobs = std::move(unsynced_);
           unsynced_.clear();
+          syncing_jobs_ = jobs.size();
+          const auto covers = unsynced_commit_;
           lock.unlock();
-          sync_and_complete(std::move(jobs));
+          sync_and_complete(std::move(jobs), covers);
           lock.lock();
           syncing_ = false;
+          syncing_jobs_ = 0;
+          just_synced = true;
           continue;
         }
+        just_synced = false;
         if (thread_takes_front()) break;
         if (checkpoint_wanted_) {
           checkpoint_wanted_ = false;
           checkpoint_now = true;
           break;
         }
+        if (maintenance_due_ && Clock::now() >= *maintenance_due_) {
+          maintenance_due_.reset();
+          maintain_now = true;
+          break;
+        }
+        if (sync_wanted_) continue;
         // Upkeep (probes, checkpoint retries, log summaries) runs when nothing waits.
         if (!maintenance_due_) {
           queued_.wait(lock);
@@ -573,7 +606,7 @@ void Store::run() {
         unsynced_.clear();
         sync_wanted_ = false;
       }
-      if (!unsynced.empty()) sync_and_complete(std::move(unsynced));
+      if (!unsynced.empty()) sync_and_complete(std::move(unsynced), commit_no_);
       batch.front()->run();
       release();
       batch.front()->complete();
@@ -653,11 +686,17 @@ void Store::drain() {
 }
 
 void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
+  if (syncs_itself()) note_sync_outcome();
   const bool writes = std::any_of(batch.begin(), batch.end(),
                                   [](const auto& job) { return job->kind() == JobKind::write; });
   bool committed_a_write = false;
   if (!db_) {
     for (auto& job : batch) job->fail(closed_error());
+  } else if (wal_failed_) {
+    // Nothing more is written, nor read from a database whose WAL the disk
+    // may not hold (see StoreOptions::worker).
+    std::lock_guard lock(mutex_);
+    for (auto& job : batch) job->fail(*wal_unsafe_);
   } else {
     try {
       bool wrote = false;
@@ -699,10 +738,19 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         const bool held_written = write_held_outcomes();
         db_->prepare("COMMIT").run();
         ++commits_;
+        ++commit_no_;
         const auto& metrics = commit_metrics();
         metrics.seconds.observe(std::chrono::duration<double>(Clock::now() - began).count());
         metrics.operations.observe(static_cast<double>(batch.size()));
-        if (held_written) held_outcomes_.clear();
+        // Held until they are on disk: where the store syncs its own commits,
+        // that is once a sync has covered this one (note_sync_outcome).
+        if (held_written && !held_outcomes_.empty()) {
+          if (syncs_itself()) {
+            held_written_in_ = commit_no_;
+          } else {
+            held_outcomes_.clear();
+          }
+        }
         committed_a_write = wrote;
       }
     } catch (const sqlite::Error& e) {
@@ -730,20 +778,23 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
   for (auto& job : batch)
     if (const auto error = job->error(); error && failure::is_fault(*error))
       note_fault(*error, true);
-  if (committed_a_write) {
-    if (!syncs_itself()) note_write_succeeded();
-    if (db_->wal_frames() >= options_.checkpoint_pages) want_checkpoint();
-  }
+  if (committed_a_write && !syncs_itself()) note_write_succeeded();
+  const bool checkpoint_due =
+      committed_a_write && db_ && db_->wal_frames() >= options_.checkpoint_pages;
   if (syncs_itself()) {
     std::lock_guard lock(mutex_);
     // Behind a commit not synced yet, reads wait too: they may have seen it.
+    // Queued before a checkpoint is wanted, so that the sync which precedes
+    // a checkpoint never covers a commit whose outcomes are not waiting.
     if (writes || !unsynced_.empty() || syncing_) {
       for (auto& job : batch) unsynced_.push_back(std::move(job));
+      batch.clear();
+      unsynced_commit_ = commit_no_;
       sync_wanted_ = true;
       queued_.notify_one();
-      return;
     }
   }
+  if (checkpoint_due) want_checkpoint();
   complete_together(batch);
 }
 
@@ -751,23 +802,29 @@ bool Store::syncs_itself() const {
   return options_.worker == StoreOptions::Worker::caller && options_.synchronous_full;
 }
 
-void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs) {
-  const int error = sync_wal();
+void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs, std::uint64_t covers) {
+  // Once a sync has failed, no later one can vouch for anything: none is tried.
+  const int error = wal_failed_ ? 0 : sync_wal();
   bool wrote = false;
-  if (error != 0) {
-    const auto failed = sync_failed(path_, error);
-    for (auto& job : jobs) job->fail(failed);
+  if (error != 0 || wal_failed_) {
+    // This sync, or one before it: nothing it was for can be vouched for.
+    // An operation that had failed already keeps its own error.
     std::lock_guard lock(mutex_);
-    sync_fault_ = failed;
-    // Noted by upkeep now, not at the next batch, which may never come.
-    maintenance_due_ = Clock::now();
-  } else {
-    for (const auto& job : jobs) wrote = wrote || (job->kind() == JobKind::write && !job->error());
-    if (wrote && health().state == Health::State::degraded) {
-      std::lock_guard lock(mutex_);
-      sync_succeeded_ = true;
+    const auto failed = wal_unsafe_ ? *wal_unsafe_ : sync_failed(path_, error);
+    for (auto& job : jobs)
+      if (!job->error()) job->fail(failed);
+    if (!wal_unsafe_) {
+      // The WAL could not even be opened: nothing was lost, and a later sync
+      // covers these commits too. Degraded, not failed.
+      sync_fault_ = failed;
       maintenance_due_ = Clock::now();
     }
+  } else {
+    for (const auto& job : jobs) wrote = wrote || (job->kind() == JobKind::write && !job->error());
+    std::lock_guard lock(mutex_);
+    synced_commit_ = std::max(synced_commit_, covers);
+    // Noted by the next batch or upkeep: a degraded store recovers.
+    if (wrote) sync_succeeded_ = true;
   }
   complete_together(jobs);
 }
@@ -775,16 +832,19 @@ void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs) {
 void Store::note_sync_outcome() {
   std::optional<StoreError> fault;
   bool succeeded = false;
+  std::uint64_t synced = 0;
   {
     std::lock_guard lock(mutex_);
     fault = std::exchange(sync_fault_, std::nullopt);
     succeeded = std::exchange(sync_succeeded_, false);
+    synced = synced_commit_;
   }
-  if (fault) {
-    note_fault(*fault, true);
-  } else if (succeeded) {
-    note_write_succeeded();
+  if (held_written_in_ != 0 && synced >= held_written_in_) {
+    held_outcomes_.clear();
+    held_written_in_ = 0;
   }
+  if (succeeded) note_write_succeeded();
+  if (fault) note_fault(*fault, true, wal_failed_);
 }
 
 // The outcomes go back with one post per caller's executor (not one per
@@ -843,6 +903,10 @@ bool Store::write_held_outcomes() {
 }
 
 void Store::probe() {
+  if (wal_failed_) {
+    next_probe_.reset();  // failed until a restart: nothing to find out
+    return;
+  }
   ++probes_;
   next_probe_ = Clock::now() + options_.probe_interval;
   try {
@@ -850,13 +914,16 @@ void Store::probe() {
     schema::write_probe(*db_, queries::now_ms());
     const bool held_written = write_held_outcomes();
     db_->prepare("COMMIT").run();
-    if (held_written) held_outcomes_.clear();
     // Where the store syncs its commits, a probe that was not synced proves nothing.
     if (syncs_itself()) {
       if (const int error = sync_wal(); error != 0) {
-        note_fault(sync_failed(path_, error), false);
+        note_fault(sync_failed(path_, error), false, wal_failed_);
         return;
       }
+    }
+    if (held_written) {
+      held_outcomes_.clear();
+      held_written_in_ = 0;
     }
     note_write_succeeded();
   } catch (const sqlite::Error& e) {
@@ -877,10 +944,22 @@ int Store::sync_wal() {
     // while mooring holds the database open.
     const auto wal = path_.string() + "-wal";
     wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
+    // Nothing was synced, and nothing lost: not a failure that lasts.
     if (wal_fd_ < 0) return errno;
   }
-  if (options_.sync_file) return options_.sync_file(wal_fd_);
-  return ::fdatasync(wal_fd_) == 0 ? 0 : errno;
+  const int error = options_.sync_file ? options_.sync_file(wal_fd_)
+                                      : (::fdatasync(wal_fd_) == 0 ? 0 : errno);
+  if (error != 0) {
+    std::lock_guard lock(mutex_);
+    if (!wal_unsafe_) {
+      wal_unsafe_ = sync_failed(path_, error);
+      wal_failed_ = true;
+      sync_fault_ = wal_unsafe_;
+      // Noted by upkeep now, not at the next batch, which may never come.
+      maintenance_due_ = Clock::now();
+    }
+  }
+  return error;
 }
 
 void Store::want_checkpoint() {
@@ -895,6 +974,8 @@ void Store::want_checkpoint() {
 }
 
 void Store::checkpoint() {
+  // Pages the disk may not hold are never copied into the database.
+  if (wal_failed_) return;
   try {
     db().checkpoint();
     checkpoint_retry_.reset();
@@ -922,8 +1003,8 @@ void Store::checkpoint() {
 void Store::publish_maintenance() {
   auto due = next_maintenance();
   std::lock_guard lock(mutex_);
-  // What a sync found is noted by upkeep at once.
-  if (sync_fault_ || sync_succeeded_) due = Clock::now();
+  // A failed sync is noted by upkeep at once.
+  if (sync_fault_) due = Clock::now();
   const bool sooner = due && (!maintenance_due_ || *due < *maintenance_due_);
   maintenance_due_ = due;
   // The store thread waits for the old time, or for nothing.

@@ -100,10 +100,15 @@ struct StoreOptions {
   // next batches run, and the batch's outcomes are handed back only once
   // that sync has returned (one sync serves every batch committed before it
   // began). A read batch behind a commit not synced yet waits for the same
-  // sync, so nothing not yet on disk is handed to anyone. When the sync
-  // fails, the operations it was for fail (Kind::io) and the store is
-  // degraded: what they wrote stays in the database, so a message told as
-  // not stored may be found again (its id then says duplicate).
+  // sync, so nothing not yet on disk is handed to anyone.
+  //
+  // A failed fdatasync of the WAL (with `caller`, at either setting) fails
+  // the store until a restart: after it the kernel may hold pages it never
+  // wrote as written, so no later sync can vouch for them. The operations
+  // waiting for it and every later one fail (Kind::io), no checkpoint copies
+  // the WAL into the database, and the close leaves the WAL for the next
+  // start to recover what did reach the disk (a message told as not stored
+  // may then be found: sent again with its id, it is a duplicate).
   enum class Worker { store_thread, caller };
   Worker worker = Worker::store_thread;
   std::chrono::milliseconds caller_busy_timeout{100};
@@ -248,7 +253,8 @@ class Store {
   sqlite::Connection& db();
 
   // Health and upkeep, on the store thread.
-  void note_fault(const StoreError& error, bool operation);
+  // `lasting`: the store stays failed until a restart.
+  void note_fault(const StoreError& error, bool operation, bool lasting = false);
   void note_write_succeeded();
   void set_health(Health next);
   bool write_held_outcomes();
@@ -260,7 +266,8 @@ class Store {
   int sync_wal();
   bool syncs_itself() const;
   // The store thread: syncs the WAL, then hands back the outcomes that waited for it.
-  void sync_and_complete(std::vector<std::unique_ptr<detail::Job>> jobs);
+  // `covers`: the last commit whose outcomes are among `jobs`.
+  void sync_and_complete(std::vector<std::unique_ptr<detail::Job>> jobs, std::uint64_t covers);
   // By the database's user: what the store thread learnt from its syncs.
   void note_sync_outcome();
   void maintain();
@@ -288,8 +295,14 @@ class Store {
   std::vector<std::unique_ptr<detail::Job>> unsynced_;
   bool sync_wanted_ = false;
   bool syncing_ = false;
+  std::size_t syncing_jobs_ = 0;  // outcomes in the sync running now
   std::optional<StoreError> sync_fault_;  // a failed sync, to be noted
   bool sync_succeeded_ = false;          // a sync after committed writes, to be noted
+  std::uint64_t unsynced_commit_ = 0;    // the last commit whose outcomes are in unsynced_
+  std::uint64_t synced_commit_ = 0;      // the last commit a sync has covered
+  // A sync of the WAL failed: the store fails until a restart (above).
+  std::optional<StoreError> wal_unsafe_;
+  std::atomic<bool> wal_failed_{false};  // wal_unsafe_ is set
   std::optional<std::chrono::steady_clock::time_point> maintenance_due_;
   // Worker::caller: who uses the database and the upkeep state below; a drain
   // never waits for the store thread (it leaves the jobs queued), the store
@@ -313,6 +326,8 @@ class Store {
   std::optional<std::chrono::steady_clock::time_point> checkpoint_retry_;
   std::optional<std::chrono::steady_clock::time_point> next_log_flush_;
   std::uint64_t checkpoint_failures_ = 0;
+  std::uint64_t commit_no_ = 0;         // write transactions committed
+  std::uint64_t held_written_in_ = 0;   // the commit that wrote held_outcomes_ (syncs_itself)
   int wal_fd_ = -1;  // the WAL, kept open for sync_wal() (the store thread's)
 
   // Written by the store thread, read by any, under health_mutex_.
