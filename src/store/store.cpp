@@ -155,8 +155,9 @@ StoreError closed_error() {
 
 StoreError sync_failed(const std::filesystem::path& path, int error) {
   return {StoreError::Kind::io,
-          fmt::format("the disk did not confirm a write to {}-wal (fdatasync: {}), so it was not "
-                      "confirmed; check the disk and the kernel log (dmesg)",
+          fmt::format("the disk did not confirm a write to {}-wal (fdatasync: {}), so nothing "
+                      "more is confirmed; check the disk and the kernel log (dmesg), then restart "
+                      "mooring",
                       path.string(), std::strerror(error))};
 }
 
@@ -746,7 +747,8 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         // that is once a sync has covered this one (note_sync_outcome).
         if (held_written && !held_outcomes_.empty()) {
           if (syncs_itself()) {
-            held_written_in_ = commit_no_;
+            for (auto& [seq, held] : held_outcomes_)
+              if (held.written_in == 0) held.written_in = commit_no_;
           } else {
             held_outcomes_.clear();
           }
@@ -786,7 +788,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
     // Behind a commit not synced yet, reads wait too: they may have seen it.
     // Queued before a checkpoint is wanted, so that the sync which precedes
     // a checkpoint never covers a commit whose outcomes are not waiting.
-    if (writes || !unsynced_.empty() || syncing_) {
+    if (writes || commit_no_ > synced_commit_ || wal_failed_) {
       for (auto& job : batch) unsynced_.push_back(std::move(job));
       batch.clear();
       unsynced_commit_ = commit_no_;
@@ -810,7 +812,12 @@ void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs, std::uint6
     // This sync, or one before it: nothing it was for can be vouched for.
     // An operation that had failed already keeps its own error.
     std::lock_guard lock(mutex_);
-    const auto failed = wal_unsafe_ ? *wal_unsafe_ : sync_failed(path_, error);
+    const auto failed =
+        wal_unsafe_ ? *wal_unsafe_
+                    : StoreError{StoreError::Kind::io,
+                                 fmt::format("could not open {}-wal to sync it ({}); the "
+                                             "operation was not confirmed, try again",
+                                             path_.string(), std::strerror(error))};
     for (auto& job : jobs)
       if (!job->error()) job->fail(failed);
     if (!wal_unsafe_) {
@@ -839,10 +846,9 @@ void Store::note_sync_outcome() {
     succeeded = std::exchange(sync_succeeded_, false);
     synced = synced_commit_;
   }
-  if (held_written_in_ != 0 && synced >= held_written_in_) {
-    held_outcomes_.clear();
-    held_written_in_ = 0;
-  }
+  std::erase_if(held_outcomes_, [synced](const auto& entry) {
+    return entry.second.written_in != 0 && entry.second.written_in <= synced;
+  });
   if (succeeded) note_write_succeeded();
   if (fault) note_fault(*fault, true, wal_failed_);
 }
@@ -880,6 +886,10 @@ bool Store::write_held_outcomes() {
     db_->exec("SAVEPOINT held_outcomes");
     const auto now = queries::now_ms();
     for (auto it = held_outcomes_.begin(); it != held_outcomes_.end();) {
+      if (it->second.written_in != 0) {  // written; waits for its sync
+        ++it;
+        continue;
+      }
       auto marked =
           queries::mark_failed(*db_, now, it->second.user_id, it->first, it->second.reason);
       // A message that is gone or not the user's is nothing to hold on to.
@@ -917,14 +927,17 @@ void Store::probe() {
     // Where the store syncs its commits, a probe that was not synced proves nothing.
     if (syncs_itself()) {
       if (const int error = sync_wal(); error != 0) {
-        note_fault(sync_failed(path_, error), false, wal_failed_);
+        // A failed sync is noted by upkeep (sync_fault_); a WAL that could
+        // not be opened, here.
+        if (!wal_failed_)
+          note_fault(StoreError{StoreError::Kind::io,
+                                fmt::format("could not open {}-wal to sync it ({})",
+                                            path_.string(), std::strerror(error))},
+                     false);
         return;
       }
     }
-    if (held_written) {
-      held_outcomes_.clear();
-      held_written_in_ = 0;
-    }
+    if (held_written) held_outcomes_.clear();
     note_write_succeeded();
   } catch (const sqlite::Error& e) {
     if (db_->in_transaction()) {
@@ -949,17 +962,18 @@ int Store::sync_wal() {
   }
   const int error = options_.sync_file ? options_.sync_file(wal_fd_)
                                       : (::fdatasync(wal_fd_) == 0 ? 0 : errno);
-  if (error != 0) {
-    std::lock_guard lock(mutex_);
-    if (!wal_unsafe_) {
-      wal_unsafe_ = sync_failed(path_, error);
-      wal_failed_ = true;
-      sync_fault_ = wal_unsafe_;
-      // Noted by upkeep now, not at the next batch, which may never come.
-      maintenance_due_ = Clock::now();
-    }
-  }
+  if (error != 0) lose_trust_in_wal(sync_failed(path_, error));
   return error;
+}
+
+void Store::lose_trust_in_wal(StoreError error) {
+  std::lock_guard lock(mutex_);
+  if (wal_unsafe_) return;
+  wal_unsafe_ = std::move(error);
+  wal_failed_ = true;
+  sync_fault_ = wal_unsafe_;
+  // Noted by upkeep now, not at the next batch, which may never come.
+  maintenance_due_ = Clock::now();
 }
 
 void Store::want_checkpoint() {
@@ -975,7 +989,10 @@ void Store::want_checkpoint() {
 
 void Store::checkpoint() {
   // Pages the disk may not hold are never copied into the database.
-  if (wal_failed_) return;
+  if (wal_failed_) {
+    checkpoint_retry_.reset();
+    return;
+  }
   try {
     db().checkpoint();
     checkpoint_retry_.reset();
@@ -989,6 +1006,17 @@ void Store::checkpoint() {
   } catch (const sqlite::Error& e) {
     ++failed_checkpoints_;
     ++checkpoint_failures_;
+    if (e.code() == SQLITE_IOERR_FSYNC || e.code() == SQLITE_IOERR_DIR_FSYNC) {
+      // The WAL or the database file was not synced: as with a failed sync
+      // of the WAL, nothing after it can be vouched for.
+      lose_trust_in_wal(StoreError{
+          StoreError::Kind::io,
+          fmt::format("the disk did not confirm a checkpoint of {} ({}), so nothing more is "
+                      "confirmed; check the disk and the kernel log (dmesg), then restart mooring",
+                      path_.string(), failure::describe(e, path_).message)});
+      checkpoint_retry_.reset();
+      return;
+    }
     const auto now = Clock::now();
     checkpoint_retry_ = now + options_.probe_interval;
     limiter_.log(spdlog::level::warn, "checkpoint",

@@ -102,9 +102,10 @@ struct StoreOptions {
   // began). A read batch behind a commit not synced yet waits for the same
   // sync, so nothing not yet on disk is handed to anyone.
   //
-  // A failed fdatasync of the WAL (with `caller`, at either setting) fails
-  // the store until a restart: after it the kernel may hold pages it never
-  // wrote as written, so no later sync can vouch for them. The operations
+  // A failed fdatasync of the WAL (with `caller`, at either setting), or a
+  // checkpoint's failed fsync, fails the store until a restart: after it the
+  // kernel may hold pages it never wrote as written, so no later sync can
+  // vouch for them. The operations
   // waiting for it and every later one fail (Kind::io), no checkpoint copies
   // the WAL into the database, and the close leaves the WAL for the next
   // start to recover what did reach the disk (a message told as not stored
@@ -264,6 +265,8 @@ class Store {
   // Worker::caller: fdatasync of the WAL (before a checkpoint; after commits
   // when the store syncs them itself); 0 or an errno value.
   int sync_wal();
+  // A sync (or a checkpoint's fsync) failed: the store fails until a restart.
+  void lose_trust_in_wal(StoreError error);  // mutex_ not held
   bool syncs_itself() const;
   // The store thread: syncs the WAL, then hands back the outcomes that waited for it.
   // `covers`: the last commit whose outcomes are among `jobs`.
@@ -319,6 +322,9 @@ class Store {
   struct HeldOutcome {
     std::string user_id;
     std::string reason;
+    // Where the store syncs its commits: the commit that wrote it (0: none
+    // yet). It is let go once a sync has covered that commit.
+    std::uint64_t written_in = 0;
   };
   // mark_failed() outcomes not known to be on disk yet, by message seq.
   std::map<Seq, HeldOutcome> held_outcomes_;
@@ -327,7 +333,6 @@ class Store {
   std::optional<std::chrono::steady_clock::time_point> next_log_flush_;
   std::uint64_t checkpoint_failures_ = 0;
   std::uint64_t commit_no_ = 0;         // write transactions committed
-  std::uint64_t held_written_in_ = 0;   // the commit that wrote held_outcomes_ (syncs_itself)
   int wal_fd_ = -1;  // the WAL, kept open for sync_wal() (the store thread's)
 
   // Written by the store thread, read by any, under health_mutex_.

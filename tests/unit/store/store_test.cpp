@@ -958,6 +958,39 @@ TEST_F(StoreSyncTest, AFailedSyncFailsTheStoreUntilARestartWhichRecoversWhatReac
   EXPECT_TRUE(run_on(io, store->close()));
 }
 
+// A read that ran after a commit whose sync then failed may have seen what
+// the disk does not hold: it fails with the commit.
+TEST_F(StoreSyncTest, AReadBehindACommitWhoseSyncFailsFailsToo) {
+  SyncGate gate(false, 1);
+  StoreOptions options;
+  options.probe_interval = std::chrono::hours(1);
+  auto store = open(gate, options);
+  const std::shared_ptr<void> let_go(nullptr, [&gate](void*) { gate.open(); });
+
+  std::optional<Result<Appended>> appended;
+  std::optional<Result<std::vector<Message>>> history;
+  test::run_on(io, [&]() -> awaitable<bool> {
+    const auto executor = co_await asio::this_coro::executor;
+    asio::co_spawn(executor, append_into(*store, "dee", "unconfirmed", &appended), asio::detached);
+    const bool syncing = co_await test::poll_until_async([&] { return gate.waiting() == 1; }, 10s);
+    EXPECT_TRUE(syncing);
+    asio::co_spawn(executor, history_into(*store, "dee", &history), asio::detached);
+    const bool read = co_await test::poll_until_async([&] { return store->stats().reads == 1; }, 10s);
+    EXPECT_TRUE(read);
+    gate.open();  // the sync fails
+    const bool both = co_await test::poll_until_async(
+        [&] { return appended.has_value() && history.has_value(); }, 10s);
+    EXPECT_TRUE(both);
+    co_return both;
+  }());
+  ASSERT_TRUE(appended.has_value() && history.has_value());
+  ASSERT_FALSE(*appended);
+  ASSERT_FALSE(*history) << "a read of an unconfirmed commit was handed back";
+  EXPECT_EQ(history->error().message, appended->error().message);
+  EXPECT_EQ(history->error().kind, StoreError::Kind::io);
+  EXPECT_FALSE(run_on(io, store->close()));
+}
+
 // Outcomes waiting for a sync count against max_queued: a disk slower than
 // the traffic is reported (Kind::overloaded), not hidden in a growing list.
 TEST_F(StoreSyncTest, OutcomesWaitingForASyncCountAgainstTheQueueLimit) {
