@@ -17,32 +17,16 @@ awaitable<bool> sleep_for(Duration d) {
   co_return !ec;
 }
 
-namespace detail {
-awaitable<std::exception_ptr> capture_exception(awaitable<void> op, bool& done) {
-  std::exception_ptr failure;
-  try {
-    co_await std::move(op);
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  done = true;
-  co_return failure;
-}
-
-awaitable<void> expire(asio::steady_timer& timer, const bool& done) {
-  auto [ec] = co_await timer.async_wait(use_tuple);
-  if (ec && !done) throw boost::system::system_error(ec);
-}
-}  // namespace detail
-
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  bool done = false;
-  auto outcome =
-      co_await (detail::capture_exception(std::move(op), done) || detail::expire(timer, done));
-  if (outcome.index() == 1) co_return false;
-  if (auto failure = std::get<0>(outcome)) std::rethrow_exception(failure);
+  const auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, d);
+  auto [order, failure, expired] =
+      co_await asio::experimental::make_parallel_group(
+          asio::co_spawn(executor, std::move(op), asio::deferred),
+          timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  if (order[0] == 1 && !expired) co_return false;
+  if (failure) std::rethrow_exception(failure);
   co_return true;
 }
 

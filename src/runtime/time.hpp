@@ -7,6 +7,7 @@
 
 #include <exception>
 #include <optional>
+#include <type_traits>
 
 namespace mooring::runtime {
 
@@ -33,50 +34,25 @@ awaitable<bool> sleep_for(Duration d);
 
 // Runs `op` and cancels it when `d` elapses first. `op` must honour
 // cancellation (every Asio/Beast operation does). nullopt means it timed out.
-// An exception from `op` propagates at once: the timer is cancelled rather
-// than waited for (Asio's `||` alone waits for the first *success*, which
-// would turn any exception into a full timeout). Cancelled from outside, it
-// ends as `op` ends then (its value, or its exception).
-namespace detail {
-// A struct, not a variant: Asio's `||` would flatten a variant into its own.
-template <typename T>
-struct Captured {
-  std::optional<T> value;
-  std::exception_ptr failure;
-};
-// `done` is set when `op` has ended, however it ended.
-template <typename T>
-awaitable<Captured<T>> capture_exception(awaitable<T> op, bool& done) {
-  Captured<T> out;
-  try {
-    out.value.emplace(co_await std::move(op));
-  } catch (...) {
-    out.failure = std::current_exception();
-  }
-  done = true;
-  co_return out;
-}
-awaitable<std::exception_ptr> capture_exception(awaitable<void> op, bool& done);
-// The timer's side: ends when the time is up, and quietly once `op` has
-// ended and `||` cancels it (an exception per call would cost more than the
-// rest of the call). Cancelled from outside while `op` still runs, it throws,
-// so that `||` waits for `op`'s own ending.
-awaitable<void> expire(asio::steady_timer& timer, const bool& done);
-}  // namespace detail
-
+// An exception from `op` propagates at once (the timer is cancelled rather
+// than waited for). Cancelled from outside, it ends as `op` ends then (its
+// value, or its exception). `op` and a wait on a timer race in a parallel
+// group, without a coroutine for the timer: one spawn per call.
 template <typename T>
 awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  bool done = false;
-  auto outcome =
-      co_await (detail::capture_exception(std::move(op), done) || detail::expire(timer, done));
-  if (outcome.index() == 0) {
-    auto finished = std::get<0>(std::move(outcome));
-    if (finished.failure) std::rethrow_exception(finished.failure);
-    co_return std::move(finished.value);
-  }
-  co_return std::nullopt;
+  static_assert(std::is_default_constructible_v<T>, "co_spawn hands back a T even on failure");
+  const auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, d);
+  auto [order, failure, value, expired] =
+      co_await asio::experimental::make_parallel_group(
+          asio::co_spawn(executor, std::move(op), asio::deferred),
+          timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  // The timer first without an error: time is up, and `op` was cancelled.
+  // The timer first with one: cancelled from outside, and `op` with it.
+  if (order[0] == 1 && !expired) co_return std::nullopt;
+  if (failure) std::rethrow_exception(failure);
+  co_return std::move(value);
 }
 
 // The void form: true when `op` finished in time.

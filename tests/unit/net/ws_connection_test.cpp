@@ -386,7 +386,7 @@ TEST_F(WsConnectionTest, OnWrittenRunsInOrderAndOneThatThrowsClosesWith1011) {
 // reported once.
 TEST_F(WsConnectionTest, TextThatIsNotUtf8ClosesWith1007AndIsNeverDelivered) {
   start();
-  for (const std::string bad : {std::string("\xC3\x28"), std::string("ok\xED\xA0\x80")}) {
+  for (const std::string& bad : {std::string("\xC3\x28"), std::string("ok\xED\xA0\x80")}) {
     const auto before = closed_count();
     test::WsClient client;
     ASSERT_EQ(client.connect(address_, "/ws"), 101);
