@@ -805,10 +805,13 @@ INSTANTIATE_TEST_SUITE_P(Workers, StoreTest, test_workers::all(), test_workers::
 // --- data.synchronous = "full" on the callers' thread: the store syncs its commits
 
 // Stands in for fdatasync(2): holds each sync until opened, and fails the
-// first `failures` of them with EIO.
+// first `failures` of them, and the calls given to fail_call(), with EIO.
 class SyncGate {
  public:
   explicit SyncGate(bool open, int failures = 0) : open_(open), failures_(failures) {}
+
+  // Called at each sync; what it returns is kept, in order, in seen().
+  std::function<std::uint64_t()> observe;
 
   int sync(int fd) {
     std::unique_lock lock(mutex_);
@@ -816,12 +819,21 @@ class SyncGate {
     opened_.wait(lock, [this] { return open_; });
     --waiting_;
     ++calls_;
-    if (failures_ > 0) {
-      --failures_;
+    if (observe) seen_.push_back(observe());
+    if (failures_ > 0 || fail_calls_.contains(calls_)) {
+      if (failures_ > 0) --failures_;
       return EIO;
     }
     lock.unlock();
     return ::fdatasync(fd) == 0 ? 0 : errno;
+  }
+  void fail_call(int n) {
+    std::lock_guard lock(mutex_);
+    fail_calls_.insert(n);
+  }
+  std::vector<std::uint64_t> seen() {
+    std::lock_guard lock(mutex_);
+    return seen_;
   }
   void open() {
     {
@@ -844,6 +856,8 @@ class SyncGate {
   std::condition_variable opened_;
   bool open_;
   int failures_;
+  std::set<int> fail_calls_;
+  std::vector<std::uint64_t> seen_;
   int waiting_ = 0;
   int calls_ = 0;
 };
@@ -988,6 +1002,81 @@ TEST_F(StoreSyncTest, AReadBehindACommitWhoseSyncFailsFailsToo) {
   ASSERT_FALSE(*history) << "a read of an unconfirmed commit was handed back";
   EXPECT_EQ(history->error().message, appended->error().message);
   EXPECT_EQ(history->error().kind, StoreError::Kind::io);
+  EXPECT_FALSE(run_on(io, store->close()));
+}
+
+// Two appends, the second committed while the first one's sync is held, and
+// every commit wanting a checkpoint; the gate opens once both have committed.
+awaitable<bool> two_appends_behind_a_held_sync(Store& store, SyncGate& gate,
+                                               std::optional<Result<Appended>>& first,
+                                               std::optional<Result<Appended>>& second) {
+  const auto executor = co_await asio::this_coro::executor;
+  asio::co_spawn(executor, append_into(store, "eve", "first", &first), asio::detached);
+  const bool syncing = co_await test::poll_until_async([&] { return gate.waiting() == 1; }, 10s);
+  EXPECT_TRUE(syncing);
+  asio::co_spawn(executor, append_into(store, "eve", "second", &second), asio::detached);
+  const bool committed =
+      co_await test::poll_until_async([&] { return store.stats().commits == 2; }, 10s);
+  EXPECT_TRUE(committed);
+  gate.open();
+  const bool both = co_await test::poll_until_async(
+      [&] { return first.has_value() && second.has_value(); }, 10s);
+  EXPECT_TRUE(both);
+  co_return both;
+}
+
+// Syncs take turns with checkpoints: one wanted while a sync ran goes before
+// the next sync, so commits that never pause cannot keep it waiting.
+TEST_F(StoreSyncTest, ACheckpointWantedDuringASyncGoesBeforeTheNextSync) {
+  SyncGate gate(false);
+  StoreOptions options;
+  options.checkpoint_pages = 1;  // every commit wants one
+  auto store = open(gate, options);
+  gate.observe = [&store] { return store->stats().checkpoints; };
+  const std::shared_ptr<void> let_go(nullptr, [&gate](void*) { gate.open(); });
+
+  std::optional<Result<Appended>> first;
+  std::optional<Result<Appended>> second;
+  ASSERT_TRUE(test::run_on(io, two_appends_behind_a_held_sync(*store, gate, first, second)));
+  ASSERT_TRUE(*first) << first->error().message;
+  ASSERT_TRUE(*second) << second->error().message;
+  // The first commit's sync; the checkpoint's own sync of the WAL before it
+  // runs; the second commit's sync, after the checkpoint.
+  const auto seen = gate.seen();
+  ASSERT_GE(seen.size(), 3u);
+  EXPECT_EQ(seen[0], 0u);
+  EXPECT_EQ(seen[1], 0u);
+  EXPECT_EQ(seen[2], 1u) << "the second sync went before the checkpoint wanted meanwhile";
+  EXPECT_TRUE(run_on(io, store->close()));
+}
+
+// The sync of the WAL before a checkpoint failing is a failed sync like any
+// other: no checkpoint runs, and the outcomes not yet confirmed fail.
+TEST_F(StoreSyncTest, AFailedSyncBeforeACheckpointFailsTheStoreAndNoCheckpointRuns) {
+  SyncGate gate(false);
+  gate.fail_call(2);  // the checkpoint's
+  StoreOptions options;
+  options.checkpoint_pages = 1;
+  options.probe_interval = std::chrono::hours(1);
+  auto store = open(gate, options);
+  const std::shared_ptr<void> let_go(nullptr, [&gate](void*) { gate.open(); });
+
+  std::optional<Result<Appended>> first;
+  std::optional<Result<Appended>> second;
+  ASSERT_TRUE(test::run_on(io, two_appends_behind_a_held_sync(*store, gate, first, second)));
+  EXPECT_TRUE(*first) << first->error().message;
+  ASSERT_FALSE(*second);
+  EXPECT_NE(second->error().message.find("fdatasync: Input/output error"), std::string::npos)
+      << second->error().message;
+  EXPECT_EQ(store->stats().checkpoints, 0u);
+  EXPECT_EQ(gate.calls(), 2);  // nothing is synced after a failed sync
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        io.restart();
+        io.poll();
+        return store->health().state == Health::State::failed;
+      },
+      10s));
   EXPECT_FALSE(run_on(io, store->close()));
 }
 
