@@ -80,10 +80,13 @@ TEST(Time, WithTimeoutCancelledFromOutsideEndsAsTheOperationEnds) {
   std::optional<std::optional<int>> result;
   std::exception_ptr failure;
   bool ended = false;
+  // The result goes through a parameter, kept in the coroutine's frame: a
+  // capture would live in the lambda, which is gone before the coroutine
+  // resumes.
   asio::co_spawn(
       io,
-      [&result]() -> awaitable<void> {
-        result = co_await with_timeout(
+      [](std::optional<std::optional<int>>* out) -> awaitable<void> {
+        *out = co_await with_timeout(
             []() -> awaitable<int> {
               co_await asio::this_coro::throw_if_cancelled(false);
               asio::steady_timer never(co_await asio::this_coro::executor, 1h);
@@ -92,7 +95,7 @@ TEST(Time, WithTimeoutCancelledFromOutsideEndsAsTheOperationEnds) {
               co_return ec ? -1 : 1;
             }(),
             1h);
-      }(),
+      }(&result),
       asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e) {
         failure = e;
         ended = true;
