@@ -161,6 +161,14 @@ StoreError sync_failed(const std::filesystem::path& path, int error) {
                       path.string(), std::strerror(error))};
 }
 
+// Nothing was synced, and nothing lost: a later sync covers the same commits.
+StoreError wal_not_opened(const std::filesystem::path& path, int error) {
+  return {StoreError::Kind::io,
+          fmt::format("could not open {}-wal to sync it ({}); the operation was not confirmed, "
+                      "try again",
+                      path.string(), std::strerror(error))};
+}
+
 std::string describe_size(std::uintmax_t bytes) {
   if (bytes >= (1u << 30)) return fmt::format("{:.1f} GB", static_cast<double>(bytes) / (1u << 30));
   if (bytes >= (1u << 20)) return fmt::format("{:.1f} MB", static_cast<double>(bytes) / (1u << 20));
@@ -410,8 +418,7 @@ Result<void> Store::close_database() {
                  held_outcomes_.size());
     limiter_.settle_all();
     db_.reset();
-    if (wal_fd_ >= 0) ::close(wal_fd_);
-    wal_fd_ = -1;
+    close_wal_fd();
     std::lock_guard lock(mutex_);
     return *wal_unsafe_;
   }
@@ -447,8 +454,7 @@ Result<void> Store::close_database() {
                                      failure::describe(e, path_).message)};
   }
   db_.reset();
-  if (wal_fd_ >= 0) ::close(wal_fd_);
-  wal_fd_ = -1;
+  close_wal_fd();
   return outcome;
 }
 
@@ -494,7 +500,6 @@ void Store::run() {
       for (;;) {
         if (sync_wanted_ && !just_synced) {
           sync_wanted_ = false;
-          syncing_ = true;
           auto jobs = std::move(unsynced_);
           unsynced_.clear();
           syncing_jobs_ = jobs.size();
@@ -502,7 +507,6 @@ void Store::run() {
           lock.unlock();
           sync_and_complete(std::move(jobs), covers);
           lock.lock();
-          syncing_ = false;
           syncing_jobs_ = 0;
           just_synced = true;
           continue;
@@ -812,12 +816,7 @@ void Store::sync_and_complete(std::vector<std::unique_ptr<Job>> jobs, std::uint6
     // This sync, or one before it: nothing it was for can be vouched for.
     // An operation that had failed already keeps its own error.
     std::lock_guard lock(mutex_);
-    const auto failed =
-        wal_unsafe_ ? *wal_unsafe_
-                    : StoreError{StoreError::Kind::io,
-                                 fmt::format("could not open {}-wal to sync it ({}); the "
-                                             "operation was not confirmed, try again",
-                                             path_.string(), std::strerror(error))};
+    const auto failed = wal_unsafe_ ? *wal_unsafe_ : wal_not_opened(path_, error);
     for (auto& job : jobs)
       if (!job->error()) job->fail(failed);
     if (!wal_unsafe_) {
@@ -929,11 +928,7 @@ void Store::probe() {
       if (const int error = sync_wal(); error != 0) {
         // A failed sync is noted by upkeep (sync_fault_); a WAL that could
         // not be opened, here.
-        if (!wal_failed_)
-          note_fault(StoreError{StoreError::Kind::io,
-                                fmt::format("could not open {}-wal to sync it ({})",
-                                            path_.string(), std::strerror(error))},
-                     false);
+        if (!wal_failed_) note_fault(wal_not_opened(path_, error), false);
         return;
       }
     }
@@ -964,6 +959,11 @@ int Store::sync_wal() {
                                       : (::fdatasync(wal_fd_) == 0 ? 0 : errno);
   if (error != 0) lose_trust_in_wal(sync_failed(path_, error));
   return error;
+}
+
+void Store::close_wal_fd() {
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+  wal_fd_ = -1;
 }
 
 void Store::lose_trust_in_wal(StoreError error) {

@@ -265,6 +265,7 @@ class Store {
   // Worker::caller: fdatasync of the WAL (before a checkpoint; after commits
   // when the store syncs them itself); 0 or an errno value.
   int sync_wal();
+  void close_wal_fd();
   // A sync (or a checkpoint's fsync) failed: the store fails until a restart.
   void lose_trust_in_wal(StoreError error);  // mutex_ not held
   bool syncs_itself() const;
@@ -293,11 +294,10 @@ class Store {
   bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
   bool thread_waits_ = false;       // the store thread waits for the database
   bool orphaned_ = false;           // destroyed: the store thread runs what is left
-  // syncs_itself(): operations committed and not synced yet, in order, and
-  // whether the store thread is syncing some now.
+  // syncs_itself(): operations waiting for a sync, in order, and whether
+  // one is wanted.
   std::vector<std::unique_ptr<detail::Job>> unsynced_;
   bool sync_wanted_ = false;
-  bool syncing_ = false;
   std::size_t syncing_jobs_ = 0;  // outcomes in the sync running now
   std::optional<StoreError> sync_fault_;  // a failed sync, to be noted
   bool sync_succeeded_ = false;          // a sync after committed writes, to be noted
