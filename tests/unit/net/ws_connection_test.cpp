@@ -509,6 +509,32 @@ TEST_F(WsConnectionTest, OneByteFragmentsWithPingsBetweenArriveWholeAndTheirSumI
   EXPECT_EQ(received_count(), 1u);
 }
 
+// A frame header announcing a payload of 2^63 - 1 bytes, 2^63 (not a valid
+// length: its top bit must be clear) or 2^64 - 1: each connection is closed
+// with 1009 before any payload is read, nothing is delivered, and each is
+// reported once.
+TEST_F(WsConnectionTest, AFrameAnnouncingALengthOf2To63OrMoreClosesTheConnection) {
+  start(WsOptions{.max_message_bytes = 4096});
+  const std::uint64_t lengths[] = {0x7FFF'FFFF'FFFF'FFFFull, 0x8000'0000'0000'0000ull,
+                                   0xFFFF'FFFF'FFFF'FFFFull};
+  std::size_t ended = 0;
+  for (const auto length : lengths) {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    std::string header{static_cast<char>(0x81), static_cast<char>(0x80 | 127)};
+    for (int shift = 56; shift >= 0; shift -= 8)
+      header += static_cast<char>((length >> shift) & 0xFF);
+    header.append(4, '\0');  // mask key
+    header += "abc";          // the start of a payload that never ends
+    asio::write(client.lowest_layer().socket(), asio::buffer(header));
+    EXPECT_EQ(client.read(), std::nullopt) << length;
+    EXPECT_EQ(client.close_code(), 1009) << length;
+    ++ended;
+    ASSERT_TRUE(test::poll_until([&] { return closed_count() == ended; }, 10s)) << length;
+  }
+  EXPECT_EQ(received_count(), 0u);
+}
+
 // An owner's on_closed that throws is logged, and the connection is still
 // forgotten: its session, its task and its socket are gone.
 TEST_F(WsConnectionTest, AnOnClosedThatThrowsStillLeavesNothingBehind) {
