@@ -1,0 +1,251 @@
+#include "store/gathered_wal.hpp"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace mooring::store::sqlite {
+
+namespace {
+
+constexpr const char* kName = "mooring-gathered-wal";
+constexpr int kFrameHeader = 24;
+constexpr std::size_t kMaxHeld = std::size_t{1} << 20;
+// The unix VFS writes at most 0x1ffff bytes per call (it masks the length).
+constexpr std::size_t kMaxWrite = 0x1f000;
+
+// What SQLite sees for a WAL file; the system VFS's own file lives behind it.
+struct WalFile {
+  sqlite3_file base;
+  sqlite3_file* real;
+  std::vector<unsigned char> held;
+  sqlite3_int64 held_at = 0;
+  // Where the page of a commit frame whose header is held will be written.
+  sqlite3_int64 commit_page_at = -1;
+};
+
+constexpr std::size_t real_offset() {
+  return (sizeof(WalFile) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
+         alignof(std::max_align_t);
+}
+
+sqlite3_vfs* system_vfs = nullptr;
+sqlite3_vfs gathered{};
+sqlite3_io_methods methods{};
+
+WalFile& wal(sqlite3_file* file) { return *reinterpret_cast<WalFile*>(file); }
+const sqlite3_io_methods& real_methods(const WalFile& f) { return *f.real->pMethods; }
+
+int flush(WalFile& f) {
+  int rc = SQLITE_OK;
+  for (std::size_t done = 0; done < f.held.size() && rc == SQLITE_OK; done += kMaxWrite) {
+    const auto amount = std::min(kMaxWrite, f.held.size() - done);
+    rc = real_methods(f).xWrite(f.real, f.held.data() + done, static_cast<int>(amount),
+                                f.held_at + static_cast<sqlite3_int64>(done));
+  }
+  f.held.clear();
+  f.commit_page_at = -1;
+  return rc;
+}
+
+void hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
+  if (f.held.empty()) f.held_at = offset;
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  f.held.insert(f.held.end(), bytes, bytes + amount);
+}
+
+bool is_commit_header(const void* data, int amount) {
+  if (amount != kFrameHeader) return false;
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  // Bytes 4..7: the database's size in pages after a commit, 0 otherwise.
+  return (bytes[4] | bytes[5] | bytes[6] | bytes[7]) != 0;
+}
+
+int wal_write(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
+  auto& f = wal(file);
+  if (!f.held.empty() && offset != f.held_at + static_cast<sqlite3_int64>(f.held.size())) {
+    if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  }
+  if (offset == f.commit_page_at) {
+    hold(f, data, amount, offset);
+    return flush(f);
+  }
+  if (is_commit_header(data, amount)) {
+    if (f.held.empty()) {
+      // A header rewritten in place, or a commit of one frame: nothing is
+      // sure to follow, so it goes now (and its page, if it comes, too).
+      const int rc = real_methods(f).xWrite(f.real, data, amount, offset);
+      if (rc == SQLITE_OK) f.commit_page_at = offset + kFrameHeader;
+      return rc;
+    }
+    hold(f, data, amount, offset);
+    f.commit_page_at = offset + kFrameHeader;
+    return SQLITE_OK;
+  }
+  hold(f, data, amount, offset);
+  return f.held.size() >= kMaxHeld ? flush(f) : SQLITE_OK;
+}
+
+// Every other method hands what is held to the kernel first, then forwards.
+int wal_close(sqlite3_file* file) {
+  auto& f = wal(file);
+  const int flushed = flush(f);
+  const int closed = real_methods(f).xClose(f.real);
+  f.~WalFile();
+  return flushed != SQLITE_OK ? flushed : closed;
+}
+
+int wal_read(sqlite3_file* file, void* data, int amount, sqlite3_int64 offset) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xRead(f.real, data, amount, offset);
+}
+
+int wal_truncate(sqlite3_file* file, sqlite3_int64 size) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xTruncate(f.real, size);
+}
+
+int wal_sync(sqlite3_file* file, int flags) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xSync(f.real, flags);
+}
+
+int wal_file_size(sqlite3_file* file, sqlite3_int64* size) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xFileSize(f.real, size);
+}
+
+int wal_lock(sqlite3_file* file, int level) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xLock(f.real, level);
+}
+
+int wal_unlock(sqlite3_file* file, int level) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xUnlock(f.real, level);
+}
+
+int wal_check_reserved_lock(sqlite3_file* file, int* out) {
+  auto& f = wal(file);
+  return real_methods(f).xCheckReservedLock(f.real, out);
+}
+
+int wal_file_control(sqlite3_file* file, int op, void* arg) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xFileControl(f.real, op, arg);
+}
+
+int wal_sector_size(sqlite3_file* file) {
+  auto& f = wal(file);
+  return real_methods(f).xSectorSize(f.real);
+}
+
+int wal_device_characteristics(sqlite3_file* file) {
+  auto& f = wal(file);
+  return real_methods(f).xDeviceCharacteristics(f.real);
+}
+
+// A WAL has no shared memory of its own (the database file does) and is never
+// memory-mapped; these only forward, for a system VFS that would differ.
+int wal_shm_map(sqlite3_file* file, int region, int size, int extend, void volatile** out) {
+  auto& f = wal(file);
+  return real_methods(f).xShmMap(f.real, region, size, extend, out);
+}
+
+int wal_shm_lock(sqlite3_file* file, int offset, int n, int flags) {
+  auto& f = wal(file);
+  return real_methods(f).xShmLock(f.real, offset, n, flags);
+}
+
+void wal_shm_barrier(sqlite3_file* file) {
+  auto& f = wal(file);
+  real_methods(f).xShmBarrier(f.real);
+}
+
+int wal_shm_unmap(sqlite3_file* file, int delete_flag) {
+  auto& f = wal(file);
+  return real_methods(f).xShmUnmap(f.real, delete_flag);
+}
+
+int wal_fetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
+  auto& f = wal(file);
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xFetch(f.real, offset, amount, out);
+}
+
+int wal_unfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
+  auto& f = wal(file);
+  return real_methods(f).xUnfetch(f.real, offset, page);
+}
+
+int wal_open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags, int* out_flags) {
+  // Everything but a WAL is the system VFS's own file, in the same memory.
+  if ((flags & SQLITE_OPEN_WAL) == 0)
+    return system_vfs->xOpen(system_vfs, name, file, flags, out_flags);
+  auto* f = new (file) WalFile;
+  f->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(file) + real_offset());
+  f->real->pMethods = nullptr;
+  const int rc = system_vfs->xOpen(system_vfs, name, f->real, flags, out_flags);
+  if (f->real->pMethods == nullptr) {
+    // Nothing to close: SQLite will not call xClose on a null pMethods.
+    f->~WalFile();
+    file->pMethods = nullptr;
+    return rc;
+  }
+  f->base.pMethods = &methods;
+  return rc;
+}
+
+void register_vfs() {
+  system_vfs = sqlite3_vfs_find(nullptr);
+  if (system_vfs == nullptr) return;
+  gathered = *system_vfs;
+  gathered.zName = kName;
+  gathered.pNext = nullptr;
+  gathered.szOsFile = static_cast<int>(real_offset()) + system_vfs->szOsFile;
+  gathered.xOpen = wal_open;
+  methods = sqlite3_io_methods{3,
+                               wal_close,
+                               wal_read,
+                               wal_write,
+                               wal_truncate,
+                               wal_sync,
+                               wal_file_size,
+                               wal_lock,
+                               wal_unlock,
+                               wal_check_reserved_lock,
+                               wal_file_control,
+                               wal_sector_size,
+                               wal_device_characteristics,
+                               wal_shm_map,
+                               wal_shm_lock,
+                               wal_shm_barrier,
+                               wal_shm_unmap,
+                               wal_fetch,
+                               wal_unfetch};
+  if (sqlite3_vfs_register(&gathered, 0) != SQLITE_OK) system_vfs = nullptr;
+}
+
+}  // namespace
+
+const char* gathered_wal_vfs() {
+  static std::once_flag once;
+  std::call_once(once, register_vfs);
+  // Without it (no system VFS: never on Linux), SQLite's default is used.
+  return system_vfs != nullptr ? kName : nullptr;
+}
+
+}  // namespace mooring::store::sqlite
