@@ -16,6 +16,7 @@ namespace {
 
 constexpr const char* kName = "mooring-gathered-wal";
 constexpr int kFrameHeader = 24;
+constexpr int kWalHeader = 32;
 constexpr std::size_t kMaxHeld = std::size_t{1} << 20;
 // The unix VFS writes at most 0x1ffff bytes per call (it masks the length).
 constexpr std::size_t kMaxWrite = 0x1f000;
@@ -26,9 +27,16 @@ struct WalFile {
   sqlite3_file* real;
   std::vector<unsigned char> held;
   sqlite3_int64 held_at = 0;
-  // Where the page of a commit frame whose header is held will be written.
-  sqlite3_int64 commit_page_at = -1;
+  bool page_next = false;       // the last write held is a frame header
+  bool commit_pending = false;  // ... and it is a commit frame's
 };
+
+// The WAL file whose writes this thread's commit holds, if any.
+struct Gathering {
+  bool on = false;
+  WalFile* holder = nullptr;
+};
+thread_local Gathering gathering;
 
 constexpr std::size_t real_offset() {
   return (sizeof(WalFile) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
@@ -42,6 +50,12 @@ sqlite3_io_methods methods{};
 WalFile& wal(sqlite3_file* file) { return *reinterpret_cast<WalFile*>(file); }
 const sqlite3_io_methods& real_methods(const WalFile& f) { return *f.real->pMethods; }
 
+void drop(WalFile& f) {
+  f.held.clear();
+  f.page_next = false;
+  f.commit_pending = false;
+}
+
 int flush(WalFile& f) {
   int rc = SQLITE_OK;
   for (std::size_t done = 0; done < f.held.size() && rc == SQLITE_OK; done += kMaxWrite) {
@@ -49,53 +63,68 @@ int flush(WalFile& f) {
     rc = real_methods(f).xWrite(f.real, f.held.data() + done, static_cast<int>(amount),
                                 f.held_at + static_cast<sqlite3_int64>(done));
   }
-  f.held.clear();
-  f.commit_page_at = -1;
+  drop(f);
   return rc;
 }
 
-void hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
+int hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
+  // One WAL per commit; were there another, what it holds goes first.
+  if (gathering.holder != nullptr && gathering.holder != &f)
+    if (const int rc = flush(*gathering.holder); rc != SQLITE_OK) return rc;
   if (f.held.empty()) f.held_at = offset;
   const auto* bytes = static_cast<const unsigned char*>(data);
-  f.held.insert(f.held.end(), bytes, bytes + amount);
+  try {
+    f.held.insert(f.held.end(), bytes, bytes + amount);
+  } catch (const std::bad_alloc&) {
+    return SQLITE_IOERR_NOMEM;
+  }
+  gathering.holder = &f;
+  return SQLITE_OK;
 }
 
-bool is_commit_header(const void* data, int amount) {
-  if (amount != kFrameHeader) return false;
+bool is_commit_header(const void* data) {
   const auto* bytes = static_cast<const unsigned char*>(data);
   // Bytes 4..7: the database's size in pages after a commit, 0 otherwise.
   return (bytes[4] | bytes[5] | bytes[6] | bytes[7]) != 0;
 }
 
+int write_through(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
+  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  return real_methods(f).xWrite(f.real, data, amount, offset);
+}
+
 int wal_write(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
   auto& f = wal(file);
-  if (!f.held.empty() && offset != f.held_at + static_cast<sqlite3_int64>(f.held.size())) {
-    if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+  if (!gathering.on) return write_through(f, data, amount, offset);
+  const bool follows = !f.held.empty() && offset == f.held_at + static_cast<sqlite3_int64>(f.held.size());
+  if (follows && f.page_next) {
+    // The page of the frame whose header is held (or its first part, when
+    // SQLite splits it around a sync point).
+    const bool commit = f.commit_pending;
+    f.page_next = false;
+    f.commit_pending = false;
+    if (const int rc = hold(f, data, amount, offset); rc != SQLITE_OK) return rc;
+    return commit || f.held.size() >= kMaxHeld ? flush(f) : SQLITE_OK;
   }
-  if (offset == f.commit_page_at) {
-    hold(f, data, amount, offset);
-    return flush(f);
-  }
-  if (is_commit_header(data, amount)) {
-    if (f.held.empty()) {
-      // A header rewritten in place, or a commit of one frame: nothing is
-      // sure to follow, so it goes now (and its page, if it comes, too).
-      const int rc = real_methods(f).xWrite(f.real, data, amount, offset);
-      if (rc == SQLITE_OK) f.commit_page_at = offset + kFrameHeader;
-      return rc;
+  if (follows || f.held.empty()) {
+    if (amount == kFrameHeader && !(f.held.empty() && is_commit_header(data))) {
+      if (const int rc = hold(f, data, amount, offset); rc != SQLITE_OK) return rc;
+      f.page_next = true;
+      f.commit_pending = is_commit_header(data);
+      return SQLITE_OK;
     }
-    hold(f, data, amount, offset);
-    f.commit_page_at = offset + kFrameHeader;
-    return SQLITE_OK;
+    if (f.held.empty() && offset == 0 && amount == kWalHeader)
+      return hold(f, data, amount, offset);
   }
-  hold(f, data, amount, offset);
-  return f.held.size() >= kMaxHeld ? flush(f) : SQLITE_OK;
+  // Anything else, a commit header with nothing held before it included.
+  return write_through(f, data, amount, offset);
 }
 
 // Every other method hands what is held to the kernel first, then forwards.
 int wal_close(sqlite3_file* file) {
   auto& f = wal(file);
   const int flushed = flush(f);
+  if (gathering.holder == &f) gathering.holder = nullptr;
   const int closed = real_methods(f).xClose(f.real);
   f.~WalFile();
   return flushed != SQLITE_OK ? flushed : closed;
@@ -240,6 +269,20 @@ void register_vfs() {
 }
 
 }  // namespace
+
+GatheredCommit::GatheredCommit() { gathering = Gathering{true, nullptr}; }
+
+GatheredCommit::~GatheredCommit() {
+  if (gathering.holder != nullptr) drop(*gathering.holder);
+  gathering = Gathering{};
+}
+
+int GatheredCommit::committed() {
+  int rc = SQLITE_OK;
+  if (gathering.holder != nullptr) rc = flush(*gathering.holder);
+  gathering = Gathering{};
+  return rc;
+}
 
 const char* gathered_wal_vfs() {
   static std::once_flag once;

@@ -1,27 +1,48 @@
-// A SQLite VFS that gathers a transaction's WAL frames into one write.
+// A SQLite VFS that hands a commit's WAL frames to the kernel in one write.
 //
-// SQLite writes each WAL frame as two writes, its 24-byte header and its page,
-// so a commit of F pages costs 2F write(2)s, each touching one or two page
-// cache folios (a frame is 24 bytes longer than a page, so most straddle two).
-// This VFS, the system's default one otherwise, keeps contiguous writes to a
-// WAL in memory and hands them to the kernel as one write:
-//  - with the page of a commit frame, before SQLite publishes the commit in
-//    the wal-index, so a commit is in the kernel (and seen by every other
-//    connection and process) when COMMIT returns, as without it;
-//  - before anything else is done to that WAL: a read, a sync, a truncate, a
-//    size, a lock, a file control, a write elsewhere in it, its close;
-//  - once 1 MiB is held (a transaction spilling pages before its commit).
-// A commit header written into an empty buffer goes to the kernel at once,
-// and so does the page that follows it: SQLite rewrites frame headers in place
-// after reading each frame back (when a transaction rewrote a page it had
-// spilled), and nothing follows the last of those rewrites.
-// A write that fails reports SQLite's own result (SQLITE_FULL when the disk
-// is full) to the call that made it.
+// SQLite writes each WAL frame as two writes, its 24-byte header and its
+// page, so a commit of F pages costs 2F write(2)s, each touching one or two
+// page-cache folios (a frame is 24 bytes longer than a page, so most straddle
+// two). This VFS is the system's default one for everything but that: while a
+// GatheredCommit lives on a thread, the WAL frames that thread's COMMIT
+// writes in sequence are held in memory, and handed to the kernel as one write
+//  - with the page of the commit frame, before SQLite publishes the commit in
+//    the wal-index: when COMMIT returns, the commit is in the kernel and seen
+//    by every other connection and process, as without this VFS;
+//  - before anything else is done to that WAL (a read, a sync, a truncate, a
+//    size, a lock, a file control, a write elsewhere in it, its close);
+//  - once 1 MiB is held.
+// Only a WAL header, a frame header and the page after it are held; any other
+// write (a page rewritten in place, the rest of a page split around a sync
+// point) goes to the kernel at once, after what is held. So does a commit
+// header written with nothing held: SQLite rewrites frame headers in place
+// after reading each frame back, and nothing follows the last of them.
+// Outside a GatheredCommit nothing is held: pages a transaction spills into
+// the WAL before its commit are written as they come, so a transaction that
+// rolls back (and releases the WAL to other writers) leaves nothing behind.
+// A write that fails reports SQLite's own result (SQLITE_FULL when the disk is
+// full) to the call that made it, and the COMMIT fails.
 #pragma once
 
 namespace mooring::store::sqlite {
 
 // The VFS's registered name; registers it on first use (not as the default).
+// Null if SQLite has no default VFS to build it on.
 const char* gathered_wal_vfs();
+
+// While it lives, the WAL writes of this thread's COMMIT are gathered (one
+// COMMIT of one connection at a time). Destroyed after a COMMIT that failed,
+// it drops what is still held: SQLite has rolled that transaction back.
+class GatheredCommit {
+ public:
+  GatheredCommit();
+  ~GatheredCommit();
+  GatheredCommit(const GatheredCommit&) = delete;
+  GatheredCommit& operator=(const GatheredCommit&) = delete;
+
+  // After a COMMIT that succeeded: hands over anything still held (nothing,
+  // when SQLite wrote the commit as described above). A SQLite result code.
+  int committed();
+};
 
 }  // namespace mooring::store::sqlite

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <cerrno>
+
 namespace mooring::store::sqlite {
 
 Statement::~Statement() {
@@ -118,6 +120,14 @@ void Connection::fail(int code, std::string_view context) const {
   // A bad statement is a programming error; its text helps whoever reads the log.
   if (context.empty()) throw Error(code, message, system_errno);
   throw Error(code, fmt::format("{} (in: {})", message, context), system_errno);
+}
+
+void Connection::commit() {
+  GatheredCommit gathered;
+  prepare("COMMIT").run();
+  // Only when SQLite wrote a commit in a way gathered_wal.hpp does not expect.
+  if (const int rc = gathered.committed(); rc != SQLITE_OK)
+    throw Error(rc, fmt::format("{} (writing the WAL after COMMIT)", sqlite3_errstr(rc)), errno);
 }
 
 void Connection::exec(const std::string& sql) {

@@ -95,6 +95,10 @@ class Connection {
   // (a string literal), since the cache is keyed by it.
   Statement prepare(const char* sql);
 
+  // COMMIT, its WAL frames handed to the kernel in one write (gathered_wal.hpp).
+  // Throws Error; SQLite has then rolled the transaction back.
+  void commit();
+
   std::int64_t last_insert_rowid() const;
   bool in_transaction() const;
   // True when SQLite opened the file read-only (it does so silently when the

@@ -426,7 +426,7 @@ Result<void> Store::close_database() {
     try {
       db_->prepare("BEGIN IMMEDIATE").run();
       const bool held_written = write_held_outcomes();
-      db_->prepare("COMMIT").run();
+      db_->commit();
       // The checkpoint below syncs it.
       if (held_written) held_outcomes_.clear();
     } catch (const sqlite::Error&) {
@@ -741,7 +741,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       }
       if (writes) {
         const bool held_written = write_held_outcomes();
-        db_->prepare("COMMIT").run();
+        db_->commit();
         ++commits_;
         ++commit_no_;
         const auto& metrics = commit_metrics();
@@ -922,7 +922,7 @@ void Store::probe() {
     db_->prepare("BEGIN IMMEDIATE").run();
     schema::write_probe(*db_, queries::now_ms());
     const bool held_written = write_held_outcomes();
-    db_->prepare("COMMIT").run();
+    db_->commit();
     // Where the store syncs its commits, a probe that was not synced proves nothing.
     if (syncs_itself()) {
       if (const int error = sync_wal(); error != 0) {
