@@ -25,18 +25,13 @@ constexpr std::size_t kMaxWrite = 0x1f000;
 struct WalFile {
   sqlite3_file base;
   sqlite3_file* real;
+  bool gathering = false;  // a GatheredCommit of its connection lives
   std::vector<unsigned char> held;
   sqlite3_int64 held_at = 0;
   bool page_next = false;       // the last write held is a frame header
   bool commit_pending = false;  // ... and it is a commit frame's
+  int page_size = 0;            // from the WAL header, once seen or read
 };
-
-// The WAL file whose writes this thread's commit holds, if any.
-struct Gathering {
-  bool on = false;
-  WalFile* holder = nullptr;
-};
-thread_local Gathering gathering;
 
 constexpr std::size_t real_offset() {
   return (sizeof(WalFile) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
@@ -49,6 +44,29 @@ sqlite3_io_methods methods{};
 
 WalFile& wal(sqlite3_file* file) { return *reinterpret_cast<WalFile*>(file); }
 const sqlite3_io_methods& real_methods(const WalFile& f) { return *f.real->pMethods; }
+
+std::uint32_t big_endian(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+
+// The page size a WAL header announces, 0 when it is not a WAL header.
+int page_size_of_header(const unsigned char* header) {
+  const auto magic = big_endian(header);
+  if (magic != 0x377f0682 && magic != 0x377f0683) return 0;
+  const auto size = big_endian(header + 8);
+  return size >= 512 && size <= 65536 && (size & (size - 1)) == 0 ? static_cast<int>(size) : 0;
+}
+
+// The WAL's page size: from a header written through this file, or read
+// from the file once (0 while it has none).
+int page_size(WalFile& f) {
+  if (f.page_size != 0) return f.page_size;
+  unsigned char header[kWalHeader];
+  if (real_methods(f).xRead(f.real, header, kWalHeader, 0) == SQLITE_OK)
+    f.page_size = page_size_of_header(header);
+  return f.page_size;
+}
 
 void drop(WalFile& f) {
   f.held.clear();
@@ -68,9 +86,6 @@ int flush(WalFile& f) {
 }
 
 int hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
-  // One WAL per commit; were there another, what it holds goes first.
-  if (gathering.holder != nullptr && gathering.holder != &f)
-    if (const int rc = flush(*gathering.holder); rc != SQLITE_OK) return rc;
   if (f.held.empty()) f.held_at = offset;
   const auto* bytes = static_cast<const unsigned char*>(data);
   try {
@@ -78,7 +93,6 @@ int hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
   } catch (const std::bad_alloc&) {
     return SQLITE_IOERR_NOMEM;
   }
-  gathering.holder = &f;
   return SQLITE_OK;
 }
 
@@ -95,28 +109,35 @@ int write_through(WalFile& f, const void* data, int amount, sqlite3_int64 offset
 
 int wal_write(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
   auto& f = wal(file);
-  if (!gathering.on) return write_through(f, data, amount, offset);
-  const bool follows = !f.held.empty() && offset == f.held_at + static_cast<sqlite3_int64>(f.held.size());
-  if (follows && f.page_next) {
-    // The page of the frame whose header is held (or its first part, when
-    // SQLite splits it around a sync point).
+  if (offset == 0 && amount >= kWalHeader)
+    f.page_size = page_size_of_header(static_cast<const unsigned char*>(data));
+  if (!f.gathering) return write_through(f, data, amount, offset);
+  const int page = page_size(f);
+  const bool follows =
+      !f.held.empty() && offset == f.held_at + static_cast<sqlite3_int64>(f.held.size());
+  if (follows && f.page_next && amount == page) {
+    // The page of the frame whose header is held.
     const bool commit = f.commit_pending;
     f.page_next = false;
     f.commit_pending = false;
     if (const int rc = hold(f, data, amount, offset); rc != SQLITE_OK) return rc;
     return commit || f.held.size() >= kMaxHeld ? flush(f) : SQLITE_OK;
   }
-  if (follows || f.held.empty()) {
-    if (amount == kFrameHeader && !(f.held.empty() && is_commit_header(data))) {
-      if (const int rc = hold(f, data, amount, offset); rc != SQLITE_OK) return rc;
-      f.page_next = true;
-      f.commit_pending = is_commit_header(data);
-      return SQLITE_OK;
-    }
-    if (f.held.empty() && offset == 0 && amount == kWalHeader)
-      return hold(f, data, amount, offset);
+  // A frame header: 24 bytes where a frame begins, after a whole frame held
+  // or with nothing held (where SQLite rewrites headers in place, and where
+  // nothing need follow a commit header, which then goes at once).
+  const bool frame_start =
+      page != 0 && offset >= kWalHeader && (offset - kWalHeader) % (page + kFrameHeader) == 0;
+  if (amount == kFrameHeader && frame_start && !f.page_next && (follows || f.held.empty()) &&
+      !(f.held.empty() && is_commit_header(data))) {
+    if (const int rc = hold(f, data, amount, offset); rc != SQLITE_OK) return rc;
+    f.page_next = true;
+    f.commit_pending = is_commit_header(data);
+    return SQLITE_OK;
   }
-  // Anything else, a commit header with nothing held before it included.
+  if (f.held.empty() && offset == 0 && amount == kWalHeader && page != 0)
+    return hold(f, data, amount, offset);
+  // Anything else: after what is held, at once.
   return write_through(f, data, amount, offset);
 }
 
@@ -124,7 +145,6 @@ int wal_write(sqlite3_file* file, const void* data, int amount, sqlite3_int64 of
 int wal_close(sqlite3_file* file) {
   auto& f = wal(file);
   const int flushed = flush(f);
-  if (gathering.holder == &f) gathering.holder = nullptr;
   const int closed = real_methods(f).xClose(f.real);
   f.~WalFile();
   return flushed != SQLITE_OK ? flushed : closed;
@@ -270,17 +290,43 @@ void register_vfs() {
 
 }  // namespace
 
-GatheredCommit::GatheredCommit() { gathering = Gathering{true, nullptr}; }
+namespace {
+
+// The WAL file of `db`'s main database when this VFS opened it.
+WalFile* wal_of(sqlite3* db) {
+  sqlite3_file* file = nullptr;
+  if (db == nullptr ||
+      sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &file) != SQLITE_OK ||
+      file == nullptr || file->pMethods != &methods)
+    return nullptr;
+  return &wal(file);
+}
+
+}  // namespace
+
+GatheredCommit::GatheredCommit(sqlite3* db) : db_(db) {
+  if (auto* f = wal_of(db_); f != nullptr && !f->gathering) {
+    f->gathering = true;
+    wal_ = f;
+  }
+}
 
 GatheredCommit::~GatheredCommit() {
-  if (gathering.holder != nullptr) drop(*gathering.holder);
-  gathering = Gathering{};
+  // Dropped, not written: SQLite has rolled this transaction back, and the
+  // WAL may be another writer's by now.
+  if (auto* f = static_cast<WalFile*>(wal_); f != nullptr && f == wal_of(db_)) {
+    drop(*f);
+    f->gathering = false;
+  }
 }
 
 int GatheredCommit::committed() {
   int rc = SQLITE_OK;
-  if (gathering.holder != nullptr) rc = flush(*gathering.holder);
-  gathering = Gathering{};
+  if (auto* f = static_cast<WalFile*>(wal_); f != nullptr && f == wal_of(db_)) {
+    rc = flush(*f);
+    f->gathering = false;
+  }
+  wal_ = nullptr;
   return rc;
 }
 

@@ -123,7 +123,7 @@ void Connection::fail(int code, std::string_view context) const {
 }
 
 void Connection::commit() {
-  GatheredCommit gathered;
+  GatheredCommit gathered(db_);
   prepare("COMMIT").run();
   // Only when SQLite wrote a commit in a way gathered_wal.hpp does not expect.
   if (const int rc = gathered.committed(); rc != SQLITE_OK)
