@@ -79,7 +79,10 @@ void streaming_bench(int tokens) {
   auto through_client = [&]() -> awaitable<void> {
     net::ClientRequest request{boost::beast::http::verb::post, upstream.base_url() + "/chat/completions",
                                {}, "{}"};
-    co_await provider.client().send(request, nullptr, [&](std::string_view b) { bytes += b.size(); });
+    co_await provider.client().send(request, nullptr, [&](std::string_view b) {
+      bytes += b.size();
+      return true;
+    });
   };
   timed(through_client);  // warm-up: connection and caches
   double provider_us = 0, client_us = 0;
