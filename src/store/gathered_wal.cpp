@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <mutex>
 #include <new>
 #include <vector>
@@ -91,6 +90,7 @@ int hold(WalFile& f, const void* data, int amount, sqlite3_int64 offset) {
   try {
     f.held.insert(f.held.end(), bytes, bytes + amount);
   } catch (const std::bad_alloc&) {
+    drop(f);  // the COMMIT fails: nothing of it stays held
     return SQLITE_IOERR_NOMEM;
   }
   return SQLITE_OK;

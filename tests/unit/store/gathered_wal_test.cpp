@@ -278,6 +278,19 @@ TEST(GatheredWalTest, ACommitOfManyPagesReachesTheKernelInOneOrTwoWrites) {
   EXPECT_GE(system, 40) << "the system VFS no longer writes a frame as two writes";
   // Here, the WAL header (a first commit) and the frames go together.
   EXPECT_LE(commit_writes(gathered_wal_vfs(), "gathered.db"), 2);
+
+  // A connection that opens a WAL with frames in it learns the page size
+  // from the file, and its commits go in one write too.
+  Db first(dir / "again.db", gathered_wal_vfs());
+  set_up(first);
+  ASSERT_EQ(insert(first, 20, 3000), SQLITE_OK) << first.error();
+  Db second(dir / "again.db", gathered_wal_vfs());
+  set_up(second);
+  EXPECT_EQ(second.exec("BEGIN; " + insert_rows(20, 3000)), SQLITE_OK) << second.error();
+  const auto before = write_calls().value_or(0);
+  EXPECT_EQ(second.commit(), SQLITE_OK) << second.error();
+  EXPECT_EQ(write_calls().value_or(0) - before, 1);
+  EXPECT_EQ(first.text("SELECT count(*) FROM t"), "40");
 }
 
 // Needs root (mount); skipped, saying so, elsewhere.
