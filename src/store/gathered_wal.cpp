@@ -141,104 +141,36 @@ int wal_write(sqlite3_file* file, const void* data, int amount, sqlite3_int64 of
   return write_through(f, data, amount, offset);
 }
 
-// Every other method hands what is held to the kernel first, then forwards.
 int wal_close(sqlite3_file* file) {
   auto& f = wal(file);
-  const int flushed = flush(f);
+  const int written = flush(f);
   const int closed = real_methods(f).xClose(f.real);
   f.~WalFile();
-  return flushed != SQLITE_OK ? flushed : closed;
+  return written != SQLITE_OK ? written : closed;
 }
 
-int wal_read(sqlite3_file* file, void* data, int amount, sqlite3_int64 offset) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xRead(f.real, data, amount, offset);
-}
+// The other methods: what is held goes to the kernel first, where the method
+// could see or depend on it; then the system file's own method. A WAL has no
+// shared memory of its own (the database file does) and is never mapped; the
+// shared-memory methods only forward, for a system VFS that would differ.
+template <auto method, bool flush_first>
+struct Forward;
 
-int wal_truncate(sqlite3_file* file, sqlite3_int64 size) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xTruncate(f.real, size);
-}
+template <typename R, typename... Args, R (*sqlite3_io_methods::*method)(sqlite3_file*, Args...),
+          bool flush_first>
+struct Forward<method, flush_first> {
+  static R call(sqlite3_file* file, Args... args) {
+    auto& f = wal(file);
+    if constexpr (flush_first)
+      if (const int rc = flush(f); rc != SQLITE_OK) return rc;
+    return (real_methods(f).*method)(f.real, args...);
+  }
+};
 
-int wal_sync(sqlite3_file* file, int flags) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xSync(f.real, flags);
-}
-
-int wal_file_size(sqlite3_file* file, sqlite3_int64* size) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xFileSize(f.real, size);
-}
-
-int wal_lock(sqlite3_file* file, int level) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xLock(f.real, level);
-}
-
-int wal_unlock(sqlite3_file* file, int level) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xUnlock(f.real, level);
-}
-
-int wal_check_reserved_lock(sqlite3_file* file, int* out) {
-  auto& f = wal(file);
-  return real_methods(f).xCheckReservedLock(f.real, out);
-}
-
-int wal_file_control(sqlite3_file* file, int op, void* arg) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xFileControl(f.real, op, arg);
-}
-
-int wal_sector_size(sqlite3_file* file) {
-  auto& f = wal(file);
-  return real_methods(f).xSectorSize(f.real);
-}
-
-int wal_device_characteristics(sqlite3_file* file) {
-  auto& f = wal(file);
-  return real_methods(f).xDeviceCharacteristics(f.real);
-}
-
-// A WAL has no shared memory of its own (the database file does) and is never
-// memory-mapped; these only forward, for a system VFS that would differ.
-int wal_shm_map(sqlite3_file* file, int region, int size, int extend, void volatile** out) {
-  auto& f = wal(file);
-  return real_methods(f).xShmMap(f.real, region, size, extend, out);
-}
-
-int wal_shm_lock(sqlite3_file* file, int offset, int n, int flags) {
-  auto& f = wal(file);
-  return real_methods(f).xShmLock(f.real, offset, n, flags);
-}
-
-void wal_shm_barrier(sqlite3_file* file) {
-  auto& f = wal(file);
-  real_methods(f).xShmBarrier(f.real);
-}
-
-int wal_shm_unmap(sqlite3_file* file, int delete_flag) {
-  auto& f = wal(file);
-  return real_methods(f).xShmUnmap(f.real, delete_flag);
-}
-
-int wal_fetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
-  auto& f = wal(file);
-  if (const int rc = flush(f); rc != SQLITE_OK) return rc;
-  return real_methods(f).xFetch(f.real, offset, amount, out);
-}
-
-int wal_unfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
-  auto& f = wal(file);
-  return real_methods(f).xUnfetch(f.real, offset, page);
-}
+template <auto method>
+constexpr auto flushed = &Forward<method, true>::call;
+template <auto method>
+constexpr auto forwarded = &Forward<method, false>::call;
 
 int wal_open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags, int* out_flags) {
   // Everything but a WAL is the system VFS's own file, in the same memory.
@@ -266,25 +198,26 @@ void register_vfs() {
   gathered.pNext = nullptr;
   gathered.szOsFile = static_cast<int>(real_offset()) + system_vfs->szOsFile;
   gathered.xOpen = wal_open;
-  methods = sqlite3_io_methods{3,
-                               wal_close,
-                               wal_read,
-                               wal_write,
-                               wal_truncate,
-                               wal_sync,
-                               wal_file_size,
-                               wal_lock,
-                               wal_unlock,
-                               wal_check_reserved_lock,
-                               wal_file_control,
-                               wal_sector_size,
-                               wal_device_characteristics,
-                               wal_shm_map,
-                               wal_shm_lock,
-                               wal_shm_barrier,
-                               wal_shm_unmap,
-                               wal_fetch,
-                               wal_unfetch};
+  using M = sqlite3_io_methods;
+  methods = M{3,
+              wal_close,
+              flushed<&M::xRead>,
+              wal_write,
+              flushed<&M::xTruncate>,
+              flushed<&M::xSync>,
+              flushed<&M::xFileSize>,
+              flushed<&M::xLock>,
+              flushed<&M::xUnlock>,
+              forwarded<&M::xCheckReservedLock>,
+              flushed<&M::xFileControl>,
+              forwarded<&M::xSectorSize>,
+              forwarded<&M::xDeviceCharacteristics>,
+              forwarded<&M::xShmMap>,
+              forwarded<&M::xShmLock>,
+              forwarded<&M::xShmBarrier>,
+              forwarded<&M::xShmUnmap>,
+              flushed<&M::xFetch>,
+              forwarded<&M::xUnfetch>};
   if (sqlite3_vfs_register(&gathered, 0) != SQLITE_OK) system_vfs = nullptr;
 }
 
