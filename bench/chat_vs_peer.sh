@@ -12,13 +12,17 @@
 #    from every user, so every measured message reads a full 20-message history.
 #    Prints a table and the mooring/reference ratios at equal settings, and
 #    writes OUT/chat-vs-peer.dat and OUT/chat-vs-peer.png (gnuplot).
+#    The same sweep runs the transport floor (floor:none, bench_transport_floor,
+#    bench/peers/transport_floor.cpp): the same frames for each message, nothing
+#    stored, no history, no provider; what any server of this protocol could
+#    reach on this machine's TCP, with mooring's rate as a share of it.
 # 2. Idle memory per WebSocket connection: N idle connections held open to
 #    mooring's /ws/<user>, Node's `ws` (bench/peers/ws_idle.js, Debian's
 #    node-ws) and a raw Beast echo server (bench_beast_idle); RSS before and
 #    after. Writes OUT/idle-memory.dat.
 #
 #   bench/chat_vs_peer.sh [--users "1 10 50 100 200 500"] [--seconds 5] [--warmup 1]
-#                         [--servers "mooring:normal mooring:full peer:normal peer:full"]
+#                         [--servers "mooring:normal mooring:full peer:normal peer:full floor:none"]
 #                         [--idle "1000 10000"] [--out docs] [--quick] [--profile USERS]
 #
 #   --users     user counts of the sweep
@@ -43,7 +47,7 @@ cd "$(dirname "$0")/.."
 users="1 10 50 100 200 500"
 seconds=5
 warmup=1
-servers="mooring:normal mooring:full peer:normal peer:full"
+servers="mooring:normal mooring:full peer:normal peer:full floor:none"
 idle="1000 10000"
 out=docs
 quick=0
@@ -80,7 +84,7 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$work"' EXIT
 
-targets="mooring bench_chat bench_idle bench_beast_idle"
+targets="mooring bench_chat bench_idle bench_beast_idle bench_transport_floor"
 missing=""
 for t in $targets; do
   [ "$t" = mooring ] && f=$build/mooring || f=$build/bench/$t
@@ -164,6 +168,13 @@ start_peer() {
   peer_settings=$(grep -m1 '^peer settings:' "$dir/log" | sed 's/^peer settings: //')
 }
 
+# start_floor: sets server_pid and address.
+start_floor() {
+  taskset -c "$server_cpu" "$build/bench/bench_transport_floor" 0 >"$work/floor.out" 2>&1 &
+  server_pid=$!
+  address=127.0.0.1:$(wait_for_line "$work/floor.out" "$server_pid")
+}
+
 top_entries() {  # SORT_KEYS: perf report's entries of at least 0.5 %, one a line
   perf report -i "$work/perf.data" --stdio --no-children -g none --sort "$1" --percent-limit 0.5 \
     2>/dev/null | grep '%' | sed 's/[ -]*$//'
@@ -173,6 +184,7 @@ describe() {  # SERVER SYNCHRONOUS: the settings column
   case $1 in
     mooring) echo "data.synchronous=$2" ;;
     peer) echo "WAL synchronous=${2^^}, 20-row history" ;;
+    floor) echo "transport only: nothing stored" ;;
   esac
 }
 
@@ -197,7 +209,9 @@ if [ -n "$servers" ]; then
                full_settings="mooring $commit: data.synchronous=$sync, chat.history_messages=20, echo provider" ;;
       peer) start_peer "$sync"
             full_settings="FastAPI + uvicorn + sqlite3: $peer_settings" ;;
-      *) echo "unknown server $server (mooring or peer)"; exit 2 ;;
+      floor) start_floor
+             full_settings="the transport floor: Beast WebSocket on one thread, each message's JSON parsed and ack + chat_token + chat written; nothing stored, no history, no provider" ;;
+      *) echo "unknown server $server (mooring, peer or floor)"; exit 2 ;;
     esac
     settings=$(describe "$server" "$sync")
     echo "-- $full_settings"
@@ -242,7 +256,7 @@ if [ -n "$servers" ]; then
     fi
     if [ "$server" = mooring ]; then
       echo "         mooring RSS after its sweep: $(awk '/VmRSS/{print $2}' /proc/$server_pid/status) KiB"
-    else
+    elif [ "$server" = peer ]; then
       echo "         reference RSS after its sweep: $(awk '/VmRSS/{print $2}' /proc/$server_pid/status) KiB"
     fi
     stop_server
@@ -261,13 +275,30 @@ if [ -n "$servers" ]; then
       END { printf "%22s %22s", ratio("normal"), ratio("full") }' "$chat_dat")
     printf '%6d %s\n' "$u" "$row"
   done
+  if grep -q '^floor ' "$chat_dat"; then
+    echo
+    echo "mooring as a share of the transport floor's rate (the same frames, nothing stored):"
+    printf '%6s %22s %22s\n' users "synchronous=normal" "synchronous=full"
+    for u in $users; do
+      awk -v u="$u" '
+        !/^#/ && $3 == u { rate[$1 "," $2] = $4 }
+        function share(s) {
+          if (!(("mooring," s) in rate) || !("floor,none" in rate) || rate["floor,none"] == 0) return "-"
+          return sprintf("%.0f %% of %.0f/s", 100 * rate["mooring," s] / rate["floor,none"], rate["floor,none"])
+        }
+        END { printf "%6d %22s %22s\n", u, share("normal"), share("full") }' "$chat_dat"
+    done
+  fi
 
   if command -v gnuplot >/dev/null; then
     rate_plot="" p99_plot=""
     for entry in $servers; do
       s=${entry%%:*}; y=${entry#*:}
-      if [ "$s" = mooring ]; then label="mooring, data.synchronous=$y"
-      else label="FastAPI+uvicorn+sqlite3, WAL synchronous=${y^^}"; fi
+      case $s in
+        mooring) label="mooring, data.synchronous=$y" ;;
+        floor) label="transport floor (nothing stored)" ;;
+        *) label="FastAPI+uvicorn+sqlite3, WAL synchronous=${y^^}" ;;
+      esac
       awk -v s="$s" -v y="$y" '!/^#/ && $1 == s && $2 == y { print $3, $4, $6 }' "$chat_dat" > "$work/$s-$y.series"
       rate_plot+="${rate_plot:+, }\"$work/$s-$y.series\" using 1:2 with linespoints title \"$label\""
       p99_plot+="${p99_plot:+, }\"$work/$s-$y.series\" using 1:3 with linespoints title \"$label\""
