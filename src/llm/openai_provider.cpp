@@ -214,6 +214,8 @@ class AnswerReader {
     return true;
   }
 
+  bool ended_by_done() const { return ended_by_done_; }
+
   // The outcome once the exchange is over (or stopped).
   CompletionResult finish(const boost::system::result<net::ClientResponse, net::ClientError>& sent) {
     if (truncated_) return CompletionResult(std::move(text_));
@@ -389,6 +391,9 @@ awaitable<CompletionResult> OpenAiProvider::complete(const ChatRequest& request,
   log::debug("openai: POST {} {}", http_request.url, elide(http_request.body));
 
   AnswerReader reader(options_, on_piece);
+  // After [DONE] only the end of the body is missing: an upstream that keeps
+  // the connection open past it costs the connection, not the reply.
+  http_request.sink_has_all = [&reader] { return reader.ended_by_done(); };
   auto sent = co_await client_->send(
       std::move(http_request), [&](const net::ClientResponse& head) { reader.head(head); },
       [&](std::string_view bytes) { return reader.body(bytes); });

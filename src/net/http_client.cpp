@@ -201,6 +201,7 @@ HttpClient::connect(const ParsedUrl& url) {
 awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     ClientRequest request, HeadSink on_head, BodySink on_body) {
   auto fail = [](ClientError e) { return Result(boost::system::in_place_error, std::move(e)); };
+  const auto sink_has_all = std::move(request.sink_has_all);
   const auto url = parse_url(request.url);
   if (!url)
     co_return fail(make_error(asio::error::invalid_argument,
@@ -327,9 +328,21 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
       if (room == 0)
         co_return fail(make_error(http::error::buffer_overflow,
                                   describe(http::error::buffer_overflow)));
-      auto [read_ec, n] = co_await std::visit(
+      auto read = std::visit(
           [&](auto& s) { return s.async_read_some(connection->buffer.prepare(room), use_tuple); },
           connection->stream);
+      error_code read_ec;
+      std::size_t n = 0;
+      if (sink_has_all && sink_has_all()) {
+        // Only the end of the body is missing: worth a short wait to keep the
+        // connection, never the caller's whole deadline.
+        auto timed = runtime::with_timeout(std::move(read), options_.rest_of_body);
+        const auto got = co_await std::move(timed);
+        if (!got) co_return Result(std::move(response));  // closes `connection`
+        std::tie(read_ec, n) = *got;
+      } else {
+        std::tie(read_ec, n) = co_await std::move(read);
+      }
       connection->buffer.commit(n);
       if (read_ec == asio::error::eof) {
         // The end of a body read to the connection's close, or a cut one.
@@ -365,9 +378,13 @@ std::optional<runtime::Duration> parse_retry_after(std::string_view value,
   std::tm tm{};
   const std::string text(value);
   if (!strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm)) return std::nullopt;
-  const auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
-  if (when <= now) return runtime::Duration::zero();
-  return std::chrono::duration_cast<runtime::Duration>(when - now);
+  // In seconds: a date past 2262 does not fit the clock's nanoseconds, and
+  // one that wrapped would read as the past (retry at once).
+  const std::time_t when = timegm(&tm);
+  const std::time_t today = std::chrono::system_clock::to_time_t(now);
+  if (when <= today) return runtime::Duration::zero();
+  if (when - today > 24 * 3600) return runtime::Duration(std::chrono::hours(24));
+  return std::chrono::seconds(when - today);
 }
 
 }  // namespace mooring::net

@@ -47,6 +47,11 @@ struct ClientRequest {
   std::string url;  // absolute: "https://api.example.com/v1/chat/completions"
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // True once the body sink has all it needs (an event stream's end seen).
+  // The rest of the body is then awaited at most ClientOptions::rest_of_body
+  // (read to its end, the connection can be kept); a body still not over
+  // ends the read there and closes the connection, as a sink that stops does.
+  std::function<bool()> sink_has_all;
 };
 
 struct ClientResponse {
@@ -69,6 +74,8 @@ struct ClientOptions {
   std::size_t max_head_bytes = 16 * 1024;
   // Interim (1xx) responses skipped before the final one; more is an error.
   unsigned max_interim_responses = 8;
+  // How long the end of a body is awaited once the sink has all it needs.
+  runtime::Duration rest_of_body = std::chrono::seconds(1);
   // Taken from HTTPS_PROXY/https_proxy, HTTP_PROXY/http_proxy, NO_PROXY/no_proxy
   // when not set here.
   std::optional<std::string> https_proxy;

@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
 
 namespace mooring::llm {
@@ -379,6 +380,57 @@ TEST(UntrustedUpstream, AnEndlessTrailerAfterAWholeReplyCostsOnlyTheConnection) 
   EXPECT_EQ(*reply.result, "complete");
   EXPECT_LT(reply.took, 10s);
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+}
+
+// [DONE], then nothing: the body never ends and the connection stays open.
+// The reply is whole at [DONE]; waiting for the rest would spend the attempt
+// and fail a reply the user already read.
+TEST(UntrustedUpstream, AStreamHeldOpenAfterDoneEndsAtDone) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("complete")) +
+                    test::raw_chunk(test::raw_sse_done)};
+    return reply;  // then the next request is awaited on the open connection
+  });
+  auto resilience = patient();
+  resilience.attempt_timeout = 5s;  // the rest of the body is awaited 1 s
+  resilience.total_timeout = 10s;
+  auto reply = ask(openai(upstream.base_url()), resilience);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "complete");
+  EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+}
+
+// The end of the body a moment after [DONE]: it is awaited, and the
+// connection serves the next request (with reuse_connections on).
+TEST(UntrustedUpstream, TheEndOfTheBodyAfterDoneKeepsTheConnection) {
+  std::atomic<int> asked{0};
+  RawUpstream upstream([&](const RawRequest&) {
+    RawReply reply;
+    const bool first = asked++ == 0;
+    reply.writes = {test::raw_stream_head() +
+                    test::raw_chunk(test::raw_sse_piece(first ? "one" : "two")) +
+                    test::raw_chunk(test::raw_sse_done)};
+    reply.late = test::raw_last_chunk();
+    reply.late_delay = first ? 200ms : 0ms;
+    return reply;
+  });
+  auto replies = test::run_coroutine(
+      [](std::string url) -> awaitable<std::vector<std::string>> {
+        auto ex = co_await asio::this_coro::executor;
+        auto options = openai(url);
+        options.reuse_connections = true;
+        OpenAiProvider provider(ex, options);
+        std::vector<std::string> out;
+        for (int i = 0; i < 2; ++i) {
+          auto result = co_await provider.complete(said("x"), nullptr);
+          out.push_back(result ? *result : "failed: " + result.error().detail);
+        }
+        co_return out;
+      }(upstream.base_url()),
+      30s);
+  EXPECT_EQ(replies, (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(upstream.connections(), 1);
 }
 
 // A piece reaches the user as soon as it arrives, not when the read buffer
