@@ -81,8 +81,12 @@ awaitable<RetryOutcome<T, E>> retry(RetryPolicy policy, const ShutdownState* shu
       outcome.stop = RetryStop::attempts_exhausted;
       co_return outcome;
     }
-    const Duration delay =
-        advice.server_delay ? *advice.server_delay : backoff_delay(policy, n, jitter_sample());
+    // The server's delay stands in for the backoff, but not below its first
+    // step: a server that says "now" (Retry-After: 0) every time would
+    // otherwise spend every attempt at once.
+    const Duration delay = advice.server_delay
+                               ? std::max(*advice.server_delay, policy.initial_delay)
+                               : backoff_delay(policy, n, jitter_sample());
     if (Clock::now() + delay >= policy.deadline.at()) {
       outcome.stop = RetryStop::deadline;
       co_return outcome;

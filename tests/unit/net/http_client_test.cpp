@@ -167,5 +167,21 @@ TEST(HttpClient, TooManyInterimResponsesOrAnUnaskedSwitchAreErrors) {
   EXPECT_LT(hinted[0].took, 5s);
 }
 
+// Retry-After as seconds or as an HTTP date; a date too far ahead for the
+// clock's nanoseconds (past 2262) is a long wait, not one that wrapped into
+// the past and asks for a retry at once.
+TEST(HttpClient, RetryAfterDatesAndSecondsAtTheirExtremes) {
+  const auto now = std::chrono::system_clock::from_time_t(1'800'000'000);  // 2027-01-15 08:00:00
+  EXPECT_EQ(parse_retry_after("Fri, 15 Jan 2027 08:00:10 GMT", now), runtime::Duration(10s));
+  EXPECT_EQ(parse_retry_after("Fri, 15 Jan 2027 07:59:00 GMT", now), runtime::Duration::zero());
+  EXPECT_EQ(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now), runtime::Duration(24h));
+  EXPECT_EQ(parse_retry_after("Sat, 12 Apr 2262 00:00:00 GMT", now), runtime::Duration(24h));
+  EXPECT_EQ(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now), runtime::Duration::zero());
+  EXPECT_EQ(parse_retry_after("0", now), runtime::Duration::zero());
+  EXPECT_EQ(parse_retry_after("99999999999999999999", now), runtime::Duration(24h));
+  EXPECT_EQ(parse_retry_after("soon", now), std::nullopt);
+  EXPECT_EQ(parse_retry_after("", now), std::nullopt);
+}
+
 }  // namespace
 }  // namespace mooring::net

@@ -79,7 +79,7 @@ TEST(Retry, GivesUpAfterMaxAttempts) {
 TEST(Retry, HonoursTheServerGivenDelay) {
   auto outcome = test::run_coroutine([]() -> awaitable<Outcome> {
     co_return co_await retry<int, Failure>(
-        RetryPolicy{.max_attempts = 2, .initial_delay = 1h, .max_delay = 1h}, nullptr,
+        RetryPolicy{.max_attempts = 2, .initial_delay = 1ms, .max_delay = 1h}, nullptr,
         [](unsigned n) -> awaitable<Result> {
           co_return n == 1 ? fail(Failure{true, Duration(30)}) : ok(1);
         },
@@ -87,7 +87,21 @@ TEST(Retry, HonoursTheServerGivenDelay) {
   }(), 10s);
   EXPECT_EQ(outcome.stop, RetryStop::succeeded);
   ASSERT_EQ(outcome.delays.size(), 1u);
-  EXPECT_EQ(outcome.delays[0], 30ms);  // not the hour the policy would have computed
+  EXPECT_EQ(outcome.delays[0], 30ms);  // not the policy's own (at most 1 ms here)
+}
+
+// Retry-After: 0 on every answer: the attempts are still spread out, each
+// at least the policy's first backoff step after the one before.
+TEST(Retry, AServerDelayOfZeroWaitsTheFirstBackoffStep) {
+  auto outcome = test::run_coroutine([]() -> awaitable<Outcome> {
+    co_return co_await retry<int, Failure>(
+        RetryPolicy{.max_attempts = 4, .initial_delay = 20ms, .max_delay = 1h}, nullptr,
+        [](unsigned) -> awaitable<Result> { co_return fail(Failure{true, Duration::zero()}); },
+        classify);
+  }(), 10s);
+  EXPECT_EQ(outcome.stop, RetryStop::attempts_exhausted);
+  ASSERT_EQ(outcome.delays.size(), 3u);
+  for (const auto delay : outcome.delays) EXPECT_EQ(delay, 20ms);
 }
 
 TEST(Retry, DoesNotSleepPastTheDeadline) {
