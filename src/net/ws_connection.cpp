@@ -3,6 +3,7 @@
 #include "runtime/cancellation.hpp"
 #include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_limiter.hpp"
 
 #include <algorithm>
 #include <array>
@@ -231,6 +232,17 @@ void WsConnection::finish() {
   }
 }
 
+namespace {
+// What peers do wrong, a few lines at a time: a client that reconnects to
+// break the protocol again would otherwise write a line per try. One limiter
+// per thread (it is not thread-safe); its kinds are the listener and the few
+// errors Beast reports.
+runtime::LogLimiter& peer_faults() {
+  thread_local runtime::LogLimiter limiter(runtime::LogLimiter::Options{.max_kinds = 32});
+  return limiter;
+}
+}  // namespace
+
 // Why reading ended, for on_closed and the log.
 void WsConnection::read_ended(const error_code& ec) {
   if (ec == websocket::error::closed && closed_.code == 0) {
@@ -240,10 +252,13 @@ void WsConnection::read_ended(const error_code& ec) {
   } else if (ec == websocket::error::message_too_big) {
     closed_.code = websocket::close_code::too_big;
     closed_.reason = "message too big";
-    log::info("{}: {} sent a message over {} bytes; closed with 1009", log_name_, remote_,
-              options_.max_message_bytes);
+    peer_faults().log(spdlog::level::info, log_name_ + ": too big",
+                      fmt::format("{}: {} sent a message over {} bytes; closed with 1009",
+                                  log_name_, remote_, options_.max_message_bytes));
   } else if (!is_expected_ending(ec)) {
-    log::info("{}: connection from {} ended: {}", log_name_, remote_, ec.message());
+    peer_faults().log(spdlog::level::info, log_name_ + ": " + ec.message(),
+                      fmt::format("{}: connection from {} ended: {}", log_name_, remote_,
+                                  ec.message()));
   }
 }
 

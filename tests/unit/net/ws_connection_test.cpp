@@ -1,6 +1,7 @@
 #include "net/ws_connection.hpp"
 
 #include "net/http_server.hpp"
+#include "runtime/log.hpp"
 #include "support/clients.hpp"
 #include "support/metrics.hpp"
 #include "support/server_thread.hpp"
@@ -398,6 +399,30 @@ TEST_F(WsConnectionTest, TextThatIsNotUtf8ClosesWith1007AndIsNeverDelivered) {
     ASSERT_TRUE(test::poll_until([&] { return closed_count() == before + 1; }, 10s));
   }
   EXPECT_EQ(received_count(), 2u) << "only the two valid messages";
+}
+
+// A client that breaks the protocol, reconnects and breaks it again, 200
+// times: the log gets the first of each kind in full and counts the rest,
+// instead of a line per connection.
+TEST_F(WsConnectionTest, PeersBreakingTheProtocolAgainAndAgainAreLoggedAFewLinesAtATime) {
+  runtime::init_logging();  // observers see what goes through mooring's logger
+  start();
+  std::atomic<int> lines{0};
+  const int observer = runtime::add_log_observer([&](spdlog::level::level_enum, std::string_view line) {
+    if (line.find("test: connection from") != std::string_view::npos) ++lines;
+  });
+  constexpr std::size_t tries = 200;
+  for (std::size_t i = 0; i < tries; ++i) {
+    test::WsClient client;
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+    client.send(std::string("\xC3\x28"));
+    EXPECT_EQ(client.read(), std::nullopt);
+    EXPECT_EQ(client.close_code(), 1007);
+  }
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == tries; }, 10s));
+  runtime::remove_log_observer(observer);
+  EXPECT_GE(lines.load(), 1);
+  EXPECT_LE(lines.load(), 3);
 }
 
 TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
