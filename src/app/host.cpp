@@ -149,6 +149,7 @@ class Host {
   mutable std::deque<std::pair<Clock::time_point, runtime::Histogram::Snapshot>> latency_window_;
   bool running_ = false;  // every component started: reloads are accepted
   bool applying_ = false;  // a change is between its preparation and its commit
+  std::uint64_t file_reads_ = 0;  // reloads of the file begun so far
   Clock::time_point started_ = Clock::now();
 };
 
@@ -399,8 +400,18 @@ awaitable<ConfigOutcome> Host::reload_file(std::string origin) {
     log::warn("{}: {}", origin, message);
     co_return refusal(http::status::conflict, "no_config_file", message, generation_);
   }
+  // Reads run off this thread and may end in any order: only the newest
+  // read is applied, so two quick SIGHUPs never leave the older file served.
+  const auto read_number = ++file_reads_;
   auto read = [path = options_.config_path] { return read_config_text(path); };
   auto text = co_await runtime::run_blocking(std::move(read));
+  if (read_number != file_reads_) {
+    log::info("{}: a newer reload read {} meanwhile; its outcome stands", origin,
+              options_.config_path);
+    reloads("superseded").inc();
+    co_return refusal(http::status::conflict, "superseded",
+                      "a newer reload read the file meanwhile; its outcome stands", generation_);
+  }
   // Named before the co_await: GCC 12 miscompiles aggregates built in its operand.
   Change change;
   change.origin = std::move(origin);

@@ -455,6 +455,46 @@ TEST(Reload, AMovedGatewayClosesOldConnectionsWith1001AndTheirRepliesWaitForThem
   expect_clean_stop(host);
 }
 
+// Two reloads of the file, the file rewritten after the first was sent: the
+// reads run off the network thread and may end in either order, and the
+// second request was sent after the rewrite, so the rewritten file is what
+// is served once both have answered (an older read that ends last is
+// dropped, its request told it was superseded).
+TEST(Reload, OverlappingReloadsOfTheFileLeaveItsNewestVersionServed) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto token = host.admin_token();
+  auto text = [](int n) { return listeners + fmt::format("[chat]\nhistory_messages = {}\n", n); };
+  auto reload = [&] {
+    return http_request(host.admin(), http::verb::post, "/api/reload", "",
+                        {{"Authorization", "Bearer " + token}});
+  };
+  // Replaced whole (renamed over), so no read sees a half-written file.
+  auto replace = [&](const std::string& content) {
+    write_file(dir / "mooring.toml.next", content);
+    std::filesystem::rename(dir / "mooring.toml.next", dir / "mooring.toml");
+  };
+  // The first version is long, so its read tends to end after the second's.
+  const std::string padding = "# " + std::string(900 * 1000, 'x') + "\n";
+  for (int round = 0; round < 50; ++round) {
+    replace(padding + text(2 * round + 1));
+    auto first = std::async(std::launch::async, reload);
+    replace(text(2 * round + 2));
+    const auto second = reload();
+    const auto earlier = first.get();
+    // Either may reach the host first; the one that began later stands.
+    for (const auto* reply : {&earlier, &second})
+      ASSERT_TRUE(reply->status == 200 ||
+                  (reply->status == 409 && reply->body.find("superseded") != std::string::npos))
+          << reply->body;
+    ASSERT_TRUE(earlier.status == 200 || second.status == 200);
+    ASSERT_EQ(http_get(host.admin(), "/api/config", token).body, text(2 * round + 2))
+        << "round " << round << ": the older version is served";
+  }
+  expect_clean_stop(host);
+}
+
 TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), "");
