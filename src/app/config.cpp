@@ -321,6 +321,52 @@ bool is_credential_variable(std::string_view name) {
   return name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_SECRET");
 }
 
+// Why no client could ever present `token`, or nothing when one can. HTTP
+// strips spaces and tabs at both ends of a header value, a control character
+// cannot be sent in a header at all, and a non-ASCII character reaches mooring
+// as whatever bytes the client's encoding makes of it (a browser sends "é" as
+// one Latin-1 byte, not the file's two UTF-8 bytes): such a token would lock
+// every client out, across restarts too, since the file keeps it. The message
+// says where the character is, never the token: it is a secret.
+std::optional<std::string> unpresentable_token(std::string_view token) {
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x20 || c == 0x7f) {
+      const std::string name = c == '\t'                ? "a tab"
+                               : c == '\n' || c == '\r' ? "a line break"
+                                                        : fmt::format("U+{:04X}", c);
+      return fmt::format(
+          "holds a control character ({}) at character {} of {}, which no HTTP "
+          "header can carry; use printable ASCII characters only",
+          name, i + 1, token.size());
+    }
+    // Every character before this one is ASCII, so i + 1 counts characters.
+    if (c >= 0x80)
+      return fmt::format(
+          "holds a non-ASCII character at character {}, which clients send in "
+          "encodings of their own, so it would not match; use printable ASCII "
+          "characters only",
+          i + 1);
+  }
+  if (token.starts_with(' ') || token.ends_with(' '))
+    return "starts or ends with a space, which HTTP strips from a header, so no client could "
+           "present this token; remove the space";
+  return std::nullopt;
+}
+
+// Reports a token that is set but that no client could present.
+void check_token(Section& s, std::string_view key, const std::string& token) {
+  if (token.empty()) return;
+  if (auto problem = unpresentable_token(token)) s.check(key, false, std::move(*problem));
+}
+
+// OneBot on the gateway's address without an access_token admits any bridge:
+// it may connect as any bot account, read the replies to that account's
+// conversations and speak for it.
+bool onebot_open_to_others(const Config& c) {
+  return c.onebot.enabled && c.onebot.access_token.empty() && !is_loopback(c.gateway.listen);
+}
+
 // What the text must not hold before toml++ sees it, found without parsing:
 // nesting deeper than `limit` (brackets and braces outside strings and
 // comments, the dots of one line's key), which overflows toml++'s recursion,
@@ -408,6 +454,7 @@ void read_gateway(Section s, GatewayConfig& c) {
   s.read("listen", c.listen);
   // A token without an auth mode means the shared token, as before auth existed.
   s.read("token", c.token);
+  check_token(s, "token", c.token);
   if (s.line("auth") == 0 && !c.token.empty()) c.auth = "token";
   s.read_choice("auth", c.auth, auth_modes);
   s.read("signing_key_env", c.signing_key_env);
@@ -449,6 +496,7 @@ void read_gateway(Section s, GatewayConfig& c) {
 void read_admin(Section s, AdminConfig& c) {
   s.read("listen", c.listen);
   s.read("token", c.token);
+  check_token(s, "token", c.token);
   s.report_unknown_keys();
 }
 
@@ -522,6 +570,7 @@ void read_onebot(Section s, OneBotConfig& c) {
   s.read("enabled", c.enabled);
   s.read("path", c.path);
   s.read("access_token", c.access_token);
+  check_token(s, "access_token", c.access_token);
   s.read("self_ids", c.self_ids);
   s.read("group_prefixes", c.group_prefixes);
   s.read("api_timeout", c.api_timeout);
@@ -624,7 +673,23 @@ ConfigResult parse_config(std::string_view toml_text) {
                             config->admin.listen.to_string()));
   read_provider(top.section("provider"), config->provider);
   read_chat(top.section("chat"), config->chat);
-  read_onebot(top.section("onebot"), config->onebot);
+  Section onebot = top.section("onebot");
+  read_onebot(onebot, config->onebot);
+  // The gateway's rule for auth = "none", for the OneBot path on the same
+  // listener. Left out, access_token has no line: point at `enabled`.
+  if (onebot_open_to_others(*config) && !config->gateway.allow_anonymous &&
+      !problems.failed("gateway.listen") && !problems.failed("gateway.allow_anonymous") &&
+      !onebot.failed("enabled") && !onebot.failed("access_token")) {
+    const int line =
+        onebot.line("access_token") != 0 ? onebot.line("access_token") : onebot.line("enabled");
+    onebot.fail_at(
+        "access_token", line,
+        fmt::format("onebot is enabled on gateway.listen \"{}\", which other machines can reach, "
+                    "with no access_token: anyone could connect as a QQ bot, read its users' "
+                    "replies and speak for it; set onebot.access_token (and the same token in the "
+                    "OneBot implementation), or gateway.allow_anonymous = true if that is meant",
+                    config->gateway.listen.to_string()));
+  }
   read_shutdown(top.section("shutdown"), config->shutdown);
   read_log(top.section("log"), config->log);
   top.report_unknown_keys();
@@ -735,9 +800,22 @@ std::vector<std::string> weakened_access(const Config& before, const Config& aft
                                   now.listen.to_string()));
   if (!before.admin.token.empty() && after.admin.token.empty())
     reasons.push_back("admin.token would be dropped for the generated one");
-  if (before.onebot.enabled && !before.onebot.access_token.empty() &&
-      after.onebot.access_token.empty())
+  // OneBot is held to what a start with `after` allows (parse_config refuses
+  // it open to other machines unless allow_anonymous), and a reload never
+  // opens it further: enabling it, moving it to a public address or dropping
+  // its guards there needs a restart, as the gateway's do.
+  const auto& bot_was = before.onebot;
+  const auto& bot_now = after.onebot;
+  if (bot_was.enabled && !bot_was.access_token.empty() && bot_now.access_token.empty())
     reasons.push_back("onebot.access_token would be dropped");
+  else if (!onebot_open_to_others(before) && onebot_open_to_others(after))
+    reasons.push_back(fmt::format("onebot would admit any bridge without a token on {}",
+                                  after.gateway.listen.to_string()));
+  if (bot_was.enabled && bot_now.enabled && !bot_was.self_ids.empty() &&
+      bot_now.self_ids.empty() && !is_loopback(after.gateway.listen))
+    reasons.push_back(fmt::format("onebot.self_ids would be emptied, letting any QQ account "
+                                  "connect on {}",
+                                  after.gateway.listen.to_string()));
   return reasons;
 }
 
@@ -768,13 +846,15 @@ listen = {}
 # "none": no check (refused on a non-loopback address unless allow_anonymous);
 # "token": every client sends the shared token below; "signed": each client
 # sends its own HS256 token whose "sub" is its user id (mooring token issue).
-# Tokens go in "Authorization: Bearer <token>" or ?token=.
+# Tokens go in "Authorization: Bearer <token>" or ?token=; a token is printable
+# ASCII, with no space at either end.
 auth = {}
 # The shared token for auth = "token" (setting it alone means auth = "token").
 token = {}
 # Environment variable holding the signing key for auth = "signed".
 signing_key_env = {}
-# Allow auth = "none" on an address other machines can reach.
+# Allow auth = "none", and OneBot without an access_token, on an address other
+# machines can reach.
 allow_anonymous = {}
 # How often each connected client is pinged.
 heartbeat_interval = {}
@@ -845,7 +925,8 @@ max_context_bytes = {}
 enabled = {}
 # Path of the OneBot WebSocket on the gateway address.
 path = {}
-# Token the bridge must send; empty: no check.
+# Token the bridge must send (printable ASCII); empty: no check, refused when
+# gateway.listen is reachable from other machines unless allow_anonymous.
 access_token = {}
 # QQ accounts (X-Self-ID) allowed to connect; empty: any.
 self_ids = {}

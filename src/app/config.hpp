@@ -1,6 +1,7 @@
 // The host's configuration: an immutable snapshot parsed and validated from TOML.
 // A Config that exists is valid: parse_config either returns one or lists every
-// problem with the key and the line it was found on.
+// problem with the key and the line it was found on. Its tokens can be sent in
+// an HTTP header: printable ASCII, no space at either end.
 #pragma once
 
 #include "net/listen_address.hpp"
@@ -35,7 +36,7 @@ struct GatewayConfig {
   std::string auth = "none";
   std::string token;
   std::string signing_key_env = "MOORING_GATEWAY_KEY";
-  bool allow_anonymous = false;
+  bool allow_anonymous = false;  // also lets OneBot run there without access_token
   Duration heartbeat_interval = 20s;
   Duration heartbeat_timeout = 10s;
   std::uint64_t max_message_bytes = 1048576;
@@ -84,6 +85,8 @@ struct ChatConfig {
 struct OneBotConfig {
   bool enabled = false;
   std::string path = "/onebot/v11/ws";
+  // Empty: no check; refused with the gateway on an address other machines
+  // can reach, unless gateway.allow_anonymous.
   std::string access_token;
   std::vector<std::int64_t> self_ids;  // empty: any
   std::vector<std::string> group_prefixes{"/ai"};
@@ -144,8 +147,10 @@ ConfigResult load_config_file(const std::string& path);
 
 // Why applying `after` over `before` on a running host would weaken access
 // (a gateway losing its token or signature check, an admin token dropped to
-// the generated one, anonymous access allowed): one sentence per reason; empty
-// when it does not. A hot reload refuses such a change: it needs a restart.
+// the generated one, anonymous access allowed, OneBot losing its access_token,
+// opened without one to other machines, or losing its self_ids there): one
+// sentence per reason; empty when it does not. A hot reload refuses such a
+// change: it needs a restart.
 std::vector<std::string> weakened_access(const Config& before, const Config& after);
 
 // The dotted keys whose values differ between two configurations, in file

@@ -737,6 +737,140 @@ TEST(ParseConfigRules, TheAuthModeAndTheTokenAgree) {
   EXPECT_EQ(single_error("[gateway]\nauth = \"jwt\"\n").key, "gateway.auth");
 }
 
+// HTTP strips spaces and tabs at the ends of a header and cannot carry a
+// control character; a browser sends a non-ASCII character in an encoding of
+// its own. A token like that can never be presented: the API would lock itself
+// out, across restarts too, since the file keeps it.
+TEST(ParseConfigRules, ATokenNoClientCouldPresentIsRefused) {
+  struct Bad {
+    const char* toml;  // the value as written in the file
+    const char* says;
+  };
+  const Bad bad[] = {
+      {R"("correct horse battery staple ")", "starts or ends with a space"},
+      {R"(" leading")", "starts or ends with a space"},
+      {R"("   ")", "starts or ends with a space"},
+      {R"("tab\tinside")", "(a tab) at character 4 of 10"},
+      {R"("trailing-tab\t")", "a tab"},
+      {R"("line\nbreak")", "a line break"},
+      {R"("carriage\r")", "a line break"},
+      {R"("nul\u0000")", "U+0000"},
+      {R"("escape\u001B[0m")", "U+001B"},
+      {R"("delete\u007F")", "U+007F"},
+      {R"("caf\u00E9")", "non-ASCII character at character 4,"},
+      {"\"\xE5\xAF\x86\xE7\xA0\x81\"", "non-ASCII"},
+      {R"("zero\u200Bwidth")", "non-ASCII"},
+  };
+  for (const char* key : {"gateway.token", "admin.token", "onebot.access_token"}) {
+    const std::string_view dotted(key);
+    const auto dot = dotted.find('.');
+    for (const auto& value : bad) {
+      const auto text = fmt::format("# a token\n[{}]\n{} = {}\n", dotted.substr(0, dot),
+                                    dotted.substr(dot + 1), value.toml);
+      const auto error = single_error(text);
+      EXPECT_EQ(error.key, key) << text;
+      EXPECT_EQ(error.line, 3) << text;
+      EXPECT_TRUE(contains(error.message, value.says)) << text << error.message;
+      // What to do, and never the secret itself.
+      EXPECT_TRUE(contains(error.message, "printable ASCII") ||
+                  contains(error.message, "remove the space"))
+          << error.message;
+      EXPECT_FALSE(contains(error.message, "horse")) << error.message;
+    }
+  }
+  // A space inside a token reaches the server as it was written.
+  auto fine = parse_ok(
+      "[gateway]\ntoken = \"correct horse battery staple\"\n"
+      "[admin]\ntoken = \"!#$%&'()*+,-./:;<=>?@[]^_`{|}~\"\n"
+      "[onebot]\naccess_token = \"ob-0123456789abcdef\"\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->gateway.token, "correct horse battery staple");
+}
+
+TEST_F(LoadConfigFile, ATokenNoClientCouldPresentIsRefusedInAFileToo) {
+  const auto path = write("mooring.toml", "[admin]\ntoken = \"correct horse battery staple \"\n");
+  auto result = load_config_file(path);
+  ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(result));
+  const auto& errors = std::get<std::vector<ConfigError>>(result);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].describe("mooring.toml"),
+            "mooring.toml:2: admin.token: starts or ends with a space, which HTTP strips from a "
+            "header, so no client could present this token; remove the space");
+}
+
+// OneBot on the gateway's listener is held to the gateway's rule for
+// auth = "none": without an access_token, anyone who reaches the address may
+// connect as a QQ bot.
+TEST(ParseConfigRules, OneBotWithoutATokenIsRefusedOnAnAddressOthersCanReach) {
+  const std::string public_gateway = "[gateway]\nlisten = \"0.0.0.0:8080\"\ntoken = \"t\"\n";
+  const auto error = single_error(public_gateway + "[onebot]\nenabled = true\n");
+  EXPECT_EQ(error.key, "onebot.access_token");
+  EXPECT_EQ(error.line, 5);  // `enabled`: access_token is not in the file
+  EXPECT_TRUE(contains(error.message, "\"0.0.0.0:8080\", which other machines can reach"))
+      << error.message;
+  EXPECT_TRUE(contains(error.message, "set onebot.access_token")) << error.message;
+  EXPECT_EQ(single_error(public_gateway + "[onebot]\nenabled = true\naccess_token = \"\"\n").line,
+            6);
+  EXPECT_EQ(single_error("[gateway]\nlisten = \"[::]:8080\"\nauth = \"signed\"\n"
+                         "[onebot]\nenabled = true\n")
+                .key,
+            "onebot.access_token");
+
+  EXPECT_NE(parse_ok(public_gateway + "[onebot]\nenabled = true\naccess_token = \"o\"\n"), nullptr);
+  EXPECT_NE(parse_ok(public_gateway + "allow_anonymous = true\n[onebot]\nenabled = true\n"),
+            nullptr);
+  EXPECT_NE(parse_ok(public_gateway + "[onebot]\nenabled = false\n"), nullptr);
+  EXPECT_NE(parse_ok("[onebot]\nenabled = true\n"), nullptr);  // loopback
+}
+
+TEST(WeakenedAccess, OneBotIsHeldToTheRuleOfAStartAndNeverOpenedFurther) {
+  const auto config = [](std::string_view gateway, std::string_view onebot) {
+    return parse_ok(fmt::format("[gateway]\n{}\n[admin]\ntoken = \"a\"\n[onebot]\n{}\n", gateway,
+                                onebot));
+  };
+  const std::string public_token = "listen = \"0.0.0.0:0\"\ntoken = \"t\"";
+  const std::string public_anonymous = public_token + "\nallow_anonymous = true";
+  const std::string loopback = "listen = \"127.0.0.1:0\"\ntoken = \"t\"";
+  const auto one = [](const std::vector<std::string>& reasons, std::string_view part) {
+    return reasons.size() == 1 && contains(reasons[0], part);
+  };
+
+  // The reviewer's reload: OneBot off with a token, then on without one. A
+  // start with that file is refused, and so is the reload, by the same rule.
+  const auto off = config(public_token, "enabled = false\naccess_token = \"o\"");
+  ASSERT_NE(off, nullptr);
+  EXPECT_EQ(single_error("[gateway]\n" + public_token + "\n[onebot]\nenabled = true\n").key,
+            "onebot.access_token");
+  // Where a start would take it (allow_anonymous), a reload still needs a restart.
+  const auto open = config(public_anonymous, "enabled = true");
+  const auto guarded = config(public_anonymous, "enabled = true\naccess_token = \"o\"");
+  const auto listed = config(public_token, "enabled = true\naccess_token = \"o\"\nself_ids = [1]");
+  const auto any_account = config(public_token, "enabled = true\naccess_token = \"o\"");
+  const auto local_open = config(loopback + "\nallow_anonymous = true", "enabled = true");
+  const auto local_listed = config(loopback, "enabled = true\naccess_token = \"o\"\nself_ids = [1]");
+  const auto local_any = config(loopback, "enabled = true\naccess_token = \"o\"");
+  ASSERT_TRUE(open && guarded && listed && any_account && local_open && local_listed && local_any);
+
+  EXPECT_TRUE(one(weakened_access(*off, *open), "onebot would admit any bridge without a token on "
+                                                "0.0.0.0:0"));
+  EXPECT_TRUE(one(weakened_access(*guarded, *open), "onebot.access_token would be dropped"));
+  EXPECT_TRUE(one(weakened_access(*local_open, *open), "without a token on 0.0.0.0:0"));
+  EXPECT_TRUE(one(weakened_access(*listed, *any_account), "onebot.self_ids would be emptied"));
+  EXPECT_TRUE(one(weakened_access(*local_listed, *any_account), "onebot.self_ids"));
+
+  // What a start allows and opens nothing further is fine.
+  EXPECT_TRUE(weakened_access(*off, *any_account).empty());  // enabled with a token
+  EXPECT_TRUE(weakened_access(*off, *listed).empty());
+  EXPECT_TRUE(weakened_access(*any_account, *listed).empty());
+  EXPECT_TRUE(weakened_access(*open, *open).empty());
+  EXPECT_TRUE(weakened_access(*local_listed, *local_any).empty());  // loopback only
+  EXPECT_TRUE(weakened_access(*open, *guarded).empty());
+  const auto other_account =
+      config(public_token, "enabled = true\naccess_token = \"o\"\nself_ids = [2]");
+  ASSERT_NE(other_account, nullptr);
+  EXPECT_TRUE(weakened_access(*listed, *other_account).empty());
+}
+
 TEST(WeakenedAccess, ARunningHostNeverLosesAGuardByAReload) {
   const auto config = [](std::string_view text) { return parse_ok(text); };
   const auto token = config("[gateway]\ntoken = \"t\"\n[admin]\ntoken = \"a\"\n");
