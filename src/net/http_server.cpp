@@ -650,8 +650,11 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
     force_close_all();
   }
   // Every socket is closed now; give the connection tasks a moment to unwind so
-  // their memory is released before stop() returns.
-  const auto unwind = runtime::Deadline::after(std::chrono::seconds(1));
+  // their memory is released before stop() returns. A moment only: a session
+  // whose handler waits on something that cannot be cancelled (a blocking
+  // read of a hung file system) would otherwise hold the shutdown past its
+  // bound; it is released when the process ends.
+  const auto unwind = runtime::Deadline::after(std::chrono::milliseconds(20));
   while (!finished() && !unwind.passed()) co_await state_->changed.wait_until(unwind);
 }
 
