@@ -30,6 +30,9 @@ constexpr std::size_t max_sent_ids_kept = 512;
 constexpr std::size_t max_origins_kept = 256;
 constexpr std::size_t backlog_page = 16;
 constexpr auto keep_idle_chat = std::chrono::minutes(5);
+// Longer heartbeat intervals are counted as this: a silence of 3 × it still
+// ends a half-open connection, and 3 × it cannot overflow a time point.
+constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -420,8 +423,7 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
         path, net::WsRoute{[this](net::Request& request) -> std::optional<net::HttpResponse> {
                              auto verdict = onebot::admit(request, options_.link);
                              if (auto* refused = std::get_if<net::HttpResponse>(&verdict)) {
-                               log::info("onebot: refused a connection from {}: {}",
-                                         request.remote, refused->body());
+                               log_refusal(request.remote, refused->body());
                                return std::move(*refused);
                              }
                              return std::nullopt;
@@ -437,6 +439,33 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
                            },
                            options_.ws});
   }
+}
+
+// A client retrying without the token, or many of them, is refused thousands
+// of times: the first refusal of a kind is logged, the next ones counted.
+void OneBotAdapter::log_refusal(const std::string& remote, std::string_view body) {
+  refusal_log_.log(spdlog::level::info, body,
+                   fmt::format("onebot: refused a connection from {}: {}", remote, body));
+  if (refusal_log_flushing_) return;
+  refusal_log_flushing_ = true;
+  conversations_.supervisor().spawn("onebot refusal log", "onebot.log", flush_refusal_log(this));
+}
+
+// Writes the counts once each window ends, until the refusals stop; at
+// shutdown, at once.
+awaitable<void> OneBotAdapter::flush_refusal_log(OneBotAdapter* adapter) {
+  auto alive = adapter->alive_;
+  co_await asio::this_coro::throw_if_cancelled(false);
+  while (const auto due = adapter->refusal_log_.flush()) {
+    co_await runtime::sleep_for(std::chrono::ceil<runtime::Duration>(*due - Clock::now()));
+    const bool stopping = co_await runtime::cancelled();
+    if (!*alive) co_return;
+    if (stopping) {
+      adapter->refusal_log_.settle_all();
+      break;
+    }
+  }
+  adapter->refusal_log_flushing_ = false;
 }
 
 void OneBotAdapter::set_options(OneBotOptions options) {
@@ -551,6 +580,12 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
   if (auto* message = std::get_if<onebot::MessageEvent>(&event)) {
     // The account is the one the handshake admitted, whatever the event says.
     message->self_id = link->self_id;
+    // Some implementations report the bot's own sends as messages: answering
+    // them could loop, and its replies are stored already.
+    if (message->user_id == link->self_id) {
+      log::debug("onebot: bot {}: ignored a message it sent itself", link->self_id);
+      return;
+    }
     ++bot.messages_in;
     onebot_messages("in").inc();
     const auto incoming = onebot::read_incoming(message->message, link->self_id);
@@ -576,8 +611,17 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     conversation->submit(std::move(submission));
   } else if (auto* heartbeat = std::get_if<onebot::Heartbeat>(&event)) {
     link->last_heartbeat = Clock::now();
-    if (heartbeat->interval_ms && *heartbeat->interval_ms > 0)
-      link->heartbeat_interval = std::chrono::milliseconds(*heartbeat->interval_ms);
+    if (heartbeat->interval_ms && *heartbeat->interval_ms > 0) {
+      const runtime::Duration announced(*heartbeat->interval_ms);
+      const auto interval = std::min(announced, max_heartbeat_interval);
+      if (interval < announced && link->heartbeat_interval != interval)
+        log::warn(
+            "onebot: bot {} announced a heartbeat interval of {}ms; mooring counts at most {} "
+            "(the connection closes after {} without a heartbeat)",
+            link->self_id, announced.count(), runtime::format_duration(interval),
+            runtime::format_duration(3 * interval));
+      link->heartbeat_interval = interval;
+    }
     link->changed.notify_all();
   } else if (auto* lifecycle = std::get_if<onebot::Lifecycle>(&event)) {
     log::info("onebot: bot {}: lifecycle {}", link->self_id, lifecycle->sub_type);

@@ -9,7 +9,10 @@
 //   connection for the same account and role replaces the old one, whose
 //   pending calls fail at once and whose work is redone on the new one;
 // - a connection whose implementation stops sending heartbeats (none for 3 ×
-//   their interval) is closed; without heartbeats the WebSocket ping decides;
+//   their interval, an interval counted as 1 h at most) is closed; without
+//   heartbeats the WebSocket ping decides;
+// - a refused handshake is logged once per kind of refusal and 10 s, then
+//   counted: clients retrying without the token cannot flood the log;
 // - private messages are answered; group messages when the bot is
 //   @-mentioned, replied to, or the text starts with a group prefix (which is
 //   stripped); other group messages are stored as context with the sender's
@@ -28,6 +31,7 @@
 #include "chat/onebot_link.hpp"
 #include "net/router.hpp"
 #include "net/ws_connection.hpp"
+#include "runtime/log_limiter.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -94,6 +98,8 @@ class OneBotAdapter {
   void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event);
   Bot& bot(std::int64_t self_id);
   void attach_outlet(Conversation& conversation);
+  void log_refusal(const std::string& remote, std::string_view body);
+  static awaitable<void> flush_refusal_log(OneBotAdapter* adapter);
   static awaitable<void> greet(OneBotAdapter* adapter, std::shared_ptr<Link> link);
   static awaitable<void> watch(OneBotAdapter* adapter, std::shared_ptr<Link> link);
 
@@ -102,6 +108,10 @@ class OneBotAdapter {
   std::map<std::int64_t, std::unique_ptr<Bot>> bots_;
   std::vector<boost::json::object> requests_;  // the newest last, bounded
   std::uint64_t next_link_ = 1;
+  // Its kinds are the refusal bodies: one per reason, and one per unknown self
+  // id until the cap puts the rest together.
+  runtime::LogLimiter refusal_log_{runtime::LogLimiter::Options{.max_kinds = 8}};
+  bool refusal_log_flushing_ = false;
   // Tasks of this adapter check it before touching `this` after a wait.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <unordered_map>
 
 namespace mooring::chat::onebot {
 
@@ -54,29 +55,90 @@ void append_text(Segments& segments, std::string_view raw) {
   if (!raw.empty()) append_plain(segments, unescape(raw));
 }
 
-// One code's inside, between "[CQ:" and "]"; nullopt when it is not a code.
-std::optional<Segment> parse_code(std::string_view inside) {
+// Where the codes of a CQ string are, found in time linear in its length.
+// A code holds no ']', so every "[CQ:" before the same ']' would end there;
+// each search below (the next ']', ',', '=' or '&', the last malformed field
+// before a ']') is done once and reused while its answer lies ahead. Searching
+// afresh for each "[CQ:" made "[CQ:=" repeated to 1 MiB take minutes.
+class CodeFinder {
+ public:
+  explicit CodeFinder(std::string_view text)
+      : text_(text),
+        close_(text.find(']')),
+        comma_(text.find(',')),
+        type_stop_(text.find_first_of("=&")) {}
+
+  // The ']' that would end a code opened at `at`; npos when none follows.
+  std::size_t close_after(std::size_t at) { return next(close_, at, "]"); }
+
+  // Whether text_[from, close) is a code's inside: a type without '=' or '&',
+  // then any number of ",key=value" with a non-empty key. `from` only grows
+  // from one call to the next.
+  bool is_code(std::size_t from, std::size_t close) {
+    const auto type_end = std::min(next(comma_, from, ","), close);
+    if (type_end == from || next(type_stop_, from, "=&") < type_end) return false;
+    if (type_end == close) return true;
+    const auto bad = last_malformed_field(from, close);
+    return !bad || type_end > *bad;
+  }
+
+ private:
+  // The first of `chars` at or after `from`, searched again only when the one
+  // found before lies behind `from`.
+  std::size_t next(std::size_t& found, std::size_t from, std::string_view chars) {
+    if (found < from) found = text_.find_first_of(chars, from);
+    return found;
+  }
+
+  // The ',' opening the last malformed field (no '=', or nothing before it) in
+  // text_[from, close): a code whose fields start at or before it is not a
+  // code. Found by the first caller for `close`, which has the smallest `from`.
+  std::optional<std::size_t> last_malformed_field(std::size_t from, std::size_t close) {
+    if (malformed_close_ == close) return malformed_;
+    malformed_close_ = close;
+    malformed_.reset();
+    bool has_equals = false;
+    for (std::size_t i = close; i-- > from;) {
+      if (text_[i] == '=') {
+        has_equals = true;
+      } else if (text_[i] == ',') {
+        if (!has_equals || text_[i + 1] == '=') {
+          malformed_ = i;
+          break;
+        }
+        has_equals = false;
+      }
+    }
+    return malformed_;
+  }
+
+  std::string_view text_;
+  std::size_t close_, comma_, type_stop_;
+  std::size_t malformed_close_ = std::string_view::npos;
+  std::optional<std::size_t> malformed_;
+};
+
+// One code's inside, between "[CQ:" and "]", as CodeFinder::is_code accepted it.
+Segment read_code(std::string_view inside) {
   const auto comma = inside.find(',');
   Segment segment;
   segment.type = std::string(inside.substr(0, comma));
-  if (segment.type.empty()) return std::nullopt;
-  if (segment.type.find_first_of("=&") != std::string::npos) return std::nullopt;
   if (comma == std::string_view::npos) return segment;
+  // A key given twice keeps its first place and its last value, as in the
+  // array form's objects; the index keeps a code with many keys linear.
+  std::unordered_map<std::string_view, std::size_t> index;
   std::string_view rest = inside.substr(comma + 1);
   for (;;) {
     const auto next = rest.find(',');
     const auto piece = rest.substr(0, next);
     const auto equals = piece.find('=');
-    if (equals == std::string_view::npos || equals == 0) return std::nullopt;
-    // A key given twice keeps its last value, as in the array form's objects.
-    std::string key(piece.substr(0, equals));
+    const auto key = piece.substr(0, equals);
     auto value = unescape(piece.substr(equals + 1));
-    auto same = std::find_if(segment.data.begin(), segment.data.end(),
-                             [&](const auto& field) { return field.first == key; });
-    if (same != segment.data.end())
-      same->second = std::move(value);
+    const auto [place, added] = index.try_emplace(key, segment.data.size());
+    if (added)
+      segment.data.emplace_back(std::string(key), std::move(value));
     else
-      segment.data.emplace_back(std::move(key), std::move(value));
+      segment.data[place->second].second = std::move(value);
     if (next == std::string_view::npos) break;
     rest.remove_prefix(next + 1);
   }
@@ -185,22 +247,23 @@ std::string unescape(std::string_view text) {
 
 Segments parse_cq_string(std::string_view text) {
   Segments segments;
+  CodeFinder finder(text);
   std::size_t plain_from = 0;
   std::size_t at = 0;
   while ((at = text.find("[CQ:", at)) != std::string_view::npos) {
-    const auto close = text.find(']', at);
+    const auto close = finder.close_after(at);
     if (close == std::string_view::npos) break;
-    auto code = parse_code(text.substr(at + 4, close - at - 4));
-    if (!code) {
+    if (!finder.is_code(at + 4, close)) {
       at += 4;  // not a code: it stays text
       continue;
     }
+    auto code = read_code(text.substr(at + 4, close - at - 4));
     append_text(segments, text.substr(plain_from, at - plain_from));
     // A [CQ:text] code (with or without its text= value) is plain text.
-    if (code->type == "text")
-      append_plain(segments, std::string(code->get("text").value_or("")));
+    if (code.type == "text")
+      append_plain(segments, std::string(code.get("text").value_or("")));
     else
-      segments.push_back(std::move(*code));
+      segments.push_back(std::move(code));
     at = plain_from = close + 1;
   }
   append_text(segments, text.substr(plain_from));

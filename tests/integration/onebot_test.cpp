@@ -280,6 +280,49 @@ TEST(OneBot, AConnectionThatStopsSendingHeartbeatsIsClosed) {
   expect_clean_stop(host);
 }
 
+// Found in review: an interval near the int64 limit overflowed 3 × it, and
+// the connection was closed at once ("no heartbeat for -9223372036854775807ms").
+TEST(OneBot, AHeartbeatIntervalOfAnySizeKeepsTheConnectionUntilHeartbeatsStop) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  const std::vector<json::value> intervals{
+      json::value(INT64_MAX),
+      json::value(INT64_MAX / 3 + 1),  // 3 × it overflows milliseconds
+      json::value(4'000'000'000'000),  // 3 × it overflows the clock's nanoseconds
+      json::value(1'000'000'000'000'000),
+      json::value("9223372036854775807"),  // ids and intervals may come as strings
+      json::value(UINT64_MAX),
+      json::value(0),
+      json::value(-5),
+      json::value(30000.5)};
+  for (const auto& interval : intervals) {
+    auto event = peer.event_base("meta_event");
+    event["meta_event_type"] = "heartbeat";
+    event["interval"] = interval;
+    peer.send(event);
+    // Answered: the heartbeat was read and the connection is still open.
+    peer.private_message(42, json::value("still here"));
+    auto send = next_send(peer);
+    EXPECT_EQ(plain_text(send), "echo: still here") << json::serialize(interval);
+    peer.answer_standard(send);
+  }
+  const auto log = host.log();
+  EXPECT_NE(log.find("announced a heartbeat interval of 9223372036854775807ms; mooring counts "
+                     "at most 1h (the connection closes after 3h without a heartbeat)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("sent no heartbeat"), std::string::npos) << log;
+  // A short interval after them is watched as ever.
+  peer.heartbeat(200);
+  peer.go_silent();
+  peer.silent_until_closed(10s);
+  EXPECT_NE(host.log().find("sent no heartbeat for 600ms"), std::string::npos) << host.log();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, KilledDuringASendTheReplyArrivesOnceAfterTheRestart) {
   TempDir dir;
   std::string first_text;
@@ -380,6 +423,50 @@ TEST(OneBot, RequestsAreLeftToTheUserAndUnknownEventsAreIgnored) {
   EXPECT_NE(host.log().find("friend request from 555"), std::string::npos);
   peer.close();
   expect_clean_stop(host);
+}
+
+// Found in review: an implementation that reports the bot's own sends as
+// post_type "message" (user_id == self_id) had them answered, a loop.
+TEST(OneBot, TheBotsOwnMessagesAreNeitherAnsweredNorStored) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.private_message(bot, json::value("my own words"));
+  peer.group_message(777, bot, json::value("/ai my own words in a group"));
+  peer.private_message(42, json::value("from a user"));
+  auto send = next_send(peer);
+  EXPECT_EQ(plain_text(send), "echo: from a user");
+  peer.answer_standard(send);
+  EXPECT_EQ(bot_status(host).at("messages_in").to_number<int>(), 1);
+  peer.close();
+  expect_clean_stop(host);
+}
+
+// Found in review: 3000 upgrades without the token wrote 3000 lines.
+TEST(OneBot, RefusalsAreLoggedOncePerKindAndCountedNotEachWritten) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  for (int i = 0; i < 300; ++i) ASSERT_EQ(peer.connect(host.gateway(), bot, "Universal", ""), 401);
+  EXPECT_EQ(peer.connect(host.gateway(), bot, "Universal", "wrong-token-value"), 403);
+  const auto lines_with = [&host](std::string_view text) {
+    const auto log = host.log();
+    std::size_t n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(lines_with("onebot: refused a connection"), 2u) << host.log();
+  // Connections with the token still get in.
+  connect_and_greet(peer, host);
+  peer.close();
+  // What was held back is counted, at the end of its window or, here, at the stop.
+  expect_clean_stop(host);
+  EXPECT_EQ(lines_with("onebot: refused a connection"), 3u) << host.log();
+  EXPECT_EQ(lines_with("\"unauthorized\""), 2u) << host.log();
+  EXPECT_NE(host.log().find(" … 299 more in the last "), std::string::npos) << host.log();
 }
 
 TEST(OneBot, AnApiAndEventPairServesOneAccount) {

@@ -83,6 +83,44 @@ TEST(CqCode, AKeyGivenTwiceKeepsItsLastValue) {
   EXPECT_EQ(*back, segments);
 }
 
+// Found in review: every "[CQ:" was read up to the next "]" afresh, and a key
+// compared with every key before it, so a message at the 1 MiB frame limit
+// made of "[CQ:=" took minutes to read. At the limit, the worst strings read
+// as short ones do.
+TEST(CqCode, TheWorstStringsAtTheSizeLimitReadAsShortOnesDo) {
+  constexpr std::size_t limit = 1 << 20;
+  const auto repeated = [](std::string_view unit, std::string_view end) {
+    std::string text;
+    while (text.size() + unit.size() + end.size() <= limit) text += unit;
+    return text;
+  };
+  // Openers that all end at the one "]" and are all malformed: an empty type,
+  // a type holding '=', a field without '=' (the last one, or every one).
+  for (const auto& [unit, end] :
+       {std::pair{"[CQ:=", "]"}, {"[CQ:x", "=]"}, {"[CQ:a,b=", ",]"}, {"[CQ:a,", "]"}}) {
+    const auto text = repeated(unit, end) + end;
+    const auto segments = parse_cq_string(text);
+    EXPECT_TRUE(segments == Segments{text_segment(text)}) << unit;
+  }
+  // A good code after such a run is still a code.
+  const auto run = repeated("[CQ:=", "[CQ:face,id=1]");
+  EXPECT_TRUE(parse_cq_string(run + "[CQ:face,id=1]") ==
+              (Segments{text_segment(run), seg("face", {{"id", "1"}})}));
+
+  // One code with as many keys as fit, the first given again at the end: it
+  // keeps its place and takes the last value.
+  std::string code = "[CQ:mystery";
+  std::size_t keys = 0;
+  while (code.size() + 32 < limit) code += ",k" + std::to_string(keys++) + "=v";
+  code += ",k0=last]";
+  const auto segments = parse_cq_string(code);
+  ASSERT_EQ(segments.size(), 1u);
+  ASSERT_EQ(segments[0].data.size(), keys);
+  EXPECT_EQ(segments[0].data.front(), (std::pair<std::string, std::string>{"k0", "last"}));
+  EXPECT_EQ(segments[0].data.back(),
+            (std::pair<std::string, std::string>{"k" + std::to_string(keys - 1), "v"}));
+}
+
 TEST(CqCode, WellFormedStringsRoundTrip) {
   for (const char* text : {"hello", "&amp;&#91;&#93;", "[CQ:shake]", "a[CQ:image,file=x.jpg,type=flash]b",
                            "[CQ:at,qq=all] 大家好"})
