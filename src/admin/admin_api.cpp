@@ -18,6 +18,15 @@ using net::Request;
 
 namespace {
 
+// What an operator may cut off from the task list: a connection, a reply, a
+// OneBot send. The rest (accept loops, the cursor writer, a conversation's
+// inbox, the watchdog, heartbeat watches) is the host's own plumbing, which
+// nothing would restart.
+bool cancellable(std::string_view group) {
+  return group.ends_with(".connections") || group.ends_with(".refusals") ||
+         group == "chat.replies" || group == "onebot.send";
+}
+
 // Where a request may carry the admin token. A token in a URL ends up in
 // browser history, proxy logs and Referer headers, and a link can make a
 // browser send it: the query string is accepted only where a browser cannot
@@ -301,10 +310,24 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
     const bool numeric = !text.empty() && text.size() < 20 &&
                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (numeric) id = std::stoull(text);
-    if (!numeric || !ctx->supervisor->cancel(id))
+    const auto tasks = ctx->supervisor->tasks();
+    const auto task = std::find_if(tasks.begin(), tasks.end(),
+                                   [id](const runtime::TaskInfo& t) { return t.id == id; });
+    if (!numeric || task == tasks.end())
       return net::error_response(http::status::not_found, "no_such_task",
                                  fmt::format("no running task has id {}", runtime::shorten(text, 40)),
                                  request);
+    if (!cancellable(task->group))
+      return net::error_response(
+          http::status::conflict, "not_cancellable",
+          fmt::format("task {} ({}) is part of mooring itself: cancelled alone it would stop "
+                      "silently while the status says running. Connections, replies and OneBot "
+                      "sends can be cancelled; for the rest change the configuration or restart",
+                      id, task->name),
+          request);
+    if (!ctx->supervisor->cancel(id))
+      return net::error_response(http::status::not_found, "no_such_task",
+                                 fmt::format("no running task has id {}", id), request);
     return net::json_response(http::status::ok, json::object{{"cancelled", id}}, request);
   }));
 

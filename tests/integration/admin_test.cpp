@@ -133,6 +133,17 @@ TEST(Admin, TheTokenGuardsTheApiAndEventsStreamLive) {
                               {{"Authorization", "Bearer " + token}});
   EXPECT_EQ(no_task.status, 404);
   EXPECT_EQ(json::parse(no_task.body).at("error").at("code"), "no_such_task");
+  // An accept loop is the host's own: cancelled alone, its listener would
+  // stop accepting while the status said running. Refused, and it goes on.
+  std::int64_t accept_loop = 0;
+  for (const auto& task : task_list.at("tasks").as_array())
+    if (task.at("name") == "admin accept loop") accept_loop = task.at("id").to_number<std::int64_t>();
+  auto refused = http_request(address, http::verb::post,
+                              "/api/tasks/" + std::to_string(accept_loop) + "/cancel", "",
+                              {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_EQ(json::parse(refused.body).at("error").at("code"), "not_cancellable");
+  EXPECT_EQ(http_get(address, "/api/status", token).status, 200) << "the admin port stopped accepting";
 
   WsClient events;
   ASSERT_EQ(events.connect(address, "/api/events", {{"Authorization", "Bearer " + token}}), 101);
