@@ -9,6 +9,7 @@
 // reference.
 //
 //   bench_transport_floor [PORT]     (0 or none: any free port; the port is printed)
+#include "loopback_server.hpp"
 #include "runtime/asio.hpp"
 
 #include <boost/beast/core.hpp>
@@ -16,7 +17,6 @@
 #include <boost/json.hpp>
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 using namespace mooring;
@@ -64,28 +64,10 @@ awaitable<void> converse(tcp::socket socket, std::string user_id) {
   }
 }
 
-awaitable<void> serve(tcp::acceptor& acceptor) {
-  std::uint64_t accepted = 0;
-  for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
-    if (ec) continue;
-    asio::co_spawn(acceptor.get_executor(),
-                   converse(std::move(socket), "user-" + std::to_string(++accepted)),
-                   asio::detached);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto port = static_cast<unsigned short>(argc > 1 ? std::stoi(argv[1]) : 0);
-  asio::io_context io(1);
-  tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), port});
-  acceptor.listen(asio::socket_base::max_listen_connections);
-  std::printf("%u\n", acceptor.local_endpoint().port());
-  std::fflush(stdout);
-  asio::co_spawn(io, serve(acceptor), asio::detached);
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const error_code&, int) { io.stop(); });
-  io.run();
+  return bench::serve_loopback(argc, argv, [](tcp::socket socket, std::uint64_t n) {
+    return converse(std::move(socket), "user-" + std::to_string(n));
+  });
 }

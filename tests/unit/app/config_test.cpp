@@ -835,7 +835,7 @@ TEST(WeakenedAccess, OneBotIsHeldToTheRuleOfAStartAndNeverOpenedFurther) {
     return reasons.size() == 1 && contains(reasons[0], part);
   };
 
-  // The reviewer's reload: OneBot off with a token, then on without one. A
+  // OneBot off with a token, then a reload turning it on without one. A
   // start with that file is refused, and so is the reload, by the same rule.
   const auto off = config(public_token, "enabled = false\naccess_token = \"o\"");
   ASSERT_NE(off, nullptr);

@@ -83,7 +83,7 @@ TEST(CqCode, AKeyGivenTwiceKeepsItsLastValue) {
   EXPECT_EQ(*back, segments);
 }
 
-// Found in review: every "[CQ:" was read up to the next "]" afresh, and a key
+// Every "[CQ:" used to be read up to the next "]" afresh, and a key
 // compared with every key before it, so a message at the 1 MiB frame limit
 // made of "[CQ:=" took minutes to read. At the limit, the worst strings read
 // as short ones do.
