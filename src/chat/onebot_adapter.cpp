@@ -30,6 +30,12 @@ constexpr std::size_t max_sent_ids_kept = 512;
 constexpr std::size_t max_origins_kept = 256;
 constexpr std::size_t backlog_page = 16;
 constexpr auto keep_idle_chat = std::chrono::minutes(5);
+// A call the implementation refused (a retcode: too long, not a friend, risk
+// control) is tried this many times in all, a pause or a reconnect apart;
+// then its message is given up, so one message QQ never takes cannot hold
+// back every later reply to the chat.
+constexpr int max_refusals = 3;
+constexpr auto retry_refused_after = std::chrono::seconds(2);
 // Longer heartbeat intervals are counted as this: a silence of 3 × it still
 // ends a half-open connection, and 3 × it cannot overflow a time point.
 constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
@@ -228,6 +234,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     Seq reply_to = 0;
     std::vector<std::string> parts;
     std::size_t next = 0;  // parts before it were sent
+    int refusals = 0;      // of part `next`, by the implementation
   };
   struct Origin {
     std::string message_id;
@@ -270,8 +277,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   }
 
   // Runs while there is something to send. A call that fails waits for the
-  // account's next API connection; every wait is bounded and looks at the
-  // cancellation (the host stopping) before going on.
+  // account's next API connection (a refused one also retry_refused_after at
+  // most, and its message is given up after max_refusals); every wait is
+  // bounded and looks at the cancellation (the host stopping) before going on.
   static awaitable<void> send_all(std::shared_ptr<Outlet> self) {
     struct Done {
       Outlet* outlet;
@@ -285,8 +293,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         const auto seq = outgoing.seq;
         self->outgoing_.pop_front();
         self->drained_.notify_all();
+        // Sent, or given up: after a restart QQ would show it twice, or refuse it again.
         if (auto conversation = self->conversation_.lock(); conversation && seq != 0)
-          conversation->delivered(seq, true);  // QQ would show it twice
+          conversation->delivered(seq, true);
         if (self->outgoing_.empty()) {
           self->sending_ = false;
           adapter.conversations_.forget_if_idle(self->conversation_id_);
@@ -317,6 +326,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       if (result) {
         self->pacer_.sent(Clock::now());
         ++current.next;
+        current.refusals = 0;
         ++adapter.bot(self->target_.self_id).messages_out;
         onebot_messages("out").inc();
         if (const auto* data = result->if_object()) {
@@ -328,24 +338,45 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       const auto& error = result.error();
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) co_return;
-      // A connection that went away is an expected event (the implementation
-      // reconnects); a refused or unanswered call is worth a warning.
-      const auto level = error.kind == onebot::CallError::Kind::disconnected
-                             ? spdlog::level::info
-                             : spdlog::level::warn;
-      spdlog::log(level,
-                "onebot: a reply to qq:{}:{}:{} was not sent ({}{}); it is sent again when bot {} "
-                "connects again",
-                self->target_.self_id, self->target_.group ? "group" : "private", self->target_.id,
-                error.kind == onebot::CallError::Kind::failed
-                    ? fmt::format("retcode {}: ", error.retcode)
-                    : std::string(),
-                log::elide(error.message), self->target_.self_id);
-      // Retried on the account's next API connection, not on this one.
+      const auto chat_id = fmt::format("qq:{}:{}:{}", self->target_.self_id,
+                                       self->target_.group ? "group" : "private", self->target_.id);
+      const bool refused = error.kind == onebot::CallError::Kind::failed;
+      if (refused && ++current.refusals >= max_refusals) {
+        spdlog::warn(
+            "onebot: gave up a reply to {} (retcode {}: {}) after {} refusals; it stays "
+            "stored in the conversation and is not sent to QQ",
+            chat_id, error.retcode, log::elide(error.message), current.refusals);
+        current.next = current.parts.size();  // the loop's top moves the cursor past it
+        continue;
+      }
+      if (refused) {
+        spdlog::warn(
+            "onebot: a reply to {} was refused (retcode {}: {}); it is sent again in {} "
+            "or when bot {} connects again ({} of {} tries)",
+            chat_id, error.retcode, log::elide(error.message),
+            runtime::format_duration(retry_refused_after), self->target_.self_id, current.refusals,
+            max_refusals);
+      } else {
+        // A connection that went away is an expected event (the
+        // implementation reconnects); an unanswered call is worth a warning.
+        const auto level = error.kind == onebot::CallError::Kind::disconnected
+                               ? spdlog::level::info
+                               : spdlog::level::warn;
+        spdlog::log(level,
+                    "onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
+                    "connects again",
+                    chat_id, log::elide(error.message), self->target_.self_id);
+      }
+      // Retried on the account's next API connection, not on this one: the
+      // call may have gone out. A refused one did not, and is also retried
+      // here once retry_refused_after has passed.
+      const auto retry_refused = runtime::Deadline::after(retry_refused_after);
       while (*self->alive_) {
         auto& now_bot = adapter.bot(self->target_.self_id);
         if (now_bot.api && now_bot.api != link && !now_bot.api->closed) break;
-        const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        if (refused && retry_refused.passed()) break;
+        auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        if (refused) deadline = deadline.min(retry_refused);
         co_await now_bot.api_changed.wait_until(deadline);
         const bool stop = co_await runtime::cancelled();
         if (stop) co_return;

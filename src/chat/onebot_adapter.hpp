@@ -19,10 +19,12 @@
 //   name, not answered;
 // - a reply is stored before it is sent (send_private_msg / send_group_msg,
 //   quoting the message it answers), split at max_message_chars, and counted
-//   delivered only on retcode 0: a failed, timed-out or cut-off call is
-//   retried on the account's next connection, in order, and never sent again
-//   after a success this run has seen (after a restart, the delivered cursor
-//   decides);
+//   delivered only on retcode 0: a timed-out or cut-off call is retried on the
+//   account's next connection, in order, and never sent again after a success
+//   this run has seen (after a restart, the delivered cursor decides);
+// - a refused call (a retcode) is tried again 2 s later or on the next
+//   connection; refused 3 times, its message is given up (a warning; it stays
+//   stored, the delivered cursor moves past it) and the chat's next one goes;
 // - sends to one chat are paced (send_interval, burst 3);
 // - friend and group requests are logged and listed in status(), never answered.
 #pragma once

@@ -218,6 +218,64 @@ TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSucces
   expect_clean_stop(host);
 }
 
+// A reply the implementation refuses every time (retcode 1200: too long, not
+// a friend, risk control) is given up after 3 tries; it used to be retried on
+// every connection for ever, every later reply to that chat waiting behind it.
+TEST(OneBot, AReplyRefusedThreeTimesIsGivenUpAndTheChatGoesOn) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  int refusals = 0;
+  // The next send's text; the reply to "poison" is refused each time, the rest accepted.
+  const auto serve = [&refusals](OneBotPeer& peer) {
+    auto send = next_send(peer);
+    auto text = plain_text(send);
+    if (text == "echo: poison") {
+      ++refusals;
+      peer.answer(send, 1200, nullptr);
+    } else {
+      peer.answer_standard(send);
+    }
+    return text;
+  };
+  {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("poison"), "alice", 5001);
+    EXPECT_EQ(serve(peer), "echo: poison");
+    peer.private_message(42, json::value("after it"), "alice", 5002);
+    peer.close();
+  }
+  // Tried again on the next connection, and a pause later on the same one;
+  // the third refusal gives it up and the reply behind it goes out.
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  std::string text;
+  while ((text = serve(again)) == "echo: poison" && refusals < 10) {
+  }
+  EXPECT_EQ(text, "echo: after it");
+  EXPECT_EQ(refusals, 3);
+  again.private_message(42, json::value("and on"), "alice", 5003);
+  EXPECT_EQ(serve(again), "echo: and on");
+  again.close();
+
+  // Given up for good: a reconnect does not bring it back.
+  OneBotPeer third;
+  connect_and_greet(third, host);
+  third.private_message(42, json::value("still on"), "alice", 5004);
+  EXPECT_EQ(serve(third), "echo: still on");
+  EXPECT_EQ(refusals, 3);
+  const auto log = host.log();
+  const std::string gave_up =
+      "gave up a reply to qq:10001:private:42 (retcode 1200: scripted failure)";
+  const auto at = log.find(gave_up);
+  EXPECT_NE(at, std::string::npos) << log;
+  EXPECT_EQ(log.find(gave_up, at + 1), std::string::npos) << log;
+  EXPECT_NE(log.find("is not sent to QQ"), std::string::npos) << log;
+  third.close();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
@@ -280,7 +338,7 @@ TEST(OneBot, AConnectionThatStopsSendingHeartbeatsIsClosed) {
   expect_clean_stop(host);
 }
 
-// Found in review: an interval near the int64 limit overflowed 3 × it, and
+// An interval near the int64 limit used to overflow 3 × it, and
 // the connection was closed at once ("no heartbeat for -9223372036854775807ms").
 TEST(OneBot, AHeartbeatIntervalOfAnySizeKeepsTheConnectionUntilHeartbeatsStop) {
   TempDir dir;
@@ -425,8 +483,8 @@ TEST(OneBot, RequestsAreLeftToTheUserAndUnknownEventsAreIgnored) {
   expect_clean_stop(host);
 }
 
-// Found in review: an implementation that reports the bot's own sends as
-// post_type "message" (user_id == self_id) had them answered, a loop.
+// An implementation may report the bot's own sends as post_type "message"
+// (user_id == self_id): they are ignored, not answered (a loop).
 TEST(OneBot, TheBotsOwnMessagesAreNeitherAnsweredNorStored) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
@@ -444,7 +502,7 @@ TEST(OneBot, TheBotsOwnMessagesAreNeitherAnsweredNorStored) {
   expect_clean_stop(host);
 }
 
-// Found in review: 3000 upgrades without the token wrote 3000 lines.
+// 3000 upgrades without the token used to write 3000 lines.
 TEST(OneBot, RefusalsAreLoggedOncePerKindAndCountedNotEachWritten) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
