@@ -302,6 +302,9 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     // the socket: a slow stream is never held back to fill a buffer.
     char chunk[16 * 1024];
     std::size_t filled = 0;
+    // Set once the sink has all it needs: the rest of the body must come by
+    // then, however slowly it trickles.
+    std::optional<runtime::Deadline> rest_by;
     auto deliver = [&] {
       const std::size_t n = std::exchange(filled, 0);
       return n == 0 || !on_body || on_body(std::string_view(chunk, n));
@@ -333,10 +336,12 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
           connection->stream);
       error_code read_ec;
       std::size_t n = 0;
-      if (sink_has_all && sink_has_all()) {
+      if (!rest_by && sink_has_all && sink_has_all())
+        rest_by = runtime::Deadline::after(options_.rest_of_body);
+      if (rest_by) {
         // Only the end of the body is missing: worth a short wait to keep the
         // connection, never the caller's whole deadline.
-        auto timed = runtime::with_timeout(std::move(read), options_.rest_of_body);
+        auto timed = runtime::with_timeout(std::move(read), rest_by->remaining());
         const auto got = co_await std::move(timed);
         if (!got) co_return Result(std::move(response));  // closes `connection`
         std::tie(read_ec, n) = *got;

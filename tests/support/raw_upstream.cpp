@@ -133,12 +133,16 @@ awaitable<void> RawUpstream::serve(tcp::socket socket, int connection) {
     }
     if (!reply.endless.empty()) {
       // Large writes: the client's reading pace, not ours, sets the speed.
-      std::string block;
-      while (block.size() < 256 * 1024) block += reply.endless;
+      std::string block = reply.endless;
+      while (reply.endless_pause.count() == 0 && block.size() < 256 * 1024) block += reply.endless;
       for (std::uint64_t sent = 0; sent < reply.endless_limit; sent += block.size()) {
         if (!co_await write(block)) {
           ++closed_by_client_;
           co_return;
+        }
+        if (reply.endless_pause.count() != 0) {
+          asio::steady_timer pause(io_, reply.endless_pause);
+          co_await pause.async_wait(use_tuple);
         }
       }
     }

@@ -37,6 +37,9 @@ struct RawReply {
   // or `endless_limit` bytes of it went out.
   std::string endless;
   std::uint64_t endless_limit = 4ull << 30;
+  // When set, `endless` is written one unit at a time with this pause
+  // between (a trickle), instead of in large blocks.
+  std::chrono::milliseconds endless_pause{0};
   // Then, after `late_delay`, written on the idle connection (an unsolicited
   // response the client could not have asked for yet).
   std::string late;

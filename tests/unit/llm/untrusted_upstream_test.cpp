@@ -401,6 +401,27 @@ TEST(UntrustedUpstream, AStreamHeldOpenAfterDoneEndsAtDone) {
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
 }
 
+// [DONE], then keep-alive comments trickling in, each well inside the wait
+// for the rest of the body: the wait is one budget for all of it, not one per
+// read, so the trickle cannot stretch it to the attempt's deadline.
+TEST(UntrustedUpstream, ATrickleAfterDoneDoesNotStretchTheWaitForTheEnd) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("complete")) +
+                    test::raw_chunk(test::raw_sse_done)};
+    reply.endless = test::raw_chunk(": still here\n\n");
+    reply.endless_pause = 300ms;
+    return reply;
+  });
+  auto resilience = patient();
+  resilience.attempt_timeout = 5s;
+  resilience.total_timeout = 10s;
+  auto reply = ask(openai(upstream.base_url()), resilience);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "complete");
+  EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+}
+
 // The end of the body a moment after [DONE]: it is awaited, and the
 // connection serves the next request (with reuse_connections on).
 TEST(UntrustedUpstream, TheEndOfTheBodyAfterDoneKeepsTheConnection) {
