@@ -310,10 +310,8 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
     const bool numeric = !text.empty() && text.size() < 20 &&
                          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (numeric) id = std::stoull(text);
-    const auto tasks = ctx->supervisor->tasks();
-    const auto task = std::find_if(tasks.begin(), tasks.end(),
-                                   [id](const runtime::TaskInfo& t) { return t.id == id; });
-    if (!numeric || task == tasks.end())
+    const auto* task = numeric ? ctx->supervisor->task(id) : nullptr;
+    if (!task)
       return net::error_response(http::status::not_found, "no_such_task",
                                  fmt::format("no running task has id {}", runtime::shorten(text, 40)),
                                  request);
@@ -325,9 +323,7 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
                       "sends can be cancelled; for the rest change the configuration or restart",
                       id, task->name),
           request);
-    if (!ctx->supervisor->cancel(id))
-      return net::error_response(http::status::not_found, "no_such_task",
-                                 fmt::format("no running task has id {}", id), request);
+    ctx->supervisor->cancel(id);  // may end the task, and `task` with it
     return net::json_response(http::status::ok, json::object{{"cancelled", id}}, request);
   }));
 

@@ -116,6 +116,11 @@ std::vector<TaskInfo> Supervisor::tasks() const {
   return out;
 }
 
+const TaskInfo* Supervisor::task(TaskId id) const {
+  auto it = tasks_.find(id);
+  return it != tasks_.end() ? &it->second->info : nullptr;
+}
+
 std::size_t Supervisor::group_size(std::string_view group) const {
   std::size_t n = 0;
   for (const auto& [id, entry] : tasks_) n += entry->info.group == group ? 1 : 0;

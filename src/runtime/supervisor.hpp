@@ -93,6 +93,8 @@ class Supervisor {
                     std::function<void(asio::cancellation_type)> on_cancel);
 
   std::vector<TaskInfo> tasks() const;
+  // The task `id`, or nullptr when none runs with it.
+  const TaskInfo* task(TaskId id) const;
   std::size_t size() const { return tasks_.size(); }
   std::size_t group_size(std::string_view group) const;
 
