@@ -486,6 +486,14 @@ void OneBotAdapter::log_refusal(const std::string& remote, std::string_view body
 // shutdown, at once.
 awaitable<void> OneBotAdapter::flush_refusal_log(OneBotAdapter* adapter) {
   auto alive = adapter->alive_;
+  // However this ends, the next refusal may start another.
+  struct Done {
+    OneBotAdapter* adapter;
+    std::shared_ptr<bool> alive;
+    ~Done() {
+      if (*alive) adapter->refusal_log_flushing_ = false;
+    }
+  } done{adapter, alive};
   co_await asio::this_coro::throw_if_cancelled(false);
   while (const auto due = adapter->refusal_log_.flush()) {
     co_await runtime::sleep_for(std::chrono::ceil<runtime::Duration>(*due - Clock::now()));
@@ -496,7 +504,6 @@ awaitable<void> OneBotAdapter::flush_refusal_log(OneBotAdapter* adapter) {
       break;
     }
   }
-  adapter->refusal_log_flushing_ = false;
 }
 
 void OneBotAdapter::set_options(OneBotOptions options) {

@@ -236,7 +236,9 @@ namespace {
 // What peers do wrong, a few lines at a time: a client that reconnects to
 // break the protocol again would otherwise write a line per try. One limiter
 // per thread (it is not thread-safe); its kinds are the listener and the few
-// errors Beast reports.
+// errors Beast reports. Nothing wakes it: the count of a storm is written
+// with the next fault after its window, and every close is counted at once in
+// mooring_websocket_closes_total{code}.
 runtime::LogLimiter& peer_faults() {
   thread_local runtime::LogLimiter limiter(runtime::LogLimiter::Options{.max_kinds = 32});
   return limiter;
