@@ -20,6 +20,10 @@
 #include <future>
 #include <thread>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace mooring::test {
 namespace {
 
@@ -492,6 +496,42 @@ TEST(Reload, OverlappingReloadsOfTheFileLeaveItsNewestVersionServed) {
     ASSERT_EQ(http_get(host.admin(), "/api/config", token).body, text(2 * round + 2))
         << "round " << round << ": the older version is served";
   }
+  expect_clean_stop(host);
+}
+
+// The same, made certain: the first reload's read is held open (the file is
+// a FIFO nobody writes yet) while the file is replaced and a second reload
+// applies it; when the first read then ends, it is dropped, not applied.
+TEST(Reload, AReadThatEndsAfterANewerReloadIsDroppedAsSuperseded) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto token = host.admin_token();
+  auto reload = [&] {
+    return http_request(host.admin(), http::verb::post, "/api/reload", "",
+                        {{"Authorization", "Bearer " + token}});
+  };
+  const auto older = listeners + "[chat]\nhistory_messages = 3\n";
+  const auto newer = listeners + "[chat]\nhistory_messages = 4\n";
+  const auto fifo = dir / "held.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::remove(dir / "mooring.toml");
+  std::filesystem::create_hard_link(fifo, dir / "mooring.toml");
+
+  auto first = std::async(std::launch::async, reload);
+  // Opening the FIFO for writing returns once the first reload has opened it.
+  const int writer = ::open(fifo.c_str(), O_WRONLY);
+  ASSERT_GE(writer, 0);
+  write_file(dir / "mooring.toml.next", newer);
+  std::filesystem::rename(dir / "mooring.toml.next", dir / "mooring.toml");
+  const auto second = reload();
+  EXPECT_EQ(second.status, 200) << second.body;
+  ASSERT_EQ(::write(writer, older.data(), older.size()), static_cast<ssize_t>(older.size()));
+  ::close(writer);
+  const auto earlier = first.get();
+  EXPECT_EQ(earlier.status, 409) << earlier.body;
+  EXPECT_EQ(json::parse(earlier.body).at("error").at("code"), "superseded");
+  EXPECT_EQ(http_get(host.admin(), "/api/config", token).body, newer);
   expect_clean_stop(host);
 }
 
