@@ -389,6 +389,16 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
   bool comment = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
+    // TOML allows no control character but tab and line breaks anywhere, in
+    // strings and comments too (escapes stand for them). One here would only
+    // mislead this scan (a NUL before a quote) about what toml++ reads next.
+    if ((static_cast<unsigned char>(c) < 0x20 && c != '\t' && c != '\n' && c != '\r') ||
+        c == '\x7f')
+      return ConfigError{"", line,
+                         fmt::format("a control character (U+{:04X}); TOML allows none but tab "
+                                     "and line breaks (inside a string, write an escape such as "
+                                     "\\u0000)",
+                                     static_cast<unsigned char>(c))};
     if (c == '\n') {
       ++line;
       dots = 0;

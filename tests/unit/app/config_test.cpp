@@ -702,6 +702,25 @@ TEST(ParseConfigErrors, NonAsciiOutsideStringsIsRefusedBeforeTheParser) {
   EXPECT_TRUE(contains(single_error("\xEF\xBB\xBF\n").message, "empty"));
 }
 
+// Found by the fuzzer: a NUL before a quote made the scan above take what
+// followed for a string, so a non-ASCII character after it reached toml++'s
+// unreachable branch. TOML allows no control character but tab and line
+// breaks anywhere, so one is refused first, wherever it stands.
+TEST(ParseConfigErrors, ControlCharactersAreRefusedBeforeTheParser) {
+  using namespace std::string_literals;
+  for (const auto& text : {"x = 1146k:\0\"[\xC9\xBD8:0ore th"s, "a = \"b\x01\"\n"s,
+                           "# \x1b[31m\n"s, "[log]\nlevel = \"info\"\x7f\n"s,
+                           "\0"s}) {
+    const auto error = single_error(text);
+    EXPECT_TRUE(contains(error.message, "a control character")) << error.message;
+  }
+  EXPECT_EQ(single_error("a = 1\n\n\x02\n"s).line, 3);
+  // Tab and CRLF line ends are TOML.
+  auto fine = parse_ok("[provider]\r\nsystem_prompt = \"a\tb\"\r\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->provider.system_prompt, "a\tb");
+}
+
 // Any variable named here is sent to base_url as a bearer token: PATH was.
 TEST(ParseConfigRules, ApiKeyEnvMustNameACredentialVariable) {
   for (const char* name : {"PATH", "HOME", "openai_api_key", "OPENAI-KEY", "_KEY", ""}) {
