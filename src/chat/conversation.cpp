@@ -195,8 +195,11 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
       co_return;
     }
     if (generation != generation_) co_return;
-    for (const auto& reply : *replies) outlet->reply(reply, false);
-    if (replies->size() < page) co_return;
+    for (const auto& reply : *replies) outlet->backlog_reply(reply);
+    if (replies->size() < page) {
+      outlet->backlog_done();
+      co_return;
+    }
     after = replies->back().seq;
     const bool out = co_await outlet->drained();
     if (!out || generation != generation_) co_return;
@@ -473,6 +476,11 @@ std::shared_ptr<Conversation> Conversations::get(const std::string& id) {
     }
   }
   return created;
+}
+
+std::shared_ptr<Conversation> Conversations::find(std::string_view id) const {
+  auto it = conversations_.find(id);
+  return it == conversations_.end() ? nullptr : it->second;
 }
 
 void Conversations::forget_if_idle(const std::string& id) {

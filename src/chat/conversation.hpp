@@ -81,6 +81,11 @@ class Outlet {
   // Conversation::delivered(reply.seq). `just_cancelled`: the reply stored
   // for a reply cancelled a moment ago (the web says so with a notice).
   virtual void reply(const store::Message& reply, bool just_cancelled) = 0;
+  // A stored reply read for a backlog (deliver_after, deliver_undelivered),
+  // in seq order; reply() unless the outlet tells the two apart.
+  virtual void backlog_reply(const store::Message& reply) { this->reply(reply, false); }
+  // A backlog read reached the newest stored reply.
+  virtual void backlog_done() {}
   // How many stored replies to read at a time for a backlog, and a wait until
   // the replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;
@@ -222,6 +227,8 @@ class Conversations {
   // The conversation of `id`, made (and given the outlet its transport
   // provides, if any) when not in memory.
   std::shared_ptr<Conversation> get(const std::string& id);
+  // The conversation of `id` if it is in memory.
+  std::shared_ptr<Conversation> find(std::string_view id) const;
   void forget_if_idle(const std::string& id);
 
   // A transport that owns the ids starting with `prefix` gives each

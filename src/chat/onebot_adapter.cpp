@@ -166,17 +166,22 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         pacer_(adapter.options_.send_interval),
         drained_(adapter.conversations_.supervisor().executor()) {}
 
-  // The QQ message the next stored message with `client_id` is, for quoting.
+  // The QQ message the stored message with `client_id` will be, for quoting.
+  // Several may wait to be stored at once (questions sent together).
   void expect(std::string client_id, std::string message_id, std::int64_t sender) {
     last_active_ = Clock::now();
-    expected_client_ = std::move(client_id);
-    expected_message_ = std::move(message_id);
-    expected_sender_ = sender;
+    expected_.insert_or_assign(std::move(client_id), Origin{std::move(message_id), sender});
+    // Bounded: one whose message is never stored (its work was dropped)
+    // cannot pile up.
+    while (expected_.size() > max_origins_kept) expected_.erase(expected_.begin());
   }
 
   void stored(const Submission& message, const store::Appended& appended) override {
-    if (!message.client_id || *message.client_id != expected_client_) return;
-    origins_[appended.seq] = Origin{expected_message_, expected_sender_};
+    if (!message.client_id) return;
+    auto it = expected_.find(*message.client_id);
+    if (it == expected_.end()) return;
+    origins_[appended.seq] = std::move(it->second);
+    expected_.erase(it);
     while (origins_.size() > max_origins_kept) origins_.erase(origins_.begin());
   }
 
@@ -190,13 +195,26 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   void piece(std::string_view, Seq) override {}  // QQ gets whole messages
   void pieces_done(Seq, bool) override {}
 
+  // Replies go out in the order they were stored, and the delivered cursor
+  // follows them. Until a read of the stored replies has reached the newest
+  // one (the first thing a chat made in memory does), a reply made now is
+  // left to that read: sent first, it would move the cursor past older ones
+  // a previous run did not deliver.
   void reply(const store::Message& reply, bool) override {
-    if (reply.seq <= handed_up_to_) return;
-    handed_up_to_ = reply.seq;
-    const auto max_chars = std::max<std::size_t>(1, adapter_.options_.max_message_chars);
-    queue(Outgoing{.seq = reply.seq,
-                   .reply_to = reply.reply_to.value_or(0),
-                   .parts = onebot::split_reply(reply.content, max_chars)});
+    if (!caught_up_) {
+      missed_ = std::max(missed_, reply.seq);
+      return;
+    }
+    hand(reply);
+  }
+  void backlog_reply(const store::Message& reply) override { hand(reply); }
+  void backlog_done() override {
+    if (missed_ > handed_up_to_) {
+      // Stored after the read began: read again from what was handed.
+      if (auto conversation = conversation_.lock()) conversation->deliver_after(handed_up_to_);
+      return;
+    }
+    caught_up_ = true;
   }
 
   std::size_t page_size() const override { return backlog_page; }
@@ -240,6 +258,15 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     std::string message_id;
     std::int64_t sender = 0;
   };
+
+  void hand(const store::Message& reply) {
+    if (reply.seq <= handed_up_to_) return;
+    handed_up_to_ = reply.seq;
+    const auto max_chars = std::max<std::size_t>(1, adapter_.options_.max_message_chars);
+    queue(Outgoing{.seq = reply.seq,
+                   .reply_to = reply.reply_to.value_or(0),
+                   .parts = onebot::split_reply(reply.content, max_chars)});
+  }
 
   void queue(Outgoing outgoing) {
     if (outgoing.parts.empty()) outgoing.parts.emplace_back();
@@ -298,6 +325,12 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           conversation->delivered(seq, true);
         if (self->outgoing_.empty()) {
           self->sending_ = false;
+          // A read of the stored replies gave up waiting for these sends:
+          // replies made meanwhile are read again now.
+          if (!self->caught_up_ && self->missed_ > self->handed_up_to_) {
+            if (auto conversation = self->conversation_.lock())
+              conversation->deliver_after(self->handed_up_to_);
+          }
           adapter.conversations_.forget_if_idle(self->conversation_id_);
         }
         continue;
@@ -394,10 +427,10 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   bool sending_ = false;
   runtime::Notifier drained_;
   Seq handed_up_to_ = 0;  // replies up to here were handed to this outlet
+  bool caught_up_ = false;  // a read of the stored replies reached the newest
+  Seq missed_ = 0;          // the newest reply made before that, left to the read
   std::map<Seq, Origin> origins_;
-  std::string expected_client_;
-  std::string expected_message_;
-  std::int64_t expected_sender_ = 0;
+  std::map<std::string, Origin, std::less<>> expected_;  // by client id, until stored
   bool full_ = false;
   Clock::time_point last_active_ = Clock::now();
 };
@@ -431,6 +464,8 @@ void OneBotAdapter::attach_outlet(Conversation& conversation) {
   if (!target) return;
   conversation.attach(
       std::make_shared<Outlet>(*this, conversation.weak_from_this(), *target));
+  // Replies a previous run stored and did not deliver go first.
+  conversation.deliver_undelivered();
 }
 
 OneBotAdapter::Bot& OneBotAdapter::bot(std::int64_t self_id) {
@@ -724,8 +759,13 @@ awaitable<void> OneBotAdapter::greet(OneBotAdapter* adapter, std::shared_ptr<Lin
   if (!sessions->empty())
     log::info("onebot: sending the replies of {} chat(s) bot {} has not delivered",
               sessions->size(), link->self_id);
-  for (const auto& session : *sessions)
-    adapter->conversations_.get(session.user_id)->deliver_undelivered();
+  for (const auto& session : *sessions) {
+    // A chat made in memory now reads its stored replies first by itself.
+    if (auto known = adapter->conversations_.find(session.user_id))
+      known->deliver_undelivered();
+    else
+      adapter->conversations_.get(session.user_id);
+  }
 }
 
 // Closes a connection whose implementation stopped sending heartbeats (3 ×

@@ -185,6 +185,33 @@ TEST(OneBot, AGroupIsAnsweredOnlyWhenAddressedAndItsContextShowsWhoSaidWhat) {
   expect_clean_stop(host);
 }
 
+// Questions sent together are each answered quoting their own message and
+// mentioning their own sender: the quote is remembered per message until it
+// is stored, not in one slot the next question overwrites.
+TEST(OneBot, QuestionsSentTogetherAreEachAnsweredQuotingTheirOwnMessage) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  std::vector<std::string> expected;
+  for (int i = 0; i < 4; ++i) {
+    const auto id = peer.group_message(500, 600 + i, json::value(fmt::format("/ai question {}", i)),
+                                       "", fmt::format("user{}", i));
+    expected.push_back(fmt::format("[CQ:reply,id={}][CQ:at,qq={}] echo: user{}: question {}", id,
+                                   600 + i, i, i));
+  }
+  std::vector<std::string> sent;
+  for (int i = 0; i < 4; ++i) {
+    auto send = next_send(peer);
+    sent.push_back(message_text(send));
+    peer.answer_standard(send);
+  }
+  EXPECT_EQ(sent, expected);
+  peer.close();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSuccess) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
@@ -420,6 +447,49 @@ TEST(OneBot, KilledDuringASendTheReplyArrivesOnceAfterTheRestart) {
     peer.close();
     expect_clean_stop(host);
   }
+}
+
+// A reply the previous run stored and did not deliver goes out before one
+// made now, even when the new message arrives before the implementation has
+// answered the greeting: sent first, the new reply used to move the delivered
+// cursor past the old one, which was then never sent.
+TEST(OneBot, AReplyLeftByAPreviousRunGoesBeforeOneMadeNow) {
+  TempDir dir;
+  {
+    HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("left over"), "alice", 5001);
+    auto send = next_send(peer);  // never answered
+    EXPECT_EQ(plain_text(send), "echo: left over");
+    expect_clean_stop(host);
+  }
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  ASSERT_EQ(peer.connect(host.gateway(), bot, "Universal", token), 101);
+  peer.lifecycle_connect();
+  // The greeting waits unanswered while the same user writes again.
+  auto version = peer.wait_action("get_version_info");
+  peer.private_message(42, json::value("new question"), "alice", 6001);
+  std::vector<std::string> texts;
+  auto first = next_send(peer);
+  texts.push_back(plain_text(first));
+  peer.answer_standard(first);
+  peer.answer_standard(version);
+  auto second = next_send(peer);
+  texts.push_back(plain_text(second));
+  peer.answer_standard(second);
+  EXPECT_EQ(texts, (std::vector<std::string>{"echo: left over", "echo: new question"}));
+  // The greeting's own read of undelivered replies sends nothing again.
+  peer.private_message(42, json::value("third"), "alice", 6002);
+  auto third = next_send(peer);
+  EXPECT_EQ(plain_text(third), "echo: third");
+  peer.answer_standard(third);
+  ASSERT_TRUE(poll_until([&] { return bot_status(host).at("messages_out").to_number<int>() == 3; }, 10s));
+  peer.close();
+  expect_clean_stop(host);
 }
 
 TEST(OneBot, ALongReplyIsSplitInOrderAndSendsArePaced) {
