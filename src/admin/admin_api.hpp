@@ -1,7 +1,9 @@
 // The admin HTTP API: health and readiness probes (no token), and everything
 // under /api behind "Authorization: Bearer <admin token>", compared in
 // constant time (?token= only for /api/events, which browsers open without
-// headers). The host supplies the data through AdminContext callbacks.
+// headers). The token is checked on the request's header, before any body is
+// read: a client without it gets 401 without the server holding its body.
+// The host supplies the data through AdminContext callbacks.
 //   GET /healthz, /readyz, /metrics (Prometheus text), /api/status, /api/config,
 //   /api/sessions, /api/sessions/{user}/messages, /api/tasks;
 //   PUT /api/config (a whole TOML configuration, applied as one transaction);

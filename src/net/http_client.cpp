@@ -11,11 +11,17 @@
 
 #include <fmt/format.h>
 
+#include <netdb.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <mutex>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <variant>
 
@@ -87,7 +93,98 @@ bool bypasses_proxy(const std::string& host, const std::optional<std::string>& n
   return false;
 }
 
+// getaddrinfo's error as Asio reports it for its own resolver.
+error_code lookup_error(int code, int saved_errno) {
+  switch (code) {
+    case EAI_AGAIN:
+      return asio::error::host_not_found_try_again;
+    case EAI_BADFLAGS:
+      return asio::error::invalid_argument;
+    case EAI_FAIL:
+      return asio::error::no_recovery;
+    case EAI_FAMILY:
+      return asio::error::address_family_not_supported;
+    case EAI_MEMORY:
+      return asio::error::no_memory;
+    case EAI_NONAME:
+#if defined(EAI_ADDRFAMILY)
+    case EAI_ADDRFAMILY:
+#endif
+#if defined(EAI_NODATA) && (EAI_NODATA != EAI_NONAME)
+    case EAI_NODATA:
+#endif
+      return asio::error::host_not_found;
+    case EAI_SERVICE:
+      return asio::error::service_not_found;
+    case EAI_SOCKTYPE:
+      return asio::error::socket_type_not_supported;
+    default:
+      return error_code(saved_errno, asio::error::get_system_category());
+  }
+}
+
+using LookupResult = boost::system::result<std::vector<tcp::endpoint>>;
+
+// One lookup, shared by the thread that runs it and the request that waits
+// for it; whichever lets go last frees it. The thread touches nothing else:
+// under `mutex` it stores the result and, while the request still waits,
+// runs `wake`, which posts to the request's executor. The request clears
+// `wake` under the same mutex when it stops waiting (its frame may also be
+// destroyed with its io_context), so the thread never reaches an executor
+// that is gone.
+struct PendingLookup {
+  std::mutex mutex;
+  std::optional<LookupResult> result;
+  std::function<void()> wake;
+
+  void stop_waiting() {
+    std::lock_guard lock(mutex);
+    wake = nullptr;
+  }
+};
+
+// The body of a lookup thread.
+void run_lookup(const std::shared_ptr<PendingLookup>& pending,
+                const std::shared_ptr<std::atomic<std::size_t>>& running, const HostLookup& lookup,
+                const std::string& host, const std::string& port) {
+  LookupResult result = LookupResult(boost::system::in_place_error, asio::error::no_memory);
+  try {
+    result = lookup(host, port);
+  } catch (...) {
+    // Out of memory, or a lookup function that throws: the request says it failed.
+  }
+  {
+    std::lock_guard lock(pending->mutex);
+    pending->result = std::move(result);
+    if (auto wake = std::exchange(pending->wake, nullptr)) wake();
+  }
+  --*running;
+}
+
 }  // namespace
+
+boost::system::result<std::vector<tcp::endpoint>> system_lookup(const std::string& host,
+                                                                const std::string& port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  addrinfo* found = nullptr;
+  const int code = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+  if (code != 0) return lookup_error(code, errno);
+  std::vector<tcp::endpoint> endpoints;
+  for (auto* entry = found; entry; entry = entry->ai_next) {
+    if (entry->ai_family != AF_INET && entry->ai_family != AF_INET6) continue;
+    tcp::endpoint endpoint;
+    if (entry->ai_addrlen > endpoint.capacity()) continue;
+    std::memcpy(endpoint.data(), entry->ai_addr, entry->ai_addrlen);
+    endpoint.resize(entry->ai_addrlen);
+    endpoints.push_back(endpoint);
+  }
+  ::freeaddrinfo(found);
+  if (endpoints.empty()) return error_code(asio::error::host_not_found);
+  return endpoints;
+}
 
 // One connection to an origin, plain or TLS.
 struct HttpClient::Connection {
@@ -118,7 +215,10 @@ struct HttpClient::Connection {
 };
 
 HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
-    : executor_(std::move(executor)), options_(std::move(options)) {
+    : executor_(std::move(executor)),
+      options_(std::move(options)),
+      lookups_running_(std::make_shared<std::atomic<std::size_t>>(0)) {
+  if (!options_.lookup) options_.lookup = system_lookup;
   if (!options_.https_proxy) options_.https_proxy = env("HTTPS_PROXY", "https_proxy");
   if (!options_.http_proxy) options_.http_proxy = env("HTTP_PROXY", "http_proxy");
   if (!options_.no_proxy) options_.no_proxy = env("NO_PROXY", "no_proxy");
@@ -130,6 +230,70 @@ HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
 }
 
 HttpClient::~HttpClient() = default;
+
+awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HttpClient::resolve(
+    const std::string& host, const std::string& port) {
+  using Resolved = boost::system::result<std::vector<tcp::endpoint>, ClientError>;
+  auto fail = [](ClientError e) { return Resolved(boost::system::in_place_error, std::move(e)); };
+  // An address needs no lookup (nor a thread).
+  error_code not_an_address;
+  const auto address = asio::ip::make_address(host, not_an_address);
+  std::uint16_t port_number = 0;
+  const auto [port_end, port_ec] =
+      std::from_chars(port.data(), port.data() + port.size(), port_number);
+  if (!not_an_address && port_ec == std::errc() && port_end == port.data() + port.size())
+    co_return Resolved(std::vector<tcp::endpoint>{tcp::endpoint(address, port_number)});
+
+  const std::string advice =
+      "check the DNS servers (/etc/resolv.conf) or put an IP address in the URL";
+  const std::size_t running = *lookups_running_;
+  if (running >= options_.max_lookups)
+    co_return fail(make_error(
+        asio::error::no_buffer_space,
+        fmt::format("cannot look up {}: {} lookups of host names are still waiting for DNS, the "
+                    "limit; {}",
+                    host, running, advice)));
+
+  auto pending = std::make_shared<PendingLookup>();
+  // The wait ends when the timer expires (too slow), when the lookup thread
+  // cancels it through `wake` (done), or when the request is cancelled.
+  auto timer = std::make_shared<asio::steady_timer>(executor_, options_.lookup_timeout);
+  pending->wake = [timer, executor = executor_] {
+    asio::post(executor, [timer] { timer->cancel(); });
+  };
+  ++*lookups_running_;
+  try {
+    std::thread(run_lookup, pending, lookups_running_, options_.lookup, host, port).detach();
+  } catch (const std::system_error& e) {
+    --*lookups_running_;
+    co_return fail(
+        make_error(asio::error::no_memory,
+                   fmt::format("cannot look up {}: no thread for the lookup: {}", host, e.what())));
+  }
+  // Whatever ends this frame (the io_context going away included) ends the wait.
+  struct StopWaiting {
+    PendingLookup& pending;
+    ~StopWaiting() { pending.stop_waiting(); }
+  } stop_waiting{*pending};
+  auto [wait_ec] = co_await timer->async_wait(use_tuple);
+  std::optional<LookupResult> result;
+  {
+    std::lock_guard lock(pending->mutex);
+    pending->wake = nullptr;
+    result = std::move(pending->result);
+  }
+  if (result && *result) co_return Resolved(std::move(**result));
+  if (result)
+    co_return fail(make_error(
+        result->error(), fmt::format("cannot resolve {}: {}", host, result->error().message())));
+  if (!wait_ec)
+    co_return fail(
+        make_error(asio::error::timed_out,
+                   fmt::format("the lookup of {} did not finish within {}; {}", host,
+                               runtime::format_duration(options_.lookup_timeout), advice)));
+  co_return fail(make_error(asio::error::operation_aborted,
+                            fmt::format("the lookup of {} was cancelled", host)));
+}
 
 awaitable<boost::system::result<std::unique_ptr<HttpClient::Connection>, ClientError>>
 HttpClient::connect(const ParsedUrl& url) {
@@ -148,14 +312,11 @@ HttpClient::connect(const ParsedUrl& url) {
   }
   const auto& peer = proxy ? *proxy : url;
 
-  tcp::resolver resolver(executor_);
-  auto [resolve_ec, endpoints] = co_await resolver.async_resolve(peer.host, peer.port, use_tuple);
-  if (resolve_ec)
-    co_return fail(make_error(resolve_ec, fmt::format("cannot resolve {}: {}", peer.host,
-                                                      resolve_ec.message())));
+  auto endpoints = co_await resolve(peer.host, peer.port);
+  if (!endpoints) co_return fail(std::move(endpoints.error()));
   beast::tcp_stream stream(executor_);
   stream.expires_after(options_.connect_timeout);
-  auto [connect_ec, endpoint] = co_await stream.async_connect(endpoints, use_tuple);
+  auto [connect_ec, endpoint] = co_await stream.async_connect(*endpoints, use_tuple);
   if (connect_ec)
     co_return fail(make_error(connect_ec, fmt::format("cannot connect to {}:{}: {}", peer.host,
                                                       peer.port, connect_ec.message())));

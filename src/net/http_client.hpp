@@ -7,6 +7,14 @@
 // Every operation honours cancellation of the calling coroutine: the socket of
 // a cancelled request is closed at once and never reused.
 //
+// Host-name lookups: getaddrinfo cannot be interrupted, so each lookup runs on
+// a thread of its own that shares only the lookup's state with the request.
+// The request waits at most `lookup_timeout`, and a cancellation ends the wait
+// at once, whatever getaddrinfo does; an abandoned lookup ends by itself and
+// its thread is never joined, so it holds neither a request nor the process's
+// exit. At most `max_lookups` lookups run at once; beyond, a request fails at
+// once saying so.
+//
 // Promises about what an upstream sends back:
 // - interim responses (1xx other than 101) are skipped, up to
 //   `max_interim_responses`; a 101 (never asked for) is an error;
@@ -32,6 +40,7 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/system/result.hpp>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -66,8 +75,25 @@ struct ClientError {
   std::string message;  // "cannot connect to api.example.com:443: Connection refused"
 };
 
+// Looks up a host name, blocking (getaddrinfo): the endpoints to try in order,
+// or why there are none. Runs on a lookup thread; must not touch the caller's
+// objects unless they outlive the lookup. Not called for an IP address.
+using HostLookup = std::function<boost::system::result<std::vector<asio::ip::tcp::endpoint>>(
+    const std::string& host, const std::string& port)>;
+
+// getaddrinfo for TCP, any address family.
+boost::system::result<std::vector<asio::ip::tcp::endpoint>> system_lookup(const std::string& host,
+                                                                          const std::string& port);
+
 struct ClientOptions {
   runtime::Duration connect_timeout = std::chrono::seconds(10);
+  // Looking up the upstream's (or the proxy's) host name: at most this long,
+  // and at most `max_lookups` lookups of this client at once, each holding a
+  // thread, even those abandoned and still waiting for DNS.
+  runtime::Duration lookup_timeout = std::chrono::seconds(10);
+  std::size_t max_lookups = 8;
+  // The lookup itself; empty: system_lookup. Tests put a slow one here.
+  HostLookup lookup;
   std::size_t max_idle_per_origin = 8;
   // The largest response head, chunk-size line (with its extensions) or
   // trailer section accepted; the per-connection read buffer is capped there.
@@ -106,12 +132,16 @@ class HttpClient {
   // Connections not reused because of a surprise: bytes left over after a
   // response, or data (or a close) that arrived while the connection was idle.
   std::uint64_t connections_dropped() const { return dropped_; }
+  // Lookups whose threads are running now (waited for or abandoned).
+  std::size_t lookups_running() const { return *lookups_running_; }
 
   struct Connection;
 
  private:
   awaitable<boost::system::result<std::unique_ptr<Connection>, ClientError>> connect(
       const struct ParsedUrl& url);
+  awaitable<boost::system::result<std::vector<asio::ip::tcp::endpoint>, ClientError>> resolve(
+      const std::string& host, const std::string& port);
 
   asio::any_io_executor executor_;
   ClientOptions options_;
@@ -119,6 +149,8 @@ class HttpClient {
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
   std::uint64_t opened_ = 0;
   std::uint64_t dropped_ = 0;
+  // Shared with the lookup threads, which may outlive the client.
+  std::shared_ptr<std::atomic<std::size_t>> lookups_running_;
 };
 
 // Parses a Retry-After value: delay-seconds or an HTTP date. nullopt when

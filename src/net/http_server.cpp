@@ -3,6 +3,7 @@
 #include "runtime/cancellation.hpp"
 #include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_limiter.hpp"
 #include "runtime/metrics.hpp"
 
 #include <boost/beast/http.hpp>
@@ -32,6 +33,9 @@ constexpr std::size_t linger_bytes = 256 * 1024;
 constexpr runtime::Duration linger_time = std::chrono::milliseconds(500);
 constexpr runtime::Duration refusal_time = std::chrono::seconds(1);
 
+// How often the closing of idle connections to admit new ones is logged.
+constexpr runtime::Duration idle_close_log_window = std::chrono::seconds(10);
+
 constexpr runtime::Duration first_accept_backoff = std::chrono::milliseconds(100);
 constexpr runtime::Duration last_accept_backoff = std::chrono::seconds(1);
 
@@ -57,11 +61,15 @@ struct HttpServer::State {
   HttpLimits limits;
   std::optional<tcp::acceptor> acceptor;
   // Every live session, registered by its constructor and removed by its
-  // destructor (and earlier, when its task ends): never a freed one.
+  // destructor (and earlier, when its task ends or when it is closed to make
+  // room for a new one): never a freed one.
   std::map<std::uint64_t, HttpSession*> sessions;
   std::uint64_t next_session = 1;
   runtime::Notifier changed;
   std::uint64_t refused = 0;
+  std::uint64_t idle_closed = 0;  // idle connections closed to admit a new one
+  runtime::LogLimiter idle_close_log{
+      runtime::LogLimiter::Options{.window = idle_close_log_window, .max_kinds = 2}};
   std::set<beast::tcp_stream*> refusals;  // connections being answered 503
   // A descriptor held in reserve (/dev/null), given up to accept a connection
   // when the process has no other; taken again when a connection closes.
@@ -71,6 +79,7 @@ struct HttpServer::State {
   std::uint64_t unlogged_failures = 0;
   std::optional<Clock::time_point> last_failure_line;
   runtime::Counter& refused_total;
+  runtime::Counter& idle_closed_total;
   runtime::Counter& accept_failures_total;
 
   State(runtime::Supervisor& s, std::string n, std::shared_ptr<const Router> r, HttpLimits l)
@@ -80,6 +89,11 @@ struct HttpServer::State {
             "mooring_http_connections_refused_total",
             "Connections refused (answered 503, or closed when too many were being answered) "
             "because max_connections were open.",
+            {{"listener", name}})),
+        idle_closed_total(runtime::metrics().counter(
+            "mooring_http_idle_connections_closed_total",
+            "Idle connections (waiting for a request, none of it received) closed to admit a "
+            "new one because max_connections were open.",
             {{"listener", name}})),
         accept_failures_total(runtime::metrics().counter(
             "mooring_accept_failures_total",
@@ -142,13 +156,29 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   const std::string& remote() const { return remote_; }
 
-  // Idle: closed now. Busy: closed after the response in progress.
-  // WebSocket: close 1001 after the frames already queued.
+  // Since when the connection has waited for a request of which no byte has
+  // arrived; nullopt while a request is in progress, after an upgrade and
+  // once closing. Such a connection may be closed to make room for a new one.
+  std::optional<Clock::time_point> idle_since() const {
+    if (closing_ || !stream_) return std::nullopt;
+    return idle_since_;
+  }
+
+  // Closes an idle connection to admit a new one: its socket is closed and
+  // it leaves the connection table now; its task ends by itself.
+  void close_to_make_room() {
+    closing_ = true;
+    force_close();
+    server_->sessions.erase(id_);
+  }
+
+  // Waiting for a request: closed now. Busy: closed after the response in
+  // progress. WebSocket: close 1001 after the frames already queued.
   void close_gracefully() {
     closing_ = true;
     if (auto ws = upgraded()) {
       ws->close(websocket::close_code::going_away, "server shutting down");
-    } else if (idle_) {
+    } else if (awaiting_request_) {
       force_close();
     }
   }
@@ -229,9 +259,21 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       buffer_.max_size(std::max(buffer_.size(), limits.header_bytes));
 
       stream_->expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
-      idle_ = true;
-      auto [ec, n] = co_await http::async_read_header(*stream_, buffer_, parser, use_tuple);
-      idle_ = false;
+      awaiting_request_ = true;
+      // Until the first byte of the request arrives the connection is idle.
+      error_code ec;
+      if (buffer_.size() == 0) {
+        idle_since_ = Clock::now();
+        auto [first_ec, first_n] = co_await stream_->async_read_some(
+            buffer_.prepare(beast::read_size(buffer_, 4096)), use_tuple);
+        idle_since_.reset();
+        buffer_.commit(first_n);
+        ec = first_ec;
+      }
+      if (!ec)
+        std::tie(ec, std::ignore) =
+            co_await http::async_read_header(*stream_, buffer_, parser, use_tuple);
+      awaiting_request_ = false;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
                         fmt::format("request headers exceed {} bytes", limits.header_bytes));
@@ -257,6 +299,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // A path no route matches still has its body read (to answer 404/405
       // on a connection that stays usable), within the default limit.
       limit = match.route ? match.route->body_limit : Router::default_body_limit;
+      // A check on the header alone (a token) is made before a body is read:
+      // a refused client cannot make the server hold its body.
+      if (!parser.is_done() && match.route) {
+        if (auto refusal = check_header(*match.route, parser.get(), match.params)) {
+          co_await refuse(std::move(*refusal));
+          co_return;
+        }
+      }
       parser.body_limit(limit);
       bool too_large = parser.content_length() && *parser.content_length() > limit;
       const std::size_t header_fields = field_bytes(parser.get());
@@ -338,6 +388,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
   }
 
+  // The refusal of a CheckedHandler's check on the header, or nullopt.
+  std::optional<HttpResponse> check_header(
+      const Router::Route& route, const HttpRequest& header,
+      const std::map<std::string, std::string, std::less<>>& params) {
+    const auto* checked = route.handler ? route.handler.target<CheckedHandler>() : nullptr;
+    if (!checked || !checked->check) return std::nullopt;
+    Request request;
+    request.message.base() = header.base();
+    request.params = params;
+    request.remote = remote_;
+    try {
+      return checked->check(request);
+    } catch (...) {
+      return internal_error(request, std::current_exception());
+    }
+  }
+
   HttpResponse internal_error(const Request& request, const std::exception_ptr& failure) {
     log::error("{}: {} {} from {} failed: {}", server_->name,
                std::string_view(request.message.method_string()), elide(request.path()), remote_,
@@ -408,6 +475,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // time), so the client reads the answer instead of a reset.
   awaitable<void> refuse(http::status status, std::string_view code, std::string message) {
     auto response = error_response(status, code, message, 11, false);
+    co_await refuse(std::move(response));
+  }
+
+  awaitable<void> refuse(HttpResponse response) {
+    response.keep_alive(false);
     if (!co_await write(std::move(response))) co_return;
     buffer_.consume(buffer_.size());
     buffer_.shrink_to_fit();
@@ -429,7 +501,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::shared_ptr<WsConnection> ws_;          // upgraded, not started yet
   std::weak_ptr<WsConnection> running_ws_;    // started
   runtime::AdoptedTask ws_task_;              // ... and listed as a task
-  bool idle_ = true;
+  bool awaiting_request_ = true;              // reading a request's header, or waiting for it
+  std::optional<Clock::time_point> idle_since_;  // waiting, and no byte of it received
   bool closing_ = false;
 };
 
@@ -454,8 +527,10 @@ awaitable<void> refuse_connection(std::shared_ptr<HttpServer::State> state, tcp:
   stream.expires_after(refusal_time);
   auto response = error_response(
       http::status::service_unavailable, "too_many_connections",
-      fmt::format("the server has {} connections open, its limit", state->sessions.size()), 11,
-      false);
+      fmt::format("the server has {} connections open, its limit, and none is idle; try again "
+                  "shortly",
+                  state->sessions.size()),
+      11, false);
   response.set(http::field::retry_after, "1");
   auto [ec, n] = co_await http::async_write(stream, response, use_tuple);
   if (!ec) {
@@ -475,10 +550,41 @@ awaitable<void> refuse_connection(std::shared_ptr<HttpServer::State> state, tcp:
   state->changed.notify_all();
 }
 
+// At max_connections: closes the connection idle longest (waiting for a
+// request, none of it received) so that a new one can be served, as nginx and
+// HAProxy do. A client that holds connections open between requests, or
+// without sending one, cannot keep others out. False when none is idle.
+bool close_longest_idle(HttpServer::State& state) {
+  HttpSession* longest = nullptr;
+  Clock::time_point longest_since = Clock::time_point::max();
+  for (auto& [id, session] : state.sessions) {
+    const auto since = session->idle_since();
+    if (since && *since < longest_since) {
+      longest = session;
+      longest_since = *since;
+    }
+  }
+  if (!longest) return false;
+  const auto idle_for = Clock::now() - longest_since;
+  ++state.idle_closed;
+  state.idle_closed_total.inc();
+  state.idle_close_log.log(
+      spdlog::level::warn, "idle closed",
+      fmt::format(
+          "{}: {} connections open, the limit: closed the connection from {}, idle for {}, to "
+          "admit a new one",
+          state.name, state.sessions.size(), longest->remote(),
+          runtime::format_duration(std::chrono::duration_cast<runtime::Duration>(idle_for))));
+  longest->close_to_make_room();
+  return true;
+}
+
 void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) {
   // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
+  while (state->sessions.size() >= state->limits.max_connections)
+    if (!close_longest_idle(*state)) break;
   if (state->sessions.size() >= state->limits.max_connections) {
     ++state->refused;
     state->refused_total.inc();
@@ -496,6 +602,16 @@ void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) 
   auto session = std::make_shared<HttpSession>(state, std::move(socket));
   state->supervisor->spawn(fmt::format("{} connection {}", state->name, session->remote()),
                            state->name + ".connections", HttpSession::run(session));
+}
+
+// A CheckedHandler's call: its state as parameters, which live in the frame.
+awaitable<HttpResponse> checked_call(
+    std::function<std::optional<HttpResponse>(const Request&)> check, HttpHandler handler,
+    Request& request) {
+  if (check) {
+    if (auto refusal = check(request)) co_return std::move(*refusal);
+  }
+  co_return co_await handler(request);
 }
 
 enum class SpareAccept { accepted, nothing_waiting, no_spare };
@@ -574,6 +690,10 @@ awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
 
 }  // namespace
 
+awaitable<HttpResponse> CheckedHandler::operator()(Request& request) const {
+  return checked_call(check, handler, request);
+}
+
 HttpServer::HttpServer(runtime::Supervisor& supervisor, std::string name,
                        std::shared_ptr<const Router> router, HttpLimits limits)
     : supervisor_(supervisor),
@@ -610,6 +730,10 @@ bool HttpServer::accepting() const { return state_->acceptor && state_->acceptor
 std::size_t HttpServer::connections() const { return state_->sessions.size(); }
 
 std::uint64_t HttpServer::refused_connections() const { return state_->refused; }
+
+std::uint64_t HttpServer::idle_connections_closed() const {
+  return state_->idle_closed;
+}
 
 std::uint64_t HttpServer::accept_failures() const { return state_->accept_failures; }
 

@@ -19,13 +19,22 @@
 //   header_bytes; a chunk-size line with its extensions, and the trailers, by
 //   chunk_header_bytes (400 beyond); extensions and trailers count toward the
 //   route's body limit (413 beyond).
-// - Beyond max_connections a new connection is answered 503 (JSON error) and
-//   closed, without routing or upgrading. When the process is out of
-//   descriptors the server gives up a spare one it holds to take the waiting
-//   connection (so it stays answerable), backs off (100 ms doubling to 1 s)
-//   and logs at most one line a second.
+// - A request whose route handler is a CheckedHandler and that has a body
+//   gets the handler's check on its header first; a refusal (401...) is sent
+//   before any of the body is read, and the connection is closed (after
+//   discarding what the client still sends, a bounded amount for a bounded
+//   time, so that it reads the answer instead of a reset).
+// - At max_connections a new connection takes the place of the one idle
+//   longest: an HTTP connection waiting for its next request (or its first)
+//   with no byte of it received, closed at once — never a request in progress
+//   nor an upgraded WebSocket. With none idle, the new connection is answered
+//   503 (JSON error) and closed, without routing or upgrading. When the
+//   process is out of descriptors the server gives up a spare one it holds to
+//   take the waiting connection (so it stays answerable), backs off (100 ms
+//   doubling to 1 s) and logs at most one line a second.
 // - Metrics, labelled by the server's name (`listener`): connections answered
-//   503 at max_connections (mooring_http_connections_refused_total) and
+//   503 at max_connections (mooring_http_connections_refused_total), idle ones
+//   closed to admit a new one (mooring_http_idle_connections_closed_total) and
 //   accepts that failed (mooring_accept_failures_total).
 #pragma once
 
@@ -33,8 +42,10 @@
 #include "net/router.hpp"
 #include "runtime/supervisor.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace mooring::net {
@@ -50,8 +61,21 @@ struct HttpLimits {
   runtime::Duration write_timeout = 30s;
   // A chunk-size line with its extensions; the last chunk with its trailers.
   std::size_t chunk_header_bytes = 4 * 1024;
-  // Connections served at once; a new one beyond is answered 503 and closed.
+  // Connections served at once; beyond, a new one replaces the longest idle,
+  // or is answered 503 and closed when none is idle.
   std::size_t max_connections = 10000;
+};
+
+// A route handler guarded by a check that needs only the request's header (a
+// token): the server runs `check` before it reads a body, so a refused client
+// cannot make it hold one; the refusal is answered at once and the connection
+// closed. Called as a handler, it runs `check` again on the whole request,
+// then `handler`. `check` returns the refusal, or nullopt.
+struct CheckedHandler {
+  std::function<std::optional<HttpResponse>(const Request&)> check;
+  HttpHandler handler;
+
+  awaitable<HttpResponse> operator()(Request& request) const;
 };
 
 class HttpServer {
@@ -81,6 +105,8 @@ class HttpServer {
   std::size_t connections() const;
   // Connections answered 503 because max_connections were open.
   std::uint64_t refused_connections() const;
+  // Idle connections closed to admit a new one at max_connections.
+  std::uint64_t idle_connections_closed() const;
   // Accepts that failed (out of descriptors, mostly) since the last success.
   std::uint64_t accept_failures() const;
 

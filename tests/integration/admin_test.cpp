@@ -1,6 +1,7 @@
 // The admin listener of the real binary: it survives a taken port and comes up
-// by itself when the port frees (seed 000), guards /api with the token, and
-// streams live events.
+// by itself when the port frees (seed 000), guards /api with the token (before
+// reading a body), stays reachable for the operator however many connections
+// others park on it, and streams live events.
 #include "net/listener.hpp"
 #include "support/clients.hpp"
 #include "support/process.hpp"
@@ -9,6 +10,9 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <array>
 #include <csignal>
 
 namespace mooring::test {
@@ -26,6 +30,76 @@ std::string read_token(const TempDir& dir) {
   auto token = read_file(dir / "mooring-data" / "admin.token");
   token.erase(token.find_last_not_of('\n') + 1);
   return token;
+}
+
+// The value of one sample in a Prometheus text ("name{labels}"); -1 if absent.
+double sample_value(const std::string& text, const std::string& sample) {
+  const auto at = text.find("\n" + sample + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + sample.size() + 2));
+}
+
+// A client connection driven from the test thread, each wait bounded.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& address) : socket_(io_) {
+    auto [host, port] = split_address(address);
+    socket_.connect(asio::ip::tcp::endpoint(asio::ip::make_address(host),
+                                            static_cast<std::uint16_t>(std::stoi(port))));
+  }
+
+  void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
+
+  // The next response, or nullopt when none came whole within `timeout`.
+  std::optional<http::response<http::string_body>> read(std::chrono::milliseconds timeout) {
+    http::response<http::string_body> response;
+    std::optional<error_code> result;
+    http::async_read(socket_, buffer_, response, [&](error_code ec, std::size_t) { result = ec; });
+    run(result, timeout);
+    if (!result || *result) return std::nullopt;
+    return response;
+  }
+
+  // True when the server closes the connection within `timeout` (anything
+  // it sends first is skipped).
+  bool closed_within(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      std::optional<error_code> result;
+      socket_.async_read_some(asio::buffer(scratch_), [&](error_code ec, std::size_t) { result = ec; });
+      run(result, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      if (!result) return false;
+      if (*result) return *result == asio::error::eof || *result == asio::error::connection_reset;
+    }
+  }
+
+ private:
+  void run(std::optional<error_code>& result, std::chrono::milliseconds timeout) {
+    io_.restart();
+    io_.run_for(std::max(timeout, std::chrono::milliseconds(1)));
+    if (!result) {
+      // Out of time: the pending read is cancelled and its handler run.
+      socket_.cancel();
+      io_.restart();
+      io_.run();
+      result.reset();
+    }
+  }
+
+  asio::io_context io_;
+  asio::ip::tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  std::array<char, 4096> scratch_;
+};
+
+// Starts the host with both listeners on port 0 and waits for the admin's address.
+std::string start_admin(ChildProcess& host, const TempDir& dir) {
+  if (!poll_until([&] {
+        auto ready = read_ready(dir / "ready.json");
+        return (ready && ready->contains("admin")) || !host.running();
+      }, 20s) || !host.running())
+    throw std::runtime_error("the host did not come up: " + host.stderr_text());
+  return std::string(read_ready(dir / "ready.json")->at("admin").as_string());
 }
 
 TEST(Admin, ATakenPortDoesNotKillTheHostAndTheAdminComesUpWhenItFrees) {
@@ -167,6 +241,86 @@ TEST(Admin, TheTokenGuardsTheApiAndEventsStreamLive) {
   }
   EXPECT_FALSE(message.has_value());
   EXPECT_EQ(events.close_code(), 1001);
+}
+
+// A client without the token cannot make the admin plane hold a body: a
+// configuration upload announcing 1 MiB is refused with 401 as soon as its
+// header is in — the client sends no byte of the body — and the connection is
+// closed. With the token the same request is read and served.
+TEST(Admin, AnUploadWithoutTheTokenIsRefusedBeforeItsBodyIsSent) {
+  TempDir dir;
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  const auto address = start_admin(host, dir);
+  const auto token = read_token(dir);
+
+  for (const std::string target : {"PUT /api/config", "POST /api/config/validate"}) {
+    for (const std::string authorization : {"", "Authorization: Bearer wrong\r\n"}) {
+      RawConnection client(address);
+      client.send(fmt::format("{} HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n{}\r\n",
+                              target, authorization));
+      auto response = client.read(5s);
+      ASSERT_TRUE(response) << target << ": no answer until the body is sent";
+      EXPECT_EQ(response->result_int(), 401u);
+      EXPECT_EQ(json::parse(response->body()).at("error").at("code"), "unauthorized");
+      EXPECT_EQ(response->at(http::field::www_authenticate), "Bearer");
+      EXPECT_TRUE(client.closed_within(5s));
+    }
+  }
+
+  auto config = http_get(address, "/api/config", token);
+  ASSERT_EQ(config.status, 200);
+  auto validated = http_request(address, http::verb::post, "/api/config/validate", config.body,
+                                {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(validated.status, 200) << validated.body;
+  EXPECT_EQ(http_get(address, "/healthz").status, 200);
+
+  host.signal(SIGTERM);
+  EXPECT_EQ(host.wait_exit(20s), 0);
+}
+
+// Connections parked between requests cannot lock the operator out: with
+// every one of the admin listener's 256 connections idle after a /healthz, an
+// authorized request is answered at once, and the idle connection closed to
+// admit it (the one idle longest) is counted and logged.
+TEST(Admin, IdleConnectionsAtTheLimitDoNotLockTheOperatorOut) {
+  TempDir dir;
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  const auto address = start_admin(host, dir);
+  const auto token = read_token(dir);
+
+  constexpr int admin_connection_limit = 256;
+  std::vector<std::unique_ptr<RawConnection>> parked;
+  for (int i = 0; i < admin_connection_limit; ++i) {
+    parked.push_back(std::make_unique<RawConnection>(address));
+    parked.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto response = parked.back()->read(10s);
+    ASSERT_TRUE(response && response->result_int() == 200) << "connection " << i;
+  }
+
+  const auto started = Clock::now();
+  auto status = http_get(address, "/api/status", token);
+  EXPECT_EQ(status.status, 200) << status.body;
+  EXPECT_LT(Clock::now() - started, 5s);
+  EXPECT_TRUE(parked.front()->closed_within(5s));
+
+  auto metrics = http_get(address, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_GE(sample_value(metrics.body,
+                         "mooring_http_idle_connections_closed_total{listener=\"admin\"}"),
+            1)
+      << metrics.body;
+  EXPECT_TRUE(poll_until(
+      [&] { return host.stderr_text().find("to admit a new one") != std::string::npos; }, 10s))
+      << host.stderr_text();
+
+  host.signal(SIGTERM);
+  EXPECT_EQ(host.wait_exit(20s), 0);
 }
 
 }  // namespace

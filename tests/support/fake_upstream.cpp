@@ -1,6 +1,7 @@
 #include "support/fake_upstream.hpp"
 
 #include "support/process.hpp"
+#include "support/wait.hpp"
 
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -10,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include <condition_variable>
 #include <stdexcept>
 
 namespace mooring::test {
@@ -197,5 +199,45 @@ awaitable<void> FakeUpstream::serve(Stream& stream) {
     if (write_ec) co_return;
   }
 }
+
+struct SlowDns::State {
+  std::mutex mutex;
+  std::condition_variable opened;
+  bool open = false;
+  std::atomic<int> begun{0};
+  std::atomic<int> ended{0};
+};
+
+SlowDns::SlowDns() : state_(std::make_shared<State>()) {}
+
+SlowDns::~SlowDns() {
+  open();
+  poll_until([this] { return ended() == begun(); }, 10s);
+}
+
+net::HostLookup SlowDns::lookup() const {
+  return [state = state_](const std::string&, const std::string& port)
+             -> boost::system::result<std::vector<tcp::endpoint>> {
+    ++state->begun;
+    {
+      std::unique_lock lock(state->mutex);
+      state->opened.wait_for(lock, std::chrono::minutes(1), [&] { return state->open; });
+    }
+    std::vector<tcp::endpoint> found{
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(std::stoi(port)))};
+    ++state->ended;
+    return found;
+  };
+}
+
+void SlowDns::open() {
+  std::lock_guard lock(state_->mutex);
+  state_->open = true;
+  state_->opened.notify_all();
+}
+
+int SlowDns::begun() const { return state_->begun; }
+
+int SlowDns::ended() const { return state_->ended; }
 
 }  // namespace mooring::test

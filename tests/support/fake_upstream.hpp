@@ -2,9 +2,10 @@
 // on its own thread that answers each request with the next scripted step
 // (a status with a body sent in pieces, a hang, a reset mid-stream), over plain
 // HTTP or TLS. It records the requests and counts how many were in flight at
-// once.
+// once. And a DNS that does not answer, for the lookup of an upstream's name.
 #pragma once
 
+#include "net/http_client.hpp"
 #include "runtime/asio.hpp"
 
 #include <boost/asio/ssl/context.hpp>
@@ -97,6 +98,28 @@ class FakeUpstream {
   std::atomic<int> in_flight_{0};
   std::atomic<int> max_in_flight_{0};
   std::atomic<int> closed_by_client_{0};
+};
+
+// A DNS server that does not answer: a lookup through lookup() blocks, as
+// getaddrinfo does then, until open() (or a minute), and then finds 127.0.0.1
+// at the port asked for. The lookups run on the client's lookup threads; the
+// destructor opens the gate and waits (10 s at most) for every one to end.
+class SlowDns {
+ public:
+  SlowDns();
+  ~SlowDns();
+  SlowDns(const SlowDns&) = delete;
+  SlowDns& operator=(const SlowDns&) = delete;
+
+  net::HostLookup lookup() const;
+  void open();
+  int begun() const;  // lookups that have started
+  int ended() const;  // ... and those that have returned
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace mooring::test

@@ -44,17 +44,18 @@ struct Reply {
 
 // Runs one request through a ResilientProvider over OpenAiProvider on a fresh loop.
 Reply ask(const std::string& base_url, ResilienceOptions options, ChatRequest request = hello(),
-          std::string api_key = "") {
+          std::string api_key = "", net::ClientOptions client_options = {}) {
   return test::run_coroutine(
-      [](std::string url, ResilienceOptions o, ChatRequest r, std::string key) -> awaitable<Reply> {
+      [](std::string url, ResilienceOptions o, ChatRequest r, std::string key,
+         net::ClientOptions c) -> awaitable<Reply> {
         auto ex = co_await asio::this_coro::executor;
-        auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "test-model", key});
+        auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "test-model", key}, c);
         ResilientProvider provider(ex, inner, o, nullptr);
         Reply reply{failure({}), {}};
         reply.result = co_await provider.complete(
             r, [&](std::string_view piece) { reply.pieces.emplace_back(piece); });
         co_return reply;
-      }(base_url, options, std::move(request), std::move(api_key)),
+      }(base_url, options, std::move(request), std::move(api_key), std::move(client_options)),
       60s);
 }
 
@@ -269,10 +270,11 @@ struct CancelOutcome {
 };
 
 CancelOutcome cancel_when(const std::string& url, ResilienceOptions options,
-                          std::function<bool()> ready) {
+                          std::function<bool()> ready, net::ClientOptions client_options = {}) {
   asio::io_context io;
   runtime::Supervisor supervisor(io.get_executor());
-  auto inner = std::make_shared<OpenAiProvider>(io.get_executor(), OpenAiOptions{url, "m", ""});
+  auto inner = std::make_shared<OpenAiProvider>(io.get_executor(), OpenAiOptions{url, "m", ""},
+                                                std::move(client_options));
   auto provider = std::make_shared<ResilientProvider>(io.get_executor(), inner, options, nullptr);
   CompletionResult result = failure({});
   auto id = supervisor.spawn("request", "test", request_task(provider, &result));
@@ -309,6 +311,51 @@ TEST(Resilient, CancelDuringBackoffEndsItAtOnce) {
   EXPECT_EQ(outcome.left, 0u);
   EXPECT_LT(outcome.took, 5s);
   EXPECT_EQ(upstream.request_count(), 1u);
+}
+
+// getaddrinfo cannot be interrupted: a lookup the DNS never answers still
+// ends each attempt at the attempt timeout, and a cancel (a shutdown) at once.
+TEST(Resilient, AHungDnsLookupEndsAtTheAttemptTimeoutAndACancelEndsItAtOnce) {
+  test::SlowDns dns;
+  net::ClientOptions client_options;
+  client_options.lookup = dns.lookup();
+  client_options.lookup_timeout = std::chrono::hours(1);
+  auto options = fast_options();
+  options.attempt_timeout = 200ms;
+  options.max_attempts = 2;
+  const auto started = Clock::now();
+  auto reply = ask("http://slow.test:9/v1", options, hello(), "", client_options);
+  const auto took = Clock::now() - started;
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.result.error().kind, Kind::timeout);
+  EXPECT_EQ(reply.result.error().detail,
+            "the provider did not answer within 200ms, gave up after 2 attempts");
+  EXPECT_LT(took, 5s);  // a generous bound: only a wait for the DNS fails it
+  EXPECT_EQ(dns.begun(), 2);
+
+  auto outcome = cancel_when("http://slow.test:9/v1", fast_options(),
+                             [&] { return dns.begun() == 3; }, client_options);
+  EXPECT_EQ(outcome.left, 0u);
+  EXPECT_LT(outcome.took, 1s);
+  EXPECT_EQ(dns.ended(), 0);  // every lookup is still blocked: nothing waited for them
+}
+
+// The lookup's own deadline, when shorter than the attempt's, says what
+// happened and where to look.
+TEST(OpenAi, ALookupPastItsTimeoutSaysWhichHostAndWhereToLook) {
+  test::SlowDns dns;
+  net::ClientOptions client_options;
+  client_options.lookup = dns.lookup();
+  client_options.lookup_timeout = 100ms;
+  auto options = fast_options();
+  options.max_attempts = 1;
+  auto reply = ask("http://slow.test:9/v1", options, hello(), "", client_options);
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.result.error().kind, Kind::network);
+  EXPECT_NE(reply.result.error().detail.find(
+                "the lookup of slow.test did not finish within 100ms; check the DNS servers"),
+            std::string::npos)
+      << reply.result.error().detail;
 }
 
 TEST(Resilient, TheConcurrencyLimitIsNeverExceededAndTheQueueIsBounded) {

@@ -1,5 +1,6 @@
 #include "net/http_client.hpp"
 
+#include "support/fake_upstream.hpp"
 #include "support/raw_upstream.hpp"
 #include "support/wait.hpp"
 
@@ -181,6 +182,129 @@ TEST(HttpClient, RetryAfterDatesAndSecondsAtTheirExtremes) {
   EXPECT_EQ(parse_retry_after("99999999999999999999", now), runtime::Duration(24h));
   EXPECT_EQ(parse_retry_after("soon", now), std::nullopt);
   EXPECT_EQ(parse_retry_after("", now), std::nullopt);
+}
+
+// getaddrinfo cannot be interrupted: a lookup the DNS never answers must
+// still end the request at the lookup timeout, with a message that names the
+// host and says where to look.
+TEST(HttpClient, ALookupTheDnsNeverAnswersEndsTheRequestAtTheLookupTimeout) {
+  test::SlowDns dns;
+  ClientOptions options;
+  options.lookup = dns.lookup();
+  options.lookup_timeout = 200ms;
+  auto exchanges = get("http://slow.test:9/v1", 1, options);
+  ASSERT_FALSE(exchanges[0].result.has_value());
+  const auto& error = exchanges[0].result.error();
+  EXPECT_EQ(error.code, asio::error::timed_out);
+  EXPECT_EQ(error.message,
+            "the lookup of slow.test did not finish within 200ms; check the DNS servers "
+            "(/etc/resolv.conf) or put an IP address in the URL");
+  EXPECT_GE(exchanges[0].took, 200ms);
+  EXPECT_LT(exchanges[0].took, 5s);  // a generous bound: only a wait for the DNS fails it
+  // The io_context of the request is gone; the lookup is still blocked.
+  EXPECT_EQ(dns.begun(), 1);
+  EXPECT_EQ(dns.ended(), 0);
+}
+
+TEST(HttpClient, CancellingARequestEndsItsLookupAtOnce) {
+  test::SlowDns dns;
+  asio::io_context io;
+  ClientOptions options;
+  options.lookup = dns.lookup();
+  options.lookup_timeout = std::chrono::hours(1);
+  HttpClient client(io.get_executor(), options);
+  asio::cancellation_signal cancel;
+  std::optional<boost::system::result<ClientResponse, ClientError>> outcome;
+  std::exception_ptr failure;
+  asio::co_spawn(
+      io,
+      [](HttpClient& c) -> awaitable<boost::system::result<ClientResponse, ClientError>> {
+        ClientRequest request;
+        request.url = "http://slow.test:9/v1";
+        co_return co_await c.send(std::move(request), nullptr, nullptr);
+      }(client),
+      asio::bind_cancellation_slot(
+          cancel.slot(), [&](std::exception_ptr e, boost::system::result<ClientResponse, ClientError> r) {
+            failure = e;
+            outcome.emplace(std::move(r));
+          }));
+  const auto run_until = [&io](const std::function<bool()>& done, std::chrono::milliseconds limit) {
+    const auto deadline = Clock::now() + limit;
+    while (!done() && Clock::now() < deadline) io.run_one_for(10ms);
+    return done();
+  };
+  ASSERT_TRUE(run_until([&] { return dns.begun() == 1; }, 10s));
+  EXPECT_EQ(client.lookups_running(), 1u);
+  const auto cancelled_at = Clock::now();
+  cancel.emit(asio::cancellation_type::terminal);
+  ASSERT_TRUE(run_until([&] { return outcome.has_value(); }, 10s));
+  EXPECT_LT(Clock::now() - cancelled_at, 1s);
+  EXPECT_FALSE(failure);
+  ASSERT_FALSE(outcome->has_value());
+  EXPECT_EQ(outcome->error().code, asio::error::operation_aborted);
+  // The lookup goes on without anyone waiting; once the DNS answers, its
+  // thread ends and frees its place.
+  EXPECT_EQ(client.lookups_running(), 1u);
+  dns.open();
+  EXPECT_TRUE(test::poll_until([&] { return client.lookups_running() == 0; }, 10s));
+}
+
+// A dead DNS cannot make the client start thread after thread: beyond
+// max_lookups waiting at once a request fails at once, saying why; when the
+// DNS answers again the places free and requests go through.
+TEST(HttpClient, LookupsWaitingForTheDnsAreBoundedAndFreedWhenItAnswers) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_response(200, "through")};
+    return reply;
+  });
+  const auto port = upstream.base_url().substr(upstream.base_url().rfind(':') + 1);
+  const auto url = "http://upstream.test:" + port.substr(0, port.find('/')) + "/v1";
+  test::SlowDns dns;
+  ClientOptions options;
+  options.lookup = dns.lookup();
+  options.lookup_timeout = 50ms;
+  options.max_lookups = 2;
+  auto outcomes = test::run_coroutine(
+      [](std::string u, ClientOptions o, test::SlowDns& d) -> awaitable<std::vector<Exchange>> {
+        HttpClient client(co_await asio::this_coro::executor, o);
+        std::vector<Exchange> out;
+        for (int i = 0; i < 4; ++i) {
+          if (i == 3) {
+            d.open();
+            std::function<bool()> all_ended = [&] { return client.lookups_running() == 0; };
+            const bool freed = co_await test::poll_until_async(all_ended, 10s);
+            if (!freed) throw std::runtime_error("the lookup threads did not end");
+          }
+          Exchange e;
+          const auto started = Clock::now();
+          ClientRequest request;
+          request.url = u;
+          e.result = co_await client.send(std::move(request), nullptr,
+                                          [&](std::string_view piece) {
+                                            e.body += piece;
+                                            return true;
+                                          });
+          e.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
+          out.push_back(std::move(e));
+        }
+        co_return out;
+      }(url, options, dns),
+      60s);
+  ASSERT_EQ(outcomes.size(), 4u);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_FALSE(outcomes[i].result.has_value());
+    EXPECT_EQ(outcomes[i].result.error().code, asio::error::timed_out);
+  }
+  ASSERT_FALSE(outcomes[2].result.has_value());
+  EXPECT_EQ(outcomes[2].result.error().message,
+            "cannot look up upstream.test: 2 lookups of host names are still waiting for DNS, "
+            "the limit; check the DNS servers (/etc/resolv.conf) or put an IP address in the URL");
+  EXPECT_LT(outcomes[2].took, 50ms);
+  EXPECT_EQ(dns.begun(), 3);  // the refused request started no lookup
+  ASSERT_TRUE(outcomes[3].result.has_value()) << outcomes[3].result.error().message;
+  EXPECT_EQ(outcomes[3].result->status, 200);
+  EXPECT_EQ(outcomes[3].body, "through");
 }
 
 }  // namespace

@@ -57,6 +57,20 @@ class HttpServerTest : public ::testing::Test {
                                   "text/plain", r);
         },
         1024 * 1024);
+    // Guarded by a check on the header, as the admin API's token is.
+    router->add(
+        http::verb::put, "/guarded",
+        CheckedHandler{[](const Request& r) -> std::optional<HttpResponse> {
+                         if (r.bearer_token() == "open sesame") return std::nullopt;
+                         return error_response(http::status::unauthorized, "unauthorized",
+                                               "no entry", r);
+                       },
+                       [](Request& r) -> awaitable<HttpResponse> {
+                         co_return text_response(http::status::ok,
+                                                 std::to_string(r.message.body().size()),
+                                                 "text/plain", r);
+                       }},
+        1024 * 1024);
     router->add(http::verb::get, "/items/{id}", [](Request& r) -> awaitable<HttpResponse> {
       co_return text_response(http::status::ok, r.params.at("id"), "text/plain", r);
     });
@@ -573,6 +587,140 @@ TEST_F(HttpServerTest, BeyondMaxConnectionsANewConnectionGets503) {
   test::WsClient again;
   EXPECT_EQ(again.connect(address_, "/ws"), 101);
   EXPECT_EQ(test::metric_value(refused_sample) - refused_before, 2);
+}
+
+// A client connection driven from the test thread, each wait bounded.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& address) : socket_(io_) {
+    auto [host, port] = test::split_address(address);
+    socket_.connect(tcp::endpoint(asio::ip::make_address(host),
+                                  static_cast<std::uint16_t>(std::stoi(port))));
+  }
+
+  void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
+
+  // The next response, or nullopt when none came whole within `timeout`.
+  std::optional<http::response<http::string_body>> read(std::chrono::milliseconds timeout = 10s) {
+    http::response<http::string_body> response;
+    std::optional<error_code> result;
+    http::async_read(socket_, buffer_, response, [&](error_code ec, std::size_t) { result = ec; });
+    run(result, timeout);
+    if (!result || *result) return std::nullopt;
+    return response;
+  }
+
+  // True when the server closes the connection within `timeout` (anything
+  // it sends first is skipped).
+  bool closed_within(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      std::optional<error_code> result;
+      socket_.async_read_some(asio::buffer(scratch_), [&](error_code ec, std::size_t) { result = ec; });
+      run(result, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      if (!result) return false;
+      if (*result) return *result == asio::error::eof || *result == asio::error::connection_reset;
+    }
+  }
+
+ private:
+  void run(std::optional<error_code>& result, std::chrono::milliseconds timeout) {
+    io_.restart();
+    io_.run_for(std::max(timeout, std::chrono::milliseconds(1)));
+    if (!result) {
+      // Out of time: the pending read is cancelled and its handler run.
+      socket_.cancel();
+      io_.restart();
+      io_.run();
+      result.reset();
+    }
+  }
+
+  asio::io_context io_;
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  std::array<char, 4096> scratch_;
+};
+
+// A refused client cannot make the server hold its body: the check runs on the
+// header, the refusal comes before any of the body was sent, and the
+// connection is closed (the unread body would be taken for the next request).
+TEST_F(HttpServerTest, ACheckedRouteRefusesOnTheHeaderWithoutReadingTheBody) {
+  start();
+  const std::string announced_mib =
+      "PUT /guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n";
+  for (const std::string& head :
+       {announced_mib + "\r\n", announced_mib + "Authorization: Bearer wrong\r\n\r\n",
+        std::string("PUT /guarded HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")}) {
+    RawConnection client(address_);
+    client.send(head);  // and not a byte of the body
+    auto response = client.read(5s);
+    ASSERT_TRUE(response) << "no answer before the body: " << head;
+    EXPECT_EQ(response->result_int(), 401u);
+    EXPECT_EQ(boost::json::parse(response->body()).at("error").at("code"), "unauthorized");
+    EXPECT_FALSE(response->keep_alive());
+    EXPECT_TRUE(client.closed_within(5s));
+  }
+  // The check passes: the body is read and the handler sees it.
+  auto allowed = test::http_request(address_, http::verb::put, "/guarded", std::string(300 * 1024, 'b'),
+                                    {{"Authorization", "Bearer open sesame"}});
+  EXPECT_EQ(allowed.status, 200);
+  EXPECT_EQ(allowed.body, std::to_string(300 * 1024));
+  // Without a body the handler's own check answers, on a connection that stays usable.
+  RawConnection bodiless(address_);
+  bodiless.send("PUT /guarded HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  auto refused = bodiless.read(5s);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->result_int(), 401u);
+  bodiless.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto hello = bodiless.read(5s);
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->body(), "hi");
+}
+
+// Connections that sit between requests cannot keep others out: at the limit
+// the one idle longest makes room, never a WebSocket nor a request in
+// progress; with none idle a new connection is refused.
+TEST_F(HttpServerTest, AtMaxConnectionsTheLongestIdleConnectionMakesRoom) {
+  start(HttpLimits{.max_connections = 3});
+  const std::string closed_sample =
+      "mooring_http_idle_connections_closed_total{listener=\"test\"}";
+  const double closed_before = test::metric_value(closed_sample);
+  const auto connections = [&] { return server_.run([&] { return server->connections(); }); };
+
+  test::WsClient ws;
+  ASSERT_EQ(ws.connect(address_, "/ws"), 101);
+  RawConnection busy(address_);
+  busy.send("GET /hello HTTP/1.1\r\nHost: x\r\n");  // a header begun, not ended
+  RawConnection idle(address_);
+  idle.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(idle.read(5s));
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 3; }, 10s));
+
+  // The limit is reached; the keep-alive connection between requests goes.
+  auto newcomer = test::http_get(address_, "/hello");
+  EXPECT_EQ(newcomer.status, 200);
+  EXPECT_TRUE(idle.closed_within(5s));
+  EXPECT_EQ(server_.run([&] { return server->idle_connections_closed(); }), 1u);
+  EXPECT_EQ(test::metric_value(closed_sample) - closed_before, 1);
+  // The others were not touched.
+  ws.send("still here?");
+  EXPECT_EQ(ws.read(), "echo:still here?");
+  busy.send("\r\n");
+  auto answered = busy.read(5s);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->body(), "hi");
+
+  // No connection idle: a new one is refused.
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 2; }, 10s));  // ws and busy
+  busy.send("GET /hello HTTP/1.1\r\n");
+  RawConnection busy_too(address_);
+  busy_too.send("GET /hello HTTP/1.1\r\n");
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 3; }, 10s));
+  auto refused = test::http_get(address_, "/hello");
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(server_.run([&] { return server->idle_connections_closed(); }), 1u);
+  EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 1u);
 }
 
 }  // namespace
