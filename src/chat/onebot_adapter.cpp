@@ -39,6 +39,11 @@ constexpr auto retry_refused_after = std::chrono::seconds(2);
 // Longer heartbeat intervals are counted as this: a silence of 3 × it still
 // ends a half-open connection, and 3 × it cannot overflow a time point.
 constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
+// Messages read while a chat of the account is full wait in memory, so the
+// connection goes on carrying the answers to mooring's own calls; past these
+// bounds its reading stops (TCP pushes back) until they are taken.
+constexpr std::size_t max_held_messages = 1000;
+constexpr std::size_t max_held_bytes = 4 * 1024 * 1024;
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -109,6 +114,14 @@ struct OneBotAdapter::Link {
   std::optional<runtime::Duration> heartbeat_interval;
   Clock::time_point last_heartbeat = Clock::now();
   runtime::Notifier changed;  // a heartbeat came, or the link closed
+  // Messages read while a chat of the account was full, in order, with
+  // the size of the frames they came in.
+  std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
+  std::size_t held_bytes = 0;
+
+  bool holding_full() const {
+    return held.size() >= max_held_messages || held_bytes >= max_held_bytes;
+  }
 
   explicit Link(asio::any_io_executor executor) : changed(std::move(executor)) {}
 };
@@ -141,10 +154,10 @@ struct OneBotAdapter::Bot {
     }
   }
 
-  // Reading events stops while a chat of this account is full.
+  // Reading stops while the messages held for full chats reach their bounds.
   void update_reading() {
     if (!events || events->closed) return;
-    if (saturated_chats > 0) {
+    if (events->holding_full()) {
       events->connection->pause_reading();
     } else if (events->connection->reading_paused()) {
       events->connection->resume_reading();
@@ -235,7 +248,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     full_ = full;
     auto& bot = adapter_.bot(target_.self_id);
     bot.saturated_chats = full ? bot.saturated_chats + 1 : bot.saturated_chats - 1;
-    bot.update_reading();
+    if (bot.saturated_chats == 0) adapter_.release_held(bot);
   }
 
   // A chat active in the last few minutes stays in memory with its recent
@@ -374,31 +387,36 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       const auto chat_id = fmt::format("qq:{}:{}:{}", self->target_.self_id,
                                        self->target_.group ? "group" : "private", self->target_.id);
       const bool refused = error.kind == onebot::CallError::Kind::failed;
+      // Lines through the adapter's limiter: a connection lost under 500
+      // chats is one line and a count, not 500.
       if (refused && ++current.refusals >= max_refusals) {
-        spdlog::warn(
-            "onebot: gave up a reply to {} (retcode {}: {}) after {} refusals; it stays "
-            "stored in the conversation and is not sent to QQ",
-            chat_id, error.retcode, log::elide(error.message), current.refusals);
+        adapter.log_limited(
+            spdlog::level::warn, fmt::format("gave up: retcode {}", error.retcode),
+            fmt::format("onebot: gave up a reply to {} (retcode {}: {}) after {} refusals; it "
+                        "stays stored in the conversation and is not sent to QQ",
+                        chat_id, error.retcode, log::elide(error.message), current.refusals));
         current.next = current.parts.size();  // the loop's top moves the cursor past it
         continue;
       }
       if (refused) {
-        spdlog::warn(
-            "onebot: a reply to {} was refused (retcode {}: {}); it is sent again in {} "
-            "or when bot {} connects again ({} of {} tries)",
-            chat_id, error.retcode, log::elide(error.message),
-            runtime::format_duration(retry_refused_after), self->target_.self_id, current.refusals,
-            max_refusals);
+        adapter.log_limited(
+            spdlog::level::warn, fmt::format("refused: retcode {}", error.retcode),
+            fmt::format("onebot: a reply to {} was refused (retcode {}: {}); it is sent again in "
+                        "{} or when bot {} connects again ({} of {} tries)",
+                        chat_id, error.retcode, log::elide(error.message),
+                        runtime::format_duration(retry_refused_after), self->target_.self_id,
+                        current.refusals, max_refusals));
       } else {
         // A connection that went away is an expected event (the
         // implementation reconnects); an unanswered call is worth a warning.
         const auto level = error.kind == onebot::CallError::Kind::disconnected
                                ? spdlog::level::info
                                : spdlog::level::warn;
-        spdlog::log(level,
-                    "onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
-                    "connects again",
-                    chat_id, log::elide(error.message), self->target_.self_id);
+        adapter.log_limited(
+            level, fmt::format("not sent: {}", log::elide(error.message)),
+            fmt::format("onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
+                        "connects again",
+                        chat_id, log::elide(error.message), self->target_.self_id));
       }
       // Retried on the account's next API connection, not on this one: the
       // call may have gone out. A refused one did not, and is also retried
@@ -510,32 +528,37 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
 // A client retrying without the token, or many of them, is refused thousands
 // of times: the first refusal of a kind is logged, the next ones counted.
 void OneBotAdapter::log_refusal(const std::string& remote, std::string_view body) {
-  refusal_log_.log(spdlog::level::info, body,
-                   fmt::format("onebot: refused a connection from {}: {}", remote, body));
-  if (refusal_log_flushing_) return;
-  refusal_log_flushing_ = true;
-  conversations_.supervisor().spawn("onebot refusal log", "onebot.log", flush_refusal_log(this));
+  log_limited(spdlog::level::info, body,
+              fmt::format("onebot: refused a connection from {}: {}", remote, body));
+}
+
+void OneBotAdapter::log_limited(spdlog::level::level_enum level, std::string_view kind,
+                                const std::string& line) {
+  limited_log_.log(level, kind, line);
+  if (limited_log_flushing_) return;
+  limited_log_flushing_ = true;
+  conversations_.supervisor().spawn("onebot log", "onebot.log", flush_limited_log(this));
 }
 
 // Writes the counts once each window ends, until the refusals stop; at
 // shutdown, at once.
-awaitable<void> OneBotAdapter::flush_refusal_log(OneBotAdapter* adapter) {
+awaitable<void> OneBotAdapter::flush_limited_log(OneBotAdapter* adapter) {
   auto alive = adapter->alive_;
   // However this ends, the next refusal may start another.
   struct Done {
     OneBotAdapter* adapter;
     std::shared_ptr<bool> alive;
     ~Done() {
-      if (*alive) adapter->refusal_log_flushing_ = false;
+      if (*alive) adapter->limited_log_flushing_ = false;
     }
   } done{adapter, alive};
   co_await asio::this_coro::throw_if_cancelled(false);
-  while (const auto due = adapter->refusal_log_.flush()) {
+  while (const auto due = adapter->limited_log_.flush()) {
     co_await runtime::sleep_for(std::chrono::ceil<runtime::Duration>(*due - Clock::now()));
     const bool stopping = co_await runtime::cancelled();
     if (!*alive) co_return;
     if (stopping) {
-      adapter->refusal_log_.settle_all();
+      adapter->limited_log_.settle_all();
       break;
     }
   }
@@ -620,6 +643,11 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
   if (link->calls) link->calls->fail_all("the connection closed");
   link->changed.notify_all();
   auto& bot = this->bot(link->self_id);
+  // Messages read and held are not lost with the connection: their chats
+  // take them now (bounded by the holding limits).
+  auto held = std::exchange(link->held, {});
+  link->held_bytes = 0;
+  for (const auto& [message, bytes] : held) on_message(bot, link, message);
   const bool current = bot.api == link || bot.events == link;
   if (bot.api == link) {
     bot.api = nullptr;
@@ -640,7 +668,7 @@ void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view 
   } else if (auto* event = std::get_if<onebot::Event>(&frame)) {
     auto& bot = this->bot(link->self_id);
     bot.last_event = SystemClock::now();
-    on_event(bot, link, event->object);
+    on_event(bot, link, event->object, text.size());
   } else {
     log::debug("onebot: bot {} sent a frame mooring cannot read: {}", link->self_id,
                std::get<onebot::Unreadable>(frame).why);
@@ -648,7 +676,7 @@ void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view 
 }
 
 void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
-                             const json::object& object) {
+                             const json::object& object, std::size_t frame_bytes) {
   auto event = onebot::read_event(object);
   if (auto* message = std::get_if<onebot::MessageEvent>(&event)) {
     // The account is the one the handshake admitted, whatever the event says.
@@ -661,42 +689,79 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     }
     ++bot.messages_in;
     onebot_messages("in").inc();
-    const auto incoming = onebot::read_incoming(message->message, link->self_id);
-    // The message id with the event's time: an event delivered twice is
-    // stored once, and an id an implementation hands out again after its
-    // restart is still a new message.
-    Submission submission{.images = incoming.images,
-                          .client_id = fmt::format("{}@{}", message->message_id, message->time)};
-    if (message->group) {
-      const bool replies_to_bot =
-          incoming.replying_to && bot.sent_id_set.contains(*incoming.replying_to);
-      auto request = onebot::group_request(incoming, replies_to_bot, options_.group_prefixes);
-      submission.answer = request.has_value();
-      submission.text = message->sender_name + ": " + (request ? *request : incoming.text);
-    } else {
-      submission.text = incoming.text;
+    if (bot.saturated_chats > 0 || !link->held.empty()) {
+      link->held.emplace_back(std::move(*message), frame_bytes);
+      link->held_bytes += frame_bytes;
+      bot.update_reading();
+      return;
     }
-    if (incoming.text.empty() && incoming.images.empty()) return;
-    if (message->message_id == 0) submission.client_id.reset();
-    auto conversation = conversations_.get(message->session_id());
-    if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet()); outlet && submission.client_id)
-      outlet->expect(*submission.client_id, std::to_string(message->message_id), message->user_id);
-    conversation->submit(std::move(submission));
+    on_message(bot, link, *message);
   } else if (auto* heartbeat = std::get_if<onebot::Heartbeat>(&event)) {
-    link->last_heartbeat = Clock::now();
-    if (heartbeat->interval_ms && *heartbeat->interval_ms > 0) {
-      const runtime::Duration announced(*heartbeat->interval_ms);
-      const auto interval = std::min(announced, max_heartbeat_interval);
-      if (interval < announced && link->heartbeat_interval != interval)
-        log::warn(
-            "onebot: bot {} announced a heartbeat interval of {}ms; mooring counts at most {} "
-            "(the connection closes after {} without a heartbeat)",
-            link->self_id, announced.count(), runtime::format_duration(interval),
-            runtime::format_duration(3 * interval));
-      link->heartbeat_interval = interval;
-    }
-    link->changed.notify_all();
-  } else if (auto* lifecycle = std::get_if<onebot::Lifecycle>(&event)) {
+    on_heartbeat(link, *heartbeat);
+  } else {
+    on_other(link, event);
+  }
+}
+
+// Held or not, messages are handed to their chats in the order they came.
+void OneBotAdapter::release_held(Bot& bot) {
+  if (releasing_) return;  // handing one over can call back here
+  releasing_ = true;
+  const auto link = bot.events;
+  while (link && !link->closed && bot.saturated_chats == 0 && !link->held.empty()) {
+    auto [message, bytes] = std::move(link->held.front());
+    link->held.pop_front();
+    link->held_bytes -= bytes;
+    on_message(bot, link, message);
+  }
+  releasing_ = false;
+  bot.update_reading();
+}
+
+void OneBotAdapter::on_message(Bot& bot, const std::shared_ptr<Link>& link,
+                               const onebot::MessageEvent& message) {
+  const auto incoming = onebot::read_incoming(message.message, link->self_id);
+  // The message id with the event's time: an event delivered twice is
+  // stored once, and an id an implementation hands out again after its
+  // restart is still a new message.
+  Submission submission{.images = incoming.images,
+                        .client_id = fmt::format("{}@{}", message.message_id, message.time)};
+  if (message.group) {
+    const bool replies_to_bot =
+        incoming.replying_to && bot.sent_id_set.contains(*incoming.replying_to);
+    auto request = onebot::group_request(incoming, replies_to_bot, options_.group_prefixes);
+    submission.answer = request.has_value();
+    submission.text = message.sender_name + ": " + (request ? *request : incoming.text);
+  } else {
+    submission.text = incoming.text;
+  }
+  if (incoming.text.empty() && incoming.images.empty()) return;
+  if (message.message_id == 0) submission.client_id.reset();
+  auto conversation = conversations_.get(message.session_id());
+  if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet()); outlet && submission.client_id)
+    outlet->expect(*submission.client_id, std::to_string(message.message_id), message.user_id);
+  conversation->submit(std::move(submission));
+}
+
+void OneBotAdapter::on_heartbeat(const std::shared_ptr<Link>& link,
+                                 const onebot::Heartbeat& heartbeat) {
+  link->last_heartbeat = Clock::now();
+  if (heartbeat.interval_ms && *heartbeat.interval_ms > 0) {
+    const runtime::Duration announced(*heartbeat.interval_ms);
+    const auto interval = std::min(announced, max_heartbeat_interval);
+    if (interval < announced && link->heartbeat_interval != interval)
+      log::warn(
+          "onebot: bot {} announced a heartbeat interval of {}ms; mooring counts at most {} "
+          "(the connection closes after {} without a heartbeat)",
+          link->self_id, announced.count(), runtime::format_duration(interval),
+          runtime::format_duration(3 * interval));
+    link->heartbeat_interval = interval;
+  }
+  link->changed.notify_all();
+}
+
+void OneBotAdapter::on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event) {
+  if (auto* lifecycle = std::get_if<onebot::Lifecycle>(&event)) {
     log::info("onebot: bot {}: lifecycle {}", link->self_id, lifecycle->sub_type);
   } else if (auto* request = std::get_if<onebot::RequestEvent>(&event)) {
     log::info("onebot: bot {}: {} request from {}{}: \"{}\" (left to you: accept or refuse it in QQ)",

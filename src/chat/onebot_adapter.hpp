@@ -26,10 +26,14 @@
 //   connection; refused 3 times, its message is given up (a warning; it stays
 //   stored, the delivered cursor moves past it) and the chat's next one goes;
 // - sends to one chat are paced (send_interval, burst 3);
+// - a full chat (max_pending_messages) holds the account's next messages in
+//   memory, in order, not the connection's reading: the answers to calls
+//   still arrive, so a send that succeeded is never taken for a lost one;
 // - friend and group requests are logged and listed in status(), never answered.
 #pragma once
 
 #include "chat/conversation.hpp"
+#include "chat/onebot_event.hpp"
 #include "chat/onebot_link.hpp"
 #include "net/router.hpp"
 #include "net/ws_connection.hpp"
@@ -53,8 +57,10 @@ struct OneBotOptions {
   runtime::Duration api_timeout = std::chrono::seconds(30);
   std::size_t max_message_chars = 4500;
   runtime::Duration send_interval = std::chrono::seconds(1);
-  // gateway.max_pending_messages: a chat holding this many messages waiting
-  // or being answered stops the account's events being read until it drains.
+  // gateway.max_pending_messages: while a chat holds this many messages
+  // waiting or being answered, the account's next messages wait in memory
+  // (1,000 or 4 MiB at most; beyond, the connection's reading stops) and the
+  // answers to mooring's calls go on being read.
   std::size_t max_pending_messages = 16;
   net::WsOptions ws;
   friend bool operator==(const OneBotOptions& a, const OneBotOptions& b) {
@@ -97,11 +103,20 @@ class OneBotAdapter {
             const std::string& remote);
   void on_text(const std::shared_ptr<Link>& link, std::string_view text);
   void on_closed(const std::shared_ptr<Link>& link);
-  void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event);
+  void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event,
+                std::size_t frame_bytes);
+  void on_message(Bot& bot, const std::shared_ptr<Link>& link, const onebot::MessageEvent& message);
+  void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
+  void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
+  void release_held(Bot& bot);
   Bot& bot(std::int64_t self_id);
   void attach_outlet(Conversation& conversation);
   void log_refusal(const std::string& remote, std::string_view body);
-  static awaitable<void> flush_refusal_log(OneBotAdapter* adapter);
+  // Logs `line` when it is the first of `kind` in 10 s, else counts it for
+  // one summary line: a connection that closes under 500 chats, or clients
+  // retrying without the token, write a few lines, not one each.
+  void log_limited(spdlog::level::level_enum level, std::string_view kind, const std::string& line);
+  static awaitable<void> flush_limited_log(OneBotAdapter* adapter);
   static awaitable<void> greet(OneBotAdapter* adapter, std::shared_ptr<Link> link);
   static awaitable<void> watch(OneBotAdapter* adapter, std::shared_ptr<Link> link);
 
@@ -110,10 +125,11 @@ class OneBotAdapter {
   std::map<std::int64_t, std::unique_ptr<Bot>> bots_;
   std::vector<boost::json::object> requests_;  // the newest last, bounded
   std::uint64_t next_link_ = 1;
-  // Its kinds are the refusal bodies: one per reason, and one per unknown self
-  // id until the cap puts the rest together.
-  runtime::LogLimiter refusal_log_{runtime::LogLimiter::Options{.max_kinds = 8}};
-  bool refusal_log_flushing_ = false;
+  // Its kinds are the refusal bodies (one per reason, and one per unknown
+  // self id) and the reasons a send failed, until the cap puts the rest together.
+  runtime::LogLimiter limited_log_{runtime::LogLimiter::Options{.max_kinds = 16}};
+  bool limited_log_flushing_ = false;
+  bool releasing_ = false;  // release_held() is handing messages over
   // Tasks of this adapter check it before touching `this` after a wait.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -212,6 +212,46 @@ TEST(OneBot, QuestionsSentTogetherAreEachAnsweredQuotingTheirOwnMessage) {
   expect_clean_stop(host);
 }
 
+// A chat holding max_pending_messages used to stop the whole connection
+// being read, the answers to mooring's own sends with it: a send the
+// implementation took at once timed out unread and went to QQ again after
+// the reconnect. The next messages now wait in memory and the answers are read.
+TEST(OneBot, AFullChatDoesNotHoldBackTheAnswersToSends) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   onebot_config({{"api_timeout", "\"1s\""}}) +
+                       "[provider.echo]\ntoken_delay = \"200ms\"\n",
+                   "max_pending_messages = 2\n");
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  constexpr int questions = 6;
+  for (int i = 0; i < questions; ++i)
+    peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
+  std::vector<std::string> sent;
+  for (int i = 0; i < questions; ++i) {
+    auto send = next_send(peer, 20s);
+    sent.push_back(plain_text(send));
+    peer.answer_standard(send);
+  }
+  std::vector<std::string> expected;
+  for (int i = 0; i < questions; ++i) expected.push_back(fmt::format(" echo: u: q{}", i));
+  EXPECT_EQ(sent, expected);
+  ASSERT_TRUE(poll_until(
+      [&] { return bot_status(host).at("messages_out").to_number<int>() == questions; }, 10s));
+  EXPECT_EQ(host.log().find("was not sent"), std::string::npos) << host.log();
+  peer.close();
+  // Every send was taken: nothing goes to QQ a second time.
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  again.private_message(42, json::value("after"), "alice", 7001);
+  auto next = next_send(again);
+  EXPECT_EQ(plain_text(next), "echo: after");
+  again.answer_standard(next);
+  again.close();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, AFailedCallIsRetriedOnTheNextConnectionAndNeverSentAgainAfterSuccess) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
@@ -595,6 +635,34 @@ TEST(OneBot, RefusalsAreLoggedOncePerKindAndCountedNotEachWritten) {
   EXPECT_EQ(lines_with("onebot: refused a connection"), 3u) << host.log();
   EXPECT_EQ(lines_with("\"unauthorized\""), 2u) << host.log();
   EXPECT_NE(host.log().find(" … 299 more in the last "), std::string::npos) << host.log();
+}
+
+// A connection lost with replies in flight to many chats is one line and a
+// count, not a line per chat.
+TEST(OneBot, AConnectionLostUnderManyChatsIsOneLineAndACount) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  constexpr int chats = 40;
+  for (int i = 0; i < chats; ++i)
+    peer.private_message(1000 + i, json::value("hello"), "alice", 8000 + i);
+  // One send per chat in flight, none answered.
+  for (int i = 0; i < chats; ++i) next_send(peer);
+  peer.drop();
+  const auto lines_with = [&host](std::string_view text) {
+    const auto log = host.log();
+    std::size_t n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(poll_until([&] { return lines_with("was not sent") >= 1; }, 10s)) << host.log();
+  expect_clean_stop(host);
+  // The first in full, the others counted at the stop.
+  EXPECT_EQ(lines_with("was not sent"), 2u) << host.log();
+  EXPECT_NE(host.log().find(fmt::format(" … {} more in the last ", chats - 1)), std::string::npos)
+      << host.log();
 }
 
 TEST(OneBot, AnApiAndEventPairServesOneAccount) {
