@@ -373,7 +373,10 @@ bool onebot_open_to_others(const Config& c) {
 // and a non-ASCII character outside strings and comments, which TOML never
 // allows there and which sends toml++ 3.3 into undefined behaviour (its
 // whitespace table reaches an "unreachable" branch). A UTF-8 byte order mark
-// opening the text is fine.
+// opening the text is fine. The scan must know where strings are as toml++
+// does, so a quote where no string can start (right after a value, as in
+// `x = 12"`) is refused too: toml++ rejects the value before it and reads on,
+// while a scan taking the quote for a string would let the rest through.
 std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::size_t limit) {
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);
   const auto too_deep = [limit](int line) {
@@ -387,6 +390,10 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
   char quote = 0;          // inside a string opened by this character
   bool multiline = false;  // a string opened by three quotes
   bool comment = false;
+  // The last character of the line outside strings and comments that is not
+  // a space: a string starts only at a key or a value, so after one of
+  // "\n=[{,." ('\n': nothing yet on this line).
+  char last = '\n';
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     // TOML allows no control character but tab and line breaks anywhere, in
@@ -403,6 +410,7 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
       ++line;
       dots = 0;
       comment = false;
+      last = '\n';
       if (quote && !multiline) quote = 0;  // a broken single-line string: the parser reports it
       continue;
     }
@@ -418,9 +426,17 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
           multiline = false;
           i += 2;
         }
+        if (!quote) last = c;
       }
       continue;
     }
+    if (c == ' ' || c == '\t' || c == '\r') continue;
+    if ((c == '"' || c == '\'') && std::string_view("\n=[{,.").find(last) == std::string_view::npos)
+      return ConfigError{"", line,
+                         fmt::format("a quote ({}) right after a value; a string starts only a "
+                                     "value or a key. Is a quote missing or extra on this line?",
+                                     c)};
+    last = c;
     switch (c) {
       case '#':
         comment = true;

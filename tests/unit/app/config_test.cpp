@@ -708,7 +708,7 @@ TEST(ParseConfigErrors, NonAsciiOutsideStringsIsRefusedBeforeTheParser) {
 // breaks anywhere, so one is refused first, wherever it stands.
 TEST(ParseConfigErrors, ControlCharactersAreRefusedBeforeTheParser) {
   using namespace std::string_literals;
-  for (const auto& text : {"x = 1146k:\0\"[\xC9\xBD8:0ore th"s, "a = \"b\x01\"\n"s,
+  for (const auto& text : {"x = 1146k:\0\"[\xC9\xBD" "8:0ore th"s, "a = \"b\x01\"\n"s,
                            "# \x1b[31m\n"s, "[log]\nlevel = \"info\"\x7f\n"s,
                            "\0"s}) {
     const auto error = single_error(text);
@@ -719,6 +719,28 @@ TEST(ParseConfigErrors, ControlCharactersAreRefusedBeforeTheParser) {
   auto fine = parse_ok("[provider]\r\nsystem_prompt = \"a\tb\"\r\n");
   ASSERT_NE(fine, nullptr);
   EXPECT_EQ(fine->provider.system_prompt, "a\tb");
+}
+
+// A quote where no string can start: toml++ rejects the value before it and
+// reads on, so the scan before parsing must not take the quote for a string
+// (it would let a non-ASCII character after it reach toml++'s unreachable
+// branch). Every TOML place for a string still parses.
+TEST(ParseConfigErrors, AQuoteRightAfterAValueIsRefusedBeforeTheParser) {
+  using namespace std::string_literals;
+  for (const auto& text : {"x = 1844e18446\"\xCB\x94\n"s, "x = 12\"\n"s, "x = \"a\"\"b\"\n"s,
+                           "x = [1]'''\xCB\x94'''\n"s, "[a]\"b\"\n"s, "x = true'\n"s}) {
+    const auto error = single_error(text);
+    EXPECT_TRUE(contains(error.message, "right after a value")) << text << ": " << error.message;
+    EXPECT_EQ(error.line, 1) << text;
+  }
+  auto fine = parse_ok(
+      "\"provider\" = { \"kind\" = \"echo\", system_prompt = '''a\n\"b\"''' }\n"
+      "[gateway]\nlisten = \"127.0.0.1:0\" # a comment with a \" quote\n"
+      "[onebot]\ngroup_prefixes = [\"/ai\",'!',\n  \"bot\"]\n"
+      "[\"log\"]\nlevel=\"info\"\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->provider.system_prompt, "a\n\"b\"");
+  EXPECT_EQ(fine->onebot.group_prefixes, (std::vector<std::string>{"/ai", "!", "bot"}));
 }
 
 // Any variable named here is sent to base_url as a bearer token: PATH was.
