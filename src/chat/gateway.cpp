@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include <boost/container/devector.hpp>
 #include <boost/container/flat_set.hpp>
 
 #include <fmt/format.h>
@@ -74,6 +75,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
 
   void on_closed() {
     closed_ = true;
+    let_go();
     if (written_) written_->notify_all();
     if (auto conversation = conversation_.lock()) conversation->detach(this);
   }
@@ -91,88 +93,96 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
 
   void notice(std::string_view text) override { send(notification_frame(text)); }
 
-  // Pieces wait in held_pieces_ while the send queue is half full and go out
-  // together with the next one: a provider that streams faster than the
-  // socket drains never gets a healthy client closed as a slow consumer, and
-  // the pieces sent still join into the whole reply.
-  //
   // Pieces that come in one turn of the event loop go out as one frame: a
-  // flush is posted, not sent per piece.
+  // flush is posted, not sent per piece. While frames wait for room in the
+  // socket's queue, pieces gather in held_pieces_ and go out together once
+  // the frames before them are gone (pump): a provider that streams faster
+  // than the socket drains costs one growing string, not a frame per piece,
+  // and the pieces sent still join into the whole reply.
   void piece(std::string_view text, Seq reply_to) override {
-    if (closed_ || replaced_) return;
+    if (!open()) return;
     held_pieces_ += text;
+    pieces_reply_to_ = reply_to;
     if (flush_posted_) return;
     flush_posted_ = true;
     asio::post(gateway_.conversations_.supervisor().executor(),
-               [weak = weak_from_this(), reply_to, ticket = ++flush_ticket_] {
+               [weak = weak_from_this(), ticket = ++flush_ticket_] {
                  auto self = weak.lock();
                  if (!self || !self->flush_posted_ || self->flush_ticket_ != ticket) return;
                  self->flush_posted_ = false;
-                 if (self->closed_ || self->replaced_ || self->held_pieces_.empty()) return;
-                 const auto& connection = *self->connection_;
-                 if (connection.queued() >= connection.options().send_queue_limit / 2) return;
-                 self->send(token_frame(self->held_pieces_, reply_to));
-                 self->drop_held_pieces();
+                 self->send_held_pieces();
                });
   }
 
   void pieces_done(Seq reply_to, bool flush) override {
     flush_posted_ = false;
-    if (flush && !held_pieces_.empty()) send(token_frame(held_pieces_, reply_to));
+    std::string frame = flush && !held_pieces_.empty() ? token_frame(held_pieces_, reply_to) : "";
+    // Dropped before the frame is sent: sending may flush what is held.
     drop_held_pieces();
+    if (!frame.empty()) send(std::move(frame));
   }
 
   // Each stored reply once per connection; the cursor moves past it once its
   // frame is written. A reply cancelled a moment ago is told as a notice.
   void reply(const store::Message& reply, bool just_cancelled) override {
     if (!remember_sent(reply.seq) && !just_cancelled) return;
-    const auto reply_to = reply.reply_to.value_or(0);
-    std::string frame = just_cancelled ? notification_frame(reply.content)
-                        : reply.status == store::MessageStatus::answered
-                            ? chat_frame(reply.content, user_id_, reply.seq, reply_to)
-                            : error_frame("reply_failed", reply.content, reply_to);
-    send_then_advance_cursor(std::move(frame), reply.seq);
+    if (!open()) return;
+    Waiting frame{.reply_seq = reply.seq, .reply_to = reply.reply_to.value_or(0)};
+    if (just_cancelled) {
+      frame.text = notification_frame(reply.content);
+    } else if (reply.status == store::MessageStatus::answered) {
+      frame.text = reply.content;
+      frame.chat = true;
+    } else {
+      frame.text = error_frame("reply_failed", reply.content, frame.reply_to);
+    }
+    ++replies_taken_;
+    enqueue(std::move(frame));
   }
 
   std::size_t page_size() const override {
     return std::max<std::size_t>(1, connection_->options().send_queue_limit / 4);
   }
 
-  // Until every reply queued so far has been written. A peer that reads
-  // nothing is cut off by the heartbeat; this bound is for one that still
-  // answers pings.
+  // Until the replies handed so far have gone to the socket's queue and the
+  // queue is down to a quarter of its bounds (the low-water mark): the next
+  // page is read while the end of this one is still being written, and never
+  // piles up on it. A peer that takes nothing is cut off by the socket's
+  // write watchdog, which ends this wait with the connection; one that reads
+  // slowly is waited for. The wait is re-armed every heartbeat_interval +
+  // heartbeat_timeout while frames are still being written.
   awaitable<bool> drained() override {
     const auto& ws = connection_->options();
-    const auto deadline = runtime::Deadline::after(ws.heartbeat_interval + ws.heartbeat_timeout);
-    const auto page_end = replies_queued_;
+    const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
+    const auto page_end = replies_taken_;
     auto self = shared_from_this();
-    while (!closed_ && !replaced_ && replies_written_ < page_end) {
+    while (open() && !page_out(page_end)) {
       // A cancellation that came between two waits is seen here, not lost.
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) break;
       if (!written_)
         written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
+      const auto deadline = runtime::Deadline::after(slice);
       const bool woken = co_await written_->wait_until(deadline);
-      if (!woken) break;
+      // Nothing being written and still not out: nothing will move it.
+      if (!woken && connection_->queued() == 0) break;
     }
-    co_return !closed_ && !replaced_ && replies_written_ >= page_end;
+    co_return open() && page_out(page_end);
   }
 
   void pending_changed(std::size_t pending) override {
-    if (closed_ || replaced_) return;
-    if (pending >= std::max<std::size_t>(1, gateway_.options_.max_pending_messages)) {
-      connection_->pause_reading();
-    } else if (connection_->reading_paused()) {
-      connection_->resume_reading();
-    }
+    pending_ = pending;
+    update_reading();
   }
 
   // Replaced by a newer connection (or closed): a replaced one is closed
-  // after the frames already queued.
+  // after the frames already in the socket's queue; the frames waiting for
+  // room are let go (the replies among them go to the newer connection).
   void detached() override {
     if (written_) written_->notify_all();
     if (closed_ || replaced_) return;
     replaced_ = true;
+    let_go();
     log::info("gateway: {} connected again; replacing the previous connection", user_id_);
     connection_->close(static_cast<net::websocket::close_code>(4000),
                        "replaced by a newer connection");
@@ -181,6 +191,16 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool open() const { return !closed_ && !replaced_; }
 
  private:
+  // A frame waiting for room in the socket's queue. A reply waits as its
+  // text, once, and is made into its chat frame (which carries it twice)
+  // when it comes to the front.
+  struct Waiting {
+    std::string text;
+    bool chat = false;  // `text` is a reply's content, not a frame yet
+    Seq reply_seq = 0;  // a stored reply: the cursor moves past it once written
+    Seq reply_to = 0;
+  };
+
   // False when `seq` went out on this connection lately. While stored
   // replies go out a page at a time (the backlog of a reconnect, a resume),
   // live replies go on, and a later page may offer one of them again; this
@@ -203,21 +223,103 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     return true;
   }
 
-  void send_then_advance_cursor(std::string frame, Seq seq) {
-    if (closed_ || replaced_) return;
-    const auto refused = connection_->send(
-        std::move(frame), [weak = weak_from_this(), conversation = conversation_, seq] {
-          if (auto self = weak.lock()) {
-            ++self->replies_written_;
-            if (self->written_) self->written_->notify_all();
-          }
-          if (auto alive = conversation.lock()) alive->delivered(seq);
-        });
-    if (!refused) ++replies_queued_;
+  void send(std::string frame) { enqueue(Waiting{.text = std::move(frame)}); }
+
+  // Every frame goes through waiting_, in order: to the socket's queue at
+  // once when nothing waits before it and the queue has room.
+  void enqueue(Waiting frame) {
+    if (!open()) return;
+    waiting_.push_back(std::move(frame));
+    pump();
   }
 
-  void send(std::string frame) {
-    if (!closed_ && !replaced_) connection_->send(std::move(frame));
+  // Whether the socket's queue takes `bytes` more now: the bounds it closes a
+  // slow consumer at (send_queue_limit frames, send_queue_bytes bytes), which
+  // a frame alone may exceed. Kept within them, the queue never closes a
+  // client for what this connection chose to send; a client that falls
+  // behind leaves frames here instead, and is not read meanwhile.
+  bool has_room(std::size_t bytes) const {
+    const auto& ws = connection_->options();
+    const auto queued = connection_->queued();
+    if (queued == 0) return true;
+    return queued < ws.send_queue_limit &&
+           connection_->queued_bytes() + bytes <= ws.send_queue_bytes;
+  }
+
+  // Moves frames from waiting_ to the socket's queue while it has room. Runs
+  // whenever a frame is added and whenever one is written.
+  void pump() {
+    while (open() && !waiting_.empty()) {
+      auto& front = waiting_.front();
+      if (front.chat) {
+        front.text = chat_frame(front.text, user_id_, front.reply_seq, front.reply_to);
+        front.chat = false;
+      }
+      if (!has_room(front.text.size())) break;
+      auto frame = std::move(front);
+      waiting_.pop_front();
+      hand_to_socket(std::move(frame));
+    }
+    // A queue a burst grew gives its buffer back once drained.
+    if (waiting_.empty() && waiting_.capacity() > 16) waiting_ = {};
+    if (waiting_.empty()) send_held_pieces();
+    update_reading();
+    if (written_) written_->notify_all();
+  }
+
+  void hand_to_socket(Waiting frame) {
+    const auto seq = frame.reply_seq;
+    const auto refused = connection_->send(
+        std::move(frame.text), [weak = weak_from_this(), conversation = conversation_, seq] {
+          if (seq != 0) {
+            if (auto alive = conversation.lock()) alive->delivered(seq);
+          }
+          if (auto self = weak.lock()) self->pump();
+        });
+    if (refused) {
+      // The connection is closing (a shutdown, an error): nothing more goes out.
+      let_go();
+      return;
+    }
+    if (seq != 0) ++replies_released_;
+  }
+
+  // Whether the replies taken up to `page_end` are in the socket's queue and
+  // the queue is at its low-water mark.
+  bool page_out(std::uint64_t page_end) const {
+    const auto& ws = connection_->options();
+    return replies_released_ >= page_end && connection_->queued() <= ws.send_queue_limit / 4 &&
+           connection_->queued_bytes() <= ws.send_queue_bytes / 4;
+  }
+
+  // Pieces held back go out once no frame waits before them.
+  void send_held_pieces() {
+    if (!open() || held_pieces_.empty() || !waiting_.empty()) return;
+    auto frame = token_frame(held_pieces_, pieces_reply_to_);
+    drop_held_pieces();
+    send(std::move(frame));
+  }
+
+  // The socket is not read while the conversation holds as much as it takes
+  // (max_pending_messages) or while frames wait for room (the client is
+  // behind on what it was sent): TCP pushes back on the client, and nothing
+  // it sends can grow what waits for it.
+  void update_reading() {
+    if (!open()) return;
+    const bool full = pending_ >= std::max<std::size_t>(1, gateway_.options_.max_pending_messages);
+    if (full || !waiting_.empty()) {
+      connection_->pause_reading();
+    } else if (connection_->reading_paused()) {
+      connection_->resume_reading();
+    }
+  }
+
+  // What waits for a connection that has ended or been replaced is let go;
+  // the replies among it stay stored, the cursor short of them.
+  void let_go() {
+    waiting_ = {};
+    flush_posted_ = false;
+    held_pieces_ = std::string();
   }
 
   // A reply held back by a slow socket does not keep its buffer.
@@ -236,14 +338,19 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool closed_ = false;
   bool replaced_ = false;
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
-  // Replies queued on / written to this connection; a connection writes in
-  // order, so written == queued means all of them are out.
-  std::uint64_t replies_queued_ = 0;
-  std::uint64_t replies_written_ = 0;
-  // A reply was written, or the connection ended; made by the first wait.
+  // Frames not in the socket's queue yet, oldest first; a devector holds no
+  // buffer while empty.
+  boost::container::devector<Waiting> waiting_;
+  // Replies taken from the conversation / handed to the socket's queue; they
+  // go in order, so handed == taken means none waits here.
+  std::uint64_t replies_taken_ = 0;
+  std::uint64_t replies_released_ = 0;
+  std::size_t pending_ = 0;  // the conversation's work held, as last told
+  // A frame was written, or the connection ended; made by the first wait.
   std::unique_ptr<runtime::Notifier> written_;
-  std::string held_pieces_;    // of the reply being made, not yet sent
-  bool flush_posted_ = false;  // a flush of held_pieces_ is posted
+  std::string held_pieces_;         // of the reply being made, not yet sent
+  Seq pieces_reply_to_ = 0;         // ... the reply they belong to
+  bool flush_posted_ = false;       // a flush of held_pieces_ is posted
   std::uint64_t flush_ticket_ = 0;  // which posted flush may run
 };
 

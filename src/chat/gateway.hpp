@@ -13,9 +13,17 @@
 //   frames), and nothing of the old one leaks into the new;
 // - a client cannot make the host buffer without bound: while its
 //   conversation holds max_pending_messages messages waiting or being
-//   answered, the connection is not read (TCP pushes back), and beyond
-//   max_messages_per_minute a message is refused with an error frame and not
-//   stored; pieces of a reply wait while the send queue is half full;
+//   answered, or while frames wait for it (below), the connection is not
+//   read (TCP pushes back), and beyond max_messages_per_minute a message is
+//   refused with an error frame and not stored;
+// - a client is judged by whether it reads, not by how much there is for it:
+//   frames go to the socket's send queue only as far as its bounds allow
+//   (send_queue_limit frames, send_queue_bytes bytes; a frame alone may be
+//   larger), the rest wait in order (a stored reply as its text, once; the
+//   pieces of a reply joined), and a backlog is read a page at a time, the
+//   next page once the queue is down to a quarter of its bounds. A client
+//   that takes nothing for heartbeat_interval + heartbeat_timeout is cut off
+//   and what waited for it is let go; the replies stay stored for its return;
 // - a connection is admitted by the auth mode in force at its upgrade: none,
 //   one shared token, or a signed per-user token whose `sub` is the user;
 //   user ids starting with "qq:" belong to the OneBot transport and are refused.

@@ -84,14 +84,18 @@ ClientFrame parse_message(const json::object& frame) {
     return ProtocolError{"missing_text", "a message needs \"text\""};
   }
 
+  // A client id is a string, echoed in the ack as it came. A number is
+  // refused rather than taken as its digits, which would make 1 and "1" one id.
   if (const auto* id = frame.if_contains("id"); id && !id->is_null()) {
-    if (id->is_string()) {
-      message.id = std::string(id->get_string());
-    } else if (id->is_int64() || id->is_uint64()) {
-      message.id = json::serialize(*id);
-    } else {
-      return wrong_type("id", "a string or an integer");
+    if (id->is_int64() || id->is_uint64()) {
+      const auto digits = json::serialize(*id);
+      return ProtocolError{"wrong_type",
+                           fmt::format("\"id\" must be a string: send \"id\": \"{}\", not "
+                                       "\"id\": {}; this message was not stored",
+                                       digits, digits)};
     }
+    if (!id->is_string()) return wrong_type("id", "a string");
+    message.id = std::string(id->get_string());
     if (message.id->empty() || message.id->size() > max_client_id_bytes)
       return wrong_type("id", fmt::format("1 to {} characters", max_client_id_bytes));
   }

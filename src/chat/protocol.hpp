@@ -20,7 +20,9 @@ namespace mooring::chat {
 
 struct UserMessage {
   std::string text;
-  std::optional<std::string> id;  // the client's id; the same id twice is stored once
+  // The client's id, a string (a number in its place is a ProtocolError);
+  // the same id twice is stored once.
+  std::optional<std::string> id;
   std::vector<std::string> images;
 };
 

@@ -12,6 +12,9 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 namespace mooring::net {
 
 namespace beast = boost::beast;
@@ -72,7 +75,7 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
   stream_.text(true);
   stream_.control_callback([this](websocket::frame_type, std::string_view) {
     last_heard_ = Clock::now();
-    awaiting_pong_ = false;
+    awaiting_pong_ = ping_regardless_ = false;
   });
 }
 
@@ -162,7 +165,7 @@ void WsConnection::read_done(const error_code& ec) {
 void WsConnection::message_read() {
   frames_in_.inc();
   last_heard_ = Clock::now();
-  awaiting_pong_ = false;
+  awaiting_pong_ = ping_regardless_ = false;
   hand_over();
 }
 
@@ -287,10 +290,10 @@ void WsConnection::write_next() {
   if (!queue_.empty()) {
     writing_ = std::move(queue_.front());
     queue_.pop_front();
+    writing_offset_ = 0;
     write_busy_ = writing_frame_ = true;
     watch_write();
-    stream_.async_write(asio::buffer(writing_.text),
-                        [self = shared_from_this()](error_code ec, std::size_t) { self->written(ec); });
+    write_piece();
     return;
   }
   if (state_ == State::closing) {
@@ -307,6 +310,16 @@ void WsConnection::write_next() {
     ping_wanted_ = false;
     ping_sent_ = Clock::now();
     awaiting_pong_ = true;
+    answer_by_taking_ = false;
+    if (!ping_regardless_ && unsent_in_socket() > 0) {
+      // A ping would wait behind bytes the peer has not taken yet, and its
+      // answer would only say how long they take to read. Taking some of
+      // them answers as well as a pong.
+      answer_by_taking_ = true;
+      taken_at_ping_ = taken_by_peer();
+      arm_timer();
+      return;
+    }
     write_busy_ = true;
     watch_write();
     stream_.async_ping({}, [self = shared_from_this()](error_code ec) {
@@ -320,11 +333,43 @@ void WsConnection::write_next() {
   }
 }
 
+// The next piece of the message being written; the last piece ends it.
+void WsConnection::write_piece() {
+  const std::size_t left = writing_.text.size() - writing_offset_;
+  const std::size_t piece = std::min(left, write_piece_bytes);
+  stream_.async_write_some(piece == left,
+                           asio::buffer(writing_.text.data() + writing_offset_, piece),
+                           [self = shared_from_this(), piece](error_code ec, std::size_t) {
+                             self->piece_written(ec, piece);
+                           });
+}
+
+void WsConnection::piece_written(error_code ec, std::size_t bytes) {
+  if (!ec) {
+    bytes_to_socket_ += bytes;
+    writing_offset_ += bytes;
+    queued_bytes_ -= std::min(queued_bytes_, bytes);
+    if (writing_offset_ < writing_.text.size()) {
+      if (state_ == State::closed || finished_) {
+        written(asio::error::operation_aborted);
+        return;
+      }
+      write_progressed();
+      write_piece();
+      return;
+    }
+  }
+  written(ec);
+}
+
 void WsConnection::written(error_code ec) {
   write_busy_ = writing_frame_ = false;
   auto frame = std::move(writing_);
   writing_ = Outgoing{};
-  queued_bytes_ -= std::min(queued_bytes_, frame.text.size());
+  // What the socket did not take of a write that failed.
+  queued_bytes_ -=
+      std::min(queued_bytes_, frame.text.size() - std::min(writing_offset_, frame.text.size()));
+  writing_offset_ = 0;
   if (finished_) return;
   if (ec) {
     force_close();
@@ -353,16 +398,41 @@ void WsConnection::written(error_code ec) {
 //
 // - The heartbeat, while reading (not paused): a ping after
 //   heartbeat_interval of silence, then the peer has heartbeat_timeout to
-//   answer it. A ping waiting behind queued frames is the write watchdog's.
+//   answer it. A ping waiting behind queued frames is the write watchdog's;
+//   one that would wait behind bytes unread in the socket waits for the
+//   peer to take some of them instead, and is sent only if it takes none.
 // - The write watchdog: a peer that stopped reading fills the socket buffers
-//   and a write never completes. A write (a frame or a ping; the close
-//   handshake has its own deadline) gets as long as a ping would to be
-//   answered. A stream of small writes (a reply token by token) costs a
-//   clock read each, not a timer operation each.
+//   and a write stops moving. While a write (a frame or a ping; the close
+//   handshake has its own deadline) is under way, the peer has as long as a
+//   ping would have to be answered to take some of it: a piece of the
+//   message taken by the socket (write_piece_bytes), or fewer bytes waiting
+//   unread in the socket than at the last look. A slow reader moves the
+//   deadline on; only one that takes less than a piece in that time is cut
+//   off. A stream of
+//   small writes (a reply token by token) costs a clock read and a look at
+//   the socket each, not a timer operation each.
 // - The close handshake: the socket is closed close_timeout after close().
-// A write (a frame or a ping) gets as long as a ping would to be answered.
 Clock::time_point WsConnection::write_deadline() const {
-  return write_started_ + options_.heartbeat_interval + options_.heartbeat_timeout;
+  return write_progress_ + options_.heartbeat_interval + options_.heartbeat_timeout;
+}
+
+// Bytes written to the socket that the peer has not acknowledged yet (what
+// Linux reports as SIOCOUTQ); 0 when the socket cannot say.
+std::size_t WsConnection::unsent_in_socket() {
+  int n = 0;
+  if (::ioctl(beast::get_lowest_layer(stream_).native_handle(), SIOCOUTQ, &n) != 0 || n < 0)
+    return 0;
+  return static_cast<std::size_t>(n);
+}
+
+std::int64_t WsConnection::taken_by_peer() {
+  return static_cast<std::int64_t>(bytes_to_socket_) -
+         static_cast<std::int64_t>(unsent_in_socket());
+}
+
+void WsConnection::write_progressed() {
+  write_progress_ = Clock::now();
+  taken_mark_ = taken_by_peer();
 }
 
 Clock::time_point WsConnection::next_due() const {
@@ -404,19 +474,43 @@ void WsConnection::timer_fired() {
     return;
   }
   if (write_busy_ && !close_sent_ && now >= write_deadline()) {
-    log::info("{}: {} has not read anything for {}; closing", log_name_, remote_,
-              runtime::format_duration(options_.heartbeat_interval + options_.heartbeat_timeout));
-    force_close();
-    return;
+    const auto taken = taken_by_peer();
+    if (taken > taken_mark_) {
+      // No piece was taken whole, but the peer read some of what waited.
+      write_progress_ = now;
+      taken_mark_ = taken;
+    } else {
+      log::info(
+          "{}: {} read less than {} KiB in {} (no piece of a write was taken, and the {} "
+          "bytes waiting unread in its socket did not go down); closing",
+          log_name_, remote_, write_piece_bytes / 1024,
+          runtime::format_duration(options_.heartbeat_interval + options_.heartbeat_timeout),
+          unsent_in_socket());
+      force_close();
+      return;
+    }
   }
   // Not reading means a pong would not be seen either: the heartbeat waits
   // until the owner resumes reading.
   if (!paused_) {
     if (awaiting_pong_ && now >= ping_sent_ + options_.heartbeat_timeout) {
-      log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
-                runtime::format_duration(options_.heartbeat_timeout));
-      force_close();
-      return;
+      if (answer_by_taking_) {
+        awaiting_pong_ = answer_by_taking_ = false;
+        if (taken_by_peer() > taken_at_ping_) {
+          // It took some of what waited for it: as good as a pong.
+          last_heard_ = now;
+        } else {
+          // Nothing taken (or not acknowledged yet: an acknowledgement may
+          // be held back a moment): the ping goes out after all.
+          ping_regardless_ = ping_wanted_ = true;
+          write_next();
+        }
+      } else {
+        log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
+                  runtime::format_duration(options_.heartbeat_timeout));
+        force_close();
+        return;
+      }
     }
     if (!awaiting_pong_ && !ping_wanted_ && now >= last_heard_ + options_.heartbeat_interval) {
       ping_wanted_ = true;
@@ -430,7 +524,7 @@ void WsConnection::timer_fired() {
 // timer is armed for. arm_timer() touches the timer only when something is
 // due sooner than the armed wait ends.
 void WsConnection::watch_write() {
-  write_started_ = Clock::now();
+  write_progressed();
   arm_timer();
 }
 
@@ -444,7 +538,7 @@ error_code WsConnection::send(std::string text, std::function<void()> on_written
               log_name_, remote_, queued(), queued_bytes_);
     // The frame being written stays: its buffer is in use until the write ends.
     queue_.clear();
-    queued_bytes_ = writing_frame_ ? writing_.text.size() : 0;
+    queued_bytes_ = writing_frame_ ? writing_.text.size() - writing_offset_ : 0;
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
@@ -471,7 +565,7 @@ void WsConnection::resume_reading() {
   paused_ = false;
   // The peer was not silent while we did not read: its clock starts again.
   last_heard_ = Clock::now();
-  awaiting_pong_ = false;
+  awaiting_pong_ = ping_regardless_ = false;
   if (pause_wait_) pause_wait_->cancel();
   write_next();  // a ping that waited for the pause to end
   arm_timer();

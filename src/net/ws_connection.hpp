@@ -10,6 +10,12 @@
 // - close(code, reason) sends the close frame after the frames already queued,
 //   and force-closes the socket if that has not finished within close_timeout.
 // - A peer that stays silent for heartbeat_timeout after a ping is cut off.
+//   While bytes written to it wait unread in its socket, a ping would wait
+//   behind them: the peer taking some of them within heartbeat_timeout
+//   counts as its answer, and only if it takes none is the ping sent.
+// - A peer that takes no bytes of what is written to it for
+//   heartbeat_interval + heartbeat_timeout is cut off (the write watchdog); one
+//   that takes them slowly is not, however long a write lasts.
 // - A message over max_message_bytes closes the connection with 1009.
 // - on_closed runs exactly once, when the connection has ended, whatever ended
 //   it: an exception from on_text is logged once with the peer and closes the
@@ -33,8 +39,10 @@
 // cancellations to cancel(). One timer serves the heartbeat, the write
 // watchdog and the close handshake's deadline: it is set for the earliest of
 // them and re-armed when it fires, and a frame costs no timer operation of
-// its own. While reading is paused, a wait on a second timer (made by the
-// first pause) holds the connection instead of the read.
+// its own. A message is written in pieces of write_piece_bytes, so that the
+// watchdog sees a slow peer's progress. While reading is paused, a wait on a
+// second timer (made by the first pause) holds the connection instead of the
+// read.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -62,8 +70,10 @@ struct WsOptions {
   runtime::Duration heartbeat_interval = 20s;
   runtime::Duration heartbeat_timeout = 10s;
   runtime::Duration close_timeout = 5s;
-  // Bytes of queued frames: four replies of the largest size a reply may have
-  // (provider.max_reply_bytes, 1 MiB) fit; a peer further behind is slow.
+  // Bytes of queued frames the socket has not taken yet: four replies of the
+  // largest size a reply may have (provider.max_reply_bytes, 1 MiB) fit. An
+  // owner with more to send waits for room (queued(), queued_bytes()) rather
+  // than go beyond it; a peer further behind is slow.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
   friend bool operator==(const WsOptions&, const WsOptions&) = default;
 };
@@ -122,9 +132,15 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void resume_reading();
   bool reading_paused() const { return paused_; }
 
-  // Frames not written yet, the one being written included.
+  // Frames not written yet, the one being written included, and their bytes
+  // the socket has not taken yet.
   std::size_t queued() const { return queue_.size() + (writing_frame_ ? 1 : 0); }
   std::size_t queued_bytes() const { return queued_bytes_; }
+
+  // How much of a message one write hands to the socket: the write watchdog
+  // sees a peer's progress at this grain. (Beast frames what it writes in
+  // fragments of its own, 4 KiB by default, whatever the pieces.)
+  static constexpr std::size_t write_piece_bytes = 16 * 1024;
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
 
@@ -141,7 +157,12 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void guarded(Step step);
   void read_ended(const error_code& ec);
   void write_next();
+  void write_piece();
+  void piece_written(error_code ec, std::size_t bytes);
   void written(error_code ec);
+  std::size_t unsent_in_socket();
+  std::int64_t taken_by_peer();
+  void write_progressed();
   Clock::time_point write_deadline() const;
   Clock::time_point next_due() const;
   void arm_timer();
@@ -163,6 +184,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // being written is moved out of it, so the queue may grow meanwhile.
   boost::container::devector<Outgoing> queue_;
   Outgoing writing_;
+  std::size_t writing_offset_ = 0;  // bytes of writing_ the socket has taken
   std::size_t queued_bytes_ = 0;
   asio::steady_timer timer_;
   Clock::time_point timer_due_;       // when the armed wait ends
@@ -189,7 +211,22 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // first pause: most connections are never paused.
   std::unique_ptr<asio::steady_timer> pause_wait_;
   std::function<void()> on_ended_;
-  Clock::time_point write_started_;
+  // Bytes of messages the socket has taken, in pieces. Less what it still
+  // holds unsent, that is what the peer has taken (give or take the part of
+  // a piece being written, and frame headers): taken_by_peer() grows only
+  // when the peer takes bytes.
+  std::uint64_t bytes_to_socket_ = 0;
+  // The write watchdog: when a write last made progress (it started, a piece
+  // was taken, or the peer took bytes), and taken_by_peer() then.
+  Clock::time_point write_progress_;
+  std::int64_t taken_mark_ = 0;
+  // The heartbeat's answer awaited is bytes taken, not a pong (no ping was
+  // sent: bytes were waiting unread), counted from taken_at_ping_. When none
+  // are taken, the ping is sent after all (ping_regardless_) until the peer
+  // is heard from.
+  bool answer_by_taking_ = false;
+  bool ping_regardless_ = false;
+  std::int64_t taken_at_ping_ = 0;
   runtime::Counter& frames_in_;
   runtime::Counter& frames_out_;
 };

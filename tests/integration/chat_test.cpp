@@ -439,6 +439,49 @@ TEST(Chat, ResumingALongHistoryDeliversAllOfIt) {
   expect_clean_stop(host, {&again});
 }
 
+// A user sends twelve long messages and leaves; the replies (600 KB frames,
+// 7 MB in all: more than the 4 MiB a connection queues) are made while they
+// are away. Coming back and asking for everything, they get every reply on
+// the first try, each once.
+TEST(Chat, AUserAwayWhileLongRepliesWereMadeGetsThemAllOnReturn) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), echo_every("100ms"));
+  ASSERT_TRUE(host.started()) << host.log();
+  constexpr int messages = 12;
+  std::vector<std::int64_t> asked;
+  {
+    ChatClient leaving;
+    ASSERT_EQ(leaving.connect(host.gateway(), "traveller"), 101);
+    for (int i = 0; i < messages; ++i) {
+      const auto id = "m" + std::to_string(i);
+      asked.push_back(say_and_get_seq(leaving, id + " " + std::string(300000, 'x'), id));
+    }
+    leaving.drop();
+  }
+  ASSERT_TRUE(poll_until(
+      [&] {
+        const auto status = host.status();
+        return status.at("sessions").as_int64() == 0 && status.at("connections").as_int64() == 0;
+      },
+      60s))
+      << json::serialize(host.status());
+
+  // A reply may have reached the socket the user dropped (it then counts as
+  // delivered): the user asks for every reply, and gets each once.
+  ChatClient back;
+  ASSERT_EQ(back.connect(host.gateway(), "traveller"), 101);
+  back.send(Frame{{"type", "resume"}, {"after", 0}});
+  const auto all_there = [&] {
+    return std::all_of(asked.begin(), asked.end(),
+                       [&](std::int64_t seq) { return chats_for(back, seq) >= 1; });
+  };
+  while (!all_there()) back.read_until([](const Frame& f) { return is_type(f, "chat"); }, 30s);
+  for (const auto seq : asked) EXPECT_EQ(chats_for(back, seq), 1) << "reply to #" << seq;
+  EXPECT_TRUE(errors_in(back.received()).empty());
+
+  expect_clean_stop(host, {&back});
+}
+
 // A fast provider streams a long reply in many pieces at once (the echo
 // provider without delay: one piece per word). The client reads as fast as it
 // can; it gets the whole reply, not a "slow consumer" close.

@@ -30,7 +30,16 @@ void ChatClient::send_raw(const std::string& text) {
 }
 
 std::optional<ChatClient::Frame> ChatClient::next(std::chrono::milliseconds timeout) {
-  auto text = ws_.read(timeout);
+  return take(ws_.read(timeout));
+}
+
+std::optional<ChatClient::Frame> ChatClient::next_slowly(std::size_t bytes,
+                                                         std::chrono::milliseconds every,
+                                                         std::chrono::milliseconds timeout) {
+  return take(ws_.read_slowly(bytes, every, timeout));
+}
+
+std::optional<ChatClient::Frame> ChatClient::take(std::optional<std::string> text) {
   if (!text) return std::nullopt;
   boost::system::error_code ec;
   auto value = json::parse(*text, ec);

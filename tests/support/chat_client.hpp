@@ -37,6 +37,12 @@ class ChatClient {
   // the frame is not a JSON object.
   std::optional<Frame> next(std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+  // next() on a slow link (WsClient::read_slowly): at most `bytes` every `every`.
+  std::optional<Frame> next_slowly(std::size_t bytes, std::chrono::milliseconds every,
+                                   std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Before connect(): see WsClient::set_receive_buffer.
+  void set_receive_buffer(int bytes) { ws_.set_receive_buffer(bytes); }
+
   // Reads until `done(frame)` holds and returns that frame. Throws when the
   // connection closes first or `timeout` passes (naming what was read).
   Frame read_until(const std::function<bool(const Frame&)>& done,
@@ -54,6 +60,9 @@ class ChatClient {
   std::uint16_t close_code() const { return ws_.close_code(); }
 
  private:
+  // A message read, as a frame (nullopt: the connection closed).
+  std::optional<Frame> take(std::optional<std::string> text);
+
   WsClient ws_;
   std::vector<Frame> received_;
 };

@@ -92,7 +92,17 @@ int WsClient::connect(const std::string& address, const std::string& target,
     tcp::resolver resolver(io_);
     auto endpoints = co_await resolver.async_resolve(host, port, asio::use_awaitable);
     ws_.emplace(io_);
-    co_await beast::get_lowest_layer(*ws_).async_connect(endpoints, asio::use_awaitable);
+    auto& stream = beast::get_lowest_layer(*ws_);
+    if (receive_buffer_ > 0) {
+      // Set before connecting, so the window offered to the server is small
+      // from the start; the socket is opened here, for the first address only.
+      const auto endpoint = endpoints.begin()->endpoint();
+      stream.socket().open(endpoint.protocol());
+      stream.socket().set_option(asio::socket_base::receive_buffer_size(receive_buffer_));
+      co_await stream.async_connect(endpoint, asio::use_awaitable);
+    } else {
+      co_await stream.async_connect(endpoints, asio::use_awaitable);
+    }
     ws_->set_option(websocket::stream_base::decorator([headers](websocket::request_type& req) {
       for (const auto& [name, value] : headers) req.set(name, value);
     }));
@@ -128,6 +138,36 @@ std::optional<std::string> WsClient::read(std::chrono::milliseconds timeout) {
     buffer_.consume(buffer_.size());
   };
   run_bounded(io_, op(), timeout, "WebSocket read");
+  return message;
+}
+
+std::optional<std::string> WsClient::read_slowly(std::size_t bytes, std::chrono::milliseconds every,
+                                                 std::chrono::milliseconds timeout) {
+  std::optional<std::string> message;
+  auto op = [&]() -> awaitable<void> {
+    asio::steady_timer pace(io_);
+    auto step_ends = std::chrono::steady_clock::now() + every;
+    std::size_t taken = 0;  // in this step
+    do {
+      if (taken >= bytes) {
+        pace.expires_at(step_ends);
+        co_await pace.async_wait(asio::use_awaitable);
+        step_ends += every;
+        taken = 0;
+      }
+      auto [ec, n] = co_await ws_->async_read_some(buffer_, bytes - taken, use_tuple);
+      if (ec) {
+        close_code_ = ws_->reason().code;
+        close_reason_ = std::string(ws_->reason().reason.c_str());
+        buffer_.consume(buffer_.size());
+        co_return;
+      }
+      taken += n;
+    } while (!ws_->is_message_done());
+    message = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+  };
+  run_bounded(io_, op(), timeout, "WebSocket slow read");
   return message;
 }
 

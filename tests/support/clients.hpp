@@ -60,6 +60,14 @@ class WsClient {
   // The next text message, or nullopt when the connection closed (then
   // close_code() tells how). Throws on timeout.
   std::optional<std::string> read(std::chrono::milliseconds timeout = 10s);
+  // read() on a slow link: at most `bytes` are taken off the socket every
+  // `every`. With set_receive_buffer(), what this client has not read yet
+  // stays with the server, as it does for a phone on a slow network.
+  std::optional<std::string> read_slowly(std::size_t bytes, std::chrono::milliseconds every,
+                                         std::chrono::milliseconds timeout = 30s);
+  // Before connect(): the kernel holds at most about `bytes` of unread data
+  // for this client (SO_RCVBUF).
+  void set_receive_buffer(int bytes) { receive_buffer_ = bytes; }
   std::uint16_t close_code() const { return close_code_; }
   std::string close_reason() const { return close_reason_; }
   // Sends a close frame with `code` (0: a close frame without a code) and
@@ -76,6 +84,7 @@ class WsClient {
   beast::flat_buffer buffer_;
   std::uint16_t close_code_ = 0;
   std::string close_reason_;
+  int receive_buffer_ = 0;  // 0: the kernel's default
 };
 
 }  // namespace mooring::test

@@ -119,6 +119,28 @@ TEST(Gateway, OnlyAMessageWithAnIdIsAcknowledged) {
   EXPECT_TRUE(is_ack(*cat.next(), "m1"));
 }
 
+// A client id is a string; a number in its place is refused with an error
+// frame and not stored, so {"id": 1} can never stand in for {"id": "1"}.
+TEST(Gateway, AClientIdIsAStringAndANumberInItsPlaceIsRefused) {
+  GatewayFixture fixture;
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "ids"), 101);
+  client.send_raw(R"({"text":"first message","id":1})");
+  const auto refused = client.next();
+  ASSERT_TRUE(refused.has_value()) << "closed with " << client.close_code();
+  EXPECT_TRUE(is_error(*refused, "wrong_type")) << json::serialize(*refused);
+  EXPECT_NE(string_field(*refused, "description").find("string"), std::string::npos)
+      << json::serialize(*refused);
+
+  const auto seq = say_and_get_seq(client, "a different second message", "1");
+  const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+  EXPECT_EQ(string_field(chat, "text"), "ok: a different seco");
+  std::vector<std::string> stored;
+  for (const auto& message : fixture.messages("ids"))
+    if (message.role == store::Role::user) stored.push_back(message.content);
+  EXPECT_EQ(stored, std::vector<std::string>{"a different second message"});
+}
+
 // --- defect 9: who the user is -----------------------------------------------
 
 const std::string signing_key = "a-key-of-at-least-32-bytes-for-hs256!";

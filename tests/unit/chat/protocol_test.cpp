@@ -128,11 +128,22 @@ TEST(Protocol, TooManyImagesAreRefusedWithoutCopyingThem) {
             "too_many_images");
 }
 
-TEST(Protocol, IdsAreStringsOrIntegersOfBoundedLength) {
-  EXPECT_EQ(
-      *std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":18446744073709551615})")).id,
-      "18446744073709551615");
-  EXPECT_EQ(*std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":-3})")).id, "-3");
+// A client id is a string (DESIGN.md: "id": "<client id>"), echoed in the
+// ack as sent. A number in its place is refused, with the way to send it:
+// taken as its digits, 1 and "1" would be one id, and the second message
+// would be dropped as a repeat of the first.
+TEST(Protocol, AnIdIsAStringOfBoundedLength) {
+  EXPECT_EQ(*std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":"1"})")).id, "1");
+  for (const char* frame : {R"({"text":"a","id":1})", R"({"text":"a","id":-3})",
+                            R"({"text":"a","id":18446744073709551615})",
+                            R"({"text":"a","id":true})"}) {
+    SCOPED_TRACE(frame);
+    EXPECT_EQ(error_name(parse_client_frame(frame)), "wrong_type");
+  }
+  const auto refused = parse_client_frame(R"({"text":"a","id":42})");
+  ASSERT_TRUE(std::holds_alternative<ProtocolError>(refused));
+  EXPECT_NE(std::get<ProtocolError>(refused).description.find(R"("id": "42")"), std::string::npos)
+      << std::get<ProtocolError>(refused).description;
   EXPECT_EQ(error_name(parse_client_frame(R"({"text":"a","id":""})")), "wrong_type");
   EXPECT_EQ(error_name(parse_client_frame(json::serialize(
                 json::object{{"text", "a"}, {"id", std::string(max_client_id_bytes + 1, 'x')}}))),
