@@ -417,14 +417,21 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
     if (comment) continue;
     if (quote) {
       if (c == '\\' && quote == '"') {
-        ++i;
+        // The escaped character; a line break stays one, to count the line.
+        if (i + 1 < text.size() && text[i + 1] != '\n') ++i;
       } else if (c == quote) {
         if (!multiline) {
           quote = 0;
-        } else if (text.substr(i, 3) == std::string(3, quote)) {
-          quote = 0;
-          multiline = false;
-          i += 2;
+        } else {
+          // Three quotes or more end a multi-line string, the last three
+          // being the delimiter: `"""say "hi""""` holds `say "hi"`.
+          std::size_t run = 1;
+          while (i + run < text.size() && text[i + run] == quote) ++run;
+          if (run >= 3) {
+            quote = 0;
+            multiline = false;
+          }
+          i += run - 1;
         }
         if (!quote) last = c;
       }

@@ -597,20 +597,26 @@ awaitable<void> Host::shut_down(const char* cause) {
   const auto connections_at_start = gateway.connections() + admin.connections();
 
   // (2) No new provider request or retry starts (ShutdownState); replies in
-  // flight may finish and be delivered until the drain deadline; then clients
-  // get close 1001 after their queued frames. A second signal cuts this short.
+  // flight may finish and be delivered until close_flush_time before the
+  // drain deadline; then clients get close 1001 after their queued frames,
+  // and what is still open at the deadline is closed. A second signal cuts
+  // this short.
   auto stop_deadline = forced_ ? runtime::Deadline::after(0ms) : drain_deadline;
+  const auto close_flush =
+      std::min<runtime::Duration>(net::close_flush_time, config_->shutdown.drain_timeout);
+  const auto replies_deadline = runtime::Deadline(stop_deadline.at() - close_flush);
   {
     using namespace asio::experimental::awaitable_operators;
     auto forced_signal = [](Host* host) -> awaitable<void> {
       while (!host->forced_)
         co_await host->shutdown_requested_.wait_until(runtime::Deadline::never());
     };
-    auto drain = [](Host* host, runtime::Deadline deadline) -> awaitable<void> {
-      co_await host->supervisor_.join_group("chat.replies", deadline);
+    auto drain = [](Host* host, runtime::Deadline replies,
+                    runtime::Deadline deadline) -> awaitable<void> {
+      co_await host->supervisor_.join_group("chat.replies", replies);
       co_await (host->admin_->stop(deadline) && host->gateway_->stop(deadline));
     };
-    co_await (drain(this, stop_deadline) || forced_signal(this));
+    co_await (drain(this, replies_deadline, stop_deadline) || forced_signal(this));
   }
 
   // (3) Whatever is left is cancelled and closed.

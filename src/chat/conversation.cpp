@@ -187,6 +187,13 @@ awaitable<void> Conversation::accept(Submission message) {
 awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) {
   auto outlet = outlet_;
   if (!outlet) co_return;
+  // However this ends, the outlet hears whether it reached the newest reply.
+  bool reached_newest = false;
+  struct Done {
+    Outlet& outlet;
+    const bool& reached_newest;
+    ~Done() { outlet.backlog_done(reached_newest); }
+  } done{*outlet, reached_newest};
   const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
   for (;;) {
     auto replies = co_await store().replies_after(id_, after, page);
@@ -197,7 +204,7 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
     if (generation != generation_) co_return;
     for (const auto& reply : *replies) outlet->backlog_reply(reply);
     if (replies->size() < page) {
-      outlet->backlog_done();
+      reached_newest = true;
       co_return;
     }
     after = replies->back().seq;

@@ -84,8 +84,10 @@ class Outlet {
   // A stored reply read for a backlog (deliver_after, deliver_undelivered),
   // in seq order; reply() unless the outlet tells the two apart.
   virtual void backlog_reply(const store::Message& reply) { this->reply(reply, false); }
-  // A backlog read reached the newest stored reply.
-  virtual void backlog_done() {}
+  // A backlog read ended: it reached the newest stored reply, or it stopped
+  // before (the outlet could not send its pages in time, the store failed,
+  // the host is stopping).
+  virtual void backlog_done(bool /*reached_newest*/) {}
   // How many stored replies to read at a time for a backlog, and a wait until
   // the replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;

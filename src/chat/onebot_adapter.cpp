@@ -114,14 +114,6 @@ struct OneBotAdapter::Link {
   std::optional<runtime::Duration> heartbeat_interval;
   Clock::time_point last_heartbeat = Clock::now();
   runtime::Notifier changed;  // a heartbeat came, or the link closed
-  // Messages read while a chat of the account was full, in order, with
-  // the size of the frames they came in.
-  std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
-  std::size_t held_bytes = 0;
-
-  bool holding_full() const {
-    return held.size() >= max_held_messages || held_bytes >= max_held_bytes;
-  }
 
   explicit Link(asio::any_io_executor executor) : changed(std::move(executor)) {}
 };
@@ -140,6 +132,15 @@ struct OneBotAdapter::Bot {
   runtime::Notifier api_changed;    // a new API connection, or it went
   std::deque<std::string> sent_ids;  // message ids of the bot's own recent sends
   std::set<std::string, std::less<>> sent_id_set;
+  // Messages read while a chat of the account was full, in order, with the
+  // size of the frames they came in. They outlive a connection: a message
+  // read is not lost when the connection it came on closes.
+  std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
+  std::size_t held_bytes = 0;
+
+  bool holding_full() const {
+    return held.size() >= max_held_messages || held_bytes >= max_held_bytes;
+  }
 
   explicit Bot(asio::any_io_executor executor) : api_changed(std::move(executor)) {}
 
@@ -157,7 +158,7 @@ struct OneBotAdapter::Bot {
   // Reading stops while the messages held for full chats reach their bounds.
   void update_reading() {
     if (!events || events->closed) return;
-    if (events->holding_full()) {
+    if (holding_full()) {
       events->connection->pause_reading();
     } else if (events->connection->reading_paused()) {
       events->connection->resume_reading();
@@ -183,15 +184,17 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   // Several may wait to be stored at once (questions sent together).
   void expect(std::string client_id, std::string message_id, std::int64_t sender) {
     last_active_ = Clock::now();
-    expected_.insert_or_assign(std::move(client_id), Origin{std::move(message_id), sender});
+    expected_.emplace_back(std::move(client_id), Origin{std::move(message_id), sender});
     // Bounded: one whose message is never stored (its work was dropped)
     // cannot pile up.
-    while (expected_.size() > max_origins_kept) expected_.erase(expected_.begin());
+    while (expected_.size() > max_origins_kept) expected_.pop_front();
   }
 
   void stored(const Submission& message, const store::Appended& appended) override {
     if (!message.client_id) return;
-    auto it = expected_.find(*message.client_id);
+    // A chat holds a few messages waiting to be stored: a short search.
+    auto it = std::find_if(expected_.begin(), expected_.end(),
+                           [&](const auto& e) { return e.first == *message.client_id; });
     if (it == expected_.end()) return;
     origins_[appended.seq] = std::move(it->second);
     expected_.erase(it);
@@ -221,7 +224,13 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     hand(reply);
   }
   void backlog_reply(const store::Message& reply) override { hand(reply); }
-  void backlog_done() override {
+  void backlog_done(bool reached_newest) override {
+    if (!reached_newest) {
+      // Its pages could not go out in time (the account offline, a slow
+      // implementation): the read goes on once these sends are out.
+      backlog_unfinished_ = true;
+      return;
+    }
     if (missed_ > handed_up_to_) {
       // Stored after the read began: read again from what was handed.
       if (auto conversation = conversation_.lock()) conversation->deliver_after(handed_up_to_);
@@ -338,9 +347,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           conversation->delivered(seq, true);
         if (self->outgoing_.empty()) {
           self->sending_ = false;
-          // A read of the stored replies gave up waiting for these sends:
-          // replies made meanwhile are read again now.
-          if (!self->caught_up_ && self->missed_ > self->handed_up_to_) {
+          // A read of the stored replies stopped waiting for these sends,
+          // or replies were made meanwhile: the read goes on from here.
+          if (!self->caught_up_ &&
+              (self->backlog_unfinished_ || self->missed_ > self->handed_up_to_)) {
+            self->backlog_unfinished_ = false;
             if (auto conversation = self->conversation_.lock())
               conversation->deliver_after(self->handed_up_to_);
           }
@@ -446,9 +457,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   runtime::Notifier drained_;
   Seq handed_up_to_ = 0;  // replies up to here were handed to this outlet
   bool caught_up_ = false;  // a read of the stored replies reached the newest
+  bool backlog_unfinished_ = false;  // one stopped before; it goes on when sends are out
   Seq missed_ = 0;          // the newest reply made before that, left to the read
   std::map<Seq, Origin> origins_;
-  std::map<std::string, Origin, std::less<>> expected_;  // by client id, until stored
+  // By client id until stored, the oldest first.
+  std::deque<std::pair<std::string, Origin>> expected_;
   bool full_ = false;
   Clock::time_point last_active_ = Clock::now();
 };
@@ -643,11 +656,6 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
   if (link->calls) link->calls->fail_all("the connection closed");
   link->changed.notify_all();
   auto& bot = this->bot(link->self_id);
-  // Messages read and held are not lost with the connection: their chats
-  // take them now (bounded by the holding limits).
-  auto held = std::exchange(link->held, {});
-  link->held_bytes = 0;
-  for (const auto& [message, bytes] : held) on_message(bot, link, message);
   const bool current = bot.api == link || bot.events == link;
   if (bot.api == link) {
     bot.api = nullptr;
@@ -689,13 +697,13 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     }
     ++bot.messages_in;
     onebot_messages("in").inc();
-    if (bot.saturated_chats > 0 || !link->held.empty()) {
-      link->held.emplace_back(std::move(*message), frame_bytes);
-      link->held_bytes += frame_bytes;
+    if (bot.saturated_chats > 0 || !bot.held.empty()) {
+      bot.held.emplace_back(std::move(*message), frame_bytes);
+      bot.held_bytes += frame_bytes;
       bot.update_reading();
       return;
     }
-    on_message(bot, link, *message);
+    on_message(bot, *message);
   } else if (auto* heartbeat = std::get_if<onebot::Heartbeat>(&event)) {
     on_heartbeat(link, *heartbeat);
   } else {
@@ -707,20 +715,18 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
 void OneBotAdapter::release_held(Bot& bot) {
   if (releasing_) return;  // handing one over can call back here
   releasing_ = true;
-  const auto link = bot.events;
-  while (link && !link->closed && bot.saturated_chats == 0 && !link->held.empty()) {
-    auto [message, bytes] = std::move(link->held.front());
-    link->held.pop_front();
-    link->held_bytes -= bytes;
-    on_message(bot, link, message);
+  while (bot.saturated_chats == 0 && !bot.held.empty()) {
+    auto [message, bytes] = std::move(bot.held.front());
+    bot.held.pop_front();
+    bot.held_bytes -= bytes;
+    on_message(bot, message);
   }
   releasing_ = false;
   bot.update_reading();
 }
 
-void OneBotAdapter::on_message(Bot& bot, const std::shared_ptr<Link>& link,
-                               const onebot::MessageEvent& message) {
-  const auto incoming = onebot::read_incoming(message.message, link->self_id);
+void OneBotAdapter::on_message(Bot& bot, const onebot::MessageEvent& message) {
+  const auto incoming = onebot::read_incoming(message.message, bot.self_id);
   // The message id with the event's time: an event delivered twice is
   // stored once, and an id an implementation hands out again after its
   // restart is still a new message.

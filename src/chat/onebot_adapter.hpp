@@ -105,7 +105,7 @@ class OneBotAdapter {
   void on_closed(const std::shared_ptr<Link>& link);
   void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event,
                 std::size_t frame_bytes);
-  void on_message(Bot& bot, const std::shared_ptr<Link>& link, const onebot::MessageEvent& message);
+  void on_message(Bot& bot, const onebot::MessageEvent& message);
   void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
   void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
   void release_held(Bot& bot);

@@ -158,11 +158,46 @@ TEST(Shutdown, TwoHundredRepliesHungUpstreamEndWithinTheDrainAndEveryUserHearsGo
   EXPECT_TRUE(lines_with(log, "cancelled after").empty()) << joined(lines_with(log, "cancelled after"));
   const auto summary = stop_summary(log);
   ASSERT_TRUE(summary.has_value()) << "no \"mooring stopped in\" summary line:\n" << log;
-  EXPECT_GE(summary->took_ms, 1000) << "the hung replies hold the drain for its whole 1s";
+  EXPECT_GE(summary->took_ms, 900)
+      << "the hung replies hold the drain for its whole 1s but the 100 ms kept for the close frames";
   EXPECT_GE(summary->tasks_cancelled, users) << "each hung reply is cancelled";
   EXPECT_GE(summary->connections_closed, users);
   // The upstream saw every request given up, not left open.
   EXPECT_TRUE(poll_until([&] { return upstream.in_flight() == 0; }, 5s)) << upstream.in_flight();
+}
+
+// The drain deadline bounds the whole drain, close frames included: replies
+// may finish until close_flush_time (100 ms) before it, then every client is
+// sent 1001, and one that never answers its close is cut at the deadline,
+// not 100 ms after it.
+TEST(Shutdown, ClientsThatNeverAnswerTheCloseAreCutAtTheDrainDeadline) {
+  FakeUpstream upstream;
+  upstream.set_fallback(hang());
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   openai_provider(upstream, "attempt_timeout = \"10m\"\ntotal_timeout = \"10m\"\n") +
+                       "[shutdown]\ndrain_timeout = \"1s\"\n");
+  ASSERT_TRUE(host.started()) << host.log();
+  constexpr int users = 3;
+  std::vector<std::unique_ptr<ChatClient>> clients;
+  for (int u = 0; u < users; ++u) {
+    auto& client = *clients.emplace_back(std::make_unique<ChatClient>());
+    ASSERT_EQ(client.connect(host.gateway(), "silent" + std::to_string(u)), 101);
+    say_and_get_seq(client, "hello", "q");
+  }
+  ASSERT_TRUE(poll_until([&] { return upstream.in_flight() == users; }, 20s));
+  // From here the clients read nothing until the host has exited.
+  host.process().signal(SIGINT);
+  const auto code = host.process().wait_exit(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  const auto summary = stop_summary(host.log());
+  ASSERT_TRUE(summary.has_value()) << host.log();
+  EXPECT_GE(summary->took_ms, 900) << "the replies may finish until 100 ms before the deadline";
+  EXPECT_LT(summary->took_ms, 1100) << "cut at the deadline, not after a close flush past it";
+  std::printf("drain 1s, clients silent: stopped in %d ms\n", static_cast<int>(summary->took_ms));
+  // The close was sent before the cut.
+  for (auto& client : clients) EXPECT_EQ(client->read_until_closed(5s), 1001);
 }
 
 // Seed 001 again: the upstream answers 504, and each reply waits in a retry

@@ -532,6 +532,95 @@ TEST(OneBot, AReplyLeftByAPreviousRunGoesBeforeOneMadeNow) {
   expect_clean_stop(host);
 }
 
+// More undelivered replies than one page (16) of the store, paced slower
+// than the read waits for a page: the read goes on when the page is out,
+// and a reply made meanwhile follows them. The rest used to wait for the
+// next connection.
+TEST(OneBot, ABacklogLongerThanAPageGoesOutWholeBeforeNewReplies) {
+  TempDir dir;
+  constexpr int stored = 20;
+  const auto replies_stored = [](const HostProcess& host) {
+    const auto page = http_get(host.admin(), "/api/sessions/qq:10001:private:42/messages",
+                               host.admin_token());
+    int n = 0;
+    for (auto at = page.body.find("echo: m"); at != std::string::npos;
+         at = page.body.find("echo: m", at + 1))
+      ++n;
+    return n;
+  };
+  {
+    HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    for (int i = 0; i < stored; ++i)
+      peer.private_message(42, json::value(fmt::format("m{}", i)), "alice", 5000 + i);
+    next_send(peer);  // the first, never answered: the others wait behind it
+    ASSERT_TRUE(poll_until([&] { return replies_stored(host) == stored; }, 10s)) << host.log();
+    expect_clean_stop(host);
+  }
+  // A page's sends take 2.6 s (3 at once, then one per 200 ms); the read
+  // waits 2 × api_timeout = 2 s for them.
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   onebot_config({{"api_timeout", "\"1s\""}, {"send_interval", "\"200ms\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  std::vector<std::string> texts;
+  for (int i = 0; i < stored; ++i) {
+    auto send = next_send(peer);
+    texts.push_back(plain_text(send));
+    peer.answer_standard(send);
+    if (i == 17) peer.private_message(42, json::value("late"), "alice", 6001);
+  }
+  auto late = next_send(peer);
+  texts.push_back(plain_text(late));
+  peer.answer_standard(late);
+  std::vector<std::string> expected;
+  for (int i = 0; i < stored; ++i) expected.push_back(fmt::format("echo: m{}", i));
+  expected.push_back("echo: late");
+  EXPECT_EQ(texts, expected);
+  peer.close();
+  expect_clean_stop(host);
+}
+
+// Messages read while a chat is full are held for the account, not for the
+// connection: one that closes with messages held loses none of them, and
+// each reply still quotes its own question.
+TEST(OneBot, MessagesHeldForAFullChatOutliveTheirConnection) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   onebot_config() + "[provider.echo]\ntoken_delay = \"100ms\"\n",
+                   "max_pending_messages = 1\n");
+  ASSERT_TRUE(host.started()) << host.log();
+  constexpr int questions = 6;
+  std::vector<std::string> expected;
+  {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    for (int i = 0; i < questions; ++i) {
+      const auto id =
+          peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
+      expected.push_back(fmt::format("[CQ:reply,id={}][CQ:at,qq={}] echo: u: q{}", id, 600 + i, i));
+    }
+    // Read before the close: the bot counts each message it takes in.
+    ASSERT_TRUE(poll_until(
+        [&] { return bot_status(host).at("messages_in").to_number<int>() == questions; }, 10s));
+    peer.drop();
+  }
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  std::vector<std::string> sent;
+  for (int i = 0; i < questions; ++i) {
+    auto send = next_send(again, 20s);
+    sent.push_back(message_text(send));
+    again.answer_standard(send);
+  }
+  EXPECT_EQ(sent, expected);
+  again.close();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, ALongReplyIsSplitInOrderAndSendsArePaced) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(),

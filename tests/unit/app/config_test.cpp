@@ -741,6 +741,19 @@ TEST(ParseConfigErrors, AQuoteRightAfterAValueIsRefusedBeforeTheParser) {
   ASSERT_NE(fine, nullptr);
   EXPECT_EQ(fine->provider.system_prompt, "a\n\"b\"");
   EXPECT_EQ(fine->onebot.group_prefixes, (std::vector<std::string>{"/ai", "!", "bot"}));
+  // A multi-line string may end with one or two quotes before its delimiter.
+  const std::pair<const char*, const char*> closings[] = {
+      {"[provider]\nsystem_prompt = \"\"\"Say \"hi\"\"\"\"\n", "Say \"hi\""},
+      {"[provider]\nsystem_prompt = \"\"\"Say \"\"hi\"\"\"\"\"\n", "Say \"\"hi\"\""},
+      {"[provider]\nsystem_prompt = '''it is 'so''''\n", "it is 'so'"},
+      {"[provider]\nsystem_prompt = '''it is ''so'''''\n", "it is ''so''"}};
+  for (const auto& [text, prompt] : closings) {
+    auto parsed = parse_ok(text);
+    ASSERT_NE(parsed, nullptr) << text;
+    EXPECT_EQ(parsed->provider.system_prompt, prompt);
+  }
+  // Lines joined by a backslash inside a string are still counted.
+  EXPECT_EQ(single_error("a = \"\"\"x\\\ny\\\nz\"\"\"\nb = 1\"\n").line, 4);
 }
 
 // Any variable named here is sent to base_url as a bearer token: PATH was.
