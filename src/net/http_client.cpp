@@ -14,11 +14,13 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -125,41 +127,8 @@ error_code lookup_error(int code, int saved_errno) {
 
 using LookupResult = boost::system::result<std::vector<tcp::endpoint>>;
 
-// One lookup, shared by the thread that runs it and the request that waits
-// for it; whichever lets go last frees it. The thread touches nothing else:
-// under `mutex` it stores the result and, while the request still waits,
-// runs `wake`, which posts to the request's executor. The request clears
-// `wake` under the same mutex when it stops waiting (its frame may also be
-// destroyed with its io_context), so the thread never reaches an executor
-// that is gone.
-struct PendingLookup {
-  std::mutex mutex;
-  std::optional<LookupResult> result;
-  std::function<void()> wake;
-
-  void stop_waiting() {
-    std::lock_guard lock(mutex);
-    wake = nullptr;
-  }
-};
-
-// The body of a lookup thread.
-void run_lookup(const std::shared_ptr<PendingLookup>& pending,
-                const std::shared_ptr<std::atomic<std::size_t>>& running, const HostLookup& lookup,
-                const std::string& host, const std::string& port) {
-  LookupResult result = LookupResult(boost::system::in_place_error, asio::error::no_memory);
-  try {
-    result = lookup(host, port);
-  } catch (...) {
-    // Out of memory, or a lookup function that throws: the request says it failed.
-  }
-  {
-    std::lock_guard lock(pending->mutex);
-    pending->result = std::move(result);
-    if (auto wake = std::exchange(pending->wake, nullptr)) wake();
-  }
-  --*running;
-}
+const std::string lookup_advice =
+    "check the DNS servers (/etc/resolv.conf) or put an IP address in the URL";
 
 }  // namespace
 
@@ -184,6 +153,185 @@ boost::system::result<std::vector<tcp::endpoint>> system_lookup(const std::strin
   ::freeaddrinfo(found);
   if (endpoints.empty()) return error_code(asio::error::host_not_found);
   return endpoints;
+}
+
+// One lookup of a host and port, shared by the thread that runs it (once
+// started) and the requests that wait for it; whoever lets go last frees it.
+// Every field is guarded by HostLookups::Shared::mutex.
+struct HostLookups::Lookup {
+  std::string host;
+  std::string port;
+  bool started = false;  // a thread runs it (or has)
+  std::optional<LookupResult> result;
+  // The requests waiting, by id: each one's `wake` posts to its executor. A
+  // request removes its own when it stops waiting (its frame may also be
+  // destroyed with its io_context), so a thread never reaches an executor
+  // that is gone.
+  std::map<std::uint64_t, std::function<void()>> waiters;
+};
+
+// What the lookup threads share with the requests; it outlives both.
+struct HostLookups::Shared {
+  HostLookup lookup;
+  std::size_t max_threads;
+  mutable std::mutex mutex;
+  std::size_t threads = 0;  // running, waited for or not
+  std::size_t waiting = 0;  // requests waiting for a lookup
+  std::uint64_t next_waiter = 1;
+  // Every lookup started or waiting for a thread, by host and port.
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<Lookup>> lookups;
+  // Those waiting for a thread, oldest first; each has a waiter.
+  std::deque<std::shared_ptr<Lookup>> queue;
+
+  // Called with `mutex` held. A lookup without a thread that nobody waits for
+  // any more is dropped; one with a thread stays listed until it ends, so
+  // that a request for the same host waits for it rather than starting one.
+  void stop_waiting(const std::shared_ptr<Lookup>& lookup, std::uint64_t waiter) {
+    if (lookup->waiters.erase(waiter) == 0) return;
+    --waiting;
+    if (!lookup->waiters.empty() || lookup->started || lookup->result) return;
+    std::erase(queue, lookup);
+    unlist(lookup);
+  }
+
+  // Called with `mutex` held.
+  void unlist(const std::shared_ptr<Lookup>& lookup) {
+    const auto listed = lookups.find({lookup->host, lookup->port});
+    if (listed != lookups.end() && listed->second == lookup) lookups.erase(listed);
+  }
+
+  // The body of a lookup thread: the lookup it was started for, then each
+  // one waiting for a thread, until none is left. Touches only `shared`.
+  static void run(const std::shared_ptr<Shared>& shared, std::shared_ptr<Lookup> lookup) {
+    while (lookup) {
+      LookupResult result(boost::system::in_place_error, asio::error::no_memory);
+      try {
+        result = shared->lookup(lookup->host, lookup->port);
+      } catch (...) {
+        // Out of memory, or a lookup function that throws: the requests say it failed.
+      }
+      std::lock_guard lock(shared->mutex);
+      lookup->result = std::move(result);
+      for (auto& [id, wake] : lookup->waiters) wake();
+      shared->unlist(lookup);
+      lookup = nullptr;
+      if (shared->queue.empty()) {
+        --shared->threads;
+      } else {
+        lookup = std::move(shared->queue.front());
+        shared->queue.pop_front();
+        lookup->started = true;
+      }
+    }
+  }
+};
+
+HostLookups::HostLookups(HostLookup lookup, std::size_t max_threads)
+    : shared_(std::make_shared<Shared>()) {
+  shared_->lookup = lookup ? std::move(lookup) : HostLookup(system_lookup);
+  shared_->max_threads = std::max<std::size_t>(max_threads, 1);
+}
+
+const std::shared_ptr<HostLookups>& HostLookups::process() {
+  static const auto lookups = std::make_shared<HostLookups>();
+  return lookups;
+}
+
+std::size_t HostLookups::threads_running() const {
+  std::lock_guard lock(shared_->mutex);
+  return shared_->threads;
+}
+
+std::size_t HostLookups::waiting() const {
+  std::lock_guard lock(shared_->mutex);
+  return shared_->waiting;
+}
+
+awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HostLookups::resolve(
+    const std::string& host, const std::string& port, runtime::Duration timeout) {
+  using Resolved = boost::system::result<std::vector<tcp::endpoint>, ClientError>;
+  auto fail = [](ClientError e) { return Resolved(boost::system::in_place_error, std::move(e)); };
+  const auto executor = co_await asio::this_coro::executor;
+  // The wait ends when the timer expires (too slow), when the lookup's thread
+  // cancels it through the waiter's `wake` (done), or when the request is
+  // cancelled. `wake` holds the timer weakly: a lookup thread never destroys it.
+  auto timer = std::make_shared<asio::steady_timer>(executor, timeout);
+  auto wake = [weak = std::weak_ptr<asio::steady_timer>(timer), executor] {
+    asio::post(executor, [weak] {
+      if (auto waiting_timer = weak.lock()) waiting_timer->cancel();
+    });
+  };
+  std::shared_ptr<Lookup> lookup;
+  std::uint64_t waiter = 0;
+  std::optional<std::string> no_thread;
+  {
+    std::lock_guard lock(shared_->mutex);
+    auto& listed = shared_->lookups[{host, port}];
+    if (!listed) {
+      listed = std::make_shared<Lookup>();
+      listed->host = host;
+      listed->port = port;
+      if (shared_->threads < shared_->max_threads) {
+        try {
+          std::thread(Shared::run, shared_, listed).detach();
+          listed->started = true;
+          ++shared_->threads;
+        } catch (const std::system_error& e) {
+          no_thread = e.what();
+          shared_->lookups.erase({host, port});
+        }
+      } else {
+        shared_->queue.push_back(listed);
+      }
+    }
+    if (!no_thread) {
+      lookup = listed;
+      waiter = shared_->next_waiter++;
+      lookup->waiters.emplace(waiter, wake);
+      ++shared_->waiting;
+    }
+  }
+  if (no_thread)
+    co_return fail(ClientError{
+        asio::error::no_memory,
+        fmt::format("cannot look up {}: no thread for the lookup: {}", host, *no_thread)});
+  // Whatever ends this frame (the io_context going away included) ends the wait.
+  struct StopWaiting {
+    Shared& shared;
+    const std::shared_ptr<Lookup>& lookup;
+    std::uint64_t waiter;
+    ~StopWaiting() {
+      std::lock_guard lock(shared.mutex);
+      shared.stop_waiting(lookup, waiter);
+    }
+  } stop_waiting{*shared_, lookup, waiter};
+  auto [wait_ec] = co_await timer->async_wait(use_tuple);
+  std::optional<LookupResult> result;
+  bool started = false;
+  std::size_t threads = 0;
+  {
+    std::lock_guard lock(shared_->mutex);
+    shared_->stop_waiting(lookup, waiter);
+    result = lookup->result;  // a copy: other requests may read it too
+    started = lookup->started;
+    threads = shared_->threads;
+  }
+  if (result && *result) co_return Resolved(std::move(**result));
+  if (result)
+    co_return fail(ClientError{
+        result->error(), fmt::format("cannot resolve {}: {}", host, result->error().message())});
+  if (wait_ec)
+    co_return fail(ClientError{asio::error::operation_aborted,
+                               fmt::format("the lookup of {} was cancelled", host)});
+  if (started)
+    co_return fail(ClientError{asio::error::timed_out,
+                               fmt::format("the lookup of {} did not finish within {}; {}", host,
+                                           runtime::format_duration(timeout), lookup_advice)});
+  co_return fail(ClientError{
+      asio::error::timed_out,
+      fmt::format("cannot look up {}: for {} all {} lookups of host names allowed at once were "
+                  "waiting for DNS; {}",
+                  host, runtime::format_duration(timeout), threads, lookup_advice)});
 }
 
 // One connection to an origin, plain or TLS.
@@ -215,10 +363,8 @@ struct HttpClient::Connection {
 };
 
 HttpClient::HttpClient(asio::any_io_executor executor, ClientOptions options)
-    : executor_(std::move(executor)),
-      options_(std::move(options)),
-      lookups_running_(std::make_shared<std::atomic<std::size_t>>(0)) {
-  if (!options_.lookup) options_.lookup = system_lookup;
+    : executor_(std::move(executor)), options_(std::move(options)) {
+  if (!options_.lookups) options_.lookups = HostLookups::process();
   if (!options_.https_proxy) options_.https_proxy = env("HTTPS_PROXY", "https_proxy");
   if (!options_.http_proxy) options_.http_proxy = env("HTTP_PROXY", "http_proxy");
   if (!options_.no_proxy) options_.no_proxy = env("NO_PROXY", "no_proxy");
@@ -234,7 +380,6 @@ HttpClient::~HttpClient() = default;
 awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HttpClient::resolve(
     const std::string& host, const std::string& port) {
   using Resolved = boost::system::result<std::vector<tcp::endpoint>, ClientError>;
-  auto fail = [](ClientError e) { return Resolved(boost::system::in_place_error, std::move(e)); };
   // An address needs no lookup (nor a thread).
   error_code not_an_address;
   const auto address = asio::ip::make_address(host, not_an_address);
@@ -244,55 +389,8 @@ awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HttpCl
   if (!not_an_address && port_ec == std::errc() && port_end == port.data() + port.size())
     co_return Resolved(std::vector<tcp::endpoint>{tcp::endpoint(address, port_number)});
 
-  const std::string advice =
-      "check the DNS servers (/etc/resolv.conf) or put an IP address in the URL";
-  const std::size_t running = *lookups_running_;
-  if (running >= options_.max_lookups)
-    co_return fail(make_error(
-        asio::error::no_buffer_space,
-        fmt::format("cannot look up {}: {} lookups of host names are still waiting for DNS, the "
-                    "limit; {}",
-                    host, running, advice)));
-
-  auto pending = std::make_shared<PendingLookup>();
-  // The wait ends when the timer expires (too slow), when the lookup thread
-  // cancels it through `wake` (done), or when the request is cancelled.
-  auto timer = std::make_shared<asio::steady_timer>(executor_, options_.lookup_timeout);
-  pending->wake = [timer, executor = executor_] {
-    asio::post(executor, [timer] { timer->cancel(); });
-  };
-  ++*lookups_running_;
-  try {
-    std::thread(run_lookup, pending, lookups_running_, options_.lookup, host, port).detach();
-  } catch (const std::system_error& e) {
-    --*lookups_running_;
-    co_return fail(
-        make_error(asio::error::no_memory,
-                   fmt::format("cannot look up {}: no thread for the lookup: {}", host, e.what())));
-  }
-  // Whatever ends this frame (the io_context going away included) ends the wait.
-  struct StopWaiting {
-    PendingLookup& pending;
-    ~StopWaiting() { pending.stop_waiting(); }
-  } stop_waiting{*pending};
-  auto [wait_ec] = co_await timer->async_wait(use_tuple);
-  std::optional<LookupResult> result;
-  {
-    std::lock_guard lock(pending->mutex);
-    pending->wake = nullptr;
-    result = std::move(pending->result);
-  }
-  if (result && *result) co_return Resolved(std::move(**result));
-  if (result)
-    co_return fail(make_error(
-        result->error(), fmt::format("cannot resolve {}: {}", host, result->error().message())));
-  if (!wait_ec)
-    co_return fail(
-        make_error(asio::error::timed_out,
-                   fmt::format("the lookup of {} did not finish within {}; {}", host,
-                               runtime::format_duration(options_.lookup_timeout), advice)));
-  co_return fail(make_error(asio::error::operation_aborted,
-                            fmt::format("the lookup of {} was cancelled", host)));
+  auto resolved = co_await options_.lookups->resolve(host, port, options_.lookup_timeout);
+  co_return resolved;
 }
 
 awaitable<boost::system::result<std::unique_ptr<HttpClient::Connection>, ClientError>>

@@ -7,13 +7,10 @@
 // Every operation honours cancellation of the calling coroutine: the socket of
 // a cancelled request is closed at once and never reused.
 //
-// Host-name lookups: getaddrinfo cannot be interrupted, so each lookup runs on
-// a thread of its own that shares only the lookup's state with the request.
-// The request waits at most `lookup_timeout`, and a cancellation ends the wait
-// at once, whatever getaddrinfo does; an abandoned lookup ends by itself and
-// its thread is never joined, so it holds neither a request nor the process's
-// exit. At most `max_lookups` lookups run at once; beyond, a request fails at
-// once saying so.
+// Host-name lookups go through a HostLookups, by default the one every client
+// of the process shares (see below): a request waits at most
+// `lookup_timeout`, and a cancellation ends the wait at once, whatever
+// getaddrinfo does.
 //
 // Promises about what an upstream sends back:
 // - interim responses (1xx other than 101) are skipped, up to
@@ -40,7 +37,6 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/system/result.hpp>
 
-#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -85,15 +81,53 @@ using HostLookup = std::function<boost::system::result<std::vector<asio::ip::tcp
 boost::system::result<std::vector<asio::ip::tcp::endpoint>> system_lookup(const std::string& host,
                                                                           const std::string& port);
 
+// Host-name lookups, shared by the clients that use the same HostLookups: by
+// default (HostLookups::process()) every client of the process, so a client
+// made anew at each reload adds no thread. getaddrinfo cannot be
+// interrupted, so each lookup runs on a thread that shares only the lookup's
+// state with the requests waiting for it.
+// - Requests for the same host and port at the same time share one lookup
+//   (one thread); each gets its result.
+// - At most `max_threads` lookups run at once, waited for or abandoned; a
+//   lookup beyond waits, in order, for a thread to finish.
+// - A request waits at most its own timeout (for a thread, then for the
+//   lookup), and its cancellation ends its wait at once; a lookup that no
+//   request waits for any more runs on by itself (its thread is never
+//   joined, so it holds neither a request nor the process's exit), or is
+//   dropped if it has no thread yet.
+class HostLookups {
+ public:
+  explicit HostLookups(HostLookup lookup = system_lookup, std::size_t max_threads = 8);
+
+  // The process's: system_lookup, 8 threads at most.
+  static const std::shared_ptr<HostLookups>& process();
+
+  // The endpoints of `host`:`port` (which must outlive the call), or why
+  // there are none: the lookup failed, `timeout` passed, or the calling
+  // coroutine was cancelled (operation_aborted).
+  awaitable<boost::system::result<std::vector<asio::ip::tcp::endpoint>, ClientError>> resolve(
+      const std::string& host, const std::string& port, runtime::Duration timeout);
+
+  // Lookup threads running now (waited for or abandoned).
+  std::size_t threads_running() const;
+  // Requests waiting for a lookup now (or for a thread to run it).
+  std::size_t waiting() const;
+
+  struct Lookup;
+  struct Shared;
+
+ private:
+  std::shared_ptr<Shared> shared_;  // shared with the lookup threads, which may outlive this
+};
+
 struct ClientOptions {
   runtime::Duration connect_timeout = std::chrono::seconds(10);
   // Looking up the upstream's (or the proxy's) host name: at most this long,
-  // and at most `max_lookups` lookups of this client at once, each holding a
-  // thread, even those abandoned and still waiting for DNS.
+  // waiting for a thread included.
   runtime::Duration lookup_timeout = std::chrono::seconds(10);
-  std::size_t max_lookups = 8;
-  // The lookup itself; empty: system_lookup. Tests put a slow one here.
-  HostLookup lookup;
+  // Where lookups run; empty: HostLookups::process(). Tests put one with a
+  // slow lookup here.
+  std::shared_ptr<HostLookups> lookups;
   std::size_t max_idle_per_origin = 8;
   // The largest response head, chunk-size line (with its extensions) or
   // trailer section accepted; the per-connection read buffer is capped there.
@@ -132,8 +166,7 @@ class HttpClient {
   // Connections not reused because of a surprise: bytes left over after a
   // response, or data (or a close) that arrived while the connection was idle.
   std::uint64_t connections_dropped() const { return dropped_; }
-  // Lookups whose threads are running now (waited for or abandoned).
-  std::size_t lookups_running() const { return *lookups_running_; }
+  const HostLookups& lookups() const { return *options_.lookups; }
 
   struct Connection;
 
@@ -149,8 +182,6 @@ class HttpClient {
   std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
   std::uint64_t opened_ = 0;
   std::uint64_t dropped_ = 0;
-  // Shared with the lookup threads, which may outlive the client.
-  std::shared_ptr<std::atomic<std::size_t>> lookups_running_;
 };
 
 // Parses a Retry-After value: delay-seconds or an HTTP date. nullopt when

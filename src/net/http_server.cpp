@@ -12,7 +12,6 @@
 
 #include <array>
 #include <optional>
-#include <set>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -25,16 +24,19 @@ class HttpSession;
 
 namespace {
 
-// Connections being answered 503 at once; beyond, a new one is closed at once.
-constexpr std::size_t max_refusing = 64;
+bool make_room(HttpServer::State& state);
+
+// Connections beyond max_connections at once, waiting for their request
+// header to claim a place (or being answered 503); beyond, the one waiting
+// longest is closed to admit the new one.
+constexpr std::size_t max_beyond_limit = 64;
 // What a refused or failed request's unread input may cost us before its
 // socket is closed: reading it lets the client see our answer instead of a reset.
 constexpr std::size_t linger_bytes = 256 * 1024;
 constexpr runtime::Duration linger_time = std::chrono::milliseconds(500);
-constexpr runtime::Duration refusal_time = std::chrono::seconds(1);
 
-// How often the closing of idle connections to admit new ones is logged.
-constexpr runtime::Duration idle_close_log_window = std::chrono::seconds(10);
+// How often the closing of connections to admit new ones is logged.
+constexpr runtime::Duration room_log_window = std::chrono::seconds(10);
 
 constexpr runtime::Duration first_accept_backoff = std::chrono::milliseconds(100);
 constexpr runtime::Duration last_accept_backoff = std::chrono::seconds(1);
@@ -43,6 +45,24 @@ bool is_descriptor_shortage(const error_code& ec) {
   return ec == asio::error::no_descriptors ||
          ec == boost::system::errc::too_many_files_open_in_system ||
          ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+}
+
+// An HTTP/1.1 client that sent Expect: 100-continue waits for "100 Continue"
+// before it sends the body (an HTTP/1.0 client's expectation is ignored).
+bool expects_continue(const HttpRequest& header) {
+  return header.version() >= 11 && beast::iequals(header[http::field::expect], "100-continue");
+}
+
+// The answer to a connection beyond max_connections that cannot take a place.
+HttpResponse too_many_connections(std::size_t open) {
+  auto response = error_response(
+      http::status::service_unavailable, "too_many_connections",
+      fmt::format("the server has {} connections open, its limit, and none is idle or slow to "
+                  "send its request; try again shortly",
+                  open),
+      11, false);
+  response.set(http::field::retry_after, "1");
+  return response;
 }
 
 // Bytes of a message's header fields as they came on the wire.
@@ -62,15 +82,19 @@ struct HttpServer::State {
   std::optional<tcp::acceptor> acceptor;
   // Every live session, registered by its constructor and removed by its
   // destructor (and earlier, when its task ends or when it is closed to make
-  // room for a new one): never a freed one.
+  // room for a new one): never a freed one. Ids grow with time.
   std::map<std::uint64_t, HttpSession*> sessions;
   std::uint64_t next_session = 1;
+  // Sessions admitted beyond max_connections, waiting for their request
+  // header before they may take a place (or being refused).
+  std::size_t beyond_limit = 0;
   runtime::Notifier changed;
   std::uint64_t refused = 0;
-  std::uint64_t idle_closed = 0;  // idle connections closed to admit a new one
-  runtime::LogLimiter idle_close_log{
-      runtime::LogLimiter::Options{.window = idle_close_log_window, .max_kinds = 2}};
-  std::set<beast::tcp_stream*> refusals;  // connections being answered 503
+  // Connections closed to admit a new one: idle, or with a header stalled.
+  std::uint64_t idle_closed = 0;
+  std::uint64_t slow_headers_closed = 0;
+  runtime::LogLimiter room_log{
+      runtime::LogLimiter::Options{.window = room_log_window, .max_kinds = 2}};
   // A descriptor held in reserve (/dev/null), given up to accept a connection
   // when the process has no other; taken again when a connection closes.
   int spare = -1;
@@ -80,6 +104,7 @@ struct HttpServer::State {
   std::optional<Clock::time_point> last_failure_line;
   runtime::Counter& refused_total;
   runtime::Counter& idle_closed_total;
+  runtime::Counter& slow_headers_closed_total;
   runtime::Counter& accept_failures_total;
 
   State(runtime::Supervisor& s, std::string n, std::shared_ptr<const Router> r, HttpLimits l)
@@ -87,7 +112,8 @@ struct HttpServer::State {
         changed(s.executor()),
         refused_total(runtime::metrics().counter(
             "mooring_http_connections_refused_total",
-            "Connections refused (answered 503, or closed when too many were being answered) "
+            "Connections refused (answered 503, or closed: no request header within the grace, "
+            "or too many waiting for one) "
             "because max_connections were open.",
             {{"listener", name}})),
         idle_closed_total(runtime::metrics().counter(
@@ -95,11 +121,29 @@ struct HttpServer::State {
             "Idle connections (waiting for a request, none of it received) closed to admit a "
             "new one because max_connections were open.",
             {{"listener", name}})),
+        slow_headers_closed_total(runtime::metrics().counter(
+            "mooring_http_slow_header_connections_closed_total",
+            "Connections whose request header was still incomplete after the grace closed to "
+            "admit a new one because max_connections were open.",
+            {{"listener", name}})),
         accept_failures_total(runtime::metrics().counter(
             "mooring_accept_failures_total",
             "Accepts that failed (out of descriptors or memory, mostly); each is retried.",
             {{"listener", name}})) {}
   ~State() { release_spare(); }
+
+  // Sessions that hold one of the max_connections places.
+  std::size_t placed() const { return sessions.size() - beyond_limit; }
+
+  void note_refused() {
+    ++refused;
+    refused_total.inc();
+    if (refused == 1 || refused % 1000 == 0)
+      log::warn("{}: at its limit of {} connections and none may give way: refusing new ones "
+                "(503, or closed without a whole request header within {}) ({} so far)",
+                name, limits.max_connections, runtime::format_duration(limits.header_grace),
+                refused);
+  }
 
   // Only while accepting: a stopped server holds no descriptor it does not need.
   void take_spare() {
@@ -116,14 +160,18 @@ struct HttpServer::State {
 // upgrade. Lives as long as its task (the coroutine holds the shared_ptr).
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(std::shared_ptr<HttpServer::State> server, tcp::socket socket)
-      : server_(std::move(server)), stream_(std::in_place, std::move(socket)), id_(server_->next_session++) {
+  // `placed`: holds one of the max_connections places; else admitted beyond
+  // the limit, to take one once its request header is whole.
+  HttpSession(std::shared_ptr<HttpServer::State> server, tcp::socket socket, bool placed)
+      : server_(std::move(server)), stream_(std::in_place, std::move(socket)),
+        id_(server_->next_session++), placed_(placed) {
     error_code ec;
     auto peer = stream_->socket().remote_endpoint(ec);
     remote_ = ec ? std::string("unknown peer") : endpoint_string(peer);
     server_->sessions.emplace(id_, this);
+    if (!placed_) ++server_->beyond_limit;
   }
-  ~HttpSession() { server_->sessions.erase(id_); }
+  ~HttpSession() { unlist(); }
   HttpSession(const HttpSession&) = delete;
   HttpSession& operator=(const HttpSession&) = delete;
 
@@ -155,21 +203,31 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   const std::string& remote() const { return remote_; }
+  bool placed() const { return placed_; }
 
-  // Since when the connection has waited for a request of which no byte has
-  // arrived; nullopt while a request is in progress, after an upgrade and
-  // once closing. Such a connection may be closed to make room for a new one.
-  std::optional<Clock::time_point> idle_since() const {
-    if (closing_ || !stream_) return std::nullopt;
-    return idle_since_;
+  // What the connection waits for while closing it would cut short nothing
+  // the server has begun: a request of which no byte has arrived (`idle`), or
+  // the rest of a request header that began to arrive at `since`. nullopt
+  // once the header is whole (a body being read, a request being handled),
+  // after an upgrade and once closing. Such a connection may be closed to
+  // make room for a new one.
+  struct Waiting {
+    bool idle = false;
+    Clock::time_point since;
+  };
+  std::optional<Waiting> waiting() const {
+    if (closing_ || !stream_ || !placed_) return std::nullopt;
+    if (idle_since_) return Waiting{.idle = true, .since = *idle_since_};
+    if (header_since_) return Waiting{.idle = false, .since = *header_since_};
+    return std::nullopt;
   }
 
-  // Closes an idle connection to admit a new one: its socket is closed and
+  // Closes a waiting connection to admit a new one: its socket is closed and
   // it leaves the connection table now; its task ends by itself.
   void close_to_make_room() {
     closing_ = true;
     force_close();
-    server_->sessions.erase(id_);
+    unlist();
   }
 
   // Waiting for a request: closed now. Busy: closed after the response in
@@ -195,6 +253,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
  private:
+  // Leaves the connection table (once; later calls do nothing).
+  void unlist() {
+    if (server_->sessions.erase(id_) > 0 && !placed_) --server_->beyond_limit;
+  }
+
+  // A session admitted beyond the limit whose request header is whole takes
+  // a place: a free one, or that of a connection closed to make room for it.
+  // False when none may go.
+  bool take_place() {
+    while (server_->placed() >= server_->limits.max_connections)
+      if (!make_room(*server_)) return false;
+    placed_ = true;
+    --server_->beyond_limit;
+    return true;
+  }
+
   // The upgraded connection, before it starts and while it runs.
   std::shared_ptr<WsConnection> upgraded() const { return ws_ ? ws_ : running_ws_.lock(); }
 
@@ -224,7 +298,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void finish() {
     ws_task_.end();
     force_close();
-    server_->sessions.erase(id_);
+    unlist();
     // The descriptor just freed becomes the spare again if the spare was used.
     server_->take_spare();
     server_->changed.notify_all();
@@ -258,7 +332,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // header here, a chunk line or the trailers below.
       buffer_.max_size(std::max(buffer_.size(), limits.header_bytes));
 
-      stream_->expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
+      // Beyond the limit a connection has header_grace to show its request.
+      runtime::Duration header_time = first ? limits.header_timeout : limits.keep_alive_timeout;
+      if (!placed_) header_time = std::min(header_time, limits.header_grace);
+      stream_->expires_after(header_time);
       awaiting_request_ = true;
       // Until the first byte of the request arrives the connection is idle.
       error_code ec;
@@ -270,9 +347,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         buffer_.commit(first_n);
         ec = first_ec;
       }
+      header_since_ = Clock::now();
       if (!ec)
         std::tie(ec, std::ignore) =
             co_await http::async_read_header(*stream_, buffer_, parser, use_tuple);
+      header_since_.reset();
       awaiting_request_ = false;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
@@ -280,6 +359,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         co_return;
       }
       if (ec) {
+        if (!placed_ && ec == beast::error::timeout) server_->note_refused();
         if (ec == beast::error::timeout) {
           log::debug("{}: closed connection from {}: no complete request in time",
                      server_->name, remote_);
@@ -287,6 +367,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           log::debug("{}: bad request from {}: {}", server_->name, remote_, ec.message());
           co_await refuse(http::status::bad_request, "bad_request", ec.message());
         }
+        co_return;
+      }
+
+      if (!placed_ && !take_place()) {
+        server_->note_refused();
+        auto refusal = too_many_connections(server_->placed());
+        co_await refuse(std::move(refusal));
         co_return;
       }
 
@@ -312,6 +399,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       const std::size_t header_fields = field_bytes(parser.get());
       if (parser.chunked())
         buffer_.max_size(std::max(buffer_.size(), limits.chunk_header_bytes));
+      // A client that waits for it (Expect: 100-continue) sends its body
+      // only once told to; a refusal above went out instead.
+      if (!too_large && !parser.is_done() && expects_continue(parser.get())) {
+        const bool told = co_await write_continue();
+        if (!told) co_return;
+      }
       stream_->expires_after(limits.body_timeout);
       if (!too_large && !parser.is_done()) {
         auto [body_ec, body_n] = co_await http::async_read(*stream_, buffer_, parser, use_tuple);
@@ -460,6 +553,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     buffer_ = beast::flat_buffer();
   }
 
+  // The interim answer to Expect: 100-continue.
+  awaitable<bool> write_continue() {
+    static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+    stream_->expires_after(server_->limits.write_timeout);
+    auto [ec, n] = co_await asio::async_write(*stream_, asio::buffer(interim), use_tuple);
+    co_return !ec;
+  }
+
   awaitable<bool> write(HttpResponse response) {
     stream_->expires_after(server_->limits.write_timeout);
     auto [ec, n] = co_await http::async_write(*stream_, response, use_tuple);
@@ -497,109 +598,84 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<beast::tcp_stream> stream_;  // until an upgrade
   beast::flat_buffer buffer_;
   std::uint64_t id_;
+  bool placed_;  // holds one of the max_connections places
   std::string remote_;
   std::shared_ptr<WsConnection> ws_;          // upgraded, not started yet
   std::weak_ptr<WsConnection> running_ws_;    // started
   runtime::AdoptedTask ws_task_;              // ... and listed as a task
   bool awaiting_request_ = true;              // reading a request's header, or waiting for it
   std::optional<Clock::time_point> idle_since_;  // waiting, and no byte of it received
+  std::optional<Clock::time_point> header_since_;  // its header arriving, not whole yet
   bool closing_ = false;
 };
 
 namespace {
 
-// A connection beyond max_connections: told why, then closed, without a
-// session (it never reaches the router). Holds its descriptor for at most
-// refusal_time; listed in the server's refusals meanwhile, so that stop() and
-// force_close_all() reach it.
-awaitable<void> refuse_connection(std::shared_ptr<HttpServer::State> state, tcp::socket socket) {
-  beast::tcp_stream stream(std::move(socket));
-  struct Listed {
-    HttpServer::State& state;
-    beast::tcp_stream& stream;
-    Listed(HttpServer::State& s, beast::tcp_stream& t) : state(s), stream(t) { state.refusals.insert(&stream); }
-    ~Listed() {
-      state.refusals.erase(&stream);
-      error_code ignored;
-      stream.socket().close(ignored);
-    }
-  } listed(*state, stream);
-  stream.expires_after(refusal_time);
-  auto response = error_response(
-      http::status::service_unavailable, "too_many_connections",
-      fmt::format("the server has {} connections open, its limit, and none is idle; try again "
-                  "shortly",
-                  state->sessions.size()),
-      11, false);
-  response.set(http::field::retry_after, "1");
-  auto [ec, n] = co_await http::async_write(stream, response, use_tuple);
-  if (!ec) {
-    error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    std::array<char, 1024> sink;
-    std::size_t drained = 0;
-    while (drained < linger_bytes) {
-      auto [read_ec, read_n] = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
-      if (read_ec) break;
-      drained += read_n;
-    }
-  }
-  error_code ignored;
-  stream.socket().close(ignored);
-  state->take_spare();
-  state->changed.notify_all();
-}
-
-// At max_connections: closes the connection idle longest (waiting for a
-// request, none of it received) so that a new one can be served, as nginx and
-// HAProxy do. A client that holds connections open between requests, or
-// without sending one, cannot keep others out. False when none is idle.
-bool close_longest_idle(HttpServer::State& state) {
-  HttpSession* longest = nullptr;
-  Clock::time_point longest_since = Clock::time_point::max();
+// At max_connections: closes a connection so that a new one can be served, as
+// nginx and HAProxy do: the one idle longest (waiting for a request, none of
+// it received), else the one whose request header has been arriving longest,
+// once for more than header_grace (a real client's header comes in one
+// packet). A client that holds connections open between requests, without
+// sending one, or with a byte of one and no more, cannot keep others out.
+// False when no connection may go.
+bool make_room(HttpServer::State& state) {
+  const auto now = Clock::now();
+  HttpSession* chosen = nullptr;
+  HttpSession::Waiting chosen_waiting;
   for (auto& [id, session] : state.sessions) {
-    const auto since = session->idle_since();
-    if (since && *since < longest_since) {
-      longest = session;
-      longest_since = *since;
+    const auto waiting = session->waiting();
+    if (!waiting) continue;
+    if (!waiting->idle && now - waiting->since <= state.limits.header_grace) continue;
+    const bool better =
+        !chosen || (waiting->idle && !chosen_waiting.idle) ||
+        (waiting->idle == chosen_waiting.idle && waiting->since < chosen_waiting.since);
+    if (better) {
+      chosen = session;
+      chosen_waiting = *waiting;
     }
   }
-  if (!longest) return false;
-  const auto idle_for = Clock::now() - longest_since;
-  ++state.idle_closed;
-  state.idle_closed_total.inc();
-  state.idle_close_log.log(
-      spdlog::level::warn, "idle closed",
-      fmt::format(
-          "{}: {} connections open, the limit: closed the connection from {}, idle for {}, to "
-          "admit a new one",
-          state.name, state.sessions.size(), longest->remote(),
-          runtime::format_duration(std::chrono::duration_cast<runtime::Duration>(idle_for))));
-  longest->close_to_make_room();
+  if (!chosen) return false;
+  const auto waited = runtime::format_duration(
+      std::chrono::duration_cast<runtime::Duration>(now - chosen_waiting.since));
+  if (chosen_waiting.idle) {
+    ++state.idle_closed;
+    state.idle_closed_total.inc();
+    state.room_log.log(spdlog::level::warn, "idle closed",
+                       fmt::format("{}: {} connections open, the limit: closed the connection "
+                                   "from {}, idle for {}, to admit a new one",
+                                   state.name, state.placed(), chosen->remote(), waited));
+  } else {
+    ++state.slow_headers_closed;
+    state.slow_headers_closed_total.inc();
+    state.room_log.log(
+        spdlog::level::warn, "slow header closed",
+        fmt::format("{}: {} connections open, the limit: closed the connection from {}, its "
+                    "request header still incomplete after {}, to admit a new one",
+                    state.name, state.placed(), chosen->remote(), waited));
+  }
+  chosen->close_to_make_room();
   return true;
 }
 
+// Beyond max_connections a new connection is admitted to wait for its
+// request header: only a client that has sent one may take the place of
+// another connection. A client that opens connection after connection and
+// sends nothing whole thus never closes anyone's.
 void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) {
   // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
-  while (state->sessions.size() >= state->limits.max_connections)
-    if (!close_longest_idle(*state)) break;
-  if (state->sessions.size() >= state->limits.max_connections) {
-    ++state->refused;
-    state->refused_total.inc();
-    if (state->refused == 1 || state->refused % 1000 == 0)
-      log::warn("{}: {} connections open, the limit: refusing new ones with 503 ({} so far)",
-                state->name, state->sessions.size(), state->refused);
-    if (state->refusals.size() >= max_refusing) {
-      socket.close(ignored);
-      return;
+  const bool placed = state->placed() < state->limits.max_connections;
+  if (!placed && state->beyond_limit >= max_beyond_limit) {
+    // The one that has waited longest for its header gives way.
+    for (auto& [id, session] : state->sessions) {
+      if (session->placed()) continue;
+      state->note_refused();
+      session->close_to_make_room();
+      break;
     }
-    state->supervisor->spawn(state->name + " refusal", state->name + ".refusals",
-                             refuse_connection(state, std::move(socket)));
-    return;
   }
-  auto session = std::make_shared<HttpSession>(state, std::move(socket));
+  auto session = std::make_shared<HttpSession>(state, std::move(socket), placed);
   state->supervisor->spawn(fmt::format("{} connection {}", state->name, session->remote()),
                            state->name + ".connections", HttpSession::run(session));
 }
@@ -735,6 +811,8 @@ std::uint64_t HttpServer::idle_connections_closed() const {
   return state_->idle_closed;
 }
 
+std::uint64_t HttpServer::slow_headers_closed() const { return state_->slow_headers_closed; }
+
 std::uint64_t HttpServer::accept_failures() const { return state_->accept_failures; }
 
 void HttpServer::stop_accepting() {
@@ -750,10 +828,6 @@ void HttpServer::force_close_all() {
   auto sessions = state_->sessions;
   for (auto& [id, session] : sessions)
     if (state_->sessions.count(id)) session->force_close();
-  for (auto* refusal : state_->refusals) {
-    error_code ignored;
-    refusal->socket().close(ignored);
-  }
 }
 
 awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
@@ -766,7 +840,7 @@ awaitable<void> HttpServer::stop(runtime::Deadline deadline) {
   // still lets the close frames just asked for be written: the clients are
   // told "going away" instead of being cut off.
   if (deadline.passed()) deadline = runtime::Deadline::after(close_flush_time);
-  const auto finished = [this] { return state_->sessions.empty() && state_->refusals.empty(); };
+  const auto finished = [this] { return state_->sessions.empty(); };
   while (!finished() && !deadline.passed()) co_await state_->changed.wait_until(deadline);
   if (!finished()) {
     log::info("{}: {} connection(s) did not finish in time; closing them", state_->name,

@@ -24,18 +24,31 @@
 //   before any of the body is read, and the connection is closed (after
 //   discarding what the client still sends, a bounded amount for a bounded
 //   time, so that it reads the answer instead of a reset).
-// - At max_connections a new connection takes the place of the one idle
-//   longest: an HTTP connection waiting for its next request (or its first)
-//   with no byte of it received, closed at once — never a request in progress
-//   nor an upgraded WebSocket. With none idle, the new connection is answered
-//   503 (JSON error) and closed, without routing or upgrading. When the
+// - At max_connections a new connection waits, beyond the limit, for its
+//   request header (header_grace at most; 64 such at once, beyond which the
+//   one waiting longest is closed): only a client that has sent a whole header
+//   may take the place of another connection, so a client that opens
+//   connection after connection and sends nothing whole closes nobody's. Its
+//   header in, it takes the place of the connection idle longest (waiting for
+//   its next request, or its first, with no byte of it received), else of the
+//   one whose request header has been arriving longest, if for more than
+//   header_grace — never a connection whose request header is whole (its body
+//   being read, the request being handled) nor an upgraded WebSocket. With
+//   none of these, it is answered 503 (JSON error) and closed, without routing
+//   or upgrading; without a whole header in time, it is closed. When the
 //   process is out of descriptors the server gives up a spare one it holds to
 //   take the waiting connection (so it stays answerable), backs off (100 ms
 //   doubling to 1 s) and logs at most one line a second.
-// - Metrics, labelled by the server's name (`listener`): connections answered
-//   503 at max_connections (mooring_http_connections_refused_total), idle ones
-//   closed to admit a new one (mooring_http_idle_connections_closed_total) and
-//   accepts that failed (mooring_accept_failures_total).
+// - Metrics, labelled by the server's name (`listener`): connections refused
+//   at max_connections (answered 503, or closed without a whole header in
+//   time: mooring_http_connections_refused_total), idle ones
+//   closed to admit a new one (mooring_http_idle_connections_closed_total),
+//   those closed with their header stalled
+//   (mooring_http_slow_header_connections_closed_total) and accepts that
+//   failed (mooring_accept_failures_total).
+// - A request that sent Expect: 100-continue gets "100 Continue" once its
+//   header has passed the checks (a CheckedHandler's, the body limit), before
+//   its body is read; a refusal is the final answer instead.
 #pragma once
 
 #include "net/listener.hpp"
@@ -61,9 +74,16 @@ struct HttpLimits {
   runtime::Duration write_timeout = 30s;
   // A chunk-size line with its extensions; the last chunk with its trailers.
   std::size_t chunk_header_bytes = 4 * 1024;
-  // Connections served at once; beyond, a new one replaces the longest idle,
-  // or is answered 503 and closed when none is idle.
+  // Connections served at once; beyond, a new one whose request header is in
+  // replaces the longest idle, or the one whose request header has been
+  // arriving longest (for more than header_grace), or is answered 503 and
+  // closed when none may go.
   std::size_t max_connections = 10000;
+  // How long a request header may take to arrive whole (a real client's comes
+  // in one packet) before its connection may be closed to admit a new one at
+  // max_connections; and how long a new connection beyond the limit has to
+  // send its header.
+  runtime::Duration header_grace = 1s;
 };
 
 // A route handler guarded by a check that needs only the request's header (a
@@ -103,10 +123,14 @@ class HttpServer {
   bool accepting() const;
   std::optional<tcp::endpoint> local_endpoint() const { return endpoint_; }
   std::size_t connections() const;
-  // Connections answered 503 because max_connections were open.
+  // Connections refused because max_connections were open (answered 503, or
+  // closed without a whole request header in time).
   std::uint64_t refused_connections() const;
   // Idle connections closed to admit a new one at max_connections.
   std::uint64_t idle_connections_closed() const;
+  // Connections closed, their request header stalled past header_grace, to
+  // admit a new one at max_connections.
+  std::uint64_t slow_headers_closed() const;
   // Accepts that failed (out of descriptors, mostly) since the last success.
   std::uint64_t accept_failures() const;
 

@@ -1,7 +1,8 @@
 // The admin listener of the real binary: it survives a taken port and comes up
 // by itself when the port frees (seed 000), guards /api with the token (before
-// reading a body), stays reachable for the operator however many connections
-// others park on it, and streams live events.
+// reading a body, and before asking for one with 100 Continue), stays
+// reachable for the operator however many connections others park or stall
+// on it, and streams live events.
 #include "net/listener.hpp"
 #include "support/clients.hpp"
 #include "support/process.hpp"
@@ -318,6 +319,95 @@ TEST(Admin, IdleConnectionsAtTheLimitDoNotLockTheOperatorOut) {
   EXPECT_TRUE(poll_until(
       [&] { return host.stderr_text().find("to admit a new one") != std::string::npos; }, 10s))
       << host.stderr_text();
+
+  host.signal(SIGTERM);
+  EXPECT_EQ(host.wait_exit(20s), 0);
+}
+
+// Connections that each send a byte of a request and no more (slowloris)
+// cannot lock the operator out either: with all of the admin listener's 256
+// connections so, an authorized request is answered once their headers have
+// been arriving for longer than the grace (a second), and the connection
+// closed to admit it is counted and logged.
+TEST(Admin, ConnectionsStallingTheirRequestHeaderDoNotLockTheOperatorOut) {
+  TempDir dir;
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  const auto address = start_admin(host, dir);
+  const auto token = read_token(dir);
+
+  constexpr int admin_connection_limit = 256;
+  std::vector<std::unique_ptr<RawConnection>> stalled;
+  for (int i = 0; i < admin_connection_limit; ++i) {
+    stalled.push_back(std::make_unique<RawConnection>(address));
+    stalled.back()->send("G");
+  }
+
+  // 503 ("try again shortly") while the headers are within their grace; an
+  // answer only once the header timeout (10 s) had closed them would be late.
+  int status = 0;
+  const auto answered = [&] {
+    status = http_get(address, "/api/status", token).status;
+    return status == 200;
+  };
+  EXPECT_TRUE(poll_until(answered, 8s, 100ms)) << status;
+  EXPECT_TRUE(stalled.front()->closed_within(5s));
+
+  auto metrics = http_get(address, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_GE(sample_value(metrics.body,
+                         "mooring_http_slow_header_connections_closed_total{listener=\"admin\"}"),
+            1)
+      << metrics.body;
+  EXPECT_TRUE(poll_until(
+      [&] {
+        return host.stderr_text().find("request header still incomplete after") !=
+               std::string::npos;
+      },
+      10s))
+      << host.stderr_text();
+
+  host.signal(SIGTERM);
+  EXPECT_EQ(host.wait_exit(20s), 0);
+}
+
+// A client that sends Expect: 100-continue (curl does for a large upload)
+// gets "100 Continue" once its token is checked, and sends its body then; a
+// client without the token gets its 401 at once instead.
+TEST(Admin, AnUploadThatWaitsFor100ContinueIsToldToSendItsBody) {
+  TempDir dir;
+  write_file(dir / "mooring.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path());
+  const auto address = start_admin(host, dir);
+  const auto token = read_token(dir);
+  auto config = http_get(address, "/api/config", token);
+  ASSERT_EQ(config.status, 200);
+
+  RawConnection client(address);
+  client.send(fmt::format(
+      "POST /api/config/validate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
+      "Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+      token, config.body.size()));
+  auto interim = client.read(5s);
+  ASSERT_TRUE(interim) << "no 100 Continue: the client would wait before sending its body";
+  EXPECT_EQ(interim->result_int(), 100u);
+  client.send(config.body);
+  auto validated = client.read(5s);
+  ASSERT_TRUE(validated);
+  EXPECT_EQ(validated->result_int(), 200u) << validated->body();
+
+  RawConnection stranger(address);
+  stranger.send(
+      "POST /api/config/validate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 100\r\n\r\n");
+  auto refused = stranger.read(5s);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->result_int(), 401u);
+  EXPECT_TRUE(stranger.closed_within(5s));
 
   host.signal(SIGTERM);
   EXPECT_EQ(host.wait_exit(20s), 0);

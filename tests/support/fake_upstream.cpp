@@ -206,6 +206,8 @@ struct SlowDns::State {
   bool open = false;
   std::atomic<int> begun{0};
   std::atomic<int> ended{0};
+  std::atomic<int> most_at_once{0};
+  std::vector<std::string> hosts;  // guarded by mutex
 };
 
 SlowDns::SlowDns() : state_(std::make_shared<State>()) {}
@@ -216,15 +218,18 @@ SlowDns::~SlowDns() {
 }
 
 net::HostLookup SlowDns::lookup() const {
-  return [state = state_](const std::string&, const std::string& port)
+  return [state = state_](const std::string& host, const std::string& port)
              -> boost::system::result<std::vector<tcp::endpoint>> {
-    ++state->begun;
     {
       std::unique_lock lock(state->mutex);
+      ++state->begun;
+      state->most_at_once = std::max<int>(state->most_at_once, state->begun - state->ended);
+      state->hosts.push_back(host);
       state->opened.wait_for(lock, std::chrono::minutes(1), [&] { return state->open; });
     }
     std::vector<tcp::endpoint> found{
         tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(std::stoi(port)))};
+    std::lock_guard lock(state->mutex);
     ++state->ended;
     return found;
   };
@@ -239,5 +244,12 @@ void SlowDns::open() {
 int SlowDns::begun() const { return state_->begun; }
 
 int SlowDns::ended() const { return state_->ended; }
+
+int SlowDns::most_at_once() const { return state_->most_at_once; }
+
+std::vector<std::string> SlowDns::hosts() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->hosts;
+}
 
 }  // namespace mooring::test

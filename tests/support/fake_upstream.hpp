@@ -102,7 +102,7 @@ class FakeUpstream {
 
 // A DNS server that does not answer: a lookup through lookup() blocks, as
 // getaddrinfo does then, until open() (or a minute), and then finds 127.0.0.1
-// at the port asked for. The lookups run on the client's lookup threads; the
+// at the port asked for. The lookups run on a HostLookups's threads; the
 // destructor opens the gate and waits (10 s at most) for every one to end.
 class SlowDns {
  public:
@@ -115,6 +115,8 @@ class SlowDns {
   void open();
   int begun() const;  // lookups that have started
   int ended() const;  // ... and those that have returned
+  int most_at_once() const;                // the most lookups blocked at the same time
+  std::vector<std::string> hosts() const;  // the hosts looked up, in order
 
   struct State;
 

@@ -315,10 +315,12 @@ TEST(Resilient, CancelDuringBackoffEndsItAtOnce) {
 
 // getaddrinfo cannot be interrupted: a lookup the DNS never answers still
 // ends each attempt at the attempt timeout, and a cancel (a shutdown) at once.
+// The retry waits for the same lookup rather than starting another.
 TEST(Resilient, AHungDnsLookupEndsAtTheAttemptTimeoutAndACancelEndsItAtOnce) {
   test::SlowDns dns;
+  auto lookups = std::make_shared<net::HostLookups>(dns.lookup());
   net::ClientOptions client_options;
-  client_options.lookup = dns.lookup();
+  client_options.lookups = lookups;
   client_options.lookup_timeout = std::chrono::hours(1);
   auto options = fast_options();
   options.attempt_timeout = 200ms;
@@ -331,13 +333,16 @@ TEST(Resilient, AHungDnsLookupEndsAtTheAttemptTimeoutAndACancelEndsItAtOnce) {
   EXPECT_EQ(reply.result.error().detail,
             "the provider did not answer within 200ms, gave up after 2 attempts");
   EXPECT_LT(took, 5s);  // a generous bound: only a wait for the DNS fails it
-  EXPECT_EQ(dns.begun(), 2);
+  EXPECT_EQ(dns.begun(), 1);
+  EXPECT_EQ(lookups->waiting(), 0u);
 
   auto outcome = cancel_when("http://slow.test:9/v1", fast_options(),
-                             [&] { return dns.begun() == 3; }, client_options);
+                             [&] { return lookups->waiting() == 1; }, client_options);
   EXPECT_EQ(outcome.left, 0u);
   EXPECT_LT(outcome.took, 1s);
-  EXPECT_EQ(dns.ended(), 0);  // every lookup is still blocked: nothing waited for them
+  EXPECT_EQ(lookups->waiting(), 0u);
+  EXPECT_EQ(dns.begun(), 1);
+  EXPECT_EQ(dns.ended(), 0);  // the lookup is still blocked: nothing waited for it
 }
 
 // The lookup's own deadline, when shorter than the attempt's, says what
@@ -345,7 +350,7 @@ TEST(Resilient, AHungDnsLookupEndsAtTheAttemptTimeoutAndACancelEndsItAtOnce) {
 TEST(OpenAi, ALookupPastItsTimeoutSaysWhichHostAndWhereToLook) {
   test::SlowDns dns;
   net::ClientOptions client_options;
-  client_options.lookup = dns.lookup();
+  client_options.lookups = std::make_shared<net::HostLookups>(dns.lookup());
   client_options.lookup_timeout = 100ms;
   auto options = fast_options();
   options.max_attempts = 1;
@@ -356,6 +361,55 @@ TEST(OpenAi, ALookupPastItsTimeoutSaysWhichHostAndWhereToLook) {
                 "the lookup of slow.test did not finish within 100ms; check the DNS servers"),
             std::string::npos)
       << reply.result.error().detail;
+}
+
+// Slow but working DNS: a burst of more requests than there are lookup
+// threads waits for the one lookup of the provider's host, and every request
+// is answered; none fails for want of a thread, and the breaker stays shut.
+TEST(Resilient, ABurstWithSlowDnsWaitsForTheLookupAndEveryRequestIsAnswered) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::sse_reply({"a", "b"}));
+  test::SlowDns dns;
+  auto lookups = std::make_shared<net::HostLookups>(dns.lookup(), 8);
+  net::ClientOptions client_options;
+  client_options.lookups = lookups;
+  constexpr int burst = 16;
+  auto results = test::run_coroutine(
+      [](std::string url, net::ClientOptions c, net::HostLookups* l,
+         test::SlowDns* d) -> awaitable<std::vector<CompletionResult>> {
+        auto ex = co_await asio::this_coro::executor;
+        auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""}, c);
+        ResilienceOptions o = fast_options();
+        o.max_concurrency = burst;
+        o.max_attempts = 1;
+        o.breaker_threshold = 2;
+        auto provider = std::make_shared<ResilientProvider>(ex, inner, o, nullptr);
+        std::vector<CompletionResult> out(burst, failure({}));
+        int finished = 0;
+        runtime::Notifier done(ex);
+        for (int i = 0; i < burst; ++i) {
+          asio::co_spawn(ex, [](std::shared_ptr<ResilientProvider> p, CompletionResult* slot,
+                                int* count, runtime::Notifier* n) -> awaitable<void> {
+            *slot = co_await p->complete(hello(), nullptr);
+            ++*count;
+            n->notify_all();
+          }(provider, &out[i], &finished, &done), asio::detached);
+        }
+        std::function<bool()> all_waiting = [l] { return l->waiting() == burst; };
+        const bool waiting = co_await test::poll_until_async(all_waiting, 10s);
+        if (!waiting) throw std::runtime_error("the requests did not all wait for the lookup");
+        d->open();
+        const auto deadline = runtime::Deadline::after(30s);
+        while (finished < burst && !deadline.passed()) co_await done.wait_until(deadline);
+        co_return out;
+      }("http://upstream.test:" + std::to_string(upstream.port()) + "/v1", client_options,
+        lookups.get(), &dns));
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.has_value()) << r.error().detail;
+    EXPECT_EQ(*r, "ab");
+  }
+  EXPECT_EQ(dns.begun(), 1);
+  EXPECT_EQ(upstream.request_count(), static_cast<std::size_t>(burst));
 }
 
 TEST(Resilient, TheConcurrencyLimitIsNeverExceededAndTheQueueIsBounded) {

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace mooring::net {
 namespace {
 
@@ -190,7 +192,7 @@ TEST(HttpClient, RetryAfterDatesAndSecondsAtTheirExtremes) {
 TEST(HttpClient, ALookupTheDnsNeverAnswersEndsTheRequestAtTheLookupTimeout) {
   test::SlowDns dns;
   ClientOptions options;
-  options.lookup = dns.lookup();
+  options.lookups = std::make_shared<HostLookups>(dns.lookup());
   options.lookup_timeout = 200ms;
   auto exchanges = get("http://slow.test:9/v1", 1, options);
   ASSERT_FALSE(exchanges[0].result.has_value());
@@ -206,105 +208,242 @@ TEST(HttpClient, ALookupTheDnsNeverAnswersEndsTheRequestAtTheLookupTimeout) {
   EXPECT_EQ(dns.ended(), 0);
 }
 
-TEST(HttpClient, CancellingARequestEndsItsLookupAtOnce) {
-  test::SlowDns dns;
+// Requests sent at once through clients on one io_context, driven from the
+// test thread, each one cancellable on its own.
+class Requests {
+ public:
+  using Outcome = boost::system::result<ClientResponse, ClientError>;
+
   asio::io_context io;
-  ClientOptions options;
-  options.lookup = dns.lookup();
-  options.lookup_timeout = std::chrono::hours(1);
-  HttpClient client(io.get_executor(), options);
-  asio::cancellation_signal cancel;
-  std::optional<boost::system::result<ClientResponse, ClientError>> outcome;
-  std::exception_ptr failure;
-  asio::co_spawn(
-      io,
-      [](HttpClient& c) -> awaitable<boost::system::result<ClientResponse, ClientError>> {
-        ClientRequest request;
-        request.url = "http://slow.test:9/v1";
-        co_return co_await c.send(std::move(request), nullptr, nullptr);
-      }(client),
-      asio::bind_cancellation_slot(
-          cancel.slot(), [&](std::exception_ptr e, boost::system::result<ClientResponse, ClientError> r) {
-            failure = e;
-            outcome.emplace(std::move(r));
-          }));
-  const auto run_until = [&io](const std::function<bool()>& done, std::chrono::milliseconds limit) {
+
+  // Starts a GET of `url` through `client`; returns its index.
+  std::size_t start(HttpClient& client, std::string url) {
+    const std::size_t index = outcomes_.size();
+    outcomes_.emplace_back();
+    cancels_.push_back(std::make_unique<asio::cancellation_signal>());
+    asio::co_spawn(
+        io,
+        [](HttpClient& c, std::string u) -> awaitable<Outcome> {
+          ClientRequest request;
+          request.url = std::move(u);
+          auto outcome = co_await c.send(std::move(request), nullptr, nullptr);
+          co_return outcome;
+        }(client, std::move(url)),
+        asio::bind_cancellation_slot(cancels_.back()->slot(),
+                                     [this, index](std::exception_ptr e, Outcome outcome) {
+                                       if (e) std::rethrow_exception(e);
+                                       outcomes_[index].emplace(std::move(outcome));
+                                     }));
+    return index;
+  }
+
+  void cancel(std::size_t index) { cancels_[index]->emit(asio::cancellation_type::terminal); }
+
+  // Runs the io_context until `done` holds or `limit` passes; returns `done()`.
+  bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
     const auto deadline = Clock::now() + limit;
-    while (!done() && Clock::now() < deadline) io.run_one_for(10ms);
+    while (!done() && Clock::now() < deadline) {
+      if (io.stopped()) io.restart();  // out of work after earlier requests
+      io.run_one_for(10ms);
+    }
     return done();
-  };
-  ASSERT_TRUE(run_until([&] { return dns.begun() == 1; }, 10s));
-  EXPECT_EQ(client.lookups_running(), 1u);
-  const auto cancelled_at = Clock::now();
-  cancel.emit(asio::cancellation_type::terminal);
-  ASSERT_TRUE(run_until([&] { return outcome.has_value(); }, 10s));
-  EXPECT_LT(Clock::now() - cancelled_at, 1s);
-  EXPECT_FALSE(failure);
-  ASSERT_FALSE(outcome->has_value());
-  EXPECT_EQ(outcome->error().code, asio::error::operation_aborted);
-  // The lookup goes on without anyone waiting; once the DNS answers, its
-  // thread ends and frees its place.
-  EXPECT_EQ(client.lookups_running(), 1u);
-  dns.open();
-  EXPECT_TRUE(test::poll_until([&] { return client.lookups_running() == 0; }, 10s));
+  }
+
+  bool finished(std::size_t index) const { return outcomes_[index].has_value(); }
+  const Outcome& outcome(std::size_t index) const { return *outcomes_[index]; }
+
+ private:
+  std::vector<std::optional<Outcome>> outcomes_;
+  std::vector<std::unique_ptr<asio::cancellation_signal>> cancels_;
+};
+
+// "http://HOST:PORT/v1" for the port of `upstream`.
+std::string url_of(const RawUpstream& upstream, const std::string& host) {
+  auto port = upstream.base_url().substr(upstream.base_url().rfind(':') + 1);
+  return "http://" + host + ":" + port.substr(0, port.find('/')) + "/v1";
 }
 
-// A dead DNS cannot make the client start thread after thread: beyond
-// max_lookups waiting at once a request fails at once, saying why; when the
-// DNS answers again the places free and requests go through.
-TEST(HttpClient, LookupsWaitingForTheDnsAreBoundedAndFreedWhenItAnswers) {
-  RawUpstream upstream([](const RawRequest&) {
+std::vector<std::string> sorted(std::vector<std::string> hosts) {
+  std::sort(hosts.begin(), hosts.end());
+  return hosts;
+}
+
+RawUpstream through_upstream() {
+  return RawUpstream([](const RawRequest&) {
     RawReply reply;
     reply.writes = {test::raw_response(200, "through")};
     return reply;
   });
-  const auto port = upstream.base_url().substr(upstream.base_url().rfind(':') + 1);
-  const auto url = "http://upstream.test:" + port.substr(0, port.find('/')) + "/v1";
+}
+
+TEST(HttpClient, CancellingARequestEndsItsLookupAtOnce) {
   test::SlowDns dns;
+  auto lookups = std::make_shared<HostLookups>(dns.lookup());
+  Requests requests;
   ClientOptions options;
-  options.lookup = dns.lookup();
+  options.lookups = lookups;
+  options.lookup_timeout = std::chrono::hours(1);
+  HttpClient client(requests.io.get_executor(), options);
+  const auto request = requests.start(client, "http://slow.test:9/v1");
+  ASSERT_TRUE(requests.run_until([&] { return dns.begun() == 1; }));
+  EXPECT_EQ(lookups->threads_running(), 1u);
+  EXPECT_EQ(lookups->waiting(), 1u);
+  const auto cancelled_at = Clock::now();
+  requests.cancel(request);
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(request); }));
+  EXPECT_LT(Clock::now() - cancelled_at, 1s);
+  ASSERT_FALSE(requests.outcome(request).has_value());
+  EXPECT_EQ(requests.outcome(request).error().code, asio::error::operation_aborted);
+  EXPECT_EQ(lookups->waiting(), 0u);
+  // The lookup goes on without anyone waiting; once the DNS answers, its
+  // thread ends and frees its place.
+  EXPECT_EQ(lookups->threads_running(), 1u);
+  dns.open();
+  EXPECT_TRUE(test::poll_until([&] { return lookups->threads_running() == 0; }, 10s));
+}
+
+// Every client made with the default options looks up through the process's
+// HostLookups: a client made anew (at each provider reload) adds no thread
+// to those already waiting for a dead DNS.
+TEST(HttpClient, ClientsShareTheProcesssLookups) {
+  asio::io_context io;
+  HttpClient first(io.get_executor());
+  HttpClient second(io.get_executor());
+  EXPECT_EQ(&first.lookups(), HostLookups::process().get());
+  EXPECT_EQ(&second.lookups(), HostLookups::process().get());
+}
+
+// The bound on lookup threads holds across clients: with its threads all
+// waiting for a dead DNS, a lookup for another client waits for one to
+// finish, and fails at its own timeout saying why, without a thread of its
+// own; when the DNS answers again the threads end and requests go through.
+TEST(HttpClient, TheBoundOnLookupThreadsHoldsAcrossClients) {
+  auto upstream = through_upstream();
+  test::SlowDns dns;
+  auto lookups = std::make_shared<HostLookups>(dns.lookup(), 2);
+  Requests requests;
+  ClientOptions options;
+  options.lookups = lookups;
   options.lookup_timeout = 50ms;
-  options.max_lookups = 2;
-  auto outcomes = test::run_coroutine(
-      [](std::string u, ClientOptions o, test::SlowDns& d) -> awaitable<std::vector<Exchange>> {
-        HttpClient client(co_await asio::this_coro::executor, o);
-        std::vector<Exchange> out;
-        for (int i = 0; i < 4; ++i) {
-          if (i == 3) {
-            d.open();
-            std::function<bool()> all_ended = [&] { return client.lookups_running() == 0; };
-            const bool freed = co_await test::poll_until_async(all_ended, 10s);
-            if (!freed) throw std::runtime_error("the lookup threads did not end");
-          }
-          Exchange e;
-          const auto started = Clock::now();
-          ClientRequest request;
-          request.url = u;
-          e.result = co_await client.send(std::move(request), nullptr,
-                                          [&](std::string_view piece) {
-                                            e.body += piece;
-                                            return true;
-                                          });
-          e.took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started);
-          out.push_back(std::move(e));
-        }
-        co_return out;
-      }(url, options, dns),
-      60s);
-  ASSERT_EQ(outcomes.size(), 4u);
-  for (int i = 0; i < 2; ++i) {
-    ASSERT_FALSE(outcomes[i].result.has_value());
-    EXPECT_EQ(outcomes[i].result.error().code, asio::error::timed_out);
+  auto before_reload = std::make_unique<HttpClient>(requests.io.get_executor(), options);
+  const auto a = requests.start(*before_reload, url_of(upstream, "a.test"));
+  const auto b = requests.start(*before_reload, url_of(upstream, "b.test"));
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(a) && requests.finished(b); }));
+  for (const auto index : {a, b}) {
+    ASSERT_FALSE(requests.outcome(index).has_value());
+    EXPECT_EQ(requests.outcome(index).error().code, asio::error::timed_out);
   }
-  ASSERT_FALSE(outcomes[2].result.has_value());
-  EXPECT_EQ(outcomes[2].result.error().message,
-            "cannot look up upstream.test: 2 lookups of host names are still waiting for DNS, "
-            "the limit; check the DNS servers (/etc/resolv.conf) or put an IP address in the URL");
-  EXPECT_LT(outcomes[2].took, 50ms);
-  EXPECT_EQ(dns.begun(), 3);  // the refused request started no lookup
-  ASSERT_TRUE(outcomes[3].result.has_value()) << outcomes[3].result.error().message;
-  EXPECT_EQ(outcomes[3].result->status, 200);
-  EXPECT_EQ(outcomes[3].body, "through");
+  before_reload.reset();
+  EXPECT_EQ(lookups->threads_running(), 2u);  // both still waiting for the DNS
+
+  HttpClient after_reload(requests.io.get_executor(), options);
+  const auto started = Clock::now();
+  const auto c = requests.start(after_reload, url_of(upstream, "c.test"));
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(c); }));
+  const auto took = Clock::now() - started;
+  ASSERT_FALSE(requests.outcome(c).has_value());
+  EXPECT_EQ(requests.outcome(c).error().code, asio::error::timed_out);
+  EXPECT_EQ(requests.outcome(c).error().message,
+            "cannot look up c.test: for 50ms all 2 lookups of host names allowed at once were "
+            "waiting for DNS; check the DNS servers (/etc/resolv.conf) or put an IP address in "
+            "the URL");
+  EXPECT_GE(took, 50ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_EQ(dns.begun(), 2);  // c.test was never looked up
+  EXPECT_EQ(lookups->threads_running(), 2u);
+
+  dns.open();
+  ASSERT_TRUE(test::poll_until([&] { return lookups->threads_running() == 0; }, 10s));
+  const auto again = requests.start(after_reload, url_of(upstream, "c.test"));
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(again); }));
+  ASSERT_TRUE(requests.outcome(again).has_value()) << requests.outcome(again).error().message;
+  EXPECT_EQ(requests.outcome(again)->status, 200);
+  EXPECT_EQ(sorted(dns.hosts()), (std::vector<std::string>{"a.test", "b.test", "c.test"}));
+}
+
+// Slow but working DNS: requests for the same host and port at the same time
+// share one lookup (one thread), however many they are, and each gets its
+// result; each still waits only as long as its own client allows.
+TEST(HttpClient, RequestsForTheSameHostShareOneLookup) {
+  auto upstream = through_upstream();
+  test::SlowDns dns;
+  auto lookups = std::make_shared<HostLookups>(dns.lookup(), 1);
+  Requests requests;
+  ClientOptions patient_options;
+  patient_options.lookups = lookups;
+  patient_options.lookup_timeout = std::chrono::hours(1);
+  HttpClient patient(requests.io.get_executor(), patient_options);
+  ClientOptions hasty_options = patient_options;
+  hasty_options.lookup_timeout = 50ms;
+  HttpClient hasty(requests.io.get_executor(), hasty_options);
+
+  const auto url = url_of(upstream, "upstream.test");
+  std::vector<std::size_t> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(requests.start(patient, url));
+  const auto cancelled = requests.start(patient, url);
+  ASSERT_TRUE(requests.run_until([&] { return lookups->waiting() == 6; }));
+  const auto given_up = requests.start(hasty, url);
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(given_up); }));
+  requests.cancel(cancelled);
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(cancelled); }));
+  ASSERT_FALSE(requests.outcome(given_up).has_value());
+  EXPECT_EQ(requests.outcome(given_up).error().message,
+            "the lookup of upstream.test did not finish within 50ms; check the DNS servers "
+            "(/etc/resolv.conf) or put an IP address in the URL");
+  ASSERT_FALSE(requests.outcome(cancelled).has_value());
+  EXPECT_EQ(requests.outcome(cancelled).error().code, asio::error::operation_aborted);
+  EXPECT_EQ(lookups->waiting(), 5u);
+  EXPECT_EQ(dns.begun(), 1);
+
+  dns.open();
+  ASSERT_TRUE(requests.run_until([&] {
+    return std::all_of(waiting.begin(), waiting.end(),
+                       [&](auto i) { return requests.finished(i); });
+  }));
+  for (const auto index : waiting) {
+    ASSERT_TRUE(requests.outcome(index).has_value()) << requests.outcome(index).error().message;
+    EXPECT_EQ(requests.outcome(index)->status, 200);
+  }
+  EXPECT_EQ(dns.begun(), 1);
+  EXPECT_TRUE(test::poll_until([&] { return lookups->threads_running() == 0; }, 10s));
+}
+
+// A burst of lookups of different hosts beyond the bound waits for threads
+// rather than failing: each runs when a thread finishes one; a lookup that
+// nobody waits for any more by then is never run.
+TEST(HttpClient, LookupsBeyondTheBoundWaitForAThread) {
+  auto upstream = through_upstream();
+  test::SlowDns dns;
+  auto lookups = std::make_shared<HostLookups>(dns.lookup(), 2);
+  Requests requests;
+  ClientOptions options;
+  options.lookups = lookups;
+  options.lookup_timeout = std::chrono::hours(1);
+  HttpClient client(requests.io.get_executor(), options);
+
+  std::vector<std::size_t> served;
+  for (const std::string host : {"a.test", "b.test", "c.test"})
+    served.push_back(requests.start(client, url_of(upstream, host)));
+  const auto abandoned = requests.start(client, url_of(upstream, "gone.test"));
+  served.push_back(requests.start(client, url_of(upstream, "d.test")));
+  ASSERT_TRUE(requests.run_until([&] { return lookups->waiting() == 5 && dns.begun() == 2; }));
+  EXPECT_EQ(lookups->threads_running(), 2u);
+  requests.cancel(abandoned);
+  ASSERT_TRUE(requests.run_until([&] { return requests.finished(abandoned); }));
+  EXPECT_EQ(requests.outcome(abandoned).error().code, asio::error::operation_aborted);
+
+  dns.open();
+  ASSERT_TRUE(requests.run_until([&] {
+    return std::all_of(served.begin(), served.end(), [&](auto i) { return requests.finished(i); });
+  }));
+  for (const auto index : served) {
+    ASSERT_TRUE(requests.outcome(index).has_value()) << requests.outcome(index).error().message;
+    EXPECT_EQ(requests.outcome(index)->status, 200);
+  }
+  EXPECT_EQ(dns.most_at_once(), 2);
+  EXPECT_EQ(sorted(dns.hosts()),
+            (std::vector<std::string>{"a.test", "b.test", "c.test", "d.test"}));
+  EXPECT_TRUE(test::poll_until([&] { return lookups->threads_running() == 0; }, 10s));
 }
 
 }  // namespace

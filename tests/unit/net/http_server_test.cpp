@@ -682,7 +682,8 @@ TEST_F(HttpServerTest, ACheckedRouteRefusesOnTheHeaderWithoutReadingTheBody) {
 // the one idle longest makes room, never a WebSocket nor a request in
 // progress; with none idle a new connection is refused.
 TEST_F(HttpServerTest, AtMaxConnectionsTheLongestIdleConnectionMakesRoom) {
-  start(HttpLimits{.max_connections = 3});
+  // A header begun is never closed here, however long it waits.
+  start(HttpLimits{.max_connections = 3, .header_grace = std::chrono::hours(1)});
   const std::string closed_sample =
       "mooring_http_idle_connections_closed_total{listener=\"test\"}";
   const double closed_before = test::metric_value(closed_sample);
@@ -721,6 +722,190 @@ TEST_F(HttpServerTest, AtMaxConnectionsTheLongestIdleConnectionMakesRoom) {
   EXPECT_EQ(refused.status, 503);
   EXPECT_EQ(server_.run([&] { return server->idle_connections_closed(); }), 1u);
   EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 1u);
+}
+
+// A client that sends a byte of a request and no more on every connection
+// (slowloris) cannot keep others out: at the limit, once no connection is
+// idle, the one whose request header has been arriving longest, past the
+// grace, makes room — after the idle ones, and never a connection whose
+// header is whole (its body being read) nor a WebSocket.
+TEST_F(HttpServerTest, AtMaxConnectionsAHeaderStalledPastTheGraceMakesRoomAfterTheIdle) {
+  constexpr auto grace = 300ms;
+  start(HttpLimits{.max_connections = 5, .header_grace = grace});
+  const std::string closed_sample =
+      "mooring_http_slow_header_connections_closed_total{listener=\"test\"}";
+  const double closed_before = test::metric_value(closed_sample);
+  const auto connections = [&] { return server_.run([&] { return server->connections(); }); };
+  const auto slow_closed = [&] {
+    return server_.run([&] { return server->slow_headers_closed(); });
+  };
+  const auto idle_closed = [&] {
+    return server_.run([&] { return server->idle_connections_closed(); });
+  };
+
+  test::WsClient ws;
+  ASSERT_EQ(ws.connect(address_, "/ws"), 101);
+  RawConnection oldest(address_);
+  oldest.send("GET /hello HTTP/1.1\r\n");  // a header begun, never ended
+  RawConnection older(address_);
+  older.send("GET /hello HTTP/1.1\r\n");
+  RawConnection uploading(address_);
+  uploading.send("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  RawConnection idle(address_);
+  idle.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(idle.read(5s));
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 5; }, 10s));
+
+  // The idle one goes first, whatever the others have waited.
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+  EXPECT_TRUE(idle.closed_within(5s));
+  EXPECT_EQ(idle_closed(), 1u);
+  EXPECT_EQ(slow_closed(), 0u);
+
+  // None idle: once past the grace, the header that began first goes.
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 4; }, 10s));
+  RawConnection newer(address_);
+  newer.send("GET /hello HTTP/1.1\r\n");
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 5; }, 10s));
+  const auto admitted = [&] { return test::http_get(address_, "/hello").status == 200; };
+  ASSERT_TRUE(test::poll_until(admitted, 10s));  // 503 until `oldest` has waited out the grace
+  EXPECT_TRUE(oldest.closed_within(5s));
+  EXPECT_EQ(slow_closed(), 1u);
+  EXPECT_EQ(test::metric_value(closed_sample) - closed_before, 1);
+  EXPECT_EQ(idle_closed(), 1u);
+
+  // The others were not touched.
+  older.send("Host: x\r\n\r\n");
+  auto answered = older.read(5s);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->body(), "hi");
+  uploading.send("defghij");
+  auto uploaded = uploading.read(5s);
+  ASSERT_TRUE(uploaded);
+  EXPECT_EQ(uploaded->body(), "10");
+  newer.send("Host: x\r\n\r\n");
+  auto newer_answered = newer.read(5s);
+  ASSERT_TRUE(newer_answered);
+  EXPECT_EQ(newer_answered->body(), "hi");
+  ws.send("still here?");
+  EXPECT_EQ(ws.read(), "echo:still here?");
+}
+
+// Beyond the limit a new connection must send a whole request header before
+// it may take anyone's place: a slowloris client that reopens each connection
+// it loses cannot close its own others to keep every stalled header younger
+// than the grace. Its new connection is closed at the grace; a real client's
+// request takes the place of a stalled one.
+TEST_F(HttpServerTest, BeyondTheLimitOnlyAWholeRequestHeaderTakesAPlace) {
+  constexpr auto grace = 200ms;
+  start(HttpLimits{.max_connections = 2, .header_grace = grace});
+  const auto connections = [&] { return server_.run([&] { return server->connections(); }); };
+  const auto slow_closed = [&] {
+    return server_.run([&] { return server->slow_headers_closed(); });
+  };
+
+  RawConnection first(address_);
+  first.send("G");
+  RawConnection second(address_);
+  second.send("G");
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 2; }, 10s));
+  // Both headers are past the grace: either may be closed for a new request.
+  const auto stalled_since = Clock::now();
+  ASSERT_TRUE(test::poll_until([&] { return Clock::now() - stalled_since > 2 * grace; }, 10s));
+
+  const auto opened = Clock::now();
+  RawConnection another(address_);
+  another.send("G");
+  EXPECT_TRUE(another.closed_within(5s));
+  EXPECT_GE(Clock::now() - opened, grace);  // it had the grace to send its header
+  EXPECT_EQ(slow_closed(), 0u);
+  EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 1u);
+
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+  EXPECT_TRUE(first.closed_within(5s));
+  EXPECT_EQ(slow_closed(), 1u);
+  second.send("ET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto answered = second.read(5s);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->body(), "hi");
+}
+
+// The connections waiting beyond the limit for their header are bounded: past
+// 64, the one that has waited longest is closed to admit the newest.
+TEST_F(HttpServerTest, ConnectionsWaitingBeyondTheLimitAreBounded) {
+  start(HttpLimits{.max_connections = 1, .header_grace = std::chrono::hours(1)});
+  const auto connections = [&] { return server_.run([&] { return server->connections(); }); };
+  RawConnection placed(address_);
+  placed.send("GET /hello HTTP/1.1\r\n");
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 1; }, 10s));
+  constexpr std::size_t waiting_at_most = 64;
+  std::vector<std::unique_ptr<RawConnection>> waiting;
+  for (std::size_t i = 0; i < waiting_at_most; ++i) {
+    waiting.push_back(std::make_unique<RawConnection>(address_));
+    waiting.back()->send("G");
+  }
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 1 + waiting_at_most; }, 10s));
+  RawConnection newest(address_);
+  newest.send("G");
+  EXPECT_TRUE(waiting.front()->closed_within(5s));
+  ASSERT_TRUE(test::poll_until([&] { return connections() == 1 + waiting_at_most; }, 10s));
+  EXPECT_EQ(server_.run([&] { return server->refused_connections(); }), 1u);
+  // The connection that holds the place was not touched.
+  placed.send("Host: x\r\n\r\n");
+  auto answered = placed.read(5s);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->body(), "hi");
+}
+
+// A client that sends Expect: 100-continue waits for "100 Continue" before
+// its body: it gets it once the header's checks pass, and the final answer
+// at once instead when they fail (token, body limit).
+TEST_F(HttpServerTest, Expect100ContinueIsAnsweredOnceTheHeaderIsAccepted) {
+  start();
+  RawConnection allowed(address_);
+  allowed.send(
+      "PUT /guarded HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer open sesame\r\n"
+      "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+  auto interim = allowed.read(5s);
+  ASSERT_TRUE(interim) << "no 100 Continue before the body";
+  EXPECT_EQ(interim->result_int(), 100u);
+  allowed.send("12345");
+  auto done = allowed.read(5s);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->result_int(), 200u);
+  EXPECT_EQ(done->body(), "5");
+  // The connection is still usable, and a route without a check says the same.
+  allowed.send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+  interim = allowed.read(5s);
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->result_int(), 100u);
+  allowed.send("ok");
+  done = allowed.read(5s);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->body(), "ok");
+
+  for (const std::string& head :
+       {std::string("PUT /guarded HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    "Content-Length: 5\r\n\r\n"),
+        std::string("PUT /guarded HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer open sesame\r\n"
+                    "Expect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")}) {
+    RawConnection refused(address_);
+    refused.send(head);
+    auto answer = refused.read(5s);
+    ASSERT_TRUE(answer) << head;
+    EXPECT_NE(answer->result_int(), 100u) << head;
+    EXPECT_EQ(answer->result_int(), head.find("sesame") == std::string::npos ? 401u : 413u);
+    EXPECT_TRUE(refused.closed_within(5s));
+  }
+
+  // An HTTP/1.0 client's expectation is ignored: its answer is the final one.
+  RawConnection old_client(address_);
+  old_client.send("POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
+  auto answer = old_client.read(5s);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->result_int(), 200u);
+  EXPECT_EQ(answer->body(), "hi");
 }
 
 }  // namespace
