@@ -40,58 +40,6 @@ double sample_value(const std::string& text, const std::string& sample) {
   return std::stod(text.substr(at + sample.size() + 2));
 }
 
-// A client connection driven from the test thread, each wait bounded.
-class RawConnection {
- public:
-  explicit RawConnection(const std::string& address) : socket_(io_) {
-    auto [host, port] = split_address(address);
-    socket_.connect(asio::ip::tcp::endpoint(asio::ip::make_address(host),
-                                            static_cast<std::uint16_t>(std::stoi(port))));
-  }
-
-  void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
-
-  // The next response, or nullopt when none came whole within `timeout`.
-  std::optional<http::response<http::string_body>> read(std::chrono::milliseconds timeout) {
-    http::response<http::string_body> response;
-    std::optional<error_code> result;
-    http::async_read(socket_, buffer_, response, [&](error_code ec, std::size_t) { result = ec; });
-    run(result, timeout);
-    if (!result || *result) return std::nullopt;
-    return response;
-  }
-
-  // True when the server closes the connection within `timeout` (anything
-  // it sends first is skipped).
-  bool closed_within(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    for (;;) {
-      std::optional<error_code> result;
-      socket_.async_read_some(asio::buffer(scratch_), [&](error_code ec, std::size_t) { result = ec; });
-      run(result, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
-      if (!result) return false;
-      if (*result) return *result == asio::error::eof || *result == asio::error::connection_reset;
-    }
-  }
-
- private:
-  void run(std::optional<error_code>& result, std::chrono::milliseconds timeout) {
-    io_.restart();
-    io_.run_for(std::max(timeout, std::chrono::milliseconds(1)));
-    if (!result) {
-      // Out of time: the pending read is cancelled and its handler run.
-      socket_.cancel();
-      io_.restart();
-      io_.run();
-      result.reset();
-    }
-  }
-
-  asio::io_context io_;
-  asio::ip::tcp::socket socket_;
-  beast::flat_buffer buffer_;
-  std::array<char, 4096> scratch_;
-};
 
 // Starts the host with both listeners on port 0 and waits for the admin's address.
 std::string start_admin(ChildProcess& host, const TempDir& dir) {
