@@ -196,7 +196,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     auto it = std::find_if(expected_.begin(), expected_.end(),
                            [&](const auto& e) { return e.first == *message.client_id; });
     if (it == expected_.end()) return;
-    origins_[appended.seq] = std::move(it->second);
+    // Kept until its reply is handed over; a message kept as context only
+    // gets no reply to quote it.
+    if (message.answer) origins_[appended.seq] = std::move(it->second);
     expected_.erase(it);
     while (origins_.size() > max_origins_kept) origins_.erase(origins_.begin());
   }
@@ -204,7 +206,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   // Not stored (the store refused the message, work was dropped): said once,
   // best effort, in order with the replies.
   void error(std::string_view, std::string_view description, Seq) override {
-    queue(Outgoing{.seq = 0, .reply_to = 0, .parts = {std::string(description)}});
+    queue(Outgoing{.seq = 0, .parts = {std::string(description)}});
   }
   void notice(std::string_view) override {}  // QQ has no cancel to answer
 
@@ -232,8 +234,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       return;
     }
     if (missed_ > handed_up_to_) {
-      // Stored after the read began: read again from what was handed.
-      if (auto conversation = conversation_.lock()) conversation->deliver_after(handed_up_to_);
+      read_on();  // stored after the read began
       return;
     }
     caught_up_ = true;
@@ -269,25 +270,36 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   void set_interval(runtime::Duration interval) { pacer_.set_interval(interval); }
 
  private:
-  struct Outgoing {
-    Seq seq = 0;  // 0: not stored, nothing to record
-    Seq reply_to = 0;
-    std::vector<std::string> parts;
-    std::size_t next = 0;  // parts before it were sent
-    int refusals = 0;      // of part `next`, by the implementation
-  };
   struct Origin {
     std::string message_id;
     std::int64_t sender = 0;
   };
+  struct Outgoing {
+    Seq seq = 0;  // 0: not stored, nothing to record
+    std::optional<Origin> origin;  // the QQ message it answers, to quote
+    std::vector<std::string> parts;
+    std::size_t next = 0;  // parts before it were sent
+    int refusals = 0;      // of part `next`, by the implementation
+  };
+
+  // The stored replies are read again from the last one handed.
+  void read_on() {
+    backlog_unfinished_ = false;
+    if (auto conversation = conversation_.lock()) conversation->deliver_after(handed_up_to_);
+  }
 
   void hand(const store::Message& reply) {
     if (reply.seq <= handed_up_to_) return;
     handed_up_to_ = reply.seq;
     const auto max_chars = std::max<std::size_t>(1, adapter_.options_.max_message_chars);
-    queue(Outgoing{.seq = reply.seq,
-                   .reply_to = reply.reply_to.value_or(0),
-                   .parts = onebot::split_reply(reply.content, max_chars)});
+    Outgoing outgoing{.seq = reply.seq, .parts = onebot::split_reply(reply.content, max_chars)};
+    // The quote goes with the reply: however long it waits to be sent, later
+    // messages cannot push it out.
+    if (auto it = origins_.find(reply.reply_to.value_or(0)); it != origins_.end()) {
+      outgoing.origin = std::move(it->second);
+      origins_.erase(it);
+    }
+    queue(std::move(outgoing));
   }
 
   void queue(Outgoing outgoing) {
@@ -306,10 +318,10 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   json::object params(const Outgoing& outgoing) const {
     onebot::Segments segments;
     if (outgoing.next == 0) {
-      if (auto it = origins_.find(outgoing.reply_to); it != origins_.end()) {
-        segments.push_back({"reply", {{"id", it->second.message_id}}});
-        if (target_.group && it->second.sender != 0) {
-          segments.push_back({"at", {{"qq", std::to_string(it->second.sender)}}});
+      if (const auto& origin = outgoing.origin) {
+        segments.push_back({"reply", {{"id", origin->message_id}}});
+        if (target_.group && origin->sender != 0) {
+          segments.push_back({"at", {{"qq", std::to_string(origin->sender)}}});
           segments.push_back(onebot::text_segment(" "));
         }
       }
@@ -350,11 +362,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           // A read of the stored replies stopped waiting for these sends,
           // or replies were made meanwhile: the read goes on from here.
           if (!self->caught_up_ &&
-              (self->backlog_unfinished_ || self->missed_ > self->handed_up_to_)) {
-            self->backlog_unfinished_ = false;
-            if (auto conversation = self->conversation_.lock())
-              conversation->deliver_after(self->handed_up_to_);
-          }
+              (self->backlog_unfinished_ || self->missed_ > self->handed_up_to_))
+            self->read_on();
           adapter.conversations_.forget_if_idle(self->conversation_id_);
         }
         continue;
@@ -459,7 +468,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   bool caught_up_ = false;  // a read of the stored replies reached the newest
   bool backlog_unfinished_ = false;  // one stopped before; it goes on when sends are out
   Seq missed_ = 0;          // the newest reply made before that, left to the read
-  std::map<Seq, Origin> origins_;
+  std::map<Seq, Origin> origins_;  // of stored questions until their reply is handed over
   // By client id until stored, the oldest first.
   std::deque<std::pair<std::string, Origin>> expected_;
   bool full_ = false;

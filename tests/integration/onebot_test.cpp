@@ -212,6 +212,35 @@ TEST(OneBot, QuestionsSentTogetherAreEachAnsweredQuotingTheirOwnMessage) {
   expect_clean_stop(host);
 }
 
+// A bridge writing more messages at once than mooring holds for a full chat
+// (1,000): past the bound the connection's reading stops until the chat
+// drains, and every message is still answered once, in order, quoting its
+// question however long its reply waits to be sent (the quotes of the
+// first few hundred used to be pushed out by the later ones).
+TEST(OneBot, MoreMessagesThanTheHoldingBoundAreAllAnsweredInOrder) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"60s\""}}),
+                   "max_pending_messages = 1\n");
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  constexpr int messages = 1500;
+  for (int i = 0; i < messages; ++i)
+    peer.group_message(500, 600, json::value(fmt::format("/ai q{}", i)), "", "u");
+  int in_order = 0;
+  for (int i = 0; i < messages; ++i) {
+    auto send = next_send(peer, 60s);
+    if (plain_text(send) == fmt::format(" echo: u: q{}", i)) ++in_order;
+    peer.answer_standard(send);
+  }
+  EXPECT_EQ(in_order, messages);
+  ASSERT_TRUE(poll_until(
+      [&] { return bot_status(host).at("messages_out").to_number<int>() == messages; }, 10s));
+  EXPECT_EQ(host.log().find("was not sent"), std::string::npos) << host.log();
+  peer.close();
+  expect_clean_stop(host);
+}
+
 // A chat holding max_pending_messages used to stop the whole connection
 // being read, the answers to mooring's own sends with it: a send the
 // implementation took at once timed out unread and went to QQ again after
