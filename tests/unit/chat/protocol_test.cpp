@@ -135,7 +135,8 @@ TEST(Protocol, TooManyImagesAreRefusedWithoutCopyingThem) {
 TEST(Protocol, AnIdIsAStringOfBoundedLength) {
   EXPECT_EQ(*std::get<UserMessage>(parse_client_frame(R"({"text":"a","id":"1"})")).id, "1");
   for (const char* frame : {R"({"text":"a","id":1})", R"({"text":"a","id":-3})",
-                            R"({"text":"a","id":18446744073709551615})",
+                            R"({"text":"a","id":9223372036854775808})",
+                            R"({"text":"a","id":18446744073709551615})", R"({"text":"a","id":1.5})",
                             R"({"text":"a","id":true})"}) {
     SCOPED_TRACE(frame);
     EXPECT_EQ(error_name(parse_client_frame(frame)), "wrong_type");
