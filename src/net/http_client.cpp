@@ -212,7 +212,15 @@ struct HostLookups::Shared {
       }
       std::lock_guard lock(shared->mutex);
       lookup->result = std::move(result);
-      for (auto& [id, wake] : lookup->waiters) wake();
+      // A wake posts to the waiter's executor, which may throw (out of
+      // memory): nothing may leave this thread, and a waiter not woken still
+      // ends at its own timeout.
+      for (auto& [id, wake] : lookup->waiters) {
+        try {
+          wake();
+        } catch (...) {
+        }
+      }
       shared->unlist(lookup);
       lookup = nullptr;
       if (shared->queue.empty()) {

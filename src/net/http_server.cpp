@@ -640,7 +640,8 @@ bool make_room(HttpServer::State& state) {
   if (chosen_waiting.idle) {
     ++state.idle_closed;
     state.idle_closed_total.inc();
-    state.room_log.log(spdlog::level::warn, "idle closed",
+    // What a server at its limit does (nginx silently): no warning.
+    state.room_log.log(spdlog::level::info, "idle closed",
                        fmt::format("{}: {} connections open, the limit: closed the connection "
                                    "from {}, idle for {}, to admit a new one",
                                    state.name, state.placed(), chosen->remote(), waited));

@@ -208,6 +208,49 @@ TEST(HttpClient, ALookupTheDnsNeverAnswersEndsTheRequestAtTheLookupTimeout) {
   EXPECT_EQ(dns.ended(), 0);
 }
 
+// What a lookup can give back besides addresses: an error, nothing, an
+// exception. Each ends the request with an error naming the host; an address
+// in the URL never reaches the lookup at all.
+TEST(HttpClient, ALookupThatFailsThrowsOrFindsNothingEndsTheRequestNamingTheHost) {
+  using Found = boost::system::result<std::vector<asio::ip::tcp::endpoint>>;
+  const std::vector<std::pair<std::string, HostLookup>> lookups = {
+      {"an error", [](const std::string&, const std::string&) -> Found {
+         return error_code(asio::error::host_not_found);
+       }},
+      {"nothing", [](const std::string&, const std::string&) -> Found {
+         return std::vector<asio::ip::tcp::endpoint>{};
+       }},
+      {"an exception", [](const std::string&, const std::string&) -> Found {
+         throw std::runtime_error("the resolver broke");
+       }},
+  };
+  for (const auto& [what, lookup] : lookups) {
+    SCOPED_TRACE(what);
+    ClientOptions options;
+    options.lookups = std::make_shared<HostLookups>(lookup);
+    auto exchanges = get("http://nowhere.test:9/v1", 1, options);
+    ASSERT_FALSE(exchanges[0].result.has_value());
+    EXPECT_NE(exchanges[0].result.error().message.find("nowhere.test"), std::string::npos)
+        << exchanges[0].result.error().message;
+    EXPECT_EQ(options.lookups->threads_running(), 0u);
+  }
+  int asked = 0;
+  ClientOptions options;
+  options.lookups = std::make_shared<HostLookups>(
+      [&asked](const std::string&, const std::string&) -> Found {
+        ++asked;
+        return error_code(asio::error::host_not_found);
+      });
+  // Nothing listens on port 9: the connection is refused, without a lookup.
+  for (const char* url : {"http://127.0.0.1:9/v1", "http://[::1]:9/v1"}) {
+    auto exchanges = get(url, 1, options);
+    ASSERT_FALSE(exchanges[0].result.has_value()) << url;
+    EXPECT_EQ(exchanges[0].result.error().message.find("resolve"), std::string::npos)
+        << exchanges[0].result.error().message;
+  }
+  EXPECT_EQ(asked, 0);
+}
+
 // Requests sent at once through clients on one io_context, driven from the
 // test thread, each one cancellable on its own.
 class Requests {
