@@ -48,10 +48,22 @@ drain_timeout = "1s"
 `;
 }
 
+// The directories made for hosts: removed when the run ends without a
+// failure, kept (with each host's log) for reading when one failed.
+const madeDirs = [];
+process.on("exit", (code) => {
+  if (code !== 0 || (process.exitCode ?? 0) !== 0) {
+    if (madeDirs.length) console.error(`kept for reading: ${madeDirs.join(" ")}`);
+    return;
+  }
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 // One mooring process with its own directory, config and ready file.
 export class Host {
   constructor(options = {}) {
     this.dir = options.dir || mkdtempSync(join(tmpdir(), "mooring-browser-"));
+    if (!options.dir) madeDirs.push(this.dir);
     this.configPath = join(this.dir, "mooring.toml");
     this.readyPath = join(this.dir, "ready.json");
     this.logPath = join(this.dir, "mooring.log");
