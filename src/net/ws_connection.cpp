@@ -430,9 +430,18 @@ std::int64_t WsConnection::taken_by_peer() {
          static_cast<std::int64_t>(unsent_in_socket());
 }
 
+// Looking at the socket is a system call: a stream of frames looks once per
+// taken_look_interval, not once per frame. The peer's count only grows, so
+// a mark looked at earlier is at most lower than the true one: a peer that
+// read in that moment before a write stalled may get one more deadline, and
+// one that reads is never cut off for it.
 void WsConnection::write_progressed() {
-  write_progress_ = Clock::now();
-  taken_mark_ = taken_by_peer();
+  const auto now = Clock::now();
+  write_progress_ = now;
+  if (now - taken_looked_at_ >= taken_look_interval) {
+    taken_looked_at_ = now;
+    taken_mark_ = taken_by_peer();
+  }
 }
 
 Clock::time_point WsConnection::next_due() const {
@@ -477,7 +486,7 @@ void WsConnection::timer_fired() {
     const auto taken = taken_by_peer();
     if (taken > taken_mark_) {
       // No piece was taken whole, but the peer read some of what waited.
-      write_progress_ = now;
+      write_progress_ = taken_looked_at_ = now;
       taken_mark_ = taken;
     } else {
       log::info(

@@ -141,6 +141,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // sees a peer's progress at this grain. (Beast frames what it writes in
   // fragments of its own, 4 KiB by default, whatever the pieces.)
   static constexpr std::size_t write_piece_bytes = 16 * 1024;
+  // How often a stream of writes looks at what the peer has taken.
+  static constexpr std::chrono::milliseconds taken_look_interval{100};
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
 
@@ -217,9 +219,11 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // when the peer takes bytes.
   std::uint64_t bytes_to_socket_ = 0;
   // The write watchdog: when a write last made progress (it started, a piece
-  // was taken, or the peer took bytes), and taken_by_peer() then.
+  // was taken, or the peer took bytes), and taken_by_peer() as last looked
+  // at (taken_looked_at_), at most taken_look_interval before that.
   Clock::time_point write_progress_;
   std::int64_t taken_mark_ = 0;
+  Clock::time_point taken_looked_at_;
   // The heartbeat's answer awaited is bytes taken, not a pong (no ping was
   // sent: bytes were waiting unread), counted from taken_at_ping_. When none
   // are taken, the ping is sent after all (ping_regardless_) until the peer
