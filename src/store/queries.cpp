@@ -87,7 +87,21 @@ std::int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
+Seq SeqCounter::next(sqlite::Connection& db) {
+  if (!known_ || rollbacks_ != db.rollbacks()) {
+    auto highest = db.prepare(
+        "SELECT max(coalesce((SELECT max(seq) FROM messages), 0), "
+        "coalesce((SELECT seq FROM seq_floor WHERE id = 1), 0))");
+    highest.step();
+    next_ = highest.int64(0) + 1;
+    rollbacks_ = db.rollbacks();
+  }
+  // Until taken(): an insert that fails reads it again.
+  known_ = false;
+  return next_;
+}
+
+Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
@@ -118,21 +132,25 @@ Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
     }
   }
 
+  const Seq seq = seqs.next(db);
   db.prepare(
-        "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "
-        "created_ms, updated_ms) VALUES (?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5)")
+        "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
+        "created_ms, updated_ms) VALUES (?7, ?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5)")
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, images_to_json(images))
       .bind(4, client_id)
       .bind(5, now)
       .bind(6, std::string(to_string(status)))
+      .bind(7, seq)
       .run();
-  return Appended{db.last_insert_rowid(), false, status};
+  seqs.taken();
+  return Appended{seq, false, status};
 }
 
-Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
-                        Seq reply_to, const std::string& content, MessageStatus status) {
+Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+                        const std::string& user_id, Seq reply_to, const std::string& content,
+                        MessageStatus status) {
   if (status == MessageStatus::pending)
     return StoreError{Kind::invalid_argument,
                       "a reply must mark its message answered or failed, not pending"};
@@ -151,16 +169,18 @@ Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::str
     // Idempotent: the chat layer may store a reply again after a crash or a retry.
     if (const auto existing = question.optional_int64(2)) return *existing;
   }
+  const Seq seq = seqs.next(db);
   db.prepare(
-        "INSERT INTO messages (user_id, role, content, images, client_id, reply_to, status, "
-        "created_ms, updated_ms) VALUES (?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5)")
+        "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
+        "created_ms, updated_ms) VALUES (?6, ?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5)")
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, reply_to)
       .bind(4, to_string(status))
       .bind(5, now)
+      .bind(6, seq)
       .run();
-  const Seq seq = db.last_insert_rowid();
+  seqs.taken();
   db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
       .bind(1, reply_to)
       .bind(2, to_string(status))

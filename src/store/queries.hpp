@@ -17,14 +17,34 @@ namespace mooring::store::queries {
 // Unix time in milliseconds: what the *_ms columns hold.
 std::int64_t now_ms();
 
-Result<Appended> append_user_message(sqlite::Connection& db, std::int64_t now,
+// The next message's seq, kept in memory between inserts. A seq is never
+// given twice, even after the newest messages were deleted: it continues
+// after the highest of the highest seq in the table and the highest ever
+// deleted (the table seq_floor, which a trigger keeps). The table has no
+// AUTOINCREMENT, whose bookkeeping wrote a row of sqlite_sequence (a page
+// of WAL) at every insert. Read again from the database after a rollback
+// or a failed insert (another writer may have taken the seq).
+class SeqCounter {
+ public:
+  // The seq for the next insert into messages; call taken() once it is in.
+  Seq next(sqlite::Connection& db);
+  void taken() { ++next_; known_ = true; }
+
+ private:
+  Seq next_ = 0;
+  bool known_ = false;
+  std::uint64_t rollbacks_ = 0;
+};
+
+Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
                                      MessageStatus status = MessageStatus::pending);
 
-Result<Seq> store_reply(sqlite::Connection& db, std::int64_t now, const std::string& user_id,
-                        Seq reply_to, const std::string& content, MessageStatus status);
+Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+                        const std::string& user_id, Seq reply_to, const std::string& content,
+                        MessageStatus status);
 
 // Marks pending user message `seq` failed with `reason`; a message already
 // answered or failed is left as it is. Returns the message's status after.

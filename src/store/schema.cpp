@@ -93,6 +93,48 @@ CREATE INDEX messages_by_user ON messages(user_id, seq);
 CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
 CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 'pending';
 )sql",
+      // 4: seqs without AUTOINCREMENT, whose bookkeeping rewrote a row of
+      // sqlite_sequence at every insert (a page of WAL at every commit). The
+      // store gives seqs itself (queries::SeqCounter), after the highest in
+      // the table and the highest ever deleted, which seq_floor keeps: what
+      // sqlite_sequence held, then every deletion (the trigger). The table
+      // is rebuilt; seqs and rows as they were.
+      R"sql(
+CREATE TABLE seq_floor (
+  id  INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL
+);
+INSERT INTO seq_floor (id, seq) VALUES (1, max(
+  coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+  coalesce((SELECT max(seq) FROM messages), 0)));
+CREATE TABLE messages_v4 (
+  seq        INTEGER PRIMARY KEY,
+  user_id    TEXT NOT NULL REFERENCES sessions(user_id),
+  role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+  content    TEXT NOT NULL,
+  images     TEXT NOT NULL DEFAULT '[]',
+  client_id  TEXT,
+  reply_to   INTEGER REFERENCES messages(seq),
+  status     TEXT NOT NULL
+             CHECK (status = 'pending' OR status = 'answered' OR status = 'failed'),
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  failure    TEXT
+);
+INSERT INTO messages_v4 (seq, user_id, role, content, images, client_id, reply_to, status,
+                         created_ms, updated_ms, failure)
+  SELECT seq, user_id, role, content, images, client_id, reply_to, status, created_ms,
+         updated_ms, failure FROM messages ORDER BY seq;
+DROP TABLE messages;
+ALTER TABLE messages_v4 RENAME TO messages;
+CREATE UNIQUE INDEX messages_client_id ON messages(user_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX messages_by_user ON messages(user_id, seq);
+CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
+CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 'pending';
+CREATE TRIGGER messages_deleted AFTER DELETE ON messages BEGIN
+  UPDATE seq_floor SET seq = max(seq, old.seq) WHERE id = 1;
+END;
+)sql",
   };
   return steps;
 }
@@ -102,10 +144,10 @@ CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 
 void migrate(sqlite::Connection& db, const std::filesystem::path& path, int from) {
   const auto& steps = migrations();
   for (int version = from + 1; version <= static_cast<int>(steps.size()); ++version) {
-    if (from > 0 && version == 3)
-      log::info("store: upgrading {} to schema version 3: its messages table is copied once "
+    if (from > 0 && (version == 3 || version == 4))
+      log::info("store: upgrading {} to schema version {}: its messages table is copied once "
                 "({} messages; the file and its WAL need room for a second copy meanwhile)",
-                path.string(), db.query_int64("SELECT count(*) FROM messages"));
+                path.string(), version, db.query_int64("SELECT count(*) FROM messages"));
     db.exec("BEGIN IMMEDIATE");
     try {
       db.exec(std::string(steps[version - 1]));

@@ -105,6 +105,8 @@ Connection::Connection(const std::string& path, Mode mode) {
     throw Error(rc, message, system_errno);
   }
   sqlite3_extended_result_codes(db_, 1);
+  sqlite3_rollback_hook(
+      db_, [](void* counter) { ++*static_cast<std::uint64_t*>(counter); }, &rollbacks_);
 }
 
 Connection::~Connection() {

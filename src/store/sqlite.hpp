@@ -101,6 +101,10 @@ class Connection {
 
   std::int64_t last_insert_rowid() const;
   bool in_transaction() const;
+  // How many transactions were rolled back (ROLLBACK, or SQLite undoing one
+  // after an error), for what must forget values read inside one. A rollback
+  // to a savepoint is not counted.
+  std::uint64_t rollbacks() const { return rollbacks_; }
   // True when SQLite opened the file read-only (it does so silently when the
   // file cannot be opened for writing).
   bool read_only() const;
@@ -123,6 +127,7 @@ class Connection {
   std::map<const char*, sqlite3_stmt*> statements_;
   int wal_frames_ = 0;
   std::chrono::milliseconds busy_timeout_{-1};
+  std::uint64_t rollbacks_ = 0;
 };
 
 }  // namespace mooring::store::sqlite

@@ -381,6 +381,11 @@ sqlite::Connection& Store::db() {
   return *db_;
 }
 
+queries::SeqCounter& Store::seqs() {
+  if (!seqs_) throw std::logic_error("the database is not open");
+  return *seqs_;
+}
+
 Result<void> Store::open_database() {
   auto opened = schema::open_database(
       path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
@@ -391,6 +396,7 @@ Result<void> Store::open_database() {
                                  .synchronous_full = options_.synchronous_full && !syncs_itself()});
   if (!opened) return opened.error();
   db_ = std::move(opened->db);
+  seqs_ = std::make_unique<queries::SeqCounter>();
   db_->take_over_checkpoints();
   const auto& check = opened->check;
   if (opened->created) {
@@ -655,13 +661,24 @@ void Store::drain() {
     }
     // A small batch waits one more turn of the event loop, so that the
     // callers ready meanwhile (the next socket reads, the coroutines the last
-    // batch resumed) join it: one commit then serves more operations.
-    if (!drain_waited_ && queue_.size() < options_.max_batch / 8) {
+    // batch resumed) join it: one commit then serves more operations. When
+    // work comes one operation at a time (a wait found nothing more, and
+    // the batch was that one operation), the next drain does not wait: a
+    // lone user's every operation would wait for nothing. Every 16th drain
+    // waits anyway, to learn whether waiting pays again.
+    if (drain_waited_) {
+      drain_waited_ = false;
+      wait_gained_ = queue_.size() >= 2 || queue_.size() > queued_at_wait_;
+    } else if (queue_.size() < options_.max_batch / 8 &&
+               (wait_gained_ || ++drains_unwaited_ >= 16)) {
+      drains_unwaited_ = 0;
       drain_waited_ = true;
+      queued_at_wait_ = queue_.size();
       post_drain();
       return;
+    } else {
+      wait_gained_ = queue_.size() >= 2;
     }
-    drain_waited_ = false;
     while (!queue_.empty() && batch.size() < options_.max_batch) {
       const auto kind = queue_.front()->kind();
       if (runs_alone(kind)) break;
@@ -1064,8 +1081,9 @@ awaitable<Result<Appended>> Store::append(std::string user_id, std::string conte
   return submit<Appended>(JobKind::write,
                           [this, user_id = std::move(user_id), content = std::move(content),
                            images = std::move(images), client_id = std::move(client_id), status] {
-                            return queries::append_user_message(db(), queries::now_ms(), user_id,
-                                                                content, images, client_id, status);
+                            return queries::append_user_message(db(), seqs(), queries::now_ms(),
+                                                                user_id, content, images, client_id,
+                                                                status);
                           });
 }
 
@@ -1080,7 +1098,8 @@ awaitable<Result<Seq>> Store::store_reply(std::string user_id, Seq reply_to, std
                                           MessageStatus status) {
   return submit<Seq>(JobKind::write, [this, user_id = std::move(user_id), reply_to,
                                       content = std::move(content), status] {
-    return queries::store_reply(db(), queries::now_ms(), user_id, reply_to, content, status);
+    return queries::store_reply(db(), seqs(), queries::now_ms(), user_id, reply_to, content,
+                                status);
   });
 }
 

@@ -53,6 +53,9 @@
 
 namespace mooring::store {
 
+namespace queries {
+class SeqCounter;
+}
 namespace sqlite {
 class Connection;
 }
@@ -252,6 +255,7 @@ class Store {
   Result<void> open_database();
   Result<void> close_database();
   sqlite::Connection& db();
+  queries::SeqCounter& seqs();
 
   // Health and upkeep, on the store thread.
   // `lasting`: the store stays failed until a restart.
@@ -291,6 +295,12 @@ class Store {
   bool drain_posted_ = false;     // Worker::caller: a drain() is on its way
   bool drain_deferred_ = false;   // a drain found the database the store thread's
   bool drain_waited_ = false;     // the posted drain waited a turn for more work
+  // Whether the last such wait found more work than it waited with, or the
+  // last batch had more than one operation; how many drains ran without
+  // waiting since (see drain()).
+  bool wait_gained_ = true;
+  std::size_t queued_at_wait_ = 0;
+  unsigned drains_unwaited_ = 0;
   bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
   bool thread_waits_ = false;       // the store thread waits for the database
   bool orphaned_ = false;           // destroyed: the store thread runs what is left
@@ -318,6 +328,7 @@ class Store {
   // The database's user only (above).
   bool busy_ = false;  // work was queued while the last batch ran
   std::unique_ptr<sqlite::Connection> db_;
+  std::unique_ptr<queries::SeqCounter> seqs_;  // with db_: the next message's seq
   runtime::LogLimiter limiter_;
   struct HeldOutcome {
     std::string user_id;

@@ -233,6 +233,44 @@ TEST_P(StoreTest, AnUpgradeThatWouldBreakAForeignKeyLeavesTheFileAsItWas) {
   EXPECT_EQ(query_file(old / "mooring.db", "SELECT content FROM messages"), "no session");
 }
 
+// Seqs are given by the store, not by AUTOINCREMENT (whose bookkeeping
+// wrote a page at every commit), and still never twice: the newest messages
+// deleted by hand, with the store closed or open, leave their seqs used.
+TEST_P(StoreTest, ASeqIsNeverGivenTwiceAfterTheNewestMessagesAreDeleted) {
+  append("ann", "one");
+  const Seq second = append("ann", "two");
+  const Seq third = append("ann", "three");
+  reopen();
+  exec_file(db_path(), fmt::format("DELETE FROM messages WHERE seq >= {}", second));
+  EXPECT_EQ(append("ann", "after a deletion while open"), third + 1);
+  reopen();
+  EXPECT_EQ(append("ann", "after a reopen"), third + 2);
+  await(store->close()).value();
+  store.reset();
+  exec_file(db_path(), fmt::format("DELETE FROM messages WHERE seq >= {}", third + 1));
+  store = open();
+  EXPECT_EQ(append("ann", "after a deletion while closed"), third + 3);
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM sqlite_sequence WHERE name = 'messages'"),
+            "0");
+}
+
+// Another writer that takes the seq the store would give next costs nobody a
+// message: the store reads the next seq again and the append succeeds.
+TEST_P(StoreTest, AnotherWriterTakingTheNextSeqDoesNotFailAnAppend) {
+  const Seq first = append("ann", "one");
+  exec_file(db_path(),
+            fmt::format("INSERT INTO messages (seq, user_id, role, content, status, created_ms, "
+                        "updated_ms) VALUES ({}, 'ann', 'user', 'from elsewhere', 'answered', 1, "
+                        "1)",
+                        first + 1));
+  auto appended = await(store->append_user_message("ann", "two", {}, "c2"));
+  ASSERT_TRUE(appended) << appended.error().message;
+  EXPECT_EQ(appended->seq, first + 2);
+  auto reply = await(store->store_reply("ann", appended->seq, "answer", MessageStatus::answered));
+  ASSERT_TRUE(reply) << reply.error().message;
+  EXPECT_EQ(*reply, first + 3);
+}
+
 TEST_P(StoreTest, ReopeningKeepsTheData) {
   const Seq seq = append("alice", "hello");
   reopen();
