@@ -119,23 +119,14 @@ Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, s
       .bind(2, now)
       .run();
 
-  if (client_id) {
-    auto existing =
-        db.prepare("SELECT seq, status FROM messages WHERE user_id = ?1 AND client_id = ?2");
-    existing.bind(1, user_id).bind(2, *client_id);
-    if (existing.step()) {
-      const auto status = parse_status(existing.text(1));
-      if (!status)
-        return StoreError{Kind::corrupt, fmt::format("message {} has an unknown status",
-                                                     existing.int64(0))};
-      return Appended{existing.int64(0), true, *status};
-    }
-  }
-
+  // One statement for a new message: the insert skips a client id the user
+  // sent before (the seq it was offered is not used then, and is offered
+  // again), and only then is the first one looked up.
   const Seq seq = seqs.next(db);
   db.prepare(
         "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
-        "created_ms, updated_ms) VALUES (?7, ?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5)")
+        "created_ms, updated_ms) VALUES (?7, ?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5) "
+        "ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING")
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, images_to_json(images))
@@ -144,8 +135,23 @@ Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, s
       .bind(6, std::string(to_string(status)))
       .bind(7, seq)
       .run();
-  seqs.taken();
-  return Appended{seq, false, status};
+  if (db.changes() == 1) {
+    seqs.taken();
+    return Appended{seq, false, status};
+  }
+  seqs.unused();
+  auto existing =
+      db.prepare("SELECT seq, status FROM messages WHERE user_id = ?1 AND client_id = ?2");
+  existing.bind(1, user_id).bind(2, client_id);
+  if (!existing.step())
+    return StoreError{Kind::internal,
+                      fmt::format("message {} of {} was neither stored nor found stored before",
+                                  seq, user_id)};
+  const auto existing_status = parse_status(existing.text(1));
+  if (!existing_status)
+    return StoreError{Kind::corrupt,
+                      fmt::format("message {} has an unknown status", existing.int64(0))};
+  return Appended{existing.int64(0), true, *existing_status};
 }
 
 Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
@@ -154,7 +160,18 @@ Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t n
   if (status == MessageStatus::pending)
     return StoreError{Kind::invalid_argument,
                       "a reply must mark its message answered or failed, not pending"};
-  {
+  // The common case in one statement: the question is a pending message of
+  // this user, so it has no reply yet (a reply and its question's new status
+  // are written together).
+  db.prepare(
+        "UPDATE messages SET status = ?2, updated_ms = ?3 "
+        "WHERE seq = ?1 AND user_id = ?4 AND role = 'user' AND status = 'pending'")
+      .bind(1, reply_to)
+      .bind(2, to_string(status))
+      .bind(3, now)
+      .bind(4, user_id)
+      .run();
+  if (db.changes() == 0) {
     // The message replied to, and the reply it has already, if any.
     auto question = db.prepare(
         "SELECT user_id, role, (SELECT seq FROM messages WHERE reply_to = ?1) FROM messages "
@@ -168,6 +185,12 @@ Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t n
           fmt::format("message {} is not a user message of {}", reply_to, user_id)};
     // Idempotent: the chat layer may store a reply again after a crash or a retry.
     if (const auto existing = question.optional_int64(2)) return *existing;
+    // Answered or failed without a reply (marked failed): the reply is stored.
+    db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
+        .bind(1, reply_to)
+        .bind(2, to_string(status))
+        .bind(3, now)
+        .run();
   }
   const Seq seq = seqs.next(db);
   db.prepare(
@@ -181,11 +204,6 @@ Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t n
       .bind(6, seq)
       .run();
   seqs.taken();
-  db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
-      .bind(1, reply_to)
-      .bind(2, to_string(status))
-      .bind(3, now)
-      .run();
   return seq;
 }
 

@@ -29,6 +29,8 @@ class SeqCounter {
   // The seq for the next insert into messages; call taken() once it is in.
   Seq next(sqlite::Connection& db);
   void taken() { ++next_; known_ = true; }
+  // ... or unused() when the insert inserted nothing (and did not fail).
+  void unused() { known_ = true; }
 
  private:
   Seq next_ = 0;

@@ -181,6 +181,10 @@ Statement Connection::prepare(const char* sql) {
   return Statement(*this, found->second);
 }
 
+std::int64_t Connection::changes() const {
+  return sqlite3_changes64(db_);
+}
+
 std::int64_t Connection::last_insert_rowid() const {
   return sqlite3_last_insert_rowid(db_);
 }

@@ -100,6 +100,9 @@ class Connection {
   void commit();
 
   std::int64_t last_insert_rowid() const;
+  // Rows the last INSERT, UPDATE or DELETE changed (an upsert that did
+  // nothing: 0).
+  std::int64_t changes() const;
   bool in_transaction() const;
   // How many transactions were rolled back (ROLLBACK, or SQLite undoing one
   // after an error), for what must forget values read inside one. A rollback

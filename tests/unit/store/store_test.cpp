@@ -627,6 +627,11 @@ TEST_P(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
   EXPECT_EQ(other_user.error().kind, StoreError::Kind::invalid_argument);
 
   const Seq doomed = append("frank", "draw me a horse");
+  // Another user's reply to a pending message changes nothing.
+  auto not_theirs = await(store->store_reply("grace", doomed, "?"));
+  ASSERT_FALSE(not_theirs);
+  EXPECT_EQ(not_theirs.error().kind, StoreError::Kind::invalid_argument);
+  EXPECT_EQ(await(store->messages("frank", 1)).value().at(0).status, MessageStatus::pending);
   await(store->store_reply("frank", doomed, "the provider failed", MessageStatus::failed)).value();
   history = await(store->messages("frank", 2)).value();
   ASSERT_EQ(history.size(), 2u);
@@ -664,6 +669,21 @@ TEST_P(StoreTest, MarkFailedRecordsWhatTheUserWasToldAndSurvivesARestart) {
   EXPECT_EQ(history[1].status, MessageStatus::answered);
   EXPECT_FALSE(history[1].failure.has_value());
   EXPECT_EQ(store->health().state, Health::State::ok);
+}
+
+// A reply stored after its message was marked failed (the user was told to
+// ask again, then the reply came all the same) is stored once and answers it.
+TEST_P(StoreTest, AReplyToAMessageMarkedFailedIsStoredOnceAndAnswersIt) {
+  const Seq told = append("pat", "a question whose reply was late");
+  await(store->mark_failed("pat", told, "no reply in time")).value();
+  const Seq late = await(store->store_reply("pat", told, "late after all")).value();
+  EXPECT_GT(late, told);
+  EXPECT_EQ(await(store->store_reply("pat", told, "again")).value(), late);
+  auto history = await(store->messages("pat", 10)).value();
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].status, MessageStatus::answered);
+  EXPECT_EQ(history[1].content, "late after all");
+  EXPECT_EQ(history[1].reply_to, std::optional<Seq>(told));
 }
 
 TEST_P(StoreTest, AWriteAheadLogWithoutItsDatabaseIsRefused) {
