@@ -87,21 +87,41 @@ std::int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-Seq SeqCounter::next(sqlite::Connection& db) {
-  if (!known_ || rollbacks_ != db.rollbacks()) {
+void Remembered::forget_after_rollback(const sqlite::Connection& db) {
+  if (rollbacks_ == db.rollbacks()) return;
+  rollbacks_ = db.rollbacks();
+  seq_known_ = false;
+  sessions_written_.clear();
+}
+
+Seq Remembered::next_seq(sqlite::Connection& db) {
+  forget_after_rollback(db);
+  if (!seq_known_) {
     auto highest = db.prepare(
         "SELECT max(coalesce((SELECT max(seq) FROM messages), 0), "
         "coalesce((SELECT seq FROM seq_floor WHERE id = 1), 0))");
     highest.step();
-    next_ = highest.int64(0) + 1;
-    rollbacks_ = db.rollbacks();
+    next_seq_ = highest.int64(0) + 1;
   }
-  // Until taken(): an insert that fails reads it again.
-  known_ = false;
-  return next_;
+  // Until seq_taken(): an insert that fails reads it again.
+  seq_known_ = false;
+  return next_seq_;
 }
 
-Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+bool Remembered::session_fresh(const sqlite::Connection& db, const std::string& user_id,
+                               std::int64_t now) {
+  forget_after_rollback(db);
+  const auto it = sessions_written_.find(user_id);
+  return it != sessions_written_.end() && now >= it->second && now < it->second + 1000;
+}
+
+void Remembered::session_written(const std::string& user_id, std::int64_t now) {
+  // Bounded: users active within the last second are what it is for.
+  if (sessions_written_.size() >= 4096) sessions_written_.clear();
+  sessions_written_.insert_or_assign(user_id, now);
+}
+
+Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
@@ -111,18 +131,24 @@ Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, s
   // Every message from a user counts as seeing them, a retried one too, to
   // the second: a session's row is rewritten at most once a second, not by
   // every message (each rewrite is a page in the WAL and the checkpoint).
-  db.prepare(
-        "INSERT INTO sessions (user_id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2) "
-        "ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms "
-        "WHERE excluded.last_seen_ms >= last_seen_ms + 1000")
-      .bind(1, user_id)
-      .bind(2, now)
-      .run();
+  if (!remembered.session_fresh(db, user_id, now)) {
+    db.prepare(
+          "INSERT INTO sessions (user_id, created_ms, last_seen_ms) VALUES (?1, ?2, ?2) "
+          "ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms "
+          "WHERE excluded.last_seen_ms >= last_seen_ms + 1000")
+        .bind(1, user_id)
+        .bind(2, now)
+        .run();
+    // Written (made, or seen a second or more after the last time): fresh
+    // for the next second. Left alone: the row was written within the last
+    // second, at a moment not known here; the statement runs again.
+    if (db.changes() == 1) remembered.session_written(user_id, now);
+  }
 
   // One statement for a new message: the insert skips a client id the user
   // sent before (the seq it was offered is not used then, and is offered
   // again), and only then is the first one looked up.
-  const Seq seq = seqs.next(db);
+  const Seq seq = remembered.next_seq(db);
   db.prepare(
         "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
         "created_ms, updated_ms) VALUES (?7, ?1, 'user', ?2, ?3, ?4, NULL, ?6, ?5, ?5) "
@@ -136,10 +162,10 @@ Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, s
       .bind(7, seq)
       .run();
   if (db.changes() == 1) {
-    seqs.taken();
+    remembered.seq_taken();
     return Appended{seq, false, status};
   }
-  seqs.unused();
+  remembered.seq_unused();
   auto existing =
       db.prepare("SELECT seq, status FROM messages WHERE user_id = ?1 AND client_id = ?2");
   existing.bind(1, user_id).bind(2, client_id);
@@ -154,7 +180,7 @@ Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, s
   return Appended{existing.int64(0), true, *existing_status};
 }
 
-Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
                         const std::string& user_id, Seq reply_to, const std::string& content,
                         MessageStatus status) {
   if (status == MessageStatus::pending)
@@ -192,7 +218,7 @@ Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t n
         .bind(3, now)
         .run();
   }
-  const Seq seq = seqs.next(db);
+  const Seq seq = remembered.next_seq(db);
   db.prepare(
         "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
         "created_ms, updated_ms) VALUES (?6, ?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5)")
@@ -203,7 +229,7 @@ Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t n
       .bind(5, now)
       .bind(6, seq)
       .run();
-  seqs.taken();
+  remembered.seq_taken();
   return seq;
 }
 

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace mooring::store::queries {
@@ -17,34 +18,49 @@ namespace mooring::store::queries {
 // Unix time in milliseconds: what the *_ms columns hold.
 std::int64_t now_ms();
 
-// The next message's seq, kept in memory between inserts. A seq is never
-// given twice, even after the newest messages were deleted: it continues
-// after the highest of the highest seq in the table and the highest ever
-// deleted (the table seq_floor, which a trigger keeps). The table has no
-// AUTOINCREMENT, whose bookkeeping wrote a row of sqlite_sequence (a page
-// of WAL) at every insert. Read again from the database after a rollback
-// or a failed insert (another writer may have taken the seq).
-class SeqCounter {
+// What the store's own writes left in the database, kept in memory so that
+// they need not be read, or written again, at every message. All of it is
+// read again from the database after a rollback (Connection::rollbacks).
+//
+// - The next message's seq. A seq is never given twice, even after the
+//   newest messages were deleted: it continues after the highest of the
+//   highest seq in the table and the highest ever deleted (the table
+//   seq_floor, which a trigger keeps). The table has no AUTOINCREMENT, whose
+//   bookkeeping wrote a row of sqlite_sequence (a page of WAL) at every
+//   insert. Also read again after an insert failed (another writer may have
+//   taken the seq).
+// - The users whose session row this connection wrote in the last second:
+//   their next messages within that second leave the row alone without
+//   asking SQLite (last_seen_ms is kept to the second).
+class Remembered {
  public:
-  // The seq for the next insert into messages; call taken() once it is in.
-  Seq next(sqlite::Connection& db);
-  void taken() { ++next_; known_ = true; }
-  // ... or unused() when the insert inserted nothing (and did not fail).
-  void unused() { known_ = true; }
+  // The seq for the next insert into messages; then seq_taken() once it is
+  // in, or seq_unused() when the insert inserted nothing (and did not fail).
+  Seq next_seq(sqlite::Connection& db);
+  void seq_taken() { ++next_seq_; seq_known_ = true; }
+  void seq_unused() { seq_known_ = true; }
+
+  // Whether `user_id`'s session row was written by this connection less
+  // than a second before `now`; session_written() says it was, at `now`.
+  bool session_fresh(const sqlite::Connection& db, const std::string& user_id, std::int64_t now);
+  void session_written(const std::string& user_id, std::int64_t now);
 
  private:
-  Seq next_ = 0;
-  bool known_ = false;
+  void forget_after_rollback(const sqlite::Connection& db);
+
+  Seq next_seq_ = 0;
+  bool seq_known_ = false;
   std::uint64_t rollbacks_ = 0;
+  std::unordered_map<std::string, std::int64_t> sessions_written_;
 };
 
-Result<Appended> append_user_message(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
                                      const std::string& user_id, const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
                                      MessageStatus status = MessageStatus::pending);
 
-Result<Seq> store_reply(sqlite::Connection& db, SeqCounter& seqs, std::int64_t now,
+Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
                         const std::string& user_id, Seq reply_to, const std::string& content,
                         MessageStatus status);
 

@@ -95,7 +95,7 @@ CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 
 )sql",
       // 4: seqs without AUTOINCREMENT, whose bookkeeping rewrote a row of
       // sqlite_sequence at every insert (a page of WAL at every commit). The
-      // store gives seqs itself (queries::SeqCounter), after the highest in
+      // store gives seqs itself (queries::Remembered), after the highest in
       // the table and the highest ever deleted, which seq_floor keeps: what
       // sqlite_sequence held, then every deletion (the trigger). The table
       // is rebuilt; seqs and rows as they were.

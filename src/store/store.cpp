@@ -381,9 +381,9 @@ sqlite::Connection& Store::db() {
   return *db_;
 }
 
-queries::SeqCounter& Store::seqs() {
-  if (!seqs_) throw std::logic_error("the database is not open");
-  return *seqs_;
+queries::Remembered& Store::remembered() {
+  if (!remembered_) throw std::logic_error("the database is not open");
+  return *remembered_;
 }
 
 Result<void> Store::open_database() {
@@ -396,7 +396,7 @@ Result<void> Store::open_database() {
                                  .synchronous_full = options_.synchronous_full && !syncs_itself()});
   if (!opened) return opened.error();
   db_ = std::move(opened->db);
-  seqs_ = std::make_unique<queries::SeqCounter>();
+  remembered_ = std::make_unique<queries::Remembered>();
   db_->take_over_checkpoints();
   const auto& check = opened->check;
   if (opened->created) {
@@ -1081,7 +1081,7 @@ awaitable<Result<Appended>> Store::append(std::string user_id, std::string conte
   return submit<Appended>(JobKind::write,
                           [this, user_id = std::move(user_id), content = std::move(content),
                            images = std::move(images), client_id = std::move(client_id), status] {
-                            return queries::append_user_message(db(), seqs(), queries::now_ms(),
+                            return queries::append_user_message(db(), remembered(), queries::now_ms(),
                                                                 user_id, content, images, client_id,
                                                                 status);
                           });
@@ -1098,7 +1098,7 @@ awaitable<Result<Seq>> Store::store_reply(std::string user_id, Seq reply_to, std
                                           MessageStatus status) {
   return submit<Seq>(JobKind::write, [this, user_id = std::move(user_id), reply_to,
                                       content = std::move(content), status] {
-    return queries::store_reply(db(), seqs(), queries::now_ms(), user_id, reply_to, content,
+    return queries::store_reply(db(), remembered(), queries::now_ms(), user_id, reply_to, content,
                                 status);
   });
 }

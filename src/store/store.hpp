@@ -54,7 +54,7 @@
 namespace mooring::store {
 
 namespace queries {
-class SeqCounter;
+class Remembered;
 }
 namespace sqlite {
 class Connection;
@@ -255,7 +255,7 @@ class Store {
   Result<void> open_database();
   Result<void> close_database();
   sqlite::Connection& db();
-  queries::SeqCounter& seqs();
+  queries::Remembered& remembered();
 
   // Health and upkeep, on the store thread.
   // `lasting`: the store stays failed until a restart.
@@ -328,7 +328,7 @@ class Store {
   // The database's user only (above).
   bool busy_ = false;  // work was queued while the last batch ran
   std::unique_ptr<sqlite::Connection> db_;
-  std::unique_ptr<queries::SeqCounter> seqs_;  // with db_: the next message's seq
+  std::unique_ptr<queries::Remembered> remembered_;  // with db_: the next message's seq
   runtime::LogLimiter limiter_;
   struct HeldOutcome {
     std::string user_id;
