@@ -286,11 +286,34 @@ Result<std::optional<Session>> session(sqlite::Connection& db, const std::string
 }
 
 Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_t limit) {
-  auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
-                              " FROM messages WHERE role = 'user' AND status = 'pending' "
-                              "ORDER BY seq LIMIT ?1");
+  // From the floor up, by seq: no index of pending messages is kept.
+  auto statement = db.prepare(
+      "SELECT " MESSAGE_COLUMNS
+      " FROM messages WHERE seq >= (SELECT seq FROM pending_floor WHERE id = 1) "
+      "AND role = 'user' AND status = 'pending' ORDER BY seq LIMIT ?1");
   statement.bind(1, sql_limit(limit));
   return read_messages(statement);
+}
+
+std::size_t advance_pending_floor(sqlite::Connection& db, std::size_t max_rows) {
+  auto floor = db.prepare("SELECT seq FROM pending_floor WHERE id = 1");
+  if (!floor.step()) return 0;
+  const Seq from = floor.int64(0);
+  Seq to = from;
+  std::size_t rows = 0;
+  {
+    auto settled = db.prepare(
+        "SELECT seq, role = 'user' AND status = 'pending' FROM messages WHERE seq >= ?1 "
+        "ORDER BY seq LIMIT ?2");
+    settled.bind(1, from).bind(2, sql_limit(max_rows));
+    while (settled.step()) {
+      ++rows;
+      if (settled.int64(1) != 0) break;  // the oldest pending message: the floor stops there
+      to = settled.int64(0) + 1;
+    }
+  }
+  if (to != from) db.prepare("UPDATE pending_floor SET seq = ?1 WHERE id = 1").bind(1, to).run();
+  return rows;
 }
 
 Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t limit,

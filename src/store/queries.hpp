@@ -78,6 +78,11 @@ Result<std::optional<Session>> session(sqlite::Connection& db, const std::string
 
 Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_t limit);
 
+// Moves pending_floor up past the settled messages above it, looking at
+// max_rows messages at most, and stops at the oldest pending one. Returns
+// the messages looked at.
+std::size_t advance_pending_floor(sqlite::Connection& db, std::size_t max_rows);
+
 // Sessions whose id starts with `prefix` and that have a reply after their
 // delivered cursor, by id.
 Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const std::string& prefix,

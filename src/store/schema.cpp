@@ -99,6 +99,13 @@ CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 
       // the table and the highest ever deleted, which seq_floor keeps: what
       // sqlite_sequence held, then every deletion (the trigger). The table
       // is rebuilt; seqs and rows as they were.
+      //
+      // And no index of pending messages, which every message entered and
+      // left (a page of WAL at every commit, twice per round trip): every
+      // user message below pending_floor.seq is answered or failed, so a
+      // start reads the pending ones from there (queries::pending_messages),
+      // and the store moves the floor up behind them as they are settled
+      // (queries::advance_pending_floor).
       R"sql(
 CREATE TABLE seq_floor (
   id  INTEGER PRIMARY KEY CHECK (id = 1),
@@ -130,7 +137,13 @@ ALTER TABLE messages_v4 RENAME TO messages;
 CREATE UNIQUE INDEX messages_client_id ON messages(user_id, client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX messages_by_user ON messages(user_id, seq);
 CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT NULL;
-CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = 'pending';
+CREATE TABLE pending_floor (
+  id  INTEGER PRIMARY KEY CHECK (id = 1),
+  seq INTEGER NOT NULL
+);
+INSERT INTO pending_floor (id, seq) VALUES (1, coalesce(
+  (SELECT min(seq) FROM messages WHERE role = 'user' AND status = 'pending'),
+  (SELECT coalesce(max(seq), 0) + 1 FROM messages)));
 CREATE TRIGGER messages_deleted AFTER DELETE ON messages BEGIN
   UPDATE seq_floor SET seq = max(seq, old.seq) WHERE id = 1;
 END;

@@ -757,6 +757,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         }
       }
       if (writes) {
+        if (wrote) advance_pending_floor();
         const bool held_written = write_held_outcomes();
         db_->commit();
         ++commits_;
@@ -892,6 +893,23 @@ void Store::complete_together(std::vector<std::unique_ptr<Job>>& batch) {
     group->push_back(std::move(job));
   }
   post_group();
+}
+
+// In the batch's transaction, at most every pending_floor_interval. Its own
+// failure (in its savepoint) costs the batch nothing: the floor stays lower,
+// and a start reads a little more.
+void Store::advance_pending_floor() {
+  const auto now = Clock::now();
+  if (now < pending_floor_due_) return;
+  pending_floor_due_ = now + options_.pending_floor_interval;
+  db_->prepare("SAVEPOINT pending_floor").run();
+  try {
+    queries::advance_pending_floor(*db_, options_.pending_floor_rows);
+  } catch (const sqlite::Error& e) {
+    db_->prepare("ROLLBACK TO pending_floor").run();
+    log::debug("store: the floor of pending messages was not moved: {}", e.what());
+  }
+  db_->prepare("RELEASE pending_floor").run();
 }
 
 bool Store::write_held_outcomes() {

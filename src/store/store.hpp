@@ -82,6 +82,11 @@ struct StoreOptions {
   std::chrono::milliseconds probe_interval{2000};
   // A checkpoint runs after a commit that leaves at least this many pages in the WAL.
   int checkpoint_pages = 1000;
+  // At most this often, a write batch also moves the floor below which no
+  // message is pending (where a start looks for them) past the messages
+  // settled since, looking at pending_floor_rows of them at most.
+  std::chrono::milliseconds pending_floor_interval{1000};
+  std::size_t pending_floor_rows = 16384;
   // Repeats of one failure within this window are summarised in one log line.
   std::chrono::milliseconds log_window{10000};
   // mark_failed() outcomes kept in memory while the disk refuses them.
@@ -262,6 +267,7 @@ class Store {
   void note_fault(const StoreError& error, bool operation, bool lasting = false);
   void note_write_succeeded();
   void set_health(Health next);
+  void advance_pending_floor();
   bool write_held_outcomes();
   void probe();
   void checkpoint();
@@ -328,7 +334,8 @@ class Store {
   // The database's user only (above).
   bool busy_ = false;  // work was queued while the last batch ran
   std::unique_ptr<sqlite::Connection> db_;
-  std::unique_ptr<queries::Remembered> remembered_;  // with db_: the next message's seq
+  std::unique_ptr<queries::Remembered> remembered_;  // with db_: see queries.hpp
+  std::chrono::steady_clock::time_point pending_floor_due_{};
   runtime::LogLimiter limiter_;
   struct HeldOutcome {
     std::string user_id;

@@ -796,6 +796,46 @@ TEST_P(StoreTest, ASessionWrittenWithinTheSecondIsLeftAloneAndARollbackForgetsIt
   EXPECT_EQ(await(store->messages("mia", 10)).value().size(), 1u);
 }
 
+// No index of pending messages is kept (every message entered and left it):
+// a floor below which none is pending moves up behind them as they are
+// settled, never past one that is not, and a start reads from it.
+TEST_P(StoreTest, TheFloorOfPendingMessagesStopsAtTheOldestOneNotSettled) {
+  await(store->close()).value();
+  store.reset();
+  StoreOptions options;
+  options.pending_floor_interval = std::chrono::milliseconds(0);  // at every write batch
+  options.pending_floor_rows = 2;
+  store = std::move(try_open(data_dir(), options).value());
+  const auto floor = [&] {
+    return std::stoll(query_file(db_path(), "SELECT seq FROM pending_floor"));
+  };
+  const Seq a = append("nia", "a");
+  const Seq b = append("nia", "b");
+  const Seq c = append("nia", "c");
+  EXPECT_EQ(floor(), a);
+  const Seq a_reply = await(store->store_reply("nia", a, "for a")).value();
+  EXPECT_EQ(floor(), b);  // a and its reply looked at: b is pending
+  await(store->store_reply("nia", c, "for c")).value();
+  EXPECT_EQ(floor(), b);
+  // Two messages looked at per batch: b and c, then the two replies.
+  await(store->mark_failed("nia", b, "gave up")).value();
+  EXPECT_EQ(floor(), c + 1);
+  EXPECT_EQ(a_reply, c + 1);
+  const Seq d = append("nia", "d");
+  EXPECT_EQ(floor(), d);
+  append("nia", "e");
+  EXPECT_EQ(floor(), d);
+
+  reopen();
+  auto pending = await(store->pending_messages()).value();
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(pending[0].seq, d);
+  EXPECT_EQ(query_file(db_path(),
+                       "SELECT count(*) FROM pragma_index_list('messages') WHERE name = "
+                       "'messages_pending'"),
+            "0");
+}
+
 TEST_P(StoreTest, PendingMessagesSurviveARestart) {
   const Seq a =
       await(store->append_user_message("judy", "draw", {"data:image/png;base64,AAAA"})).value().seq;
