@@ -90,8 +90,7 @@ std::int64_t now_ms() {
 void Remembered::forget_after_rollback(const sqlite::Connection& db) {
   if (rollbacks_ == db.rollbacks()) return;
   rollbacks_ = db.rollbacks();
-  seq_known_ = false;
-  sessions_written_.clear();
+  forget();
 }
 
 Seq Remembered::next_seq(sqlite::Connection& db) {
@@ -121,8 +120,9 @@ void Remembered::session_written(const std::string& user_id, std::int64_t now) {
   sessions_written_.insert_or_assign(user_id, now);
 }
 
-Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
-                                     const std::string& user_id, const std::string& content,
+Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered,
+                                     std::int64_t now, const std::string& user_id,
+                                     const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
                                      MessageStatus status) {

@@ -40,6 +40,12 @@ class Remembered {
   void seq_taken() { ++next_seq_; seq_known_ = true; }
   void seq_unused() { seq_known_ = true; }
 
+  // Everything, as after a rollback (for a rollback to a savepoint).
+  void forget() {
+    seq_known_ = false;
+    sessions_written_.clear();
+  }
+
   // Whether `user_id`'s session row was written by this connection less
   // than a second before `now`; session_written() says it was, at `now`.
   bool session_fresh(const sqlite::Connection& db, const std::string& user_id, std::int64_t now);
@@ -54,8 +60,9 @@ class Remembered {
   std::unordered_map<std::string, std::int64_t> sessions_written_;
 };
 
-Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered, std::int64_t now,
-                                     const std::string& user_id, const std::string& content,
+Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered,
+                                     std::int64_t now, const std::string& user_id,
+                                     const std::string& content,
                                      const std::vector<std::string>& images,
                                      const std::optional<std::string>& client_id,
                                      MessageStatus status = MessageStatus::pending);

@@ -752,6 +752,7 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
             wrote = true;
           } else {
             db_->prepare("ROLLBACK TO operation").run();
+            remembered().forget();  // what it wrote is undone (no rollback hook for this)
           }
           db_->prepare("RELEASE operation").run();
         }
@@ -1099,9 +1100,9 @@ awaitable<Result<Appended>> Store::append(std::string user_id, std::string conte
   return submit<Appended>(JobKind::write,
                           [this, user_id = std::move(user_id), content = std::move(content),
                            images = std::move(images), client_id = std::move(client_id), status] {
-                            return queries::append_user_message(db(), remembered(), queries::now_ms(),
-                                                                user_id, content, images, client_id,
-                                                                status);
+                            return queries::append_user_message(
+                                db(), remembered(), queries::now_ms(), user_id, content, images,
+                                client_id, status);
                           });
 }
 
