@@ -386,6 +386,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // A path no route matches still has its body read (to answer 404/405
       // on a connection that stays usable), within the default limit.
       limit = match.route ? match.route->body_limit : Router::default_body_limit;
+      // A client waiting to be told to send its body to a path no route
+      // matches is answered 404 (or 405) at once, and the body never read.
+      if (!match.route && !parser.is_done() && expects_continue(parser.get())) {
+        const auto path = std::string_view(parser.get().target()).substr(
+            0, std::string_view(parser.get().target()).find('?'));
+        std::string message;
+        if (match.status == http::status::not_found) {
+          message = fmt::format("no such path: {}", elide(path));
+        } else {
+          message = fmt::format("{} is not allowed on {}",
+                                std::string_view(parser.get().method_string()), elide(path));
+        }
+        const auto code =
+            match.status == http::status::not_found ? "not_found" : "method_not_allowed";
+        co_await refuse(match.status, code, std::move(message));
+        co_return;
+      }
       // A check on the header alone (a token) is made before a body is read:
       // a refused client cannot make the server hold its body.
       if (!parser.is_done() && match.route) {

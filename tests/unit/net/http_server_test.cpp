@@ -863,6 +863,26 @@ TEST_F(HttpServerTest, Expect100ContinueIsAnsweredOnceTheHeaderIsAccepted) {
     }
   }
 
+  // A path no route matches, or a method it does not take: the final answer
+  // at once, and the body never read.
+  for (const std::string& head :
+       {std::string("PUT /nowhere?x=1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    "Content-Length: 1000000\r\n\r\n"),
+        std::string("DELETE /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    "Content-Length: 1000000\r\n\r\n")}) {
+    RawConnection lost(address_);
+    lost.send(head);
+    auto answer = lost.read(5s);
+    ASSERT_TRUE(answer) << head;
+    const bool unknown_path = head.find("nowhere") != std::string::npos;
+    EXPECT_EQ(answer->result_int(), unknown_path ? 404u : 405u);
+    EXPECT_NE(answer->body().find(unknown_path ? "no such path: /nowhere"
+                                               : "is not allowed on /echo"),
+              std::string::npos)
+        << answer->body();
+    EXPECT_TRUE(lost.closed_within(5s));
+  }
+
   // An HTTP/1.0 client's expectation is ignored: its answer is the final one.
   RawConnection old_client(address_);
   old_client.send("POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
