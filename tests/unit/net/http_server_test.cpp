@@ -565,6 +565,21 @@ TEST_F(HttpServerTest, ChunkExtensionsAndTrailersCountTowardTheBodyLimit) {
   EXPECT_EQ(fits.status, 200u);
 }
 
+// The largest chunk sizes a client can write: 2^63 and 2^64 - 1 fit Beast's
+// count and exceed every limit (413); 2^64 does not fit (400). Refused before
+// anything of the chunk is read, and the server goes on.
+TEST_F(HttpServerTest, TheLargestChunkSizesAreRefused) {
+  start();
+  const std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const auto& [size, status] : {std::pair{"ffffffffffffffff", 413u},
+                                      std::pair{"10000000000000000", 400u},
+                                      std::pair{"8000000000000000", 413u}}) {
+    auto refused = send_until_refused(address_, head + size + "\r\nabc", "", 0);
+    EXPECT_EQ(refused.status, status) << size;
+  }
+  EXPECT_EQ(test::http_request(address_, http::verb::get, "/hello").status, 200);
+}
+
 // Defect 6: beyond max_connections a connection is answered 503 before any
 // routing or upgrade, and a freed slot is usable again.
 TEST_F(HttpServerTest, BeyondMaxConnectionsANewConnectionGets503) {
