@@ -148,6 +148,36 @@ TEST(HttpClient, ASinkThatStopsEndsTheReadAndTheConnection) {
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 2; }, 10s));
 }
 
+// The largest lengths an upstream can announce: 2^63 and 2^64 - 1 are read
+// until the sink stops, never allocated up front; 2^64 does not fit the
+// parser's count and is an error. No request hangs, and each connection is closed.
+TEST(HttpClient, TheLargestContentLengthsEndTheReadWithoutAllocatingThem) {
+  for (const char* length : {"9223372036854775808", "18446744073709551615",
+                             "18446744073709551616"}) {
+    RawUpstream upstream([length](const RawRequest&) {
+      RawReply reply;
+      reply.writes = {std::string("HTTP/1.1 200 OK\r\nContent-Length: ") + length +
+                      "\r\n\r\n"};
+      reply.endless = "0123456789";
+      return reply;
+    });
+    auto exchanges = get(upstream.base_url(), 1, {}, nullptr, 100 * 1000);
+    ASSERT_EQ(exchanges.size(), 1u);
+    const auto& e = exchanges[0];
+    if (std::string_view(length) == "18446744073709551616") {
+      ASSERT_FALSE(e.result.has_value()) << length;
+      EXPECT_NE(e.result.error().message.find("bad Content-Length"), std::string::npos)
+          << e.result.error().message;
+      EXPECT_TRUE(e.body.empty());
+    } else {
+      ASSERT_TRUE(e.result.has_value()) << length << ": " << e.result.error().message;
+      EXPECT_FALSE(e.result->complete) << length;
+      EXPECT_LT(e.body.size(), 200u * 1000) << length;
+    }
+    EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s)) << length;
+  }
+}
+
 TEST(HttpClient, TooManyInterimResponsesOrAnUnaskedSwitchAreErrors) {
   RawUpstream switching([](const RawRequest&) {
     RawReply reply;
