@@ -63,6 +63,8 @@ class HttpServerTest : public ::testing::Test {
         http::verb::put, "/guarded",
         CheckedHandler{[](const Request& r) -> std::optional<HttpResponse> {
                          if (r.bearer_token() == "open sesame") return std::nullopt;
+                         if (r.bearer_token() == "break the check")
+                           throw std::runtime_error("the check broke");
                          return error_response(http::status::unauthorized, "unauthorized",
                                                "no entry", r);
                        },
@@ -563,6 +565,21 @@ TEST_F(HttpServerTest, ChunkExtensionsAndTrailersCountTowardTheBodyLimit) {
   // Small extensions and trailers within the limit are fine.
   auto fits = send_until_refused(address_, head + "3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", "", 0);
   EXPECT_EQ(fits.status, 200u);
+}
+
+// A check on the header that throws is a 500 for that request, before its
+// body is read; the connection closes and the server goes on.
+TEST_F(HttpServerTest, ACheckOnTheHeaderThatThrowsIsA500BeforeTheBody) {
+  start();
+  RawConnection broken(address_);
+  broken.send(
+      "PUT /guarded HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer break the check\r\n"
+      "Content-Length: 1000000\r\n\r\n");
+  auto answer = broken.read(5s);
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->result_int(), 500u);
+  EXPECT_TRUE(broken.closed_within(5s));
+  EXPECT_EQ(test::http_request(address_, http::verb::get, "/hello").status, 200);
 }
 
 // The largest chunk sizes a client can write: 2^63 and 2^64 - 1 fit Beast's
