@@ -44,6 +44,10 @@ constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
 // bounds its reading stops (TCP pushes back) until they are taken.
 constexpr std::size_t max_held_messages = 1000;
 constexpr std::size_t max_held_bytes = 4 * 1024 * 1024;
+// Accounts known at once (each keeps its state, connected or not, for the
+// panel and for its chats): with self_ids empty, a client with the token
+// could otherwise make one for every X-Self-ID it sends.
+constexpr std::size_t max_accounts = 100;
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -532,12 +536,19 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
                                log_refusal(request.remote, refused->body());
                                return std::move(*refused);
                              }
+                             if (auto refused = refuse_account(
+                                     std::get<onebot::Admitted>(verdict).self_id, request)) {
+                               log_refusal(request.remote, refused->body());
+                               return refused;
+                             }
                              return std::nullopt;
                            },
                            [this](const std::shared_ptr<net::WsConnection>& connection,
                                   net::Request& request) {
                              auto verdict = onebot::admit(request, options_.link);
-                             if (auto* admitted = std::get_if<onebot::Admitted>(&verdict))
+                             auto* admitted = std::get_if<onebot::Admitted>(&verdict);
+                             // Checked again: another account may have come in between.
+                             if (admitted && !refuse_account(admitted->self_id, request))
                                open(connection, *admitted, request.remote);
                              else
                                connection->close(net::websocket::close_code::policy_error,
@@ -545,6 +556,17 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
                            },
                            options_.ws});
   }
+}
+
+std::optional<net::HttpResponse> OneBotAdapter::refuse_account(std::int64_t self_id,
+                                                               const net::Request& request) const {
+  if (bots_.size() < max_accounts || bots_.contains(self_id)) return std::nullopt;
+  return net::error_response(
+      net::http::status::service_unavailable, "too_many_accounts",
+      fmt::format("mooring knows {} bot accounts already, the most it keeps; list the accounts "
+                  "allowed in onebot.self_ids, or restart mooring to forget the others",
+                  max_accounts),
+      request);
 }
 
 // A client retrying without the token, or many of them, is refused thousands

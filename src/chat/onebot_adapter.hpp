@@ -112,6 +112,9 @@ class OneBotAdapter {
   Bot& bot(std::int64_t self_id);
   void attach_outlet(Conversation& conversation);
   void log_refusal(const std::string& remote, std::string_view body);
+  // The refusal of a new account beyond the number kept, if it is one.
+  std::optional<net::HttpResponse> refuse_account(std::int64_t self_id,
+                                                  const net::Request& request) const;
   // Logs `line` when it is the first of `kind` in 10 s, else counts it for
   // one summary line: a connection that closes under 500 chats, or clients
   // retrying without the token, write a few lines, not one each.

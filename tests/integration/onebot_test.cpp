@@ -81,6 +81,28 @@ json::object bot_status(const HostProcess& host, std::int64_t self = bot) {
   return {};
 }
 
+// With self_ids empty, a client with the token could make mooring keep an
+// account's state for every X-Self-ID it sends: beyond 100 accounts a new
+// one is refused before the upgrade, and the known ones still connect.
+TEST(OneBot, AccountsBeyondTheNumberKeptAreRefusedAndKnownOnesStillConnect) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"self_ids", "[]"}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  for (std::int64_t self = 20001; self <= 20100; ++self) {
+    OneBotPeer peer;
+    ASSERT_EQ(peer.connect(host.gateway(), self, "Universal", token), 101) << self;
+    peer.close();
+  }
+  OneBotPeer one_more;
+  EXPECT_EQ(one_more.connect(host.gateway(), 20101, "Universal", token), 503);
+  OneBotPeer known;
+  EXPECT_EQ(known.connect(host.gateway(), 20001, "Universal", token), 101);
+  known.close();
+  EXPECT_TRUE(test::poll_until(
+      [&] { return host.log().find("too_many_accounts") != std::string::npos; }, 10s))
+      << host.log();
+}
+
 TEST(OneBot, TheHandshakeIsDecidedBeforeTheUpgradeAndTheTokenIsNeverLogged) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"self_ids", "[10001, 10002]"}}));
