@@ -53,6 +53,20 @@ bool expects_continue(const HttpRequest& header) {
   return header.version() >= 11 && beast::iequals(header[http::field::expect], "100-continue");
 }
 
+// The answer to a request no route takes: 404 for its path, or 405 for its
+// method.
+HttpResponse no_route(http::status status, const HttpRequest& header) {
+  const auto target = std::string_view(header.target());
+  const auto path = elide(target.substr(0, target.find('?')));
+  if (status == http::status::not_found)
+    return error_response(status, "not_found", fmt::format("no such path: {}", path),
+                          header.version(), header.keep_alive());
+  return error_response(
+      status, "method_not_allowed",
+      fmt::format("{} is not allowed on {}", std::string_view(header.method_string()), path),
+      header.version(), header.keep_alive());
+}
+
 // The answer to a connection beyond max_connections that cannot take a place.
 HttpResponse too_many_connections(std::size_t open) {
   auto response = error_response(
@@ -389,18 +403,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // A client waiting to be told to send its body to a path no route
       // matches is answered 404 (or 405) at once, and the body never read.
       if (!match.route && !parser.is_done() && expects_continue(parser.get())) {
-        const auto path = std::string_view(parser.get().target()).substr(
-            0, std::string_view(parser.get().target()).find('?'));
-        std::string message;
-        if (match.status == http::status::not_found) {
-          message = fmt::format("no such path: {}", elide(path));
-        } else {
-          message = fmt::format("{} is not allowed on {}",
-                                std::string_view(parser.get().method_string()), elide(path));
-        }
-        const auto code =
-            match.status == http::status::not_found ? "not_found" : "method_not_allowed";
-        co_await refuse(match.status, code, std::move(message));
+        // Named: GCC 12 destroys a temporary among co_await's operands twice.
+        auto refusal = no_route(match.status, parser.get());
+        co_await refuse(std::move(refusal));
         co_return;
       }
       // A check on the header alone (a token) is made before a body is read:
@@ -457,20 +462,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       request.params = std::move(match.params);
 
       if (!match.route) {
-        // Built before the co_await: GCC 12 mishandles temporaries of a
-        // conditional expression inside a co_await operand (double free).
-        std::string message;
-        if (match.status == http::status::not_found) {
-          message = fmt::format("no such path: {}", elide(request.path()));
-        } else {
-          message = fmt::format("{} is not allowed on {}",
-                                std::string_view(request.message.method_string()),
-                                elide(request.path()));
-        }
-        auto response = error_response(
-            match.status,
-            match.status == http::status::not_found ? "not_found" : "method_not_allowed",
-            message, request);
+        auto response = no_route(match.status, request.message);  // named, as above
         co_await write(std::move(response));
         if (!request.message.keep_alive()) co_return;
         continue;
