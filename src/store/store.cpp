@@ -662,23 +662,19 @@ void Store::drain() {
     // A small batch waits one more turn of the event loop, so that the
     // callers ready meanwhile (the next socket reads, the coroutines the last
     // batch resumed) join it: one commit then serves more operations. When
-    // work comes one operation at a time (a wait found nothing more, and
-    // the batch was that one operation), the next drain does not wait: a
-    // lone user's every operation would wait for nothing. Every 16th drain
-    // waits anyway, to learn whether waiting pays again.
-    if (drain_waited_) {
-      drain_waited_ = false;
-      wait_gained_ = queue_.size() >= 2 || queue_.size() > queued_at_wait_;
-    } else if (queue_.size() < options_.max_batch / 8 &&
-               (wait_gained_ || ++drains_unwaited_ >= 16)) {
+    // work comes one operation at a time (the last batch was one operation),
+    // the next drain does not wait: a lone user's every operation would wait
+    // for nothing. Every 16th drain waits anyway, to learn whether waiting
+    // pays again.
+    if (!drain_waited_ && queue_.size() < options_.max_batch / 8 &&
+        (more_than_one_ || ++drains_unwaited_ >= 16)) {
       drains_unwaited_ = 0;
       drain_waited_ = true;
-      queued_at_wait_ = queue_.size();
       post_drain();
       return;
-    } else {
-      wait_gained_ = queue_.size() >= 2;
     }
+    drain_waited_ = false;
+    more_than_one_ = queue_.size() >= 2;
     while (!queue_.empty() && batch.size() < options_.max_batch) {
       const auto kind = queue_.front()->kind();
       if (runs_alone(kind)) break;

@@ -301,11 +301,9 @@ class Store {
   bool drain_posted_ = false;     // Worker::caller: a drain() is on its way
   bool drain_deferred_ = false;   // a drain found the database the store thread's
   bool drain_waited_ = false;     // the posted drain waited a turn for more work
-  // Whether the last such wait found more work than it waited with, or the
-  // last batch had more than one operation; how many drains ran without
-  // waiting since (see drain()).
-  bool wait_gained_ = true;
-  std::size_t queued_at_wait_ = 0;
+  // Whether the last batch found more than one operation queued, and how
+  // many drains ran without waiting since (see drain()).
+  bool more_than_one_ = true;
   unsigned drains_unwaited_ = 0;
   bool checkpoint_wanted_ = false;  // Worker::caller: for the store thread
   bool thread_waits_ = false;       // the store thread waits for the database
