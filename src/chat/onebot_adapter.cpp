@@ -117,7 +117,7 @@ struct OneBotAdapter::Link {
   bool replaced = false;
   std::optional<runtime::Duration> heartbeat_interval;
   Clock::time_point last_heartbeat = Clock::now();
-  runtime::Notifier changed;  // a heartbeat came, or the link closed
+  runtime::Notifier changed;  // a heartbeat came, reading resumed, or the link closed
 
   explicit Link(asio::any_io_executor executor) : changed(std::move(executor)) {}
 };
@@ -160,13 +160,20 @@ struct OneBotAdapter::Bot {
   }
 
   // Reading stops while the messages held for full chats reach their bounds.
+  // Meanwhile neither the calls on that connection nor its heartbeat count
+  // the time: their answers and heartbeats wait unread in its socket.
   void update_reading() {
     if (!events || events->closed) return;
+    auto& connection = *events->connection;
+    if (holding_full() == connection.reading_paused()) return;
     if (holding_full()) {
-      events->connection->pause_reading();
-    } else if (events->connection->reading_paused()) {
-      events->connection->resume_reading();
+      connection.pause_reading();
+    } else {
+      connection.resume_reading();
+      events->last_heartbeat = std::max(events->last_heartbeat, Clock::now());
+      events->changed.notify_all();
     }
+    if (events->calls) events->calls->reading_paused(connection.reading_paused());
   }
 };
 
@@ -880,14 +887,18 @@ awaitable<void> OneBotAdapter::watch(OneBotAdapter* adapter, std::shared_ptr<Lin
     auto deadline = runtime::Deadline::after(std::chrono::minutes(1));
     if (link->heartbeat_interval) {
       const auto due = link->last_heartbeat + 3 * *link->heartbeat_interval;
-      if (Clock::now() >= due && !link->connection->reading_paused()) {
+      // Not read, its heartbeats cannot be heard: the count starts again
+      // when reading does.
+      const bool paused = link->connection->reading_paused();
+      if (Clock::now() >= due && !paused) {
         log::warn("onebot: bot {} sent no heartbeat for {}; closing its connection (a half-open "
                   "socket; the implementation reconnects)",
                   link->self_id, runtime::format_duration(3 * *link->heartbeat_interval));
         link->connection->force_close();
         co_return;
       }
-      deadline = runtime::Deadline(std::max(due, Clock::now() + std::chrono::milliseconds(10)));
+      if (!paused)
+        deadline = runtime::Deadline(std::max(due, Clock::now() + std::chrono::milliseconds(10)));
     }
     co_await link->changed.wait_until(deadline);
     const bool cancelled = co_await runtime::cancelled();

@@ -112,6 +112,20 @@ ApiCalls::ApiCalls(asio::any_io_executor executor, Send send)
 
 ApiCalls::~ApiCalls() { fail_all("the connection is gone"); }
 
+void ApiCalls::reading_paused(bool paused) {
+  if (paused && !paused_since_) {
+    paused_since_ = Clock::now();
+  } else if (!paused && paused_since_) {
+    paused_before_ += Clock::now() - *paused_since_;
+    paused_since_.reset();
+  }
+}
+
+Clock::duration ApiCalls::time_paused() const {
+  if (!paused_since_) return paused_before_;
+  return paused_before_ + (Clock::now() - *paused_since_);
+}
+
 awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
                                      runtime::Duration timeout) {
   const auto fail = [](CallError::Kind kind, std::string message) {
@@ -126,9 +140,15 @@ awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
     pending_.erase(echo);
     co_return fail(CallError::Kind::not_sent, "the connection did not take the call");
   }
-  const auto deadline = runtime::Deadline::after(timeout);
+  // Waited for until `timeout` has passed, less the time the connection was
+  // not read meanwhile: the answer may wait behind messages in its socket.
+  const auto sent_at = Clock::now();
+  const auto paused_at_send = time_paused();
   bool cancelled = false;
-  while (!pending->result && !deadline.passed() && !cancelled) {
+  for (;;) {
+    const auto paused = time_paused() - paused_at_send;
+    const runtime::Deadline deadline(sent_at + timeout + paused);
+    if (pending->result || cancelled || deadline.passed()) break;
     co_await pending->done.wait_until(deadline);
     cancelled = co_await runtime::cancelled();
   }

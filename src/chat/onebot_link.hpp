@@ -11,7 +11,8 @@
 //   implementations send it back), never by order; every call ends by its
 //   deadline at the latest, and fail_all() ends every pending call at once
 //   (the connection was replaced or closed), so a caller never waits on a
-//   dead socket.
+//   dead socket. The time the connection is not read (reading_paused) does
+//   not count against a call's timeout: its answer could not arrive then.
 #pragma once
 
 #include "net/http.hpp"
@@ -84,7 +85,8 @@ class ApiCalls {
   ApiCalls& operator=(const ApiCalls&) = delete;
 
   // Sends {"action", "params", "echo"} and waits for its answer until
-  // `timeout`. retcode 0 (status ok or async) is success.
+  // `timeout` has passed with the connection read. retcode 0 (status ok or
+  // async) is success.
   awaitable<CallResult> call(std::string action, boost::json::object params,
                              runtime::Duration timeout);
 
@@ -96,7 +98,13 @@ class ApiCalls {
 
   std::size_t pending() const { return pending_.size(); }
 
+  // The connection stopped (true) or went back to (false) reading.
+  void reading_paused(bool paused);
+
  private:
+  // How long the connection has not been read, in all.
+  Clock::duration time_paused() const;
+
   struct Pending {
     std::optional<CallResult> result;
     runtime::Notifier done;
@@ -106,6 +114,8 @@ class ApiCalls {
   asio::any_io_executor executor_;
   Send send_;
   std::uint64_t next_echo_ = 1;
+  std::optional<Clock::time_point> paused_since_;
+  Clock::duration paused_before_{};  // the pauses that ended
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_;
 };
 

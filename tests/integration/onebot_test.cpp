@@ -263,6 +263,47 @@ TEST(OneBot, MoreMessagesThanTheHoldingBoundAreAllAnsweredInOrder) {
   expect_clean_stop(host);
 }
 
+// Past the holding bound a universal connection is not read, and the answers
+// to mooring's sends wait behind the messages in its socket. That wait used
+// to count against api_timeout: a send the implementation took at once timed
+// out and went to QQ again. The time a connection is not read is not counted,
+// by the calls nor by the heartbeat (whose beats wait in the socket too).
+TEST(OneBot, AnswersThatWaitBehindAPausedConnectionDoNotTimeOut) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(),
+                   onebot_config({{"api_timeout", "\"1s\""}}) +
+                       "[provider.echo]\ntoken_delay = \"2ms\"\n",
+                   "max_pending_messages = 1\n");
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  // Heartbeats every 100ms: 300ms unheard would close the connection.
+  peer.heartbeat(100);
+  constexpr int messages = 1500;
+  for (int i = 0; i < messages; ++i)
+    peer.group_message(500, 600, json::value(fmt::format("/ai q{}", i)), "", "u");
+  std::vector<std::string> sent;
+  for (int i = 0; i < messages; ++i) {
+    auto send = next_send(peer, 60s);
+    sent.push_back(plain_text(send));
+    peer.answer_standard(send);
+    if (i % 10 == 0) peer.heartbeat(100);
+  }
+  std::vector<std::string> expected;
+  for (int i = 0; i < messages; ++i) expected.push_back(fmt::format(" echo: u: q{}", i));
+  EXPECT_EQ(sent, expected);
+  ASSERT_TRUE(poll_until(
+      [&] { return bot_status(host).at("messages_out").to_number<int>() == messages; }, 10s));
+  EXPECT_EQ(host.log().find("got no answer"), std::string::npos) << host.log().substr(0, 4000);
+  // Nothing is sent again: the next send answers the next message.
+  peer.private_message(42, json::value("after"), "alice", 9001);
+  auto next = next_send(peer);
+  EXPECT_EQ(plain_text(next), "echo: after");
+  peer.answer_standard(next);
+  peer.close();
+  expect_clean_stop(host);
+}
+
 // A chat holding max_pending_messages used to stop the whole connection
 // being read, the answers to mooring's own sends with it: a send the
 // implementation took at once timed out unread and went to QQ again after
