@@ -274,6 +274,11 @@ std::shared_ptr<const net::Router> GatewayComponent::router() {
   return router;
 }
 
+void GatewayComponent::stop_accepting() {
+  listener_->stop_accepting();
+  onebot_.hand_over_held();
+}
+
 awaitable<void> GatewayComponent::start() {
   listener_->open();
   co_await gateway_.recover();

@@ -102,6 +102,10 @@ class GatewayComponent : public ListeningComponent {
   chat::Gateway& gateway() { return gateway_; }
   chat::OneBotAdapter& onebot() { return onebot_; }
 
+  // The listener stops accepting; the QQ messages held for full chats go to
+  // them, to be stored during the drain.
+  void stop_accepting() override;
+
   // Binds the listener, then answers the messages a previous run left unanswered.
   awaitable<void> start() override;
   // gateway.listen moves the listener; the token, heartbeat and size limits,

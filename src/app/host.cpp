@@ -596,7 +596,8 @@ awaitable<void> Host::shut_down(const char* cause) {
   auto& admin = admin_->listener();
   const auto connections_at_start = gateway.connections() + admin.connections();
 
-  // (2) No new provider request or retry starts (ShutdownState); replies in
+  // (2) No new provider request or retry starts (ShutdownState); messages
+  // read are stored (their replies wait for the restart); replies in
   // flight may finish and be delivered until close_flush_time before the
   // drain deadline; then clients get close 1001 after their queued frames,
   // and what is still open at the deadline is closed. A second signal cuts
@@ -613,6 +614,7 @@ awaitable<void> Host::shut_down(const char* cause) {
     };
     auto drain = [](Host* host, runtime::Deadline replies,
                     runtime::Deadline deadline) -> awaitable<void> {
+      co_await host->supervisor_.join_group("chat.inbox", replies);
       co_await host->supervisor_.join_group("chat.replies", replies);
       co_await (host->admin_->stop(deadline) && host->gateway_->stop(deadline));
     };

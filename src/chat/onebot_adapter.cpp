@@ -750,10 +750,10 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
 }
 
 // Held or not, messages are handed to their chats in the order they came.
-void OneBotAdapter::release_held(Bot& bot) {
+void OneBotAdapter::release_held(Bot& bot, bool all) {
   if (releasing_) return;  // handing one over can call back here
   releasing_ = true;
-  while (bot.saturated_chats == 0 && !bot.held.empty()) {
+  while ((all || bot.saturated_chats == 0) && !bot.held.empty()) {
     auto [message, bytes] = std::move(bot.held.front());
     bot.held.pop_front();
     bot.held_bytes -= bytes;
@@ -761,6 +761,17 @@ void OneBotAdapter::release_held(Bot& bot) {
   }
   releasing_ = false;
   bot.update_reading();
+}
+
+void OneBotAdapter::hand_over_held() {
+  std::size_t handed = 0;
+  for (auto& [id, bot] : bots_) {
+    handed += bot->held.size();
+    release_held(*bot, true);
+  }
+  if (handed > 0)
+    log::info("onebot: {} message(s) waiting for full chats are stored at the stop, to be "
+              "answered after the restart", handed);
 }
 
 void OneBotAdapter::on_message(Bot& bot, const onebot::MessageEvent& message) {

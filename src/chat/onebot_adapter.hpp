@@ -29,6 +29,7 @@
 // - a full chat (max_pending_messages) holds the account's next messages in
 //   memory, in order, not the connection's reading: the answers to calls
 //   still arrive, so a send that succeeded is never taken for a lost one;
+//   at a stop, the messages held are handed to their chats to be stored;
 // - friend and group requests are logged and listed in status(), never answered.
 #pragma once
 
@@ -89,6 +90,11 @@ class OneBotAdapter {
   void set_options(OneBotOptions options);
   const OneBotOptions& options() const { return options_; }
 
+  // The host is stopping: the messages held for full chats go to their chats
+  // now, to be stored before the store closes and answered after the restart
+  // (QQ does not send a message again).
+  void hand_over_held();
+
   // {"enabled", "bots": [...], "requests": [...]} for /api/status.
   boost::json::object status() const;
   // OneBot connections open now.
@@ -108,7 +114,8 @@ class OneBotAdapter {
   void on_message(Bot& bot, const onebot::MessageEvent& message);
   void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
   void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
-  void release_held(Bot& bot);
+  // `all`: the chats' bounds notwithstanding.
+  void release_held(Bot& bot, bool all = false);
   Bot& bot(std::int64_t self_id);
   void attach_outlet(Conversation& conversation);
   void log_refusal(const std::string& remote, std::string_view body);

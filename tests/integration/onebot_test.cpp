@@ -713,6 +713,44 @@ TEST(OneBot, MessagesHeldForAFullChatOutliveTheirConnection) {
   expect_clean_stop(host);
 }
 
+// Messages held for a full chat when the host is stopped are stored at the
+// stop and answered after the restart, in order: QQ does not send them again.
+TEST(OneBot, MessagesHeldWhenTheHostStopsAreAnsweredAfterTheRestart) {
+  TempDir dir;
+  constexpr int questions = 5;
+  {
+    // A reply takes long enough that the chat stays full until the stop.
+    HostProcess host(MOORING_BINARY, dir.path(),
+                     onebot_config() + "[provider.echo]\ntoken_delay = \"10s\"\n" +
+                         "[shutdown]\ndrain_timeout = \"1s\"\n",
+                     "max_pending_messages = 1\n");
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    for (int i = 0; i < questions; ++i)
+      peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
+    ASSERT_TRUE(poll_until(
+        [&] { return bot_status(host).at("messages_in").to_number<int>() == questions; }, 10s));
+    EXPECT_EQ(host.interrupt(), 0) << host.log();
+  }
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  std::vector<std::string> sent;
+  for (int i = 0; i < questions; ++i) {
+    auto send = next_send(peer, 20s);
+    sent.push_back(plain_text(send));
+    peer.answer_standard(send);
+  }
+  // Quotes are kept in memory only: after a restart a reply quotes nothing.
+  std::vector<std::string> expected;
+  for (int i = 0; i < questions; ++i) expected.push_back(fmt::format("echo: u: q{}", i));
+  EXPECT_EQ(sent, expected);
+  peer.close();
+  expect_clean_stop(host);
+}
+
 TEST(OneBot, ALongReplyIsSplitInOrderAndSendsArePaced) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(),
