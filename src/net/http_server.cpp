@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <list>
 #include <optional>
 
 #include <fcntl.h>
@@ -100,8 +101,14 @@ struct HttpServer::State {
   std::map<std::uint64_t, HttpSession*> sessions;
   std::uint64_t next_session = 1;
   // Sessions admitted beyond max_connections, waiting for their request
-  // header before they may take a place (or being refused).
-  std::size_t beyond_limit = 0;
+  // header before they may take a place (or being refused), oldest first.
+  std::map<std::uint64_t, HttpSession*> beyond_limit;
+  // Placed sessions that may be closed to make room (HttpSession::waiting()),
+  // idle ones and ones whose header is arriving, each list in the order they
+  // began to wait: at the limit, a new connection costs no walk through
+  // every connection open.
+  std::list<HttpSession*> idle_waiting;
+  std::list<HttpSession*> header_waiting;
   runtime::Notifier changed;
   std::uint64_t refused = 0;
   // Connections closed to admit a new one: idle, or with a header stalled.
@@ -147,7 +154,7 @@ struct HttpServer::State {
   ~State() { release_spare(); }
 
   // Sessions that hold one of the max_connections places.
-  std::size_t placed() const { return sessions.size() - beyond_limit; }
+  std::size_t placed() const { return sessions.size() - beyond_limit.size(); }
 
   void note_refused() {
     ++refused;
@@ -183,7 +190,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto peer = stream_->socket().remote_endpoint(ec);
     remote_ = ec ? std::string("unknown peer") : endpoint_string(peer);
     server_->sessions.emplace(id_, this);
-    if (!placed_) ++server_->beyond_limit;
+    if (!placed_) server_->beyond_limit.emplace(id_, this);
   }
   ~HttpSession() { unlist(); }
   HttpSession(const HttpSession&) = delete;
@@ -240,6 +247,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // it leaves the connection table now; its task ends by itself.
   void close_to_make_room() {
     closing_ = true;
+    stop_waiting();
     force_close();
     unlist();
   }
@@ -248,6 +256,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // progress. WebSocket: close 1001 after the frames already queued.
   void close_gracefully() {
     closing_ = true;
+    stop_waiting();
     if (auto ws = upgraded()) {
       ws->close(websocket::close_code::going_away, "server shutting down");
     } else if (awaiting_request_) {
@@ -269,7 +278,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
  private:
   // Leaves the connection table (once; later calls do nothing).
   void unlist() {
-    if (server_->sessions.erase(id_) > 0 && !placed_) --server_->beyond_limit;
+    stop_waiting();
+    if (server_->sessions.erase(id_) > 0 && !placed_) server_->beyond_limit.erase(id_);
+  }
+
+  // Waits idle (no byte of a request yet) or for the rest of a header since
+  // now: listed as such while waiting() says so.
+  void start_waiting(bool idle) {
+    stop_waiting();
+    if (closing_ || !stream_ || !placed_) return;
+    auto& list = idle ? server_->idle_waiting : server_->header_waiting;
+    waiting_at_ = list.insert(list.end(), this);
+    waiting_idle_ = idle;
+  }
+  void stop_waiting() {
+    if (!waiting_at_) return;
+    (waiting_idle_ ? server_->idle_waiting : server_->header_waiting).erase(*waiting_at_);
+    waiting_at_.reset();
   }
 
   // A session admitted beyond the limit whose request header is whole takes
@@ -279,7 +304,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     while (server_->placed() >= server_->limits.max_connections)
       if (!make_room(*server_)) return false;
     placed_ = true;
-    --server_->beyond_limit;
+    server_->beyond_limit.erase(id_);
     return true;
   }
 
@@ -355,17 +380,21 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       error_code ec;
       if (buffer_.size() == 0) {
         idle_since_ = Clock::now();
+        start_waiting(true);
         auto [first_ec, first_n] = co_await stream_->async_read_some(
             buffer_.prepare(beast::read_size(buffer_, 4096)), use_tuple);
         idle_since_.reset();
+        stop_waiting();
         buffer_.commit(first_n);
         ec = first_ec;
       }
       header_since_ = Clock::now();
+      start_waiting(false);
       if (!ec)
         std::tie(ec, std::ignore) =
             co_await http::async_read_header(*stream_, buffer_, parser, use_tuple);
       header_since_.reset();
+      stop_waiting();
       awaiting_request_ = false;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
@@ -615,6 +644,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool awaiting_request_ = true;              // reading a request's header, or waiting for it
   std::optional<Clock::time_point> idle_since_;  // waiting, and no byte of it received
   std::optional<Clock::time_point> header_since_;  // its header arriving, not whole yet
+  // Where it is listed among the waiting sessions (State), while it is.
+  std::optional<std::list<HttpSession*>::iterator> waiting_at_;
+  bool waiting_idle_ = false;
   bool closing_ = false;
 };
 
@@ -629,21 +661,19 @@ namespace {
 // False when no connection may go.
 bool make_room(HttpServer::State& state) {
   const auto now = Clock::now();
+  // Each list is in the order its sessions began to wait: its front has
+  // waited longest.
   HttpSession* chosen = nullptr;
-  HttpSession::Waiting chosen_waiting;
-  for (auto& [id, session] : state.sessions) {
-    const auto waiting = session->waiting();
-    if (!waiting) continue;
-    if (!waiting->idle && now - waiting->since <= state.limits.header_grace) continue;
-    const bool better =
-        !chosen || (waiting->idle && !chosen_waiting.idle) ||
-        (waiting->idle == chosen_waiting.idle && waiting->since < chosen_waiting.since);
-    if (better) {
-      chosen = session;
-      chosen_waiting = *waiting;
-    }
+  if (!state.idle_waiting.empty()) {
+    chosen = state.idle_waiting.front();
+  } else if (!state.header_waiting.empty()) {
+    auto* oldest = state.header_waiting.front();
+    const auto waiting = oldest->waiting();
+    if (waiting && now - waiting->since > state.limits.header_grace) chosen = oldest;
   }
-  if (!chosen) return false;
+  const auto found = chosen ? chosen->waiting() : std::nullopt;
+  if (!found) return false;
+  const auto chosen_waiting = *found;
   const auto waited = runtime::format_duration(
       std::chrono::duration_cast<runtime::Duration>(now - chosen_waiting.since));
   if (chosen_waiting.idle) {
@@ -676,14 +706,10 @@ void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) 
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   const bool placed = state->placed() < state->limits.max_connections;
-  if (!placed && state->beyond_limit >= max_beyond_limit) {
+  if (!placed && state->beyond_limit.size() >= max_beyond_limit) {
     // The one that has waited longest for its header gives way.
-    for (auto& [id, session] : state->sessions) {
-      if (session->placed()) continue;
-      state->note_refused();
-      session->close_to_make_room();
-      break;
-    }
+    state->note_refused();
+    state->beyond_limit.begin()->second->close_to_make_room();
   }
   auto session = std::make_shared<HttpSession>(state, std::move(socket), placed);
   state->supervisor->spawn(fmt::format("{} connection {}", state->name, session->remote()),
