@@ -158,7 +158,7 @@ Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembe
       .bind(3, images_to_json(images))
       .bind(4, client_id)
       .bind(5, now)
-      .bind(6, std::string(to_string(status)))
+      .bind_static(6, to_string(status))
       .bind(7, seq)
       .run();
   if (db.changes() == 1) {
@@ -193,7 +193,7 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
         "UPDATE messages SET status = ?2, updated_ms = ?3 "
         "WHERE seq = ?1 AND user_id = ?4 AND role = 'user' AND status = 'pending'")
       .bind(1, reply_to)
-      .bind(2, to_string(status))
+      .bind_static(2, to_string(status))
       .bind(3, now)
       .bind(4, user_id)
       .run();
@@ -214,7 +214,7 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
     // Answered or failed without a reply (marked failed): the reply is stored.
     db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
         .bind(1, reply_to)
-        .bind(2, to_string(status))
+        .bind_static(2, to_string(status))
         .bind(3, now)
         .run();
   }
@@ -225,7 +225,7 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, reply_to)
-      .bind(4, to_string(status))
+      .bind_static(4, to_string(status))
       .bind(5, now)
       .bind(6, seq)
       .run();

@@ -30,8 +30,22 @@ Statement& Statement::bind(int index, std::string_view value) {
   return *this;
 }
 
+Statement& Statement::bind(int index, const std::string& value) {
+  return bind_static(index, value);
+}
+
+Statement& Statement::bind_static(int index, std::string_view value) {
+  // SQLITE_STATIC: SQLite reads the caller's buffer until the bindings are
+  // cleared (the Statement's end), without a copy of its own.
+  if (const int rc = sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_STATIC,
+                                         SQLITE_UTF8);
+      rc != SQLITE_OK)
+    connection_->fail(rc, "bind");
+  return *this;
+}
+
 Statement& Statement::bind(int index, const std::optional<std::string>& value) {
-  return value ? bind(index, std::string_view(*value)) : bind_null(index);
+  return value ? bind(index, *value) : bind_null(index);
 }
 
 Statement& Statement::bind(int index, const std::optional<std::int64_t>& value) {

@@ -52,10 +52,15 @@ class Statement {
   Statement& operator=(Statement&&) = delete;
 
   Statement& bind(int index, std::int64_t value);
+  // Text SQLite copies: its buffer may go away before the statement runs.
   Statement& bind(int index, std::string_view value);
-  Statement& bind(int index, const std::string& value) {
-    return bind(index, std::string_view(value));
-  }
+  Statement& bind(int index, std::string&& value) { return bind(index, std::string_view(value)); }
+  // Text SQLite reads where it is, not copied: a named string, which must
+  // outlive this Statement (a parameter of the query's function, a local
+  // declared before it). The Statement's end clears the bindings.
+  Statement& bind(int index, const std::string& value);
+  // Text that lives as long as the program (a literal, such as to_string(status)).
+  Statement& bind_static(int index, std::string_view value);
   Statement& bind(int index, const std::optional<std::string>& value);
   Statement& bind(int index, const std::optional<std::int64_t>& value);
   Statement& bind_null(int index);
