@@ -735,7 +735,7 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     }
     ++bot.messages_in;
     onebot_messages("in").inc();
-    if (bot.saturated_chats > 0 || !bot.held.empty()) {
+    if (!stopping_ && (bot.saturated_chats > 0 || !bot.held.empty())) {
       bot.held.emplace_back(std::move(*message), frame_bytes);
       bot.held_bytes += frame_bytes;
       bot.update_reading();
@@ -764,6 +764,8 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
 }
 
 void OneBotAdapter::hand_over_held() {
+  // Messages read from now on go to their chats at once: the drain is short.
+  stopping_ = true;
   std::size_t handed = 0;
   for (auto& [id, bot] : bots_) {
     handed += bot->held.size();

@@ -91,8 +91,8 @@ class OneBotAdapter {
   const OneBotOptions& options() const { return options_; }
 
   // The host is stopping: the messages held for full chats go to their chats
-  // now, to be stored before the store closes and answered after the restart
-  // (QQ does not send a message again).
+  // now, and those read later at once, to be stored before the store closes
+  // and answered after the restart (QQ does not send a message again).
   void hand_over_held();
 
   // {"enabled", "bots": [...], "requests": [...]} for /api/status.
@@ -140,6 +140,7 @@ class OneBotAdapter {
   runtime::LogLimiter limited_log_{runtime::LogLimiter::Options{.max_kinds = 16}};
   bool limited_log_flushing_ = false;
   bool releasing_ = false;  // release_held() is handing messages over
+  bool stopping_ = false;   // hand_over_held() ran: nothing is held any more
   // Tasks of this adapter check it before touching `this` after a wait.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
