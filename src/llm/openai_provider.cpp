@@ -228,9 +228,14 @@ class AnswerReader {
     }
     if (!sent) {
       const auto& error = sent.error();
-      if (error.code == asio::error::operation_aborted)
-        return failure(provider_error(Kind::cancelled, "the request was cancelled", {}, false));
       const auto words = upstream_words(error.message, options_.api_key);
+      if (error.code == asio::error::operation_aborted) {
+        // Where the request stood, when a slow DNS held it: the caller may
+        // have cancelled it at its deadline, and then that is what to fix.
+        std::string detail = error.lookup_unfinished ? words : std::string();
+        return failure(provider_error(Kind::cancelled, "the request was cancelled",
+                                      std::move(detail), false));
+      }
       // Broken framing (a head, chunk line or trailer over the bound, a 101,
       // endless 1xx) is unreadable; a connection that ended early is not.
       const auto& http_errors = http::make_error_code(http::error::bad_status).category();

@@ -19,6 +19,10 @@
 //   exception;
 // - what the upstream wrote reaches only ProviderError::detail, redacted
 //   (llm/redact.hpp); ProviderError::message is a fixed description;
+// - a request cancelled while its host name is still being looked up is
+//   `cancelled` with a detail that names the host and says where to look
+//   (ResilientProvider adds it to an attempt its deadline ended); any other
+//   cancellation has no detail;
 // - by default every request has a connection of its own, so no response
 //   meant for (or slipped in after) one request is read as another's answer.
 #pragma once

@@ -1,7 +1,9 @@
 // Wraps any provider with what a host needs in front of a remote API:
 // - at most `max_concurrency` requests at once, a bounded wait queue behind
 //   them, and an immediate "busy" error when that queue is full;
-// - a deadline per attempt and one for the whole request;
+// - a deadline per attempt and one for the whole request; an attempt that
+//   runs out of time is a `timeout`, whose detail adds what the provider says
+//   it was still waiting for (a host name being looked up: a slow DNS);
 // - retries with backoff and full jitter on network errors, 408, 409, 429 and
 //   5xx (honouring Retry-After), never on 400/401/403/404/422, and never once a
 //   piece of the reply has reached the user (that would duplicate the answer);

@@ -303,12 +303,21 @@ awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HostLo
     co_return fail(ClientError{
         asio::error::no_memory,
         fmt::format("cannot look up {}: no thread for the lookup: {}", host, *no_thread)});
-  // Whatever ends this frame (the io_context going away included) ends the wait.
+  // The wait ends below, under the lock that reads the lookup's result;
+  // whatever else ends this frame (the io_context going away included) ends
+  // it here.
   struct StopWaiting {
     Shared& shared;
     const std::shared_ptr<Lookup>& lookup;
     std::uint64_t waiter;
+    bool stopped = false;
+    // Called with shared.mutex held.
+    void now() {
+      shared.stop_waiting(lookup, waiter);
+      stopped = true;
+    }
     ~StopWaiting() {
+      if (stopped) return;
       std::lock_guard lock(shared.mutex);
       shared.stop_waiting(lookup, waiter);
     }
@@ -319,7 +328,7 @@ awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HostLo
   std::size_t threads = 0;
   {
     std::lock_guard lock(shared_->mutex);
-    shared_->stop_waiting(lookup, waiter);
+    stop_waiting.now();
     result = lookup->result;  // a copy: other requests may read it too
     started = lookup->started;
     threads = shared_->threads;
@@ -328,18 +337,31 @@ awaitable<boost::system::result<std::vector<tcp::endpoint>, ClientError>> HostLo
   if (result)
     co_return fail(ClientError{
         result->error(), fmt::format("cannot resolve {}: {}", host, result->error().message())});
+  // Not over yet. A cancellation may be the caller's deadline (an attempt's
+  // time), which only the lookup can say was spent waiting for DNS.
+  auto unfinished = [](error_code code, std::string message) {
+    return Resolved(boost::system::in_place_error,
+                    ClientError{.code = code, .message = std::move(message),
+                                .lookup_unfinished = true});
+  };
+  if (wait_ec && started)
+    co_return unfinished(asio::error::operation_aborted,
+                         fmt::format("the lookup of {} had not finished; {}", host, lookup_advice));
   if (wait_ec)
-    co_return fail(ClientError{asio::error::operation_aborted,
-                               fmt::format("the lookup of {} was cancelled", host)});
+    co_return unfinished(
+        asio::error::operation_aborted,
+        fmt::format("the lookup of {} had not started: all {} lookups of host names allowed at "
+                    "once were waiting for DNS; {}",
+                    host, threads, lookup_advice));
   if (started)
-    co_return fail(ClientError{asio::error::timed_out,
-                               fmt::format("the lookup of {} did not finish within {}; {}", host,
-                                           runtime::format_duration(timeout), lookup_advice)});
-  co_return fail(ClientError{
+    co_return unfinished(asio::error::timed_out,
+                         fmt::format("the lookup of {} did not finish within {}; {}", host,
+                                     runtime::format_duration(timeout), lookup_advice));
+  co_return unfinished(
       asio::error::timed_out,
       fmt::format("cannot look up {}: for {} all {} lookups of host names allowed at once were "
                   "waiting for DNS; {}",
-                  host, runtime::format_duration(timeout), threads, lookup_advice)});
+                  host, runtime::format_duration(timeout), threads, lookup_advice));
 }
 
 // One connection to an origin, plain or TLS.

@@ -69,6 +69,11 @@ struct ClientResponse {
 struct ClientError {
   error_code code;
   std::string message;  // "cannot connect to api.example.com:443: Connection refused"
+  // The request ended (timed out, or cancelled: by its caller's deadline too)
+  // before the lookup of its host name was over; `message` names the host and
+  // what to check. A caller whose own deadline ended the request can tell
+  // that a slow DNS, not the upstream, took its time.
+  bool lookup_unfinished = false;
 };
 
 // Looks up a host name, blocking (getaddrinfo): the endpoints to try in order,
@@ -104,7 +109,8 @@ class HostLookups {
 
   // The endpoints of `host`:`port` (which must outlive the call), or why
   // there are none: the lookup failed, `timeout` passed, or the calling
-  // coroutine was cancelled (operation_aborted).
+  // coroutine was cancelled (operation_aborted). The last two are
+  // `lookup_unfinished` errors whose message says where to look.
   awaitable<boost::system::result<std::vector<asio::ip::tcp::endpoint>, ClientError>> resolve(
       const std::string& host, const std::string& port, runtime::Duration timeout);
 

@@ -331,7 +331,9 @@ TEST(Resilient, AHungDnsLookupEndsAtTheAttemptTimeoutAndACancelEndsItAtOnce) {
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::timeout);
   EXPECT_EQ(reply.result.error().detail,
-            "the provider did not answer within 200ms, gave up after 2 attempts");
+            "the provider did not answer within 200ms: the lookup of slow.test had not "
+            "finished; check the DNS servers (/etc/resolv.conf) or put an IP address in the "
+            "URL, gave up after 2 attempts");
   EXPECT_LT(took, 5s);  // a generous bound: only a wait for the DNS fails it
   EXPECT_EQ(dns.begun(), 1);
   EXPECT_EQ(lookups->waiting(), 0u);
@@ -361,6 +363,31 @@ TEST(OpenAi, ALookupPastItsTimeoutSaysWhichHostAndWhereToLook) {
                 "the lookup of slow.test did not finish within 100ms; check the DNS servers"),
             std::string::npos)
       << reply.result.error().detail;
+}
+
+// The attempt's deadline, when shorter than the lookup's, ends the attempt
+// while the DNS has not answered: still a retryable timeout (retries, the
+// breaker and the metrics see what they did), whose detail says which host
+// was being looked up and where to look, rather than blaming the provider.
+TEST(Resilient, AnAttemptItsDeadlineEndsDuringTheLookupSaysWhichHostAndWhereToLook) {
+  test::SlowDns dns;  // never answers until the test ends: no race with the deadline
+  net::ClientOptions client_options;
+  client_options.lookups = std::make_shared<net::HostLookups>(dns.lookup());
+  client_options.lookup_timeout = std::chrono::hours(1);
+  auto options = fast_options();
+  options.attempt_timeout = 100ms;
+  options.max_attempts = 1;
+  auto reply = ask("http://dns.slow.test:9/v1", options, hello(), "", client_options);
+  ASSERT_FALSE(reply.result.has_value());
+  const auto& error = reply.result.error();
+  EXPECT_EQ(error.kind, Kind::timeout);
+  EXPECT_TRUE(error.retryable);
+  EXPECT_EQ(error.message, "the provider did not answer in time");
+  EXPECT_EQ(error.detail,
+            "the provider did not answer within 100ms: the lookup of dns.slow.test had not "
+            "finished; check the DNS servers (/etc/resolv.conf) or put an IP address in the "
+            "URL, gave up after 1 attempt");
+  EXPECT_EQ(dns.hosts(), (std::vector<std::string>{"dns.slow.test"}));
 }
 
 // Slow but working DNS: a burst of more requests than there are lookup

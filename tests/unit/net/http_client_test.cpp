@@ -231,6 +231,7 @@ TEST(HttpClient, ALookupTheDnsNeverAnswersEndsTheRequestAtTheLookupTimeout) {
   EXPECT_EQ(error.message,
             "the lookup of slow.test did not finish within 200ms; check the DNS servers "
             "(/etc/resolv.conf) or put an IP address in the URL");
+  EXPECT_TRUE(error.lookup_unfinished);
   EXPECT_GE(exchanges[0].took, 200ms);
   EXPECT_LT(exchanges[0].took, 5s);  // a generous bound: only a wait for the DNS fails it
   // The io_context of the request is gone; the lookup is still blocked.
@@ -262,6 +263,7 @@ TEST(HttpClient, ALookupThatFailsThrowsOrFindsNothingEndsTheRequestNamingTheHost
     ASSERT_FALSE(exchanges[0].result.has_value());
     EXPECT_NE(exchanges[0].result.error().message.find("nowhere.test"), std::string::npos)
         << exchanges[0].result.error().message;
+    EXPECT_FALSE(exchanges[0].result.error().lookup_unfinished);  // it ended, with no address
     EXPECT_EQ(options.lookups->threads_running(), 0u);
   }
   int asked = 0;
@@ -349,6 +351,8 @@ RawUpstream through_upstream() {
   });
 }
 
+// The cancellation may be the caller's deadline: the error says the lookup
+// was not over, which host it was for and where to look.
 TEST(HttpClient, CancellingARequestEndsItsLookupAtOnce) {
   test::SlowDns dns;
   auto lookups = std::make_shared<HostLookups>(dns.lookup());
@@ -366,7 +370,12 @@ TEST(HttpClient, CancellingARequestEndsItsLookupAtOnce) {
   ASSERT_TRUE(requests.run_until([&] { return requests.finished(request); }));
   EXPECT_LT(Clock::now() - cancelled_at, 1s);
   ASSERT_FALSE(requests.outcome(request).has_value());
-  EXPECT_EQ(requests.outcome(request).error().code, asio::error::operation_aborted);
+  const auto& error = requests.outcome(request).error();
+  EXPECT_EQ(error.code, asio::error::operation_aborted);
+  EXPECT_TRUE(error.lookup_unfinished);
+  EXPECT_EQ(error.message,
+            "the lookup of slow.test had not finished; check the DNS servers "
+            "(/etc/resolv.conf) or put an IP address in the URL");
   EXPECT_EQ(lookups->waiting(), 0u);
   // The lookup goes on without anyone waiting; once the DNS answers, its
   // thread ends and frees its place.
@@ -504,6 +513,11 @@ TEST(HttpClient, LookupsBeyondTheBoundWaitForAThread) {
   requests.cancel(abandoned);
   ASSERT_TRUE(requests.run_until([&] { return requests.finished(abandoned); }));
   EXPECT_EQ(requests.outcome(abandoned).error().code, asio::error::operation_aborted);
+  EXPECT_TRUE(requests.outcome(abandoned).error().lookup_unfinished);
+  EXPECT_EQ(requests.outcome(abandoned).error().message,
+            "the lookup of gone.test had not started: all 2 lookups of host names allowed at "
+            "once were waiting for DNS; check the DNS servers (/etc/resolv.conf) or put an IP "
+            "address in the URL");
 
   dns.open();
   ASSERT_TRUE(requests.run_until([&] {
