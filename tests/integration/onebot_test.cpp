@@ -62,6 +62,26 @@ Action next_send(OneBotPeer& peer, std::chrono::milliseconds timeout = 10s) {
   }
 }
 
+// The plain text of the next `count` sends, each answered as taken.
+std::vector<std::string> answered_sends(OneBotPeer& peer, int count,
+                                        std::chrono::milliseconds timeout) {
+  std::vector<std::string> sent;
+  for (int i = 0; i < count; ++i) {
+    auto send = next_send(peer, timeout);
+    sent.push_back(plain_text(send));
+    peer.answer_standard(send);
+  }
+  return sent;
+}
+
+// The plain texts of the echo replies to "/ai q0" ... from group member "u":
+// `before` is " " when they quote and mention the sender.
+std::vector<std::string> echoes_of_questions(int count, std::string_view before) {
+  std::vector<std::string> texts;
+  for (int i = 0; i < count; ++i) texts.push_back(fmt::format("{}echo: u: q{}", before, i));
+  return texts;
+}
+
 // Connects and answers the greeting (get_version_info, get_login_info).
 void connect_and_greet(OneBotPeer& peer, const HostProcess& host, std::int64_t self = bot,
                        std::string_view role = "Universal") {
@@ -289,9 +309,7 @@ TEST(OneBot, AnswersThatWaitBehindAPausedConnectionDoNotTimeOut) {
     peer.answer_standard(send);
     if (i % 10 == 0) peer.heartbeat(100);
   }
-  std::vector<std::string> expected;
-  for (int i = 0; i < messages; ++i) expected.push_back(fmt::format(" echo: u: q{}", i));
-  EXPECT_EQ(sent, expected);
+  EXPECT_EQ(sent, echoes_of_questions(messages, " "));
   ASSERT_TRUE(poll_until(
       [&] { return bot_status(host).at("messages_out").to_number<int>() == messages; }, 10s));
   EXPECT_EQ(host.log().find("got no answer"), std::string::npos) << host.log().substr(0, 4000);
@@ -320,15 +338,7 @@ TEST(OneBot, AFullChatDoesNotHoldBackTheAnswersToSends) {
   constexpr int questions = 6;
   for (int i = 0; i < questions; ++i)
     peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
-  std::vector<std::string> sent;
-  for (int i = 0; i < questions; ++i) {
-    auto send = next_send(peer, 20s);
-    sent.push_back(plain_text(send));
-    peer.answer_standard(send);
-  }
-  std::vector<std::string> expected;
-  for (int i = 0; i < questions; ++i) expected.push_back(fmt::format(" echo: u: q{}", i));
-  EXPECT_EQ(sent, expected);
+  EXPECT_EQ(answered_sends(peer, questions, 20s), echoes_of_questions(questions, " "));
   ASSERT_TRUE(poll_until(
       [&] { return bot_status(host).at("messages_out").to_number<int>() == questions; }, 10s));
   EXPECT_EQ(host.log().find("was not sent"), std::string::npos) << host.log();
@@ -744,16 +754,8 @@ TEST(OneBot, MessagesHeldWhenTheHostStopsAreAnsweredAfterTheRestart) {
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   connect_and_greet(peer, host);
-  std::vector<std::string> sent;
-  for (int i = 0; i < questions; ++i) {
-    auto send = next_send(peer, 20s);
-    sent.push_back(plain_text(send));
-    peer.answer_standard(send);
-  }
   // Quotes are kept in memory only: after a restart a reply quotes nothing.
-  std::vector<std::string> expected;
-  for (int i = 0; i < questions; ++i) expected.push_back(fmt::format("echo: u: q{}", i));
-  EXPECT_EQ(sent, expected);
+  EXPECT_EQ(answered_sends(peer, questions, 20s), echoes_of_questions(questions, ""));
   peer.close();
   expect_clean_stop(host);
 }
