@@ -32,17 +32,6 @@ class SlotGuard {
   runtime::Notifier& freed_;
 };
 
-// Runs `attempt` and keeps a copy of its failure in `failed`, which outlives
-// it. with_timeout hands back nothing for an attempt its deadline stopped, yet
-// the attempt ends all the same (cancelled), and may say where it stood then:
-// a host name still being looked up is a DNS to fix, not a slow provider.
-awaitable<CompletionResult> keeping_failure(awaitable<CompletionResult> attempt,
-                                            std::optional<ProviderError>& failed) {
-  auto outcome = co_await std::move(attempt);
-  if (!outcome) failed = outcome.error();
-  co_return outcome;
-}
-
 }  // namespace
 
 // What the provider's requests did, for /metrics.
@@ -138,10 +127,10 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
                                         runtime::format_duration(budget),
                                         runtime::format_duration(options_.total_timeout))));
   std::optional<CompletionResult> outcome;
-  std::optional<ProviderError> failed;
+  // What an attempt the deadline stopped returned: it may say where it stood.
+  std::optional<CompletionResult> stopped;
   try {
-    auto attempt = keeping_failure(inner_->complete(request, marking_sink), failed);
-    auto timed = runtime::with_timeout(std::move(attempt), budget);
+    auto timed = runtime::with_timeout(inner_->complete(request, marking_sink), budget, &stopped);
     outcome = co_await std::move(timed);
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::operation_aborted) throw;
@@ -155,8 +144,9 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   auto detail =
       fmt::format("the provider did not answer within {}", runtime::format_duration(budget));
   // What the stopped attempt was still waiting for, when it says (a slow DNS).
-  if (failed && failed->kind == Kind::cancelled && !failed->detail.empty())
-    detail += ": " + failed->detail;
+  if (stopped && !*stopped && stopped->error().kind == Kind::cancelled &&
+      !stopped->error().detail.empty())
+    detail += ": " + stopped->error().detail;
   co_return failure(
       provider_error(Kind::timeout, "the provider did not answer in time", std::move(detail), true));
 }

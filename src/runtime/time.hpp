@@ -37,9 +37,12 @@ awaitable<bool> sleep_for(Duration d);
 // An exception from `op` propagates at once (the timer is cancelled rather
 // than waited for). Cancelled from outside, it ends as `op` ends then (its
 // value, or its exception). `op` and a wait on a timer race in a parallel
-// group, without a coroutine for the timer: one spawn per call.
+// group, without a coroutine for the timer: one spawn per call. Timed out,
+// `stopped` (when given) receives what `op` returned once cancelled, which
+// may say where it stood.
 template <typename T>
-awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
+awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d,
+                                         std::optional<T>* stopped = nullptr) {
   static_assert(std::is_default_constructible_v<T>, "co_spawn hands back a T even on failure");
   const auto executor = co_await asio::this_coro::executor;
   asio::steady_timer timer(executor, d);
@@ -50,7 +53,10 @@ awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d) {
           .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
   // The timer first without an error: time is up, and `op` was cancelled.
   // The timer first with one: cancelled from outside, and `op` with it.
-  if (order[0] == 1 && !expired) co_return std::nullopt;
+  if (order[0] == 1 && !expired) {
+    if (stopped && !failure) *stopped = std::move(value);
+    co_return std::nullopt;
+  }
   if (failure) std::rethrow_exception(failure);
   co_return std::move(value);
 }
