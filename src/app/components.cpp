@@ -276,6 +276,7 @@ std::shared_ptr<const net::Router> GatewayComponent::router() {
 
 void GatewayComponent::stop_accepting() {
   listener_->stop_accepting();
+  gateway_.conversations().stop_deliveries();
   onebot_.hand_over_held();
 }
 

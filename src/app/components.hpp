@@ -102,8 +102,9 @@ class GatewayComponent : public ListeningComponent {
   chat::Gateway& gateway() { return gateway_; }
   chat::OneBotAdapter& onebot() { return onebot_; }
 
-  // The listener stops accepting; the QQ messages held for full chats go to
-  // them, to be stored during the drain.
+  // The listener stops accepting; backlogs of stored replies stop being
+  // sent, and the QQ messages held for full chats go to them: the drain
+  // waits for the messages read to be stored, not for slow readers.
   void stop_accepting() override;
 
   // Binds the listener, then answers the messages a previous run left unanswered.

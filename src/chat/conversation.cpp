@@ -134,6 +134,8 @@ awaitable<void> Conversation::handle(Queued queued) {
   if (queued.generation != generation_) co_return;  // for an outlet since replaced
   if (auto* message = std::get_if<Submission>(&queued.item)) {
     co_await accept(std::move(*message));
+  } else if (owner_.host_stopping()) {
+    co_return;  // the replies stay stored for the next connection
   } else if (auto* after = std::get_if<After>(&queued.item)) {
     co_await deliver_from(after->seq, queued.generation);
   } else {
@@ -208,6 +210,7 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
       co_return;
     }
     after = replies->back().seq;
+    if (owner_.host_stopping()) co_return;
     const bool out = co_await outlet->drained();
     if (!out || generation != generation_) co_return;
   }
@@ -507,6 +510,12 @@ void Conversations::set_outlet_factory(std::string prefix, OutletFactory factory
 
 void Conversations::for_each(const std::function<void(Conversation&)>& f) const {
   for (const auto& [id, conversation] : conversations_) f(*conversation);
+}
+
+void Conversations::stop_deliveries() {
+  for (const auto& [id, conversation] : conversations_) {
+    if (auto* outlet = conversation->outlet()) outlet->host_stopping();
+  }
 }
 
 Seq Conversations::known_cursor(std::string_view id) const {

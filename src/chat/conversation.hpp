@@ -97,6 +97,10 @@ class Outlet {
   virtual void pending_changed(std::size_t pending) = 0;
   // Another outlet took this one's place, or it was detached.
   virtual void detached() {}
+  // The host is stopping: a wait in drained() ends now, with false, and
+  // later ones at once (the replies not sent yet stay stored, for the next
+  // connection after the restart).
+  virtual void host_stopping() {}
   // Whether the conversation must stay in memory for this outlet (a web
   // connection is open; a QQ chat has replies to send). When not, a
   // conversation with no work is forgotten and made again when needed.
@@ -249,6 +253,10 @@ class Conversations {
   std::size_t size() const { return conversations_.size(); }
   // Calls `f` with each conversation in memory.
   void for_each(const std::function<void(Conversation&)>& f) const;
+  // The host is stopping: stored replies are no longer read for outlets
+  // (a backlog being sent ends after its page), so the drain waits only for
+  // the messages read to be stored.
+  void stop_deliveries();
   std::size_t replies_in_flight() const;
   std::size_t peak_pending() const { return peak_pending_; }
 

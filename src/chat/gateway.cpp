@@ -156,7 +156,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
     const auto page_end = replies_taken_;
     auto self = shared_from_this();
-    while (open() && !page_out(page_end)) {
+    while (open() && !page_out(page_end) && !host_stopping_) {
       // A cancellation that came between two waits is seen here, not lost.
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) break;
@@ -186,6 +186,11 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     log::info("gateway: {} connected again; replacing the previous connection", user_id_);
     connection_->close(static_cast<net::websocket::close_code>(4000),
                        "replaced by a newer connection");
+  }
+
+  void host_stopping() override {
+    host_stopping_ = true;
+    if (written_) written_->notify_all();
   }
 
   bool open() const { return !closed_ && !replaced_; }
@@ -337,6 +342,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   std::shared_ptr<net::WsConnection> connection_;
   bool closed_ = false;
   bool replaced_ = false;
+  bool host_stopping_ = false;  // a backlog waits for no page to go out
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
   // Frames not in the socket's queue yet, oldest first; a devector holds no
   // buffer while empty.

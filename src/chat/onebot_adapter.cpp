@@ -256,7 +256,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   awaitable<bool> drained() override {
     auto self = shared_from_this();
     const auto deadline = runtime::Deadline::after(2 * adapter_.options_.api_timeout);
-    while (!outgoing_.empty()) {
+    while (!outgoing_.empty() && !host_stopping_) {
       const bool woken = co_await drained_.wait_until(deadline);
       if (!woken || !*alive_) break;
     }
@@ -276,6 +276,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   // messages (the next reply reads no history); an idle one is forgotten.
   bool holds_work() const override {
     return !outgoing_.empty() || sending_ || Clock::now() - last_active_ < keep_idle_chat;
+  }
+
+  void host_stopping() override {
+    host_stopping_ = true;
+    drained_.notify_all();
   }
 
   void set_interval(runtime::Duration interval) { pacer_.set_interval(interval); }
@@ -475,6 +480,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   std::deque<Outgoing> outgoing_;
   bool sending_ = false;
   runtime::Notifier drained_;
+  bool host_stopping_ = false;  // a backlog waits for no send any more
   Seq handed_up_to_ = 0;  // replies up to here were handed to this outlet
   bool caught_up_ = false;  // a read of the stored replies reached the newest
   bool backlog_unfinished_ = false;  // one stopped before; it goes on when sends are out

@@ -146,10 +146,16 @@ awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
   const auto paused_at_send = time_paused();
   bool cancelled = false;
   for (;;) {
+    // `this` may be gone once a result came (fail_all() in the destructor):
+    // looked at only while the call still waits.
+    if (pending->result || cancelled) break;
     const auto paused = time_paused() - paused_at_send;
-    const runtime::Deadline deadline(sent_at + timeout + paused);
-    if (pending->result || cancelled || deadline.passed()) break;
-    co_await pending->done.wait_until(deadline);
+    auto until = sent_at + timeout + paused;
+    if (Clock::now() >= until) break;
+    // While the connection is not read the time left stands still: the
+    // answer wakes the call, else it looks again a whole timeout later.
+    if (paused_since_) until = std::max(until, Clock::now() + timeout);
+    co_await pending->done.wait_until(runtime::Deadline(until));
     cancelled = co_await runtime::cancelled();
   }
   // The entry goes whatever happened; `this` may be gone if the result came

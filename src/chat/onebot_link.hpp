@@ -12,7 +12,8 @@
 //   deadline at the latest, and fail_all() ends every pending call at once
 //   (the connection was replaced or closed), so a caller never waits on a
 //   dead socket. The time the connection is not read (reading_paused) does
-//   not count against a call's timeout: its answer could not arrive then.
+//   not count against a call's timeout: its answer could not arrive then
+//   (a call waits the pause out, and ends at most a timeout after it).
 #pragma once
 
 #include "net/http.hpp"
