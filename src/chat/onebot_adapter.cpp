@@ -141,9 +141,15 @@ struct OneBotAdapter::Bot {
   // read is not lost when the connection it came on closes.
   std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
   std::size_t held_bytes = 0;
+  // While the host stops, messages go to their chats at once, held or read
+  // then: these count against the same bounds, so a flood during the drain
+  // stops the reading as it would have been held.
+  std::size_t stop_messages = 0;
+  std::size_t stop_bytes = 0;
 
   bool holding_full() const {
-    return held.size() >= max_held_messages || held_bytes >= max_held_bytes;
+    return held.size() + stop_messages >= max_held_messages ||
+           held_bytes + stop_bytes >= max_held_bytes;
   }
 
   explicit Bot(asio::any_io_executor executor) : api_changed(std::move(executor)) {}
@@ -741,7 +747,14 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     }
     ++bot.messages_in;
     onebot_messages("in").inc();
-    if (!stopping_ && (bot.saturated_chats > 0 || !bot.held.empty())) {
+    if (stopping_) {
+      ++bot.stop_messages;
+      bot.stop_bytes += frame_bytes;
+      on_message(bot, *message);
+      bot.update_reading();
+      return;
+    }
+    if (bot.saturated_chats > 0 || !bot.held.empty()) {
       bot.held.emplace_back(std::move(*message), frame_bytes);
       bot.held_bytes += frame_bytes;
       bot.update_reading();
@@ -763,6 +776,10 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
     auto [message, bytes] = std::move(bot.held.front());
     bot.held.pop_front();
     bot.held_bytes -= bytes;
+    if (stopping_) {
+      ++bot.stop_messages;
+      bot.stop_bytes += bytes;
+    }
     on_message(bot, message);
   }
   releasing_ = false;
@@ -770,7 +787,8 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
 }
 
 void OneBotAdapter::hand_over_held() {
-  // Messages read from now on go to their chats at once: the drain is short.
+  // Messages read from now on go to their chats at once, within the bounds
+  // of what is held: the drain is short.
   stopping_ = true;
   std::size_t handed = 0;
   for (auto& [id, bot] : bots_) {

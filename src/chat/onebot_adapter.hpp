@@ -92,7 +92,8 @@ class OneBotAdapter {
 
   // The host is stopping: the messages held for full chats go to their chats
   // now, and those read later at once, to be stored before the store closes
-  // and answered after the restart (QQ does not send a message again).
+  // and answered after the restart (QQ does not send a message again). Past
+  // the bounds of what is held, counted from here, reading stops.
   void hand_over_held();
 
   // {"enabled", "bots": [...], "requests": [...]} for /api/status.
