@@ -147,8 +147,8 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   if (stopped && !*stopped && stopped->error().kind == Kind::cancelled &&
       !stopped->error().detail.empty())
     detail += ": " + stopped->error().detail;
-  co_return failure(
-      provider_error(Kind::timeout, "the provider did not answer in time", std::move(detail), true));
+  co_return failure(provider_error(Kind::timeout, "the provider did not answer in time",
+                                   std::move(detail), true));
 }
 
 awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& request,
