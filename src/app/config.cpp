@@ -416,6 +416,23 @@ std::optional<ConfigError> refuse_before_parsing(std::string_view text, std::siz
     }
     if (comment) continue;
     if (quote) {
+      if (c == '\\' && quote == '"' && multiline) {
+        // A line-ending backslash trims the white space and line breaks
+        // after it; toml++ 3.3 reaches undefined behaviour when the first
+        // character after them is non-ASCII.
+        std::size_t j = i + 1;
+        while (j < text.size() && (text[j] == ' ' || text[j] == '\t')) ++j;
+        if (j < text.size() && (text[j] == '\n' || text[j] == '\r')) {
+          std::size_t k = j;
+          const std::string_view trimmed = " \t\r\n";
+          while (k < text.size() && trimmed.find(text[k]) != std::string_view::npos) ++k;
+          if (k < text.size() && static_cast<unsigned char>(text[k]) >= 0x80)
+            return ConfigError{"", line,
+                               "a non-ASCII character right after a line-ending backslash in a "
+                               "multi-line string, which the TOML reader cannot take; write it "
+                               "as an escape (\\uXXXX) or put an ASCII character before it"};
+        }
+      }
       if (c == '\\' && quote == '"') {
         // The escaped character; a line break stays one, to count the line.
         if (i + 1 < text.size() && text[i + 1] != '\n') ++i;
@@ -683,6 +700,23 @@ ConfigResult parse_config(std::string_view toml_text) {
         "the keys to change, or mooring print-default-config for all of them)"}};
   if (auto refused = refuse_before_parsing(toml_text, max_nesting))
     return std::vector<ConfigError>{std::move(*refused)};
+  // After a value it rejects, toml++ may read on past where the scan above
+  // saw a string, onto its non-ASCII characters, and reach its undefined
+  // behaviour there. So a text with any is first parsed with each of their
+  // bytes as '?': a text that passes has no rejected value, and the scan saw
+  // its strings where toml++ does; one that fails gets that error.
+  const auto body = toml_text.substr(toml_text.size() - without_bom.size());
+  if (std::ranges::any_of(body, [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+    std::string ascii(body);
+    for (auto& c : ascii)
+      if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+    try {
+      (void)toml::parse(ascii);
+    } catch (const toml::parse_error& error) {
+      return std::vector<ConfigError>{
+          ConfigError{"", line_of(error.source()), std::string(error.description())}};
+    }
+  }
   toml::table root;
   try {
     root = toml::parse(toml_text);

@@ -721,6 +721,30 @@ TEST(ParseConfigErrors, ControlCharactersAreRefusedBeforeTheParser) {
   EXPECT_EQ(fine->provider.system_prompt, "a\tb");
 }
 
+// Found by the fuzzer: after a value it rejects (`1979n580`), toml++ read on
+// past a string the scan had seen, onto its non-ASCII characters, and
+// reached its unreachable branch. A text with non-ASCII characters is first
+// parsed with them as '?': a syntax error there is the error, and toml++
+// never reads the real characters after a rejected value.
+TEST(ParseConfigErrors, NonAsciiAfterARejectedValueNeverReachesTheParser) {
+  const auto error =
+      single_error("x = [[inf,1979n580=\"[::\xCF\xA2\xC5\x99" "an5801:nan5801\"ent to th80-05-.7T05:");
+  EXPECT_EQ(error.line, 1);
+  EXPECT_FALSE(error.message.empty());
+  EXPECT_EQ(single_error("x = 1\ny = 2x\nz = \"\xC3\xA9\"\n").line, 2);
+  // A non-ASCII character right after a line-ending backslash in a
+  // multi-line string (toml++ 3.3 reaches undefined behaviour there).
+  const auto after_backslash = single_error("s = \"\"\"\\\n  \xC2\xA7\"\"\"\n");
+  EXPECT_TRUE(contains(after_backslash.message, "line-ending backslash")) << after_backslash.message;
+  auto trimmed = parse_ok("[provider]\nsystem_prompt = \"\"\"a \\\n  b\xC2\xA7\"\"\"\n");
+  ASSERT_NE(trimmed, nullptr);
+  EXPECT_EQ(trimmed->provider.system_prompt, "a b\xC2\xA7");
+  // Well-formed, the real text is what is read.
+  auto fine = parse_ok("[provider]\nsystem_prompt = \"caf\xC3\xA9 \xE2\x9C\x93\" # \xE6\xB1\x89\n");
+  ASSERT_NE(fine, nullptr);
+  EXPECT_EQ(fine->provider.system_prompt, "caf\xC3\xA9 \xE2\x9C\x93");
+}
+
 // A quote where no string can start: toml++ rejects the value before it and
 // reads on, so the scan before parsing must not take the quote for a string
 // (it would let a non-ASCII character after it reach toml++'s unreachable
