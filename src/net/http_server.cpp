@@ -567,7 +567,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         co_return;
       }
     }
-    WsConnection::Stream ws(stream_->release_socket());
+    WsConnection::Stream ws(CorkedSocket(stream_->release_socket()));
     stream_.reset();  // its timers are not needed any more
     ws.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "mooring"); }));

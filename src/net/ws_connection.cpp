@@ -81,6 +81,10 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
 
 void WsConnection::start(std::function<void()> on_ended) {
   on_ended_ = std::move(on_ended);
+  stream_.next_layer().start_corking();
+  stream_.next_layer().on_taken([weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->taken_by_socket();
+  });
   arm_timer();
   write_next();  // frames the owner sent before start()
   read_next();
@@ -215,6 +219,7 @@ void WsConnection::finish() {
   timer_.cancel();
   on_text = nullptr;
   queue_.clear();
+  untaken_ = {};  // their bytes may never leave: their on_written never runs
   queued_bytes_ = 0;
   closes(log_name_, close_code_label(closed_)).inc();
   if (auto callback = std::exchange(on_closed, nullptr)) {
@@ -380,16 +385,35 @@ void WsConnection::written(error_code ec) {
   // connection holds none.
   if (queue_.empty() && queue_.capacity() > 16) queue_ = {};
   if (frame.on_written) {
-    // Called from a completion handler: nothing may escape to the event loop.
-    try {
-      frame.on_written();
-    } catch (...) {
-      log::error("{}: handling a written frame to {} failed: {}; closing with 1011", log_name_,
-                 remote_, runtime::describe_current_exception());
-      close(websocket::close_code::internal_error, "internal error");
+    auto& socket = stream_.next_layer();
+    if (untaken_.empty() && socket.taken() >= socket.written()) {
+      run_on_written(frame.on_written);
+    } else {
+      untaken_.push_back(Untaken{socket.written(), std::move(frame.on_written)});
     }
   }
   write_next();
+}
+
+// Called from a completion handler: nothing may escape to the event loop.
+void WsConnection::run_on_written(std::function<void()>& on_written) {
+  try {
+    on_written();
+  } catch (...) {
+    log::error("{}: handling a written frame to {} failed: {}; closing with 1011", log_name_,
+               remote_, runtime::describe_current_exception());
+    close(websocket::close_code::internal_error, "internal error");
+  }
+}
+
+void WsConnection::taken_by_socket() {
+  const auto taken = stream_.next_layer().taken();
+  while (!finished_ && !untaken_.empty() && untaken_.front().end <= taken) {
+    auto on_written = std::move(untaken_.front().on_written);
+    untaken_.pop_front();
+    run_on_written(on_written);
+  }
+  if (untaken_.empty() && untaken_.capacity() > 16) untaken_ = {};
 }
 
 // The one timer: armed for the earliest thing due, re-armed when it fires
@@ -421,8 +445,8 @@ Clock::time_point WsConnection::write_deadline() const {
 std::size_t WsConnection::unsent_in_socket() {
   int n = 0;
   if (::ioctl(beast::get_lowest_layer(stream_).native_handle(), SIOCOUTQ, &n) != 0 || n < 0)
-    return 0;
-  return static_cast<std::size_t>(n);
+    return stream_.next_layer().held_bytes();
+  return static_cast<std::size_t>(n) + stream_.next_layer().held_bytes();
 }
 
 std::int64_t WsConnection::taken_by_peer() {

@@ -43,8 +43,14 @@
 // watchdog sees a slow peer's progress. While reading is paused, a wait on a
 // second timer (made by the first pause) holds the connection instead of the
 // read.
+//
+// Frames go through a net::CorkedSocket: those written during one turn of
+// the network thread leave in one send at its end (a chat round trip's ack,
+// chat_token and chat wake the client once). A frame's on_written still
+// waits until the socket has taken its bytes.
 #pragma once
 
+#include "net/corked_socket.hpp"
 #include "runtime/asio.hpp"
 #include "runtime/duration.hpp"
 #include "runtime/metrics.hpp"
@@ -97,7 +103,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // the heartbeat bounds silence, so a tcp_stream's two timers and its
   // wrapper around every pending read would only cost memory. Without
   // per-message deflate, which mooring never offers: its state is not kept.
-  using Stream = websocket::stream<asio::ip::tcp::socket, false>;
+  using Stream = websocket::stream<CorkedSocket, false>;
 
   WsConnection(Stream stream, WsOptions options, std::string remote, std::string log_name);
   WsConnection(const WsConnection&) = delete;
@@ -171,6 +177,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void timer_fired();
   void watch_write();
   void deliver(std::string text);
+  void run_on_written(std::function<void()>& on_written);
+  void taken_by_socket();
   void finish();
 
   Stream stream_;
@@ -186,6 +194,14 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // being written is moved out of it, so the queue may grow meanwhile.
   boost::container::devector<Outgoing> queue_;
   Outgoing writing_;
+  // Frames written to the stream whose bytes the socket has not all taken
+  // yet (held for the end of the turn, net::CorkedSocket): their on_written
+  // runs once it has, in order.
+  struct Untaken {
+    std::uint64_t end;  // CorkedSocket::written() after the frame
+    std::function<void()> on_written;
+  };
+  boost::container::devector<Untaken> untaken_;
   std::size_t writing_offset_ = 0;  // bytes of writing_ the socket has taken
   std::size_t queued_bytes_ = 0;
   asio::steady_timer timer_;

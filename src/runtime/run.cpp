@@ -1,5 +1,7 @@
 #include "runtime/run.hpp"
 
+#include "runtime/turn.hpp"
+
 #include <optional>
 
 namespace mooring::runtime {
@@ -11,8 +13,7 @@ int run_main(asio::io_context& io, awaitable<int> main) {
     failure = e;
     result = code;
   });
-  while (!result && io.run_one() > 0) {
-  }
+  run_in_turns(io, [&] { return result.has_value(); });
   io.poll();
   if (failure) std::rethrow_exception(failure);
   return result.value_or(1);

@@ -5,6 +5,7 @@
 
 #include "runtime/asio.hpp"
 #include "runtime/supervisor.hpp"
+#include "runtime/turn.hpp"
 
 #include <chrono>
 #include <future>
@@ -16,7 +17,8 @@ namespace mooring::test {
 class ServerThread {
  public:
   ServerThread() : work_(asio::make_work_guard(io_)), supervisor_(io_.get_executor()) {
-    thread_ = std::thread([this] { io_.run(); });
+    // Driven in turns like mooring's network thread (runtime::run_main).
+    thread_ = std::thread([this] { runtime::run_in_turns(io_, [this] { return io_.stopped(); }); });
   }
   ~ServerThread() {
     // Cancel what is left, let it unwind, then stop the thread.

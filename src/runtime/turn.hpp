@@ -1,0 +1,41 @@
+// Work put off to the end of the network thread's turn: once the handlers
+// that are ready have run, before the thread waits for more. run_main drives
+// the turns; a WebSocket's frames written during one turn leave in one write
+// at its end (net::CorkedSocket), so a reply's frames made together reach
+// the peer together.
+//
+// Under a load that never lets the ready handlers run out, a turn ends after
+// max_handlers_per_turn of them: put-off work waits for at most that many.
+//
+// A thread no run_main drives has no turns: turns_here() is false there, and
+// work that would be put off is done at once.
+#pragma once
+
+#include "runtime/asio.hpp"
+
+#include <cstddef>
+#include <memory>
+
+namespace mooring::runtime {
+
+class TurnEnd {
+ public:
+  virtual ~TurnEnd() = default;
+  // Runs on the thread that put it off, at the end of the turn.
+  virtual void end_of_turn() = 0;
+};
+
+inline constexpr std::size_t max_handlers_per_turn = 256;
+
+// Whether this thread is driven in turns.
+bool turns_here();
+
+// Puts `work` off to the end of this thread's turn (held until then).
+// Requires turns_here().
+void at_end_of_turn(std::shared_ptr<TurnEnd> work);
+
+// Runs `io` on this thread in turns until `done()` or until it has no work
+// left; what is put off during a turn runs at its end.
+void run_in_turns(asio::io_context& io, const std::function<bool()>& done);
+
+}  // namespace mooring::runtime
