@@ -556,9 +556,14 @@ awaitable<void> Conversations::write_cursors(Conversations* self, std::shared_pt
 std::size_t Conversations::replies_in_flight() const { return supervisor_.group_size(replies_group); }
 
 awaitable<std::size_t> Conversations::recover() {
-  auto pending = co_await store_.pending_messages();
+  // All of them in one read: a message stored after it (a client quick to
+  // reconnect) is answered as it arrives, so a second page could see it twice.
+  auto pending = co_await store_.pending_messages(std::numeric_limits<std::size_t>::max());
   if (!pending) {
-    log::error("chat: cannot read unanswered messages: {}", pending.error().message);
+    log::error(
+        "chat: cannot read the messages the previous run left unanswered: {}; they stay "
+        "stored and are answered after a restart that can read them",
+        pending.error().message);
     co_return 0;
   }
   for (auto& message : *pending) {

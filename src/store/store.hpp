@@ -206,7 +206,7 @@ class Store {
   awaitable<Result<std::optional<Session>>> session(std::string user_id);
 
   // User messages still waiting for a reply, oldest first (to be answered
-  // again after a restart).
+  // again after a restart), at most `limit`.
   awaitable<Result<std::vector<Message>>> pending_messages(std::size_t limit = 10000);
 
   // Sessions whose id starts with `prefix` that have replies after their

@@ -265,5 +265,29 @@ TEST_F(ConversationTest, AStoreThatRefusesTheMessageIsToldToTheOutletAndNothingI
   EXPECT_TRUE(f.run([&] { return f.gate->requests.empty(); }));
 }
 
+// Every message the previous run left unanswered is taken up at the start,
+// however many there are (a start used to take the first 10,000).
+TEST_F(ConversationTest, AStartTakesUpEveryUnansweredMessage) {
+  constexpr int users = 700;
+  constexpr int each = 15;  // 10,500 in all
+  int stored = 0;
+  f.run([&] {
+    for (int u = 0; u < users; ++u) {
+      f.thread.supervisor().spawn(
+          fmt::format("append u{}", u), "test",
+          [](store::Store& store, int u, int& stored) -> awaitable<void> {
+            for (int i = 0; i < each; ++i) {
+              auto appended = co_await store.append_user_message(fmt::format("u{}", u), "hi");
+              if (appended) ++stored;
+            }
+          }(*f.store, u, stored));
+    }
+    return true;
+  });
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return stored; }) == users * each; }, 60s));
+  const auto taken_up = f.thread.call(conversations().recover());
+  EXPECT_EQ(taken_up, std::size_t{users * each});
+}
+
 }  // namespace
 }  // namespace mooring::chat::test
