@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -69,6 +70,10 @@ int issue_token(const std::string& user, const std::string& ttl_text, std::strin
 int run_cli(int argc, char** argv) {
   // Until the host watches for them, stop signals wait (see signals.hpp).
   runtime::hold_stop_signals();
+  // A file-size limit (ulimit -f, systemd's LimitFSIZE=) would end the process
+  // at the first write past it; ignored, that write fails with EFBIG and the
+  // store says so and goes on as on a full disk.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App cli{"mooring: a host for LLM chat bots that starts, reloads and stops cleanly"};
   cli.set_version_flag("--version", std::string("mooring ") + MOORING_VERSION);
   cli.require_subcommand(1);

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <sys/resource.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -15,6 +17,29 @@ using Kind = StoreError::Kind;
 bool disk_full(const sqlite::Error& e) {
   return e.primary() == SQLITE_FULL || e.system_errno() == ENOSPC || e.system_errno() == EDQUOT;
 }
+
+// A file-size limit (ulimit -f, systemd's LimitFSIZE=): with SIGXFSZ ignored
+// (app::run_cli), a write that would cross it is cut short (SQLite says the
+// disk is full) and one that starts at it fails with EFBIG, an errno SQLite
+// may have lost by the time it reports. So: EFBIG, or a failed write while the
+// database or its WAL is within a page or two of the limit.
+bool over_file_size_limit(const sqlite::Error& e, const std::filesystem::path& path) {
+  if (e.system_errno() == EFBIG) return true;
+  if (e.primary() != SQLITE_FULL && e.primary() != SQLITE_IOERR) return false;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return false;
+  constexpr std::uintmax_t margin = 128 * 1024;
+  for (const auto& file : {path, std::filesystem::path(path.string() + "-wal")}) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(file, ec);
+    if (!ec && size + margin >= limit.rlim_cur) return true;
+  }
+  return false;
+}
+
+constexpr std::string_view file_size_advice =
+    "raise the file size limit of mooring's process (ulimit -f, systemd's LimitFSIZE=; "
+    "`prlimit --fsize=unlimited --pid <pid>` raises it for a running mooring)";
 
 bool not_writable(const sqlite::Error& e) {
   const int errno_value = e.system_errno();
@@ -38,6 +63,10 @@ StoreError describe(const sqlite::Error& e, const std::filesystem::path& path) {
             fmt::format("the database {} is damaged ({}); stop mooring and restore it from a "
                         "backup",
                         file, detail(e))};
+  if (over_file_size_limit(e, path))
+    return {Kind::io, fmt::format("cannot write {}: it would grow past the file size limit of "
+                                  "this process; {}, and writes resume by themselves",
+                                  file, file_size_advice)};
   if (disk_full(e))
     return {Kind::io, fmt::format("the disk is full: cannot write {} (free space on its file "
                                   "system; writes resume by themselves)",
@@ -70,6 +99,10 @@ StoreError describe_open(const sqlite::Error& e, const std::filesystem::path& pa
                         "into it: restore it from a backup, or move it aside (with its -wal and "
                         "-shm files) to start with an empty store",
                         file, detail(e))};
+  if (over_file_size_limit(e, path))
+    return {Kind::io, fmt::format("cannot {} {}: it would grow past the file size limit of this "
+                                  "process; {}",
+                                  doing, file, file_size_advice)};
   if (disk_full(e))
     return {Kind::io, fmt::format("cannot open {}: the disk is full (mooring needs room for a "
                                   "write and for the -wal and -shm files); free space on its "

@@ -13,9 +13,11 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 
 #include <fstream>
+#include <optional>
 #include <random>
 
 namespace mooring::test {
@@ -174,6 +176,54 @@ TEST(Faults, AFullDiskMakesTheStoreDegradedUntilSpaceReturnsAndNothingAcknowledg
   for (const auto& id : acknowledged)
     EXPECT_NE(messages.body.find(big + id), std::string::npos) << id << " was acknowledged and lost";
   expect_clean_stop(again);
+}
+
+// A file-size limit (ulimit -f, systemd's LimitFSIZE=) used to end the process
+// by SIGXFSZ at the first write past it, every client cut off. Now the write
+// fails, the store says which limit to raise, and nothing else stops.
+TEST(Faults, AFileSizeLimitFailsWritesAndNeverEndsTheProcess) {
+  TempDir dir;
+  std::optional<HostProcess> host;
+  {
+    // The host inherits the limit; this process keeps its own.
+    rlimit before{};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &before), 0);
+    rlimit limited = before;
+    limited.rlim_cur = 2 * 1024 * 1024;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+    host.emplace(MOORING_BINARY, dir.path(), "", "max_messages_per_minute = 1000000\n");
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &before), 0);
+  }
+  ASSERT_TRUE(host->started()) << host->log();
+  ChatClient user;
+  ASSERT_EQ(user.connect(host->gateway(), "alice"), 101);
+  const std::string big(32 * 1024, 'm');
+  int refused = 0;
+  for (int i = 0; i < 200 && refused == 0; ++i) {
+    const auto id = fmt::format("m{}", i);
+    user.say(big + id, id);
+    const auto frame = user.read_until([&](const ChatClient::Frame& f) {
+      return is_ack(f, id) || (is_type(f, "error") && string_field(f, "name") == "store_error" &&
+                               !f.contains("reply_to"));
+    }, std::chrono::seconds(20));
+    if (!is_type(frame, "ack")) ++refused;
+  }
+  ASSERT_GT(refused, 0) << "the limit was never reached";
+  EXPECT_TRUE(host->process().running()) << host->log();
+  const auto status = host->status();
+  std::string last_error;
+  for (const auto& c : status.at("components").as_array())
+    if (c.at("name") == "store") last_error = std::string(c.at("last_error").as_string());
+  EXPECT_NE(last_error.find("file size limit"), std::string::npos) << last_error;
+  EXPECT_NE(last_error.find("LimitFSIZE"), std::string::npos) << last_error;
+  user.close();
+  // A stop, not a death by signal (128 + SIGXFSZ = 153); its checkpoint may
+  // fail on the same limit.
+  const auto code = host->interrupt();
+  ASSERT_TRUE(code.has_value()) << host->log();
+  EXPECT_TRUE(*code == 0 || *code == 1) << *code << "\n" << host->log();
+  for (const char* crash : {"terminate called", "Segmentation fault", "AddressSanitizer", "runtime error:"})
+    EXPECT_EQ(host->log().find(crash), std::string::npos) << host->log();
 }
 
 // Replies from the embedded echo provider are never refused as "busy": the
