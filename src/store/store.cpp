@@ -703,6 +703,35 @@ void Store::drain() {
   publish_maintenance();
 }
 
+// After some failures (an I/O error, a full disk while it spills pages)
+// SQLite undoes the whole transaction by itself: what ran before is gone, and
+// what runs after would commit on its own. The batch then fails as a whole,
+// with the error that cost the transaction.
+void Store::check_transaction(bool writes, const Job& failed) {
+  if (!writes || db_->in_transaction()) return;
+  auto error = failed.error().value_or(
+      StoreError{StoreError::Kind::io, "the transaction was undone by SQLite"});
+  throw TransactionLost{std::move(error)};
+}
+
+// The transaction as a whole failed (disk full, I/O error): nothing of it is
+// stored, and reads inside it may have seen what was not, so every operation
+// of the batch fails.
+void Store::fail_batch(std::vector<std::unique_ptr<Job>>& batch, StoreError error) {
+  ++failed_batches_;
+  commit_metrics().failed.inc();
+  if (db_->in_transaction()) {
+    try {
+      db_->exec("ROLLBACK");
+    } catch (const sqlite::Error&) {
+      // Nothing more to undo: SQLite has rolled back by itself.
+    }
+  }
+  if (error.kind == StoreError::Kind::internal) error.kind = StoreError::Kind::io;
+  error.message += "; nothing of the transaction was stored";
+  for (auto& job : batch) job->fail(error);
+}
+
 void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
   if (syncs_itself()) note_sync_outcome();
   const bool writes = std::any_of(batch.begin(), batch.end(),
@@ -728,7 +757,9 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
       bool failed_write = false;
       for (auto& job : batch) {
         const bool write = job->kind() == JobKind::write;
-        if (!job->run() && write) {
+        const bool ran = job->run();
+        if (!ran) check_transaction(writes, *job);
+        if (!ran && write) {
           failed_write = true;
           break;
         }
@@ -740,13 +771,14 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         db_->prepare("BEGIN IMMEDIATE").run();
         for (auto& job : batch) {
           if (job->kind() != JobKind::write) {
-            job->run();
+            if (!job->run()) check_transaction(writes, *job);
             continue;
           }
           db_->prepare("SAVEPOINT operation").run();
           if (job->run()) {
             wrote = true;
           } else {
+            check_transaction(writes, *job);
             db_->prepare("ROLLBACK TO operation").run();
             remembered().forget();  // what it wrote is undone (no rollback hook for this)
           }
@@ -775,22 +807,9 @@ void Store::run_batch(std::vector<std::unique_ptr<Job>>& batch) {
         committed_a_write = wrote;
       }
     } catch (const sqlite::Error& e) {
-      // The transaction as a whole failed (disk full, I/O error): nothing of
-      // it is stored, and reads inside it may have seen what was not, so every
-      // operation of the batch fails.
-      ++failed_batches_;
-      commit_metrics().failed.inc();
-      if (db_->in_transaction()) {
-        try {
-          db_->exec("ROLLBACK");
-        } catch (const sqlite::Error&) {
-          // Nothing more to undo: SQLite has rolled back by itself.
-        }
-      }
-      auto error = failure::describe(e, path_);
-      if (error.kind == StoreError::Kind::internal) error.kind = StoreError::Kind::io;
-      error.message += "; nothing of the transaction was stored";
-      for (auto& job : batch) job->fail(error);
+      fail_batch(batch, failure::describe(e, path_));
+    } catch (const TransactionLost& lost) {
+      fail_batch(batch, lost.error);
     }
   }
   // Each operation's final outcome counts once; then a committed write (which
@@ -933,6 +952,8 @@ bool Store::write_held_outcomes() {
     db_->exec("RELEASE held_outcomes");
     return true;
   } catch (const sqlite::Error&) {
+    // SQLite undid the whole transaction by itself: the caller's fails with this.
+    if (!db_->in_transaction()) throw;
     try {
       db_->exec("ROLLBACK TO held_outcomes");
       db_->exec("RELEASE held_outcomes");

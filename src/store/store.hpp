@@ -256,6 +256,11 @@ class Store {
   void post_drain();  // mutex_ held
   // By the database's user (the store thread, or a drain).
   void run_batch(std::vector<std::unique_ptr<detail::Job>>& batch);
+  struct TransactionLost {
+    StoreError error;
+  };
+  void check_transaction(bool writes, const detail::Job& failed);
+  void fail_batch(std::vector<std::unique_ptr<detail::Job>>& batch, StoreError error);
   void complete_together(std::vector<std::unique_ptr<detail::Job>>& batch);
   Result<void> open_database();
   Result<void> close_database();

@@ -298,6 +298,62 @@ std::uintmax_t fill_disk(const fs::path& path) {
   return written;
 }
 
+// A batch larger than SQLite's page cache spills pages to the WAL before its
+// COMMIT; on a full disk that spill fails and SQLite undoes the whole
+// transaction by itself. Defects: the operations after it in the batch then
+// ran outside any transaction, and the errors said "cannot rollback - no
+// transaction is active" instead of what happened.
+TEST_P(StoreFaultsTest, ATransactionSQLiteUndoesByItselfFailsTheWholeBatchWithItsCause) {
+  const auto disk = dir / "disk";
+  fs::create_directories(disk);
+  auto mount = Mount::tmpfs(disk, 16 * 1024 * 1024);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  const auto data = disk / "data";
+  CapturedLog log;
+  auto store = try_open(data).value();
+  await(store->append_user_message("early", "before")).value();
+  // About 3 MiB left: less than one batch of the appends below (6 MiB).
+  {
+    const auto filler = disk / "filler";
+    ASSERT_GT(fill_disk(filler), 0u);
+    fs::resize_file(filler, fs::file_size(filler) - 3 * 1024 * 1024);
+  }
+  constexpr int kAppends = 24;
+  const auto text = [](int i) { return std::to_string(i) + " " + std::string(256 * 1024, 'z'); };
+  std::vector<std::optional<Result<Appended>>> results(kAppends);
+  for (int i = 0; i < kAppends; ++i)
+    asio::co_spawn(io, append_into(*store, "user" + std::to_string(i), text(i), &results[i]),
+                   asio::detached);
+  io.restart();
+  io.run_for(20s);  // returns when every append has completed
+
+  std::set<std::string> acknowledged;
+  int refused = 0;
+  for (int i = 0; i < kAppends; ++i) {
+    ASSERT_TRUE(results[i].has_value());
+    if (*results[i]) {
+      acknowledged.insert("user" + std::to_string(i));
+      continue;
+    }
+    ++refused;
+    const auto& message = results[i]->error().message;
+    EXPECT_EQ(message.find("no transaction is active"), std::string::npos) << message;
+    EXPECT_NE(message.find("the disk is full"), std::string::npos) << message;
+  }
+  ASSERT_GT(refused, 0) << "the disk never filled";
+  fs::remove(disk / "filler");
+  await(store->close()).value();
+
+  // What was refused is not stored; what was acknowledged is.
+  store = try_open(data).value();
+  for (int i = 0; i < kAppends; ++i) {
+    const auto user = "user" + std::to_string(i);
+    const auto history = await(store->messages(user, 10)).value();
+    EXPECT_EQ(history.size(), acknowledged.contains(user) ? 1u : 0u) << user;
+  }
+  await(store->close()).value();
+}
+
 // Defects: on a full disk readiness stayed 200 (nothing said the store could
 // not write), 62,144 error lines in 14 s, "disk I/O error" for a full disk, and
 // a message whose reply could not be stored was answered after the restart.
