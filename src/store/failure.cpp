@@ -103,6 +103,11 @@ StoreError describe_open(const sqlite::Error& e, const std::filesystem::path& pa
     return {Kind::io, fmt::format("cannot {} {}: it would grow past the file size limit of this "
                                   "process; {}",
                                   doing, file, file_size_advice)};
+  if (disk_full(e) && doing == "migrate")
+    return {Kind::io, fmt::format("cannot upgrade {}: the disk is full. The upgrade copies the "
+                                  "messages table once: free room for a second copy of the "
+                                  "file and its WAL; the file is left as it was ({})",
+                                  file, detail(e))};
   if (disk_full(e))
     return {Kind::io, fmt::format("cannot open {}: the disk is full (mooring needs room for a "
                                   "write and for the -wal and -shm files); free space on its "

@@ -34,4 +34,24 @@ inline void exec_file(const std::filesystem::path& db_path, const std::string& s
   sqlite3_close(db);
 }
 
+// The tables of schema version 2, as a mooring of that version left them.
+inline const std::string version_2_tables =
+    "PRAGMA journal_mode = WAL;"
+    "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
+    "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
+    "REFERENCES sessions(user_id), role TEXT NOT NULL CHECK (role IN ('user', "
+    "'assistant')), content TEXT NOT NULL, images TEXT NOT NULL DEFAULT '[]', client_id "
+    "TEXT, reply_to INTEGER REFERENCES messages(seq), status TEXT NOT NULL CHECK (status "
+    "IN ('pending', 'answered', 'failed')), created_ms INTEGER NOT NULL, updated_ms "
+    "INTEGER NOT NULL, UNIQUE (user_id, client_id));"
+    "CREATE INDEX messages_by_user ON messages(user_id, seq);"
+    "CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT "
+    "NULL;"
+    "CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = "
+    "'pending';"
+    "ALTER TABLE messages ADD COLUMN failure TEXT;"
+    "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), written_ms INTEGER "
+    "NOT NULL);";
+
 }  // namespace mooring::store::test_sqlite

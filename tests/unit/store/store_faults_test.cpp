@@ -30,7 +30,9 @@ using test::TempDir;
 using test_faults::CapturedLog;
 using test_faults::Immutable;
 using test_faults::Mount;
+using test_sqlite::exec_file;
 using test_sqlite::query_file;
+using test_sqlite::version_2_tables;
 
 bool said_once(const std::string& message) {
   return message.rfind("store:", 0) != 0 && message.find("store: store:") == std::string::npos;
@@ -352,6 +354,46 @@ TEST_P(StoreFaultsTest, ATransactionSQLiteUndoesByItselfFailsTheWholeBatchWithIt
     EXPECT_EQ(history.size(), acknowledged.contains(user) ? 1u : 0u) << user;
   }
   await(store->close()).value();
+}
+
+// The upgrade from an older schema copies the messages table once. On a disk
+// without room for that copy the operator is told so, and the file is left
+// at its old version; with room again it upgrades.
+TEST_P(StoreFaultsTest, AnUpgradeOnAFullDiskSaysItNeedsRoomForACopyAndLeavesTheFile) {
+  const auto disk = dir / "disk";
+  fs::create_directories(disk);
+  auto mount = Mount::tmpfs(disk, 8 * 1024 * 1024);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  const auto data = disk / "data";
+  fs::create_directories(data);
+  // About 1.2 MB of messages at schema version 2.
+  exec_file(data / "mooring.db",
+            version_2_tables +
+                "INSERT INTO sessions VALUES ('ann', 1, 1, 0);"
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+                "INSERT INTO messages (user_id, role, content, status, created_ms, updated_ms) "
+                "SELECT 'ann', 'user', hex(randomblob(2000)), 'answered', i, i FROM n;"
+                "PRAGMA wal_checkpoint(TRUNCATE);"
+                "PRAGMA user_version = 2;");
+  {
+    const auto filler = disk / "filler";
+    ASSERT_GT(fill_disk(filler), 0u);
+    fs::resize_file(filler, fs::file_size(filler) - 256 * 1024);
+  }
+  auto opened = try_open(data);
+  ASSERT_FALSE(opened);
+  const auto& message = opened.error().message;
+  EXPECT_NE(message.find("cannot upgrade"), std::string::npos) << message;
+  EXPECT_NE(message.find("the disk is full"), std::string::npos) << message;
+  EXPECT_NE(message.find("second copy"), std::string::npos) << message;
+  std::printf("[ operator sees ] %s\n", message.c_str());
+  EXPECT_EQ(query_file(data / "mooring.db", "PRAGMA user_version"), "2");
+
+  fs::remove(disk / "filler");
+  auto upgraded = try_open(data);
+  ASSERT_TRUE(upgraded) << upgraded.error().message;
+  EXPECT_EQ(await((*upgraded)->messages("ann", 1000)).value().size(), 300u);
+  await((*upgraded)->close()).value();
 }
 
 // Defects: on a full disk readiness stayed 200 (nothing said the store could

@@ -29,6 +29,7 @@ using test::TempDir;
 
 using test_sqlite::exec_file;
 using test_sqlite::query_file;
+using test_sqlite::version_2_tables;
 
 // Every test runs with the work on the store's thread and on the callers'.
 class StoreTest : public ::testing::TestWithParam<StoreOptions::Worker> {
@@ -130,25 +131,6 @@ TEST_P(StoreTest, MigratesAVersion1Database) {
             std::to_string(schema::latest_version()));
 }
 
-// The tables of schema version 2, as a mooring of that version left them.
-const std::string version_2_tables =
-    "PRAGMA journal_mode = WAL;"
-    "CREATE TABLE sessions (user_id TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT "
-    "NULL, last_seen_ms INTEGER NOT NULL, delivered_seq INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL "
-    "REFERENCES sessions(user_id), role TEXT NOT NULL CHECK (role IN ('user', "
-    "'assistant')), content TEXT NOT NULL, images TEXT NOT NULL DEFAULT '[]', client_id "
-    "TEXT, reply_to INTEGER REFERENCES messages(seq), status TEXT NOT NULL CHECK (status "
-    "IN ('pending', 'answered', 'failed')), created_ms INTEGER NOT NULL, updated_ms "
-    "INTEGER NOT NULL, UNIQUE (user_id, client_id));"
-    "CREATE INDEX messages_by_user ON messages(user_id, seq);"
-    "CREATE UNIQUE INDEX messages_reply_to ON messages(reply_to) WHERE reply_to IS NOT "
-    "NULL;"
-    "CREATE INDEX messages_pending ON messages(seq) WHERE role = 'user' AND status = "
-    "'pending';"
-    "ALTER TABLE messages ADD COLUMN failure TEXT;"
-    "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1), written_ms INTEGER "
-    "NOT NULL);";
 
 // Version 3 rebuilds the messages table: every row, every seq and the next
 // seq (above one given and since deleted) are kept, and what the old
