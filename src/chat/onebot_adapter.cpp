@@ -141,9 +141,10 @@ struct OneBotAdapter::Bot {
   // read is not lost when the connection it came on closes.
   std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
   std::size_t held_bytes = 0;
-  // While the host stops, messages go to their chats at once, held or read
-  // then: these count against the same bounds, so a flood during the drain
-  // stops the reading as it would have been held.
+  // While the host stops, messages read go to their chats at once: these
+  // count against the same bounds (the held ones handed over at the stop do
+  // not), so a flood during the drain stops the reading as it would have
+  // been held, and the chats hold at most twice the bounds.
   std::size_t stop_messages = 0;
   std::size_t stop_bytes = 0;
 
@@ -776,10 +777,9 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
     auto [message, bytes] = std::move(bot.held.front());
     bot.held.pop_front();
     bot.held_bytes -= bytes;
-    if (stopping_) {
-      ++bot.stop_messages;
-      bot.stop_bytes += bytes;
-    }
+    // Not counted against the stop's bounds, which count what is read from
+    // the stop on: reading resumes, and the answers to sends already made
+    // (and the heartbeats) that wait behind the held messages are read.
     on_message(bot, message);
   }
   releasing_ = false;

@@ -768,6 +768,55 @@ TEST(OneBot, MessagesHeldWhenTheHostStopsAreAnsweredAfterTheRestart) {
   expect_clean_stop(host);
 }
 
+// Messages held for a full chat stop the reading; the answer to a send the
+// implementation took waits behind them. The stop hands the held messages to
+// their chats; they used to go on counting against the bounds, so reading
+// never resumed, that answer was never read, and the reply went to QQ again
+// after the restart.
+TEST(OneBot, AStopWhileReadingIsPausedSendsNoReplyTwice) {
+  TempDir dir;
+  std::vector<std::string> taken;
+  {
+    HostProcess host(MOORING_BINARY, dir.path(),
+                     onebot_config() + "[provider.echo]\ntoken_delay = \"2ms\"\n" +
+                         "[shutdown]\ndrain_timeout = \"3s\"\n",
+                     "max_pending_messages = 1\n");
+    ASSERT_TRUE(host.started()) << host.log();
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    constexpr int messages = 1100;  // 1,000 held, then reading stops
+    for (int i = 0; i < messages; ++i)
+      peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
+    auto first = next_send(peer, 20s);
+    taken.push_back(plain_text(first));
+    peer.answer_standard(first);  // behind the unread messages
+    ASSERT_TRUE(poll_until(
+        [&] { return bot_status(host).at("messages_in").to_number<int>() >= 1001; }, 20s));
+    host.process().signal(SIGINT);
+    // Every send of the drain is taken, until the stop closes the connection.
+    while (auto action = peer.next_action(20s)) {
+      if (is_send(*action)) taken.push_back(plain_text(*action));
+      peer.answer_standard(*action);
+    }
+    EXPECT_EQ(host.process().wait_exit(20s), 0) << host.log();
+  }
+  ASSERT_FALSE(taken.empty());
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  // The next question's reply comes first; none QQ took comes again (after a
+  // restart a reply quotes nothing: quotes are kept in memory only).
+  const auto after = answered_sends(peer, 5, 20s);
+  const auto n = static_cast<std::ptrdiff_t>(taken.size());
+  const auto quoted = echoes_of_questions(static_cast<int>(n), " ");
+  const auto unquoted = echoes_of_questions(static_cast<int>(n) + 5, "");
+  EXPECT_EQ(taken, quoted);
+  EXPECT_EQ(after, std::vector<std::string>(unquoted.begin() + n, unquoted.end()));
+  peer.close();
+  expect_clean_stop(host);
+}
+
 // A backlog of stored replies waiting for an implementation that takes no
 // send does not hold the stop: the drain waits for the messages read to be
 // stored, not for replies that can go after the restart (here it would have
