@@ -62,6 +62,9 @@ TaskId Supervisor::spawn(std::string name, std::string group, awaitable<void> bo
   asio::co_spawn(executor_, run_task(id, std::move(body)),
                  asio::bind_cancellation_slot(entry.signal.slot(),
                                               [this, id](std::exception_ptr) { finish(id); }));
+  // Spawned after everything was cancelled (a task a cancelled one started
+  // while it ended): cancelled as well, not left to be abandoned.
+  if (cancelled_all_) emit(entry, *cancelled_all_);
   return id;
 }
 
@@ -161,6 +164,7 @@ std::size_t Supervisor::cancel_group(std::string_view group, asio::cancellation_
 }
 
 std::size_t Supervisor::cancel_all(asio::cancellation_type type) {
+  cancelled_all_ = type;
   std::vector<TaskId> ids;
   for (const auto& [id, entry] : tasks_) ids.push_back(id);
   std::size_t n = 0;

@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -102,6 +103,7 @@ class Supervisor {
   bool cancel(TaskId id, asio::cancellation_type type = asio::cancellation_type::terminal);
   std::size_t cancel_group(std::string_view group,
                            asio::cancellation_type type = asio::cancellation_type::terminal);
+  // Tasks spawned after it are cancelled the same way as they start.
   std::size_t cancel_all(asio::cancellation_type type = asio::cancellation_type::terminal);
 
   // Waits until every task (or every task of `group`) has ended, or the
@@ -135,6 +137,7 @@ class Supervisor {
   TaskId next_id_ = 1;
   std::uint64_t failures_ = 0;
   std::uint64_t cancelled_ = 0;
+  std::optional<asio::cancellation_type> cancelled_all_;
   // What an adopted task's handle holds: reset when the supervisor goes.
   std::shared_ptr<Supervisor*> self_ = std::make_shared<Supervisor*>(this);
 };

@@ -71,6 +71,24 @@ TEST(Supervisor, AThrowingTaskIsCountedAndTheLoopLives) {
   EXPECT_EQ(supervisor.size(), 0u);
 }
 
+// A task a cancelled one starts as it ends (an error told to a chat whose
+// inbox was cancelled at the stop) is cancelled as it starts, not left
+// running until the stop abandons it.
+TEST(Supervisor, ATaskSpawnedAfterCancelAllIsCancelledToo) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  bool before = false, after = false;
+  supervisor.spawn("before", "test", wait_for_nothing(&before));
+  io.poll();
+  supervisor.cancel_all();
+  supervisor.spawn("after", "test", wait_for_nothing(&after));
+  io.run_for(10s);  // returns once both have ended
+  EXPECT_TRUE(before);
+  EXPECT_TRUE(after);
+  EXPECT_EQ(supervisor.size(), 0u);
+  EXPECT_EQ(supervisor.cancelled(), 2u);
+}
+
 TEST(Supervisor, CancelGroupLeavesOtherGroupsAlone) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
