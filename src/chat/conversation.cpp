@@ -2,12 +2,14 @@
 
 #include "chat/context.hpp"
 #include "runtime/cancellation.hpp"
+#include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 #include "runtime/metrics.hpp"
 
 #include <algorithm>
 #include <limits>
 
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <fmt/format.h>
 
 namespace mooring::chat {
@@ -69,7 +71,8 @@ void Conversation::detach(const Outlet* outlet) {
 }
 
 std::size_t Conversation::pending() const {
-  return inbox_.size() + (handling_ ? 1 : 0) + to_answer_.size() + (reply_task_ ? 1 : 0);
+  return inbox_.size() + (handling_ ? 1 : 0) + burst_ + to_answer_.size() +
+         (reply_task_ ? 1 : 0);
 }
 
 void Conversation::pending_changed() {
@@ -109,12 +112,19 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
     self->inbox_.pop_front();
     self->handling_ = true;
     try {
-      co_await self->handle(std::move(queued));
+      auto burst = self->take_burst(queued);
+      if (burst.size() > 1) {
+        self->burst_ = burst.size() - 1;
+        co_await self->accept_burst(std::move(burst));
+      } else {
+        co_await self->handle(std::move(queued));
+      }
     } catch (const std::exception& e) {
       if (!runtime::is_cancellation(e))
         log::error("chat: work for {} could not be done: {}", self->id_, log::elide(e.what()));
     }
     self->handling_ = false;
+    self->burst_ = 0;
     self->pending_changed();
   }
   if (const auto dropped = self->inbox_.size(); dropped > 0) {
@@ -128,6 +138,25 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
   self->inbox_running_ = false;
   self->pending_changed();
   self->owner_.forget_if_idle(self->id_);
+}
+
+// The messages at the inbox's front, `first` and those queued right behind
+// it for the same outlet, up to max_burst; empty when `first` is no message.
+std::vector<Submission> Conversation::take_burst(Queued& first) {
+  std::vector<Submission> burst;
+  auto* message = std::get_if<Submission>(&first.item);
+  if (!message || first.generation != generation_ || inbox_.empty() ||
+      !std::holds_alternative<Submission>(inbox_.front().item) ||
+      inbox_.front().generation != generation_)
+    return burst;
+  burst.push_back(std::move(*message));
+  while (burst.size() < max_burst && !inbox_.empty() &&
+         std::holds_alternative<Submission>(inbox_.front().item) &&
+         inbox_.front().generation == generation_) {
+    burst.push_back(std::get<Submission>(std::move(inbox_.front().item)));
+    inbox_.pop_front();
+  }
+  return burst;
 }
 
 awaitable<void> Conversation::handle(Queued queued) {
@@ -147,33 +176,60 @@ awaitable<void> Conversation::handle(Queued queued) {
   }
 }
 
+awaitable<store::Result<store::Appended>> Conversation::append(Submission message) {
+  // No co_await inside ?: (GCC 12 freed its operands twice).
+  if (message.answer)
+    co_return co_await store().append_user_message(id_, std::move(message.text),
+                                                   std::move(message.images),
+                                                   std::move(message.client_id));
+  co_return co_await store().append_context_message(id_, std::move(message.text),
+                                                    std::move(message.images),
+                                                    std::move(message.client_id));
+}
+
 awaitable<void> Conversation::accept(Submission message) {
-  // Copies named first: no temporaries among a co_await's operands (GCC 12).
-  auto text = message.text;
-  auto images = message.images;
-  auto client_id = message.client_id;
-  // No co_await inside ?: either (GCC 12 freed its operands twice).
-  store::Result<store::Appended> appended = store::StoreError{};
-  if (message.answer) {
-    appended = co_await store().append_user_message(id_, std::move(text), std::move(images),
-                                                    std::move(client_id));
-  } else {
-    appended = co_await store().append_context_message(id_, std::move(text), std::move(images),
-                                                       std::move(client_id));
+  auto appended = co_await append(message);
+  accepted(message, appended);
+}
+
+// Messages queued one behind another (a busy group, a burst from one client,
+// the messages held for a full chat handed over at a stop) are stored
+// together, in one commit, and then acknowledged and answered in order.
+awaitable<void> Conversation::accept_burst(std::vector<Submission> messages) {
+  const auto executor = co_await asio::this_coro::executor;
+  using Append = decltype(asio::co_spawn(executor, append(messages.front()), asio::deferred));
+  std::vector<Append> appends;
+  appends.reserve(messages.size());
+  for (const auto& message : messages)
+    appends.push_back(asio::co_spawn(executor, append(message), asio::deferred));
+  auto [order, failures, outcomes] =
+      co_await asio::experimental::make_parallel_group(std::move(appends))
+          .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (failures[i]) {
+      log::error("chat: storing a message from {} failed: {}", id_,
+                 runtime::describe_exception(failures[i]));
+      outcomes[i] = store::StoreError{store::StoreError::Kind::internal, "not stored"};
+    }
+    accepted(messages[i], outcomes[i]);
   }
+}
+
+void Conversation::accepted(Submission& message,
+                            const store::Result<store::Appended>& appended) {
   if (!appended) {
     // The store logs its faults once and summarises repeats; a line per
     // refused message would be a storm.
     log::debug("chat: cannot store a message from {}: {}", id_, appended.error().message);
     tell_error("store_error", "the message could not be stored; it was not received, send it again",
                0);
-    co_return;
+    return;
   }
   if (outlet_) outlet_->stored(message, *appended);
-  if (appended->duplicate) co_return;  // stored and answered (or being answered) once
+  if (appended->duplicate) return;  // stored and answered (or being answered) once
   messages_received().inc();
   remember(appended->seq, store::Role::user, message.text);
-  if (!message.answer) co_return;
+  if (!message.answer) return;
   // Counted as the item being handled until run_inbox lets go of it.
   queue_reply(store::Message{.seq = appended->seq,
                              .user_id = id_,

@@ -168,7 +168,12 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   void pending_changed();
   static awaitable<void> run_inbox(std::shared_ptr<Conversation> self);
   awaitable<void> handle(Queued queued);
+  static constexpr std::size_t max_burst = 64;
+  std::vector<Submission> take_burst(Queued& first);
   awaitable<void> accept(Submission message);
+  awaitable<void> accept_burst(std::vector<Submission> messages);
+  awaitable<store::Result<store::Appended>> append(Submission message);
+  void accepted(Submission& message, const store::Result<store::Appended>& appended);
   awaitable<void> deliver_from(store::Seq after, std::uint64_t generation);
 
   void queue_reply(store::Message message);
@@ -196,6 +201,7 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   boost::container::devector<Queued> inbox_;
   bool inbox_running_ = false;
   bool handling_ = false;  // an item taken from the inbox is being handled
+  std::size_t burst_ = 0;  // messages of a burst being stored beside the one handled
   boost::container::devector<ToAnswer> to_answer_;
   runtime::TaskId reply_task_ = 0;
   bool user_cancelled_ = false;
