@@ -100,6 +100,17 @@ std::uint64_t free_bytes(const std::filesystem::path& path) {
   return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
+// Sends `text` with client id `id`: true when it is acknowledged, false when
+// the store refused it (an error frame for no reply).
+bool said_and_stored(ChatClient& user, const std::string& text, const std::string& id) {
+  user.say(text, id);
+  const auto frame = user.read_until([&](const ChatClient::Frame& f) {
+    return is_ack(f, id) || (is_type(f, "error") && string_field(f, "name") == "store_error" &&
+                             !f.contains("reply_to"));
+  }, std::chrono::seconds(20));
+  return is_type(frame, "ack");
+}
+
 TEST(Faults, AFullDiskMakesTheStoreDegradedUntilSpaceReturnsAndNothingAcknowledgedIsLost) {
   TempDir dir;
   std::filesystem::create_directories(dir / "mooring-data");
@@ -126,12 +137,7 @@ TEST(Faults, AFullDiskMakesTheStoreDegradedUntilSpaceReturnsAndNothingAcknowledg
   int refused = 0;
   for (int i = 0; i < 200 && refused < 50; ++i) {
     const auto id = fmt::format("m{}", i);
-    user.say(big + id, id);
-    const auto frame = user.read_until([&](const ChatClient::Frame& f) {
-      return is_ack(f, id) || (is_type(f, "error") && string_field(f, "name") == "store_error" &&
-                               !f.contains("reply_to"));
-    }, std::chrono::seconds(20));
-    if (is_type(frame, "ack")) acknowledged.push_back(id); else ++refused;
+    if (said_and_stored(user, big + id, id)) acknowledged.push_back(id); else ++refused;
   }
   ASSERT_GT(refused, 0) << "the disk never filled";
 
@@ -201,12 +207,7 @@ TEST(Faults, AFileSizeLimitFailsWritesAndNeverEndsTheProcess) {
   int refused = 0;
   for (int i = 0; i < 200 && refused == 0; ++i) {
     const auto id = fmt::format("m{}", i);
-    user.say(big + id, id);
-    const auto frame = user.read_until([&](const ChatClient::Frame& f) {
-      return is_ack(f, id) || (is_type(f, "error") && string_field(f, "name") == "store_error" &&
-                               !f.contains("reply_to"));
-    }, std::chrono::seconds(20));
-    if (!is_type(frame, "ack")) ++refused;
+    if (!said_and_stored(user, big + id, id)) ++refused;
   }
   ASSERT_GT(refused, 0) << "the limit was never reached";
   EXPECT_TRUE(host->process().running()) << host->log();
