@@ -29,8 +29,6 @@ constexpr std::size_t max_requests_kept = 100;
 constexpr std::size_t max_sent_ids_kept = 512;
 constexpr std::size_t max_origins_kept = 256;
 constexpr std::size_t backlog_page = 16;
-// Replies a chat keeps in memory waiting to be sent; more stay stored.
-constexpr std::size_t max_waiting_sends = 64;
 constexpr auto keep_idle_chat = std::chrono::minutes(5);
 // A call the implementation refused (a retcode: too long, not a friend, risk
 // control) is tried this many times in all, a pause or a reconnect apart;
@@ -238,14 +236,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   // one (the first thing a chat made in memory does), a reply made now is
   // left to that read: sent first, it would move the cursor past older ones
   // a previous run did not deliver.
-  //
-  // Past max_waiting_sends replies waiting to go out (an implementation that
-  // answers no send, the account offline), a reply stays stored, and the
-  // read goes on from the last one handed once those are out: memory does
-  // not grow with what the chat is sent meanwhile.
   void reply(const store::Message& reply, bool) override {
-    if (!caught_up_ || outgoing_.size() >= max_waiting_sends) {
-      caught_up_ = false;
+    if (!caught_up_) {
       missed_ = std::max(missed_, reply.seq);
       return;
     }
