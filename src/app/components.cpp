@@ -280,6 +280,11 @@ void GatewayComponent::stop_accepting() {
   onebot_.hand_over_held();
 }
 
+awaitable<void> GatewayComponent::stop(runtime::Deadline deadline) {
+  co_await onebot_.settle_sends(runtime::Deadline(deadline.at() - net::close_flush_time));
+  co_await ListeningComponent::stop(deadline);
+}
+
 awaitable<void> GatewayComponent::start() {
   listener_->open();
   co_await gateway_.recover();

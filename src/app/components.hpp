@@ -109,6 +109,9 @@ class GatewayComponent : public ListeningComponent {
 
   // Binds the listener, then answers the messages a previous run left unanswered.
   awaitable<void> start() override;
+  // The QQ sends under way get their answers (close_flush_time before the
+  // deadline at most), then the listener stops and its connections close.
+  awaitable<void> stop(runtime::Deadline deadline) override;
   // gateway.listen moves the listener; the token, heartbeat and size limits,
   // chat.history_messages, provider.system_prompt and [onebot] apply to
   // connections and replies from then on.

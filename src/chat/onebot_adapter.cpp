@@ -406,10 +406,27 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         if (cancelled) co_return;
         continue;
       }
+      if (adapter.settling_) co_return;  // the rest stays stored for the next run
       std::string action = self->target_.group ? "send_group_msg" : "send_private_msg";
       auto call_params = self->params(outgoing);
       const auto timeout = adapter.options_.api_timeout;
+      // Counted while under way, however the call ends (settle_sends waits for it).
+      struct InFlight {
+        OneBotAdapter& adapter;
+        std::shared_ptr<bool> alive;
+        explicit InFlight(OneBotAdapter& a) : adapter(a), alive(a.alive_) {
+          ++adapter.sends_in_flight_;
+        }
+        ~InFlight() {
+          if (!*alive) return;
+          --adapter.sends_in_flight_;
+          adapter.send_ended_.notify_all();
+        }
+      };
+      std::optional<InFlight> in_flight;
+      in_flight.emplace(adapter);
       auto result = co_await link->calls->call(std::move(action), std::move(call_params), timeout);
+      in_flight.reset();
       if (!*self->alive_) co_return;
       auto& current = self->outgoing_.front();
       if (result) {
@@ -502,7 +519,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
 // --- the adapter ---------------------------------------------------------------
 
 OneBotAdapter::OneBotAdapter(Conversations& conversations, OneBotOptions options)
-    : conversations_(conversations), options_(std::move(options)) {
+    : conversations_(conversations),
+      options_(std::move(options)),
+      send_ended_(conversations.supervisor().executor()) {
   conversations_.set_outlet_factory("qq:", [this](Conversation& c) { attach_outlet(c); });
 }
 
@@ -784,6 +803,14 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
   }
   releasing_ = false;
   bot.update_reading();
+}
+
+awaitable<void> OneBotAdapter::settle_sends(runtime::Deadline deadline) {
+  settling_ = true;
+  while (sends_in_flight_ > 0 && !deadline.passed()) {
+    const bool woken = co_await send_ended_.wait_until(deadline);
+    if (!woken) break;
+  }
 }
 
 void OneBotAdapter::hand_over_held() {

@@ -96,6 +96,12 @@ class OneBotAdapter {
   // the bounds of what is held, counted from here, reading stops.
   void hand_over_held();
 
+  // The connections are about to close: no send starts any more (the replies
+  // stay stored for the next run), and the sends under way have until
+  // `deadline` for their answers. A send QQ took whose answer came after
+  // the close would go to QQ again after the restart.
+  awaitable<void> settle_sends(runtime::Deadline deadline);
+
   // {"enabled", "bots": [...], "requests": [...]} for /api/status.
   boost::json::object status() const;
   // OneBot connections open now.
@@ -142,6 +148,9 @@ class OneBotAdapter {
   bool limited_log_flushing_ = false;
   bool releasing_ = false;  // release_held() is handing messages over
   bool stopping_ = false;   // hand_over_held() ran: nothing is held any more
+  bool settling_ = false;   // settle_sends() ran: no send starts
+  std::size_t sends_in_flight_ = 0;
+  runtime::Notifier send_ended_;
   // Tasks of this adapter check it before touching `this` after a wait.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
