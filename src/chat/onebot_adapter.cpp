@@ -423,10 +423,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           adapter.send_ended_.notify_all();
         }
       };
-      std::optional<InFlight> in_flight;
-      in_flight.emplace(adapter);
-      auto result = co_await link->calls->call(std::move(action), std::move(call_params), timeout);
-      in_flight.reset();
+      onebot::CallResult result;
+      {
+        const InFlight in_flight(adapter);
+        result = co_await link->calls->call(std::move(action), std::move(call_params), timeout);
+      }
       if (!*self->alive_) co_return;
       auto& current = self->outgoing_.front();
       if (result) {

@@ -443,10 +443,12 @@ Clock::time_point WsConnection::write_deadline() const {
 // Bytes written to the socket that the peer has not acknowledged yet (what
 // Linux reports as SIOCOUTQ); 0 when the socket cannot say.
 std::size_t WsConnection::unsent_in_socket() {
+  // With what this process still holds for the socket (net::CorkedSocket).
+  const std::size_t held = stream_.next_layer().held_bytes();
   int n = 0;
   if (::ioctl(beast::get_lowest_layer(stream_).native_handle(), SIOCOUTQ, &n) != 0 || n < 0)
-    return stream_.next_layer().held_bytes();
-  return static_cast<std::size_t>(n) + stream_.next_layer().held_bytes();
+    return held;
+  return static_cast<std::size_t>(n) + held;
 }
 
 std::int64_t WsConnection::taken_by_peer() {

@@ -14,6 +14,7 @@
 #include "runtime/asio.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 
 namespace mooring::runtime {
