@@ -1000,7 +1000,9 @@ self_ids = {}
 # In groups, messages starting with one of these are answered (as are
 # @-mentions and replies to the bot); others are kept as context only.
 group_prefixes = {}
-# Deadline for each call the bot makes (sending a message).
+# Deadline for each call the bot makes (sending a message). A send unanswered
+# after twice this is sent again, or, when the bridge answered no call at all
+# meanwhile, its connection is closed so that it reconnects.
 api_timeout = {}
 # Longer replies are split into several messages of at most this many characters.
 max_message_chars = {}

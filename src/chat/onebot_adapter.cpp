@@ -36,6 +36,9 @@ constexpr auto keep_idle_chat = std::chrono::minutes(5);
 // back every later reply to the chat.
 constexpr int max_refusals = 3;
 constexpr auto retry_refused_after = std::chrono::seconds(2);
+// A send whose answer goes missing while the implementation answers other
+// calls is sent again this many times in all, then given up.
+constexpr int max_unanswered = 3;
 // Longer heartbeat intervals are counted as this: a silence of 3 × it still
 // ends a half-open connection, and 3 × it cannot overflow a time point.
 constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
@@ -115,6 +118,7 @@ struct OneBotAdapter::Link {
   std::unique_ptr<onebot::ApiCalls> calls;  // for a connection that carries API calls
   bool closed = false;
   bool replaced = false;
+  bool stuck = false;  // closed because it answered no call for 2 × api_timeout
   std::optional<runtime::Duration> heartbeat_interval;
   Clock::time_point last_heartbeat = Clock::now();
   runtime::Notifier changed;  // a heartbeat came, reading resumed, or the link closed
@@ -303,6 +307,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     std::vector<std::string> parts;
     std::size_t next = 0;  // parts before it were sent
     int refusals = 0;      // of part `next`, by the implementation
+    int unanswered = 0;    // sends of part `next` never answered while others were
   };
 
   // The stored replies are read again from the last one handed.
@@ -423,10 +428,26 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           adapter.send_ended_.notify_all();
         }
       };
+      const auto chat_id = fmt::format("qq:{}:{}:{}", self->target_.self_id,
+                                       self->target_.group ? "group" : "private", self->target_.id);
+      const auto answered_before = link->calls->answered();
       onebot::CallResult result;
       {
         const InFlight in_flight(adapter);
-        result = co_await link->calls->call(std::move(action), std::move(call_params), timeout);
+        result = co_await link->calls->call_keeping_late(std::move(action),
+                                                         std::move(call_params), timeout);
+        if (!result && result.error().kind == onebot::CallError::Kind::timeout &&
+            *self->alive_ && !link->closed) {
+          // In doubt: QQ may have taken it. An answer that comes late still
+          // tells a send that went out from one that was lost.
+          adapter.log_limited(
+              spdlog::level::warn, "no answer yet",
+              fmt::format("onebot: bot {} has not answered the send of a reply to {} within "
+                          "{}; waiting as long again before it is sent again",
+                          self->target_.self_id, chat_id, runtime::format_duration(timeout)));
+          auto echo = std::move(result.error().echo);
+          result = co_await link->calls->late_answer(std::move(echo), timeout);
+        }
       }
       if (!*self->alive_) co_return;
       auto& current = self->outgoing_.front();
@@ -434,6 +455,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         self->pacer_.sent(Clock::now());
         ++current.next;
         current.refusals = 0;
+        current.unanswered = 0;
         ++adapter.bot(self->target_.self_id).messages_out;
         onebot_messages("out").inc();
         if (const auto* data = result->if_object()) {
@@ -445,9 +467,41 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       const auto& error = result.error();
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) co_return;
-      const auto chat_id = fmt::format("qq:{}:{}:{}", self->target_.self_id,
-                                       self->target_.group ? "group" : "private", self->target_.id);
       const bool refused = error.kind == onebot::CallError::Kind::failed;
+      if (error.kind == onebot::CallError::Kind::timeout && !link->closed) {
+        const auto waited = runtime::format_duration(2 * timeout);
+        if (link->calls->answered() == answered_before) {
+          // No call on this connection was answered meanwhile: the
+          // implementation's calls are stuck, and a new connection is what
+          // brings them back. The reply goes out on it.
+          if (!link->stuck) {
+            link->stuck = true;
+            log::warn("onebot: bot {} answered no call for {}; its connection is closed so "
+                      "that it connects again, and the replies waiting for it go out then",
+                      self->target_.self_id, waited);
+            link->connection->close(static_cast<net::websocket::close_code>(4001),
+                                    "calls went unanswered");
+          }
+        } else if (++current.unanswered >= max_unanswered) {
+          // Others were answered: this send's answer is what goes missing.
+          adapter.log_limited(
+              spdlog::level::warn, "gave up: unanswered",
+              fmt::format("onebot: gave up a reply to {} after {} sends that bot {} never "
+                          "answered (each waited {}) while it answered others; QQ may or may "
+                          "not show it, and the chat's later replies go on",
+                          chat_id, current.unanswered, self->target_.self_id, waited));
+          current.next = current.parts.size();  // the loop's top moves the cursor past it
+          continue;
+        } else {
+          adapter.log_limited(
+              spdlog::level::warn, "sent again: unanswered",
+              fmt::format("onebot: bot {} answered other calls but not the send of a reply to "
+                          "{} within {}; it is sent again ({} of {} tries)",
+                          self->target_.self_id, chat_id, waited, current.unanswered + 1,
+                          max_unanswered));
+          continue;
+        }
+      }
       // Lines through the adapter's limiter: a connection lost under 500
       // chats is one line and a count, not 500.
       if (refused && ++current.refusals >= max_refusals) {
@@ -467,7 +521,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
                         chat_id, error.retcode, log::elide(error.message),
                         runtime::format_duration(retry_refused_after), self->target_.self_id,
                         current.refusals, max_refusals));
-      } else {
+      } else if (!link->stuck) {
         // A connection that went away is an expected event (the
         // implementation reconnects); an unanswered call is worth a warning.
         const auto level = error.kind == onebot::CallError::Kind::disconnected
@@ -479,9 +533,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
                         "connects again",
                         chat_id, log::elide(error.message), self->target_.self_id));
       }
-      // Retried on the account's next API connection, not on this one: the
-      // call may have gone out. A refused one did not, and is also retried
-      // here once retry_refused_after has passed.
+      // Cut off with its connection, or on one closed for stuck calls: sent
+      // again on the account's next API connection. A refused one is also
+      // retried on this one once retry_refused_after has passed.
       const auto retry_refused = runtime::Deadline::after(retry_refused_after);
       while (*self->alive_) {
         auto& now_bot = adapter.bot(self->target_.self_id);

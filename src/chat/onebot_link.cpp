@@ -126,20 +126,50 @@ Clock::duration ApiCalls::time_paused() const {
   return paused_before_ + (Clock::now() - *paused_since_);
 }
 
+namespace {
+
+CallResult call_failed(CallError::Kind kind, std::string message, std::string echo = {}) {
+  return CallResult(boost::system::in_place_error,
+                    CallError{kind, 0, std::move(message), std::move(echo)});
+}
+
+}  // namespace
+
 awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
                                      runtime::Duration timeout) {
-  const auto fail = [](CallError::Kind kind, std::string message) {
-    return CallResult(boost::system::in_place_error, CallError{kind, 0, std::move(message)});
-  };
-  const std::string echo = std::to_string(next_echo_++);
+  return send_and_wait(std::move(action), std::move(params), timeout, false);
+}
+
+awaitable<CallResult> ApiCalls::call_keeping_late(std::string action, json::object params,
+                                                  runtime::Duration timeout) {
+  return send_and_wait(std::move(action), std::move(params), timeout, true);
+}
+
+awaitable<CallResult> ApiCalls::late_answer(std::string echo, runtime::Duration timeout) {
+  auto it = pending_.find(echo);
+  if (it == pending_.end())
+    co_return call_failed(CallError::Kind::disconnected, "the call is no longer known");
+  auto pending = it->second;
+  co_return co_await wait(std::move(echo), std::move(pending), "the call", timeout, false);
+}
+
+awaitable<CallResult> ApiCalls::send_and_wait(std::string action, json::object params,
+                                              runtime::Duration timeout, bool keep_late) {
+  std::string echo = std::to_string(next_echo_++);
   auto pending = std::make_shared<Pending>(executor_);
   pending_.emplace(echo, pending);
   std::string frame = json::serialize(
       json::object{{"action", action}, {"params", std::move(params)}, {"echo", echo}});
   if (!send_(std::move(frame))) {
     pending_.erase(echo);
-    co_return fail(CallError::Kind::not_sent, "the connection did not take the call");
+    co_return call_failed(CallError::Kind::not_sent, "the connection did not take the call");
   }
+  co_return co_await wait(std::move(echo), std::move(pending), action, timeout, keep_late);
+}
+
+awaitable<CallResult> ApiCalls::wait(std::string echo, std::shared_ptr<Pending> pending,
+                                     std::string_view action, runtime::Duration timeout,
+                                     bool keep_late) {
   // Waited for until `timeout` has passed, less the time the connection was
   // not read meanwhile: the answer may wait behind messages in its socket.
   const auto sent_at = Clock::now();
@@ -158,18 +188,26 @@ awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
     co_await pending->done.wait_until(runtime::Deadline(until));
     cancelled = co_await runtime::cancelled();
   }
-  // The entry goes whatever happened; `this` may be gone if the result came
-  // from fail_all() in the destructor, so only touch it when it still waits.
+  // `this` may be gone if the result came from fail_all() in the
+  // destructor, so only touch it when the call still waits.
   if (pending->result) co_return std::move(*pending->result);
-  pending_.erase(echo);
-  if (cancelled) co_return fail(CallError::Kind::disconnected, "the call was cancelled");
-  co_return fail(CallError::Kind::timeout,
-                 fmt::format("{} got no answer within {}", action, runtime::format_duration(timeout)));
+  if (cancelled) {
+    pending_.erase(echo);
+    co_return call_failed(CallError::Kind::disconnected, "the call was cancelled");
+  }
+  auto message = fmt::format("{} got no answer within {}", action,
+                             runtime::format_duration(timeout));
+  if (!keep_late) {
+    pending_.erase(echo);
+    co_return call_failed(CallError::Kind::timeout, std::move(message));
+  }
+  co_return call_failed(CallError::Kind::timeout, std::move(message), std::move(echo));
 }
 
 bool ApiCalls::answer(const Answer& answer) {
   auto it = pending_.find(answer.echo);
   if (it == pending_.end()) return false;
+  ++answered_;
   auto pending = std::move(it->second);
   pending_.erase(it);
   const auto& object = answer.object;

@@ -72,6 +72,7 @@ struct CallError {
   Kind kind = Kind::failed;
   std::int64_t retcode = 0;  // for `failed`
   std::string message;       // the implementation's msg/wording, or what happened
+  std::string echo;          // for `timeout` of a call kept for its late answer
 };
 using CallResult = boost::system::result<boost::json::value, CallError>;  // `data` on success
 
@@ -91,6 +92,16 @@ class ApiCalls {
   awaitable<CallResult> call(std::string action, boost::json::object params,
                              runtime::Duration timeout);
 
+  // As call(), but a call that times out stays registered and its error
+  // carries the echo: late_answer() then waits for what the implementation
+  // says of it, which tells a send that went out late from one that was lost.
+  awaitable<CallResult> call_keeping_late(std::string action, boost::json::object params,
+                                          runtime::Duration timeout);
+
+  // Waits up to `timeout` more (counted as call() counts it) for the answer
+  // to a call that timed out in call_keeping_late(), then forgets the call.
+  awaitable<CallResult> late_answer(std::string echo, runtime::Duration timeout);
+
   // An answer arrived; false when no call waits for that echo (late or unknown).
   bool answer(const Answer& answer);
 
@@ -98,6 +109,9 @@ class ApiCalls {
   void fail_all(std::string_view why);
 
   std::size_t pending() const { return pending_.size(); }
+
+  // How many calls have been answered on this connection, in all.
+  std::uint64_t answered() const { return answered_; }
 
   // The connection stopped (true) or went back to (false) reading.
   void reading_paused(bool paused);
@@ -112,9 +126,18 @@ class ApiCalls {
     explicit Pending(const asio::any_io_executor& executor) : done(executor) {}
   };
 
+  awaitable<CallResult> send_and_wait(std::string action, boost::json::object params,
+                                      runtime::Duration timeout, bool keep_late);
+  // Waits for `pending`'s answer until `timeout` has passed with the
+  // connection read; the entry goes unless the call timed out and `keep_late`.
+  awaitable<CallResult> wait(std::string echo, std::shared_ptr<Pending> pending,
+                             std::string_view action, runtime::Duration timeout,
+                             bool keep_late);
+
   asio::any_io_executor executor_;
   Send send_;
   std::uint64_t next_echo_ = 1;
+  std::uint64_t answered_ = 0;
   std::optional<Clock::time_point> paused_since_;
   Clock::duration paused_before_{};  // the pauses that ended
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_;

@@ -500,23 +500,114 @@ TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
   expect_clean_stop(host);
 }
 
-TEST(OneBot, ACallWithNoAnswerTimesOutAndIsRedoneOnTheNextConnection) {
+// A send answered after api_timeout went out: its late answer counts, and the
+// reply is never sent again (it used to be sent again on the next connection,
+// and QQ showed it twice).
+TEST(OneBot, ASendAnsweredLateCountsAsSentAndIsNeverSentAgain) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"1s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    peer.private_message(42, json::value("slow"));
+    auto late = next_send(peer);
+    ASSERT_TRUE(poll_until([&] {
+      return host.log().find("has not answered the send of a reply to qq:10001:private:42 "
+                             "within 1s; waiting as long again") != std::string::npos;
+    }, 10s)) << host.log();
+    peer.answer_standard(late);
+    peer.private_message(42, json::value("next"), "alice", 5002);
+    auto next = next_send(peer);
+    EXPECT_EQ(plain_text(next), "echo: next");
+    peer.answer_standard(next);
+    peer.close();
+  }
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  again.private_message(42, json::value("after"), "alice", 5003);
+  auto after = next_send(again);
+  EXPECT_EQ(plain_text(after), "echo: after");  // not "echo: slow" again
+  again.answer_standard(after);
+  ASSERT_TRUE(poll_until([&] { return !bot_status(host).empty() &&
+                                      bot_status(host).at("messages_out").to_number<int>() == 3; },
+                         10s));
+  again.close();
+  expect_clean_stop(host);
+}
+
+// An implementation whose calls are stuck (its connection up, its heartbeats
+// and events going on, no call answered) used to leave the chat silent until
+// it happened to reconnect; now its connection is closed after 2 ×
+// api_timeout, and the reply goes out on the next one.
+TEST(OneBot, AConnectionWhoseCallsGoUnansweredIsClosedAndTheReplyGoesOutOnTheNext) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"300ms\""}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   connect_and_greet(peer, host);
-  peer.private_message(42, json::value("slow"));
+  peer.private_message(42, json::value("stuck"));
   auto unanswered = next_send(peer);
-  ASSERT_TRUE(poll_until([&] { return host.log().find("was not sent") != std::string::npos; }, 10s));
-  peer.answer(unanswered);  // too late: nobody waits for it any more
-  peer.close();
+  EXPECT_EQ(plain_text(unanswered), "echo: stuck");
+  EXPECT_EQ(peer.read_until_closed(10s), 4001);
+  for (const auto& action : peer.skipped()) ADD_FAILURE() << "sent again: " << action.action;
+  EXPECT_NE(host.log().find("onebot: bot 10001 answered no call for 600ms; its connection is "
+                            "closed so that it connects again"),
+            std::string::npos)
+      << host.log();
   OneBotPeer again;
   connect_and_greet(again, host);
   auto redone = next_send(again);
-  EXPECT_EQ(plain_text(redone), "echo: slow");
+  EXPECT_EQ(plain_text(redone), "echo: stuck");
   again.answer_standard(redone);
+  again.private_message(42, json::value("on"), "alice", 5002);
+  auto on = next_send(again);
+  EXPECT_EQ(plain_text(on), "echo: on");
+  again.answer_standard(on);
   again.close();
+  expect_clean_stop(host);
+}
+
+// One send whose answer goes missing while the implementation answers the
+// others: sent again on the same connection, and given up after 3 sends, so
+// the chat's later replies go on; the connection stays.
+TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"300ms\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.private_message(42, json::value("lost"), "alice", 5001);
+  std::int64_t other_id = 6001;
+  int sends_of_lost = 0;
+  // Each send of "lost" goes unanswered; another chat's message is answered
+  // meanwhile, so the connection shows it still answers calls.
+  for (;;) {
+    auto send = next_send(peer);
+    const auto text = plain_text(send);
+    if (text != "echo: lost") {
+      EXPECT_EQ(text, "echo: after it");
+      peer.answer_standard(send);
+      break;
+    }
+    ++sends_of_lost;
+    if (sends_of_lost == 1) peer.private_message(42, json::value("after it"), "alice", 5002);
+    peer.private_message(77, json::value(fmt::format("other {}", other_id)), "carol", other_id);
+    auto other = next_send(peer);
+    EXPECT_EQ(plain_text(other), fmt::format("echo: other {}", other_id));
+    peer.answer_standard(other);
+    ++other_id;
+    ASSERT_LE(sends_of_lost, 3);
+  }
+  EXPECT_EQ(sends_of_lost, 3);
+  const auto log = host.log();
+  EXPECT_NE(log.find("sent again (2 of 3 tries)"), std::string::npos) << log;
+  EXPECT_NE(log.find("gave up a reply to qq:10001:private:42 after 3 sends that bot 10001 never "
+                     "answered"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("answered no call"), std::string::npos) << log;
+  peer.close();
   expect_clean_stop(host);
 }
 
