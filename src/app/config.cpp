@@ -1002,7 +1002,7 @@ self_ids = {}
 group_prefixes = {}
 # Deadline for each call the bot makes (sending a message). A send unanswered
 # after twice this is sent again, or, when the bridge answered no call at all
-# meanwhile, its connection is closed so that it reconnects.
+# meanwhile, its connection is closed so that it reconnects (docs/onebot.md).
 api_timeout = {}
 # Longer replies are split into several messages of at most this many characters.
 max_message_chars = {}

@@ -428,25 +428,62 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           adapter.send_ended_.notify_all();
         }
       };
-      const auto chat_id = fmt::format("qq:{}:{}:{}", self->target_.self_id,
-                                       self->target_.group ? "group" : "private", self->target_.id);
-      const auto answered_before = link->calls->answered();
+      const auto chat_id = [&self] {
+        return fmt::format("qq:{}:{}:{}", self->target_.self_id,
+                           self->target_.group ? "group" : "private", self->target_.id);
+      };
+      const auto sent_at = Clock::now();
+      // Calls answered on the connection until the send, then until the
+      // start of the last wait for its answer.
+      auto answered_at_wait = link->calls->answered();
+      auto quiet_since = sent_at;
       onebot::CallResult result;
+      // Why a send whose answer never came is not waited for any more.
+      enum class Unanswered { no, lost, stuck } unanswered = Unanswered::no;
       {
         const InFlight in_flight(adapter);
         result = co_await link->calls->call_keeping_late(std::move(action),
                                                          std::move(call_params), timeout);
-        if (!result && result.error().kind == onebot::CallError::Kind::timeout &&
-            *self->alive_ && !link->closed) {
-          // In doubt: QQ may have taken it. An answer that comes late still
-          // tells a send that went out from one that was lost.
-          adapter.log_limited(
-              spdlog::level::warn, "no answer yet",
-              fmt::format("onebot: bot {} has not answered the send of a reply to {} within "
-                          "{}; waiting as long again before it is sent again",
-                          self->target_.self_id, chat_id, runtime::format_duration(timeout)));
-          auto echo = std::move(result.error().echo);
-          result = co_await link->calls->late_answer(std::move(echo), timeout);
+        // In doubt: QQ may have taken it, and an answer that comes late still
+        // tells a send that went out from one that was lost. The call is
+        // kept for it until this wait ends, however it ends.
+        struct Forget {
+          onebot::ApiCalls& calls;
+          std::string echo;
+          ~Forget() {
+            if (!echo.empty()) calls.forget(echo);
+          }
+        } forget{*link->calls, {}};
+        bool waited_again = false;
+        while (!result && *self->alive_ && !link->closed) {
+          auto error = result.error();
+          if (error.kind != onebot::CallError::Kind::timeout || error.echo.empty()) break;
+          forget.echo = error.echo;
+          if (!waited_again) {
+            adapter.log_limited(
+                spdlog::level::warn, "no answer yet",
+                fmt::format("onebot: bot {} has not answered the send of a reply to {} within "
+                            "{}; waiting as long again before it is sent again",
+                            self->target_.self_id, chat_id(), runtime::format_duration(timeout)));
+            waited_again = true;
+          } else if (link->calls->answered_after(error.echo)) {
+            unanswered = Unanswered::lost;  // a later call was answered, not this one
+            break;
+          } else if (link->calls->answered() == answered_at_wait) {
+            unanswered = Unanswered::stuck;  // no call at all was answered meanwhile
+            break;
+          } else {
+            // Only earlier calls were answered: the implementation works
+            // through a backlog of sends, and this one's turn is still to come.
+            adapter.log_limited(
+                spdlog::level::info, "behind earlier sends",
+                fmt::format("onebot: bot {} is still answering earlier calls; the send of a "
+                            "reply to {} is waited for further",
+                            self->target_.self_id, chat_id()));
+            answered_at_wait = link->calls->answered();
+            quiet_since = Clock::now();
+          }
+          result = co_await link->calls->late_answer(std::move(error.echo), timeout);
         }
       }
       if (!*self->alive_) co_return;
@@ -464,42 +501,46 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         }
         continue;
       }
-      const auto& error = result.error();
+      const auto error = result.error();
       const bool cancelled = co_await runtime::cancelled();
       if (cancelled) co_return;
       const bool refused = error.kind == onebot::CallError::Kind::failed;
-      if (error.kind == onebot::CallError::Kind::timeout && !link->closed) {
-        const auto waited = runtime::format_duration(2 * timeout);
-        if (link->calls->answered() == answered_before) {
-          // No call on this connection was answered meanwhile: the
-          // implementation's calls are stuck, and a new connection is what
-          // brings them back. The reply goes out on it.
-          if (!link->stuck) {
-            link->stuck = true;
-            log::warn("onebot: bot {} answered no call for {}; its connection is closed so "
-                      "that it connects again, and the replies waiting for it go out then",
-                      self->target_.self_id, waited);
-            link->connection->close(static_cast<net::websocket::close_code>(4001),
-                                    "calls went unanswered");
-          }
-        } else if (++current.unanswered >= max_unanswered) {
-          // Others were answered: this send's answer is what goes missing.
+      if (unanswered != Unanswered::no) {
+        const auto waited =
+            runtime::format_duration(std::chrono::ceil<runtime::Duration>(Clock::now() - sent_at));
+        if (++current.unanswered >= max_unanswered) {
+          // Never answered, it may well have gone out: its later parts go on.
           adapter.log_limited(
               spdlog::level::warn, "gave up: unanswered",
               fmt::format("onebot: gave up a reply to {} after {} sends that bot {} never "
-                          "answered (each waited {}) while it answered others; QQ may or may "
-                          "not show it, and the chat's later replies go on",
-                          chat_id, current.unanswered, self->target_.self_id, waited));
-          current.next = current.parts.size();  // the loop's top moves the cursor past it
+                          "answered (the last waited {}); QQ may or may not show it, and the "
+                          "chat's later replies go on",
+                          chat_id(), current.unanswered, self->target_.self_id, waited));
+          ++current.next;
+          current.refusals = 0;
+          current.unanswered = 0;
           continue;
-        } else {
+        }
+        if (unanswered == Unanswered::lost) {
           adapter.log_limited(
               spdlog::level::warn, "sent again: unanswered",
-              fmt::format("onebot: bot {} answered other calls but not the send of a reply to "
-                          "{} within {}; it is sent again ({} of {} tries)",
-                          self->target_.self_id, chat_id, waited, current.unanswered + 1,
+              fmt::format("onebot: bot {} answered later calls but not the send of a reply to "
+                          "{} (waited {}); it is sent again ({} of {} tries)",
+                          self->target_.self_id, chat_id(), waited, current.unanswered + 1,
                           max_unanswered));
           continue;
+        }
+        // Stuck: a new connection is what brings the implementation's calls
+        // back. The reply goes out on it.
+        if (!link->stuck) {
+          link->stuck = true;
+          log::warn("onebot: bot {} answered no call for {}; its connection is closed so that "
+                    "it connects again, and the replies waiting for it go out then",
+                    self->target_.self_id,
+                    runtime::format_duration(
+                        std::chrono::ceil<runtime::Duration>(Clock::now() - quiet_since)));
+          link->connection->close(static_cast<net::websocket::close_code>(4001),
+                                  "calls went unanswered");
         }
       }
       // Lines through the adapter's limiter: a connection lost under 500
@@ -509,7 +550,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
             spdlog::level::warn, fmt::format("gave up: retcode {}", error.retcode),
             fmt::format("onebot: gave up a reply to {} (retcode {}: {}) after {} refusals; it "
                         "stays stored in the conversation and is not sent to QQ",
-                        chat_id, error.retcode, log::elide(error.message), current.refusals));
+                        chat_id(), error.retcode, log::elide(error.message), current.refusals));
         current.next = current.parts.size();  // the loop's top moves the cursor past it
         continue;
       }
@@ -518,7 +559,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
             spdlog::level::warn, fmt::format("refused: retcode {}", error.retcode),
             fmt::format("onebot: a reply to {} was refused (retcode {}: {}); it is sent again in "
                         "{} or when bot {} connects again ({} of {} tries)",
-                        chat_id, error.retcode, log::elide(error.message),
+                        chat_id(), error.retcode, log::elide(error.message),
                         runtime::format_duration(retry_refused_after), self->target_.self_id,
                         current.refusals, max_refusals));
       } else if (!link->stuck) {
@@ -531,7 +572,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
             level, fmt::format("not sent: {}", log::elide(error.message)),
             fmt::format("onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
                         "connects again",
-                        chat_id, log::elide(error.message), self->target_.self_id));
+                        chat_id(), log::elide(error.message), self->target_.self_id));
       }
       // Cut off with its connection, or on one closed for stuck calls: sent
       // again on the account's next API connection. A refused one is also

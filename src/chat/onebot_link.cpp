@@ -150,7 +150,26 @@ awaitable<CallResult> ApiCalls::late_answer(std::string echo, runtime::Duration 
   if (it == pending_.end())
     co_return call_failed(CallError::Kind::disconnected, "the call is no longer known");
   auto pending = it->second;
-  co_return co_await wait(std::move(echo), std::move(pending), "the call", timeout, false);
+  co_return co_await wait(std::move(echo), std::move(pending), "the call", timeout, true);
+}
+
+void ApiCalls::forget(std::string_view echo) {
+  if (auto it = pending_.find(echo); it != pending_.end()) pending_.erase(it);
+}
+
+namespace {
+
+// A call's number is its echo (mooring's own calls are numbered in order).
+std::uint64_t call_number(std::string_view echo) {
+  std::uint64_t number = 0;
+  std::from_chars(echo.data(), echo.data() + echo.size(), number);
+  return number;
+}
+
+}  // namespace
+
+bool ApiCalls::answered_after(std::string_view echo) const {
+  return newest_answered_ > call_number(echo);
 }
 
 awaitable<CallResult> ApiCalls::send_and_wait(std::string action, json::object params,
@@ -170,14 +189,25 @@ awaitable<CallResult> ApiCalls::send_and_wait(std::string action, json::object p
 awaitable<CallResult> ApiCalls::wait(std::string echo, std::shared_ptr<Pending> pending,
                                      std::string_view action, runtime::Duration timeout,
                                      bool keep_late) {
+  // The entry goes however the wait ends (a cancellation throws), unless the
+  // call timed out and is kept for its late answer. `this` may be gone once
+  // a result came (fail_all() in the destructor): touched only while the
+  // call still waits.
+  struct Entry {
+    ApiCalls& calls;
+    const std::string& echo;
+    const Pending& pending;
+    bool keep = false;
+    ~Entry() {
+      if (!keep && !pending.result) calls.forget(echo);
+    }
+  } entry{*this, echo, *pending};
   // Waited for until `timeout` has passed, less the time the connection was
   // not read meanwhile: the answer may wait behind messages in its socket.
   const auto sent_at = Clock::now();
   const auto paused_at_send = time_paused();
   bool cancelled = false;
   for (;;) {
-    // `this` may be gone once a result came (fail_all() in the destructor):
-    // looked at only while the call still waits.
     if (pending->result || cancelled) break;
     const auto paused = time_paused() - paused_at_send;
     auto until = sent_at + timeout + paused;
@@ -188,26 +218,20 @@ awaitable<CallResult> ApiCalls::wait(std::string echo, std::shared_ptr<Pending> 
     co_await pending->done.wait_until(runtime::Deadline(until));
     cancelled = co_await runtime::cancelled();
   }
-  // `this` may be gone if the result came from fail_all() in the
-  // destructor, so only touch it when the call still waits.
   if (pending->result) co_return std::move(*pending->result);
-  if (cancelled) {
-    pending_.erase(echo);
-    co_return call_failed(CallError::Kind::disconnected, "the call was cancelled");
-  }
+  if (cancelled) co_return call_failed(CallError::Kind::disconnected, "the call was cancelled");
   auto message = fmt::format("{} got no answer within {}", action,
                              runtime::format_duration(timeout));
-  if (!keep_late) {
-    pending_.erase(echo);
-    co_return call_failed(CallError::Kind::timeout, std::move(message));
-  }
-  co_return call_failed(CallError::Kind::timeout, std::move(message), std::move(echo));
+  if (!keep_late) co_return call_failed(CallError::Kind::timeout, std::move(message));
+  entry.keep = true;
+  co_return call_failed(CallError::Kind::timeout, std::move(message), echo);
 }
 
 bool ApiCalls::answer(const Answer& answer) {
   auto it = pending_.find(answer.echo);
   if (it == pending_.end()) return false;
   ++answered_;
+  newest_answered_ = std::max(newest_answered_, call_number(answer.echo));
   auto pending = std::move(it->second);
   pending_.erase(it);
   const auto& object = answer.object;

@@ -99,8 +99,13 @@ class ApiCalls {
                                           runtime::Duration timeout);
 
   // Waits up to `timeout` more (counted as call() counts it) for the answer
-  // to a call that timed out in call_keeping_late(), then forgets the call.
+  // to a call that timed out in call_keeping_late(); timed out again, the
+  // call is still kept. forget() ends the wait for it.
   awaitable<CallResult> late_answer(std::string echo, runtime::Duration timeout);
+  void forget(std::string_view echo);
+
+  // Whether a call made after the one with `echo` has been answered.
+  bool answered_after(std::string_view echo) const;
 
   // An answer arrived; false when no call waits for that echo (late or unknown).
   bool answer(const Answer& answer);
@@ -138,6 +143,7 @@ class ApiCalls {
   Send send_;
   std::uint64_t next_echo_ = 1;
   std::uint64_t answered_ = 0;
+  std::uint64_t newest_answered_ = 0;  // the number of the newest call answered
   std::optional<Clock::time_point> paused_since_;
   Clock::duration paused_before_{};  // the pauses that ended
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_;

@@ -551,10 +551,10 @@ TEST(OneBot, AConnectionWhoseCallsGoUnansweredIsClosedAndTheReplyGoesOutOnTheNex
   EXPECT_EQ(plain_text(unanswered), "echo: stuck");
   EXPECT_EQ(peer.read_until_closed(10s), 4001);
   for (const auto& action : peer.skipped()) ADD_FAILURE() << "sent again: " << action.action;
-  EXPECT_NE(host.log().find("onebot: bot 10001 answered no call for 600ms; its connection is "
-                            "closed so that it connects again"),
-            std::string::npos)
-      << host.log();
+  const auto log = host.log();
+  EXPECT_NE(log.find("onebot: bot 10001 answered no call for "), std::string::npos) << log;
+  EXPECT_NE(log.find("its connection is closed so that it connects again"), std::string::npos)
+      << log;
   OneBotPeer again;
   connect_and_greet(again, host);
   auto redone = next_send(again);
@@ -568,20 +568,70 @@ TEST(OneBot, AConnectionWhoseCallsGoUnansweredIsClosedAndTheReplyGoesOutOnTheNex
   expect_clean_stop(host);
 }
 
-// One send whose answer goes missing while the implementation answers the
-// others: sent again on the same connection, and given up after 3 sends, so
-// the chat's later replies go on; the connection stays.
-TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
+// A send the implementation never answers, alone in its chat (it hangs on that
+// one message), is given up after 3 sends, on as many connections as it
+// takes (closed as stuck when nothing else was answered); before, a stuck
+// connection would have been closed and reconnected for ever.
+TEST(OneBot, ASendNeverAnsweredAloneIsGivenUpAfterThreeSends) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"300ms\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  int sends = 0;
+  int closes = 0;
+  bool asked_on = false;
+  std::string after;
+  while (after.empty() && closes < 5) {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    if (sends == 0) peer.private_message(42, json::value("poison"), "alice", 5001);
+    for (;;) {
+      std::optional<Action> send;
+      try {
+        send = next_send(peer, 10s);
+      } catch (const std::runtime_error&) {  // closed: the connection was stuck
+        EXPECT_EQ(peer.close_code(), 4001);
+        ++closes;
+        break;
+      }
+      const auto text = plain_text(*send);
+      if (text == "echo: poison") {
+        ++sends;
+        // Asked once the first send is out; its reply waits behind poison.
+        if (!asked_on) peer.private_message(42, json::value("on"), "alice", 5002);
+        asked_on = true;
+        continue;  // never answered
+      }
+      after = text;
+      peer.answer_standard(*send);
+      peer.close();
+      break;
+    }
+  }
+  EXPECT_EQ(after, "echo: on");
+  EXPECT_EQ(sends, 3);
+  EXPECT_GE(closes, 1);
+  const auto log = host.log();
+  EXPECT_NE(log.find("gave up a reply to qq:10001:private:42 after 3 sends that bot 10001 never "
+                     "answered"),
+            std::string::npos)
+      << log;
+  expect_clean_stop(host);
+}
+
+// One send whose answer goes missing while the implementation answers the
+// sends made after it: sent again on the same connection, and given up after
+// 3 sends, so the chat's later replies go on; the connection stays.
+TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"1s\""}}));
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;
   connect_and_greet(peer, host);
   peer.private_message(42, json::value("lost"), "alice", 5001);
   std::int64_t other_id = 6001;
   int sends_of_lost = 0;
-  // Each send of "lost" goes unanswered; another chat's message is answered
-  // meanwhile, so the connection shows it still answers calls.
+  // Each send of "lost" goes unanswered; another chat's message, sent after
+  // it, is answered meanwhile.
   for (;;) {
     auto send = next_send(peer);
     const auto text = plain_text(send);
@@ -591,13 +641,13 @@ TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
       break;
     }
     ++sends_of_lost;
+    ASSERT_LE(sends_of_lost, 3);
     if (sends_of_lost == 1) peer.private_message(42, json::value("after it"), "alice", 5002);
     peer.private_message(77, json::value(fmt::format("other {}", other_id)), "carol", other_id);
     auto other = next_send(peer);
     EXPECT_EQ(plain_text(other), fmt::format("echo: other {}", other_id));
     peer.answer_standard(other);
     ++other_id;
-    ASSERT_LE(sends_of_lost, 3);
   }
   EXPECT_EQ(sends_of_lost, 3);
   const auto log = host.log();
@@ -606,6 +656,40 @@ TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
                      "answered"),
             std::string::npos)
       << log;
+  EXPECT_EQ(log.find("answered no call"), std::string::npos) << log;
+  peer.close();
+  expect_clean_stop(host);
+}
+
+// An implementation working through a backlog answers sends late, in order:
+// a send whose earlier ones are being answered is waited for, not sent again
+// (a second copy in QQ) and its connection not closed.
+TEST(OneBot, ASendBehindEarlierOnesBeingAnsweredIsWaitedForAndNotSentAgain) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"2s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.private_message(42, json::value("first"), "alice", 5001);
+  auto first = next_send(peer);
+  peer.private_message(43, json::value("second"), "bob", 5002);
+  auto second = next_send(peer);
+  EXPECT_EQ(plain_text(second), "echo: second");
+  peer.answer_standard(first);  // the earlier send, while the later one waits
+  ASSERT_TRUE(poll_until([&] {
+    return host.log().find("is still answering earlier calls; the send of a reply to "
+                           "qq:10001:private:43 is waited for further") != std::string::npos;
+  }, 20s)) << host.log();
+  peer.answer_standard(second);  // late, within the further wait
+  peer.private_message(43, json::value("third"), "bob", 5003);
+  auto third = next_send(peer);
+  EXPECT_EQ(plain_text(third), "echo: third");  // not "echo: second" again
+  peer.answer_standard(third);
+  ASSERT_TRUE(poll_until([&] { return !bot_status(host).empty() &&
+                                      bot_status(host).at("messages_out").to_number<int>() == 3; },
+                         10s));
+  const auto log = host.log();
+  EXPECT_EQ(log.find("it is sent again ("), std::string::npos) << log;
   EXPECT_EQ(log.find("answered no call"), std::string::npos) << log;
   peer.close();
   expect_clean_stop(host);
@@ -839,8 +923,16 @@ TEST(OneBot, MessagesHeldWhenTheHostStopsAreAnsweredAfterTheRestart) {
     connect_and_greet(peer, host);
     for (int i = 0; i < questions - 1; ++i)
       peer.group_message(500, 600 + i, json::value(fmt::format("/ai q{}", i)), "", "u");
+    // q0's reply under way: it holds the drain open, and the connection with
+    // it, until the deadline (on a loaded machine the stop used to come
+    // before the reply had started; the drain then closed the connection at
+    // once, before the last question came).
     ASSERT_TRUE(poll_until(
-        [&] { return bot_status(host).at("messages_in").to_number<int>() == questions - 1; },
+        [&] {
+          const auto status = host.status();
+          return bot_status(host).at("messages_in").to_number<int>() == questions - 1 &&
+                 status.at("replies_in_flight").to_number<int>() == 1;
+        },
         10s));
     // The drain waits for the reply in flight (up to its deadline, 1s).
     host.process().signal(SIGINT);
@@ -870,7 +962,7 @@ TEST(OneBot, AStopWhileReadingIsPausedSendsNoReplyTwice) {
   {
     HostProcess host(MOORING_BINARY, dir.path(),
                      onebot_config() + "[provider.echo]\ntoken_delay = \"2ms\"\n" +
-                         "[shutdown]\ndrain_timeout = \"3s\"\n",
+                         "[shutdown]\ndrain_timeout = \"1s\"\n",
                      "max_pending_messages = 1\n");
     ASSERT_TRUE(host.started()) << host.log();
     OneBotPeer peer;

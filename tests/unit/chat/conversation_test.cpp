@@ -141,8 +141,11 @@ TEST_F(ConversationTest, MessagesQueuedTogetherAreStoredInOneCommitAndKeepTheirO
                messages;
       },
       10s));
-  // The first is stored alone, the rest together.
-  EXPECT_LE(mooring::test::metric_value("mooring_store_commit_seconds_count") - commits, 3);
+  // The first is stored alone, the rest together (stored one at a time, they
+  // took 40 commits); the store's thread, woken by the first, can take a
+  // batch while the burst is still being queued (4 commits on a loaded
+  // machine).
+  EXPECT_LE(mooring::test::metric_value("mooring_store_commit_seconds_count") - commits, 5);
   std::vector<std::string> stored;
   for (const auto& event : events(outlet))
     if (event.starts_with("stored")) stored.push_back(event);
