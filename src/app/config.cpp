@@ -1001,8 +1001,9 @@ self_ids = {}
 # @-mentions and replies to the bot); others are kept as context only.
 group_prefixes = {}
 # Deadline for each call the bot makes (sending a message). A send unanswered
-# after twice this is sent again, or, when the bridge answered no call at all
-# meanwhile, its connection is closed so that it reconnects (docs/onebot.md).
+# after twice this is waited for further behind a backlog of earlier sends,
+# sent again when later ones were answered, or, when none was, its connection
+# is closed so that it reconnects; given up after 3 sends (docs/onebot.md).
 api_timeout = {}
 # Longer replies are split into several messages of at most this many characters.
 max_message_chars = {}

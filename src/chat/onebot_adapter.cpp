@@ -118,7 +118,7 @@ struct OneBotAdapter::Link {
   std::unique_ptr<onebot::ApiCalls> calls;  // for a connection that carries API calls
   bool closed = false;
   bool replaced = false;
-  bool stuck = false;  // closed because it answered no call for 2 × api_timeout
+  bool stuck = false;  // being closed: it answered no send for 2 × api_timeout
   std::optional<runtime::Duration> heartbeat_interval;
   Clock::time_point last_heartbeat = Clock::now();
   runtime::Notifier changed;  // a heartbeat came, reading resumed, or the link closed
@@ -404,7 +404,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         continue;
       }
       auto link = bot.api;
-      if (!link || link->closed) {
+      if (!link || link->closed || link->stuck) {  // a stuck one is closing
         const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
         co_await bot.api_changed.wait_until(deadline);
         const bool cancelled = co_await runtime::cancelled();
@@ -433,9 +433,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
                            self->target_.group ? "group" : "private", self->target_.id);
       };
       const auto sent_at = Clock::now();
-      // Calls answered on the connection until the send, then until the
+      // Sends answered on the connection until this one, then until the
       // start of the last wait for its answer.
-      auto answered_at_wait = link->calls->answered();
+      auto answered_at_wait = link->calls->sends_answered();
       auto quiet_since = sent_at;
       onebot::CallResult result;
       // Why a send whose answer never came is not waited for any more.
@@ -453,34 +453,34 @@ class OneBotAdapter::Outlet : public chat::Outlet,
           ~Forget() {
             if (!echo.empty()) calls.forget(echo);
           }
-        } forget{*link->calls, {}};
+        } forget{*link->calls, result ? std::string() : result.error().echo};
         bool waited_again = false;
         while (!result && *self->alive_ && !link->closed) {
           auto error = result.error();
           if (error.kind != onebot::CallError::Kind::timeout || error.echo.empty()) break;
-          forget.echo = error.echo;
           if (!waited_again) {
             adapter.log_limited(
                 spdlog::level::warn, "no answer yet",
                 fmt::format("onebot: bot {} has not answered the send of a reply to {} within "
-                            "{}; waiting as long again before it is sent again",
+                            "{}; waiting as long again for its answer",
                             self->target_.self_id, chat_id(), runtime::format_duration(timeout)));
             waited_again = true;
-          } else if (link->calls->answered_after(error.echo)) {
-            unanswered = Unanswered::lost;  // a later call was answered, not this one
+          } else if (link->calls->send_answered_after(error.echo)) {
+            unanswered = Unanswered::lost;  // a later send was answered, not this one
             break;
-          } else if (link->calls->answered() == answered_at_wait) {
-            unanswered = Unanswered::stuck;  // no call at all was answered meanwhile
+          } else if (link->calls->sends_answered() == answered_at_wait) {
+            unanswered = Unanswered::stuck;  // no send at all was answered meanwhile
             break;
           } else {
-            // Only earlier calls were answered: the implementation works
-            // through a backlog of sends, and this one's turn is still to come.
+            // Only earlier sends were answered: the implementation works
+            // through a backlog of them, and this one's turn is still to
+            // come. Each round needs the answer to one of them: bounded.
             adapter.log_limited(
                 spdlog::level::info, "behind earlier sends",
-                fmt::format("onebot: bot {} is still answering earlier calls; the send of a "
+                fmt::format("onebot: bot {} is still answering earlier sends; the send of a "
                             "reply to {} is waited for further",
                             self->target_.self_id, chat_id()));
-            answered_at_wait = link->calls->answered();
+            answered_at_wait = link->calls->sends_answered();
             quiet_since = Clock::now();
           }
           result = co_await link->calls->late_answer(std::move(error.echo), timeout);
@@ -506,8 +506,21 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       if (cancelled) co_return;
       const bool refused = error.kind == onebot::CallError::Kind::failed;
       if (unanswered != Unanswered::no) {
+        self->pacer_.sent(sent_at);  // it may well have gone out
         const auto waited =
             runtime::format_duration(std::chrono::ceil<runtime::Duration>(Clock::now() - sent_at));
+        // Stuck: a new connection is what brings the implementation's calls
+        // back. The reply (or, given up below, the next one) goes out on it.
+        if (unanswered == Unanswered::stuck && !link->stuck) {
+          link->stuck = true;
+          log::warn("onebot: bot {} answered no send for {}; its connection is closed so that "
+                    "it connects again, and the replies waiting for it go out then",
+                    self->target_.self_id,
+                    runtime::format_duration(
+                        std::chrono::ceil<runtime::Duration>(Clock::now() - quiet_since)));
+          link->connection->close(static_cast<net::websocket::close_code>(4001),
+                                  "calls went unanswered");
+        }
         if (++current.unanswered >= max_unanswered) {
           // Never answered, it may well have gone out: its later parts go on.
           adapter.log_limited(
@@ -524,23 +537,11 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         if (unanswered == Unanswered::lost) {
           adapter.log_limited(
               spdlog::level::warn, "sent again: unanswered",
-              fmt::format("onebot: bot {} answered later calls but not the send of a reply to "
+              fmt::format("onebot: bot {} answered later sends but not the send of a reply to "
                           "{} (waited {}); it is sent again ({} of {} tries)",
                           self->target_.self_id, chat_id(), waited, current.unanswered + 1,
                           max_unanswered));
           continue;
-        }
-        // Stuck: a new connection is what brings the implementation's calls
-        // back. The reply goes out on it.
-        if (!link->stuck) {
-          link->stuck = true;
-          log::warn("onebot: bot {} answered no call for {}; its connection is closed so that "
-                    "it connects again, and the replies waiting for it go out then",
-                    self->target_.self_id,
-                    runtime::format_duration(
-                        std::chrono::ceil<runtime::Duration>(Clock::now() - quiet_since)));
-          link->connection->close(static_cast<net::websocket::close_code>(4001),
-                                  "calls went unanswered");
         }
       }
       // Lines through the adapter's limiter: a connection lost under 500

@@ -168,14 +168,15 @@ std::uint64_t call_number(std::string_view echo) {
 
 }  // namespace
 
-bool ApiCalls::answered_after(std::string_view echo) const {
-  return newest_answered_ > call_number(echo);
+bool ApiCalls::send_answered_after(std::string_view echo) const {
+  return newest_send_answered_ > call_number(echo);
 }
 
 awaitable<CallResult> ApiCalls::send_and_wait(std::string action, json::object params,
                                               runtime::Duration timeout, bool keep_late) {
   std::string echo = std::to_string(next_echo_++);
   auto pending = std::make_shared<Pending>(executor_);
+  pending->send = keep_late;
   pending_.emplace(echo, pending);
   std::string frame = json::serialize(
       json::object{{"action", action}, {"params", std::move(params)}, {"echo", echo}});
@@ -230,9 +231,11 @@ awaitable<CallResult> ApiCalls::wait(std::string echo, std::shared_ptr<Pending> 
 bool ApiCalls::answer(const Answer& answer) {
   auto it = pending_.find(answer.echo);
   if (it == pending_.end()) return false;
-  ++answered_;
-  newest_answered_ = std::max(newest_answered_, call_number(answer.echo));
   auto pending = std::move(it->second);
+  if (pending->send) {
+    ++sends_answered_;
+    newest_send_answered_ = std::max(newest_send_answered_, call_number(answer.echo));
+  }
   pending_.erase(it);
   const auto& object = answer.object;
   std::int64_t retcode = -1;

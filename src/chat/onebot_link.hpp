@@ -104,8 +104,9 @@ class ApiCalls {
   awaitable<CallResult> late_answer(std::string echo, runtime::Duration timeout);
   void forget(std::string_view echo);
 
-  // Whether a call made after the one with `echo` has been answered.
-  bool answered_after(std::string_view echo) const;
+  // Whether a call made with call_keeping_late() after the one with `echo`
+  // has been answered.
+  bool send_answered_after(std::string_view echo) const;
 
   // An answer arrived; false when no call waits for that echo (late or unknown).
   bool answer(const Answer& answer);
@@ -115,8 +116,9 @@ class ApiCalls {
 
   std::size_t pending() const { return pending_.size(); }
 
-  // How many calls have been answered on this connection, in all.
-  std::uint64_t answered() const { return answered_; }
+  // How many calls made with call_keeping_late() (mooring's sends) have been
+  // answered on this connection, in all.
+  std::uint64_t sends_answered() const { return sends_answered_; }
 
   // The connection stopped (true) or went back to (false) reading.
   void reading_paused(bool paused);
@@ -128,6 +130,7 @@ class ApiCalls {
   struct Pending {
     std::optional<CallResult> result;
     runtime::Notifier done;
+    bool send = false;  // made with call_keeping_late()
     explicit Pending(const asio::any_io_executor& executor) : done(executor) {}
   };
 
@@ -142,8 +145,8 @@ class ApiCalls {
   asio::any_io_executor executor_;
   Send send_;
   std::uint64_t next_echo_ = 1;
-  std::uint64_t answered_ = 0;
-  std::uint64_t newest_answered_ = 0;  // the number of the newest call answered
+  std::uint64_t sends_answered_ = 0;
+  std::uint64_t newest_send_answered_ = 0;  // the number of the newest one
   std::optional<Clock::time_point> paused_since_;
   Clock::duration paused_before_{};  // the pauses that ended
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_;

@@ -171,5 +171,63 @@ TEST_F(ApiCallsTest, ACallEndsByItsDeadlineOrWhenTheConnectionGoes) {
   EXPECT_EQ(calls.pending(), 0u);
 }
 
+// A send that times out with call_keeping_late() stays registered: its late
+// answer still counts, until forget(). Only sends count in sends_answered()
+// and send_answered_after().
+TEST_F(ApiCallsTest, ASendTimedOutIsKeptForItsLateAnswerUntilForgotten) {
+  const std::string send_msg = "send_msg";
+  const std::string get_status = "get_status";
+  CallResult first, status, late, second;
+  run([&]() -> awaitable<void> { first = co_await calls.call_keeping_late(send_msg, {}, 20ms); });
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().kind, CallError::Kind::timeout);
+  EXPECT_EQ(first.error().echo, "1");
+  EXPECT_EQ(calls.pending(), 1u);
+
+  answer_later(R"({"status":"ok","retcode":0,"echo":"2"})", 5ms);
+  run([&]() -> awaitable<void> { status = co_await calls.call(get_status, {}, 5s); });
+  ASSERT_TRUE(status);
+  EXPECT_EQ(calls.sends_answered(), 0u);  // not a send
+  EXPECT_FALSE(calls.send_answered_after("1"));
+
+  answer_later(R"({"status":"ok","retcode":0,"data":{"message_id":7},"echo":"1"})", 5ms);
+  run([&]() -> awaitable<void> { late = co_await calls.late_answer("1", 5s); });
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->at("message_id").as_int64(), 7);
+  EXPECT_EQ(calls.sends_answered(), 1u);
+  EXPECT_EQ(calls.pending(), 0u);
+
+  run([&]() -> awaitable<void> { second = co_await calls.call_keeping_late(send_msg, {}, 20ms); });
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().echo, "3");
+  EXPECT_FALSE(calls.send_answered_after("3"));  // 1, answered, was made before it
+  CallResult third;
+  answer_later(R"({"status":"ok","retcode":0,"echo":"4"})", 5ms);
+  run([&]() -> awaitable<void> { third = co_await calls.call_keeping_late(send_msg, {}, 5s); });
+  ASSERT_TRUE(third);
+  EXPECT_TRUE(calls.send_answered_after("3"));  // 4, made after it
+  calls.forget("3");
+  EXPECT_EQ(calls.pending(), 0u);
+  EXPECT_FALSE(calls.answer(std::get<Answer>(sort_frame(R"({"retcode":0,"echo":"3"})"))));
+}
+
+// A wait cancelled from outside (its task cancelled: the next co_await
+// throws) leaves no call behind.
+TEST_F(ApiCallsTest, ACancelledWaitLeavesNoCallBehind) {
+  asio::cancellation_signal signal;
+  bool ended = false;
+  asio::co_spawn(io, calls.call_keeping_late(std::string("send_msg"), {}, 10s),
+                 asio::bind_cancellation_slot(signal.slot(),
+                                              [&](std::exception_ptr, CallResult) {
+                                                ended = true;
+                                              }));
+  asio::steady_timer cancel(io, 5ms);
+  cancel.async_wait([&](error_code) { signal.emit(asio::cancellation_type::terminal); });
+  io.run();
+  io.restart();
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(calls.pending(), 0u);
+}
+
 }  // namespace
 }  // namespace mooring::chat::onebot
