@@ -315,9 +315,12 @@ TEST(OneBot, MoreMessagesThanTheHoldingBoundAreAllAnsweredInOrder) {
 // by the calls nor by the heartbeat (whose beats wait in the socket too).
 TEST(OneBot, AnswersThatWaitBehindAPausedConnectionDoNotTimeOut) {
   TempDir dir;
+  // The first answer waits behind 2,000 messages: reading them counts (some
+  // seconds in a sanitized build, inside 2 × api_timeout), the pauses while
+  // 1,000 are held do not (about 1,000 replies of 7 ms or more: longer).
   HostProcess host(MOORING_BINARY, dir.path(),
-                   onebot_config({{"api_timeout", "\"1s\""}}) +
-                       "[provider.echo]\ntoken_delay = \"2ms\"\n",
+                   onebot_config({{"api_timeout", "\"3s\""}}) +
+                       "[provider.echo]\ntoken_delay = \"7ms\"\n",
                    "max_pending_messages = 1\n");
   ASSERT_TRUE(host.started()) << host.log();
   OneBotPeer peer;

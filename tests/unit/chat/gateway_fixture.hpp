@@ -10,6 +10,8 @@
 #include "support/process.hpp"
 #include "support/server_thread.hpp"
 
+#include <gtest/gtest.h>
+
 #include <stdexcept>
 
 namespace mooring::chat::test {
@@ -103,7 +105,10 @@ struct GatewayFixture {
     thread.call([](GatewayFixture* f) -> awaitable<bool> {
       co_await f->server->stop(runtime::Deadline::after(1s));
       f->thread.supervisor().cancel_all();
-      co_await f->thread.supervisor().join(runtime::Deadline::after(5s));
+      // Long enough for a slow (sanitized) build to end every task: a task
+      // left running would resume into the gateway freed below.
+      const auto left = co_await f->thread.supervisor().join(runtime::Deadline::after(60s));
+      for (const auto& task : left) ADD_FAILURE() << "task still running: " << task.name;
       f->server.reset();
       f->gateway.reset();
       co_await f->store->close();
