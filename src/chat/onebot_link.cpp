@@ -133,6 +133,13 @@ CallResult call_failed(CallError::Kind kind, std::string message, std::string ec
                     CallError{kind, 0, std::move(message), std::move(echo)});
 }
 
+// A call's number is its echo (mooring's own calls are numbered in order).
+std::uint64_t call_number(std::string_view echo) {
+  std::uint64_t number = 0;
+  std::from_chars(echo.data(), echo.data() + echo.size(), number);
+  return number;
+}
+
 }  // namespace
 
 awaitable<CallResult> ApiCalls::call(std::string action, json::object params,
@@ -156,17 +163,6 @@ awaitable<CallResult> ApiCalls::late_answer(std::string echo, runtime::Duration 
 void ApiCalls::forget(std::string_view echo) {
   if (auto it = pending_.find(echo); it != pending_.end()) pending_.erase(it);
 }
-
-namespace {
-
-// A call's number is its echo (mooring's own calls are numbered in order).
-std::uint64_t call_number(std::string_view echo) {
-  std::uint64_t number = 0;
-  std::from_chars(echo.data(), echo.data() + echo.size(), number);
-  return number;
-}
-
-}  // namespace
 
 bool ApiCalls::send_answered_after(std::string_view echo) const {
   return newest_send_answered_ > call_number(echo);

@@ -211,6 +211,20 @@ TEST_F(ApiCallsTest, ASendTimedOutIsKeptForItsLateAnswerUntilForgotten) {
   EXPECT_FALSE(calls.answer(std::get<Answer>(sort_frame(R"({"retcode":0,"echo":"3"})"))));
 }
 
+// The worst retcode an implementation can send (2^63, past int64) is a
+// refusal, and still an answer: the send counts as answered.
+TEST_F(ApiCallsTest, ARetcodePastInt64IsARefusalThatCountsAsAnswered) {
+  CallResult result;
+  answer_later(R"({"retcode":9223372036854775808,"echo":"1"})", 5ms);
+  run([&]() -> awaitable<void> {
+    result = co_await calls.call_keeping_late(std::string("send_msg"), {}, 5s);
+  });
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().kind, CallError::Kind::failed);
+  EXPECT_EQ(calls.sends_answered(), 1u);
+  EXPECT_EQ(calls.pending(), 0u);
+}
+
 // A wait cancelled from outside (its task cancelled: the next co_await
 // throws) leaves no call behind.
 TEST_F(ApiCallsTest, ACancelledWaitLeavesNoCallBehind) {
