@@ -10,9 +10,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <list>
 #include <optional>
+#include <string_view>
+#include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -85,6 +88,87 @@ std::size_t field_bytes(const HttpRequest& message) {
   std::size_t n = 0;
   for (const auto& field : message) n += field.name_string().size() + field.value().size() + 4;
   return n;
+}
+
+std::string_view trim_whitespace(std::string_view text) {
+  const auto first = text.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  return text.substr(first, text.find_last_not_of(" \t") - first + 1);
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request names its host, and no request names two
+// (which one would the request be for?). An HTTP/1.0 request may name none.
+std::optional<HttpResponse> host_refusal(const HttpRequest& header) {
+  const auto hosts = header.count(http::field::host);
+  if (hosts > 1)
+    return error_response(http::status::bad_request, "duplicate_host",
+                          fmt::format("the request has {} Host headers; send exactly one", hosts),
+                          11, false);
+  if (hosts == 0 && header.version() >= 11)
+    return error_response(http::status::bad_request, "missing_host",
+                          "an HTTP/1.1 request must have a Host header; send one naming the "
+                          "server (Host: name:port)",
+                          11, false);
+  return std::nullopt;
+}
+
+// RFC 9112 §6.1 and §6.3: the server decodes no transfer coding but chunked,
+// alone. With chunked not last where the body ends cannot be known (400);
+// with another coding before it the body cannot be decoded (501). Either way
+// the bytes after the header cannot be trusted to begin the next request, so
+// the refusal closes the connection. Beast would take a request whose last
+// coding is not chunked for one without a body, and read the body as the next
+// request. An HTTP/1.0 request with Transfer-Encoding is faulty framing (§6.1).
+std::optional<HttpResponse> transfer_coding_refusal(const HttpRequest& header) {
+  if (header.count(http::field::transfer_encoding) == 0) return std::nullopt;
+  std::string listed;  // every Transfer-Encoding field, as one list
+  std::vector<std::string_view> codings;
+  for (auto [field, end] = header.equal_range(http::field::transfer_encoding); field != end;
+       ++field) {
+    const std::string_view value = field->value();
+    if (!listed.empty()) listed += ", ";
+    listed += value;
+    for (std::size_t begin = 0; begin <= value.size();) {
+      const auto comma = std::min(value.find(',', begin), value.size());
+      const auto coding = trim_whitespace(value.substr(begin, comma - begin));
+      if (!coding.empty()) codings.push_back(coding);
+      begin = comma + 1;
+    }
+  }
+  const auto is_chunked = [](std::string_view coding) { return beast::iequals(coding, "chunked"); };
+  const auto bad_request = [](std::string message) {
+    return error_response(http::status::bad_request, "bad_transfer_encoding", message, 11, false);
+  };
+  if (header.version() < 11)
+    return bad_request(
+        fmt::format("an HTTP/1.0 request cannot use Transfer-Encoding (got \"{}\"); "
+                    "send the body with Content-Length",
+                    elide(listed)));
+  if (codings.empty() || !is_chunked(codings.back()))
+    return bad_request(fmt::format(
+        "Transfer-Encoding \"{}\" does not end with chunked, so where the body ends cannot be "
+        "known; send the body with Transfer-Encoding: chunked or with Content-Length",
+        elide(listed)));
+  if (std::any_of(codings.begin(), codings.end() - 1, is_chunked))
+    return bad_request(
+        fmt::format("Transfer-Encoding \"{}\" applies chunked more than once; "
+                    "send the body with Transfer-Encoding: chunked",
+                    elide(listed)));
+  if (codings.size() > 1)
+    return error_response(
+        http::status::not_implemented, "unsupported_transfer_encoding",
+        fmt::format("the server decodes no transfer coding but chunked (got \"{}\"); send the "
+                    "body with Transfer-Encoding: chunked alone, or with Content-Length",
+                    elide(listed)),
+        11, false);
+  return std::nullopt;
+}
+
+// The refusal of a request whose header says nothing sure about which host it
+// is for, or about where its body ends; nullopt when the header is sound.
+std::optional<HttpResponse> framing_refusal(const HttpRequest& header) {
+  if (auto refusal = host_refusal(header)) return refusal;
+  return transfer_coding_refusal(header);
 }
 
 }  // namespace
@@ -410,6 +494,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
           log::debug("{}: bad request from {}: {}", server_->name, remote_, ec.message());
           co_await refuse(http::status::bad_request, "bad_request", ec.message());
         }
+        co_return;
+      }
+      // Before anything of the body is read, routed or upgraded: what follows
+      // a header whose framing is unsure is never read as a request.
+      if (auto refusal = framing_refusal(parser.get())) {
+        log::debug("{}: bad request from {}: {}", server_->name, remote_, elide(refusal->body()));
+        co_await refuse(std::move(*refusal));
         co_return;
       }
 

@@ -7,7 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
+#include <functional>
+#include <string_view>
+#include <vector>
 
 #include <poll.h>
 
@@ -922,6 +926,181 @@ TEST_F(HttpServerTest, Expect100ContinueIsAnsweredOnceTheHeaderIsAccepted) {
   ASSERT_TRUE(answer);
   EXPECT_EQ(answer->result_int(), 200u);
   EXPECT_EQ(answer->body(), "hi");
+}
+
+// What a server answers to `bytes` written at once on a new connection: every
+// whole response it sent until it closed the connection, read until EOF or
+// the deadline, and whatever bytes came after the last whole response.
+struct Answers {
+  std::vector<http::response<http::string_body>> responses;
+  std::string rest;
+  bool closed = false;  // by the server, before the deadline
+};
+Answers answers_to(const std::string& address, std::string_view bytes,
+                   std::chrono::milliseconds deadline = 10s) {
+  asio::io_context io;
+  auto [host, port] = test::split_address(address);
+  tcp::socket socket(io);
+  socket.connect(
+      tcp::endpoint(asio::ip::make_address(host), static_cast<std::uint16_t>(std::stoi(port))));
+  error_code write_ec;  // the server may close before it has read everything
+  asio::write(socket, asio::buffer(bytes), write_ec);
+  std::string received;
+  std::array<char, 4096> piece;
+  std::optional<error_code> ended;
+  std::function<void()> read_more = [&] {
+    socket.async_read_some(asio::buffer(piece), [&](error_code ec, std::size_t n) {
+      received.append(piece.data(), n);
+      if (ec)
+        ended = ec;
+      else
+        read_more();
+    });
+  };
+  read_more();
+  io.run_for(deadline);
+  Answers result;
+  result.closed = ended && (*ended == asio::error::eof || *ended == asio::error::connection_reset);
+  if (!ended) {
+    socket.cancel();  // out of time: the pending read ends
+    io.restart();
+    io.run();
+  }
+  std::string_view rest = received;
+  while (!rest.empty()) {
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    error_code ec;
+    const auto used = parser.put(asio::buffer(rest.data(), rest.size()), ec);
+    if (ec || !parser.is_done()) break;
+    rest.remove_prefix(used);
+    result.responses.push_back(parser.release());
+  }
+  result.rest = std::string(rest);
+  return result;
+}
+
+std::string error_code_of(const http::response<http::string_body>& response) {
+  return std::string(boost::json::parse(response.body()).at("error").at("code").as_string());
+}
+
+// A valid request sent right after the one under test, in the same write: it
+// must never be answered when the first one's framing is refused.
+constexpr std::string_view next_request = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+
+// RFC 9112 §6.1, §6.3: a transfer coding other than chunked alone is refused
+// before the body is read, routed or upgraded (501 when chunked comes after
+// another coding, 400 when it is not last), and the connection is closed:
+// the body is never read as the next request (request smuggling).
+TEST_F(HttpServerTest, ATransferCodingOtherThanChunkedAloneIsRefusedAndTheConnectionClosed) {
+  start();
+  struct Case {
+    std::string head;
+    std::string body;
+    unsigned status;
+    std::string code;
+  };
+  const std::string echo = "POST /echo HTTP/1.1\r\nHost: x\r\n";
+  const std::string smuggled = "GET /items/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string chunked_body = "5\r\nhello\r\n0\r\n\r\n";
+  const std::vector<Case> cases = {
+      {echo + "Transfer-Encoding: xchunked\r\n\r\n", smuggled, 400, "bad_transfer_encoding"},
+      {echo + "Transfer-Encoding: gzip, chunked\r\n\r\n", chunked_body, 501,
+       "unsupported_transfer_encoding"},
+      {echo + "Transfer-Encoding: chunked, gzip\r\n\r\n", smuggled, 400, "bad_transfer_encoding"},
+      {echo + "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", chunked_body, 501,
+       "unsupported_transfer_encoding"},
+      {echo + "Transfer-Encoding: chunked, chunked\r\n\r\n", chunked_body, 400,
+       "bad_transfer_encoding"},
+      {echo + "Transfer-Encoding: xchunked\r\nContent-Length: " + std::to_string(smuggled.size()) +
+           "\r\n\r\n",
+       smuggled, 400, "bad_transfer_encoding"},
+      {"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", chunked_body, 400,
+       "bad_transfer_encoding"},
+      // Refused before the upgrade, too.
+      {"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+       "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+       "Transfer-Encoding: gzip, chunked\r\n\r\n",
+       chunked_body, 501, "unsupported_transfer_encoding"},
+  };
+  for (const auto& c : cases) {
+    auto answer = answers_to(address_, c.head + c.body + std::string(next_request));
+    ASSERT_EQ(answer.responses.size(), 1u) << c.head << "received: " << answer.rest;
+    const auto& response = answer.responses.front();
+    EXPECT_EQ(response.result_int(), c.status) << c.head << response.body();
+    EXPECT_EQ(error_code_of(response), c.code) << c.head;
+    EXPECT_FALSE(response.keep_alive()) << c.head;
+    EXPECT_TRUE(answer.rest.empty()) << c.head << "then: " << answer.rest;
+    EXPECT_TRUE(answer.closed) << c.head;
+  }
+  EXPECT_EQ(server_.run([&] { return ws_.open.size(); }), 0u);
+  EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+}
+
+// The coding's name is case-insensitive, with optional whitespace around it:
+// the body is decoded, and the request after it, in the same write, served.
+TEST_F(HttpServerTest, ChunkedInAnyCaseIsDecodedAndTheNextRequestServed) {
+  start();
+  for (const std::string coding : {"CHUNKED", "Chunked", " chunked\t"}) {
+    auto answer =
+        answers_to(address_, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding +
+                                 "\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+                                 "GET /hello HTTP/1.1\r\nHost: x\r\n"
+                                 "Connection: close\r\n\r\n");
+    ASSERT_EQ(answer.responses.size(), 2u) << coding << " received: " << answer.rest;
+    EXPECT_EQ(answer.responses[0].result_int(), 200u) << coding;
+    EXPECT_EQ(answer.responses[0].body(), "hello") << coding;
+    EXPECT_EQ(answer.responses[1].result_int(), 200u) << coding;
+    EXPECT_EQ(answer.responses[1].body(), "hi") << coding;
+    EXPECT_TRUE(answer.rest.empty()) << coding;
+    EXPECT_TRUE(answer.closed) << coding;
+  }
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request without a Host header, and any request
+// with two, is refused (400) and the connection closed.
+TEST_F(HttpServerTest, ARequestWithoutExactlyOneHostIsRefusedAndTheConnectionClosed) {
+  start();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET /hello HTTP/1.1\r\n\r\n", "missing_host"},
+      {"GET /hello HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", "missing_host"},
+      {"GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "duplicate_host"},
+      {"GET /hello HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", "duplicate_host"},
+      {"GET /hello HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n", "duplicate_host"},
+      {"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "missing_host"},
+  };
+  for (const auto& [request, code] : cases) {
+    auto answer = answers_to(address_, request + std::string(next_request));
+    ASSERT_EQ(answer.responses.size(), 1u) << request << "received: " << answer.rest;
+    const auto& response = answer.responses.front();
+    EXPECT_EQ(response.result_int(), 400u) << request << response.body();
+    EXPECT_EQ(error_code_of(response), code) << request;
+    EXPECT_FALSE(response.keep_alive()) << request;
+    EXPECT_TRUE(answer.rest.empty()) << request << "then: " << answer.rest;
+    EXPECT_TRUE(answer.closed) << request;
+  }
+}
+
+// HTTP/1.0 has no Host requirement: such a request is still served, and its
+// connection closed after the answer, as HTTP/1.0's are by default.
+TEST_F(HttpServerTest, AnHttp10RequestWithoutHostIsStillServed) {
+  start();
+  auto answer = answers_to(address_, "GET /hello HTTP/1.0\r\n\r\n" + std::string(next_request));
+  ASSERT_EQ(answer.responses.size(), 1u) << "received: " << answer.rest;
+  EXPECT_EQ(answer.responses[0].result_int(), 200u);
+  EXPECT_EQ(answer.responses[0].body(), "hi");
+  EXPECT_TRUE(answer.rest.empty()) << answer.rest;
+  EXPECT_TRUE(answer.closed);
+
+  // Kept alive on request, it serves the next request too.
+  auto kept = answers_to(address_,
+                         "POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n"
+                         "\r\nhi"
+                         "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  ASSERT_EQ(kept.responses.size(), 2u) << "received: " << kept.rest;
+  EXPECT_EQ(kept.responses[0].body(), "hi");
+  EXPECT_EQ(kept.responses[1].body(), "hi");
+  EXPECT_TRUE(kept.closed);
 }
 
 }  // namespace
