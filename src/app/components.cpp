@@ -64,6 +64,7 @@ boost::system::result<chat::GatewayOptions, std::string> gateway_options(const C
   options.max_pending_messages = gw.max_pending_messages;
   options.max_messages_per_minute = gw.max_messages_per_minute;
   options.max_context_bytes = config.chat.max_context_bytes;
+  options.allowed_origins = gw.allowed_origins;
   return options;
 }
 

@@ -1,5 +1,7 @@
 #include "app/config.hpp"
 
+#include "net/http.hpp"
+
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
@@ -509,6 +511,14 @@ void read_gateway(Section s, GatewayConfig& c) {
   s.read_choice("auth", c.auth, auth_modes);
   s.read("signing_key_env", c.signing_key_env);
   s.read("allow_anonymous", c.allow_anonymous);
+  s.read("allowed_origins", c.allowed_origins);
+  for (const auto& origin : c.allowed_origins)
+    if (!s.failed("allowed_origins") && !net::valid_origin(origin))
+      s.check("allowed_origins", false,
+              fmt::format("\"{}\" is not an origin: write \"https://host\" or "
+                          "\"http://host:port\" as the browser shows it, with no path or "
+                          "trailing slash, or \"*\" for any",
+                          origin));
   s.read("max_connections", c.max_connections, 1, 1000000);
   s.read("max_pending_messages", c.max_pending_messages, 1, 10000);
   s.read("max_messages_per_minute", c.max_messages_per_minute, 1, 1000000);
@@ -811,6 +821,7 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
   compare("gateway.token", a.gateway.token, b.gateway.token);
   compare("gateway.signing_key_env", a.gateway.signing_key_env, b.gateway.signing_key_env);
   compare("gateway.allow_anonymous", a.gateway.allow_anonymous, b.gateway.allow_anonymous);
+  compare("gateway.allowed_origins", a.gateway.allowed_origins, b.gateway.allowed_origins);
   compare("gateway.heartbeat_interval", a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
   compare("gateway.heartbeat_timeout", a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
   compare("gateway.max_message_bytes", a.gateway.max_message_bytes, b.gateway.max_message_bytes);
@@ -862,6 +873,12 @@ std::vector<std::string> weakened_access(const Config& before, const Config& aft
     reasons.push_back("gateway.auth would go from per-user \"signed\" tokens to one shared token");
   if (!was.allow_anonymous && now.allow_anonymous && now.auth == "none")
     reasons.push_back("gateway.allow_anonymous would let anyone on the network be any user");
+  const auto any_origin = [](const GatewayConfig& g) {
+    return std::find(g.allowed_origins.begin(), g.allowed_origins.end(), "*") !=
+           g.allowed_origins.end();
+  };
+  if (now.auth == "none" && !any_origin(was) && any_origin(now))
+    reasons.push_back("gateway.allowed_origins = [\"*\"] would let any web page be any user");
   if (now.auth == "none" && is_loopback(was.listen) && !is_loopback(now.listen))
     reasons.push_back(fmt::format("gateway.listen would move from loopback to {} without auth",
                                   now.listen.to_string()));
@@ -923,6 +940,12 @@ signing_key_env = {}
 # Allow auth = "none", and OneBot without an access_token, on an address other
 # machines can reach.
 allow_anonymous = {}
+# Browser pages of other sites allowed to open /ws/<user> (their origin:
+# "https://chat.example", "http://host:port"; "*": any). A page of the
+# gateway's own host (the admin panel's chat included) always may; a page of
+# another site is refused with 403, since with the browser's help it could
+# act as any user. Clients that are not browsers send no origin.
+allowed_origins = {}
 # How often each connected client is pinged.
 heartbeat_interval = {}
 # A client silent this long after a ping is disconnected (its session stays).
@@ -1022,7 +1045,8 @@ max_field_bytes = {}
 )",
       quoted(c.data.dir), quoted(c.data.synchronous), quoted(c.gateway.listen),
       quoted(c.gateway.auth), quoted(c.gateway.token), quoted(c.gateway.signing_key_env),
-      c.gateway.allow_anonymous, quoted(c.gateway.heartbeat_interval),
+      c.gateway.allow_anonymous, toml_array(c.gateway.allowed_origins),
+      quoted(c.gateway.heartbeat_interval),
       quoted(c.gateway.heartbeat_timeout), c.gateway.max_message_bytes,
       c.gateway.send_queue_limit, c.gateway.max_connections, c.gateway.max_pending_messages,
       c.gateway.max_messages_per_minute, quoted(c.admin.listen),

@@ -37,6 +37,9 @@ struct GatewayConfig {
   std::string token;
   std::string signing_key_env = "MOORING_GATEWAY_KEY";
   bool allow_anonymous = false;  // also lets OneBot run there without access_token
+  // Origins of browser pages on other hosts allowed to open /ws/<user>
+  // ("https://chat.example"; "*": any). Pages of the gateway's own host are.
+  std::vector<std::string> allowed_origins;
   Duration heartbeat_interval = 20s;
   Duration heartbeat_timeout = 10s;
   std::uint64_t max_message_bytes = 1048576;

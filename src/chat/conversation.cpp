@@ -252,6 +252,18 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
     const bool& reached_newest;
     ~Done() { outlet.backlog_done(reached_newest); }
   } done{*outlet, reached_newest};
+  // What came after `until` went to this outlet already (a resume asking
+  // again): the read stops there, and from then on covers `after` too.
+  const Seq from = after;
+  const Seq until = outlet->carried_after();
+  const auto reached = [&] {
+    reached_newest = true;
+    outlet->carried_from(from);
+  };
+  if (from >= until) {
+    reached();
+    co_return;
+  }
   const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
   for (;;) {
     auto replies = co_await store().replies_after(id_, after, page);
@@ -260,9 +272,15 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
       co_return;
     }
     if (generation != generation_) co_return;
-    for (const auto& reply : *replies) outlet->backlog_reply(reply);
+    for (const auto& reply : *replies) {
+      if (reply.seq > until) {
+        reached();
+        co_return;
+      }
+      outlet->backlog_reply(reply);
+    }
     if (replies->size() < page) {
-      reached_newest = true;
+      reached();
       co_return;
     }
     after = replies->back().seq;

@@ -30,6 +30,7 @@
 #include <boost/container/devector.hpp>
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -88,6 +89,12 @@ class Outlet {
   // before (the outlet could not send its pages in time, the store failed,
   // the host is stopping).
   virtual void backlog_done(bool /*reached_newest*/) {}
+  // Every stored reply after this seq has gone to this outlet already: a
+  // backlog read stops there. It is told `carried_from(after)` when a read
+  // from `after` reached the newest reply; the replies stored since went to
+  // it as they were made. The largest seq: nothing is known, read to the end.
+  virtual store::Seq carried_after() const { return std::numeric_limits<store::Seq>::max(); }
+  virtual void carried_from(store::Seq /*after*/) {}
   // How many stored replies to read at a time for a backlog, and a wait until
   // the replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;

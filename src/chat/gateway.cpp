@@ -3,6 +3,7 @@
 #include "chat/user_token.hpp"
 #include "runtime/cancellation.hpp"
 #include "runtime/log.hpp"
+#include "runtime/log_limiter.hpp"
 #include "runtime/time.hpp"
 
 #include <algorithm>
@@ -22,6 +23,14 @@ ConversationOptions conversation_options(const GatewayOptions& options) {
   return ConversationOptions{.history_messages = options.history_messages,
                              .system_prompt = options.system_prompt,
                              .max_context_bytes = options.max_context_bytes};
+}
+
+// Refusals and replacements, a few lines at a time: a page that retries, or a
+// client that reconnects in a loop, would otherwise write a line per try.
+// Touched only on the network thread.
+runtime::LogLimiter& gateway_log() {
+  thread_local runtime::LogLimiter limiter(runtime::LogLimiter::Options{.max_kinds = 8});
+  return limiter;
 }
 }  // namespace
 
@@ -140,6 +149,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     enqueue(std::move(frame));
   }
 
+  Seq carried_after() const override { return carried_after_; }
+  void carried_from(Seq after) override { carried_after_ = std::min(carried_after_, after); }
+
   std::size_t page_size() const override {
     return std::max<std::size_t>(1, connection_->options().send_queue_limit / 4);
   }
@@ -183,7 +195,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (closed_ || replaced_) return;
     replaced_ = true;
     let_go();
-    log::info("gateway: {} connected again; replacing the previous connection", user_id_);
+    gateway_log().log(spdlog::level::info, "replaced",
+                      fmt::format("gateway: {} connected again; replacing the previous connection",
+                                  user_id_));
     connection_->close(static_cast<net::websocket::close_code>(4000),
                        "replaced by a newer connection");
   }
@@ -212,11 +226,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // keeps it from being sent twice. The window is bounded, not every reply of
   // the connection's life: it holds the largest seqs sent, and drops the
   // smallest. A live reply's seq is larger than every page's, and at most
-  // max_pending_messages are answered while pages go out; a paged reply
-  // dropped from the window was written long ago (more replies than the send
-  // queue holds were queued after it), so the cursor is past it and only a
-  // client's own resume asks for it again, which the client then gets once
-  // more, with its seq, as after a kill -9.
+  // max_pending_messages are answered while pages go out. What a resume asks
+  // for again beyond the window is told by carried_after_: a backlog read
+  // stops where the replies this connection already carried begin.
   bool remember_sent(Seq seq) {
     const auto window = 2 * connection_->options().send_queue_limit +
                         gateway_.options_.max_pending_messages + 1;
@@ -344,6 +356,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool replaced_ = false;
   bool host_stopping_ = false;  // a backlog waits for no page to go out
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
+  // Every stored reply after it went out here: read from it by a backlog that
+  // reached the newest, or live since (Outlet::carried_after).
+  Seq carried_after_ = std::numeric_limits<Seq>::max();
   // Frames not in the socket's queue yet, oldest first; a devector holds no
   // buffer while empty.
   boost::container::devector<Waiting> waiting_;
@@ -393,6 +408,20 @@ bool Gateway::admit_message(std::string_view user_id) {
 
 std::optional<net::HttpResponse> Gateway::admit(net::Request& request) const {
   const auto& user_id = request.params.at("user_id");
+  if (!net::origin_admitted(request, options_.allowed_origins)) {
+    const auto origin = fmt::format("{}", log::elide(request.message[http::field::origin]));
+    gateway_log().log(spdlog::level::warn, "origin",
+                      fmt::format("gateway: refused a WebSocket opened by a page of {} (from {}): "
+                                  "a page of another site could act as any user; add its origin "
+                                  "to gateway.allowed_origins if the page is yours",
+                                  origin, request.remote));
+    return net::error_response(
+        http::status::forbidden, "origin_not_allowed",
+        fmt::format("pages of {} may not open this gateway's WebSocket; its operator can allow "
+                    "them in gateway.allowed_origins",
+                    origin),
+        request);
+  }
   if (!valid_user_id(user_id))
     return net::error_response(http::status::bad_request, "invalid_user_id",
                                "the user id must match [A-Za-z0-9_.:-]{1,128}", request);

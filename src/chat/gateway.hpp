@@ -41,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mooring::chat {
 
@@ -62,6 +63,8 @@ struct GatewayOptions {
   // 0: no limit. The configuration's default (gateway.max_messages_per_minute) is 60.
   std::size_t max_messages_per_minute = 0;
   std::size_t max_context_bytes = 256 * 1024;
+  // Origins of pages on other hosts that may open /ws/<user> (net::origin_admitted).
+  std::vector<std::string> allowed_origins;
   friend bool operator==(const GatewayOptions&, const GatewayOptions&) = default;
 };
 

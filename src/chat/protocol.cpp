@@ -3,6 +3,7 @@
 #include <boost/json/monotonic_resource.hpp>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstddef>
 #include <limits>
 
@@ -43,7 +44,9 @@ ClientFrame parse_resume(const json::object& frame) {
   if (after->is_int64() && after->get_int64() >= 0) return Resume{after->get_int64()};
   if (after->is_uint64() && after->get_uint64() <= std::numeric_limits<std::int64_t>::max())
     return Resume{static_cast<std::int64_t>(after->get_uint64())};
-  if (after->is_uint64())
+  // A whole number past 2^64 reaches here as a double: as far out of range.
+  if (after->is_uint64() || (after->is_double() && after->get_double() >= 0x1p63 &&
+                             std::isfinite(after->get_double())))
     return ProtocolError{"out_of_range", "\"after\" must be a seq below 2^63"};
   return wrong_type("after", "a non-negative integer");
 }

@@ -2,6 +2,9 @@
 
 #include <boost/url/parse.hpp>
 
+#include <algorithm>
+#include <cctype>
+
 namespace mooring::net {
 
 std::string_view Request::path() const {
@@ -76,6 +79,60 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   for (std::size_t i = 0; i < n; ++i)
     diff |= static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
   return diff == 0;
+}
+
+namespace {
+bool equal_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool web_scheme(std::string_view origin) {
+  const auto end = origin.find("://");
+  return end != std::string_view::npos &&
+         (equal_ignoring_case(origin.substr(0, end), "http") ||
+          equal_ignoring_case(origin.substr(0, end), "https"));
+}
+}  // namespace
+
+std::string origin_host(std::string_view text) {
+  if (const auto scheme = text.find("://"); scheme != std::string_view::npos)
+    text.remove_prefix(scheme + 3);
+  if (text.find_first_of("/?#@ \t") != std::string_view::npos) return {};
+  std::string_view host;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return {};
+    host = text.substr(0, close + 1);
+    text.remove_prefix(close + 1);
+    if (!text.empty() && !text.starts_with(':')) return {};
+  } else {
+    host = text.substr(0, text.find(':'));
+  }
+  std::string lower(host);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower;
+}
+
+bool valid_origin(std::string_view origin) {
+  if (origin == "*") return true;
+  return web_scheme(origin) && !origin_host(origin).empty() && !origin.ends_with(':');
+}
+
+bool origin_admitted(const Request& request, const std::vector<std::string>& allowed) {
+  const auto& headers = request.message;
+  const auto named = headers.count(http::field::origin);
+  if (named == 0) return true;
+  if (named > 1) return false;
+  const std::string_view origin = headers[http::field::origin];
+  for (const auto& entry : allowed)
+    if (entry == "*" || equal_ignoring_case(entry, origin)) return true;
+  if (headers.count(http::field::host) != 1 || !web_scheme(origin)) return false;
+  const auto host = origin_host(origin);
+  return !host.empty() && host == origin_host(headers[http::field::host]);
 }
 
 }  // namespace mooring::net

@@ -11,6 +11,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace mooring::net {
 
@@ -46,5 +47,22 @@ HttpResponse error_response(http::status status, std::string_view code, std::str
 
 // Compares secrets in time that does not depend on where they differ.
 bool constant_time_equal(std::string_view a, std::string_view b);
+
+// The host of an origin ("https://chat.example:8443") or of a Host header
+// ("127.0.0.1:8080", "[::1]:8080"), in lower case without its port; empty
+// when `text` is neither.
+std::string origin_host(std::string_view text);
+
+// Whether `origin` is one `gateway.allowed_origins` may list: "*", or
+// "http://" or "https://" and a host, with a port or not, and nothing after.
+bool valid_origin(std::string_view origin);
+
+// A browser names the page a WebSocket is opened from in the Origin header;
+// other clients send none. A page of another site must not use a connection
+// as the browser's user would (cross-site WebSocket hijacking), so a request
+// with an Origin is admitted only when the origin's host is the host the
+// request was sent to (the server's own pages, and a panel beside it on
+// another port of that host) or when `allowed` lists the origin ("*": any).
+bool origin_admitted(const Request& request, const std::vector<std::string>& allowed);
 
 }  // namespace mooring::net

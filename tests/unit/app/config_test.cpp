@@ -20,6 +20,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.gateway.auth, b.gateway.auth);
   EXPECT_EQ(a.gateway.signing_key_env, b.gateway.signing_key_env);
   EXPECT_EQ(a.gateway.allow_anonymous, b.gateway.allow_anonymous);
+  EXPECT_EQ(a.gateway.allowed_origins, b.gateway.allowed_origins);
   EXPECT_EQ(a.gateway.max_connections, b.gateway.max_connections);
   EXPECT_EQ(a.gateway.max_pending_messages, b.gateway.max_pending_messages);
   EXPECT_EQ(a.gateway.max_messages_per_minute, b.gateway.max_messages_per_minute);
@@ -123,7 +124,7 @@ TEST(DefaultConfig, TomlTextHasACommentBeforeEveryKey) {
     }
     previous = line;
   }
-  EXPECT_EQ(keys, 43);  // every field of Config
+  EXPECT_EQ(keys, 44);  // every field of Config
 }
 
 // An empty file (an editor saving in place, a truncation) would reset every
@@ -150,6 +151,7 @@ auth = "token"
 token = "gw-secret"
 signing_key_env = "GW_SIGNING_KEY"
 allow_anonymous = true
+allowed_origins = ["https://chat.example"]
 heartbeat_interval = "30s"
 heartbeat_timeout = "2m"
 max_message_bytes = 4096
@@ -211,6 +213,7 @@ TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
   EXPECT_EQ(c.gateway.auth, "token");
   EXPECT_EQ(c.gateway.signing_key_env, "GW_SIGNING_KEY");
   EXPECT_TRUE(c.gateway.allow_anonymous);
+  EXPECT_EQ(c.gateway.allowed_origins, std::vector<std::string>{"https://chat.example"});
   EXPECT_EQ(c.gateway.max_connections, 50u);
   EXPECT_EQ(c.gateway.max_pending_messages, 4u);
   EXPECT_EQ(c.gateway.max_messages_per_minute, 600u);
@@ -801,6 +804,28 @@ TEST(ParseConfigRules, AnonymousAccessIsRefusedOnAnAddressOthersCanReach) {
   EXPECT_NE(parse_ok("[gateway]\nlisten = \"0.0.0.0:8080\"\nauth = \"signed\"\n"), nullptr);
   for (const char* loopback : {"127.0.0.1:1", "127.0.1.1:1", "[::1]:1", "localhost:1"})
     EXPECT_NE(parse_ok(fmt::format("[gateway]\nlisten = \"{}\"\n", loopback)), nullptr) << loopback;
+}
+
+TEST(ParseConfigRules, AllowedOriginsAreOriginsAsABrowserSendsThem) {
+  auto listed = parse_ok(
+      "[gateway]\nallowed_origins = [\"https://chat.example\", \"http://10.0.0.5:3000\"]\n");
+  ASSERT_NE(listed, nullptr);
+  EXPECT_EQ(listed->gateway.allowed_origins,
+            (std::vector<std::string>{"https://chat.example", "http://10.0.0.5:3000"}));
+  for (const char* bad : {"chat.example", "https://chat.example/", "https://chat.example/app"}) {
+    const auto error = single_error(fmt::format("[gateway]\nallowed_origins = [\"{}\"]\n", bad));
+    EXPECT_EQ(error.key, "gateway.allowed_origins") << bad;
+    EXPECT_TRUE(contains(error.message, "is not an origin")) << error.message;
+  }
+  EXPECT_EQ(single_error("[gateway]\nallowed_origins = \"https://chat.example\"\n").key,
+            "gateway.allowed_origins");
+  // Any page a user of this machine opens could then be any user: a restart, not a reload.
+  auto any = parse_ok("[gateway]\nallowed_origins = [\"*\"]\n");
+  ASSERT_NE(any, nullptr);
+  const auto reasons = weakened_access(*default_config(), *any);
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_TRUE(contains(reasons[0], "would let any web page be any user")) << reasons[0];
+  EXPECT_TRUE(weakened_access(*default_config(), *listed).empty());
 }
 
 TEST(ParseConfigRules, TheAuthModeAndTheTokenAgree) {

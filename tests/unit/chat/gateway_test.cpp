@@ -1,6 +1,7 @@
 #include "chat/gateway.hpp"
 
 #include "chat/user_token.hpp"
+#include "runtime/log.hpp"
 #include "support/chat_client.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
@@ -8,7 +9,9 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <mutex>
 
 namespace mooring::chat::test {
 namespace {
@@ -212,6 +215,87 @@ TEST(Gateway, TheSharedTokenModeNeedsTheToken) {
   EXPECT_EQ(nobody.connect(fixture.address, "u", "?token="), 401);
 }
 
+// A page of another site, opened in the browser of someone who runs mooring
+// on loopback, could otherwise be any user and read every user's replies.
+TEST(Gateway, APageOfAnotherSiteIsRefusedAndPagesOfTheGatewaysHostAreNot) {
+  GatewayFixture fixture;
+  const auto host = fixture.address.substr(0, fixture.address.rfind(':'));
+  const auto from = [&](const std::string& origin) {
+    ChatClient client;
+    return client.connect(fixture.address, "u", "", {{"Origin", origin}});
+  };
+  EXPECT_EQ(from("https://evil.example"), 403);
+  EXPECT_EQ(from("http://evil.example:" + fixture.address.substr(host.size() + 1)), 403)
+      << "the gateway's port on another host";
+  EXPECT_EQ(from("null"), 403) << "a sandboxed page or a file";
+  EXPECT_EQ(from("chrome-extension://" + host), 403);
+  EXPECT_EQ(from(""), 403);
+  // The gateway's own pages, and the admin panel's chat on another port of the host.
+  EXPECT_EQ(from("http://" + fixture.address), 101);
+  EXPECT_EQ(from("http://" + host + ":8081"), 101);
+  EXPECT_EQ(from("HTTPS://" + host), 101);
+  {
+    ChatClient no_origin;  // not a browser
+    ASSERT_EQ(no_origin.connect(fixture.address, "u"), 101);
+    expect_usable(no_origin, "no origin");
+  }
+  // Listed by the operator, the site is admitted; the others still are not.
+  GatewayOptions options;
+  options.allowed_origins = {"https://chat.example"};
+  fixture.run([&] {
+    fixture.gateway->set_options(options);
+    fixture.server->set_router(fixture.gateway->router());
+    return true;
+  });
+  EXPECT_EQ(from("https://chat.example"), 101);
+  EXPECT_EQ(from("https://CHAT.example"), 101);
+  EXPECT_EQ(from("https://chat.example:8443"), 403);
+  EXPECT_EQ(from("https://evil.example"), 403);
+  options.allowed_origins = {"*"};
+  fixture.run([&] {
+    fixture.gateway->set_options(options);
+    fixture.server->set_router(fixture.gateway->router());
+    return true;
+  });
+  EXPECT_EQ(from("https://evil.example"), 101);
+}
+
+// A client reconnecting in a loop, or a page retrying, writes a line, not a
+// line per try (34,652 lines in 5 s before).
+TEST(Gateway, ReplacementsAndRefusedPagesInALoopWriteOneLineEach) {
+  runtime::init_logging();
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  const int observer =
+      runtime::add_log_observer([&](spdlog::level::level_enum, std::string_view line) {
+        std::lock_guard lock(mutex);
+        lines.emplace_back(line);
+      });
+  struct Remove {
+    int id;
+    ~Remove() { runtime::remove_log_observer(id); }
+  } remove{observer};
+  GatewayFixture fixture;  // its network thread logs through a limiter of its own
+  std::vector<std::unique_ptr<ChatClient>> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(std::make_unique<ChatClient>());
+    ASSERT_EQ(clients.back()->connect(fixture.address, "looping"), 101);
+    ChatClient page;
+    EXPECT_EQ(page.connect(fixture.address, "looping", "", {{"Origin", "https://evil.example"}}),
+              403);
+  }
+  for (std::size_t i = 0; i + 1 < clients.size(); ++i)
+    EXPECT_EQ(clients[i]->read_until_closed(), 4000);
+  const auto count = [&](std::string_view text) {
+    std::lock_guard lock(mutex);
+    return std::count_if(lines.begin(), lines.end(), [&](const std::string& line) {
+      return line.find(text) != std::string::npos;
+    });
+  };
+  EXPECT_EQ(count("looping connected again; replacing the previous connection"), 1);
+  EXPECT_EQ(count("refused a WebSocket opened by a page of https://evil.example"), 1);
+}
+
 TEST(Gateway, BeyondTheRateAMessageIsRefusedAndNotStored) {
   GatewayOptions options;
   options.max_messages_per_minute = 5;
@@ -362,35 +446,48 @@ TEST(Gateway, AnOperatorCancellingTheInboxLeavesTheSessionWorking) {
 }
 
 // A connection remembers the replies it sent lately, not every reply of its
-// life: its memory stays bounded however long it lives. A resume asks for
-// the older ones again and gets them; the latest are not sent twice.
-TEST(Gateway, ALongConnectionRemembersOnlyItsLatestRepliesAndAResumeSendsTheOlderOnesAgain) {
+// life: its memory stays bounded however long it lives. Yet a resume asking
+// for everything again sends no reply twice: it sends the replies stored
+// before the connection, once, and nothing the connection carried.
+TEST(Gateway, AResumeSendsEachReplyOnceOnAConnectionThatOutlivesWhatItRemembers) {
   GatewayOptions options;
   options.ws.send_queue_limit = 4;
   options.max_pending_messages = 1;  // the last 2 x 4 + 1 + 1 = 10 replies are remembered
   options.max_messages_per_minute = 0;
   GatewayFixture fixture(options);
+  std::vector<std::int64_t> before;  // replies carried by an earlier connection
+  {
+    ChatClient first;
+    ASSERT_EQ(first.connect(fixture.address, "lasting"), 101);
+    for (int i = 0; i < 3; ++i) {
+      const auto seq = say_and_get_seq(first, "p" + std::to_string(i), "p" + std::to_string(i));
+      const auto chat = first.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+      before.push_back(int_field(chat, "seq"));
+    }
+  }
   ChatClient client;
   ASSERT_EQ(client.connect(fixture.address, "lasting"), 101);
-  std::vector<std::int64_t> replies;
   for (int i = 0; i < 14; ++i) {
     const auto seq = say_and_get_seq(client, "q" + std::to_string(i), "q" + std::to_string(i));
-    const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
-    replies.push_back(int_field(chat, "seq"));
+    client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
   }
-  client.clear_received();
-  client.send(Frame{{"type", "resume"}, {"after", 0}});
-  // The inbox takes the resume before this message: everything it sends
-  // again is queued before this message's reply.
-  const auto last = say_and_get_seq(client, "after the resume", "after");
-  client.read_until([&](const Frame& f) { return is_chat_for(f, last); });
-  std::map<std::int64_t, int> again;
-  for (const auto& frame : client.received())
-    if (is_type(frame, "chat") && int_field(frame, "reply_to") != last)
-      ++again[int_field(frame, "seq")];
-  std::map<std::int64_t, int> expected;
-  for (std::size_t i = 0; i < 4; ++i) expected[replies[i]] = 1;
-  EXPECT_EQ(again, expected) << "the four oldest again, the ten latest not";
+  // Resumes queued one behind another, and a message after them: all they
+  // send is queued before its reply.
+  const auto resend = [&](int resumes, const std::string& id) {
+    client.clear_received();
+    for (int i = 0; i < resumes; ++i) client.send(Frame{{"type", "resume"}, {"after", 0}});
+    const auto last = say_and_get_seq(client, "after " + id, id);
+    client.read_until([&](const Frame& f) { return is_chat_for(f, last); });
+    std::map<std::int64_t, int> again;
+    for (const auto& frame : client.received())
+      if (is_type(frame, "chat") && int_field(frame, "reply_to") != last)
+        ++again[int_field(frame, "seq")];
+    return again;
+  };
+  std::map<std::int64_t, int> earlier;
+  for (const auto seq : before) earlier[seq] = 1;
+  EXPECT_EQ(resend(3, "r1"), earlier) << "the earlier connection's replies once, no other";
+  EXPECT_EQ(resend(1, "r2"), (std::map<std::int64_t, int>{})) << "all carried already";
 }
 
 // --- chat.max_context_bytes ---------------------------------------------------

@@ -47,6 +47,12 @@ TEST(Protocol, ResumeAfterBeyondInt64IsAnErrorNotAThrow) {
     const auto parsed = parse_client_frame(frame);
     ASSERT_TRUE(std::holds_alternative<ProtocolError>(parsed));
   }
+  // A whole number too large is out of range however JSON carries it.
+  EXPECT_EQ(error_name(parse_client_frame(R"({"type":"resume","after":18446744073709551616})")),
+            "out_of_range");
+  EXPECT_EQ(error_name(parse_client_frame(R"({"type":"resume","after":1e308})")), "out_of_range");
+  EXPECT_EQ(error_name(parse_client_frame(R"({"type":"resume","after":-1})")), "wrong_type");
+  EXPECT_EQ(error_name(parse_client_frame(R"({"type":"resume","after":1.5})")), "wrong_type");
   const auto largest = parse_client_frame(R"({"type":"resume","after":9223372036854775807})");
   ASSERT_TRUE(std::holds_alternative<Resume>(largest));
   EXPECT_EQ(std::get<Resume>(largest).after, std::numeric_limits<std::int64_t>::max());

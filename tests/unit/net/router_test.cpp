@@ -30,6 +30,62 @@ TEST(Router, UnknownPathIs404AndWrongMethodIs405) {
   EXPECT_EQ(wrong.status, http::status::method_not_allowed);
 }
 
+TEST(Http, OriginHostIsTheLowerCaseHostWithoutPortOrScheme) {
+  EXPECT_EQ(origin_host("https://Chat.Example:8443"), "chat.example");
+  EXPECT_EQ(origin_host("http://127.0.0.1"), "127.0.0.1");
+  EXPECT_EQ(origin_host("127.0.0.1:8080"), "127.0.0.1");
+  EXPECT_EQ(origin_host("[::1]:8080"), "[::1]");
+  EXPECT_EQ(origin_host("http://[::1]"), "[::1]");
+  EXPECT_EQ(origin_host("[::1"), "");
+  EXPECT_EQ(origin_host("[::1]x"), "");
+  EXPECT_EQ(origin_host("https://a.example/path"), "");
+  EXPECT_EQ(origin_host("https://user@a.example"), "");
+  EXPECT_EQ(origin_host(""), "");
+}
+
+TEST(Http, AnOriginIsAdmittedFromTheRequestsHostOrTheList) {
+  const auto request = [](std::vector<std::pair<http::field, std::string>> headers) {
+    Request r;
+    for (auto& [field, value] : headers) r.message.insert(field, value);
+    return r;
+  };
+  using F = http::field;
+  const std::vector<std::string> none;
+  EXPECT_TRUE(origin_admitted(request({{F::host, "127.0.0.1:8080"}}), none)) << "no origin";
+  EXPECT_TRUE(origin_admitted(
+      request({{F::host, "127.0.0.1:8080"}, {F::origin, "http://127.0.0.1:8081"}}), none));
+  EXPECT_TRUE(origin_admitted(
+      request({{F::host, "LOCALHOST:8080"}, {F::origin, "http://localhost:5173"}}), none));
+  EXPECT_FALSE(origin_admitted(
+      request({{F::host, "127.0.0.1:8080"}, {F::origin, "https://evil.example"}}), none));
+  EXPECT_FALSE(origin_admitted(request({{F::host, "null"}, {F::origin, "null"}}), none));
+  EXPECT_FALSE(origin_admitted(request({{F::origin, "http://127.0.0.1"}}), none)) << "no host";
+  EXPECT_FALSE(origin_admitted(request({{F::host, "127.0.0.1:8080"},
+                                        {F::host, "evil.example"},
+                                        {F::origin, "http://evil.example"}}),
+                               none))
+      << "two hosts";
+  EXPECT_FALSE(origin_admitted(request({{F::host, "127.0.0.1:8080"},
+                                        {F::origin, "http://127.0.0.1"},
+                                        {F::origin, "https://evil.example"}}),
+                               none))
+      << "two origins";
+  const std::vector<std::string> listed{"https://chat.example"};
+  EXPECT_TRUE(origin_admitted(
+      request({{F::host, "127.0.0.1:8080"}, {F::origin, "https://chat.example"}}), listed));
+  EXPECT_FALSE(origin_admitted(
+      request({{F::host, "127.0.0.1:8080"}, {F::origin, "https://chat.example.evil"}}), listed));
+  EXPECT_TRUE(origin_admitted(request({{F::host, "h"}, {F::origin, "null"}}), {"*"}));
+}
+
+TEST(Http, ValidOriginsAreASchemeAndAHostOrAStar) {
+  for (const char* good : {"*", "https://chat.example", "http://127.0.0.1:8080", "http://[::1]:80"})
+    EXPECT_TRUE(valid_origin(good)) << good;
+  for (const char* bad : {"", "chat.example", "https://chat.example/", "https://", "ftp://a",
+                          "https://a.example/chat", "https://a.example:", "null", "**"})
+    EXPECT_FALSE(valid_origin(bad)) << bad;
+}
+
 TEST(Http, ConstantTimeEqualComparesWholeSecrets) {
   EXPECT_TRUE(constant_time_equal("secret-token", "secret-token"));
   EXPECT_FALSE(constant_time_equal("secret-token", "secret-tokeN"));
