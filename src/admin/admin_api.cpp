@@ -76,13 +76,28 @@ net::CheckedHandler behind_token(const Context& ctx, net::HttpHandler handler) {
 }
 
 // A bounded integer query parameter; `fallback` when absent or unreadable.
-std::size_t query_number(const Request& request, std::string_view name, std::size_t fallback,
-                         std::size_t max) {
+// `name` from the query string: `fallback` when it is absent, `max` at most;
+// nullopt when it is not a whole number of at least `min` (bad_query says so).
+std::optional<std::size_t> query_number(const Request& request, std::string_view name,
+                                        std::size_t fallback, std::size_t min, std::size_t max) {
   auto text = request.query_param(name);
-  if (!text || text->empty() || text->size() > 12) return fallback;
-  for (char c : *text)
-    if (c < '0' || c > '9') return fallback;
-  return std::min<std::size_t>(std::stoull(*text), max);
+  if (!text) return fallback;
+  if (text->empty() || !std::all_of(text->begin(), text->end(),
+                                    [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  const auto digits = text->find_first_not_of('0');
+  std::size_t value = 0;
+  if (digits != std::string::npos)
+    value = text->size() - digits > 18 ? max : std::min<std::size_t>(std::stoull(*text), max);
+  if (value < min) return std::nullopt;
+  return value;
+}
+
+HttpResponse bad_query(const Request& request, std::string_view name, std::size_t min,
+                       std::size_t max) {
+  return net::error_response(
+      http::status::bad_request, "bad_query",
+      fmt::format("?{}= must be a whole number from {} to {}", name, min, max), request);
 }
 
 HttpResponse unavailable(const Request& request,
@@ -164,15 +179,22 @@ awaitable<HttpResponse> reload_config(Context ctx, Request& request) {
 
 awaitable<HttpResponse> list_sessions(Context ctx, Request& request) {
   if (!ctx->store) co_return unavailable(request);
-  const auto limit = query_number(request, "limit", 100, 1000);
-  const auto offset = query_number(request, "offset", 0, std::size_t{1} << 40);
-  auto sessions = co_await ctx->store->list_sessions(limit, offset);
+  constexpr std::size_t most_offset = std::size_t{1} << 40;
+  const auto limit = query_number(request, "limit", 100, 1, 1000);
+  if (!limit) co_return bad_query(request, "limit", 1, 1000);
+  const auto offset = query_number(request, "offset", 0, 0, most_offset);
+  if (!offset) co_return bad_query(request, "offset", 0, most_offset);
+  auto sessions = co_await ctx->store->list_sessions(*limit, *offset);
   if (!sessions) co_return store_failure(sessions.error(), request);
   json::array out;
   for (const auto& s : *sessions) out.push_back(session_json(s));
   co_return net::json_response(http::status::ok, json::object{{"sessions", std::move(out)}},
                                request);
 }
+
+// The text and images one page of GET /api/sessions/<user>/messages carries
+// at most (its newest message whatever its size).
+constexpr std::size_t page_bytes = 4 * 1024 * 1024;
 
 awaitable<HttpResponse> list_messages(Context ctx, Request& request) {
   if (!ctx->store) co_return unavailable(request);
@@ -185,17 +207,27 @@ awaitable<HttpResponse> list_messages(Context ctx, Request& request) {
                                               runtime::shorten(request.params.at("user"), 64)),
                                   request);
   const std::string user = encoded->decode();
-  const auto limit = query_number(request, "limit", 100, 1000);
+  constexpr std::size_t most_seq = std::size_t{1} << 62;
+  const auto limit = query_number(request, "limit", 100, 1, 1000);
+  if (!limit) co_return bad_query(request, "limit", 1, 1000);
+  const auto before_seq = query_number(request, "before", 0, 0, most_seq);
+  if (!before_seq) co_return bad_query(request, "before", 0, most_seq);
   std::optional<store::Seq> before;
-  if (auto b = query_number(request, "before", 0, std::size_t{1} << 62); b > 0)
-    before = static_cast<store::Seq>(b);
-  auto messages = co_await ctx->store->messages(user, limit, before);
+  if (*before_seq > 0) before = static_cast<store::Seq>(*before_seq);
+  // A page is bounded in bytes too: a chat user decides how large messages
+  // are, and 1,000 of 1 MiB each would be 1 GB read, copied and sent at once.
+  auto messages = co_await ctx->store->messages(user, *limit, before, page_bytes);
   if (!messages) co_return store_failure(messages.error(), request);
+  bool more = messages->size() == *limit;
+  if (!more && !messages->empty()) {
+    auto older = co_await ctx->store->messages(user, 1, messages->front().seq, 0);
+    more = older && !older->empty();
+  }
   json::array out;
   for (const auto& m : *messages) out.push_back(message_json(m));
-  co_return net::json_response(http::status::ok,
-                               json::object{{"user_id", user}, {"messages", std::move(out)}},
-                               request);
+  co_return net::json_response(
+      http::status::ok,
+      json::object{{"user_id", user}, {"messages", std::move(out)}, {"more", more}}, request);
 }
 
 json::array tasks_json(const runtime::Supervisor& supervisor) {

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <limits>
 
@@ -343,14 +344,28 @@ Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const 
 }
 
 Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string& user_id,
-                                      std::size_t limit, std::optional<Seq> before_seq) {
-  auto statement = db.prepare(
-      "SELECT * FROM (SELECT " MESSAGE_COLUMNS
-      " FROM messages WHERE user_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3) ORDER BY seq");
+                                      std::size_t limit, std::optional<Seq> before_seq,
+                                      std::size_t max_bytes) {
+  // Newest first, so that the rows beyond the budget are never read.
+  auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
+                              " FROM messages WHERE user_id = ?1 AND seq < ?2 "
+                              "ORDER BY seq DESC LIMIT ?3");
   statement.bind(1, user_id)
       .bind(2, before_seq.value_or(std::numeric_limits<Seq>::max()))
       .bind(3, sql_limit(limit));
-  return read_messages(statement);
+  std::vector<Message> out;
+  std::size_t bytes = 0;
+  while (statement.step()) {
+    auto message = read_message(statement);
+    if (!message) return message.error();
+    std::size_t size = message->content.size();
+    for (const auto& image : message->images) size += image.size();
+    if (!out.empty() && size > max_bytes - std::min(bytes, max_bytes)) break;
+    bytes += size;
+    out.push_back(std::move(*message));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
 }
 
 #undef MESSAGE_COLUMNS

@@ -8,6 +8,7 @@
 #include "store/sqlite.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -98,7 +99,10 @@ Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const 
 Result<std::vector<Session>> list_sessions(sqlite::Connection& db, std::size_t limit,
                                            std::size_t offset);
 
+// The newest `limit` with seq < before_seq, oldest first, and no more of them
+// than fit in `max_bytes` of text and images (the newest always does).
 Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string& user_id,
-                                      std::size_t limit, std::optional<Seq> before_seq);
+                                      std::size_t limit, std::optional<Seq> before_seq,
+                                      std::size_t max_bytes = SIZE_MAX);
 
 }  // namespace mooring::store::queries

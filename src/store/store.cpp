@@ -1205,11 +1205,12 @@ awaitable<Result<std::vector<Session>>> Store::list_sessions(std::size_t limit,
 }
 
 awaitable<Result<std::vector<Message>>> Store::messages(std::string user_id, std::size_t limit,
-                                                        std::optional<Seq> before_seq) {
-  return submit<std::vector<Message>>(JobKind::read,
-                                      [this, user_id = std::move(user_id), limit, before_seq] {
-                                        return queries::messages(db(), user_id, limit, before_seq);
-                                      });
+                                                        std::optional<Seq> before_seq,
+                                                        std::size_t max_bytes) {
+  return submit<std::vector<Message>>(
+      JobKind::read, [this, user_id = std::move(user_id), limit, before_seq, max_bytes] {
+        return queries::messages(db(), user_id, limit, before_seq, max_bytes);
+      });
 }
 
 }  // namespace mooring::store

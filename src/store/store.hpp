@@ -215,11 +215,13 @@ class Store {
                                                                std::size_t limit = 10000);
 
   // Sessions by most recently seen (for the admin API); one user's messages
-  // (both roles) with seq < before_seq (all when nullopt), the newest `limit`,
+  // (both roles) with seq < before_seq (all when nullopt), the newest `limit`
+  // that fit in `max_bytes` of text and images (the newest always does),
   // oldest first: a reply's context, a page of the admin API.
   awaitable<Result<std::vector<Session>>> list_sessions(std::size_t limit, std::size_t offset = 0);
   awaitable<Result<std::vector<Message>>> messages(std::string user_id, std::size_t limit,
-                                                   std::optional<Seq> before_seq = std::nullopt);
+                                                   std::optional<Seq> before_seq = std::nullopt,
+                                                   std::size_t max_bytes = SIZE_MAX);
 
   // Runs the operations already queued, checkpoints the WAL into the main
   // file, closes the database and joins the store thread. Operations requested

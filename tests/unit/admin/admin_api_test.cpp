@@ -142,6 +142,60 @@ TEST(AdminApi, SessionMessagesTakeAPercentEncodedSessionId) {
   store.reset();
 }
 
+// A chat user decides how large messages are: 1,000 of 1 MiB on one page
+// would be 1 GB read, copied and sent for one click in the panel (a page
+// peaked at 680 MiB of RSS). A page stops at 4 MiB, says there is more, and
+// the next one goes on from its oldest message. Bad numbers are refused.
+TEST(AdminApi, SessionMessagesComeInPagesOfBoundedBytes) {
+  AdminFixture admin;
+  test::TempDir dir;
+  auto opened = admin.thread.call(store::Store::open(admin.thread.io().get_executor(), (dir / "data").string()));
+  ASSERT_TRUE(opened) << opened.error().message;
+  std::unique_ptr<store::Store> store = std::move(*opened);
+  const std::string large(1024 * 1024, 'x');
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(admin.thread.call(store->append_user_message("big", std::to_string(i) + large)));
+  admin.router = make_admin_router(AdminContext{
+      token, [] { return json::object{}; }, [] { return true; }, admin.events, net::WsOptions{},
+      store.get()});
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+
+  std::vector<char> firsts;  // each message's first character, newest page first
+  std::string before;
+  for (int page = 0; page < 10; ++page) {
+    auto reply = test::http_get(address, "/api/sessions/big/messages?limit=1000" + before, token);
+    ASSERT_EQ(reply.status, 200) << reply.body.substr(0, 200);
+    EXPECT_LE(reply.body.size(), 5u * 1024 * 1024) << "page " << page;
+    const auto body = json::parse(reply.body);
+    const auto& messages = body.at("messages").as_array();
+    ASSERT_FALSE(messages.empty());
+    for (auto it = messages.rbegin(); it != messages.rend(); ++it)
+      firsts.push_back(it->at("content").as_string()[0]);
+    if (!body.at("more").as_bool()) break;
+    before = "&before=" + std::to_string(messages.front().at("seq").as_int64());
+  }
+  EXPECT_EQ(std::string(firsts.begin(), firsts.end()), "9876543210") << "every message, once";
+
+  for (const std::string query : {"limit=-1", "limit=0", "limit=abc", "limit=", "before=abc",
+                                  "before=-5", "limit=1e3"}) {
+    auto reply = test::http_get(address, "/api/sessions/big/messages?" + query, token);
+    EXPECT_EQ(reply.status, 400) << query;
+    EXPECT_EQ(json::parse(reply.body).at("error").at("code"), "bad_query") << query;
+  }
+  EXPECT_EQ(test::http_get(address, "/api/sessions?limit=x", token).status, 400);
+  EXPECT_EQ(test::http_get(address, "/api/sessions?offset=-1", token).status, 400);
+  // Beyond the most a page holds is the most, as before.
+  EXPECT_EQ(test::http_get(address, "/api/sessions?limit=99999999999999999999", token).status, 200);
+  admin.stop(*server, 1s);
+  admin.thread.run([&] {
+    server.reset();
+    return true;
+  });
+  store.reset();
+}
+
 // Seed 000, two hundred times over: stop the admin server while an events
 // client lingers (never reads, never closes); every stop returns, the same port
 // binds again at once, and no descriptor is left behind.

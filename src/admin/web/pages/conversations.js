@@ -56,7 +56,7 @@ function Messages({ session, onBack }) {
     const query = `limit=${PAGE}${before ? `&before=${before}` : ""}`;
     const res = await request(`/api/sessions/${encodeURIComponent(session.user_id)}/messages?${query}`);
     if (!res.ok) { setError(res.message); return; }
-    setMore(res.data.messages.length === PAGE);
+    setMore(res.data.more ?? res.data.messages.length === PAGE);
     setMessages((old) => res.data.messages.concat(before ? old : []));
   }
   useEffect(() => { fetchBefore(0); }, [session.user_id]);
