@@ -19,7 +19,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 
 namespace {
@@ -47,6 +49,12 @@ std::shared_ptr<const net::Router> make_router() {
     co_return net::HttpResponse{};
   });
   net::WsRoute ws;
+  // The gateway's origin rule, on Origin and Host headers as the input sends them.
+  ws.admit = [](net::Request& r) -> std::optional<net::HttpResponse> {
+    static const std::vector<std::string> listed{"https://listed.example"};
+    if (net::origin_admitted(r, listed)) return std::nullopt;
+    return net::error_response(http::status::forbidden, "origin_not_allowed", "no", r);
+  };
   ws.on_open = [](const std::shared_ptr<net::WsConnection>& connection, net::Request&) {
     std::weak_ptr<net::WsConnection> weak = connection;
     connection->on_text = [weak](std::string text) {
