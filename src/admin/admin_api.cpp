@@ -39,6 +39,7 @@ std::optional<HttpResponse> check_token(const std::string& token, const Request&
   const std::string presented = from == TokenFrom::header ? std::string(request.bearer_token())
                                                           : request.presented_token();
   if (!presented.empty() && net::constant_time_equal(presented, token)) return std::nullopt;
+  if (!presented.empty()) net::note_wrong_token("admin", request);
   const bool in_query = from == TokenFrom::header && request.query_param("token").has_value();
   auto res = net::error_response(
       http::status::unauthorized, "unauthorized",

@@ -436,15 +436,25 @@ std::optional<net::HttpResponse> Gateway::admit(net::Request& request) const {
   if (options_.auth == GatewayAuth::signed_token) {
     auto claims = verify_user_token(request.presented_token(), options_.signing_key,
                                     SystemClock::now());
-    if (!claims) return refuse(describe(claims.error()));
+    if (!claims) {
+      // A token of ours gone stale is no guess; a forged or garbled one may be.
+      const auto problem = claims.error();
+      if ((problem == TokenProblem::malformed || problem == TokenProblem::bad_signature ||
+           problem == TokenProblem::unsupported_algorithm) &&
+          !request.presented_token().empty())
+        net::note_wrong_token("gateway", request);
+      return refuse(describe(problem));
+    }
     if (claims->user_id != user_id) return refuse("the token is for another user");
     return std::nullopt;
   }
   // A token that is set is required whatever the mode: a credential is never ignored.
   if (options_.auth == GatewayAuth::token || !options_.token.empty()) {
-    if (options_.token.empty() ||
-        !net::constant_time_equal(request.presented_token(), options_.token))
+    const auto presented = request.presented_token();
+    if (options_.token.empty() || !net::constant_time_equal(presented, options_.token)) {
+      if (!presented.empty()) net::note_wrong_token("gateway", request);
       return refuse("a valid gateway token is needed");
+    }
   }
   return std::nullopt;
 }

@@ -1,6 +1,10 @@
 #include "net/http.hpp"
 
+#include "runtime/log_limiter.hpp"
+#include "runtime/metrics.hpp"
+
 #include <boost/url/parse.hpp>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cctype>
@@ -79,6 +83,18 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   for (std::size_t i = 0; i < n; ++i)
     diff |= static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
   return diff == 0;
+}
+
+void note_wrong_token(std::string_view listener, const Request& request) {
+  runtime::metrics()
+      .counter("mooring_wrong_tokens_total", "Requests refused for a wrong token, by listener.",
+               {{"listener", std::string(listener)}})
+      .inc();
+  thread_local runtime::LogLimiter limiter(runtime::LogLimiter::Options{.max_kinds = 4});
+  limiter.log(spdlog::level::warn, listener,
+              fmt::format("{}: refused a wrong token from {}; if that is not one of yours, "
+                          "someone is guessing (mooring_wrong_tokens_total counts them)",
+                          listener, request.remote));
 }
 
 namespace {

@@ -48,6 +48,13 @@ HttpResponse error_response(http::status status, std::string_view code, std::str
 // Compares secrets in time that does not depend on where they differ.
 bool constant_time_equal(std::string_view a, std::string_view b);
 
+// A request refused for a wrong token (not a missing one: a browser opening
+// the panel asks without one first) on `listener` ("admin", "gateway"):
+// counted in mooring_wrong_tokens_total{listener} and logged, a line per
+// listener and window of 10 s with the count of the others, so that guessing
+// shows without flooding the log. Network thread only.
+void note_wrong_token(std::string_view listener, const Request& request);
+
 // The host of an origin ("https://chat.example:8443") or of a Host header
 // ("127.0.0.1:8080", "[::1]:8080"), in lower case without its port; empty
 // when `text` is neither.

@@ -3,6 +3,7 @@
 #include "admin/token.hpp"
 #include "net/http_server.hpp"
 #include "support/clients.hpp"
+#include "support/metrics.hpp"
 #include "support/process.hpp"
 #include "support/server_thread.hpp"
 #include "support/wait.hpp"
@@ -73,7 +74,10 @@ TEST(AdminApi, ProbesAreOpenAndTheApiNeedsTheToken) {
   auto missing = test::http_get(address, "/api/status");
   EXPECT_EQ(missing.status, 401);
   EXPECT_EQ(json::parse(missing.body).at("error").at("code"), "unauthorized");
+  const char* const wrong_tokens = R"(mooring_wrong_tokens_total{listener="admin"})";
+  const auto wrong_before = test::metric_value(wrong_tokens);
   EXPECT_EQ(test::http_get(address, "/api/status", "not-the-token").status, 401);
+  EXPECT_EQ(test::metric_value(wrong_tokens), wrong_before + 1) << "a guess is counted";
   EXPECT_EQ(test::http_get(address, "/api/status", token).status, 200);
   // A token in the query string is taken by the events stream only.
   EXPECT_EQ(test::http_get(address, "/api/status?token=" + token).status, 401);

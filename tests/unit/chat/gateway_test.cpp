@@ -3,6 +3,7 @@
 #include "chat/user_token.hpp"
 #include "runtime/log.hpp"
 #include "support/chat_client.hpp"
+#include "support/metrics.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
 
@@ -195,8 +196,16 @@ TEST(Gateway, TheSharedTokenModeNeedsTheToken) {
   options.auth = GatewayAuth::token;
   options.token = "shared-gateway-token";
   GatewayFixture fixture(options);
+  const char* const wrong_tokens = R"(mooring_wrong_tokens_total{listener="gateway"})";
+  const auto wrong_before = mooring::test::metric_value(wrong_tokens);
   ChatClient none;
   EXPECT_EQ(none.connect(fixture.address, "u"), 401);
+  EXPECT_EQ(mooring::test::metric_value(wrong_tokens), wrong_before) << "no token is no guess";
+  for (int i = 0; i < 3; ++i) {
+    ChatClient guess;
+    EXPECT_EQ(guess.connect(fixture.address, "u", "?token=guess" + std::to_string(i)), 401);
+  }
+  EXPECT_EQ(mooring::test::metric_value(wrong_tokens), wrong_before + 3) << "each guess counted";
   ChatClient signed_instead;
   EXPECT_EQ(signed_instead.connect(
                 fixture.address, "u",
