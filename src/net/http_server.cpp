@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <list>
 #include <optional>
 #include <string_view>
@@ -161,6 +162,38 @@ std::optional<HttpResponse> transfer_coding_refusal(const HttpRequest& header) {
                     "body with Transfer-Encoding: chunked alone, or with Content-Length",
                     elide(listed)),
         11, false);
+  return std::nullopt;
+}
+
+// RFC 6455 §4.2.1: what Beast's accept would refuse with a plain-text body,
+// refused first with the JSON every other refusal has (426 names the version
+// spoken, as §4.4 asks).
+std::optional<HttpResponse> handshake_refusal(const Request& request) {
+  const auto& header = request.message;
+  const auto version = header[http::field::sec_websocket_version];
+  if (version.empty())
+    return error_response(http::status::bad_request, "bad_handshake",
+                          "a WebSocket upgrade needs Sec-WebSocket-Version: 13", request);
+  if (version != "13") {
+    auto refusal = error_response(
+        http::status::upgrade_required, "unsupported_websocket_version",
+        fmt::format("WebSocket version \"{}\" is not spoken here; use 13", elide(version)),
+        request);
+    refusal.set(http::field::sec_websocket_version, "13");
+    return refusal;
+  }
+  // The key is 16 random bytes in base64: 24 characters ending in "==".
+  const auto key = header[http::field::sec_websocket_key];
+  const bool key_ok = header.count(http::field::sec_websocket_key) == 1 && key.size() == 24 &&
+                      key.ends_with("==") &&
+                      std::all_of(key.begin(), key.end() - 2, [](char c) {
+                        return std::isalnum(static_cast<unsigned char>(c)) || c == '+' ||
+                               c == '/';
+                      });
+  if (!key_ok)
+    return error_response(http::status::bad_request, "bad_handshake",
+                          "a WebSocket upgrade needs one Sec-WebSocket-Key: 16 bytes in base64",
+                          request);
   return std::nullopt;
 }
 
@@ -643,6 +676,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       auto response = error_response(http::status::upgrade_required, "upgrade_required",
                                       "this path speaks WebSocket only", request);
       co_await write(std::move(response));
+      co_return;
+    }
+    if (auto refusal = handshake_refusal(request)) {
+      refusal->keep_alive(false);
+      co_await write(std::move(*refusal));
       co_return;
     }
     if (route.admit) {

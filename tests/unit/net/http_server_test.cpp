@@ -1037,6 +1037,39 @@ TEST_F(HttpServerTest, ATransferCodingOtherThanChunkedAloneIsRefusedAndTheConnec
   EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
 }
 
+// A handshake Beast would refuse in plain text is refused in the JSON every
+// other refusal has; 426 names the version spoken (RFC 6455 §4.4).
+TEST_F(HttpServerTest, ABadWebSocketHandshakeIsRefusedInJson) {
+  start();
+  const std::string upgrade =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  struct Case {
+    std::string head;
+    unsigned status;
+    std::string code;
+  };
+  const std::vector<Case> cases = {
+      {upgrade + key + "Sec-WebSocket-Version: 8\r\n\r\n", 426, "unsupported_websocket_version"},
+      {upgrade + key + "\r\n", 400, "bad_handshake"},
+      {upgrade + "Sec-WebSocket-Version: 13\r\n\r\n", 400, "bad_handshake"},
+      {upgrade + "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", 400,
+       "bad_handshake"},
+      {upgrade + key + key + "Sec-WebSocket-Version: 13\r\n\r\n", 400, "bad_handshake"},
+  };
+  for (const auto& c : cases) {
+    auto answer = answers_to(address_, c.head);
+    ASSERT_EQ(answer.responses.size(), 1u) << c.head << "received: " << answer.rest;
+    const auto& response = answer.responses.front();
+    EXPECT_EQ(response.result_int(), c.status) << c.head << response.body();
+    EXPECT_EQ(error_code_of(response), c.code) << c.head;
+    if (c.status == 426) EXPECT_EQ(response[http::field::sec_websocket_version], "13");
+  }
+  EXPECT_EQ(server_.run([&] { return ws_.open.size(); }), 0u);
+  test::WsClient good;
+  EXPECT_EQ(good.connect(address_, "/ws"), 101);
+}
+
 // The coding's name is case-insensitive, with optional whitespace around it:
 // the body is decoded, and the request after it, in the same write, served.
 TEST_F(HttpServerTest, ChunkedInAnyCaseIsDecodedAndTheNextRequestServed) {
