@@ -92,7 +92,8 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // --- from the conversation -------------------------------------------------
 
   void stored(const Submission& message, const store::Appended& appended) override {
-    if (message.client_id) send(ack_frame(*message.client_id, appended.seq));
+    if (message.client_id)
+      send(ack_frame(*message.client_id, appended.seq, appended.duplicate));
   }
 
   void error(std::string_view name, std::string_view description, Seq reply_to) override {

@@ -153,10 +153,11 @@ bool valid_user_id(std::string_view user_id) {
   return true;
 }
 
-std::string ack_frame(std::string_view id, std::int64_t seq) {
+std::string ack_frame(std::string_view id, std::int64_t seq, bool duplicate) {
   FrameMemory memory;
-  return json::serialize(
-      json::object({{"type", "ack"}, {"id", id}, {"seq", seq}}, memory.storage()));
+  json::object frame({{"type", "ack"}, {"id", id}, {"seq", seq}}, memory.storage());
+  if (duplicate) frame.emplace("duplicate", true);
+  return json::serialize(frame);
 }
 
 std::string token_frame(std::string_view piece, std::int64_t reply_to) {

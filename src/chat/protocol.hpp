@@ -51,8 +51,9 @@ bool valid_user_id(std::string_view user_id);
 
 // Server frames, serialized. An ack is sent only for a message that carries a
 // client id: Cheshire Cat clients send none and take any frame that is neither
-// a token nor a message for an error.
-std::string ack_frame(std::string_view id, std::int64_t seq);
+// a token nor a message for an error. `duplicate`: the id was stored before,
+// and this message was not stored again (its text, if it differs, is not kept).
+std::string ack_frame(std::string_view id, std::int64_t seq, bool duplicate = false);
 std::string token_frame(std::string_view piece, std::int64_t reply_to);
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to);

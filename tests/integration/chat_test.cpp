@@ -125,6 +125,9 @@ TEST(Chat, TheSameIdSentTwiceIsStoredAndAnsweredOnce) {
   const auto second = bob.read_until([](const Frame& f) { return is_ack(f, "retry-me"); });
   const auto seq = int_field(first, "seq");
   EXPECT_EQ(int_field(second, "seq"), seq);
+  // The second says it was not stored again (a different text would be lost).
+  EXPECT_FALSE(first.contains("duplicate")) << json::serialize(first);
+  EXPECT_EQ(second.at("duplicate"), true) << json::serialize(second);
 
   // A later message is answered after it; by then any second answer would have come.
   const auto later = say_and_get_seq(bob, "later", "later");
