@@ -74,6 +74,10 @@ int run_cli(int argc, char** argv) {
   // at the first write past it; ignored, that write fails with EFBIG and the
   // store says so and goes on as on a full disk.
   std::signal(SIGXFSZ, SIG_IGN);
+  // A log read through a pipe (`mooring serve | tee`, a logger that
+  // restarts) would end the process at the first line written after its
+  // reader left; ignored, that write fails and the host goes on.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App cli{"mooring: a host for LLM chat bots that starts, reloads and stops cleanly"};
   cli.set_version_flag("--version", std::string("mooring ") + MOORING_VERSION);
   cli.require_subcommand(1);

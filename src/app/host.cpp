@@ -173,7 +173,8 @@ bool Host::prepare_data_dir() {
 
 // Written once every listener is bound, and again whenever one moves; never
 // with a listener missing (a supervisor reading it gets every address or no
-// file), and left alone by the shutdown.
+// file), left alone by the shutdown and removed once the host has stopped
+// (run_host).
 void Host::write_ready_file() {
   if (options_.ready_file.empty() || shutdown_.begun() || !gateway_ || !admin_) return;
   const auto& gateway = gateway_->status().listen;
@@ -642,9 +643,22 @@ awaitable<void> Host::shut_down(const char* cause) {
 }  // namespace
 
 int run_host(ConfigPtr config, const HostOptions& options) {
-  asio::io_context io(1);
-  Host host(io, std::move(config), options);
-  return runtime::run_main(io, host.main());
+  // The ready file names the listeners of a running host: one left by an
+  // earlier run is gone before this one starts, and this one's is gone once
+  // it has stopped, so a supervisor waiting for it never reads stale addresses.
+  const auto forget_ready_file = [&options] {
+    std::error_code ignored;
+    if (!options.ready_file.empty()) std::filesystem::remove(options.ready_file, ignored);
+  };
+  forget_ready_file();
+  int code = 0;
+  {
+    asio::io_context io(1);
+    Host host(io, std::move(config), options);
+    code = runtime::run_main(io, host.main());
+  }
+  forget_ready_file();
+  return code;
 }
 
 }  // namespace mooring::app

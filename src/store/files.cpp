@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -138,6 +139,46 @@ Result<void> sync_directory(const fs::path& dir) {
 
 fs::path wal_path(const fs::path& database) { return fs::path(database.string() + "-wal"); }
 fs::path shm_path(const fs::path& database) { return fs::path(database.string() + "-shm"); }
+
+Result<DirectoryLock> DirectoryLock::take(const fs::path& directory) {
+  const auto path = directory / "mooring.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, file_mode);
+  if (fd < 0)
+    return StoreError{Kind::io, fmt::format("cannot open {}: {}", path.string(),
+                                            errno_text(errno))};
+  DirectoryLock lock(fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    if (error != EWOULDBLOCK)
+      return StoreError{Kind::io, fmt::format("cannot lock {}: {}", path.string(),
+                                              errno_text(error))};
+    char holder[32] = {};
+    const auto n = ::pread(fd, holder, sizeof holder - 1, 0);
+    std::string pid(holder, n > 0 ? static_cast<std::size_t>(n) : 0);
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    return StoreError{
+        Kind::io,
+        fmt::format("the data directory {} is in use by another mooring{}: two would answer "
+                    "each other's messages. Stop that one, or give this one another data.dir",
+                    directory.string(), pid.empty() ? "" : fmt::format(" (pid {})", pid))};
+  }
+  const auto text = std::to_string(::getpid()) + "\n";
+  // The pid is a courtesy for the message above; the lock is what counts.
+  if (::ftruncate(fd, 0) == 0) (void)!::pwrite(fd, text.data(), text.size(), 0);
+  return lock;
+}
+
+DirectoryLock& DirectoryLock::operator=(DirectoryLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
 
 Result<bool> prepare(const fs::path& database) {
   if (auto dir = check_directory(database.parent_path()); !dir) return dir.error();

@@ -10,6 +10,7 @@
 #include "store/records.hpp"
 
 #include <filesystem>
+#include <utility>
 
 namespace mooring::store::files {
 
@@ -25,6 +26,29 @@ Result<bool> prepare(const std::filesystem::path& database);
 // a temporary name and renamed into place, so a crash during creation never
 // leaves an empty mooring.db behind to be taken for damage.
 Result<void> create_database(const std::filesystem::path& database);
+
+// One mooring per data directory: every promise of the store (a reply stored
+// once, pending messages answered once after a start) assumes a single
+// writer. Held from the open to the close of the store (an exclusive flock on
+// <dir>/mooring.lock, which names the holder's pid); the kernel lets go of it
+// when the process ends, however it ends.
+class DirectoryLock {
+ public:
+  // Refused (Kind::io) when another process, or another store of this one,
+  // holds the directory.
+  static Result<DirectoryLock> take(const std::filesystem::path& directory);
+
+  DirectoryLock() = default;
+  DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  DirectoryLock& operator=(DirectoryLock&& other) noexcept;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+  ~DirectoryLock();
+
+ private:
+  explicit DirectoryLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
 
 // The database's companion files.
 std::filesystem::path wal_path(const std::filesystem::path& database);

@@ -244,7 +244,10 @@ std::string describe_problems(const std::vector<std::string>& problems) {
 Result<Opened> open_database(const std::filesystem::path& path, const OpenOptions& options) {
   auto prepared = files::prepare(path);
   if (!prepared) return prepared.error();
+  auto lock = files::DirectoryLock::take(path.parent_path());
+  if (!lock) return lock.error();
   Opened opened;
+  opened.lock = std::move(*lock);
   opened.created = *prepared;
   if (opened.created)
     if (auto created = files::create_database(path); !created) return created.error();

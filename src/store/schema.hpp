@@ -5,6 +5,7 @@
 // so is a damaged one, a read-only one and an empty one.
 #pragma once
 
+#include "store/files.hpp"
 #include "store/records.hpp"
 #include "store/sqlite.hpp"
 
@@ -42,6 +43,7 @@ struct IntegrityCheck {
 };
 
 struct Opened {
+  files::DirectoryLock lock;  // taken before the files are looked at
   std::unique_ptr<sqlite::Connection> db;
   IntegrityCheck check;
   bool created = false;  // the database did not exist: a first start

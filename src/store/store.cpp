@@ -395,6 +395,7 @@ Result<void> Store::open_database() {
                                  // StoreOptions::worker).
                                  .synchronous_full = options_.synchronous_full && !syncs_itself()});
   if (!opened) return opened.error();
+  lock_ = std::move(opened->lock);
   db_ = std::move(opened->db);
   remembered_ = std::make_unique<queries::Remembered>();
   db_->take_over_checkpoints();
@@ -425,6 +426,7 @@ Result<void> Store::close_database() {
     limiter_.settle_all();
     db_.reset();
     close_wal_fd();
+    lock_ = {};
     std::lock_guard lock(mutex_);
     return *wal_unsafe_;
   }
@@ -461,6 +463,7 @@ Result<void> Store::close_database() {
   }
   db_.reset();
   close_wal_fd();
+  lock_ = {};
   return outcome;
 }
 

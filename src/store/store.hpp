@@ -34,6 +34,7 @@
 
 #include "runtime/asio.hpp"
 #include "runtime/log_limiter.hpp"
+#include "store/files.hpp"
 #include "store/records.hpp"
 
 #include <atomic>
@@ -338,6 +339,7 @@ class Store {
 
   // The database's user only (above).
   bool busy_ = false;  // work was queued while the last batch ran
+  files::DirectoryLock lock_;  // held while db_ is open
   std::unique_ptr<sqlite::Connection> db_;
   std::unique_ptr<queries::Remembered> remembered_;  // with db_: see queries.hpp
   std::chrono::steady_clock::time_point pending_floor_due_{};

@@ -11,13 +11,22 @@
 #include "support/wait.hpp"
 
 #include <boost/json.hpp>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <csignal>
 #include <map>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <sstream>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
 
 namespace mooring::test {
 namespace {
@@ -288,6 +297,71 @@ TEST(StartUp, AMisspeltKeyStopsServeAndCheckConfigWithItsNameAndLine) {
   EXPECT_EQ(check.exit_code, 2) << check.err;
   EXPECT_NE(check.err.find(expected), std::string::npos) << check.err;
   EXPECT_EQ(check.out, "") << "an invalid file is not reported valid";
+}
+
+// Two hosts on one data directory would answer each other's messages (one
+// stored its reply over the other's): the second is refused, saying which
+// process holds the directory, and starts once that one has stopped.
+TEST(StartUp, ASecondHostOnTheSameDataDirectoryIsRefusedNamingTheFirst) {
+  TempDir dir;
+  std::optional<HostProcess> first(std::in_place, MOORING_BINARY, dir.path());
+  ASSERT_TRUE(first->started()) << first->log();
+  write_file(dir / "second.json", R"({"gateway":"127.0.0.1:1","admin":"127.0.0.1:2"})");
+  const auto second = run_command(
+      MOORING_BINARY, {"serve", "-c", "mooring.toml", "--ready-file", "second.json"}, dir.path(),
+      20s);
+  EXPECT_EQ(second.exit_code, 1) << second.err;
+  const auto holder = fmt::format("is in use by another mooring (pid {})", first->process().pid());
+  EXPECT_NE(second.err.find(holder), std::string::npos) << second.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "second.json"))
+      << "an earlier run's ready file is removed at the start, and nothing is ready here";
+  EXPECT_EQ(first->interrupt(), 0);
+  EXPECT_FALSE(std::filesystem::exists(dir / "ready.json")) << "a stopped host is not ready";
+  first.reset();
+  HostProcess after(MOORING_BINARY, dir.path());
+  EXPECT_TRUE(after.started()) << after.log();
+  EXPECT_EQ(after.interrupt(), 0);
+}
+
+// A log read through a pipe whose reader has gone (`mooring serve | head`, a
+// logger that restarted): the first line written after it left ended the
+// process with SIGPIPE (exit 141).
+TEST(StartUp, ALogPipeWhoseReaderLeftDoesNotEndTheHost) {
+  TempDir dir;
+  write_file(dir / "m.toml", fmt::format("[data]\ndir = \"{}\"\n[gateway]\nlisten = "
+                                         "\"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+                                         (dir / "data").string()));
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  ::close(fds[0]);  // the reader is gone before the first line
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  const std::string config = (dir / "m.toml").string();
+  const std::string ready = (dir / "ready.json").string();
+  std::vector<std::string> args{MOORING_BINARY, "serve", "-c", config, "--ready-file", ready};
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, MOORING_BINARY, &actions, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  int status = 0;
+  const auto exited = [&] { return ::waitpid(pid, &status, WNOHANG) == pid; };
+  const bool ready_or_gone = poll_until(
+      [&] { return std::filesystem::exists(ready) || exited(); }, 20s);
+  ASSERT_TRUE(ready_or_gone) << "neither ready nor ended in 20 s";
+  ASSERT_TRUE(std::filesystem::exists(ready))
+      << "ended before it was ready: " << (WIFSIGNALED(status) ? "signal " : "exit ")
+      << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+  ::kill(pid, SIGHUP);  // a reload, which logs
+  ::kill(pid, SIGINT);  // and a stop, which logs more
+  ASSERT_TRUE(poll_until(exited, 20s)) << "did not stop";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << (WIFSIGNALED(status) ? "signal " : "exit ")
+      << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }
 
 }  // namespace
