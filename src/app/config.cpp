@@ -940,11 +940,12 @@ signing_key_env = {}
 # Allow auth = "none", and OneBot without an access_token, on an address other
 # machines can reach.
 allow_anonymous = {}
-# Browser pages of other sites allowed to open /ws/<user> (their origin:
-# "https://chat.example", "http://host:port"; "*": any). A page of the
-# gateway's own host (the admin panel's chat included) always may; a page of
-# another site is refused with 403, since with the browser's help it could
-# act as any user. Clients that are not browsers send no origin.
+# Browser pages allowed to open /ws/<user> (their origin: "https://chat.example",
+# "http://host:port"; "*": any). A page of the address the gateway is reached
+# at, when that is an IP address or localhost, always may (the admin panel's
+# chat); any other, a page under the gateway's own name included, is refused
+# with 403, since with the browser's help it could act as any user. Clients
+# that are not browsers send no origin.
 allowed_origins = {}
 # How often each connected client is pinged.
 heartbeat_interval = {}

@@ -133,9 +133,26 @@ std::string origin_host(std::string_view text) {
   return lower;
 }
 
+// A host no DNS answer can move: an IP address or localhost. A page of a name
+// its owner can point at 127.0.0.1 (DNS rebinding) shares that name with the
+// Host it sends, so the name alone proves nothing.
+bool fixed_host(std::string_view host) {
+  if (host == "localhost" || host.starts_with('[')) return true;
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= '0' && c <= '9') || c == '.';
+  });
+}
+
 bool valid_origin(std::string_view origin) {
   if (origin == "*") return true;
-  return web_scheme(origin) && !origin_host(origin).empty() && !origin.ends_with(':');
+  if (!web_scheme(origin) || origin_host(origin).empty()) return false;
+  // After the host, nothing or a port of digits.
+  const auto rest = origin.substr(origin.find("://") + 3);
+  const auto host_end = rest.starts_with('[') ? rest.find(']') + 1 : rest.find(':');
+  if (host_end == std::string_view::npos || host_end == rest.size()) return true;
+  const auto port = rest.substr(host_end + 1);
+  return rest[host_end] == ':' && !port.empty() && port.size() <= 5 &&
+         std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 bool origin_admitted(const Request& request, const std::vector<std::string>& allowed) {
@@ -148,7 +165,7 @@ bool origin_admitted(const Request& request, const std::vector<std::string>& all
     if (entry == "*" || equal_ignoring_case(entry, origin)) return true;
   if (headers.count(http::field::host) != 1 || !web_scheme(origin)) return false;
   const auto host = origin_host(origin);
-  return !host.empty() && host == origin_host(headers[http::field::host]);
+  return fixed_host(host) && host == origin_host(headers[http::field::host]);
 }
 
 }  // namespace mooring::net

@@ -50,9 +50,9 @@ bool constant_time_equal(std::string_view a, std::string_view b);
 
 // A request refused for a wrong token (not a missing one: a browser opening
 // the panel asks without one first) on `listener` ("admin", "gateway"):
-// counted in mooring_wrong_tokens_total{listener} and logged, a line per
-// listener and window of 10 s with the count of the others, so that guessing
-// shows without flooding the log. Network thread only.
+// counted in mooring_wrong_tokens_total{listener} and logged once; the next
+// one more than 10 s later is logged with the count of those in between, so
+// that guessing shows without flooding the log. Network thread only.
 void note_wrong_token(std::string_view listener, const Request& request);
 
 // The host of an origin ("https://chat.example:8443") or of a Host header
@@ -67,9 +67,11 @@ bool valid_origin(std::string_view origin);
 // A browser names the page a WebSocket is opened from in the Origin header;
 // other clients send none. A page of another site must not use a connection
 // as the browser's user would (cross-site WebSocket hijacking), so a request
-// with an Origin is admitted only when the origin's host is the host the
-// request was sent to (the server's own pages, and a panel beside it on
-// another port of that host) or when `allowed` lists the origin ("*": any).
+// with an Origin is admitted only when `allowed` lists the origin ("*": any),
+// or when the origin's host is the host the request was sent to and is an IP
+// address or localhost (the server's own pages, and a panel beside it on
+// another port of that host). A name is not enough: a site can point its own
+// name at 127.0.0.1 (DNS rebinding) and send it as Host and Origin both.
 bool origin_admitted(const Request& request, const std::vector<std::string>& allowed);
 
 }  // namespace mooring::net

@@ -59,6 +59,17 @@ TEST(Http, AnOriginIsAdmittedFromTheRequestsHostOrTheList) {
   EXPECT_FALSE(origin_admitted(
       request({{F::host, "127.0.0.1:8080"}, {F::origin, "https://evil.example"}}), none));
   EXPECT_FALSE(origin_admitted(request({{F::host, "null"}, {F::origin, "null"}}), none));
+  // A site pointing its own name at 127.0.0.1 sends that name as both.
+  EXPECT_FALSE(origin_admitted(
+      request({{F::host, "attacker.example:8080"}, {F::origin, "http://attacker.example"}}),
+      none))
+      << "DNS rebinding";
+  EXPECT_TRUE(origin_admitted(
+      request({{F::host, "[::1]:8080"}, {F::origin, "http://[::1]:8081"}}), none));
+  EXPECT_TRUE(origin_admitted(
+      request({{F::host, "chat.example"}, {F::origin, "https://chat.example"}}),
+      {"https://chat.example"}))
+      << "a name, listed";
   EXPECT_FALSE(origin_admitted(request({{F::origin, "http://127.0.0.1"}}), none)) << "no host";
   EXPECT_FALSE(origin_admitted(request({{F::host, "127.0.0.1:8080"},
                                         {F::host, "evil.example"},
@@ -82,7 +93,8 @@ TEST(Http, ValidOriginsAreASchemeAndAHostOrAStar) {
   for (const char* good : {"*", "https://chat.example", "http://127.0.0.1:8080", "http://[::1]:80"})
     EXPECT_TRUE(valid_origin(good)) << good;
   for (const char* bad : {"", "chat.example", "https://chat.example/", "https://", "ftp://a",
-                          "https://a.example/chat", "https://a.example:", "null", "**"})
+                          "https://a.example/chat", "https://a.example:", "null", "**",
+                          "https://a:abc", "https://a:123456", "http://[::1]x"})
     EXPECT_FALSE(valid_origin(bad)) << bad;
 }
 
