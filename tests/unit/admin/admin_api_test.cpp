@@ -104,19 +104,34 @@ TEST(AdminApi, EventsStreamPublishedObjects) {
   admin.stop(*server, 1s);
 }
 
+// A store in `dir`, opened on the admin's thread; null (and a failure) when it cannot be.
+std::unique_ptr<store::Store> open_store(AdminFixture& admin, const test::TempDir& dir) {
+  auto opened = admin.thread.call(
+      store::Store::open(admin.thread.io().get_executor(), (dir / "data").string()));
+  if (!opened) {
+    ADD_FAILURE() << opened.error().message;
+    return nullptr;
+  }
+  return std::move(*opened);
+}
+
+// The admin's routes, reading sessions and messages from `store`.
+void route_to(AdminFixture& admin, store::Store& store) {
+  admin.router = make_admin_router(AdminContext{
+      token, [] { return json::object{}; }, [] { return true; }, admin.events, net::WsOptions{},
+      &store});
+}
+
 // The web panel asks for a session's messages with the id percent-encoded
 // (encodeURIComponent): "qq:1:private:42" arrives as "qq%3A1%3Aprivate%3A42".
 TEST(AdminApi, SessionMessagesTakeAPercentEncodedSessionId) {
   AdminFixture admin;
   test::TempDir dir;
-  auto opened = admin.thread.call(store::Store::open(admin.thread.io().get_executor(), (dir / "data").string()));
-  ASSERT_TRUE(opened) << opened.error().message;
-  std::unique_ptr<store::Store> store = std::move(*opened);
+  auto store = open_store(admin, dir);
+  ASSERT_NE(store, nullptr);
   ASSERT_TRUE(admin.thread.call(store->append_user_message("qq:1:private:42", "hello 100%")));
   ASSERT_TRUE(admin.thread.call(store->append_user_message("a%b", "percent in the id")));
-  admin.router = make_admin_router(AdminContext{
-      token, [] { return json::object{}; }, [] { return true; }, admin.events, net::WsOptions{},
-      store.get()});
+  route_to(admin, *store);
   std::string address;
   auto server = admin.start(0, &address);
   ASSERT_TRUE(server);
@@ -153,15 +168,12 @@ TEST(AdminApi, SessionMessagesTakeAPercentEncodedSessionId) {
 TEST(AdminApi, SessionMessagesComeInPagesOfBoundedBytes) {
   AdminFixture admin;
   test::TempDir dir;
-  auto opened = admin.thread.call(store::Store::open(admin.thread.io().get_executor(), (dir / "data").string()));
-  ASSERT_TRUE(opened) << opened.error().message;
-  std::unique_ptr<store::Store> store = std::move(*opened);
+  auto store = open_store(admin, dir);
+  ASSERT_NE(store, nullptr);
   const std::string large(1024 * 1024, 'x');
   for (int i = 0; i < 10; ++i)
     ASSERT_TRUE(admin.thread.call(store->append_user_message("big", std::to_string(i) + large)));
-  admin.router = make_admin_router(AdminContext{
-      token, [] { return json::object{}; }, [] { return true; }, admin.events, net::WsOptions{},
-      store.get()});
+  route_to(admin, *store);
   std::string address;
   auto server = admin.start(0, &address);
   ASSERT_TRUE(server);

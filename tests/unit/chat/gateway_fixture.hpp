@@ -121,6 +121,15 @@ struct GatewayFixture {
     });
   }
 
+  // New options for the gateway, and its routes (admission) with them, as a reload does.
+  void reconfigure(const GatewayOptions& options) {
+    thread.run([&] {
+      gateway->set_options(options);
+      server->set_router(gateway->router());
+      return true;
+    });
+  }
+
   template <typename F>
   auto run(F f) {
     return thread.run(std::move(f));

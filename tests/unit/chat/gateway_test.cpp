@@ -215,11 +215,7 @@ TEST(Gateway, TheSharedTokenModeNeedsTheToken) {
   EXPECT_EQ(good.connect(fixture.address, "u", "?token=shared-gateway-token"), 101);
   // Token mode with no token configured admits nobody.
   options.token.clear();
-  fixture.run([&] {
-    fixture.gateway->set_options(options);
-    fixture.server->set_router(fixture.gateway->router());
-    return true;
-  });
+  fixture.reconfigure(options);
   ChatClient nobody;
   EXPECT_EQ(nobody.connect(fixture.address, "u", "?token="), 401);
 }
@@ -251,21 +247,13 @@ TEST(Gateway, APageOfAnotherSiteIsRefusedAndPagesOfTheGatewaysHostAreNot) {
   // Listed by the operator, the site is admitted; the others still are not.
   GatewayOptions options;
   options.allowed_origins = {"https://chat.example"};
-  fixture.run([&] {
-    fixture.gateway->set_options(options);
-    fixture.server->set_router(fixture.gateway->router());
-    return true;
-  });
+  fixture.reconfigure(options);
   EXPECT_EQ(from("https://chat.example"), 101);
   EXPECT_EQ(from("https://CHAT.example"), 101);
   EXPECT_EQ(from("https://chat.example:8443"), 403);
   EXPECT_EQ(from("https://evil.example"), 403);
   options.allowed_origins = {"*"};
-  fixture.run([&] {
-    fixture.gateway->set_options(options);
-    fixture.server->set_router(fixture.gateway->router());
-    return true;
-  });
+  fixture.reconfigure(options);
   EXPECT_EQ(from("https://evil.example"), 101);
 }
 
