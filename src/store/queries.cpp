@@ -346,7 +346,7 @@ Result<std::vector<Session>> undelivered_sessions(sqlite::Connection& db, const 
 Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string& user_id,
                                       std::size_t limit, std::optional<Seq> before_seq,
                                       std::size_t max_bytes) {
-  // Newest first, so that the rows beyond the budget are never read.
+  // Newest first, so that reading stops at the first row past the budget.
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
                               " FROM messages WHERE user_id = ?1 AND seq < ?2 "
                               "ORDER BY seq DESC LIMIT ?3");
