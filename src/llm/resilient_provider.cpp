@@ -256,7 +256,11 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (outcome.stop == runtime::RetryStop::cancelled || cancelled) {
     failed = provider_error(Kind::cancelled, "the request was cancelled");
   } else if (outcome.stop == runtime::RetryStop::shutdown) {
-    failed.detail += "; not retried because mooring is shutting down";
+    // It would have been tried again: the message waits for the restart
+    // rather than being answered with a failure the restart could mend.
+    failed = provider_error(Kind::shutting_down, "mooring is shutting down; try again shortly",
+                            fmt::format("{}; not tried again because mooring is shutting down",
+                                        failed.detail));
   } else if (outcome.stop == runtime::RetryStop::deadline) {
     failed.detail += fmt::format("; no time left for attempt {}", outcome.attempts + 1);
   } else if (outcome.attempts > 1 || outcome.stop == runtime::RetryStop::attempts_exhausted) {
@@ -273,6 +277,9 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
     const auto level = shutdown_ && shutdown_->begun() ? spdlog::level::debug : spdlog::level::info;
     spdlog::log(level, "provider {} {}: cancelled after {} attempt(s) in {} ms", inner_->kind(),
                 inner_->model(), outcome.attempts, took.count());
+  } else if (failed.kind == Kind::shutting_down) {
+    log::debug("provider {} {}: left for after the restart after {} attempt(s) in {} ms: {}",
+               inner_->kind(), inner_->model(), outcome.attempts, took.count(), failed.detail);
   } else {
     log::warn("provider {} {}: {} after {} attempt(s) in {} ms: {}", inner_->kind(),
               inner_->model(), to_string(failed.kind), outcome.attempts, took.count(),

@@ -277,6 +277,60 @@ TEST(Shutdown, ASecondSigintSkipsTheDrainWhileRepliesWaitInRetryBackoff) {
   EXPECT_GE(summary->tasks_cancelled, users) << "each reply in backoff is cancelled";
 }
 
+// Seed 001 once more: a stop while the upstream answers 504 and the reply would
+// be tried again. The message is neither answered with the 504 nor lost: the
+// stop leaves it pending, and the restart answers it once the upstream is back.
+TEST(Shutdown, AReplyStoppedBetweenRetriesIsAnsweredAfterTheRestart) {
+  FakeUpstream upstream;
+  // Each 504's body comes 300 ms after its head, so a stop lands in an attempt
+  // or in the short backoff after it; attempts enough to outlast any stop.
+  auto slow_504 = status_reply(504);
+  slow_504.chunks = {"{\"error\":", "{\"message\":\"gateway timeout\"}}"};
+  slow_504.chunk_delay = 300ms;
+  upstream.set_fallback(slow_504);
+  const std::string provider =
+      openai_provider(upstream,
+                      "max_attempts = 100\nbackoff_initial = \"50ms\"\n"
+                      "backoff_max = \"50ms\"\ntotal_timeout = \"1h\"\n") +
+      "[shutdown]\ndrain_timeout = \"20s\"\n";
+  TempDir dir;
+  std::int64_t asked = 0;
+  {
+    HostProcess host(MOORING_BINARY, dir.path(), provider);
+    ASSERT_TRUE(host.started()) << host.log();
+    ChatClient client;
+    ASSERT_EQ(client.connect(host.gateway(), "patient"), 101);
+    asked = say_and_get_seq(client, "draw me a cat", "q");
+    ASSERT_TRUE(poll_until([&] { return upstream.request_count() >= 2; }, 20s))
+        << "the reply is not being retried";
+    host.process().signal(SIGINT);
+    EXPECT_EQ(client.read_until_closed(20s), 1001);
+    const auto code = host.process().wait_exit(20s);
+    ASSERT_TRUE(code.has_value()) << "the stop did not end the process";
+    EXPECT_EQ(*code, 0);
+    for (const auto& frame : client.received()) {
+      EXPECT_FALSE(is_chat_for(frame, asked)) << "answered at the stop: " << json::serialize(frame);
+      EXPECT_FALSE(is_type(frame, "error")) << json::serialize(frame);
+    }
+    const auto log = host.log();
+    EXPECT_TRUE(lines_at_level(log, "error").empty()) << joined(lines_at_level(log, "error"));
+    EXPECT_TRUE(lines_with(log, "504").empty()) << "a 504 met at the stop is not a warning:"
+                                                << joined(lines_with(log, "504"));
+  }
+
+  upstream.set_fallback(sse_reply({"a cat, ", "at last"}));
+  HostProcess host(MOORING_BINARY, dir.path(), provider);
+  ASSERT_TRUE(host.started()) << host.log();
+  ChatClient client;
+  ASSERT_EQ(client.connect(host.gateway(), "patient"), 101);
+  client.send(Frame{{"type", "resume"}, {"after", 0}});
+  const auto reply = client.read_until([&](const Frame& f) { return is_chat_for(f, asked); }, 20s);
+  EXPECT_EQ(string_field(reply, "text"), "a cat, at last") << json::serialize(reply);
+  host.process().signal(SIGINT);
+  EXPECT_EQ(client.read_until_closed(20s), 1001);
+  EXPECT_EQ(host.process().wait_exit(20s), std::optional<int>(0));
+}
+
 // A typo in the file is caught before anything starts: `serve` and
 // `check-config` both exit 2 with the same message, naming the key, its line
 // and the key that was meant.

@@ -507,6 +507,49 @@ TEST(Resilient, NoRequestStartsOnceShutdownHasBegun) {
   EXPECT_EQ(upstream.request_count(), 0u);
 }
 
+// A failure that would be tried again, met once the shutdown has begun, is
+// not the reply's outcome: it says `shutting_down`, so the message waits for
+// the restart instead of being answered with the upstream's 504.
+TEST(Resilient, AFailureThatWouldBeRetriedDuringAShutdownLeavesTheMessageForTheRestart) {
+  FakeUpstream upstream;
+  auto slow_504 = test::status_reply(504, "{\"error\":{\"message\":\"gateway timeout\"}}");
+  slow_504.chunks = {"{\"error\":", "{\"message\":\"gateway timeout\"}}"};
+  slow_504.chunk_delay = 200ms;
+  upstream.set_fallback(slow_504);
+  runtime::ShutdownState shutdown;
+  auto result = test::run_coroutine(
+      [](std::string url, runtime::ShutdownState* s,
+         FakeUpstream* upstream) -> awaitable<CompletionResult> {
+        auto ex = co_await asio::this_coro::executor;
+        auto provider = std::make_shared<ResilientProvider>(
+            ex, std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""}),
+            fast_options(), s);
+        CompletionResult out = failure({});
+        runtime::Notifier done(ex);
+        bool finished = false;
+        asio::co_spawn(ex, [](std::shared_ptr<ResilientProvider> p, CompletionResult* slot,
+                              bool* finished, runtime::Notifier* n) -> awaitable<void> {
+          *slot = co_await p->complete(hello(), nullptr);
+          *finished = true;
+          n->notify_all();
+        }(provider, &out, &finished, &done), asio::detached);
+        // The shutdown begins while the first attempt waits for its 504's body.
+        const bool asked = co_await test::poll_until_async(
+            [&] { return upstream->in_flight() == 1; }, 10s);
+        if (!asked) throw std::runtime_error("the request never reached the upstream");
+        s->begin();
+        while (!finished) co_await done.wait_until(runtime::Deadline::after(10s));
+        co_return out;
+      }(upstream.base_url(), &shutdown, &upstream));
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().kind, Kind::shutting_down) << result.error().detail;
+  EXPECT_NE(result.error().detail.find("504"), std::string::npos) << result.error().detail;
+  EXPECT_NE(result.error().detail.find("not tried again because mooring is shutting down"),
+            std::string::npos)
+      << result.error().detail;
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
 TEST(Logs, NeitherTheApiKeyNorImageBytesAppear) {
   runtime::init_logging();
   runtime::set_log_level("debug");
