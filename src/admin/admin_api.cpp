@@ -267,6 +267,10 @@ std::string metrics_text(const json::object& status) {
   gauge("mooring_sessions", "Chat sessions in memory.", number("sessions"));
   gauge("mooring_connections", "Open chat connections.", number("connections"));
   gauge("mooring_replies_in_flight", "Replies being generated now.", number("replies_in_flight"));
+  gauge("mooring_buffered_bytes",
+        "Bytes WebSocket connections hold in messages being received and frames waiting to be "
+        "sent (bounded by gateway.max_buffered_bytes).",
+        number("buffered_bytes"));
   if (auto* components = status.if_contains("components"); components && components->is_array()) {
     out += "# HELP mooring_component_up 1 when the component is running.\n"
            "# TYPE mooring_component_up gauge\n";

@@ -1,5 +1,6 @@
 #include "app/cli.hpp"
 
+#include "app/components.hpp"
 #include "app/config.hpp"
 #include "app/host.hpp"
 #include "app/version.hpp"
@@ -129,6 +130,13 @@ int run_cli(int argc, char** argv) {
   if (cli.got_subcommand("check-config")) {
     auto config = load_or_report(check_path);
     if (!config) return exit_invalid;
+    // What `serve` takes from the environment rather than the file (the
+    // signing key of auth = "signed"): a valid file it would still refuse.
+    if (auto options = gateway_options(*config); !options) {
+      std::cerr << check_path << ": valid, but serve would not start in this environment: "
+                << options.error() << "\n";
+      return 1;
+    }
     std::cout << check_path << ": valid\n";
     return 0;
   }

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "admin/token.hpp"
 #include "app/provider_factory.hpp"
@@ -65,6 +66,7 @@ boost::system::result<chat::GatewayOptions, std::string> gateway_options(const C
   options.max_messages_per_minute = gw.max_messages_per_minute;
   options.max_context_bytes = config.chat.max_context_bytes;
   options.allowed_origins = gw.allowed_origins;
+  options.max_buffered_bytes = gw.max_buffered_bytes;
   return options;
 }
 
@@ -176,6 +178,10 @@ Prepared StoreComponent::prepare(const Config& current, const Config& next) {
                               "mooring to use \"{}\"",
                               next.data.synchronous));
   if (current.data.dir == next.data.dir) return Commit{};
+  // The same directory written another way ("./mooring-data", a full path, a
+  // link to it) is no change.
+  std::error_code ec;
+  if (std::filesystem::equivalent(current.data.dir, next.data.dir, ec) && !ec) return Commit{};
   return refuse(fmt::format(
       "data.dir cannot change while mooring runs (the database is open in \"{}\"); restart "
       "mooring to use \"{}\"",
@@ -330,16 +336,21 @@ awaitable<void> AdminComponent::start() {
 
 Prepared AdminComponent::prepare(const Config& current, const Config& next) {
   Commit token;
-  if (current.admin.token != next.admin.token) {
+  token_file_changed_ = false;
+  if (current.admin.token != next.admin.token || next.admin.token.empty()) {
     auto resolved = admin::resolve_admin_token(next.admin.token, next.data.dir);
     if (!resolved) return refuse("admin: " + resolved.error());
-    token = [this, resolved = *resolved] {
-      context_.token = resolved.token;
-      listener_->set_router(admin::make_admin_router(context_));
-      // Whoever subscribed with the old token is not admitted any more.
-      if (context_.events) context_.events->disconnect_all("the admin token changed");
-      if (!resolved.path.empty()) log::info("admin: token is in {}", resolved.path);
-    };
+    const bool same_setting = current.admin.token == next.admin.token;
+    token_file_changed_ = same_setting && resolved->token != context_.token;
+    if (!same_setting || token_file_changed_) {
+      token = [this, resolved = *resolved] {
+        context_.token = resolved.token;
+        listener_->set_router(admin::make_admin_router(context_));
+        // Whoever subscribed with the old token is not admitted any more.
+        if (context_.events) context_.events->disconnect_all("the admin token changed");
+        if (!resolved.path.empty()) log::info("admin: token is in {}", resolved.path);
+      };
+    }
   }
   auto moved = listener_->prepare_address(next.admin.listen, next.shutdown.drain_timeout);
   if (!moved) return moved;

@@ -133,11 +133,17 @@ class AdminComponent : public ListeningComponent {
   awaitable<void> start() override;
   // admin.listen moves the listener (the request that moved it gets its
   // response first); admin.token applies to requests from then on and closes
-  // the event streams opened with the old one.
+  // the event streams opened with the old one. With admin.token empty, the
+  // token file is read again: one rewritten (or deleted, and so made anew)
+  // applies the same way.
   Prepared prepare(const Config& current, const Config& next) override;
+  // Whether the last prepare() found a new token in the token file while the
+  // configuration's admin.token stayed as it was.
+  bool token_file_changed() const { return token_file_changed_; }
 
  private:
   admin::AdminContext context_;
+  bool token_file_changed_ = false;
 };
 
 // The gateway's options as a configuration sets them, or why they cannot be

@@ -525,6 +525,12 @@ void read_gateway(Section s, GatewayConfig& c) {
   s.read("heartbeat_interval", c.heartbeat_interval);
   s.read("heartbeat_timeout", c.heartbeat_timeout);
   s.read("max_message_bytes", c.max_message_bytes, 1, 64 * mib);
+  s.read("max_buffered_bytes", c.max_buffered_bytes, mib, 1024 * 1024 * mib);
+  if (!s.failed("max_buffered_bytes") && !s.failed("max_message_bytes"))
+    s.check("max_buffered_bytes", c.max_buffered_bytes >= c.max_message_bytes,
+            fmt::format("must be at least gateway.max_message_bytes ({}), or no message that "
+                        "large could ever be received",
+                        c.max_message_bytes));
   s.read("send_queue_limit", c.send_queue_limit, 1, 65536);
   // A zero interval would ping in a tight loop; a zero timeout would cut every
   // client off at the first ping.
@@ -825,6 +831,8 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
   compare("gateway.heartbeat_interval", a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
   compare("gateway.heartbeat_timeout", a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
   compare("gateway.max_message_bytes", a.gateway.max_message_bytes, b.gateway.max_message_bytes);
+  compare("gateway.max_buffered_bytes", a.gateway.max_buffered_bytes,
+          b.gateway.max_buffered_bytes);
   compare("gateway.send_queue_limit", a.gateway.send_queue_limit, b.gateway.send_queue_limit);
   compare("gateway.max_connections", a.gateway.max_connections, b.gateway.max_connections);
   compare("gateway.max_pending_messages", a.gateway.max_pending_messages,
@@ -953,6 +961,11 @@ heartbeat_interval = {}
 heartbeat_timeout = {}
 # Largest message a client may send, in bytes; a bigger one closes with 1009.
 max_message_bytes = {}
+# Bytes all connections together may hold in messages being received and
+# frames waiting to be sent. A message that needs more closes its connection
+# with 1013 (try again later); a backlog (a reconnect, a resume) waits for
+# room before its next page.
+max_buffered_bytes = {}
 # Frames queued for a client that reads too slowly before it is disconnected.
 send_queue_limit = {}
 # Open connections at most; more are refused with 503 before the upgrade.
@@ -1049,6 +1062,7 @@ max_field_bytes = {}
       c.gateway.allow_anonymous, toml_array(c.gateway.allowed_origins),
       quoted(c.gateway.heartbeat_interval),
       quoted(c.gateway.heartbeat_timeout), c.gateway.max_message_bytes,
+      c.gateway.max_buffered_bytes,
       c.gateway.send_queue_limit, c.gateway.max_connections, c.gateway.max_pending_messages,
       c.gateway.max_messages_per_minute, quoted(c.admin.listen),
       quoted(c.admin.token), quoted(c.provider.kind), quoted(c.provider.base_url),

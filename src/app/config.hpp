@@ -43,6 +43,7 @@ struct GatewayConfig {
   Duration heartbeat_interval = 20s;
   Duration heartbeat_timeout = 10s;
   std::uint64_t max_message_bytes = 1048576;
+  std::uint64_t max_buffered_bytes = 268435456;  // across all connections (net::BufferBudget)
   std::uint64_t send_queue_limit = 256;
   std::uint64_t max_connections = 10000;
   std::uint64_t max_pending_messages = 16;

@@ -4,6 +4,7 @@
 #include "admin/token.hpp"
 #include "app/components.hpp"
 #include "app/staged_file.hpp"
+#include "net/buffer_budget.hpp"
 #include "runtime/blocking.hpp"
 #include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
@@ -212,6 +213,7 @@ json::object Host::status_document() const {
       {"sessions", chat.sessions()},
       {"connections", chat.connections()},
       {"replies_in_flight", chat.replies_in_flight()},
+      {"buffered_bytes", net::buffer_budget().used()},
       {"onebot", gateway_->onebot().status()},
       {"task_failures", supervisor_.failures()},
   };
@@ -310,7 +312,8 @@ awaitable<ConfigOutcome> Host::apply(ConfigResult parsed, Change change) {
     }
     if (*prepared) commits.push_back(std::move(*prepared));
   }
-  const auto changed = changed_keys(*config_, *next);
+  auto changed = changed_keys(*config_, *next);
+  if (admin_->token_file_changed()) changed.push_back("admin.token");
   if (!change.commit) {
     // The dry run ends here; dropping the commits releases what they hold.
     co_return ConfigOutcome{http::status::ok, json::object{{"valid", true},

@@ -122,6 +122,15 @@ awaitable<void> ListenerComponent::retry_bind() {
 Prepared ListenerComponent::prepare_address(const net::ListenAddress& next,
                                             runtime::Duration retire_deadline) {
   if (next == address_) return Commit{};
+  // The socket it has, written another way ("localhost" for 127.0.0.1, the
+  // port it got for port 0, or port 0 again): kept, not bound a second time.
+  if (server_ && server_->local_endpoint()) {
+    const auto bound = *server_->local_endpoint();
+    const auto wanted = net::listen_endpoint(next);
+    if (wanted && wanted->address() == bound.address() &&
+        (next.port == 0 || next.port == bound.port()))
+      return Commit([this, next] { address_ = next; });
+  }
   auto acceptor = net::open_listener(supervisor_.executor(), next, status_.name);
   if (!acceptor) return Prepared(boost::system::in_place_error, acceptor.error().message);
   // std::function needs a copyable callable: the socket travels in a shared_ptr

@@ -266,20 +266,24 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
   }
   const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
   for (;;) {
-    auto replies = co_await store().replies_after(id_, after, page);
+    const bool room = co_await outlet->room_for_page();
+    if (!room || generation != generation_) co_return;
+    auto replies = co_await store().replies_after(id_, after, page, backlog_page_bytes);
     if (!replies) {
       log::error("chat: cannot read stored replies for {}: {}", id_, replies.error().message);
       co_return;
     }
     if (generation != generation_) co_return;
+    std::size_t bytes = 0;
     for (const auto& reply : *replies) {
       if (reply.seq > until) {
         reached();
         co_return;
       }
+      bytes += reply.content.size();
       outlet->backlog_reply(reply);
     }
-    if (replies->size() < page) {
+    if (replies->size() < page && bytes < backlog_page_bytes) {
       reached();
       co_return;
     }

@@ -95,10 +95,14 @@ class Outlet {
   // it as they were made. The largest seq: nothing is known, read to the end.
   virtual store::Seq carried_after() const { return std::numeric_limits<store::Seq>::max(); }
   virtual void carried_from(store::Seq /*after*/) {}
-  // How many stored replies to read at a time for a backlog, and a wait until
-  // the replies handed so far are out (false: they cannot be now, stop).
+  // How many stored replies to read at a time for a backlog (and no more than
+  // Conversation::backlog_page_bytes of their text), and a wait until the
+  // replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;
   virtual awaitable<bool> drained() = 0;
+  // Before each page is read: a wait until memory may be taken for it
+  // (false: stop).
+  virtual awaitable<bool> room_for_page() { co_return true; }
 
   // The work held (messages waiting or being answered, frames being handled) changed.
   virtual void pending_changed(std::size_t pending) = 0;
@@ -118,6 +122,10 @@ class Conversations;
 
 class Conversation : public std::enable_shared_from_this<Conversation> {
  public:
+  // A page of a backlog holds replies up to this much text (a page holds one
+  // reply whatever its size): a resume of large replies is read a few at a time.
+  static constexpr std::size_t backlog_page_bytes = 1024 * 1024;
+
   Conversation(Conversations& owner, std::string id);
   Conversation(const Conversation&) = delete;
   Conversation& operator=(const Conversation&) = delete;

@@ -180,7 +180,26 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
       // Nothing being written and still not out: nothing will move it.
       if (!woken && connection_->queued() == 0) break;
     }
+    // Its frames are in the socket's queue, and held against the budget there.
+    page_share_.set(0);
     co_return open() && page_out(page_end);
+  }
+
+  // A page's worth of the buffer budget is taken before the page is read,
+  // and given back once its frames are in the socket's queue (drained()): a
+  // thousand resumes at once read pages only as far as the budget allows.
+  // Nothing says when other connections give room back; it is looked at again
+  // every 100 ms while this connection lasts.
+  // However a backlog ends, the room its page took is given back.
+  void backlog_done(bool /*reached_newest*/) override { page_share_.set(0); }
+
+  awaitable<bool> room_for_page() override {
+    auto self = shared_from_this();
+    while (open() && !host_stopping_ && !page_share_.grow_to(Conversation::backlog_page_bytes)) {
+      const bool slept = co_await runtime::sleep_for(std::chrono::milliseconds(100));
+      if (!slept) co_return false;
+    }
+    co_return open() && !host_stopping_;
   }
 
   void pending_changed(std::size_t pending) override {
@@ -335,6 +354,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // What waits for a connection that has ended or been replaced is let go;
   // the replies among it stay stored, the cursor short of them.
   void let_go() {
+    page_share_.set(0);
     waiting_ = {};
     flush_posted_ = false;
     held_pieces_ = std::string();
@@ -356,6 +376,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool closed_ = false;
   bool replaced_ = false;
   bool host_stopping_ = false;  // a backlog waits for no page to go out
+  net::BufferBudget::Share page_share_{net::buffer_budget()};  // for a page being read or sent
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
   // Every stored reply after it went out here: read from it by a backlog that
   // reached the newest, or live since (Outlet::carried_after).
@@ -382,7 +403,9 @@ Gateway::Gateway(runtime::Supervisor& supervisor, store::Store& store,
     : options_(std::move(options)),
       conversations_(supervisor, store, std::move(provider), conversation_options(options_),
                      shutdown),
-      rate_limiter_(options_.max_messages_per_minute) {}
+      rate_limiter_(options_.max_messages_per_minute) {
+  net::buffer_budget().set_limit(options_.max_buffered_bytes);
+}
 
 Gateway::~Gateway() = default;
 
@@ -399,6 +422,7 @@ void Gateway::set_options(GatewayOptions options) {
   options_ = std::move(options);
   conversations_.set_options(conversation_options(options_));
   rate_limiter_.set_rate(options_.max_messages_per_minute);
+  net::buffer_budget().set_limit(options_.max_buffered_bytes);
 }
 
 bool Gateway::admit_message(std::string_view user_id) {

@@ -65,6 +65,8 @@ struct GatewayOptions {
   std::size_t max_context_bytes = 256 * 1024;
   // Origins of pages on other hosts that may open /ws/<user> (net::origin_admitted).
   std::vector<std::string> allowed_origins;
+  // What all WebSocket connections may hold (net::buffer_budget(), the process's).
+  std::size_t max_buffered_bytes = net::BufferBudget::default_limit;
   friend bool operator==(const GatewayOptions&, const GatewayOptions&) = default;
 };
 

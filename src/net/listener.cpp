@@ -12,6 +12,16 @@ std::string endpoint_string(const tcp::endpoint& endpoint) {
   return fmt::format("{}:{}", address.to_string(), endpoint.port());
 }
 
+std::optional<tcp::endpoint> listen_endpoint(const ListenAddress& address, error_code* error) {
+  error_code ec;
+  // "localhost" means the IPv4 loopback: resolving it could pick ::1 on one
+  // machine and 127.0.0.1 on another, and clients mostly try IPv4 first.
+  const auto ip = asio::ip::make_address(address.host == "localhost" ? "127.0.0.1" : address.host, ec);
+  if (error) *error = ec;
+  if (ec) return std::nullopt;
+  return tcp::endpoint(ip, address.port);
+}
+
 boost::system::result<tcp::acceptor, ListenError> open_listener(
     const asio::any_io_executor& executor, const ListenAddress& address, std::string_view owner) {
   auto fail = [&](error_code ec) {
@@ -19,11 +29,10 @@ boost::system::result<tcp::acceptor, ListenError> open_listener(
                                        ec.message())};
   };
   error_code ec;
-  // "localhost" means the IPv4 loopback: resolving it could pick ::1 on one
-  // machine and 127.0.0.1 on another, and clients mostly try IPv4 first.
-  const auto ip = asio::ip::make_address(address.host == "localhost" ? "127.0.0.1" : address.host, ec);
-  if (ec) return fail(ec);
-  const tcp::endpoint endpoint(ip, address.port);
+  const auto wanted = listen_endpoint(address, &ec);
+  if (!wanted) return fail(ec);
+  const tcp::endpoint endpoint = *wanted;
+  const auto ip = endpoint.address();
 
   tcp::acceptor acceptor(executor);
   acceptor.open(endpoint.protocol(), ec);

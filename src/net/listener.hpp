@@ -10,6 +10,7 @@
 
 #include <boost/system/result.hpp>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,6 +22,11 @@ struct ListenError {
   error_code code;
   std::string message;
 };
+
+// The endpoint `address` binds ("localhost": 127.0.0.1), or nullopt when its
+// host is not an address (then `error` says why).
+std::optional<tcp::endpoint> listen_endpoint(const ListenAddress& address,
+                                             error_code* error = nullptr);
 
 boost::system::result<tcp::acceptor, ListenError> open_listener(
     const asio::any_io_executor& executor, const ListenAddress& address, std::string_view owner);

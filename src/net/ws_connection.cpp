@@ -107,7 +107,7 @@ void WsConnection::guarded(Step step) {
   } catch (...) {
     log::error("{}: connection from {} failed: {}", log_name_, remote_,
                runtime::describe_current_exception());
-    incoming_ = std::string();
+    drop_incoming();
     held_ = false;
     finish();
   }
@@ -136,11 +136,28 @@ void WsConnection::read_next() {
   });
 }
 
-// The rest of a message longer than first_, into the string on_text gets.
+// The rest of a message longer than first_, into the string on_text gets,
+// held against the buffer budget. The rest of a message the budget refused is
+// read over the same bytes and dropped.
 void WsConnection::read_rest() {
-  const std::size_t old_size = incoming_.size();
-  const std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
+  std::size_t old_size = discarding_ ? 0 : incoming_.size();
+  std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
+  if (!discarding_ && old_size + chunk > incoming_.capacity()) {
+    // Room as the string would make it (doubling) but within the message's
+    // limit, taken from the budget before it is allocated: what is held is
+    // the capacity, not the bytes read so far.
+    const std::size_t room =
+        std::max(old_size + chunk, std::min(2 * incoming_.capacity(), options_.max_message_bytes));
+    if (incoming_share_.grow_to(room)) {
+      incoming_.reserve(room);
+    } else {
+      refuse_for_budget();
+      old_size = 0;
+      chunk = 4096;
+    }
+  }
   incoming_.resize(old_size + chunk);
+  if (discarding_) incoming_share_.set(incoming_.capacity());
   stream_.async_read_some(
       asio::buffer(incoming_.data() + old_size, chunk),
       [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
@@ -155,10 +172,11 @@ void WsConnection::read_rest() {
 // or reading has ended (and with it the connection).
 void WsConnection::read_done(const error_code& ec) {
   if (ec) {
-    incoming_ = std::string();
+    drop_incoming();
     read_ended(ec);
     finish();
   } else if (stream_.is_message_done()) {
+    if (std::exchange(discarding_, false)) drop_incoming();
     message_read();
   } else {
     read_rest();
@@ -178,7 +196,7 @@ void WsConnection::message_read() {
 void WsConnection::hand_over() {
   if (state_ == State::closed) {
     held_ = false;
-    incoming_ = std::string();
+    drop_incoming();
     finish();
     return;
   }
@@ -188,7 +206,9 @@ void WsConnection::hand_over() {
     return;
   }
   held_ = false;
-  deliver(std::exchange(incoming_, std::string()));
+  auto text = std::exchange(incoming_, std::string());
+  incoming_share_.set(0);
+  deliver(std::move(text));
   read_next();
 }
 
@@ -221,6 +241,8 @@ void WsConnection::finish() {
   queue_.clear();
   untaken_ = {};  // their bytes may never leave: their on_written never runs
   queued_bytes_ = 0;
+  frames_share_.set(0);
+  incoming_share_.set(0);
   closes(log_name_, close_code_label(closed_)).inc();
   if (auto callback = std::exchange(on_closed, nullptr)) {
     try {
@@ -270,6 +292,26 @@ void WsConnection::read_ended(const error_code& ec) {
                       fmt::format("{}: connection from {} ended: {}", log_name_, remote_,
                                   ec.message()));
   }
+}
+
+void WsConnection::drop_incoming() {
+  incoming_ = std::string();
+  incoming_share_.set(0);
+}
+
+// The connections hold all the budget allows: a message that needs more is
+// refused, and its connection closed with 1013 (try again later). What it
+// held is given back at once; what is left of it is read and dropped.
+void WsConnection::refuse_for_budget() {
+  const auto& budget = buffer_budget();
+  peer_faults().log(spdlog::level::warn, log_name_ + ": budget",
+                    fmt::format("{}: a message from {} was refused: the connections hold {} "
+                                "of the {} bytes they may (gateway.max_buffered_bytes); closed "
+                                "with 1013",
+                                log_name_, remote_, budget.used(), budget.limit()));
+  discarding_ = true;
+  drop_incoming();
+  close(websocket::close_code::try_again_later, "the server is busy; send it again later");
 }
 
 // A handler that throws is a bug on our side, not the peer's: the peer is told
@@ -374,6 +416,7 @@ void WsConnection::written(error_code ec) {
   // What the socket did not take of a write that failed.
   queued_bytes_ -=
       std::min(queued_bytes_, frame.text.size() - std::min(writing_offset_, frame.text.size()));
+  frames_share_.set(frames_share_.bytes() - std::min(frames_share_.bytes(), frame.text.size()));
   writing_offset_ = 0;
   if (finished_) return;
   if (ec) {
@@ -574,10 +617,12 @@ error_code WsConnection::send(std::string text, std::function<void()> on_written
     // The frame being written stays: its buffer is in use until the write ends.
     queue_.clear();
     queued_bytes_ = writing_frame_ ? writing_.text.size() - writing_offset_ : 0;
+    frames_share_.set(writing_frame_ ? writing_.text.size() : 0);
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
   queued_bytes_ += text.size();
+  frames_share_.set(frames_share_.bytes() + text.size());
   queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
   write_next();
   return {};

@@ -50,6 +50,7 @@
 // waits until the socket has taken its bytes.
 #pragma once
 
+#include "net/buffer_budget.hpp"
 #include "net/corked_socket.hpp"
 #include "runtime/asio.hpp"
 #include "runtime/duration.hpp"
@@ -164,6 +165,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   template <typename Step>
   void guarded(Step step);
   void read_ended(const error_code& ec);
+  void drop_incoming();
+  void refuse_for_budget();
   void write_next();
   void write_piece();
   void piece_written(error_code ec, std::size_t bytes);
@@ -204,6 +207,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   boost::container::devector<Untaken> untaken_;
   std::size_t writing_offset_ = 0;  // bytes of writing_ the socket has taken
   std::size_t queued_bytes_ = 0;
+  // The queued frames' text, the one being written included, held against
+  // the process's buffer budget (as is incoming_).
+  BufferBudget::Share frames_share_{buffer_budget()};
   asio::steady_timer timer_;
   Clock::time_point timer_due_;       // when the armed wait ends
   std::uint64_t timer_generation_ = 0;  // of the wait whose end counts
@@ -225,6 +231,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // incoming_, the string on_text receives; nothing is kept after.
   std::array<char, 128> first_;
   std::string incoming_;
+  BufferBudget::Share incoming_share_{buffer_budget()};
+  bool discarding_ = false;  // the rest of a message refused for the budget is read and dropped
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.
   std::unique_ptr<asio::steady_timer> pause_wait_;

@@ -257,12 +257,21 @@ Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
 }
 
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
-                                           Seq after_seq, std::size_t limit) {
+                                           Seq after_seq, std::size_t limit,
+                                           std::size_t max_bytes) {
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
                               " FROM messages WHERE user_id = ?1 AND seq > ?2 AND role = "
                               "'assistant' ORDER BY seq LIMIT ?3");
   statement.bind(1, user_id).bind(2, after_seq).bind(3, sql_limit(limit));
-  return read_messages(statement);
+  std::vector<Message> out;
+  std::size_t bytes = 0;
+  while (bytes < max_bytes && statement.step()) {
+    auto message = read_message(statement);
+    if (!message) return message.error();
+    bytes += message->content.size();
+    out.push_back(std::move(*message));
+  }
+  return out;
 }
 
 Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {

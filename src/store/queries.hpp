@@ -78,7 +78,8 @@ Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
                                   const std::string& user_id, Seq seq, const std::string& reason);
 
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
-                                           Seq after_seq, std::size_t limit);
+                                           Seq after_seq, std::size_t limit,
+                                           std::size_t max_bytes);
 
 Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq);
 

@@ -1162,10 +1162,11 @@ awaitable<Result<MessageStatus>> Store::mark_failed(std::string user_id, Seq seq
 }
 
 awaitable<Result<std::vector<Message>>> Store::replies_after(std::string user_id, Seq after_seq,
-                                                             std::size_t limit) {
+                                                             std::size_t limit,
+                                                             std::size_t max_bytes) {
   return submit<std::vector<Message>>(
-      JobKind::read, [this, user_id = std::move(user_id), after_seq, limit] {
-        return queries::replies_after(db(), user_id, after_seq, limit);
+      JobKind::read, [this, user_id = std::move(user_id), after_seq, limit, max_bytes] {
+        return queries::replies_after(db(), user_id, after_seq, limit, max_bytes);
       });
 }
 

@@ -44,6 +44,7 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -192,10 +193,12 @@ class Store {
   // pending_messages() leaves the message out meanwhile.
   awaitable<Result<MessageStatus>> mark_failed(std::string user_id, Seq seq, std::string reason);
 
-  // The user's replies with seq > after_seq, oldest first, at most `limit`:
+  // The user's replies with seq > after_seq, oldest first, at most `limit`,
+  // and no more once their text has reached `max_bytes` (the first always):
   // call again from the last seq returned to continue.
-  awaitable<Result<std::vector<Message>>> replies_after(std::string user_id, Seq after_seq,
-                                                        std::size_t limit = 1000);
+  awaitable<Result<std::vector<Message>>> replies_after(
+      std::string user_id, Seq after_seq, std::size_t limit = 1000,
+      std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
   // Moves the session's delivered cursor forward to `seq` (never back);
   // returns the cursor after the update. Kind::not_found without a session.

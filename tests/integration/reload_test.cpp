@@ -611,5 +611,91 @@ TEST(Reload, TheGenerationGuardsAgainstLostUpdatesAndANewAdminTokenEndsOldSubscr
   expect_clean_stop(host);
 }
 
+// The addresses a host listens on and its data directory, written another way
+// ("localhost" for 127.0.0.1, the port it got for port 0, "./mooring-data"),
+// are no change: the reload applies, no socket is bound twice, and a chat
+// connection stays open. A real change is still refused or made as before.
+TEST(Reload, TheSameAddressOrDirectoryWrittenAnotherWayIsNoMove) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  ChatClient client;
+  ASSERT_EQ(client.connect(host.gateway(), "steady"), 101);
+  const auto gateway_port = port_of(host.gateway());
+  const auto admin_port = port_of(host.admin());
+  auto same = put_config(host, host.admin(),
+                         fmt::format("[data]\ndir = \"./mooring-data/\"\n[gateway]\nlisten = "
+                                     "\"localhost:{}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                                     gateway_port, admin_port));
+  ASSERT_EQ(same.status, 200) << same.body;
+  const auto body = json::parse(same.body).as_object();
+  EXPECT_EQ(body.at("listen").at("gateway"), json::value(host.gateway())) << same.body;
+  EXPECT_EQ(body.at("listen").at("admin"), json::value(host.admin())) << same.body;
+  // The connection was not moved: it still answers.
+  const auto seq = say_and_get_seq(client, "still here?", "q");
+  client.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
+  // Port 0 again: the port it has is kept.
+  auto any = put_config(host, host.admin(), listeners);
+  ASSERT_EQ(any.status, 200) << any.body;
+  EXPECT_EQ(json::parse(any.body).at("listen").at("gateway"), json::value(host.gateway()));
+  const auto again = say_and_get_seq(client, "and now?", "r");
+  client.read_until([&](const Frame& f) { return is_chat_for(f, again); });
+  // Another directory is still refused.
+  auto other = put_config(host, host.admin(), "[data]\ndir = \"elsewhere\"\n" + listeners);
+  EXPECT_EQ(other.status, 409) << other.body;
+  EXPECT_NE(other.body.find("data.dir cannot change"), std::string::npos) << other.body;
+  expect_clean_stop(host, {&client});
+}
+
+// With admin.token left empty the token lives in <data.dir>/admin.token: an
+// operator who rewrites that file (or deletes it, for a new one) and sends
+// SIGHUP rotates the token, as a new admin.token in the file would.
+TEST(Reload, ARewrittenOrDeletedTokenFileRotatesTheAdminTokenOnSighup) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto old_token = host.admin_token();
+  const auto token_file = dir.path() / "mooring-data" / "admin.token";
+  const std::string rotated = "a-rotated-admin-token-of-some-length";
+  write_file(token_file, rotated + "\n");
+  host.process().signal(SIGHUP);
+  ASSERT_TRUE(poll_until([&] { return host.log().find("admin.token changed") != std::string::npos; },
+                         10s))
+      << host.log();
+  EXPECT_EQ(http_get(host.admin(), "/api/status", old_token).status, 401);
+  EXPECT_EQ(http_get(host.admin(), "/api/status", rotated).status, 200);
+
+  // The same file again: nothing changes.
+  host.process().signal(SIGHUP);
+  ASSERT_TRUE(poll_until([&] { return generation(host) == 3; }, 10s)) << host.log();
+  EXPECT_NE(host.log().find("generation 3 applied: no changes"), std::string::npos) << host.log();
+
+  // Deleted: a new token is made, with the file's mode, and applies.
+  std::filesystem::remove(token_file);
+  host.process().signal(SIGHUP);
+  std::string made;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        made = host.admin_token();
+        return made.size() >= 16 && http_get(host.admin(), "/api/status", made).status == 200;
+      },
+      10s))
+      << host.log();
+  EXPECT_NE(made, rotated);
+  EXPECT_EQ(http_get(host.admin(), "/api/status", rotated).status, 401);
+  EXPECT_EQ(std::filesystem::status(token_file).permissions() & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+  // One too short to be a token: the reload is refused and the token stays.
+  write_file(token_file, "short\n");
+  host.process().signal(SIGHUP);
+  ASSERT_TRUE(poll_until([&] { return host.log().find("holds no usable token") != std::string::npos; },
+                         10s))
+      << host.log();
+  EXPECT_EQ(http_get(host.admin(), "/api/status", made).status, 200);
+  write_file(token_file, made + "\n");
+  expect_clean_stop(host);
+}
+
 }  // namespace
 }  // namespace mooring::test

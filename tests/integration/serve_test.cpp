@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <cstdlib>
 
 namespace mooring::test {
 namespace {
@@ -136,6 +137,29 @@ TEST(CheckConfig, ExitCodesAndMessagesNameTheKeyAndLine) {
   auto serve = run_command(MOORING_BINARY, {"serve", "-c", "bad.toml"}, dir.path());
   EXPECT_EQ(serve.exit_code, 2);
   EXPECT_NE(serve.err.find("gateway.heartbeat_interval"), std::string::npos) << serve.err;
+}
+
+// auth = "signed" takes its key from the environment: check-config says when
+// the file is valid but serve would refuse it there (exit 1, not 0), as serve
+// does, and passes once the key is set.
+TEST(CheckConfig, ASignedGatewayWithoutItsKeyInTheEnvironmentIsNotCalledReady) {
+  TempDir dir;
+  write_file(dir / "signed.toml",
+             "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"signed\"\n"
+             "signing_key_env = \"MOORING_TEST_CHECK_KEY\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+  ::unsetenv("MOORING_TEST_CHECK_KEY");
+  auto missing = run_command(MOORING_BINARY, {"check-config", "-c", "signed.toml"}, dir.path());
+  EXPECT_EQ(missing.exit_code, 1) << missing.out << missing.err;
+  EXPECT_NE(missing.err.find("valid, but serve would not start in this environment"),
+            std::string::npos)
+      << missing.err;
+  EXPECT_NE(missing.err.find("$MOORING_TEST_CHECK_KEY"), std::string::npos) << missing.err;
+  auto serve = run_command(MOORING_BINARY, {"serve", "-c", "signed.toml"}, dir.path());
+  EXPECT_EQ(serve.exit_code, 1) << serve.err;
+  ::setenv("MOORING_TEST_CHECK_KEY", std::string(48, 'k').c_str(), 1);
+  auto present = run_command(MOORING_BINARY, {"check-config", "-c", "signed.toml"}, dir.path());
+  ::unsetenv("MOORING_TEST_CHECK_KEY");
+  EXPECT_EQ(present.exit_code, 0) << present.err;
 }
 
 TEST(CheckConfig, TheDefaultConfigIsValid) {

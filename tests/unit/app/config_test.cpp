@@ -37,6 +37,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.gateway.heartbeat_interval, b.gateway.heartbeat_interval);
   EXPECT_EQ(a.gateway.heartbeat_timeout, b.gateway.heartbeat_timeout);
   EXPECT_EQ(a.gateway.max_message_bytes, b.gateway.max_message_bytes);
+  EXPECT_EQ(a.gateway.max_buffered_bytes, b.gateway.max_buffered_bytes);
   EXPECT_EQ(a.gateway.send_queue_limit, b.gateway.send_queue_limit);
   EXPECT_EQ(a.admin.listen, b.admin.listen);
   EXPECT_EQ(a.admin.token, b.admin.token);
@@ -124,7 +125,7 @@ TEST(DefaultConfig, TomlTextHasACommentBeforeEveryKey) {
     }
     previous = line;
   }
-  EXPECT_EQ(keys, 44);  // every field of Config
+  EXPECT_EQ(keys, 45);  // every field of Config
 }
 
 // An empty file (an editor saving in place, a truncation) would reset every
@@ -155,6 +156,7 @@ allowed_origins = ["https://chat.example"]
 heartbeat_interval = "30s"
 heartbeat_timeout = "2m"
 max_message_bytes = 4096
+max_buffered_bytes = 8388608
 send_queue_limit = 16
 max_connections = 50
 max_pending_messages = 4
@@ -230,6 +232,7 @@ TEST(ParseConfig, ReadsEveryKeyOfAFullFile) {
   EXPECT_EQ(c.gateway.heartbeat_interval, std::chrono::seconds(30));
   EXPECT_EQ(c.gateway.heartbeat_timeout, std::chrono::minutes(2));
   EXPECT_EQ(c.gateway.max_message_bytes, 4096u);
+  EXPECT_EQ(c.gateway.max_buffered_bytes, 8388608u);
   EXPECT_EQ(c.gateway.send_queue_limit, 16u);
   EXPECT_EQ(c.admin.listen, (net::ListenAddress{"localhost", 0}));
   EXPECT_EQ(c.admin.token, "admin-secret");
@@ -390,6 +393,7 @@ TEST(ParseConfigErrors, IntegersOutsideTheirRangeAreRefusedAndTheBoundsAccepted)
   };
   const Case cases[] = {
       {"gateway", "max_message_bytes", 1, 64ll * 1024 * 1024},
+      {"gateway", "max_buffered_bytes", 1024 * 1024, 1024ll * 1024 * 1024 * 1024},
       {"gateway", "send_queue_limit", 1, 65536},
       {"provider", "max_attempts", 1, 100},
       {"provider", "max_concurrency", 1, 10000},
@@ -411,6 +415,19 @@ TEST(ParseConfigErrors, IntegersOutsideTheirRangeAreRefusedAndTheBoundsAccepted)
                                    std::to_string(c.max) + ", not " + std::to_string(bad));
     }
   }
+}
+
+// A budget for all connections smaller than one message would refuse every
+// message of the largest size.
+TEST(ParseConfigErrors, TheBufferBudgetHoldsAtLeastOneMessageOfTheLargestSize) {
+  const auto error = single_error(
+      "[gateway]\nmax_message_bytes = 4194304\nmax_buffered_bytes = 2097152\n");
+  EXPECT_EQ(error.key, "gateway.max_buffered_bytes");
+  EXPECT_EQ(error.line, 3);
+  EXPECT_TRUE(contains(error.message, "must be at least gateway.max_message_bytes (4194304)"))
+      << error.message;
+  EXPECT_NE(parse_ok("[gateway]\nmax_message_bytes = 4194304\nmax_buffered_bytes = 4194304\n"),
+            nullptr);
 }
 
 TEST(ParseConfigErrors, ABadChoiceListsTheAllowedValues) {

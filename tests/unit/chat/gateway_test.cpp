@@ -3,6 +3,7 @@
 #include "chat/user_token.hpp"
 #include "runtime/log.hpp"
 #include "support/chat_client.hpp"
+#include "support/clients.hpp"
 #include "support/metrics.hpp"
 #include "support/wait.hpp"
 #include "unit/chat/gateway_fixture.hpp"
@@ -13,6 +14,8 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+
+#include <sys/ioctl.h>
 
 namespace mooring::chat::test {
 namespace {
@@ -485,6 +488,53 @@ TEST(Gateway, AResumeSendsEachReplyOnceOnAConnectionThatOutlivesWhatItRemembers)
   for (const auto seq : before) earlier[seq] = 1;
   EXPECT_EQ(resend(3, "r1"), earlier) << "the earlier connection's replies once, no other";
   EXPECT_EQ(resend(1, "r2"), (std::map<std::int64_t, int>{})) << "all carried already";
+}
+
+// A backlog reads a page only once the buffer budget has room for it: while
+// other connections hold it all, the replies stay in the store; once they
+// give room back, every reply goes out, once.
+TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
+  GatewayOptions options;
+  options.max_buffered_bytes = 4 * 1024 * 1024;
+  GatewayFixture fixture(options);
+  std::vector<std::int64_t> replies;
+  for (int i = 0; i < 5; ++i) {
+    auto asked = fixture.thread.call(
+        fixture.store->append_user_message("saver", "q" + std::to_string(i)));
+    ASSERT_TRUE(asked.has_value());
+    auto reply = fixture.thread.call(fixture.store->store_reply(
+        "saver", asked->seq, std::to_string(i) + std::string(300000, 'r')));
+    ASSERT_TRUE(reply.has_value());
+    replies.push_back(*reply);
+  }
+  auto& budget = net::buffer_budget();
+  net::BufferBudget::Share others(budget);  // what other connections hold
+  others.set(budget.limit());
+
+  mooring::test::WsClient client;
+  ASSERT_EQ(client.connect(fixture.address, "/ws/saver"), 101);
+  client.send(R"({"type":"resume","after":0})");
+  // A page read would be in the client's socket within milliseconds.
+  const auto readable = [&] {
+    int bytes = 0;
+    ::ioctl(client.lowest_layer().socket().native_handle(), FIONREAD, &bytes);
+    return bytes;
+  };
+  EXPECT_FALSE(poll_until([&] { return readable() > 0; }, std::chrono::milliseconds(500)))
+      << readable() << " bytes came while the budget was full";
+
+  others.set(0);
+  std::map<std::int64_t, int> sent;
+  while (sent.size() < replies.size()) {
+    const auto text = client.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    if (is_type(frame, "chat")) ++sent[int_field(frame, "seq")];
+  }
+  for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
+  client.close();
+  EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))
+      << budget.used() << " bytes still held";
 }
 
 // --- chat.max_context_bytes ---------------------------------------------------

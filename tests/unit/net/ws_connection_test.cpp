@@ -560,6 +560,73 @@ TEST_F(WsConnectionTest, AFrameAnnouncingALengthOf2To63OrMoreClosesTheConnection
   EXPECT_EQ(received_count(), 0u);
 }
 
+// Connections each holding an unfinished message hold no more together than
+// the process's buffer budget: a message that needs more closes its own
+// connection with 1013, and what it held is given back at once. The others
+// go on, and a message as large as the budget allows is received once the
+// holders are gone.
+TEST_F(WsConnectionTest, UnfinishedMessagesOfManyConnectionsStayWithinTheBufferBudget) {
+  auto& budget = buffer_budget();
+  const auto base = budget.used();
+  constexpr std::size_t mib = 1024 * 1024;
+  constexpr std::size_t limit = 5 * mib / 2;
+  budget.set_limit(base + limit);
+  struct Restore {
+    BufferBudget& budget;
+    ~Restore() { budget.set_limit(BufferBudget::default_limit); }
+  } restore{budget};
+  const auto before_1013 = test::metric_value(closes("1013"));
+  start(WsOptions{.max_message_bytes = mib});
+  // A text frame header announcing `length` bytes (masked, with a zero key).
+  const auto header = [](std::uint64_t length) {
+    std::string out{static_cast<char>(0x81), static_cast<char>(0x80 | 127)};
+    for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((length >> shift) & 0xFF);
+    out.append(4, '\0');
+    return out;
+  };
+  const auto write = [](test::WsClient& client, const std::string& bytes) {
+    asio::write(client.lowest_layer().socket(), asio::buffer(bytes));
+  };
+
+  // Two connections each send 900,000 bytes of a 1,000,000-byte message: a
+  // message being received takes room for the largest one (1 MiB) once it
+  // is past half of it, whatever the reads.
+  test::WsClient first, second, third;
+  for (auto* client : {&first, &second}) {
+    ASSERT_EQ(client->connect(address_, "/ws"), 101);
+    const auto held = budget.used();
+    write(*client, header(1000000) + std::string(900000, 'a'));
+    ASSERT_TRUE(test::poll_until([&] { return budget.used() >= held + mib; }, 10s))
+        << budget.used() - held;
+  }
+  EXPECT_EQ(budget.used(), base + 2 * mib);
+  // A third sends a whole message of 1,000,000: it needs more than is left.
+  ASSERT_EQ(third.connect(address_, "/ws"), 101);
+  write(third, header(1000000) + std::string(1000000, 'c'));
+  EXPECT_EQ(third.read(), std::nullopt);
+  EXPECT_EQ(third.close_code(), 1013);
+  EXPECT_EQ(third.close_reason(), "the server is busy; send it again later");
+  EXPECT_LE(budget.used(), base + limit);
+  EXPECT_TRUE(test::poll_until(
+      [&] { return test::metric_value(closes("1013")) == before_1013 + 1; }, 10s));
+
+  // The first two go on: the first message ends and is delivered.
+  write(first, std::string(100000, 'a'));
+  EXPECT_EQ(first.read(), "got:1000000");
+  second.drop();
+  // With the holders gone, the message of 1,000,000 fits.
+  ASSERT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
+      << budget.used() - base;
+  test::WsClient fourth;
+  ASSERT_EQ(fourth.connect(address_, "/ws"), 101);
+  write(fourth, header(1000000) + std::string(1000000, 'd'));
+  EXPECT_EQ(fourth.read(), "got:1000000");
+  first.close();
+  fourth.close();
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
+      << budget.used() - base << " bytes still held";
+}
+
 // An owner's on_closed that throws is logged, and the connection is still
 // forgotten: its session, its task and its socket are gone.
 TEST_F(WsConnectionTest, AnOnClosedThatThrowsStillLeavesNothingBehind) {

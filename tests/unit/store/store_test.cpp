@@ -710,6 +710,12 @@ TEST_P(StoreTest, RepliesAfterAndTheDeliveredCursor) {
   ASSERT_EQ(later.size(), 2u);
   EXPECT_EQ(later[0].seq, replies[1]);
   EXPECT_EQ(await(store->replies_after("heidi", replies[0], 1)).value().size(), 1u);
+  // A byte budget stops the read once the text read reaches it; the first
+  // reply is read whatever its size.
+  EXPECT_EQ(await(store->replies_after("heidi", 0, 10, 1)).value().size(), 1u);
+  EXPECT_EQ(await(store->replies_after("heidi", 0, 10, 2)).value().size(), 1u);
+  EXPECT_EQ(await(store->replies_after("heidi", 0, 10, 3)).value().size(), 2u);
+  EXPECT_EQ(await(store->replies_after("heidi", 0, 10, 6)).value().size(), 3u);
 
   auto session = await(store->session("heidi")).value();
   ASSERT_TRUE(session.has_value());
