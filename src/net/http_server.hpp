@@ -9,7 +9,8 @@
 //   close 1001 after its queued frames), force-closes whatever is left at the
 //   deadline — or after close_flush_time when the deadline had already passed,
 //   so the close frames get written — and returns only when every socket of
-//   the server is closed.
+//   the server is closed. A WebSocket whose peer leaves the close frame
+//   unanswered for close_answer_time is closed then, before the deadline.
 // - Whatever ends a connection — the peer, a timeout, an exception from a
 //   handler or from a WebSocket's on_text — its socket is closed, it leaves
 //   the connection table (connections()), its WebSocket's on_closed runs once,
@@ -65,6 +66,9 @@ namespace mooring::net {
 
 // How long stop() lets close frames be written when its deadline has passed.
 constexpr runtime::Duration close_flush_time = std::chrono::milliseconds(100);
+// How long stop() waits for a peer to answer the close frame it was sent
+// before it closes the connection (the peer has had the close frame).
+constexpr runtime::Duration close_answer_time = std::chrono::milliseconds(250);
 
 struct HttpLimits {
   std::size_t header_bytes = 16 * 1024;

@@ -346,6 +346,7 @@ void WsConnection::write_next() {
   if (state_ == State::closing) {
     if (close_sent_) return;
     close_sent_ = write_busy_ = true;
+    close_started_ = Clock::now();
     const websocket::close_reason reason(static_cast<websocket::close_code>(closed_.code), closed_.reason);
     stream_.async_close(reason, [self = shared_from_this()](error_code) {
       self->write_busy_ = false;
@@ -636,6 +637,12 @@ void WsConnection::close(websocket::close_code code, std::string reason) {
   close_deadline_ = Clock::now() + options_.close_timeout;
   write_next();
   arm_timer();
+}
+
+bool WsConnection::close_unanswered_since(Clock::time_point since) const {
+  const auto& socket = stream_.next_layer();
+  return close_sent_ && !finished_ && state_ != State::closed && close_started_ <= since &&
+         socket.taken() >= socket.written();
 }
 
 void WsConnection::pause_reading() { paused_ = true; }

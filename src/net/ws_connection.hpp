@@ -152,6 +152,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   static constexpr std::chrono::milliseconds taken_look_interval{100};
   // The limits this connection was opened with (a reload changes later ones).
   const WsOptions& options() const { return options_; }
+  // Whether this side's close frame was handed to the socket at or before
+  // `since` and the peer has not answered it (the connection is still open).
+  bool close_unanswered_since(Clock::time_point since) const;
 
  private:
   enum class State { open, closing, closed };
@@ -223,6 +226,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   bool write_busy_ = false;  // a frame, a ping or the close frame is being written
   bool writing_frame_ = false;  // ... and it is writing_
   bool close_sent_ = false;
+  Clock::time_point close_started_;  // when close_sent_ became true
   bool finished_ = false;
   bool paused_ = false;
   bool held_ = false;     // a whole message waits in incoming_ for the pause to end

@@ -308,6 +308,32 @@ TEST_F(HttpServerTest, CloseSendsQueuedFramesFirstAndSendAfterCloseIsAnError) {
   EXPECT_EQ(client.close_reason(), "bye");
 }
 
+// A stop closes the connections of peers that leave its close frame
+// unanswered once they have had it for close_answer_time, not at the stop's
+// deadline: a thousand frozen or vanished clients do not hold the stop, nor
+// pile their closing up at its end. Each still receives the close frame.
+TEST_F(HttpServerTest, AStopDoesNotWaitForPeersThatNeverAnswerTheCloseFrame) {
+  start({}, WsOptions{.close_timeout = 60s});
+  std::vector<std::unique_ptr<test::WsClient>> frozen;
+  for (int i = 0; i < 20; ++i) {
+    auto& client = *frozen.emplace_back(std::make_unique<test::WsClient>());
+    ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  }
+  ASSERT_TRUE(test::poll_until([&] { return server_.run([&] { return ws_.open.size(); }) == 20; },
+                               10s));
+  // They read nothing until the stop has returned.
+  const auto begun = std::chrono::steady_clock::now();
+  stop(60s);
+  const auto took = std::chrono::steady_clock::now() - begun;
+  EXPECT_LT(took, 30s) << "the stop waited for its deadline";
+  EXPECT_EQ(server_.run([&] { return server->connections(); }), 0u);
+  EXPECT_EQ(closed_count(), 20u);
+  for (auto& client : frozen) {
+    EXPECT_EQ(client->read(), std::nullopt);
+    EXPECT_EQ(client->close_code(), 1001);
+  }
+}
+
 TEST_F(HttpServerTest, APeerThatDoesNotAnswerPingsIsCutOff) {
   // The lively client below answers nothing between a read() and its next
   // send(): the timeout is long so that a slow test thread is not taken for a
