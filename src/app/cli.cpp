@@ -137,6 +137,8 @@ int run_cli(int argc, char** argv) {
                 << options.error() << "\n";
       return 1;
     }
+    for (const auto& warning : guessable_tokens(*config))
+      std::cerr << check_path << ": warning: " << warning << "\n";
     std::cout << check_path << ": valid\n";
     return 0;
   }

@@ -871,6 +871,22 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
   return keys;
 }
 
+std::vector<std::string> guessable_tokens(const Config& config) {
+  constexpr std::size_t least = 16;
+  std::vector<std::string> found;
+  const auto check = [&](std::string_view key, const std::string& token) {
+    if (token.empty() || token.size() >= least) return;
+    found.push_back(fmt::format(
+        "{} is {} character{} long and can be guessed; use {} random characters or more (for "
+        "example the output of `openssl rand -hex 32`)",
+        key, token.size(), token.size() == 1 ? "" : "s", least * 2));
+  };
+  check("admin.token", config.admin.token);
+  check("gateway.token", config.gateway.token);
+  check("onebot.access_token", config.onebot.access_token);
+  return found;
+}
+
 std::vector<std::string> weakened_access(const Config& before, const Config& after) {
   std::vector<std::string> reasons;
   const auto& was = before.gateway;

@@ -157,6 +157,11 @@ ConfigResult load_config_file(const std::string& path);
 // change: it needs a restart.
 std::vector<std::string> weakened_access(const Config& before, const Config& after);
 
+// The tokens set in the configuration that are short enough to guess
+// (admin.token, gateway.token, onebot.access_token under 16 characters, the
+// least a token file may hold): a sentence each, saying what to use instead.
+std::vector<std::string> guessable_tokens(const Config& config);
+
 // The dotted keys whose values differ between two configurations, in file
 // order ("gateway.listen", "log.level"). Values are not listed: some are secrets.
 std::vector<std::string> changed_keys(const Config& before, const Config& after);

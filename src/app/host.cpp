@@ -19,6 +19,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 
@@ -360,6 +361,11 @@ awaitable<ConfigOutcome> Host::apply(ConfigResult parsed, Change change) {
   runtime::set_log_level(config_->log.level);
   runtime::set_max_field_bytes(config_->log.max_field_bytes);
   for (auto& commit : commits) commit();
+  // A token just set that can be guessed is said once, when it is set.
+  for (const auto& warning : guessable_tokens(*config_))
+    if (std::any_of(changed.begin(), changed.end(),
+                    [&](const std::string& key) { return warning.starts_with(key + " "); }))
+      log::warn("{}: {}", origin, warning);
 
   log::info("{}: configuration generation {} applied: {}", origin, generation_,
             changed.empty() ? std::string("no changes") : join(changed) + " changed");
@@ -507,6 +513,7 @@ awaitable<int> Host::main() {
     co_return 1;
   }
   if (!token->path.empty()) log::info("admin: token is in {}", token->path);
+  for (const auto& warning : guessable_tokens(*config_)) log::warn("{}", warning);
 
   // Sockets passed by a service manager (socket activation) replace binding.
   static constexpr std::string_view listener_names[] = {"gateway", "admin"};

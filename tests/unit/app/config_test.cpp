@@ -430,6 +430,23 @@ TEST(ParseConfigErrors, TheBufferBudgetHoldsAtLeastOneMessageOfTheLargestSize) {
             nullptr);
 }
 
+// Tokens an operator chose are accepted whatever their length (a shorter
+// limit would refuse existing files at their next start), but a short one is
+// named with what to use instead.
+TEST(GuessableTokens, TokensUnderSixteenCharactersAreNamed) {
+  EXPECT_TRUE(guessable_tokens(*default_config()).empty()) << "empty tokens are not set";
+  auto config = parse_ok(
+      "[gateway]\ntoken = \"a\"\n[admin]\ntoken = \"fifteen-chars!!\"\n"
+      "[onebot]\naccess_token = \"sixteen-chars!!!\"\n");
+  ASSERT_NE(config, nullptr);
+  const auto found = guessable_tokens(*config);
+  ASSERT_EQ(found.size(), 2u);
+  EXPECT_EQ(found[0],
+            "admin.token is 15 characters long and can be guessed; use 32 random characters or "
+            "more (for example the output of `openssl rand -hex 32`)");
+  EXPECT_TRUE(found[1].starts_with("gateway.token is 1 character long")) << found[1];
+}
+
 TEST(ParseConfigErrors, ABadChoiceListsTheAllowedValues) {
   const auto kind = single_error("[provider]\n\nkind = \"claude\"\n");
   EXPECT_EQ(kind.key, "provider.kind");
