@@ -12,7 +12,9 @@ reading its 503. Prints the server's CPU time per refused connection (from
 A flood of such connections is what a client without a place can do: the
 figure says how many per second one core answers.
 """
-import json, os, resource, socket, subprocess, sys, tempfile, time
+import os, resource, socket, sys, tempfile, time
+
+import mooring_process
 
 binary = sys.argv[1] if len(sys.argv) > 1 else "build/release/mooring"
 places = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
@@ -48,24 +50,10 @@ def read_head(sock):
 
 
 with tempfile.TemporaryDirectory() as d:
-    with open(os.path.join(d, "mooring.toml"), "w") as f:
-        f.write(f'[gateway]\nlisten = "127.0.0.1:0"\nmax_connections = {places}\n'
-                '[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warn"\n')
-    ready = os.path.join(d, "ready.json")
-    proc = subprocess.Popen([os.path.abspath(binary), "serve", "--ready-file", ready], cwd=d,
-                            stderr=subprocess.DEVNULL)
+    proc, address = mooring_process.start(
+        binary, d, f'[gateway]\nlisten = "127.0.0.1:0"\nmax_connections = {places}\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "warn"\n')
     try:
-        deadline = time.time() + 20
-        gateway = None
-        while time.time() < deadline and gateway is None:
-            try:
-                gateway = json.load(open(ready)).get("gateway")
-            except (OSError, ValueError):
-                time.sleep(0.01)
-        if gateway is None:
-            sys.exit("mooring did not start")
-        host, port = gateway.rsplit(":", 1)
-        address = (host, int(port))
         held = []
         for i in range(places):
             s = socket.create_connection(address)
