@@ -314,8 +314,9 @@ TEST(Shutdown, AReplyStoppedBetweenRetriesIsAnsweredAfterTheRestart) {
     }
     const auto log = host.log();
     EXPECT_TRUE(lines_at_level(log, "error").empty()) << joined(lines_at_level(log, "error"));
-    EXPECT_TRUE(lines_with(log, "504").empty()) << "a 504 met at the stop is not a warning:"
-                                                << joined(lines_with(log, "504"));
+    // "(504)": the provider's failure as logged; a bare 504 may be a timestamp's milliseconds.
+    EXPECT_TRUE(lines_with(log, "(504)").empty()) << "a 504 met at the stop is not a warning:"
+                                                  << joined(lines_with(log, "(504)"));
   }
 
   upstream.set_fallback(sse_reply({"a cat, ", "at last"}));
