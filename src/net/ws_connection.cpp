@@ -149,7 +149,13 @@ void WsConnection::read_rest() {
     const std::size_t room =
         std::max(old_size + chunk, std::min(2 * incoming_.capacity(), options_.max_message_bytes));
     if (incoming_share_.grow_to(room)) {
-      incoming_.reserve(room);
+      // Into a new string: reserve() on this one may double its capacity
+      // past `room`, and the budget would not see the difference.
+      std::string bigger;
+      bigger.reserve(room);
+      bigger.assign(incoming_);
+      incoming_.swap(bigger);
+      incoming_share_.set(incoming_.capacity());
     } else {
       refuse_for_budget();
       old_size = 0;
