@@ -1,5 +1,7 @@
 #include "admin/token.hpp"
 
+#include "net/http.hpp"
+
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -8,8 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -27,7 +27,41 @@ using TokenResult = boost::system::result<TokenSource, std::string>;
 
 TokenResult fail(std::string message) { return TokenResult(boost::system::in_place_error, std::move(message)); }
 
+constexpr std::size_t max_token_file_bytes = 4096;
+
+// The token stored at `path`: opened without blocking and read only when it
+// is a regular file of at most max_token_file_bytes.
+TokenResult read_token_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  const auto remedy = "; delete it to have a new one generated";
+  if (!S_ISREG(st.st_mode))
+    return fail(fmt::format("{} is not a regular file{}", path, remedy));
+  if (static_cast<std::size_t>(st.st_size) > max_token_file_bytes)
+    return fail(fmt::format("{} is {} bytes; a token file holds one line of at most {}{}", path,
+                            st.st_size, max_token_file_bytes, remedy));
+  std::string content(max_token_file_bytes + 1, '\0');
+  const auto n = ::read(fd, content.data(), content.size());
+  if (n < 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  content.resize(static_cast<std::size_t>(n));
+  auto token = trim(std::move(content));
+  if (token.size() < 16)
+    return fail(fmt::format("{} holds no usable token (it is empty or shorter than 16 "
+                            "characters){}",
+                            path, remedy));
+  if (auto problem = net::unpresentable_token(token))
+    return fail(fmt::format("the token in {} {}{}", path, *problem, remedy));
+  return TokenSource{std::move(token), path};
+}
+
 }  // namespace
+
 
 boost::system::result<TokenSource, std::string> resolve_admin_token(const std::string& configured,
                                                                      const std::string& data_dir) {
@@ -35,16 +69,7 @@ boost::system::result<TokenSource, std::string> resolve_admin_token(const std::s
   const std::string path = (std::filesystem::path(data_dir) / "admin.token").string();
 
   std::error_code exists_error;
-  if (std::filesystem::exists(path, exists_error)) {
-    std::ifstream in(path);
-    if (!in) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-    std::stringstream content;
-    content << in.rdbuf();
-    auto token = trim(content.str());
-    if (token.size() >= 16) return TokenSource{token, path};
-    return fail(fmt::format("{} holds no usable token (it is empty or shorter than 16 characters); "
-                       "delete it to have a new one generated", path));
-  }
+  if (std::filesystem::exists(path, exists_error)) return read_token_file(path);
 
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1)

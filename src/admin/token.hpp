@@ -15,7 +15,10 @@ struct TokenSource {
 };
 
 // Returns the configured token, or the one stored under `data_dir`, creating
-// it if needed. The error is a sentence for the operator.
+// it if needed. A stored one is read only from a regular file of at most
+// 4 KiB, without blocking (a FIFO put there is refused, not waited on), and
+// must be a token a client can present (net::unpresentable_token). The error is a sentence for the
+// operator.
 boost::system::result<TokenSource, std::string> resolve_admin_token(const std::string& configured,
                                                                      const std::string& data_dir);
 

@@ -323,43 +323,11 @@ bool is_credential_variable(std::string_view name) {
   return name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_SECRET");
 }
 
-// Why no client could ever present `token`, or nothing when one can. HTTP
-// strips spaces and tabs at both ends of a header value, a control character
-// cannot be sent in a header at all, and a non-ASCII character reaches mooring
-// as whatever bytes the client's encoding makes of it (a browser sends "é" as
-// one Latin-1 byte, not the file's two UTF-8 bytes): such a token would lock
-// every client out, across restarts too, since the file keeps it. The message
-// says where the character is, never the token: it is a secret.
-std::optional<std::string> unpresentable_token(std::string_view token) {
-  for (std::size_t i = 0; i < token.size(); ++i) {
-    const auto c = static_cast<unsigned char>(token[i]);
-    if (c < 0x20 || c == 0x7f) {
-      const std::string name = c == '\t'                ? "a tab"
-                               : c == '\n' || c == '\r' ? "a line break"
-                                                        : fmt::format("U+{:04X}", c);
-      return fmt::format(
-          "holds a control character ({}) at character {} of {}, which no HTTP "
-          "header can carry; use printable ASCII characters only",
-          name, i + 1, token.size());
-    }
-    // Every character before this one is ASCII, so i + 1 counts characters.
-    if (c >= 0x80)
-      return fmt::format(
-          "holds a non-ASCII character at character {}, which clients send in "
-          "encodings of their own, so it would not match; use printable ASCII "
-          "characters only",
-          i + 1);
-  }
-  if (token.starts_with(' ') || token.ends_with(' '))
-    return "starts or ends with a space, which HTTP strips from a header, so no client could "
-           "present this token; remove the space";
-  return std::nullopt;
-}
 
 // Reports a token that is set but that no client could present.
 void check_token(Section& s, std::string_view key, const std::string& token) {
   if (token.empty()) return;
-  if (auto problem = unpresentable_token(token)) s.check(key, false, std::move(*problem));
+  if (auto problem = net::unpresentable_token(token)) s.check(key, false, std::move(*problem));
 }
 
 // OneBot on the gateway's address without an access_token admits any bridge:

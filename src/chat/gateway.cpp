@@ -185,14 +185,14 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     co_return open() && page_out(page_end);
   }
 
+  // However a backlog ends, the room its page took is given back.
+  void backlog_done(bool /*reached_newest*/) override { page_share_.set(0); }
+
   // A page's worth of the buffer budget is taken before the page is read,
   // and given back once its frames are in the socket's queue (drained()): a
   // thousand resumes at once read pages only as far as the budget allows.
   // Nothing says when other connections give room back; it is looked at again
   // every 100 ms while this connection lasts.
-  // However a backlog ends, the room its page took is given back.
-  void backlog_done(bool /*reached_newest*/) override { page_share_.set(0); }
-
   awaitable<bool> room_for_page() override {
     auto self = shared_from_this();
     while (open() && !host_stopping_ && !page_share_.grow_to(Conversation::backlog_page_bytes)) {

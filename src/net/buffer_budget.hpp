@@ -1,4 +1,4 @@
-// What peers make mooring hold, across all of a thread's WebSocket connections:
+// What peers make mooring hold, across all its WebSocket connections:
 // the messages being received and the frames waiting to be sent. Each
 // connection has bounds of its own (max_message_bytes, send_queue_bytes);
 // this one bounds their sum, so that ten thousand connections each holding an

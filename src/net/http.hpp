@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,12 @@ std::string origin_host(std::string_view text);
 // Whether `origin` is one `gateway.allowed_origins` may list: "*", or
 // "http://" or "https://" and a host, with a port or not, and nothing after.
 bool valid_origin(std::string_view origin);
+
+// Why no client could ever present `token` in a header (a control or
+// non-ASCII character, a space at either end), as a phrase that follows the
+// token's name ("admin.token holds ..."); nothing when one can. The phrase
+// never holds the token: it is a secret.
+std::optional<std::string> unpresentable_token(std::string_view token);
 
 // A browser names the page a WebSocket is opened from in the Origin header;
 // other clients send none. A page of another site must not use a connection

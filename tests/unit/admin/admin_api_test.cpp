@@ -277,5 +277,36 @@ TEST(AdminToken, GeneratedOncePrivateAndReused) {
   EXPECT_NE(broken.error().find("delete it"), std::string::npos);
 }
 
+// The token file is read at start and at every reload: whatever an operator
+// (or a mistake) put there is refused with the way out, never waited on and
+// never taken as a token no client could present.
+TEST(AdminToken, AFileThatCannotHoldAUsableTokenIsRefusedWithoutBlocking) {
+  test::TempDir dir;
+  const auto path = dir / "admin.token";
+  const auto refused = [&](std::string_view expected) {
+    auto result = resolve_admin_token("", dir.path().string());
+    ASSERT_FALSE(result.has_value()) << "accepted: " << result->token.size() << " characters";
+    EXPECT_NE(result.error().find(expected), std::string::npos) << result.error();
+    EXPECT_NE(result.error().find("delete it"), std::string::npos) << result.error();
+  };
+  // A FIFO would block a plain open until a writer came.
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  refused("is not a regular file");
+  std::filesystem::remove(path);
+  std::filesystem::create_directory(path);
+  refused("is not a regular file");
+  std::filesystem::remove(path);
+  test::write_file(path, std::string(13 * 1024 * 1024, 'k'));
+  refused("is 13631488 bytes");
+  test::write_file(path, "first-line-of-the-token\nsecond\n");
+  refused("a line break");
+  test::write_file(path, std::string("a-token-with-a-") + '\x01' + "-control-character\n");
+  refused("U+0001");
+  test::write_file(path, "  a-good-token-between-spaces  \n");
+  auto fine = resolve_admin_token("", dir.path().string());
+  ASSERT_TRUE(fine.has_value()) << fine.error();
+  EXPECT_EQ(fine->token, "a-good-token-between-spaces");
+}
+
 }  // namespace
 }  // namespace mooring::admin
