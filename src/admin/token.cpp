@@ -63,35 +63,46 @@ TokenResult read_token_file(const std::string& path) {
 }  // namespace
 
 
-boost::system::result<TokenSource, std::string> resolve_admin_token(const std::string& configured,
-                                                                     const std::string& data_dir) {
+std::string token_file_text(const std::string& token) { return token + "\n"; }
+
+boost::system::result<TokenSource, std::string> find_admin_token(const std::string& configured,
+                                                                  const std::string& data_dir) {
   if (!configured.empty()) return TokenSource{configured, ""};
   const std::string path = (std::filesystem::path(data_dir) / "admin.token").string();
-
   std::error_code exists_error;
-  if (std::filesystem::exists(path, exists_error)) return read_token_file(path);
-
+  // A dangling symbolic link is there too: read_token_file says what it is.
+  if (std::filesystem::exists(std::filesystem::symlink_status(path, exists_error)))
+    return read_token_file(path);
   unsigned char bytes[32];
   if (RAND_bytes(bytes, sizeof bytes) != 1)
     return fail("cannot generate an admin token: the system random source failed");
   std::string token;
   for (unsigned char b : bytes) token += fmt::format("{:02x}", b);
+  return TokenSource{std::move(token), path, true};
+}
 
+boost::system::result<TokenSource, std::string> resolve_admin_token(const std::string& configured,
+                                                                     const std::string& data_dir) {
+  auto found = find_admin_token(configured, data_dir);
+  if (!found || !found->to_write) return found;
+  const auto& path = found->path;
   // O_EXCL: if two hosts race on the same data dir, the loser reads the winner's.
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
+    std::error_code exists_error;
     // Another host on the same data dir created it first: use theirs.
     if (errno == EEXIST && std::filesystem::exists(path, exists_error))
       return resolve_admin_token(configured, data_dir);
     return fail(fmt::format("cannot create {}: {}", path, std::strerror(errno)));
   }
-  const std::string line = token + "\n";
+  const std::string line = token_file_text(found->token);
   const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
                   ::fsync(fd) == 0;
   const int saved = errno;
   ::close(fd);
   if (!ok) return fail(fmt::format("cannot write {}: {}", path, std::strerror(saved)));
-  return TokenSource{token, path};
+  found->to_write = false;
+  return found;
 }
 
 }  // namespace mooring::admin

@@ -6,6 +6,7 @@
 
 #include "admin/token.hpp"
 #include "app/provider_factory.hpp"
+#include "app/staged_file.hpp"
 #include "chat/user_token.hpp"
 #include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
@@ -338,12 +339,27 @@ Prepared AdminComponent::prepare(const Config& current, const Config& next) {
   Commit token;
   token_file_changed_ = false;
   if (current.admin.token != next.admin.token || next.admin.token.empty()) {
-    auto resolved = admin::resolve_admin_token(next.admin.token, next.data.dir);
+    // Nothing is created here: a dry run prepares too. A token file to be
+    // made is staged beside its place and put there by the commit.
+    auto resolved = admin::find_admin_token(next.admin.token, next.data.dir);
     if (!resolved) return refuse("admin: " + resolved.error());
+    std::shared_ptr<StagedFile> file;
+    if (resolved->to_write) {
+      auto staged = StagedFile::stage(resolved->path, admin::token_file_text(resolved->token));
+      if (!staged) return refuse("admin: " + staged.error());
+      file = std::make_shared<StagedFile>(std::move(*staged));
+    }
     const bool same_setting = current.admin.token == next.admin.token;
     token_file_changed_ = same_setting && resolved->token != context_.token;
     if (!same_setting || token_file_changed_) {
-      token = [this, resolved = *resolved] {
+      token = [this, resolved = *resolved, file] {
+        // Unwritten, the new token could not be read by anyone: the old one stays.
+        if (file) {
+          if (auto error = file->commit(); !error.empty()) {
+            log::error("admin: {}; the admin token stays as it was", error);
+            return;
+          }
+        }
         context_.token = resolved.token;
         listener_->set_router(admin::make_admin_router(context_));
         // Whoever subscribed with the old token is not admitted any more.

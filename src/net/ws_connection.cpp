@@ -131,7 +131,7 @@ void WsConnection::read_next() {
   stream_.async_read_some(asio::buffer(first_), [self = shared_from_this()](error_code ec, std::size_t n) {
     self->guarded([&] {
       if (!ec) self->incoming_.assign(self->first_.data(), n);
-      self->read_done(ec);
+      self->read_done(ec, n);
     });
   });
 }
@@ -169,22 +169,31 @@ void WsConnection::read_rest() {
       [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
         self->guarded([&] {
           self->incoming_.resize(old_size + (ec ? 0 : n));
-          self->read_done(ec);
+          self->read_done(ec, n);
         });
       });
 }
 
 // A read of a message's bytes has ended: the message goes on, or is whole,
 // or reading has ended (and with it the connection).
-void WsConnection::read_done(const error_code& ec) {
+void WsConnection::read_done(const error_code& ec, std::size_t bytes) {
   if (ec) {
+    message_open_ = false;
     drop_incoming();
     read_ended(ec);
     finish();
   } else if (stream_.is_message_done()) {
+    message_open_ = false;
     if (std::exchange(discarding_, false)) drop_incoming();
     message_read();
   } else {
+    // A message begun, or going on: the timer watches that it keeps coming.
+    // Its bytes are as good as a pong: a peer busy sending one is alive.
+    if (!message_open_ || bytes > 0) {
+      message_heard_ = last_heard_ = Clock::now();
+      awaiting_pong_ = ping_regardless_ = false;
+    }
+    if (!std::exchange(message_open_, true)) arm_timer();
     read_rest();
   }
 }
@@ -318,6 +327,23 @@ void WsConnection::refuse_for_budget() {
   discarding_ = true;
   drop_incoming();
   close(websocket::close_code::try_again_later, "the server is busy; send it again later");
+}
+
+// A message begun and then left (pings answered, no byte of it for
+// heartbeat_interval + heartbeat_timeout) would hold its part of the budget
+// for as long as its peer liked: refused like one the budget cannot hold,
+// with 1008. What is left of it is read and dropped.
+void WsConnection::abandon_unfinished() {
+  peer_faults().log(spdlog::level::info, log_name_ + ": unfinished",
+                    fmt::format("{}: {} sent nothing more of a message it began for {}; "
+                                "closed with 1008",
+                                log_name_, remote_,
+                                runtime::format_duration(options_.heartbeat_interval +
+                                                         options_.heartbeat_timeout)));
+  discarding_ = true;
+  drop_incoming();
+  close(websocket::close_code::policy_error,
+        "a message was left unfinished; send each message whole");
 }
 
 // A handler that throws is a bug on our side, not the peer's: the peer is told
@@ -532,6 +558,8 @@ Clock::time_point WsConnection::next_due() const {
   }
   if (write_busy_ && !close_sent_) due = std::min(due, write_deadline());
   if (state_ == State::closing) due = std::min(due, close_deadline_);
+  if (state_ == State::open && message_open_ && !discarding_)
+    due = std::min(due, message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout);
   return due;
 }
 
@@ -574,6 +602,11 @@ void WsConnection::timer_fired() {
       force_close();
       return;
     }
+  }
+  if (state_ == State::open && message_open_ && !discarding_ &&
+      now >= message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout) {
+    abandon_unfinished();
+    return;
   }
   // Not reading means a pong would not be seen either: the heartbeat waits
   // until the owner resumes reading.

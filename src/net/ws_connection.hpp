@@ -17,6 +17,10 @@
 //   heartbeat_interval + heartbeat_timeout is cut off (the write watchdog); one
 //   that takes them slowly is not, however long a write lasts.
 // - A message over max_message_bytes closes the connection with 1009.
+// - A peer that sends no byte of a message it has begun for
+//   heartbeat_interval + heartbeat_timeout (answering pings meanwhile or
+//   not) is closed with 1008: what it holds of the buffer budget is given
+//   back. One that sends it slowly is not.
 // - on_closed runs exactly once, when the connection has ended, whatever ended
 //   it: an exception from on_text is logged once with the peer and closes the
 //   connection with 1011 "internal error". Nothing is delivered, and no
@@ -161,7 +165,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
 
   void read_next();
   void read_rest();
-  void read_done(const error_code& ec);
+  void read_done(const error_code& ec, std::size_t bytes);
   void message_read();
   void hand_over();
   void wait_for_resume();
@@ -170,6 +174,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void read_ended(const error_code& ec);
   void drop_incoming();
   void refuse_for_budget();
+  void abandon_unfinished();
   void write_next();
   void write_piece();
   void piece_written(error_code ec, std::size_t bytes);
@@ -237,6 +242,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::string incoming_;
   BufferBudget::Share incoming_share_{buffer_budget()};
   bool discarding_ = false;  // the rest of a message refused for the budget is read and dropped
+  // A message is being read (begun, not whole), and when a byte of it last came.
+  bool message_open_ = false;
+  Clock::time_point message_heard_;
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.
   std::unique_ptr<asio::steady_timer> pause_wait_;

@@ -670,8 +670,19 @@ TEST(Reload, ARewrittenOrDeletedTokenFileRotatesTheAdminTokenOnSighup) {
   ASSERT_TRUE(poll_until([&] { return generation(host) == 3; }, 10s)) << host.log();
   EXPECT_NE(host.log().find("generation 3 applied: no changes"), std::string::npos) << host.log();
 
-  // Deleted: a new token is made, with the file's mode, and applies.
+  // Deleted, then a dry run: it writes no file (its token would not be the
+  // one in use) and changes nothing.
   std::filesystem::remove(token_file);
+  const auto text = http_get(host.admin(), "/api/config", rotated);
+  ASSERT_EQ(text.status, 200) << text.body;
+  const auto dry = http_request(host.admin(), http::verb::post, "/api/config/validate", text.body,
+                                {{"Authorization", "Bearer " + rotated}});
+  EXPECT_EQ(dry.status, 200) << dry.body;
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(token_file)));
+  EXPECT_FALSE(std::filesystem::exists(token_file.string() + ".tmp"));
+  EXPECT_EQ(http_get(host.admin(), "/api/status", rotated).status, 200);
+
+  // Deleted, then a reload: a new token is made, with the file's mode, and applies.
   host.process().signal(SIGHUP);
   std::string made;
   ASSERT_TRUE(poll_until(

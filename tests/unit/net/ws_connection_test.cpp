@@ -627,6 +627,59 @@ TEST_F(WsConnectionTest, UnfinishedMessagesOfManyConnectionsStayWithinTheBufferB
       << budget.used() - base << " bytes still held";
 }
 
+// A message begun and then left, its peer answering every ping, would hold
+// its part of the budget for ever: after heartbeat_interval + heartbeat_timeout
+// without a byte of it the connection is closed with 1008, and what it held is
+// given back. A message that keeps coming, however slowly, is not cut off.
+TEST_F(WsConnectionTest, AMessageLeftUnfinishedIsClosedAndGivesBackItsBudget) {
+  auto& budget = buffer_budget();
+  const auto base = budget.used();
+  const auto before_1008 = test::metric_value(closes("1008"));
+  start(WsOptions{.heartbeat_interval = 300ms, .heartbeat_timeout = 300ms});
+  // A masked frame (zero key) of a fragmented text message: its first byte
+  // is 0x01 (the first fragment), 0x00 (one in the middle) or 0x80 (the last).
+  const auto fragment = [](char first, std::size_t length, char fill) {
+    std::string out{first};
+    if (length < 126) {
+      out += static_cast<char>(0x80 | length);
+    } else {
+      out += static_cast<char>(0x80 | 126);
+      out += static_cast<char>(length >> 8);
+      out += static_cast<char>(length & 0xFF);
+    }
+    out.append(4, '\0');
+    return out + std::string(length, fill);
+  };
+  const auto write = [](test::WsClient& client, const std::string& bytes) {
+    asio::write(client.lowest_layer().socket(), asio::buffer(bytes));
+  };
+
+  test::WsClient left;
+  ASSERT_EQ(left.connect(address_, "/ws"), 101);
+  for (int i = 0; i < 8; ++i) write(left, fragment(i == 0 ? 0x01 : 0x00, 60000, 'a'));
+  ASSERT_TRUE(test::poll_until([&] { return budget.used() >= base + 480000; }, 10s));
+  // read() answers the server's pings (between fragments, as a client may)
+  // until the connection ends.
+  EXPECT_EQ(left.read(20s), std::nullopt);
+  EXPECT_EQ(left.close_code(), 1008);
+  EXPECT_EQ(left.close_reason(), "a message was left unfinished; send each message whole");
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
+      << budget.used() - base << " bytes still held";
+  EXPECT_TRUE(test::poll_until(
+      [&] { return test::metric_value(closes("1008")) == before_1008 + 1; }, 10s));
+
+  // 24 fragments a tenth of the deadline apart take four times the deadline:
+  // the message arrives whole.
+  test::WsClient slow;
+  ASSERT_EQ(slow.connect(address_, "/ws"), 101);
+  for (int i = 0; i < 24; ++i) {
+    write(slow, fragment(i == 0 ? 0x01 : i == 23 ? static_cast<char>(0x80) : 0x00, 1000, 's'));
+    std::this_thread::sleep_for(60ms);  // the pace of a slow sender, not a wait for the server
+  }
+  EXPECT_EQ(slow.read(), "got:24000");
+  slow.close();
+}
+
 // An owner's on_closed that throws is logged, and the connection is still
 // forgotten: its session, its task and its socket are gone.
 TEST_F(WsConnectionTest, AnOnClosedThatThrowsStillLeavesNothingBehind) {
