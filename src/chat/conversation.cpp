@@ -404,6 +404,10 @@ awaitable<void> Conversation::run_reply(std::shared_ptr<Conversation> self, ToAn
 }
 
 awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Message& message) {
+  if (outlet_ && outlet_->reply_held()) {
+    auto outlet = outlet_;
+    co_await outlet->room_for_reply();
+  }
   const auto& options = owner_.options_;
   llm::ChatRequest request;
   request.system_prompt = options.system_prompt;

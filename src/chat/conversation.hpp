@@ -103,6 +103,11 @@ class Outlet {
   // Before each page is read: a wait until memory may be taken for it
   // (false: stop).
   virtual awaitable<bool> room_for_page() { co_return true; }
+  // Before a reply is made: whether a reply made before it has not left yet,
+  // and a wait until it has (a user who reads slowly gets one reply made at a
+  // time, not one for each message waiting; those wait stored, unanswered).
+  virtual bool reply_held() const { return false; }
+  virtual awaitable<void> room_for_reply() { co_return; }
 
   // The work held (messages waiting or being answered, frames being handled) changed.
   virtual void pending_changed(std::size_t pending) = 0;

@@ -113,6 +113,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!open()) return;
     held_pieces_ += text;
     pieces_reply_to_ = reply_to;
+    if (!waiting_.empty()) count_waiting();
     if (flush_posted_) return;
     flush_posted_ = true;
     asio::post(gateway_.conversations_.supervisor().executor(),
@@ -183,6 +184,24 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     // Its frames are in the socket's queue, and held against the budget there.
     page_share_.set(0);
     co_return open() && page_out(page_end);
+  }
+
+  // While a reply waits here for room in the socket's queue, the next is not
+  // made: what waits for a slow reader is one reply, not one per message it
+  // sent. Ends with the connection, its replacement or the host's stop.
+  bool reply_held() const override { return replies_released_ < replies_taken_; }
+  awaitable<void> room_for_reply() override {
+    const auto& ws = connection_->options();
+    const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
+    auto self = shared_from_this();
+    while (open() && !host_stopping_ && reply_held()) {
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) break;
+      if (!written_)
+        written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
+      const bool woken = co_await written_->wait_until(runtime::Deadline::after(slice));
+      if (!woken && connection_->queued() == 0) break;
+    }
   }
 
   // However a backlog ends, the room its page took is given back.
@@ -300,6 +319,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     // A queue a burst grew gives its buffer back once drained.
     if (waiting_.empty() && waiting_.capacity() > 16) waiting_ = {};
     if (waiting_.empty()) send_held_pieces();
+    count_waiting();
     update_reading();
     if (written_) written_->notify_all();
   }
@@ -351,10 +371,24 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     }
   }
 
+  // What waits here for room in the socket's queue (frames, and pieces held
+  // behind them) is held against the buffer budget, as the queue's frames
+  // are. Frames pass through without a look at the budget when nothing waits.
+  void count_waiting() {
+    if (waiting_.empty()) {
+      waiting_share_.set(0);
+      return;
+    }
+    std::size_t bytes = held_pieces_.capacity();
+    for (const auto& frame : waiting_) bytes += frame.text.capacity();
+    waiting_share_.set(bytes);
+  }
+
   // What waits for a connection that has ended or been replaced is let go;
   // the replies among it stay stored, the cursor short of them.
   void let_go() {
     page_share_.set(0);
+    waiting_share_.set(0);
     waiting_ = {};
     flush_posted_ = false;
     held_pieces_ = std::string();
@@ -377,6 +411,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool replaced_ = false;
   bool host_stopping_ = false;  // a backlog waits for no page to go out
   net::BufferBudget::Share page_share_{net::buffer_budget()};  // for a page being read or sent
+  net::BufferBudget::Share waiting_share_{net::buffer_budget()};  // waiting_ (count_waiting)
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
   // Every stored reply after it went out here: read from it by a backlog that
   // reached the newest, or live since (Outlet::carried_after).

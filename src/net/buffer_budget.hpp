@@ -10,6 +10,9 @@
 // - grow_to() refuses to go past the limit (a message being received: its
 //   connection is then closed with 1013); set() never refuses (frames already
 //   made must go out; the owner waits for room before making more).
+// - Messages being received leave kept_for_sending() of the limit free:
+//   the rest is kept for what is sent (a reconnect's backlog), so that
+//   clients holding unfinished messages cannot stop replies going out.
 // - One budget for the process (buffer_budget()); safe to use from any thread.
 #pragma once
 
@@ -22,6 +25,8 @@ namespace mooring::net {
 class BufferBudget {
  public:
   static constexpr std::size_t default_limit = 256 * 1024 * 1024;
+  // What grow_to() for a message being received keeps free: an eighth.
+  std::size_t kept_for_sending() const { return limit() / 8; }
 
   explicit BufferBudget(std::size_t limit = default_limit) : limit_(limit) {}
   BufferBudget(const BufferBudget&) = delete;
@@ -58,16 +63,18 @@ class BufferBudget {
       bytes_ = bytes;
     }
     // Holds `bytes`, unless that is more than now and the budget has no room
-    // for the difference: then nothing changes and the answer is false.
-    bool grow_to(std::size_t bytes) {
+    // for the difference with `keep_free` bytes still free after it: then
+    // nothing changes and the answer is false.
+    bool grow_to(std::size_t bytes, std::size_t keep_free = 0) {
       if (!budget_ || bytes <= bytes_) {
         set(bytes);
         return true;
       }
       const std::size_t more = bytes - bytes_;
+      if (more > std::size_t(-1) - keep_free) return false;
       auto used = budget_->used();
       do {
-        if (!budget_->fits(used, more)) return false;
+        if (!budget_->fits(used, more + keep_free)) return false;
       } while (!budget_->used_.compare_exchange_weak(used, used + more,
                                                      std::memory_order_relaxed));
       bytes_ = bytes;

@@ -148,7 +148,7 @@ void WsConnection::read_rest() {
     // the capacity, not the bytes read so far.
     const std::size_t room =
         std::max(old_size + chunk, std::min(2 * incoming_.capacity(), options_.max_message_bytes));
-    if (incoming_share_.grow_to(room)) {
+    if (incoming_share_.grow_to(room, buffer_budget().kept_for_sending())) {
       // Into a new string: reserve() on this one may double its capacity
       // past `room`, and the budget would not see the difference.
       std::string bigger;

@@ -156,6 +156,48 @@ TEST(GatewaySend, AClientReadingSteadilyThroughALongWriteIsNotCutOff) {
   phone.read_until([&](const Frame& f) { return is_chat_for(f, next); });
 }
 
+// A client that does not read while sixteen replies of 1 MB are made (2 MB
+// frames): once its socket and the connection's queue are full, one reply
+// waits for room and no further one is made; the rest of its messages wait
+// stored. It then reads, and gets every reply once, in order.
+TEST(GatewaySend, AClientThatDoesNotReadGetsOneReplyMadeAtATimeOnceItsQueueIsFull) {
+  GatewayFixture fixture;
+  set_reply_bytes(fixture, 1000 * 1000);
+  set_gate(fixture, false);
+  constexpr std::size_t messages = 16;
+  ChatClient client;
+  client.set_receive_buffer(64 * 1024);
+  ASSERT_EQ(client.connect(fixture.address, "unread"), 101);
+  std::vector<std::int64_t> asked;
+  for (std::size_t i = 0; i < messages; ++i)
+    asked.push_back(say_and_get_seq(client, "q" + std::to_string(i), "q" + std::to_string(i)));
+  const auto answered = [&] {
+    std::size_t replies = 0;
+    for (const auto& message : fixture.messages("unread"))
+      replies += message.role == store::Role::assistant ? 1 : 0;
+    return replies;
+  };
+  set_gate(fixture, true);
+  ASSERT_TRUE(poll_until([&] { return answered() >= 2; }, 30s));
+  // All sixteen are made within milliseconds when nothing holds them back
+  // (32 MB of frames: more than the socket, its 4 MiB queue and one
+  // reply waiting for room can hold).
+  EXPECT_FALSE(poll_until([&] { return answered() == messages; }, 1s))
+      << "every reply was made for a client that read none";
+  EXPECT_GE(net::buffer_budget().used(), 2u * 1000 * 1000)
+      << "the frames waiting for the client are not counted";
+
+  for (const auto seq : asked) {
+    const auto chat = client.read_until([&](const Frame& f) { return is_chat_for(f, seq); }, 30s);
+    EXPECT_EQ(string_field(chat, "text").size(), 1000u * 1000);
+  }
+  EXPECT_EQ(count_type(client.received(), "chat"), messages);
+  EXPECT_EQ(count_type(client.received(), "error"), 0u);
+  client.close();
+  EXPECT_TRUE(poll_until([&] { return net::buffer_budget().used() == 0; }, 10s))
+      << net::buffer_budget().used() << " bytes still held";
+}
+
 // A client that reads nothing while a large backlog waits for it is cut off
 // once its socket has taken nothing for heartbeat_interval +
 // heartbeat_timeout; the replies stay stored, and a resume gets them all.

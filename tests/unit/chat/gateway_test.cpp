@@ -537,6 +537,69 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
       << budget.used() << " bytes still held";
 }
 
+// Clients holding unfinished messages take at most seven eighths of the
+// budget: the rest is kept for what is sent, and a reconnect's backlog goes
+// out while they hold all they may.
+TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
+  GatewayOptions options;
+  options.max_buffered_bytes = 4 * 1024 * 1024;
+  GatewayFixture fixture(options);
+  std::vector<std::int64_t> replies;
+  for (int i = 0; i < 5; ++i) {
+    auto asked = fixture.thread.call(
+        fixture.store->append_user_message("returner", "q" + std::to_string(i)));
+    ASSERT_TRUE(asked.has_value());
+    auto reply = fixture.thread.call(fixture.store->store_reply(
+        "returner", asked->seq, std::to_string(i) + std::string(300000, 'r')));
+    ASSERT_TRUE(reply.has_value());
+    replies.push_back(*reply);
+  }
+  auto& budget = net::buffer_budget();
+  ASSERT_EQ(budget.used(), 0u);
+  // A masked frame (zero key) of a fragmented text message, never finished.
+  const auto fragment = [](bool first, std::size_t length) {
+    std::string out{static_cast<char>(first ? 0x01 : 0x00), static_cast<char>(0x80 | 127)};
+    for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((length >> shift) & 0xFF);
+    out.append(4, '\0');
+    return out + std::string(length, 'h');
+  };
+  // Each holder sends 600,000 bytes of a message: it holds room for the
+  // largest (1 MiB). Three fit; the fourth would leave less than an eighth
+  // free, and is closed with 1013.
+  constexpr std::size_t mib = 1024 * 1024;
+  std::vector<std::unique_ptr<mooring::test::WsClient>> holders;
+  for (int i = 0; i < 4; ++i) {
+    holders.push_back(std::make_unique<mooring::test::WsClient>());
+    auto& holder = *holders.back();
+    ASSERT_EQ(holder.connect(fixture.address, "/ws/holder" + std::to_string(i)), 101);
+    for (int f = 0; f < 10; ++f)
+      asio::write(holder.lowest_layer().socket(), asio::buffer(fragment(f == 0, 65536)));
+    if (i < 3) {
+      ASSERT_TRUE(poll_until([&] { return budget.used() >= (i + 1) * mib; }, 10s))
+          << budget.used();
+    }
+  }
+  EXPECT_EQ(holders.back()->read(), std::nullopt);
+  EXPECT_EQ(holders.back()->close_code(), 1013);
+  EXPECT_TRUE(poll_until([&] { return budget.used() == 3 * mib; }, 10s)) << budget.used();
+
+  mooring::test::WsClient client;
+  ASSERT_EQ(client.connect(fixture.address, "/ws/returner"), 101);
+  client.send(R"({"type":"resume","after":0})");
+  std::map<std::int64_t, int> sent;
+  while (sent.size() < replies.size()) {
+    const auto text = client.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    if (is_type(frame, "chat")) ++sent[int_field(frame, "seq")];
+  }
+  for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
+  client.close();
+  for (auto& holder : holders) holder->drop();
+  EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))
+      << budget.used() << " bytes still held";
+}
+
 // --- chat.max_context_bytes ---------------------------------------------------
 
 TEST(Gateway, TheContextSentUpstreamStaysWithinItsBytes) {
