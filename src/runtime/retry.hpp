@@ -1,8 +1,9 @@
 // Retry with exponential backoff and full jitter. The caller's attempt function
 // returns a result; a classifier says whether a failure is worth another try and
 // whether the server named a delay (Retry-After), which then replaces the computed
-// one. The backoff sleep ends at once on cancellation, and no attempt starts once
-// shutdown has begun or when the next one could not start before the deadline.
+// one. The backoff sleep ends at once on cancellation and when shutdown begins,
+// and no attempt starts once shutdown has begun or when the next one could not
+// start before the deadline.
 #pragma once
 
 #include "runtime/asio.hpp"
@@ -96,12 +97,19 @@ awaitable<RetryOutcome<T, E>> retry(RetryPolicy policy, const ShutdownState* shu
       co_return outcome;
     }
     outcome.delays.push_back(delay);
-    if (!co_await sleep_for(delay)) {
-      outcome.stop = RetryStop::cancelled;
-      co_return outcome;
+    // Statements, not a `?:`: GCC 12 mishandles co_await inside one.
+    bool slept = false;
+    if (shutdown) {
+      slept = co_await shutdown->sleep_for(delay);
+    } else {
+      slept = co_await sleep_for(delay);
     }
     if (shutdown && shutdown->begun()) {
       outcome.stop = RetryStop::shutdown;
+      co_return outcome;
+    }
+    if (!slept) {
+      outcome.stop = RetryStop::cancelled;
       co_return outcome;
     }
   }

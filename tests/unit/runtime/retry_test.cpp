@@ -133,9 +133,9 @@ TEST(Retry, NoAttemptStartsOnceShutdownHasBegun) {
   EXPECT_EQ(calls, 1);
 }
 
-awaitable<void> retry_forever(int* calls, RetryStop* stop) {
+awaitable<void> retry_forever(int* calls, RetryStop* stop, const ShutdownState* shutdown = nullptr) {
   auto outcome = co_await retry<int, Failure>(
-      RetryPolicy{.max_attempts = 100, .initial_delay = 1h, .max_delay = 1h}, nullptr,
+      RetryPolicy{.max_attempts = 100, .initial_delay = 1h, .max_delay = 1h}, shutdown,
       [calls](unsigned) -> awaitable<Result> {
         ++*calls;
         co_return fail();
@@ -151,6 +151,45 @@ TEST(Retry, CancellationInterruptsTheBackoffSleepAndNoAttemptFollows) {
   RetryStop stop = RetryStop::succeeded;
   auto id = supervisor.spawn("retrier", "test", retry_forever(&calls, &stop));
   io.poll();  // first attempt ran; now sleeping for up to an hour
+  ASSERT_EQ(calls, 1);
+  supervisor.cancel(id);
+  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+    co_return co_await s.join(Deadline::after(10s));
+  }(supervisor));
+  EXPECT_TRUE(left.empty());
+  EXPECT_EQ(stop, RetryStop::cancelled);
+  EXPECT_EQ(calls, 1);
+}
+
+// A backoff sleep before an attempt that shutdown will not let start ends
+// when shutdown begins: a stop does not wait it out.
+TEST(Retry, ShutdownEndsTheBackoffSleepAtOnce) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  ShutdownState shutdown;
+  int calls = 0;
+  RetryStop stop = RetryStop::succeeded;
+  supervisor.spawn("retrier", "test", retry_forever(&calls, &stop, &shutdown));
+  io.poll();  // first attempt ran; now sleeping for up to an hour
+  ASSERT_EQ(calls, 1);
+  shutdown.begin();
+  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
+    co_return co_await s.join(Deadline::after(10s));
+  }(supervisor));
+  EXPECT_TRUE(left.empty());
+  EXPECT_EQ(stop, RetryStop::shutdown);
+  EXPECT_EQ(calls, 1);
+}
+
+// With a shutdown state, a cancellation still ends the sleep as one.
+TEST(Retry, CancellationEndsTheSleepWithAShutdownStateToo) {
+  asio::io_context io;
+  Supervisor supervisor(io.get_executor());
+  ShutdownState shutdown;
+  int calls = 0;
+  RetryStop stop = RetryStop::succeeded;
+  auto id = supervisor.spawn("retrier", "test", retry_forever(&calls, &stop, &shutdown));
+  io.poll();
   ASSERT_EQ(calls, 1);
   supervisor.cancel(id);
   auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
