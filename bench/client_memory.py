@@ -15,6 +15,10 @@ in two attacks, each from a fresh server:
    provider answers each with as much); then 40 connections, one per user,
    ask for every reply again ({"type":"resume","after":0}) with a 4 KiB
    receive buffer and never read. Prints the RSS 3 s later.
+3. live: 10 users with a 4 KiB receive buffer each send 16 messages of
+   900,000 bytes (as many as the server takes within 3 s of no progress) and
+   never read the replies, which take the echo provider 100 ms each
+   (provider.echo.token_delay). Prints the RSS 3 s later.
 
 Handshakes and frames by hand: the standard library has no WebSocket client.
 """
@@ -96,13 +100,13 @@ def rss_mb(pid):
 
 
 class Server:
-    def __init__(self, directory):
+    def __init__(self, directory, extra=""):
         keys = "max_messages_per_minute = 1000000\n"
         if budget != "default":
             keys += f"max_buffered_bytes = {budget}\n"
         self.proc, self.address = mooring_process.start(
             binary, directory, f'[gateway]\nlisten = "127.0.0.1:0"\n{keys}'
-            '[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "error"\n')
+            '[admin]\nlisten = "127.0.0.1:0"\n[log]\nlevel = "error"\n' + extra)
 
     def stop(self):
         self.proc.terminate()
@@ -160,7 +164,43 @@ def backlogs(users=40, messages=12, size=500000):
             server.stop()
 
 
+def live(users=10, messages=16, size=900000):
+    with tempfile.TemporaryDirectory() as d:
+        # Each reply takes 100 ms: the messages are read before their replies are made.
+        server = Server(d, '[provider.echo]\ntoken_delay = "100ms"\n')
+        try:
+            before = rss_mb(server.proc.pid)
+            left = {}
+            for u in range(users):
+                sock, _ = connect(server.address, f"reader{u}", receive_buffer=4096)
+                sock.setblocking(False)
+                left[sock] = b"".join(
+                    frame(json.dumps({"text": "x" * size, "id": f"m{m}"})) for m in range(messages))
+            # Round robin until everything is sent or nothing moved for 3 s:
+            # the server stops reading a user it holds enough for.
+            moved = time.monotonic()
+            while any(left.values()) and time.monotonic() - moved < 3:
+                for sock, rest in left.items():
+                    if not rest:
+                        continue
+                    try:
+                        n = sock.send(rest[:1 << 20])
+                        left[sock] = rest[n:]
+                        moved = time.monotonic()
+                    except BlockingIOError:
+                        pass
+                time.sleep(0.01)
+            unsent = sum(len(rest) for rest in left.values())
+            time.sleep(3)
+            print(f"  {users} users send {messages} messages of {size:,} bytes each and never "
+                  f"read the replies ({unsent:,} bytes not taken): RSS {before:.0f} -> "
+                  f"{rss_mb(server.proc.pid):.0f} MB")
+        finally:
+            server.stop()
+
+
 print(f"mooring {binary}, gateway.max_buffered_bytes = {budget}")
 unfinished(400)
 unfinished(1000)
 backlogs()
+live()

@@ -319,7 +319,17 @@ void Conversation::enqueue_reply(store::Message message) {
   pending_changed();
 }
 
+namespace {
+// What a message waiting for its reply holds, for the buffer budget.
+std::size_t held_bytes(const store::Message& message) {
+  std::size_t bytes = message.content.size();
+  for (const auto& image : message.images) bytes += image.size();
+  return bytes;
+}
+}  // namespace
+
 void Conversation::queue_reply(store::Message message) {
+  to_answer_share_.set(to_answer_share_.bytes() + held_bytes(message));
   to_answer_.push_back(ToAnswer{std::move(message), Clock::now()});
   start_next_reply();
 }
@@ -328,6 +338,7 @@ void Conversation::start_next_reply() {
   if (reply_task_ || to_answer_.empty()) return;
   auto work = std::move(to_answer_.front());
   to_answer_.pop_front();
+  to_answer_share_.set(to_answer_share_.bytes() - held_bytes(work.message));
   if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = {};
   user_cancelled_ = false;
   auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);

@@ -18,10 +18,13 @@
 //   cancelled by the host's shutdown stays pending, to be answered after the
 //   restart;
 // - flow control is the outlet's: it hears pending_changed() after every
-//   change of the work held and decides whether to read more.
+//   change of the work held and decides whether to read more; the messages
+//   waiting for their reply are counted in the process's buffer budget
+//   (net::buffer_budget), which bounds what clients can make it hold.
 #pragma once
 
 #include "llm/provider.hpp"
+#include "net/buffer_budget.hpp"
 #include "runtime/shutdown.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/time.hpp"
@@ -223,6 +226,9 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   bool handling_ = false;  // an item taken from the inbox is being handled
   std::size_t burst_ = 0;  // messages of a burst being stored beside the one handled
   boost::container::devector<ToAnswer> to_answer_;
+  // The text of the messages in to_answer_, held against the buffer budget:
+  // what users have sent and wait to have answered is memory they chose.
+  net::BufferBudget::Share to_answer_share_{net::buffer_budget()};
   runtime::TaskId reply_task_ = 0;
   bool user_cancelled_ = false;
   store::Seq cursor_written_ = 0;

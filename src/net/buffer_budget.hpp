@@ -1,5 +1,6 @@
 // What peers make mooring hold, across all its WebSocket connections:
-// the messages being received and the frames waiting to be sent. Each
+// the messages being received, those waiting for their reply
+// (chat::Conversation) and the frames waiting to be sent. Each
 // connection has bounds of its own (max_message_bytes, send_queue_bytes);
 // this one bounds their sum, so that ten thousand connections each holding an
 // unfinished message of a megabyte cannot take ten gigabytes.

@@ -198,6 +198,26 @@ TEST(GatewaySend, AClientThatDoesNotReadGetsOneReplyMadeAtATimeOnceItsQueueIsFul
       << net::buffer_budget().used() << " bytes still held";
 }
 
+// Messages waiting for their reply are held against the buffer budget, and
+// given back as their replies are made.
+TEST(GatewaySend, MessagesWaitingForTheirReplyAreCountedInTheBufferBudget) {
+  GatewayFixture fixture;
+  set_gate(fixture, false);
+  ChatClient client;
+  ASSERT_EQ(client.connect(fixture.address, "waiter"), 101);
+  ASSERT_EQ(net::buffer_budget().used(), 0u);
+  for (int i = 0; i < 5; ++i)
+    say_and_get_seq(client, std::string(100000, 'a' + i), "w" + std::to_string(i));
+  // The first is being answered; four wait.
+  EXPECT_TRUE(poll_until([&] { return net::buffer_budget().used() >= 4u * 100000; }, 10s))
+      << net::buffer_budget().used();
+  set_gate(fixture, true);
+  ASSERT_TRUE(poll_until([&] { return all_answered(fixture, "waiter", 5); }, 30s));
+  client.close();
+  EXPECT_TRUE(poll_until([&] { return net::buffer_budget().used() == 0; }, 10s))
+      << net::buffer_budget().used() << " bytes still held";
+}
+
 // A client that reads nothing while a large backlog waits for it is cut off
 // once its socket has taken nothing for heartbeat_interval +
 // heartbeat_timeout; the replies stay stored, and a resume gets them all.
