@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include <sys/ioctl.h>
 
@@ -493,20 +494,41 @@ TEST(Gateway, AResumeSendsEachReplyOnceOnAConnectionThatOutlivesWhatItRemembers)
 // A backlog reads a page only once the buffer budget has room for it: while
 // other connections hold it all, the replies stay in the store; once they
 // give room back, every reply goes out, once.
+// Five questions of `user`, each answered with 300,000 bytes: the replies' seqs.
+std::vector<std::int64_t> store_large_replies(GatewayFixture& fixture, const std::string& user) {
+  std::vector<std::int64_t> replies;
+  for (int i = 0; i < 5; ++i) {
+    auto asked = fixture.thread.call(
+        fixture.store->append_user_message(user, "q" + std::to_string(i)));
+    EXPECT_TRUE(asked.has_value());
+    if (!asked) break;
+    auto reply = fixture.thread.call(fixture.store->store_reply(
+        user, asked->seq, std::to_string(i) + std::string(300000, 'r')));
+    EXPECT_TRUE(reply.has_value());
+    if (reply) replies.push_back(*reply);
+  }
+  return replies;
+}
+
+// Reads `client` until every one of `replies` came in a chat frame: each once.
+void expect_each_reply_once(mooring::test::WsClient& client,
+                            const std::vector<std::int64_t>& replies) {
+  std::map<std::int64_t, int> sent;
+  while (sent.size() < replies.size()) {
+    const auto text = client.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    if (is_type(frame, "chat")) ++sent[int_field(frame, "seq")];
+  }
+  for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
+}
+
 TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
   GatewayOptions options;
   options.max_buffered_bytes = 4 * 1024 * 1024;
   GatewayFixture fixture(options);
-  std::vector<std::int64_t> replies;
-  for (int i = 0; i < 5; ++i) {
-    auto asked = fixture.thread.call(
-        fixture.store->append_user_message("saver", "q" + std::to_string(i)));
-    ASSERT_TRUE(asked.has_value());
-    auto reply = fixture.thread.call(fixture.store->store_reply(
-        "saver", asked->seq, std::to_string(i) + std::string(300000, 'r')));
-    ASSERT_TRUE(reply.has_value());
-    replies.push_back(*reply);
-  }
+  const auto replies = store_large_replies(fixture, "saver");
+  ASSERT_EQ(replies.size(), 5u);
   auto& budget = net::buffer_budget();
   net::BufferBudget::Share others(budget);  // what other connections hold
   others.set(budget.limit());
@@ -524,14 +546,7 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
       << readable() << " bytes came while the budget was full";
 
   others.set(0);
-  std::map<std::int64_t, int> sent;
-  while (sent.size() < replies.size()) {
-    const auto text = client.read();
-    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
-    const auto frame = boost::json::parse(*text).as_object();
-    if (is_type(frame, "chat")) ++sent[int_field(frame, "seq")];
-  }
-  for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
+  expect_each_reply_once(client, replies);
   client.close();
   EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))
       << budget.used() << " bytes still held";
@@ -544,16 +559,8 @@ TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
   GatewayOptions options;
   options.max_buffered_bytes = 4 * 1024 * 1024;
   GatewayFixture fixture(options);
-  std::vector<std::int64_t> replies;
-  for (int i = 0; i < 5; ++i) {
-    auto asked = fixture.thread.call(
-        fixture.store->append_user_message("returner", "q" + std::to_string(i)));
-    ASSERT_TRUE(asked.has_value());
-    auto reply = fixture.thread.call(fixture.store->store_reply(
-        "returner", asked->seq, std::to_string(i) + std::string(300000, 'r')));
-    ASSERT_TRUE(reply.has_value());
-    replies.push_back(*reply);
-  }
+  const auto replies = store_large_replies(fixture, "returner");
+  ASSERT_EQ(replies.size(), 5u);
   auto& budget = net::buffer_budget();
   ASSERT_EQ(budget.used(), 0u);
   // A masked frame (zero key) of a fragmented text message, never finished.
@@ -563,15 +570,27 @@ TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
     out.append(4, '\0');
     return out + std::string(length, 'h');
   };
-  // Each holder sends 600,000 bytes of a message: it holds room for the
+  // Each holder sends 655,360 bytes of a message: it holds room for the
   // largest (1 MiB). Three fit; the fourth would leave less than an eighth
-  // free, and is closed with 1013.
+  // free, and is closed with 1013. A holder first has a message acked: its
+  // connection's backlog (which takes room for a page while it reads) is
+  // over by then. Their replies are held back (the gate is closed).
+  fixture.run([&] {
+    fixture.gate->set_open(false);
+    return true;
+  });
   constexpr std::size_t mib = 1024 * 1024;
   std::vector<std::unique_ptr<mooring::test::WsClient>> holders;
   for (int i = 0; i < 4; ++i) {
     holders.push_back(std::make_unique<mooring::test::WsClient>());
     auto& holder = *holders.back();
     ASSERT_EQ(holder.connect(fixture.address, "/ws/holder" + std::to_string(i)), 101);
+    holder.send(R"({"text":"hello","id":"first"})");
+    for (;;) {
+      const auto text = holder.read();
+      ASSERT_TRUE(text.has_value());
+      if (is_type(boost::json::parse(*text).as_object(), "ack")) break;
+    }
     for (int f = 0; f < 10; ++f)
       asio::write(holder.lowest_layer().socket(), asio::buffer(fragment(f == 0, 65536)));
     if (i < 3) {
@@ -586,14 +605,7 @@ TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
   mooring::test::WsClient client;
   ASSERT_EQ(client.connect(fixture.address, "/ws/returner"), 101);
   client.send(R"({"type":"resume","after":0})");
-  std::map<std::int64_t, int> sent;
-  while (sent.size() < replies.size()) {
-    const auto text = client.read();
-    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
-    const auto frame = boost::json::parse(*text).as_object();
-    if (is_type(frame, "chat")) ++sent[int_field(frame, "seq")];
-  }
-  for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
+  expect_each_reply_once(client, replies);
   client.close();
   for (auto& holder : holders) holder->drop();
   EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))

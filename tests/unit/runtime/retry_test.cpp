@@ -144,60 +144,53 @@ awaitable<void> retry_forever(int* calls, RetryStop* stop, const ShutdownState* 
   *stop = outcome.stop;
 }
 
-TEST(Retry, CancellationInterruptsTheBackoffSleepAndNoAttemptFollows) {
+// A retry loop whose backoff sleeps last up to an hour is interrupted during
+// its first sleep by `interrupt` (given the task's id): how it stopped, once
+// it has ended, and after how many attempts.
+struct Interrupted {
+  RetryStop stop = RetryStop::succeeded;
+  int calls = 0;
+};
+template <typename Interrupt>
+Interrupted interrupt_the_first_sleep(const ShutdownState* shutdown, Interrupt interrupt) {
   asio::io_context io;
   Supervisor supervisor(io.get_executor());
-  int calls = 0;
-  RetryStop stop = RetryStop::succeeded;
-  auto id = supervisor.spawn("retrier", "test", retry_forever(&calls, &stop));
+  Interrupted out;
+  auto id = supervisor.spawn("retrier", "test", retry_forever(&out.calls, &out.stop, shutdown));
   io.poll();  // first attempt ran; now sleeping for up to an hour
-  ASSERT_EQ(calls, 1);
-  supervisor.cancel(id);
+  EXPECT_EQ(out.calls, 1);
+  interrupt(supervisor, id);
   auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
     co_return co_await s.join(Deadline::after(10s));
   }(supervisor));
   EXPECT_TRUE(left.empty());
-  EXPECT_EQ(stop, RetryStop::cancelled);
-  EXPECT_EQ(calls, 1);
+  return out;
+}
+
+TEST(Retry, CancellationInterruptsTheBackoffSleepAndNoAttemptFollows) {
+  const auto out = interrupt_the_first_sleep(
+      nullptr, [](Supervisor& supervisor, TaskId id) { supervisor.cancel(id); });
+  EXPECT_EQ(out.stop, RetryStop::cancelled);
+  EXPECT_EQ(out.calls, 1);
 }
 
 // A backoff sleep before an attempt that shutdown will not let start ends
 // when shutdown begins: a stop does not wait it out.
 TEST(Retry, ShutdownEndsTheBackoffSleepAtOnce) {
-  asio::io_context io;
-  Supervisor supervisor(io.get_executor());
   ShutdownState shutdown;
-  int calls = 0;
-  RetryStop stop = RetryStop::succeeded;
-  supervisor.spawn("retrier", "test", retry_forever(&calls, &stop, &shutdown));
-  io.poll();  // first attempt ran; now sleeping for up to an hour
-  ASSERT_EQ(calls, 1);
-  shutdown.begin();
-  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
-    co_return co_await s.join(Deadline::after(10s));
-  }(supervisor));
-  EXPECT_TRUE(left.empty());
-  EXPECT_EQ(stop, RetryStop::shutdown);
-  EXPECT_EQ(calls, 1);
+  const auto out =
+      interrupt_the_first_sleep(&shutdown, [&](Supervisor&, TaskId) { shutdown.begin(); });
+  EXPECT_EQ(out.stop, RetryStop::shutdown);
+  EXPECT_EQ(out.calls, 1);
 }
 
 // With a shutdown state, a cancellation still ends the sleep as one.
 TEST(Retry, CancellationEndsTheSleepWithAShutdownStateToo) {
-  asio::io_context io;
-  Supervisor supervisor(io.get_executor());
   ShutdownState shutdown;
-  int calls = 0;
-  RetryStop stop = RetryStop::succeeded;
-  auto id = supervisor.spawn("retrier", "test", retry_forever(&calls, &stop, &shutdown));
-  io.poll();
-  ASSERT_EQ(calls, 1);
-  supervisor.cancel(id);
-  auto left = test::run_on(io, [](Supervisor& s) -> awaitable<std::vector<TaskInfo>> {
-    co_return co_await s.join(Deadline::after(10s));
-  }(supervisor));
-  EXPECT_TRUE(left.empty());
-  EXPECT_EQ(stop, RetryStop::cancelled);
-  EXPECT_EQ(calls, 1);
+  const auto out = interrupt_the_first_sleep(
+      &shutdown, [](Supervisor& supervisor, TaskId id) { supervisor.cancel(id); });
+  EXPECT_EQ(out.stop, RetryStop::cancelled);
+  EXPECT_EQ(out.calls, 1);
 }
 
 }  // namespace
