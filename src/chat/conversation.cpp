@@ -265,10 +265,10 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
     co_return;
   }
   const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
-  for (;;) {
-    const bool room = co_await outlet->room_for_page();
+  for (std::size_t page_bytes = first_page_bytes;; page_bytes = backlog_page_bytes) {
+    const bool room = co_await outlet->room_for_page(page_bytes);
     if (!room || generation != generation_) co_return;
-    auto replies = co_await store().replies_after(id_, after, page, backlog_page_bytes);
+    auto replies = co_await store().replies_after(id_, after, page, page_bytes);
     if (!replies) {
       log::error("chat: cannot read stored replies for {}: {}", id_, replies.error().message);
       co_return;
@@ -283,7 +283,7 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
       bytes += reply.content.size();
       outlet->backlog_reply(reply);
     }
-    if (replies->size() < page && bytes < backlog_page_bytes) {
+    if (replies->size() < page && bytes < page_bytes) {
       reached();
       co_return;
     }

@@ -103,9 +103,9 @@ class Outlet {
   // replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;
   virtual awaitable<bool> drained() = 0;
-  // Before each page is read: a wait until memory may be taken for it
-  // (false: stop).
-  virtual awaitable<bool> room_for_page() { co_return true; }
+  // Before each page is read: a wait until `bytes` of memory may be taken
+  // for it (false: stop).
+  virtual awaitable<bool> room_for_page(std::size_t /*bytes*/) { co_return true; }
   // Before a reply is made: whether a reply made before it has not left yet,
   // and a wait until it has (a user who reads slowly gets one reply made at a
   // time, not one for each message waiting; those wait stored, unanswered).
@@ -133,6 +133,10 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   // A page of a backlog holds replies up to this much text (a page holds one
   // reply whatever its size): a resume of large replies is read a few at a time.
   static constexpr std::size_t backlog_page_bytes = 1024 * 1024;
+  // The first page holds less: most reconnects have little or nothing to
+  // catch up on, and room for a whole page, taken by a thousand reconnecting
+  // at once, would leave none for anything else a while.
+  static constexpr std::size_t first_page_bytes = 64 * 1024;
 
   Conversation(Conversations& owner, std::string id);
   Conversation(const Conversation&) = delete;

@@ -212,9 +212,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // thousand resumes at once read pages only as far as the budget allows.
   // Nothing says when other connections give room back; it is looked at again
   // every 100 ms while this connection lasts.
-  awaitable<bool> room_for_page() override {
+  awaitable<bool> room_for_page(std::size_t bytes) override {
     auto self = shared_from_this();
-    while (open() && !host_stopping_ && !page_share_.grow_to(Conversation::backlog_page_bytes)) {
+    while (open() && !host_stopping_ && !page_share_.grow_to(bytes)) {
       const bool slept = co_await runtime::sleep_for(std::chrono::milliseconds(100));
       if (!slept) co_return false;
     }

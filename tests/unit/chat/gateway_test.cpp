@@ -552,6 +552,35 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
       << budget.used() << " bytes still held";
 }
 
+// A reconnect with little to catch up on takes room for a small first page,
+// not a whole one: with other connections holding all but 100 KiB of the
+// budget, its three short replies still come at once.
+TEST(Gateway, ASmallBacklogNeedsOnlyASmallPartOfTheBudget) {
+  GatewayOptions options;
+  options.max_buffered_bytes = 4 * 1024 * 1024;
+  GatewayFixture fixture(options);
+  std::vector<std::int64_t> replies;
+  for (int i = 0; i < 3; ++i) {
+    auto asked = fixture.thread.call(
+        fixture.store->append_user_message("light", "q" + std::to_string(i)));
+    ASSERT_TRUE(asked.has_value());
+    auto reply = fixture.thread.call(
+        fixture.store->store_reply("light", asked->seq, "a short answer " + std::to_string(i)));
+    ASSERT_TRUE(reply.has_value());
+    replies.push_back(*reply);
+  }
+  auto& budget = net::buffer_budget();
+  net::BufferBudget::Share others(budget);
+  others.set(budget.limit() - 100 * 1024);
+  mooring::test::WsClient client;
+  ASSERT_EQ(client.connect(fixture.address, "/ws/light"), 101);
+  expect_each_reply_once(client, replies);
+  client.close();
+  others.set(0);
+  EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))
+      << budget.used() << " bytes still held";
+}
+
 // Clients holding unfinished messages take at most seven eighths of the
 // budget: the rest is kept for what is sent, and a reconnect's backlog goes
 // out while they hold all they may.
