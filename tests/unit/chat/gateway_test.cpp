@@ -494,16 +494,18 @@ TEST(Gateway, AResumeSendsEachReplyOnceOnAConnectionThatOutlivesWhatItRemembers)
 // A backlog reads a page only once the buffer budget has room for it: while
 // other connections hold it all, the replies stay in the store; once they
 // give room back, every reply goes out, once.
-// Five questions of `user`, each answered with 300,000 bytes: the replies' seqs.
-std::vector<std::int64_t> store_large_replies(GatewayFixture& fixture, const std::string& user) {
+// `count` questions of `user`, each answered with a reply of about `bytes`
+// bytes: the replies' seqs.
+std::vector<std::int64_t> store_replies(GatewayFixture& fixture, const std::string& user,
+                                        int count, std::size_t bytes) {
   std::vector<std::int64_t> replies;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < count; ++i) {
     auto asked = fixture.thread.call(
         fixture.store->append_user_message(user, "q" + std::to_string(i)));
     EXPECT_TRUE(asked.has_value());
     if (!asked) break;
     auto reply = fixture.thread.call(fixture.store->store_reply(
-        user, asked->seq, std::to_string(i) + std::string(300000, 'r')));
+        user, asked->seq, std::to_string(i) + std::string(bytes, 'r')));
     EXPECT_TRUE(reply.has_value());
     if (reply) replies.push_back(*reply);
   }
@@ -527,7 +529,7 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
   GatewayOptions options;
   options.max_buffered_bytes = 4 * 1024 * 1024;
   GatewayFixture fixture(options);
-  const auto replies = store_large_replies(fixture, "saver");
+  const auto replies = store_replies(fixture, "saver", 5, 300000);
   ASSERT_EQ(replies.size(), 5u);
   auto& budget = net::buffer_budget();
   net::BufferBudget::Share others(budget);  // what other connections hold
@@ -559,16 +561,8 @@ TEST(Gateway, ASmallBacklogNeedsOnlyASmallPartOfTheBudget) {
   GatewayOptions options;
   options.max_buffered_bytes = 4 * 1024 * 1024;
   GatewayFixture fixture(options);
-  std::vector<std::int64_t> replies;
-  for (int i = 0; i < 3; ++i) {
-    auto asked = fixture.thread.call(
-        fixture.store->append_user_message("light", "q" + std::to_string(i)));
-    ASSERT_TRUE(asked.has_value());
-    auto reply = fixture.thread.call(
-        fixture.store->store_reply("light", asked->seq, "a short answer " + std::to_string(i)));
-    ASSERT_TRUE(reply.has_value());
-    replies.push_back(*reply);
-  }
+  const auto replies = store_replies(fixture, "light", 3, 20);
+  ASSERT_EQ(replies.size(), 3u);
   auto& budget = net::buffer_budget();
   net::BufferBudget::Share others(budget);
   others.set(budget.limit() - 100 * 1024);
@@ -588,7 +582,7 @@ TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
   GatewayOptions options;
   options.max_buffered_bytes = 4 * 1024 * 1024;
   GatewayFixture fixture(options);
-  const auto replies = store_large_replies(fixture, "returner");
+  const auto replies = store_replies(fixture, "returner", 5, 300000);
   ASSERT_EQ(replies.size(), 5u);
   auto& budget = net::buffer_budget();
   ASSERT_EQ(budget.used(), 0u);
