@@ -32,7 +32,10 @@ constexpr std::size_t max_token_file_bytes = 4096;
 // The token stored at `path`: opened without blocking and read only when it
 // is a regular file of at most max_token_file_bytes.
 TokenResult read_token_file(const std::string& path) {
+  const auto remedy = "; delete it to have a new one generated";
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT)  // the name is there (find_admin_token): a link to nothing
+    return fail(fmt::format("{} is a symbolic link to a file that does not exist{}", path, remedy));
   if (fd < 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
   struct Closer {
     int fd;
@@ -40,7 +43,6 @@ TokenResult read_token_file(const std::string& path) {
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) != 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  const auto remedy = "; delete it to have a new one generated";
   if (!S_ISREG(st.st_mode))
     return fail(fmt::format("{} is not a regular file{}", path, remedy));
   if (static_cast<std::size_t>(st.st_size) > max_token_file_bytes)

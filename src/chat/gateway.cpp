@@ -161,26 +161,10 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // Until the replies handed so far have gone to the socket's queue and the
   // queue is down to a quarter of its bounds (the low-water mark): the next
   // page is read while the end of this one is still being written, and never
-  // piles up on it. A peer that takes nothing is cut off by the socket's
-  // write watchdog, which ends this wait with the connection; one that reads
-  // slowly is waited for. The wait is re-armed every heartbeat_interval +
-  // heartbeat_timeout while frames are still being written.
+  // piles up on it.
   awaitable<bool> drained() override {
-    const auto& ws = connection_->options();
-    const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
     const auto page_end = replies_taken_;
-    auto self = shared_from_this();
-    while (open() && !page_out(page_end) && !host_stopping_) {
-      // A cancellation that came between two waits is seen here, not lost.
-      const bool cancelled = co_await runtime::cancelled();
-      if (cancelled) break;
-      if (!written_)
-        written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
-      const auto deadline = runtime::Deadline::after(slice);
-      const bool woken = co_await written_->wait_until(deadline);
-      // Nothing being written and still not out: nothing will move it.
-      if (!woken && connection_->queued() == 0) break;
-    }
+    co_await wait_for_writes([this, page_end] { return !page_out(page_end); });
     // Its frames are in the socket's queue, and held against the budget there.
     page_share_.set(0);
     co_return open() && page_out(page_end);
@@ -191,17 +175,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // sent. Ends with the connection, its replacement or the host's stop.
   bool reply_held() const override { return replies_released_ < replies_taken_; }
   awaitable<void> room_for_reply() override {
-    const auto& ws = connection_->options();
-    const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
-    auto self = shared_from_this();
-    while (open() && !host_stopping_ && reply_held()) {
-      const bool cancelled = co_await runtime::cancelled();
-      if (cancelled) break;
-      if (!written_)
-        written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
-      const bool woken = co_await written_->wait_until(runtime::Deadline::after(slice));
-      if (!woken && connection_->queued() == 0) break;
-    }
+    co_await wait_for_writes([this] { return reply_held(); });
   }
 
   // However a backlog ends, the room its page took is given back.
@@ -339,6 +313,29 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
       return;
     }
     if (seq != 0) ++replies_released_;
+  }
+
+  // Waits while `waiting()` holds, the connection is open and the host is
+  // not stopping: woken whenever a frame is written. A peer that takes
+  // nothing is cut off by the socket's write watchdog, which ends the wait
+  // with the connection; one that reads slowly is waited for, the wait
+  // re-armed every heartbeat_interval + heartbeat_timeout while frames are
+  // still being written.
+  template <typename Waiting>
+  awaitable<void> wait_for_writes(Waiting waiting) {
+    const auto& ws = connection_->options();
+    const auto slice = ws.heartbeat_interval + ws.heartbeat_timeout;
+    auto self = shared_from_this();
+    while (open() && !host_stopping_ && waiting()) {
+      // A cancellation that came between two waits is seen here, not lost.
+      const bool cancelled = co_await runtime::cancelled();
+      if (cancelled) break;
+      if (!written_)
+        written_ = std::make_unique<runtime::Notifier>(gateway_.conversations_.supervisor().executor());
+      const bool woken = co_await written_->wait_until(runtime::Deadline::after(slice));
+      // Nothing being written and still waiting: nothing will move it.
+      if (!woken && connection_->queued() == 0) break;
+    }
   }
 
   // Whether the replies taken up to `page_end` are in the socket's queue and

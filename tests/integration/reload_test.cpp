@@ -682,6 +682,22 @@ TEST(Reload, ARewrittenOrDeletedTokenFileRotatesTheAdminTokenOnSighup) {
   EXPECT_FALSE(std::filesystem::exists(token_file.string() + ".tmp"));
   EXPECT_EQ(http_get(host.admin(), "/api/status", rotated).status, 200);
 
+  // A new file that cannot be written (its staging place is taken by a
+  // directory): the reload is refused and the token in use stays.
+  const auto staging = token_file.string() + ".tmp";
+  std::filesystem::create_directory(staging);
+  host.process().signal(SIGHUP);
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return host.log().find("configuration not applied: admin: cannot write "
+                               "mooring-data/admin.token.tmp") != std::string::npos;
+      },
+      10s))
+      << host.log();
+  EXPECT_EQ(http_get(host.admin(), "/api/status", rotated).status, 200);
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(token_file)));
+  std::filesystem::remove(staging);
+
   // Deleted, then a reload: a new token is made, with the file's mode, and applies.
   host.process().signal(SIGHUP);
   std::string made;

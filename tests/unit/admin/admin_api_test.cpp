@@ -302,6 +302,14 @@ TEST(AdminToken, AFileThatCannotHoldAUsableTokenIsRefusedWithoutBlocking) {
   refused("a line break");
   test::write_file(path, std::string("a-token-with-a-") + '\x01' + "-control-character\n");
   refused("U+0001");
+  test::write_file(path, std::string("a-token-with-invalid-utf-8-") + "\xff\xfe" + "-in-it\n");
+  refused("non-ASCII character at character 28");
+  std::filesystem::remove(path);
+  // A link to nothing is named as such; nothing is created where it points.
+  std::filesystem::create_symlink(dir / "nowhere", path);
+  refused("is a symbolic link to a file that does not exist");
+  EXPECT_FALSE(std::filesystem::exists(dir / "nowhere"));
+  std::filesystem::remove(path);
   test::write_file(path, "  a-good-token-between-spaces  \n");
   auto fine = resolve_admin_token("", dir.path().string());
   ASSERT_TRUE(fine.has_value()) << fine.error();

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <thread>
 
 #include <sys/ioctl.h>
 
@@ -512,6 +511,21 @@ std::vector<std::int64_t> store_replies(GatewayFixture& fixture, const std::stri
   return replies;
 }
 
+// A gateway with a buffer budget of 4 MiB, and `count` stored replies of
+// `user` of about `bytes` each, to be asked for again.
+struct BudgetBacklog {
+  BudgetBacklog(const std::string& user, int count, std::size_t bytes)
+      : fixture(budget_of_4_mib()), replies(store_replies(fixture, user, count, bytes)) {}
+  static GatewayOptions budget_of_4_mib() {
+    GatewayOptions options;
+    options.max_buffered_bytes = 4 * 1024 * 1024;
+    return options;
+  }
+  GatewayFixture fixture;
+  std::vector<std::int64_t> replies;
+  net::BufferBudget& budget = net::buffer_budget();
+};
+
 // Reads `client` until every one of `replies` came in a chat frame: each once.
 void expect_each_reply_once(mooring::test::WsClient& client,
                             const std::vector<std::int64_t>& replies) {
@@ -526,12 +540,9 @@ void expect_each_reply_once(mooring::test::WsClient& client,
 }
 
 TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
-  GatewayOptions options;
-  options.max_buffered_bytes = 4 * 1024 * 1024;
-  GatewayFixture fixture(options);
-  const auto replies = store_replies(fixture, "saver", 5, 300000);
-  ASSERT_EQ(replies.size(), 5u);
-  auto& budget = net::buffer_budget();
+  BudgetBacklog backlog("saver", 5, 300000);
+  ASSERT_EQ(backlog.replies.size(), 5u);
+  auto& [fixture, replies, budget] = backlog;
   net::BufferBudget::Share others(budget);  // what other connections hold
   others.set(budget.limit());
 
@@ -558,12 +569,9 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
 // not a whole one: with other connections holding all but 100 KiB of the
 // budget, its three short replies still come at once.
 TEST(Gateway, ASmallBacklogNeedsOnlyASmallPartOfTheBudget) {
-  GatewayOptions options;
-  options.max_buffered_bytes = 4 * 1024 * 1024;
-  GatewayFixture fixture(options);
-  const auto replies = store_replies(fixture, "light", 3, 20);
-  ASSERT_EQ(replies.size(), 3u);
-  auto& budget = net::buffer_budget();
+  BudgetBacklog backlog("light", 3, 20);
+  ASSERT_EQ(backlog.replies.size(), 3u);
+  auto& [fixture, replies, budget] = backlog;
   net::BufferBudget::Share others(budget);
   others.set(budget.limit() - 100 * 1024);
   mooring::test::WsClient client;
@@ -579,12 +587,9 @@ TEST(Gateway, ASmallBacklogNeedsOnlyASmallPartOfTheBudget) {
 // budget: the rest is kept for what is sent, and a reconnect's backlog goes
 // out while they hold all they may.
 TEST(Gateway, ClientsHoldingUnfinishedMessagesDoNotStopABacklog) {
-  GatewayOptions options;
-  options.max_buffered_bytes = 4 * 1024 * 1024;
-  GatewayFixture fixture(options);
-  const auto replies = store_replies(fixture, "returner", 5, 300000);
-  ASSERT_EQ(replies.size(), 5u);
-  auto& budget = net::buffer_budget();
+  BudgetBacklog backlog("returner", 5, 300000);
+  ASSERT_EQ(backlog.replies.size(), 5u);
+  auto& [fixture, replies, budget] = backlog;
   ASSERT_EQ(budget.used(), 0u);
   // A masked frame (zero key) of a fragmented text message, never finished.
   const auto fragment = [](bool first, std::size_t length) {

@@ -668,15 +668,21 @@ TEST_F(WsConnectionTest, AMessageLeftUnfinishedIsClosedAndGivesBackItsBudget) {
   EXPECT_TRUE(test::poll_until(
       [&] { return test::metric_value(closes("1008")) == before_1008 + 1; }, 10s));
 
-  // 24 fragments a tenth of the deadline apart take four times the deadline:
-  // the message arrives whole.
+  // A slow sender: each next fragment goes once the server has been silent
+  // long enough to ping (heartbeat_interval after the last byte, half the
+  // deadline). Four fragments span more than the deadline, and the message
+  // arrives whole: its bytes reset the deadline, and answer the pings.
   test::WsClient slow;
   ASSERT_EQ(slow.connect(address_, "/ws"), 101);
-  for (int i = 0; i < 24; ++i) {
-    write(slow, fragment(i == 0 ? 0x01 : i == 23 ? static_cast<char>(0x80) : 0x00, 1000, 's'));
-    std::this_thread::sleep_for(60ms);  // the pace of a slow sender, not a wait for the server
+  auto& socket = slow.lowest_layer().socket();
+  const auto started = Clock::now();
+  for (int i = 0; i < 4; ++i) {
+    const auto pinged = socket.available();
+    write(slow, fragment(i == 0 ? 0x01 : i == 3 ? static_cast<char>(0x80) : 0x00, 1000, 's'));
+    if (i < 3) ASSERT_TRUE(test::poll_until([&] { return socket.available() > pinged; }, 10s));
   }
-  EXPECT_EQ(slow.read(), "got:24000");
+  EXPECT_GT(Clock::now() - started, 600ms);
+  EXPECT_EQ(slow.read(), "got:4000");
   slow.close();
 }
 
