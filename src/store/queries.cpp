@@ -14,11 +14,22 @@ namespace {
 namespace json = boost::json;
 using Kind = StoreError::Kind;
 
-// The columns of a Message, in the order read_message() expects; a macro so it
-// can be pasted into string literals, which the statement cache is keyed by.
+// A message's outcome, for a row of messages named `m`: the status of its
+// reply when it has one (a reply's status is the one it gave its question),
+// else its own column: `pending`, `failed` when it was marked failed without
+// a reply, `answered` when kept as context only (or settled by a mooring
+// before schema version 5, when storing a reply rewrote its question's
+// status). A reply is one row and rewrites nothing. Macros so they can be
+// pasted into string literals, which the statement cache is keyed by.
+#define OUTCOME "coalesce((SELECT r.status FROM messages r WHERE r.reply_to = m.seq), m.status)"
+#define UNANSWERED \
+  "(m.role = 'user' AND m.status = 'pending' AND " \
+  "NOT EXISTS (SELECT 1 FROM messages r WHERE r.reply_to = m.seq))"
+
+// The columns of a Message, in the order read_message() expects.
 #define MESSAGE_COLUMNS \
-  "seq, user_id, role, content, images, client_id, reply_to, status, created_ms, updated_ms, " \
-  "failure"
+  "m.seq, m.user_id, m.role, m.content, m.images, m.client_id, m.reply_to, " OUTCOME \
+  ", m.created_ms, m.updated_ms, m.failure, m.status"
 
 std::int64_t sql_limit(std::size_t n) {
   constexpr auto max = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
@@ -41,7 +52,9 @@ Result<Message> read_message(const sqlite::Statement& row) {
   m.user_id = row.text(1);
   const auto role = parse_role(row.text(2));
   const auto status = parse_status(row.text(7));
-  if (!role || !status)
+  // Its own column too: an answered message's is not its outcome, but a
+  // value outside the schema there is damage all the same.
+  if (!role || !status || !parse_status(row.text(11)))
     return StoreError{Kind::corrupt,
                       fmt::format("message {} has an unknown role or status", m.seq)};
   m.role = *role;
@@ -121,6 +134,23 @@ void Remembered::session_written(const std::string& user_id, std::int64_t now) {
   sessions_written_.insert_or_assign(user_id, now);
 }
 
+void Remembered::question_stored(Seq seq, const std::string& user_id) {
+  // Bounded: replies come within seconds of their messages; past the bound a
+  // reply looks its question up, as after a restart.
+  if (questions_.size() >= 65536) return;
+  questions_.emplace(seq, user_id);
+}
+
+bool Remembered::take_question(const sqlite::Connection& db, Seq seq,
+                               const std::string& user_id) {
+  forget_after_rollback(db);
+  const auto it = questions_.find(seq);
+  if (it == questions_.end()) return false;
+  const bool theirs = it->second == user_id;
+  questions_.erase(it);
+  return theirs;
+}
+
 Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered,
                                      std::int64_t now, const std::string& user_id,
                                      const std::string& content,
@@ -164,11 +194,12 @@ Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembe
       .run();
   if (db.changes() == 1) {
     remembered.seq_taken();
+    if (status == MessageStatus::pending) remembered.question_stored(seq, user_id);
     return Appended{seq, false, status};
   }
   remembered.seq_unused();
-  auto existing =
-      db.prepare("SELECT seq, status FROM messages WHERE user_id = ?1 AND client_id = ?2");
+  auto existing = db.prepare("SELECT m.seq, " OUTCOME
+                             " FROM messages m WHERE m.user_id = ?1 AND m.client_id = ?2");
   existing.bind(1, user_id).bind(2, client_id);
   if (!existing.step())
     return StoreError{Kind::internal,
@@ -187,42 +218,26 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
   if (status == MessageStatus::pending)
     return StoreError{Kind::invalid_argument,
                       "a reply must mark its message answered or failed, not pending"};
-  // The common case in one statement: the question is a pending message of
-  // this user, so it has no reply yet (a reply and its question's new status
-  // are written together).
-  db.prepare(
-        "UPDATE messages SET status = ?2, updated_ms = ?3 "
-        "WHERE seq = ?1 AND user_id = ?4 AND role = 'user' AND status = 'pending'")
-      .bind(1, reply_to)
-      .bind_static(2, to_string(status))
-      .bind(3, now)
-      .bind(4, user_id)
-      .run();
-  if (db.changes() == 0) {
-    // The message replied to, and the reply it has already, if any.
-    auto question = db.prepare(
-        "SELECT user_id, role, (SELECT seq FROM messages WHERE reply_to = ?1) FROM messages "
-        "WHERE seq = ?1");
-    question.bind(1, reply_to);
+  // One row and nothing rewritten: the question's outcome is its reply's
+  // status (OUTCOME), so storing the reply settles it. (Not an INSERT of a
+  // SELECT from messages: SQLite copies such a SELECT into a temporary table
+  // before inserting into the table it reads.) A message this connection
+  // stored is known without looking.
+  if (!remembered.take_question(db, reply_to, user_id)) {
+    auto question =
+        db.prepare("SELECT user_id = ?2 AND role = 'user' FROM messages WHERE seq = ?1");
+    question.bind(1, reply_to).bind(2, user_id);
     if (!question.step())
       return StoreError{Kind::not_found, fmt::format("no message {} to reply to", reply_to)};
-    if (question.text(0) != user_id || question.text(1) != "user")
-      return StoreError{
-          Kind::invalid_argument,
-          fmt::format("message {} is not a user message of {}", reply_to, user_id)};
-    // Idempotent: the chat layer may store a reply again after a crash or a retry.
-    if (const auto existing = question.optional_int64(2)) return *existing;
-    // Answered or failed without a reply (marked failed): the reply is stored.
-    db.prepare("UPDATE messages SET status = ?2, updated_ms = ?3 WHERE seq = ?1")
-        .bind(1, reply_to)
-        .bind_static(2, to_string(status))
-        .bind(3, now)
-        .run();
+    if (question.int64(0) == 0)
+      return StoreError{Kind::invalid_argument,
+                        fmt::format("message {} is not a user message of {}", reply_to, user_id)};
   }
   const Seq seq = remembered.next_seq(db);
   db.prepare(
         "INSERT INTO messages (seq, user_id, role, content, images, client_id, reply_to, status, "
-        "created_ms, updated_ms) VALUES (?6, ?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5)")
+        "created_ms, updated_ms) VALUES (?6, ?1, 'assistant', ?2, '[]', NULL, ?3, ?4, ?5, ?5) "
+        "ON CONFLICT (reply_to) WHERE reply_to IS NOT NULL DO NOTHING")
       .bind(1, user_id)
       .bind(2, content)
       .bind(3, reply_to)
@@ -230,13 +245,25 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
       .bind(5, now)
       .bind(6, seq)
       .run();
-  remembered.seq_taken();
-  return seq;
+  if (db.changes() == 1) {
+    remembered.seq_taken();
+    return seq;
+  }
+  remembered.seq_unused();
+  // Idempotent: the chat layer may store a reply again after a crash or a retry.
+  auto existing = db.prepare("SELECT seq FROM messages WHERE reply_to = ?1");
+  existing.bind(1, reply_to);
+  if (existing.step()) return existing.int64(0);
+  return StoreError{Kind::internal,
+                    fmt::format("the reply to message {} of {} was neither stored nor found "
+                                "stored before",
+                                reply_to, user_id)};
 }
 
 Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
                                   const std::string& user_id, Seq seq, const std::string& reason) {
-  auto message = db.prepare("SELECT user_id, role, status FROM messages WHERE seq = ?1");
+  auto message =
+      db.prepare("SELECT m.user_id, m.role, " OUTCOME " FROM messages m WHERE m.seq = ?1");
   message.bind(1, seq);
   if (!message.step())
     return StoreError{Kind::not_found, fmt::format("no message {} to mark failed", seq)};
@@ -260,8 +287,8 @@ Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::st
                                            Seq after_seq, std::size_t limit,
                                            std::size_t max_bytes) {
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
-                              " FROM messages WHERE user_id = ?1 AND seq > ?2 AND role = "
-                              "'assistant' ORDER BY seq LIMIT ?3");
+                              " FROM messages m WHERE m.user_id = ?1 AND m.seq > ?2 AND m.role = "
+                              "'assistant' ORDER BY m.seq LIMIT ?3");
   statement.bind(1, user_id).bind(2, after_seq).bind(3, sql_limit(limit));
   std::vector<Message> out;
   std::size_t bytes = 0;
@@ -299,8 +326,8 @@ Result<std::vector<Message>> pending_messages(sqlite::Connection& db, std::size_
   // From the floor up, by seq: no index of pending messages is kept.
   auto statement = db.prepare(
       "SELECT " MESSAGE_COLUMNS
-      " FROM messages WHERE seq >= (SELECT seq FROM pending_floor WHERE id = 1) "
-      "AND role = 'user' AND status = 'pending' ORDER BY seq LIMIT ?1");
+      " FROM messages m WHERE m.seq >= (SELECT seq FROM pending_floor WHERE id = 1) "
+      "AND " UNANSWERED " ORDER BY m.seq LIMIT ?1");
   statement.bind(1, sql_limit(limit));
   return read_messages(statement);
 }
@@ -309,18 +336,43 @@ std::size_t advance_pending_floor(sqlite::Connection& db, std::size_t max_rows) 
   auto floor = db.prepare("SELECT seq FROM pending_floor WHERE id = 1");
   if (!floor.step()) return 0;
   const Seq from = floor.int64(0);
+  // One pass over the rows, in order: the user messages whose own column is
+  // pending, each marked answered when its reply comes among the rows (after
+  // it: seqs grow). A look at the reply of each would cost an index search.
+  struct Unsettled {
+    Seq seq;
+    bool answered;
+  };
+  std::vector<Unsettled> unsettled;
   Seq to = from;
   std::size_t rows = 0;
   {
     auto settled = db.prepare(
-        "SELECT seq, role = 'user' AND status = 'pending' FROM messages WHERE seq >= ?1 "
-        "ORDER BY seq LIMIT ?2");
+        "SELECT seq, role = 'user' AND status = 'pending', reply_to FROM messages "
+        "WHERE seq >= ?1 ORDER BY seq LIMIT ?2");
     settled.bind(1, from).bind(2, sql_limit(max_rows));
     while (settled.step()) {
       ++rows;
-      if (settled.int64(1) != 0) break;  // the oldest pending message: the floor stops there
       to = settled.int64(0) + 1;
+      if (settled.int64(1) != 0) {
+        unsettled.push_back({settled.int64(0), false});
+      } else if (const auto question = settled.optional_int64(2)) {
+        const auto it = std::lower_bound(
+            unsettled.begin(), unsettled.end(), *question,
+            [](const Unsettled& u, Seq seq) { return u.seq < seq; });
+        if (it != unsettled.end() && it->seq == *question) it->answered = true;
+      }
     }
+  }
+  // The floor stops at the oldest one without a reply; replies past the rows
+  // looked at are searched for.
+  for (const auto& u : unsettled) {
+    if (u.answered) continue;
+    auto reply = db.prepare("SELECT 1 FROM messages WHERE reply_to = ?1");
+    reply.bind(1, u.seq);
+    if (reply.step()) continue;
+    to = u.seq;
+    break;
   }
   if (to != from) db.prepare("UPDATE pending_floor SET seq = ?1 WHERE id = 1").bind(1, to).run();
   return rows;
@@ -357,8 +409,8 @@ Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string&
                                       std::size_t max_bytes) {
   // Newest first, so that reading stops at the first row past the budget.
   auto statement = db.prepare("SELECT " MESSAGE_COLUMNS
-                              " FROM messages WHERE user_id = ?1 AND seq < ?2 "
-                              "ORDER BY seq DESC LIMIT ?3");
+                              " FROM messages m WHERE m.user_id = ?1 AND m.seq < ?2 "
+                              "ORDER BY m.seq DESC LIMIT ?3");
   statement.bind(1, user_id)
       .bind(2, before_seq.value_or(std::numeric_limits<Seq>::max()))
       .bind(3, sql_limit(limit));
@@ -378,5 +430,7 @@ Result<std::vector<Message>> messages(sqlite::Connection& db, const std::string&
 }
 
 #undef MESSAGE_COLUMNS
+#undef UNANSWERED
+#undef OUTCOME
 
 }  // namespace mooring::store::queries

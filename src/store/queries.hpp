@@ -33,6 +33,8 @@ std::int64_t now_ms();
 // - The users whose session row this connection wrote in the last second:
 //   their next messages within that second leave the row alone without
 //   asking SQLite (last_seen_ms is kept to the second).
+// - The user messages this connection stored that have no reply yet, and
+//   whose: a reply to one of them is stored without looking its question up.
 class Remembered {
  public:
   // The seq for the next insert into messages; then seq_taken() once it is
@@ -45,12 +47,19 @@ class Remembered {
   void forget() {
     seq_known_ = false;
     sessions_written_.clear();
+    questions_.clear();
   }
 
   // Whether `user_id`'s session row was written by this connection less
   // than a second before `now`; session_written() says it was, at `now`.
   bool session_fresh(const sqlite::Connection& db, const std::string& user_id, std::int64_t now);
   void session_written(const std::string& user_id, std::int64_t now);
+
+  // User message `seq` of `user_id` was stored by this connection, unanswered.
+  void question_stored(Seq seq, const std::string& user_id);
+  // Whether `seq` is such a message of `user_id`; forgotten once asked: a
+  // message has one reply.
+  bool take_question(const sqlite::Connection& db, Seq seq, const std::string& user_id);
 
  private:
   void forget_after_rollback(const sqlite::Connection& db);
@@ -59,6 +68,7 @@ class Remembered {
   bool seq_known_ = false;
   std::uint64_t rollbacks_ = 0;
   std::unordered_map<std::string, std::int64_t> sessions_written_;
+  std::unordered_map<Seq, std::string> questions_;
 };
 
 Result<Appended> append_user_message(sqlite::Connection& db, Remembered& remembered,

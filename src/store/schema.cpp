@@ -148,6 +148,15 @@ CREATE TRIGGER messages_deleted AFTER DELETE ON messages BEGIN
   UPDATE seq_floor SET seq = max(seq, old.seq) WHERE id = 1;
 END;
 )sql",
+      // 5: a reply no longer rewrites its question's status: a user message's
+      // outcome is the status of its reply when it has one, else its own
+      // (queries.cpp, OUTCOME). Nothing is rewritten; the version tells an
+      // older mooring, which would read the column alone and answer again
+      // what is answered, that this file is not its to open.
+      R"sql(
+-- A user message's status column: 'pending' until marked 'failed' without a
+-- reply (or 'answered' when kept as context); its reply's status decides.
+)sql",
   };
   return steps;
 }

@@ -177,9 +177,10 @@ class Store {
                                                      std::vector<std::string> images,
                                                      std::optional<std::string> client_id);
 
-  // Stores the assistant's reply to user message `reply_to` and, in the same
-  // transaction, marks that message `status` (answered or failed). A message
-  // that already has a reply keeps it: its seq is returned and nothing changes.
+  // Stores the assistant's reply to user message `reply_to`, which settles
+  // that message as `status` (answered or failed): a user message's status is
+  // its reply's once it has one. A message that already has a reply keeps it:
+  // its seq is returned and nothing changes.
   awaitable<Result<Seq>> store_reply(std::string user_id, Seq reply_to, std::string content,
                                      MessageStatus status = MessageStatus::answered);
 

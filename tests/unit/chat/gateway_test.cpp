@@ -484,8 +484,12 @@ TEST(Gateway, AResumeSendsEachReplyOnceOnAConnectionThatOutlivesWhatItRemembers)
         ++again[int_field(frame, "seq")];
     return again;
   };
+  // A reply the earlier connection wrote before its cursor was stored comes
+  // to this one as its backlog when it connects: carried, so not sent again.
   std::map<std::int64_t, int> earlier;
   for (const auto seq : before) earlier[seq] = 1;
+  for (const auto& frame : client.received())
+    if (is_type(frame, "chat")) earlier.erase(int_field(frame, "seq"));
   EXPECT_EQ(resend(3, "r1"), earlier) << "the earlier connection's replies once, no other";
   EXPECT_EQ(resend(1, "r2"), (std::map<std::int64_t, int>{})) << "all carried already";
 }

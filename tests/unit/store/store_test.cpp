@@ -474,26 +474,21 @@ TEST_P(StoreTest, AReadQueuedBetweenWritesSeesExactlyTheWritesBeforeIt) {
 
 // A batch runs without a savepoint per write until one fails; then it runs
 // again, each write in its own. An operation that fails after writing part of
-// its work (here: a reply stored, then the update of its message refused by a
-// trigger) leaves none of it, and its neighbours are stored.
+// its work (here: a new user's session row written, then their message
+// refused by a trigger) leaves none of it, and its neighbours are stored.
 TEST_P(StoreTest, AnOperationThatFailsHalfwayLeavesNothingAndItsNeighboursAreStored) {
-  const Seq question = append("zoe", "first");
+  append("amy", "first");
   ASSERT_TRUE(await(store->close()));
   store.reset();
   exec_file(db_path(),
-            "CREATE TRIGGER refuse_zoe BEFORE UPDATE OF status ON messages "
+            "CREATE TRIGGER refuse_zoe BEFORE INSERT ON messages "
             "WHEN NEW.user_id = 'zoe' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;");
   store = open();
   std::optional<Result<Appended>> before;
-  std::optional<Result<Seq>> failing;
+  std::optional<Result<Appended>> failing;
   std::optional<Result<Appended>> after;
   asio::co_spawn(io, append_into(*store, "amy", "before", &before), asio::detached);
-  asio::co_spawn(
-      io,
-      [](Store& s, Seq to, std::optional<Result<Seq>>* out) -> awaitable<void> {
-        out->emplace(co_await s.store_reply("zoe", to, "the reply"));
-      }(*store, question, &failing),
-      asio::detached);
+  asio::co_spawn(io, append_into(*store, "zoe", "refused", &failing), asio::detached);
   asio::co_spawn(io, append_into(*store, "amy", "after", &after), asio::detached);
   const auto commits = store->stats().commits;
   io.restart();
@@ -512,10 +507,10 @@ TEST_P(StoreTest, AnOperationThatFailsHalfwayLeavesNothingAndItsNeighboursAreSto
   }
   ASSERT_TRUE(await(store->close()));
   store.reset();
-  // The reply inserted before the refused update: undone.
-  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'zoe'"), "1");
-  EXPECT_EQ(query_file(db_path(), "SELECT status FROM messages WHERE user_id = 'zoe'"), "pending");
-  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'amy'"), "2");
+  // The session row written before the refused insert: undone.
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM sessions WHERE user_id = 'zoe'"), "0");
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'zoe'"), "0");
+  EXPECT_EQ(query_file(db_path(), "SELECT count(*) FROM messages WHERE user_id = 'amy'"), "3");
   store = open();
 }
 
@@ -591,6 +586,12 @@ TEST_P(StoreTest, StoreReplyMarksTheMessageAnsweredOnce) {
   EXPECT_EQ(history[1].content, "noon");
   EXPECT_EQ(history[1].reply_to, std::optional<Seq>(question));
   EXPECT_FALSE(history[1].client_id.has_value());
+  // The reply alone was written (schema version 5): the question's own row
+  // is as it was stored, and its status is its reply's.
+  EXPECT_EQ(query_file(db_path(), fmt::format("SELECT status || ' ' || updated_ms FROM messages "
+                                              "WHERE seq = {}",
+                                              question)),
+            fmt::format("pending {}", history[0].created_ms));
 
   // Retried after a crash: the first reply stands.
   EXPECT_EQ(await(store->store_reply("frank", question, "twelve o'clock")).value(), reply);
