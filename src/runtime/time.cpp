@@ -17,15 +17,35 @@ awaitable<bool> sleep_for(Duration d) {
   co_return !ec;
 }
 
+namespace detail {
+
+TimeoutRace::TimeoutRace(asio::steady_timer& timer, asio::cancellation_slot outer)
+    : timer_(timer), outer_(outer), state_(std::make_shared<TimeoutState>()) {
+  timer_.async_wait([state = state_](const boost::system::error_code& ec) {
+    if (ec) return;
+    state->expired = true;
+    state->signal.emit(asio::cancellation_type::all);
+  });
+  if (outer_.is_connected())
+    outer_.assign([state = state_](asio::cancellation_type type) { state->signal.emit(type); });
+}
+
+TimeoutRace::~TimeoutRace() {
+  if (outer_.is_connected()) outer_.clear();
+  timer_.cancel();
+}
+
+}  // namespace detail
+
 awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
   const auto executor = co_await asio::this_coro::executor;
+  const auto outer = co_await asio::this_coro::cancellation_state;
   asio::steady_timer timer(executor, d);
-  auto [order, failure, expired] =
-      co_await asio::experimental::make_parallel_group(
-          asio::co_spawn(executor, std::move(op), asio::deferred),
-          timer.async_wait(asio::deferred))
-          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-  if (order[0] == 1 && !expired) co_return false;
+  detail::TimeoutRace race(timer, outer.slot());
+  auto [failure] = co_await asio::co_spawn(
+      executor, std::move(op),
+      asio::bind_cancellation_slot(race.slot(), asio::as_tuple(asio::use_awaitable)));
+  if (race.expired()) co_return false;
   if (failure) std::rethrow_exception(failure);
   co_return true;
 }

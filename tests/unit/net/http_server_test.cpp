@@ -1089,7 +1089,9 @@ TEST_F(HttpServerTest, ABadWebSocketHandshakeIsRefusedInJson) {
     const auto& response = answer.responses.front();
     EXPECT_EQ(response.result_int(), c.status) << c.head << response.body();
     EXPECT_EQ(error_code_of(response), c.code) << c.head;
-    if (c.status == 426) EXPECT_EQ(response[http::field::sec_websocket_version], "13");
+    if (c.status == 426) {
+      EXPECT_EQ(response[http::field::sec_websocket_version], "13");
+    }
   }
   EXPECT_EQ(server_.run([&] { return ws_.open.size(); }), 0u);
   test::WsClient good;
