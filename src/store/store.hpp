@@ -86,9 +86,12 @@ struct StoreOptions {
   int checkpoint_pages = 1000;
   // At most this often, a write batch also moves the floor below which no
   // message is pending (where a start looks for them) past the messages
-  // settled since, looking at pending_floor_rows of them at most.
+  // settled since, looking at pending_floor_rows of them at most; one that
+  // looked at that many does it again at the next write batch. The batches
+  // run on the network thread, 0.45 us per row: 16,384 rows held it 6.6 -
+  // 7.7 ms once a second at 12,000 round trips/s; 1,024 at most 0.6 ms.
   std::chrono::milliseconds pending_floor_interval{1000};
-  std::size_t pending_floor_rows = 16384;
+  std::size_t pending_floor_rows = 1024;
   // Repeats of one failure within this window are summarised in one log line.
   std::chrono::milliseconds log_window{10000};
   // mark_failed() outcomes kept in memory while the disk refuses them.
