@@ -135,9 +135,10 @@ void Remembered::session_written(const std::string& user_id, std::int64_t now) {
 }
 
 void Remembered::question_stored(Seq seq, const std::string& user_id) {
-  // Bounded: replies come within seconds of their messages; past the bound a
-  // reply looks its question up, as after a restart.
-  if (questions_.size() >= 65536) return;
+  // Bounded: replies come within seconds of their messages, and a message
+  // settled otherwise is forgotten (forget_question); past the bound the
+  // replies to those forgotten look their questions up, as after a restart.
+  if (questions_.size() >= 65536) questions_.clear();
   questions_.emplace(seq, user_id);
 }
 
@@ -260,8 +261,9 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
                                 reply_to, user_id)};
 }
 
-Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
-                                  const std::string& user_id, Seq seq, const std::string& reason) {
+Result<MessageStatus> mark_failed(sqlite::Connection& db, Remembered& remembered,
+                                  std::int64_t now, const std::string& user_id, Seq seq,
+                                  const std::string& reason) {
   auto message =
       db.prepare("SELECT m.user_id, m.role, " OUTCOME " FROM messages m WHERE m.seq = ?1");
   message.bind(1, seq);
@@ -275,6 +277,7 @@ Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
     return StoreError{Kind::corrupt, fmt::format("message {} has an unknown status", seq)};
   // A message answered (or failed) already keeps its outcome: its user saw it.
   if (*status != MessageStatus::pending) return *status;
+  remembered.forget_question(seq);
   db.prepare("UPDATE messages SET status = 'failed', failure = ?2, updated_ms = ?3 WHERE seq = ?1")
       .bind(1, seq)
       .bind(2, reason)

@@ -60,6 +60,8 @@ class Remembered {
   // Whether `seq` is such a message of `user_id`; forgotten once asked: a
   // message has one reply.
   bool take_question(const sqlite::Connection& db, Seq seq, const std::string& user_id);
+  // Settled without a reply (marked failed): no longer waited for.
+  void forget_question(Seq seq) { questions_.erase(seq); }
 
  private:
   void forget_after_rollback(const sqlite::Connection& db);
@@ -84,8 +86,9 @@ Result<Seq> store_reply(sqlite::Connection& db, Remembered& remembered, std::int
 
 // Marks pending user message `seq` failed with `reason`; a message already
 // answered or failed is left as it is. Returns the message's status after.
-Result<MessageStatus> mark_failed(sqlite::Connection& db, std::int64_t now,
-                                  const std::string& user_id, Seq seq, const std::string& reason);
+Result<MessageStatus> mark_failed(sqlite::Connection& db, Remembered& remembered,
+                                  std::int64_t now, const std::string& user_id, Seq seq,
+                                  const std::string& reason);
 
 Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::string& user_id,
                                            Seq after_seq, std::size_t limit,

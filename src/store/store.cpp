@@ -948,7 +948,8 @@ bool Store::write_held_outcomes() {
         continue;
       }
       auto marked =
-          queries::mark_failed(*db_, now, it->second.user_id, it->first, it->second.reason);
+          queries::mark_failed(*db_, remembered(), now, it->second.user_id, it->first,
+                              it->second.reason);
       // A message that is gone or not the user's is nothing to hold on to.
       if (!marked && !failure::is_fault(marked.error())) {
         it = held_outcomes_.erase(it);
@@ -1155,7 +1156,8 @@ awaitable<Result<MessageStatus>> Store::mark_failed(std::string user_id, Seq seq
         // may yet fail, and then the outcome is written by a later one.
         const bool room = held_outcomes_.size() < options_.max_held_outcomes;
         if (room) held_outcomes_.insert_or_assign(seq, HeldOutcome{user_id, reason});
-        auto marked = queries::mark_failed(db(), queries::now_ms(), user_id, seq, reason);
+        auto marked =
+            queries::mark_failed(db(), remembered(), queries::now_ms(), user_id, seq, reason);
         if (!marked && !failure::is_fault(marked.error())) held_outcomes_.erase(seq);
         return marked;
       });
