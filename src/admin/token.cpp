@@ -34,9 +34,16 @@ constexpr std::size_t max_token_file_bytes = 4096;
 TokenResult read_token_file(const std::string& path) {
   const auto remedy = "; delete it to have a new one generated";
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT)  // the name is there (find_admin_token): a link to nothing
-    return fail(fmt::format("{} is a symbolic link to a file that does not exist{}", path, remedy));
-  if (fd < 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  if (fd < 0) {
+    const int error = errno;
+    struct stat link {};
+    // The name was there (find_admin_token): a link to nothing, or a file
+    // deleted since.
+    if (error == ENOENT && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode))
+      return fail(fmt::format("{} is a symbolic link to a file that does not exist{}", path,
+                              remedy));
+    return fail(fmt::format("cannot read {}: {}", path, std::strerror(error)));
+  }
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -51,6 +58,10 @@ TokenResult read_token_file(const std::string& path) {
   std::string content(max_token_file_bytes + 1, '\0');
   const auto n = ::read(fd, content.data(), content.size());
   if (n < 0) return fail(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  // Grown past the bound since fstat: refused all the same.
+  if (static_cast<std::size_t>(n) > max_token_file_bytes)
+    return fail(fmt::format("{} is over {} bytes; a token file holds one line of at most {}{}",
+                            path, max_token_file_bytes, max_token_file_bytes, remedy));
   content.resize(static_cast<std::size_t>(n));
   auto token = trim(std::move(content));
   if (token.size() < 16)

@@ -21,7 +21,10 @@ using Kind = StoreError::Kind;
 // before schema version 5, when storing a reply rewrote its question's
 // status). A reply is one row and rewrites nothing. Macros so they can be
 // pasted into string literals, which the statement cache is keyed by.
-#define OUTCOME "coalesce((SELECT r.status FROM messages r WHERE r.reply_to = m.seq), m.status)"
+// (A reply has no reply: its own column is its outcome, without a search.)
+#define OUTCOME \
+  "CASE WHEN m.role = 'user' THEN coalesce((SELECT r.status FROM messages r " \
+  "WHERE r.reply_to = m.seq), m.status) ELSE m.status END"
 #define UNANSWERED \
   "(m.role = 'user' AND m.status = 'pending' AND " \
   "NOT EXISTS (SELECT 1 FROM messages r WHERE r.reply_to = m.seq))"

@@ -33,8 +33,9 @@ std::int64_t now_ms();
 // - The users whose session row this connection wrote in the last second:
 //   their next messages within that second leave the row alone without
 //   asking SQLite (last_seen_ms is kept to the second).
-// - The user messages this connection stored that have no reply yet, and
-//   whose: a reply to one of them is stored without looking its question up.
+// - The user messages this connection stored that have no reply yet, with
+//   their users: a reply to one of them is stored without looking its
+//   question up.
 class Remembered {
  public:
   // The seq for the next insert into messages; then seq_taken() once it is

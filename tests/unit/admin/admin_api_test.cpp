@@ -298,6 +298,10 @@ TEST(AdminToken, AFileThatCannotHoldAUsableTokenIsRefusedWithoutBlocking) {
   std::filesystem::remove(path);
   test::write_file(path, std::string(13 * 1024 * 1024, 'k'));
   refused("is 13631488 bytes");
+  test::write_file(path, std::string(4097, 'k'));
+  refused("is 4097 bytes");
+  test::write_file(path, "");
+  refused("holds no usable token");
   test::write_file(path, "first-line-of-the-token\nsecond\n");
   refused("a line break");
   test::write_file(path, std::string("a-token-with-a-") + '\x01' + "-control-character\n");
@@ -310,6 +314,11 @@ TEST(AdminToken, AFileThatCannotHoldAUsableTokenIsRefusedWithoutBlocking) {
   refused("is a symbolic link to a file that does not exist");
   EXPECT_FALSE(std::filesystem::exists(dir / "nowhere"));
   std::filesystem::remove(path);
+  // The largest file taken: one line of 4,095 characters and its line break.
+  test::write_file(path, std::string(4095, 't') + "\n");
+  auto longest = resolve_admin_token("", dir.path().string());
+  ASSERT_TRUE(longest.has_value()) << longest.error();
+  EXPECT_EQ(longest->token.size(), 4095u);
   test::write_file(path, "  a-good-token-between-spaces  \n");
   auto fine = resolve_admin_token("", dir.path().string());
   ASSERT_TRUE(fine.has_value()) << fine.error();
