@@ -64,6 +64,8 @@ std::shared_ptr<const net::Router> make_router() {
     };
   };
   ws.options.max_message_bytes = 4096;
+  // Within the harness's 5 s: a close left unanswered ends in time.
+  ws.options.close_timeout = std::chrono::seconds(1);
   router->add_websocket("/ws", std::move(ws));
   return router;
 }

@@ -583,7 +583,11 @@ void WsConnection::timer_fired() {
   if (state_ == State::closed || finished_) return;
   const auto now = Clock::now();
   if (state_ == State::closing && now >= close_deadline_) {
+    // Ended here, not when the reader's read completes: a read Beast holds
+    // suspended behind its own close (a frame it fails while our close frame
+    // is being written) never completes, closed socket or not.
     force_close();
+    finish();
     return;
   }
   if (write_busy_ && !close_sent_ && now >= write_deadline()) {

@@ -8,7 +8,8 @@
 //   closed with 1008 "slow consumer" (the queued frames are dropped) and send()
 //   returns an error.
 // - close(code, reason) sends the close frame after the frames already queued,
-//   and force-closes the socket if that has not finished within close_timeout.
+//   and force-closes the socket and ends the connection (on_closed) if that has
+//   not finished within close_timeout.
 // - A peer that stays silent for heartbeat_timeout after a ping is cut off.
 //   While bytes written to it wait unread in its socket, a ping would wait
 //   behind them: the peer taking some of them within heartbeat_timeout
