@@ -31,6 +31,9 @@ using namespace mooring;
 using namespace std::chrono_literals;
 namespace http = net::http;
 
+// The connections the input opened: none may outlive the server's stop.
+std::vector<std::weak_ptr<net::WsConnection>> opened;
+
 std::shared_ptr<const net::Router> make_router() {
   auto router = std::make_shared<net::Router>();
   router->add(http::verb::get, "/hello", [](net::Request& r) -> awaitable<net::HttpResponse> {
@@ -58,6 +61,7 @@ std::shared_ptr<const net::Router> make_router() {
   };
   ws.on_open = [](const std::shared_ptr<net::WsConnection>& connection, net::Request&) {
     std::weak_ptr<net::WsConnection> weak = connection;
+    opened.push_back(weak);
     connection->on_text = [weak](std::string text) {
       if (text == "throw") throw std::runtime_error("on_text failed");
       if (auto c = weak.lock()) (void)c->send(std::move(text));
@@ -88,6 +92,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     net::HttpServer server(supervisor, "fuzz", router, fuzz::short_limits());
     fuzz::serve_one_connection("http_server", io, supervisor, server,
                                std::string(reinterpret_cast<const char*>(data), size));
+    for (const auto& connection : opened)
+      if (!connection.expired())
+        fuzz::fail("http_server", "a WebSocket connection outlived the server's stop");
+    opened.clear();
   }
   // Whatever the connection did, what it held was given back.
   if (net::buffer_budget().used() != 0) fuzz::fail("http_server", "the buffer budget was not given back");

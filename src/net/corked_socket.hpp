@@ -72,9 +72,19 @@ class CorkedSocket {
   // Called (on the socket's executor) after the socket has taken more bytes.
   void on_taken(std::function<void()> callback) { on_taken_ = std::move(callback); }
 
+  // A read is not cancelled by its handler's cancellation slot, which a
+  // WebSocket's owner binds to end a read Beast holds suspended (closing the
+  // socket ends one the socket holds): the socket does not install a handler
+  // in the slot at every read, and an idle connection's pending read holds
+  // no memory for it.
   template <typename Buffers, typename Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
-    return socket_.async_read_some(buffers, std::forward<Token>(token));
+    return asio::async_initiate<Token, void(error_code, std::size_t)>(
+        [this](auto handler, const Buffers& buffers) {
+          socket_.async_read_some(
+              buffers, asio::bind_cancellation_slot(asio::cancellation_slot(), std::move(handler)));
+        },
+        token, buffers);
   }
 
   template <typename Buffers, typename Token>

@@ -128,12 +128,15 @@ void WsConnection::read_next() {
     wait_for_resume();
     return;
   }
-  stream_.async_read_some(asio::buffer(first_), [self = shared_from_this()](error_code ec, std::size_t n) {
-    self->guarded([&] {
-      if (!ec) self->incoming_.assign(self->first_.data(), n);
-      self->read_done(ec, n);
-    });
-  });
+  stream_.async_read_some(
+      asio::buffer(first_),
+      asio::bind_cancellation_slot(read_cancel_.slot(), [self = shared_from_this()](
+                                                            error_code ec, std::size_t n) {
+        self->guarded([&] {
+          if (!ec) self->incoming_.assign(self->first_.data(), n);
+          self->read_done(ec, n);
+        });
+      }));
 }
 
 // The rest of a message longer than first_, into the string on_text gets,
@@ -166,12 +169,13 @@ void WsConnection::read_rest() {
   if (discarding_) incoming_share_.set(incoming_.capacity());
   stream_.async_read_some(
       asio::buffer(incoming_.data() + old_size, chunk),
-      [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
-        self->guarded([&] {
-          self->incoming_.resize(old_size + (ec ? 0 : n));
-          self->read_done(ec, n);
-        });
-      });
+      asio::bind_cancellation_slot(
+          read_cancel_.slot(), [self = shared_from_this(), old_size](error_code ec, std::size_t n) {
+            self->guarded([&] {
+              self->incoming_.resize(old_size + (ec ? 0 : n));
+              self->read_done(ec, n);
+            });
+          }));
 }
 
 // A read of a message's bytes has ended: the message goes on, or is whole,
@@ -275,6 +279,11 @@ void WsConnection::finish() {
                  runtime::describe_current_exception());
     }
   }
+  // A read or a close Beast still holds suspended ends now, its handler run
+  // inline (and with it the last hold on this connection but `keep`).
+  const auto keep = shared_from_this();
+  read_cancel_.emit(asio::cancellation_type::terminal);
+  close_cancel_.emit(asio::cancellation_type::terminal);
 }
 
 namespace {
@@ -380,10 +389,11 @@ void WsConnection::write_next() {
     close_sent_ = write_busy_ = true;
     close_started_ = Clock::now();
     const websocket::close_reason reason(static_cast<websocket::close_code>(closed_.code), closed_.reason);
-    stream_.async_close(reason, [self = shared_from_this()](error_code) {
-      self->write_busy_ = false;
-      self->force_close();
-    });
+    stream_.async_close(reason, asio::bind_cancellation_slot(
+                                    close_cancel_.slot(), [self = shared_from_this()](error_code) {
+                                      self->write_busy_ = false;
+                                      self->force_close();
+                                    }));
     return;
   }
   if (ping_wanted_ && !paused_) {

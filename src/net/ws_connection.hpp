@@ -250,6 +250,14 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // first pause: most connections are never paused.
   std::unique_ptr<asio::steady_timer> pause_wait_;
   std::function<void()> on_ended_;
+  // Bound to the reader's reads and to the close: finish() ends through them
+  // a read and a close Beast holds suspended behind each other, which
+  // neither a closed socket nor anything else completes (the read failed a
+  // frame while our close frame was being written: it waits for the write
+  // lock the close holds while the close waits for its read lock). Their
+  // handlers hold the connection, which would otherwise never be freed.
+  asio::cancellation_signal read_cancel_;
+  asio::cancellation_signal close_cancel_;
   // Bytes of messages the socket has taken, in pieces. Less what it still
   // holds unsent, that is what the peer has taken (give or take the part of
   // a piece being written, and frame headers): taken_by_peer() grows only
