@@ -244,8 +244,10 @@ int main(int argc, char** argv) {
                 run.failures, wall > 0 ? runqueue / wall : 0.0);
   } else {
     std::printf("%d clients: %zu round trips in %.2f s = %.1f/s, p50 %.3f ms, p99 %.3f ms, "
+                "p99.9 %.3f ms, max %.3f ms, "
                 "server CPU %.2f s (%.0f %% of one core, %.0f %% waiting for a CPU), failed clients %d\n",
-                o.clients, latencies.size(), seconds, rate, percentile(0.5), percentile(0.99), cpu,
+                o.clients, latencies.size(), seconds, rate, percentile(0.5), percentile(0.99),
+                percentile(0.999), percentile(1.0), cpu,
                 wall > 0 ? 100 * cpu / wall : 0.0, wall > 0 ? 100 * runqueue / wall : 0.0, run.failures);
   }
   if (!run.first_error.empty()) std::fprintf(stderr, "bench_chat: first failure: %s\n", run.first_error.c_str());

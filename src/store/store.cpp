@@ -307,7 +307,7 @@ StoreStats Store::stats() const {
   return StoreStats{commits_.load(),     writes_.load(),
                     reads_.load(),       failed_batches_.load(),
                     checkpoints_.load(), failed_checkpoints_.load(),
-                    probes_.load()};
+                    checkpoints_alongside_.load(), probes_.load()};
 }
 
 Health Store::health() const {
@@ -399,6 +399,23 @@ Result<void> Store::open_database() {
   db_ = std::move(opened->db);
   remembered_ = std::make_unique<queries::Remembered>();
   db_->take_over_checkpoints();
+  // Not when the store syncs its commits itself: their outcomes wait for the
+  // store thread's next sync, so a checkpoint there holds them back wherever
+  // it copies.
+  if (options_.worker == StoreOptions::Worker::caller && !syncs_itself()) {
+    try {
+      checkpointer_ = std::make_unique<sqlite::Connection>(
+          path_.string(), sqlite::Connection::Mode::open_existing);
+      // As db_: the checkpoint syncs the WAL before it copies and the
+      // database after.
+      checkpointer_->exec("PRAGMA synchronous = NORMAL");
+    } catch (const sqlite::Error& e) {
+      checkpointer_.reset();
+      log::warn("store: a second connection to {} could not be opened ({}), so each checkpoint "
+                "holds back the writes while it runs",
+                path_.string(), failure::describe(e, path_).message);
+    }
+  }
   const auto& check = opened->check;
   if (opened->created) {
     log::info("store: created {}", path_.string());
@@ -414,6 +431,8 @@ Result<void> Store::open_database() {
 }
 
 Result<void> Store::close_database() {
+  // Closed first: SQLite checkpoints at the close of the last connection only.
+  checkpointer_.reset();
   if (!db_) return {};
   if (wal_failed_) {
     // Left as it is: the next start recovers from the WAL what did reach the
@@ -548,6 +567,7 @@ void Store::run() {
         // on, it leaves the checkpoint itself little to sync.
         lock.unlock();
         sync_wal();
+        checkpoint_alongside();
         lock.lock();
       }
       if (on_caller) {
@@ -1067,14 +1087,7 @@ void Store::checkpoint() {
   } catch (const sqlite::Error& e) {
     ++failed_checkpoints_;
     ++checkpoint_failures_;
-    if (e.code() == SQLITE_IOERR_FSYNC || e.code() == SQLITE_IOERR_DIR_FSYNC) {
-      // The WAL or the database file was not synced: as with a failed sync
-      // of the WAL, nothing after it can be vouched for.
-      lose_trust_in_wal(StoreError{
-          StoreError::Kind::io,
-          fmt::format("the disk did not confirm a checkpoint of {} ({}), so nothing more is "
-                      "confirmed; check the disk and the kernel log (dmesg), then restart mooring",
-                      path_.string(), failure::describe(e, path_).message)});
+    if (checkpoint_unconfirmed(e)) {
       checkpoint_retry_.reset();
       return;
     }
@@ -1087,6 +1100,31 @@ void Store::checkpoint() {
                  now);
     next_log_flush_ = limiter_.flush(now);
   }
+}
+
+void Store::checkpoint_alongside() {
+  if (!checkpointer_ || wal_failed_) return;
+  try {
+    checkpointer_->checkpoint();
+    ++checkpoints_alongside_;
+  } catch (const sqlite::Error& e) {
+    // checkpoint() on db_ comes next, tries again and reports what fails;
+    // after a failed fsync it does not try (a second fsync may succeed
+    // without the pages of the first having reached the disk).
+    checkpoint_unconfirmed(e);
+  }
+}
+
+bool Store::checkpoint_unconfirmed(const sqlite::Error& e) {
+  if (e.code() != SQLITE_IOERR_FSYNC && e.code() != SQLITE_IOERR_DIR_FSYNC) return false;
+  // The WAL or the database file was not synced: as with a failed sync of
+  // the WAL, nothing after it can be vouched for.
+  lose_trust_in_wal(StoreError{
+      StoreError::Kind::io,
+      fmt::format("the disk did not confirm a checkpoint of {} ({}), so nothing more is "
+                  "confirmed; check the disk and the kernel log (dmesg), then restart mooring",
+                  path_.string(), failure::describe(e, path_).message)});
+  return true;
 }
 
 void Store::publish_maintenance() {

@@ -60,6 +60,7 @@ class Remembered;
 }
 namespace sqlite {
 class Connection;
+class Error;
 }
 
 namespace detail {
@@ -139,6 +140,9 @@ struct StoreStats {
   std::uint64_t failed_batches = 0;  // transactions that could not commit
   std::uint64_t checkpoints = 0;     // WAL checkpoints that succeeded
   std::uint64_t failed_checkpoints = 0;
+  // Copies of the WAL made while writes went on, each before a checkpoint
+  // (Worker::caller at synchronous = NORMAL).
+  std::uint64_t checkpoints_alongside = 0;
   std::uint64_t probes = 0;  // probe writes tried while degraded
 };
 
@@ -286,6 +290,11 @@ class Store {
   bool write_held_outcomes();
   void probe();
   void checkpoint();
+  // Worker::caller, on the store thread before checkpoint(): copies the WAL
+  // into the database through checkpointer_ while the drains go on.
+  void checkpoint_alongside();
+  // A checkpoint failed to sync: the store fails until a restart (true).
+  bool checkpoint_unconfirmed(const sqlite::Error& e);
   void want_checkpoint();
   // Worker::caller: fdatasync of the WAL (before a checkpoint; after commits
   // when the store syncs them itself); 0 or an errno value.
@@ -348,6 +357,15 @@ class Store {
   bool busy_ = false;  // work was queued while the last batch ran
   files::DirectoryLock lock_;  // held while db_ is open
   std::unique_ptr<sqlite::Connection> db_;
+  // Worker::caller at synchronous = NORMAL: a second connection, the store
+  // thread's alone, whose checkpoint copies the WAL while the drains write
+  // on db_. A checkpoint on db_ holds the drains back for as long as it
+  // runs; after this one it copies only what was committed meanwhile, and
+  // lets the WAL start over. At 10 users, 20 checkpoints a second: the
+  // drains held back 5.2 - 6.1 % of the time, 5.4 - 12 ms at most, before;
+  // 2.9 - 3.0 %, 2.4 - 3.9 ms at most, with it. Null when it could not be
+  // opened, or is not used: checkpoint() then copies it all.
+  std::unique_ptr<sqlite::Connection> checkpointer_;
   std::unique_ptr<queries::Remembered> remembered_;  // with db_: see queries.hpp
   std::chrono::steady_clock::time_point pending_floor_due_{};
   runtime::LogLimiter limiter_;
@@ -382,6 +400,7 @@ class Store {
   std::atomic<std::uint64_t> failed_batches_{0};
   std::atomic<std::uint64_t> checkpoints_{0};
   std::atomic<std::uint64_t> failed_checkpoints_{0};
+  std::atomic<std::uint64_t> checkpoints_alongside_{0};
   std::atomic<std::uint64_t> probes_{0};
 
   // Last member: started when everything above exists.

@@ -68,6 +68,9 @@ class StoreTest : public ::testing::TestWithParam<StoreOptions::Worker> {
     return await(store->append_user_message(user, text, {}, std::move(client_id))).value().seq;
   }
 
+  // 3,000 writes from 20 users at once, checkpointed every 100 pages.
+  void writes_that_never_pause(bool synchronous_full);
+
   // io is declared first so it outlives the store, whose last completions run on it.
   asio::io_context io;
   TempDir dir;
@@ -353,10 +356,11 @@ std::uint32_t wal_restarts(const std::filesystem::path& path) {
 // made by another connection while batches kept committing never caught up,
 // so the WAL never started over and grew by every write (880 MB in 5 s of
 // chat). Writes that never pause must still leave the WAL short.
-TEST_P(StoreTest, WritesThatNeverPauseLeaveTheWalShort) {
+void StoreTest::writes_that_never_pause(bool synchronous_full) {
   ASSERT_TRUE(await(store->close()));
   StoreOptions options;
   options.checkpoint_pages = 100;
+  options.synchronous_full = synchronous_full;
   store = try_open(data_dir(), options).value();
   const auto wal_path = db_path().string() + "-wal";
   const auto restarts_before = wal_restarts(wal_path);
@@ -401,7 +405,19 @@ TEST_P(StoreTest, WritesThatNeverPauseLeaveTheWalShort) {
   std::printf("[ wal ] %zu KiB after %d writes, %llu checkpoints and %u restarts\n",
               static_cast<std::size_t>(wal >> 10), kUsers * kEach,
               static_cast<unsigned long long>(checkpoints), restarts);
+  // On the callers' thread at NORMAL, most of each checkpoint's copy is made
+  // alongside the batches, the rest with the database held.
+  const bool alongside = GetParam() == StoreOptions::Worker::caller && !synchronous_full;
+  if (alongside) {
+    EXPECT_GE(store->stats().checkpoints_alongside, checkpoints);
+  } else {
+    EXPECT_EQ(store->stats().checkpoints_alongside, 0u);
+  }
 }
+
+TEST_P(StoreTest, WritesThatNeverPauseLeaveTheWalShort) { writes_that_never_pause(true); }
+
+TEST_P(StoreTest, WritesThatNeverPauseLeaveTheWalShortAtNormal) { writes_that_never_pause(false); }
 
 // On the callers' thread a batch may not wait long for another process's
 // lock (an sqlite3 shell in a write transaction): it fails, says why, and the
