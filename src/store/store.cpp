@@ -13,11 +13,13 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 namespace mooring::store {
@@ -386,6 +388,45 @@ queries::Remembered& Store::remembered() {
   return *remembered_;
 }
 
+namespace {
+
+// The device and inode of the file at `path` (none, errno set, when it cannot
+// be looked at).
+std::optional<std::pair<std::uint64_t, std::uint64_t>> file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::pair{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+// The commands that copy back to `path` (and its -wal) the files this
+// process holds open as `db` and `wal`, or nothing when `db` is not open.
+std::string copy_back_commands(const std::string& relative_path,
+                               const std::pair<std::uint64_t, std::uint64_t>& db,
+                               const std::optional<std::pair<std::uint64_t, std::uint64_t>>& wal) {
+  std::error_code failed;
+  const auto absolute = std::filesystem::absolute(relative_path, failed);
+  const std::string path = failed ? relative_path : absolute.string();
+  std::string db_fd;
+  std::string wal_fd;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const auto id = file_identity(entry.path().string());
+    if (!id) continue;
+    const auto name = entry.path().filename().string();
+    if (*id == db && db_fd.empty()) db_fd = name;
+    if (id == wal && wal_fd.empty()) wal_fd = name;
+  }
+  if (db_fd.empty()) return {};
+  const auto pid = ::getpid();
+  std::string commands = fmt::format("mkdir -p {} && cp /proc/{}/fd/{} {}",
+                                     std::filesystem::path(path).parent_path().string(), pid,
+                                     db_fd, path);
+  if (!wal_fd.empty()) commands += fmt::format(" && cp /proc/{}/fd/{} {}-wal", pid, wal_fd, path);
+  return commands;
+}
+
+}  // namespace
+
 Result<void> Store::open_database() {
   auto opened = schema::open_database(
       path_, schema::OpenOptions{.busy_timeout = options_.busy_timeout,
@@ -399,6 +440,9 @@ Result<void> Store::open_database() {
   db_ = std::move(opened->db);
   remembered_ = std::make_unique<queries::Remembered>();
   db_->take_over_checkpoints();
+  db_file_ = file_identity(path_.string());
+  wal_file_ = file_identity(path_.string() + "-wal");
+  if (db_file_) next_file_check_ = Clock::now() + options_.file_check_interval;
   // Not when the store syncs its commits itself: their outcomes wait for the
   // store thread's next sync, so a checkpoint there holds them back wherever
   // it copies.
@@ -488,7 +532,7 @@ Result<void> Store::close_database() {
 
 std::optional<Clock::time_point> Store::next_maintenance() const {
   std::optional<Clock::time_point> due;
-  for (const auto& when : {next_probe_, checkpoint_retry_, next_log_flush_})
+  for (const auto& when : {next_probe_, checkpoint_retry_, next_log_flush_, next_file_check_})
     if (when && (!due || *when < *due)) due = when;
   return due;
 }
@@ -500,6 +544,32 @@ void Store::maintain() {
   if (next_probe_ && now >= *next_probe_) probe();
   if (checkpoint_retry_ && now >= *checkpoint_retry_) checkpoint();
   if (next_log_flush_ && now >= *next_log_flush_) next_log_flush_ = limiter_.flush(now);
+  if (next_file_check_ && now >= *next_file_check_) check_database_file();
+}
+
+void Store::check_database_file() {
+  next_file_check_ = Clock::now() + options_.file_check_interval;
+  if (wal_failed_) {
+    next_file_check_.reset();  // nothing is stored any more
+    return;
+  }
+  errno = 0;
+  const auto now_there = file_identity(path_.string());
+  if (!now_there && errno != ENOENT) return;  // not known: looked at again later
+  if (now_there == db_file_) return;
+  next_file_check_.reset();
+  const auto commands = copy_back_commands(path_.string(), *db_file_, wal_file_);
+  lose_trust_in_wal(StoreError{
+      StoreError::Kind::io,
+      fmt::format("{} was {} while mooring ran, and what mooring stored in it now would be "
+                  "lost at the next start: nothing more is stored. {}",
+                  path_.string(), now_there ? "replaced by another file" : "deleted or moved",
+                  commands.empty()
+                      ? "Put the file back where it was, then restart mooring"
+                      : fmt::format("What is stored is still in the files mooring holds open: "
+                                    "to keep it, copy them back before mooring stops ({}), "
+                                    "then restart it",
+                                    commands))});
 }
 
 bool Store::thread_takes_front() const {

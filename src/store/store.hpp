@@ -83,6 +83,10 @@ struct StoreOptions {
   // While degraded, the store writes its probe row this often to learn that the
   // disk takes writes again; a failed WAL checkpoint is retried as often.
   std::chrono::milliseconds probe_interval{2000};
+  // How often the store looks whether mooring.db is still the file it
+  // writes: one deleted, moved or replaced while it runs would lose at the
+  // next start everything stored after; from then on nothing is stored.
+  std::chrono::milliseconds file_check_interval{2000};
   // A checkpoint runs after a commit that leaves at least this many pages in the WAL.
   int checkpoint_pages = 1000;
   // At most this often, a write batch also moves the floor below which no
@@ -290,6 +294,7 @@ class Store {
   bool write_held_outcomes();
   void probe();
   void checkpoint();
+  void check_database_file();
   // Worker::caller, on the store thread before checkpoint(): copies the WAL
   // into the database through checkpointer_ while the drains go on.
   void checkpoint_alongside();
@@ -381,6 +386,12 @@ class Store {
   std::optional<std::chrono::steady_clock::time_point> next_probe_;
   std::optional<std::chrono::steady_clock::time_point> checkpoint_retry_;
   std::optional<std::chrono::steady_clock::time_point> next_log_flush_;
+  // The database file as opened (device and inode), looked at again at
+  // next_file_check_ (StoreOptions::file_check_interval).
+  using FileId = std::pair<std::uint64_t, std::uint64_t>;
+  std::optional<FileId> db_file_;
+  std::optional<FileId> wal_file_;
+  std::optional<std::chrono::steady_clock::time_point> next_file_check_;
   std::uint64_t checkpoint_failures_ = 0;
   std::uint64_t commit_no_ = 0;         // write transactions committed
   int wal_fd_ = -1;  // the WAL, kept open for sync_wal() (the store thread's)
