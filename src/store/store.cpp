@@ -398,8 +398,17 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> file_identity(const std::
   return std::pair{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
 }
 
-// The commands that copy back to `path` (and its -wal) the files this
-// process holds open as `db` and `wal`, or nothing when `db` is not open.
+// `text` as one word of a POSIX shell.
+std::string shell_quoted(const std::string& text) {
+  std::string quoted = "'";
+  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The commands that put back at `path` (and its -wal) copies of the files
+// this process holds open as `db` and `wal`, or nothing when `db` is not
+// open. Each copy is moved into place: the file at the path may be the very
+// one held open (a WAL left where it was), which cp cannot copy onto itself.
 std::string copy_back_commands(const std::string& relative_path,
                                const std::pair<std::uint64_t, std::uint64_t>& db,
                                const std::optional<std::pair<std::uint64_t, std::uint64_t>>& wal) {
@@ -418,10 +427,15 @@ std::string copy_back_commands(const std::string& relative_path,
   }
   if (db_fd.empty()) return {};
   const auto pid = ::getpid();
-  std::string commands = fmt::format("mkdir -p {} && cp /proc/{}/fd/{} {}",
-                                     std::filesystem::path(path).parent_path().string(), pid,
-                                     db_fd, path);
-  if (!wal_fd.empty()) commands += fmt::format(" && cp /proc/{}/fd/{} {}-wal", pid, wal_fd, path);
+  const auto put_back = [pid](const std::string& fd, const std::string& to) {
+    return fmt::format("cp /proc/{}/fd/{} {} && mv {} {}", pid, fd, shell_quoted(to + ".saved"),
+                       shell_quoted(to + ".saved"), shell_quoted(to));
+  };
+  std::string commands =
+      fmt::format("mkdir -p -m 700 {} && {}",
+                  shell_quoted(std::filesystem::path(path).parent_path().string()),
+                  put_back(db_fd, path));
+  if (!wal_fd.empty()) commands += " && " + put_back(wal_fd, path + "-wal");
   return commands;
 }
 
@@ -479,9 +493,20 @@ Result<void> Store::close_database() {
   checkpointer_.reset();
   if (!db_) return {};
   if (wal_failed_) {
-    // Left as it is: the next start recovers from the WAL what did reach the
-    // disk. SQLite's own checkpoint at close would copy what may not have.
-    sqlite3_db_config(db_->handle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    if (file_moved_) {
+      // The disk is sound, and the WAL at the path may still be this file's:
+      // emptied into the file held open, so that the next start does not lay
+      // its pages over whatever is at the path now.
+      try {
+        db_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      } catch (const sqlite::Error&) {
+        // What is at the path is the operator's; nothing more to do here.
+      }
+    } else {
+      // Left as it is: the next start recovers from the WAL what did reach
+      // the disk. SQLite's own checkpoint at close would copy what may not have.
+      sqlite3_db_config(db_->handle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    }
     if (!held_outcomes_.empty())
       log::error("store: {} message(s) marked failed could not be written; they will be "
                  "answered again after the next start",
@@ -558,18 +583,21 @@ void Store::check_database_file() {
   if (!now_there && errno != ENOENT) return;  // not known: looked at again later
   if (now_there == db_file_) return;
   next_file_check_.reset();
+  file_moved_ = true;
   const auto commands = copy_back_commands(path_.string(), *db_file_, wal_file_);
+  const bool replaced = now_there.has_value();
   lose_trust_in_wal(StoreError{
       StoreError::Kind::io,
-      fmt::format("{} was {} while mooring ran, and what mooring stored in it now would be "
-                  "lost at the next start: nothing more is stored. {}",
-                  path_.string(), now_there ? "replaced by another file" : "deleted or moved",
-                  commands.empty()
-                      ? "Put the file back where it was, then restart mooring"
-                      : fmt::format("What is stored is still in the files mooring holds open: "
-                                    "to keep it, copy them back before mooring stops ({}), "
-                                    "then restart it",
-                                    commands))});
+      fmt::format(
+          "{} was {} while mooring ran, and what mooring stored in it now would be lost at the "
+          "next start: nothing more is stored. {}",
+          path_.string(), replaced ? "replaced by another file" : "deleted or moved",
+          commands.empty()
+              ? "Put the file back where it was, then restart mooring"
+              : fmt::format("What is stored is still in the files mooring holds open: to keep "
+                            "it{}, put copies of them in place before mooring stops (as its user, "
+                            "on its host: {}), then restart it",
+                            replaced ? " instead of the file there now" : "", commands))});
 }
 
 bool Store::thread_takes_front() const {
@@ -712,6 +740,9 @@ void Store::run() {
       }
       if (!unsynced.empty()) sync_and_complete(std::move(unsynced), commit_no_);
       batch.front()->run();
+      // An opened store's upkeep (its file's check) begins now, not at its
+      // first batch.
+      if (kind == JobKind::open) publish_maintenance();
       release();
       batch.front()->complete();
       // The queue is empty behind a close (enqueue refuses newcomers).

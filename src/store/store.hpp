@@ -392,6 +392,7 @@ class Store {
   std::optional<FileId> db_file_;
   std::optional<FileId> wal_file_;
   std::optional<std::chrono::steady_clock::time_point> next_file_check_;
+  bool file_moved_ = false;  // the file at the path is not db_'s: wal_failed_ for that
   std::uint64_t checkpoint_failures_ = 0;
   std::uint64_t commit_no_ = 0;         // write transactions committed
   int wal_fd_ = -1;  // the WAL, kept open for sync_wal() (the store thread's)

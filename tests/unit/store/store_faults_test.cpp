@@ -620,7 +620,7 @@ TEST_P(StoreFaultsTest, AFailedCheckpointIsLoggedOnceAndRetriedAtNormal) {
 // is stored, the operator is told, and the commands the message gives bring
 // back what was stored before.
 TEST_P(StoreFaultsTest, ADeletedDataDirectoryStopsTheStoreAndSaysHowToKeepWhatItHeld) {
-  const auto data = dir / "data";
+  const auto data = dir / "it's data";  // a name the commands must quote
   StoreOptions options;
   options.file_check_interval = 20ms;
   auto store = try_open(data, options).value();
@@ -644,11 +644,12 @@ TEST_P(StoreFaultsTest, ADeletedDataDirectoryStopsTheStoreAndSaysHowToKeepWhatIt
   EXPECT_EQ(store->health().last_error, message);
 
   // The commands it gives, run while the store still holds the files open.
-  const auto open = message.find("(mkdir -p ");
+  const std::string lead = "on its host: ";
+  const auto open = message.find(lead + "mkdir -p ");
   ASSERT_NE(open, std::string::npos) << message;
-  const auto close = message.find(')', open);
+  const auto close = message.find("), then restart it", open);
   ASSERT_NE(close, std::string::npos);
-  const auto commands = message.substr(open + 1, close - open - 1);
+  const auto commands = message.substr(open + lead.size(), close - open - lead.size());
   ASSERT_EQ(std::system(commands.c_str()), 0) << commands;
   EXPECT_FALSE(await(store->close()));
   store.reset();
@@ -661,17 +662,38 @@ TEST_P(StoreFaultsTest, ADeletedDataDirectoryStopsTheStoreAndSaysHowToKeepWhatIt
   await(reopened->close()).value();
 }
 
-// A database file replaced while mooring runs (a backup copied over it, say)
-// is not the one it writes: the same.
-TEST_P(StoreFaultsTest, AReplacedDatabaseFileStopsTheStore) {
+// A store that has done nothing since it opened looks at its file too.
+TEST_P(StoreFaultsTest, AnIdleStoreNoticesItsDeletedFile) {
   const auto data = dir / "data";
   StoreOptions options;
   options.file_check_interval = 20ms;
   auto store = try_open(data, options).value();
-  await(store->append_user_message("ann", "stored before")).value();
+  fs::remove_all(data);
+  EXPECT_TRUE(test::poll_until(
+      [&] {
+        io.restart();
+        io.poll();
+        return store->health().state == Health::State::failed;
+      },
+      10s));
+  EXPECT_FALSE(await(store->close()));
+}
 
-  fs::copy_file(data / "mooring.db", data / "mooring.db.copy");
-  fs::rename(data / "mooring.db.copy", data / "mooring.db");
+// A database file replaced while mooring runs (a backup put back, say) is
+// not the one it writes: the same, found without any write after it. The
+// WAL at the path, still the store's, is emptied into the file it held at
+// its close: the next start opens the replacement as it was put there.
+TEST_P(StoreFaultsTest, AReplacedDatabaseFileStopsTheStoreAndIsOpenedAsItWasPutThere) {
+  const auto data = dir / "data";
+  fill(data, 1);  // the backup: user0's one message
+  fs::copy_file(data / "mooring.db", dir / "backup.db");
+  StoreOptions options;
+  options.file_check_interval = 20ms;
+  auto store = try_open(data, options).value();
+  await(store->append_user_message("ann", "stored after the backup")).value();
+
+  fs::copy_file(dir / "backup.db", data / "mooring.db.new");
+  fs::rename(data / "mooring.db.new", data / "mooring.db");
   ASSERT_TRUE(test::poll_until(
       [&] {
         io.restart();
@@ -684,7 +706,15 @@ TEST_P(StoreFaultsTest, AReplacedDatabaseFileStopsTheStore) {
   EXPECT_NE(after.error().message.find("mooring.db was replaced by another file"),
             std::string::npos)
       << after.error().message;
+  EXPECT_NE(after.error().message.find("instead of the file there now"), std::string::npos);
   EXPECT_FALSE(await(store->close()));
+  store.reset();
+
+  auto reopened = try_open(data).value();
+  EXPECT_EQ(await(reopened->messages("user0", 10)).value().size(), 1u);
+  EXPECT_TRUE(await(reopened->messages("ann", 10)).value().empty())
+      << "the old file's WAL was laid over the replacement";
+  await(reopened->close()).value();
 }
 
 // Damage found while running (a row that does not decode) is `failed`, and a
