@@ -64,6 +64,17 @@ class StoreFaultsTest : public ::testing::TestWithParam<StoreOptions::Worker> {
     return await(Store::open(io.get_executor(), where.string(), options));
   }
 
+  // Whether `store` turns failed within 10 s (its health is told on io).
+  bool becomes_failed(Store& store) {
+    return test::poll_until(
+        [&] {
+          io.restart();
+          io.poll();
+          return store.health().state == Health::State::failed;
+        },
+        10s);
+  }
+
   // Checkpoints fail while the database file cannot be written, and succeed
   // again once it can; nothing acknowledged meanwhile is lost.
   void a_failed_checkpoint(bool synchronous_full);
@@ -627,13 +638,7 @@ TEST_P(StoreFaultsTest, ADeletedDataDirectoryStopsTheStoreAndSaysHowToKeepWhatIt
   const auto before = await(store->append_user_message("ann", "stored before")).value();
 
   fs::remove_all(data);
-  ASSERT_TRUE(test::poll_until(
-      [&] {
-        io.restart();
-        io.poll();
-        return store->health().state == Health::State::failed;
-      },
-      10s));
+  ASSERT_TRUE(becomes_failed(*store));
   const auto after = await(store->append_user_message("ann", "refused after"));
   ASSERT_FALSE(after);
   const auto& message = after.error().message;
@@ -669,13 +674,7 @@ TEST_P(StoreFaultsTest, AnIdleStoreNoticesItsDeletedFile) {
   options.file_check_interval = 20ms;
   auto store = try_open(data, options).value();
   fs::remove_all(data);
-  EXPECT_TRUE(test::poll_until(
-      [&] {
-        io.restart();
-        io.poll();
-        return store->health().state == Health::State::failed;
-      },
-      10s));
+  EXPECT_TRUE(becomes_failed(*store));
   EXPECT_FALSE(await(store->close()));
 }
 
@@ -694,13 +693,7 @@ TEST_P(StoreFaultsTest, AReplacedDatabaseFileStopsTheStoreAndIsOpenedAsItWasPutT
 
   fs::copy_file(dir / "backup.db", data / "mooring.db.new");
   fs::rename(data / "mooring.db.new", data / "mooring.db");
-  ASSERT_TRUE(test::poll_until(
-      [&] {
-        io.restart();
-        io.poll();
-        return store->health().state == Health::State::failed;
-      },
-      10s));
+  ASSERT_TRUE(becomes_failed(*store));
   const auto after = await(store->append_user_message("ann", "refused after"));
   ASSERT_FALSE(after);
   EXPECT_NE(after.error().message.find("mooring.db was replaced by another file"),
