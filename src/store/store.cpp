@@ -515,6 +515,12 @@ Result<void> Store::close_database() {
     db_.reset();
     close_wal_fd();
     lock_ = {};
+    if (file_moved_)
+      return StoreError{StoreError::Kind::io,
+                        fmt::format("the file mooring held open as {} (deleted, moved or replaced "
+                                    "while it ran) is closed: what it held is gone but for the "
+                                    "copies put in place before",
+                                    path_.string())};
     std::lock_guard lock(mutex_);
     return *wal_unsafe_;
   }
@@ -1185,9 +1191,15 @@ void Store::checkpoint() {
       checkpoint_failures_ = 0;
     }
     ++checkpoints_;
+    if (alongside_failure_ && !std::exchange(alongside_failure_told_, true))
+      log::warn("store: the copy of the WAL beside the writes failed ({}) where the checkpoint "
+                "after it succeeded, so checkpoints hold the writes back while they copy until "
+                "it succeeds again",
+                *alongside_failure_);
   } catch (const sqlite::Error& e) {
     ++failed_checkpoints_;
     ++checkpoint_failures_;
+    alongside_failure_.reset();  // failed here too: this failure is the one told
     if (checkpoint_unconfirmed(e)) {
       checkpoint_retry_.reset();
       return;
@@ -1208,11 +1220,13 @@ void Store::checkpoint_alongside() {
   try {
     checkpointer_->checkpoint();
     ++checkpoints_alongside_;
+    alongside_failure_.reset();
+    alongside_failure_told_ = false;
   } catch (const sqlite::Error& e) {
     // checkpoint() on db_ comes next, tries again and reports what fails;
     // after a failed fsync it does not try (a second fsync may succeed
     // without the pages of the first having reached the disk).
-    checkpoint_unconfirmed(e);
+    if (!checkpoint_unconfirmed(e)) alongside_failure_ = failure::describe(e, path_).message;
   }
 }
 

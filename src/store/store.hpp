@@ -371,6 +371,10 @@ class Store {
   // 2.9 - 3.0 %, 2.4 - 3.9 ms at most, with it. Null when it could not be
   // opened, or is not used: checkpoint() then copies it all.
   std::unique_ptr<sqlite::Connection> checkpointer_;
+  // The store thread's: why the last copy through checkpointer_ failed, and
+  // whether that was logged (once until a copy succeeds).
+  std::optional<std::string> alongside_failure_;
+  bool alongside_failure_told_ = false;
   std::unique_ptr<queries::Remembered> remembered_;  // with db_: see queries.hpp
   std::chrono::steady_clock::time_point pending_floor_due_{};
   runtime::LogLimiter limiter_;
