@@ -8,7 +8,7 @@ DEBIAN_PACKAGES := build-essential cmake pkg-config \
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev \
   libssl-dev libsqlite3-dev libtomlplusplus-dev libspdlog-dev libcli11-dev \
   libgtest-dev libgmock-dev libbenchmark-dev ca-certificates openssl \
-  clang-19 libclang-rt-19-dev \
+  clang-19 libclang-rt-19-dev lld \
   chromium python3-prometheus-client systemd e2fsprogs
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
