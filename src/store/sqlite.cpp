@@ -227,7 +227,7 @@ void Connection::take_over_checkpoints() {
       this);
 }
 
-void Connection::checkpoint() {
+bool Connection::checkpoint() {
   int frames = 0;
   int copied = 0;
   const int rc =
@@ -236,7 +236,9 @@ void Connection::checkpoint() {
   // -1: this connection has not seen the file in WAL mode, so nothing was copied.
   if (frames < 0) throw Error(SQLITE_ERROR, "checkpoint: the connection does not see the WAL");
   // Everything copied: the next commit starts the WAL over from its beginning.
-  if (copied == frames) wal_frames_ = 0;
+  if (copied != frames) return false;
+  wal_frames_ = 0;
+  return true;
 }
 
 }  // namespace mooring::store::sqlite

@@ -121,8 +121,9 @@ class Connection {
   // outcome, and retries. wal_frames() is the WAL's length after the last commit.
   void take_over_checkpoints();
   int wal_frames() const { return wal_frames_; }
-  // A PASSIVE checkpoint (never waits for other connections). Throws Error.
-  void checkpoint();
+  // A PASSIVE checkpoint (never waits for other connections): whether it
+  // copied every frame of the WAL. Throws Error.
+  bool checkpoint();
   // How long a statement waits for a lock held by another connection.
   void set_busy_timeout(std::chrono::milliseconds timeout);
   sqlite3* handle() const { return db_; }

@@ -587,7 +587,10 @@ void Store::check_database_file() {
   errno = 0;
   const auto now_there = file_identity(path_.string());
   if (!now_there && errno != ENOENT) return;  // not known: looked at again later
-  if (now_there == db_file_) return;
+  if (now_there == db_file_) {
+    check_wal_file();
+    return;
+  }
   next_file_check_.reset();
   file_moved_ = true;
   const auto commands = copy_back_commands(path_.string(), *db_file_, wal_file_);
@@ -604,6 +607,52 @@ void Store::check_database_file() {
                             "it{}, put copies of them in place before mooring stops (as its user, "
                             "on its host: {}), then restart it",
                             replaced ? " instead of the file there now" : "", commands))});
+}
+
+// The WAL alone deleted (taken for a temporary file) or replaced: SQLite
+// goes on writing to the file it holds open, which the next start would not
+// see. What it holds is copied into mooring.db at once (still the store's),
+// so that nothing stored is lost whatever happens to the process after; then
+// nothing more is stored until a restart starts a new WAL.
+void Store::check_wal_file() {
+  const auto wal_path = path_.string() + "-wal";
+  errno = 0;
+  const auto now_there = file_identity(wal_path);
+  if (!now_there && errno != ENOENT) return;
+  if (!wal_file_) {
+    wal_file_ = now_there;  // made after the open
+    return;
+  }
+  if (now_there == wal_file_) return;
+  next_file_check_.reset();
+  const auto gone = now_there ? "replaced by another file" : "deleted or moved";
+  std::string copy_failure;
+  try {
+    if (db().checkpoint()) {
+      lose_trust_in_wal(StoreError{
+          StoreError::Kind::io,
+          fmt::format("{} was {} while mooring ran. Everything stored up to then was copied "
+                      "into {}, so nothing is lost, but SQLite writes only to the WAL it "
+                      "opened, so nothing more is stored: restart mooring",
+                      wal_path, gone, path_.string())});
+      return;
+    }
+    copy_failure = "a reader kept part of it";
+  } catch (const sqlite::Error& e) {
+    copy_failure = failure::describe(e, path_).message;
+  }
+  const auto commands = copy_back_commands(path_.string(), *db_file_, wal_file_);
+  lose_trust_in_wal(StoreError{
+      StoreError::Kind::io,
+      fmt::format("{} was {} while mooring ran, and copying what it holds into {} failed ({}): "
+                  "nothing more is stored. {}",
+                  wal_path, gone, path_.string(), copy_failure,
+                  commands.empty()
+                      ? "Restart mooring"
+                      : fmt::format("To keep what is stored, put copies of the files mooring "
+                                    "holds open in place before it stops (as its user, on its "
+                                    "host: {}), then restart it",
+                                    commands))});
 }
 
 bool Store::thread_takes_front() const {

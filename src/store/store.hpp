@@ -83,9 +83,10 @@ struct StoreOptions {
   // While degraded, the store writes its probe row this often to learn that the
   // disk takes writes again; a failed WAL checkpoint is retried as often.
   std::chrono::milliseconds probe_interval{2000};
-  // How often the store looks whether mooring.db is still the file it
-  // writes: one deleted, moved or replaced while it runs would lose at the
-  // next start everything stored after; from then on nothing is stored.
+  // How often the store looks whether mooring.db and its WAL are still the
+  // files it writes: one deleted, moved or replaced while it runs would lose
+  // at the next start everything stored after; from then on nothing is
+  // stored (a lone WAL's content is first copied into mooring.db).
   std::chrono::milliseconds file_check_interval{2000};
   // A checkpoint runs after a commit that leaves at least this many pages in the WAL.
   int checkpoint_pages = 1000;
@@ -295,6 +296,7 @@ class Store {
   void probe();
   void checkpoint();
   void check_database_file();
+  void check_wal_file();
   // Worker::caller, on the store thread before checkpoint(): copies the WAL
   // into the database through checkpointer_ while the drains go on.
   void checkpoint_alongside();
@@ -305,7 +307,8 @@ class Store {
   // when the store syncs them itself); 0 or an errno value.
   int sync_wal();
   void close_wal_fd();
-  // A sync (or a checkpoint's fsync) failed: the store fails until a restart.
+  // A sync (or a checkpoint's fsync) failed, or a file the store holds open
+  // is no longer at its path: the store fails until a restart.
   void lose_trust_in_wal(StoreError error);  // mutex_ not held
   bool syncs_itself() const;
   // The store thread: syncs the WAL, then hands back the outcomes that waited for it.

@@ -667,6 +667,51 @@ TEST_P(StoreFaultsTest, ADeletedDataDirectoryStopsTheStoreAndSaysHowToKeepWhatIt
   await(reopened->close()).value();
 }
 
+// Defect: the WAL deleted on its own (taken for a temporary file) went
+// unnoticed; SQLite went on writing to the file it held open, and everything
+// not yet copied into mooring.db was lost at the next start. Now what the WAL
+// holds is copied into mooring.db at once (mooring.db alone, as a kill -9
+// would leave it, holds the message), and nothing more is stored until a
+// restart, which starts a new WAL.
+TEST_P(StoreFaultsTest, ADeletedWalIsCopiedIntoTheDatabaseAndTheStoreStops) {
+  const auto data = dir / "data";
+  StoreOptions options;
+  options.file_check_interval = 20ms;
+  auto store = try_open(data, options).value();
+  const auto before = await(store->append_user_message("ann", "stored before")).value();
+  ASSERT_TRUE(fs::exists(data / "mooring.db-wal"));
+
+  fs::remove(data / "mooring.db-wal");
+  ASSERT_TRUE(becomes_failed(*store));
+  const auto after = await(store->append_user_message("ann", "refused after"));
+  ASSERT_FALSE(after);
+  const auto& message = after.error().message;
+  std::printf("[ operator sees ] %s\n", message.c_str());
+  EXPECT_NE(message.find((data / "mooring.db-wal").string() + " was deleted or moved"),
+            std::string::npos);
+  EXPECT_NE(message.find("nothing is lost"), std::string::npos);
+  EXPECT_NE(message.find("restart mooring"), std::string::npos);
+
+  // What a kill -9 now would leave: mooring.db, and no WAL.
+  fs::create_directories(dir / "killed");
+  fs::copy_file(data / "mooring.db", dir / "killed" / "mooring.db");
+  {
+    auto killed = try_open(dir / "killed").value();
+    const auto kept = await(killed->messages("ann", 10)).value();
+    ASSERT_EQ(kept.size(), 1u);
+    EXPECT_EQ(kept[0].seq, before.seq);
+    await(killed->close()).value();
+  }
+
+  EXPECT_FALSE(await(store->close()));
+  store.reset();
+  auto reopened = try_open(data).value();
+  EXPECT_EQ(await(reopened->messages("ann", 10)).value().size(), 1u);
+  await(reopened->append_user_message("ann", "stored after the restart")).value();
+  EXPECT_TRUE(fs::exists(data / "mooring.db-wal"));
+  await(reopened->close()).value();
+}
+
 // A store that has done nothing since it opened looks at its file too.
 TEST_P(StoreFaultsTest, AnIdleStoreNoticesItsDeletedFile) {
   const auto data = dir / "data";
