@@ -25,6 +25,9 @@ std::size_t max_field_bytes();
 // "…[+N bytes]" when something was left out; control characters are escaped.
 std::string shorten(std::string_view text, std::size_t max_bytes);
 
+// Whether `text` is UTF-8 throughout (no overlong form, no surrogate).
+bool is_utf8(std::string_view text);
+
 // A value to be shortened with the current max_field_bytes when formatted.
 struct Elided {
   std::string_view text;

@@ -52,16 +52,25 @@ awaitable<bool> with_timeout(awaitable<void> op, Duration d) {
 
 void Notifier::notify_all() {
   ++generation_;
-  for (auto* waiter : waiters_) waiter->cancel();
+  for (auto* waiter : waiters_) waiter->timer.cancel();
+}
+
+void Notifier::notify_one() {
+  for (auto* waiter : waiters_) {
+    if (waiter->woken) continue;
+    waiter->woken = true;
+    waiter->timer.cancel();
+    return;
+  }
 }
 
 awaitable<bool> Notifier::wait_until(Deadline deadline) {
-  asio::steady_timer timer(executor_, deadline.at());
+  Waiter waiter{asio::steady_timer(executor_, deadline.at())};
   const auto generation = generation_;
-  waiters_.push_back(&timer);
-  co_await timer.async_wait(use_tuple);
-  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &timer));
-  co_return generation_ != generation;
+  waiters_.push_back(&waiter);
+  co_await waiter.timer.async_wait(use_tuple);
+  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
+  co_return waiter.woken || generation_ != generation;
 }
 
 }  // namespace mooring::runtime

@@ -106,14 +106,21 @@ class Notifier {
   Notifier& operator=(const Notifier&) = delete;
 
   void notify_all();
+  // Wakes the coroutine that has waited longest and is not woken yet, if
+  // any: a turn handed to one of many waiters, without waking them all.
+  void notify_one();
 
-  // True when woken by notify_all; false at the deadline or when the waiting
-  // coroutine is cancelled.
+  // True when woken by notify_all or notify_one; false at the deadline or
+  // when the waiting coroutine is cancelled.
   awaitable<bool> wait_until(Deadline deadline);
 
  private:
+  struct Waiter {
+    asio::steady_timer timer;
+    bool woken = false;
+  };
   asio::any_io_executor executor_;
-  std::vector<asio::steady_timer*> waiters_;
+  std::vector<Waiter*> waiters_;  // in the order they began to wait
   std::uint64_t generation_ = 0;
 };
 

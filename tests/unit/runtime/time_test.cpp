@@ -143,5 +143,26 @@ TEST(Notifier, WakesEveryWaiterAndTimesOutOtherwise) {
   EXPECT_FALSE(timed_out);
 }
 
+// A turn handed on: notify_one wakes the waiter that began first, once, and
+// the next call the next one; the others go on waiting.
+TEST(Notifier, NotifyOneWakesTheLongestWaitingOnly) {
+  asio::io_context io;
+  Notifier notifier(io.get_executor());
+  std::vector<int> woken;
+  auto waiter = [](Notifier& n, std::vector<int>& order, int name) -> awaitable<void> {
+    if (co_await n.wait_until(Deadline::after(1h))) order.push_back(name);
+  };
+  for (int name = 1; name <= 3; ++name)
+    asio::co_spawn(io, waiter(notifier, woken, name), asio::detached);
+  io.poll();
+  notifier.notify_one();
+  notifier.notify_one();
+  io.poll();
+  EXPECT_EQ(woken, (std::vector<int>{1, 2}));
+  notifier.notify_all();
+  io.run_for(10s);
+  EXPECT_EQ(woken, (std::vector<int>{1, 2, 3}));
+}
+
 }  // namespace
 }  // namespace mooring::runtime
