@@ -27,6 +27,7 @@ namespace {
 
 constexpr std::size_t max_requests_kept = 100;
 constexpr std::size_t max_sent_ids_kept = 512;
+constexpr std::size_t max_message_id_bytes = 64;
 constexpr std::size_t max_origins_kept = 256;
 constexpr std::size_t backlog_page = 16;
 constexpr auto keep_idle_chat = std::chrono::minutes(5);
@@ -51,6 +52,12 @@ constexpr std::size_t max_held_bytes = 4 * 1024 * 1024;
 // panel and for its chats): with self_ids empty, a client with the token
 // could otherwise make one for every X-Self-ID it sends.
 constexpr std::size_t max_accounts = 100;
+// Sends under way at once on an account's connection. Each chat sends its
+// replies one at a time, but hundreds of chats with replies waiting (after a
+// reconnect, or a restart) would otherwise queue a call each at once, past
+// what the connection queues for a peer (WsOptions::send_queue_limit), and
+// be closed as a slow consumer on every connection, for good.
+constexpr std::size_t max_sends_per_account = 32;
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -138,6 +145,8 @@ struct OneBotAdapter::Bot {
   std::uint64_t messages_out = 0;
   std::size_t saturated_chats = 0;  // chats holding max_pending_messages
   runtime::Notifier api_changed;    // a new API connection, or it went
+  std::size_t sends = 0;            // under way (at most max_sends_per_account)
+  runtime::Notifier send_ended;     // one of them ended: a chat waiting may send
   std::deque<std::string> sent_ids;  // message ids of the bot's own recent sends
   std::set<std::string, std::less<>> sent_id_set;
   // Messages read while a chat of the account was full, in order, with the
@@ -157,12 +166,15 @@ struct OneBotAdapter::Bot {
            held_bytes + stop_bytes >= max_held_bytes;
   }
 
-  explicit Bot(asio::any_io_executor executor) : api_changed(std::move(executor)) {}
+  explicit Bot(const asio::any_io_executor& executor)
+      : api_changed(executor), send_ended(executor) {}
 
   bool connected() const { return api || events; }
 
   void remember_sent(std::string id) {
-    if (id.empty() || !sent_id_set.insert(id).second) return;
+    // A message id is a number or a short string: a longer one (the peer's,
+    // held 512 times) is not kept.
+    if (id.empty() || id.size() > max_message_id_bytes || !sent_id_set.insert(id).second) return;
     sent_ids.push_back(std::move(id));
     if (sent_ids.size() > max_sent_ids_kept) {
       sent_id_set.erase(sent_ids.front());
@@ -412,20 +424,34 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         continue;
       }
       if (adapter.settling_) co_return;  // the rest stays stored for the next run
+      if (bot.sends >= max_sends_per_account) {
+        const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        const bool woken = co_await bot.send_ended.wait_until(deadline);
+        const bool cancelled = co_await runtime::cancelled();
+        if (cancelled) {
+          if (woken && *self->alive_) bot.send_ended.notify_one();  // the turn goes on
+          co_return;
+        }
+        continue;
+      }
       std::string action = self->target_.group ? "send_group_msg" : "send_private_msg";
       auto call_params = self->params(outgoing);
       const auto timeout = adapter.options_.api_timeout;
       // Counted while under way, however the call ends (settle_sends waits for it).
       struct InFlight {
         OneBotAdapter& adapter;
+        Bot& bot;
         std::shared_ptr<bool> alive;
-        explicit InFlight(OneBotAdapter& a) : adapter(a), alive(a.alive_) {
+        InFlight(OneBotAdapter& a, Bot& b) : adapter(a), bot(b), alive(a.alive_) {
           ++adapter.sends_in_flight_;
+          ++bot.sends;
         }
         ~InFlight() {
           if (!*alive) return;
           --adapter.sends_in_flight_;
           adapter.send_ended_.notify_all();
+          --bot.sends;
+          bot.send_ended.notify_one();
         }
       };
       const auto chat_id = [&self] {
@@ -441,7 +467,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       // Why a send whose answer never came is not waited for any more.
       enum class Unanswered { no, lost, stuck } unanswered = Unanswered::no;
       {
-        const InFlight in_flight(adapter);
+        const InFlight in_flight(adapter, bot);
         result = co_await link->calls->call_keeping_late(std::move(action),
                                                          std::move(call_params), timeout);
         // In doubt: QQ may have taken it, and an answer that comes late still
@@ -834,7 +860,10 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
 }
 
 void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {
-  if (link->closed || link->replaced) return;
+  // A replaced connection's events are still read until it closes: the
+  // implementation sent them before it saw the close, and on no other
+  // connection (its calls were failed and are redone on the new one).
+  if (link->closed) return;
   auto frame = onebot::sort_frame(text);
   if (auto* answer = std::get_if<onebot::Answer>(&frame)) {
     if (!link->calls || !link->calls->answer(*answer))
@@ -967,10 +996,10 @@ void OneBotAdapter::on_heartbeat(const std::shared_ptr<Link>& link,
 
 void OneBotAdapter::on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event) {
   if (auto* lifecycle = std::get_if<onebot::Lifecycle>(&event)) {
-    log::info("onebot: bot {}: lifecycle {}", link->self_id, lifecycle->sub_type);
+    log::info("onebot: bot {}: lifecycle {}", link->self_id, log::elide(lifecycle->sub_type));
   } else if (auto* request = std::get_if<onebot::RequestEvent>(&event)) {
     log::info("onebot: bot {}: {} request from {}{}: \"{}\" (left to you: accept or refuse it in QQ)",
-              link->self_id, request->kind, request->user_id,
+              link->self_id, log::elide(request->kind), request->user_id,
               request->kind == "group" ? fmt::format(" for group {}", request->group_id) : "",
               log::elide(request->comment));
     requests_.push_back(json::object{{"self_id", link->self_id},

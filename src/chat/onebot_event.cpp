@@ -81,13 +81,15 @@ OneBotEvent read_event(const json::object& event) {
       if (heartbeat.interval_ms && *heartbeat.interval_ms <= 0) heartbeat.interval_ms.reset();
       return heartbeat;
     }
-    if (kind == "lifecycle") return Lifecycle{self_id, string_field(event, "sub_type")};
+    // Its names are short words ("connect", "enable"): a longer one is cut.
+    if (kind == "lifecycle")
+      return Lifecycle{self_id, string_field(event, "sub_type").substr(0, 32)};
     return Ignored{fmt::format("a meta event \"{}\"", kind.substr(0, 32))};
   }
   if (post_type == "request") {
     RequestEvent request;
     request.self_id = self_id;
-    request.kind = string_field(event, "request_type");
+    request.kind = string_field(event, "request_type").substr(0, 32);  // "friend", "group"
     request.user_id = id_field(event, "user_id").value_or(0);
     request.group_id = id_field(event, "group_id").value_or(0);
     request.comment = string_field(event, "comment").substr(0, 500);

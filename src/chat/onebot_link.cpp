@@ -240,10 +240,14 @@ bool ApiCalls::answer(const Answer& answer) {
     retcode = code->to_number<std::int64_t>(ec);
     if (ec) retcode = -1;
   }
+  // OneBot 11 pairs retcode 0 with status "ok" and 1 with "async"; an
+  // answer whose status says "failed" failed, whatever its retcode.
   const auto* status = object.if_contains("status");
-  const bool ok = retcode == 0 || retcode == 1 ||
-                  (retcode == -1 && status && status->is_string() &&
-                   (status->as_string() == "ok" || status->as_string() == "async"));
+  const auto* status_text = status ? status->if_string() : nullptr;
+  const bool says_failed = status_text && *status_text == "failed";
+  const bool ok = !says_failed &&
+                  (retcode == 0 || retcode == 1 ||
+                   (retcode == -1 && status_text && (*status_text == "ok" || *status_text == "async")));
   if (ok) {
     const auto* data = object.if_contains("data");
     pending->result.emplace(data ? *data : json::value(nullptr));

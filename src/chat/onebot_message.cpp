@@ -326,8 +326,11 @@ Incoming read_incoming(const Segments& segments, std::int64_t self_id) {
       in.text += segment.get("text").value_or("");
     } else if (type == "at") {
       const auto qq = segment.get("qq").value_or("");
-      if (qq == self || qq == "all") {
+      // @all (an announcement to the whole group) is not a question to the bot.
+      if (qq == self) {
         in.mentions_self = true;
+      } else if (qq == "all") {
+        in.text += "@all";
       } else {
         in.text += "@" + std::string(segment.get("name").value_or(qq));
       }
@@ -369,13 +372,26 @@ std::string trimmed(std::string_view text) {
   while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
   return std::string(text);
 }
+
+bool is_ascii_word(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// `text` starts with `prefix` as a word: "/ai hello" and "/ai" do, "/aim" does
+// not. A prefix that ends in another script ("小助手") may run on into the text.
+bool starts_with_prefix(std::string_view text, std::string_view prefix) {
+  if (prefix.empty() || !text.starts_with(prefix)) return false;
+  return text.size() == prefix.size() || !is_ascii_word(prefix.back()) ||
+         !is_ascii_word(text[prefix.size()]);
+}
 }  // namespace
 
 std::optional<std::string> group_request(const Incoming& in, bool replies_to_bot,
                                          const std::vector<std::string>& prefixes) {
   const std::string text = trimmed(in.text);
   for (const auto& prefix : prefixes)
-    if (!prefix.empty() && text.starts_with(prefix)) return trimmed(std::string_view(text).substr(prefix.size()));
+    if (starts_with_prefix(text, prefix))
+      return trimmed(std::string_view(text).substr(prefix.size()));
   if (in.mentions_self || replies_to_bot) return text;
   return std::nullopt;
 }

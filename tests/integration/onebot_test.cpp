@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 
 namespace mooring::test {
 namespace {
@@ -503,6 +504,26 @@ TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
   expect_clean_stop(host);
 }
 
+// Defect: a message the implementation sent on its old connection after a new
+// one had replaced it (before it read the close) was dropped unread: neither
+// stored nor answered, and nothing said so.
+TEST(OneBot, AMessageSentOnAReplacedConnectionBeforeItClosesIsAnswered) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer old;
+  connect_and_greet(old, host);
+  OneBotPeer fresh;
+  connect_and_greet(fresh, host);
+  old.private_message(777, json::value("sent on the old one"), "bob", 8001);
+  auto send = next_send(fresh);
+  EXPECT_EQ(plain_text(send), "echo: sent on the old one");
+  fresh.answer_standard(send);
+  EXPECT_EQ(old.read_until_closed(10s), 4000);
+  fresh.close();
+  expect_clean_stop(host);
+}
+
 // A send answered after api_timeout went out: its late answer counts, and the
 // reply is never sent again (it used to be sent again on the next connection,
 // and QQ showed it twice).
@@ -869,6 +890,43 @@ TEST(OneBot, ABacklogLongerThanAPageGoesOutWholeBeforeNewReplies) {
   expected.push_back("echo: late");
   EXPECT_EQ(texts, expected);
   peer.close();
+  expect_clean_stop(host);
+}
+
+// Defect: with replies waiting in 256 chats or more, every new connection of
+// the account was closed at once as a slow consumer (1008): each chat made
+// its call at once, past what the connection queues for a peer, so the bot
+// stayed silent for good. Now at most 32 sends are under way on an account's
+// connection, and every reply goes out on the one connection.
+TEST(OneBot, RepliesWaitingInHundredsOfChatsGoOutOnOneConnection) {
+  TempDir dir;
+  constexpr int chats = 300;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"30s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  {
+    OneBotPeer peer;
+    connect_and_greet(peer, host);
+    for (int i = 0; i < chats; ++i)
+      peer.private_message(1000 + i, json::value(fmt::format("q{}", i)), "u", 7000 + i);
+    const auto made = fmt::format("mooring_replies_total{{outcome=\"ok\"}} {}", chats);
+    ASSERT_TRUE(poll_until(
+        [&] { return http_get(host.admin(), "/metrics", host.admin_token()).body.find(made) !=
+                     std::string::npos; },
+        20s))
+        << host.log();
+    peer.drop();  // the sends under way are never answered
+  }
+  OneBotPeer again;
+  connect_and_greet(again, host);
+  std::set<std::int64_t> answered;
+  for (int i = 0; i < chats; ++i) {
+    const auto send = next_send(again, 20s);
+    answered.insert(send.params.at("user_id").to_number<std::int64_t>());
+    again.answer_standard(send);
+  }
+  EXPECT_EQ(answered.size(), static_cast<std::size_t>(chats));
+  EXPECT_EQ(host.log().find("slow consumer"), std::string::npos) << host.log();
+  again.close();
   expect_clean_stop(host);
 }
 

@@ -148,6 +148,36 @@ TEST_F(ApiCallsTest, AnswersAreMatchedByEchoNotByOrder) {
   EXPECT_FALSE(calls.answer(std::get<Answer>(sort_frame(R"({"retcode":0,"echo":"1"})"))));
 }
 
+// Defect: an answer with status "failed" and retcode 1 counted as sent, so
+// the reply was marked delivered without a trace. The status decides; an
+// "async" one (retcode 1) and an answer without a status still count as sent.
+TEST_F(ApiCallsTest, AnAnswerWhoseStatusSaysFailedFailsWhateverItsRetcode) {
+  std::vector<CallResult> results(4);
+  answer_later(R"({"status":"failed","retcode":1,"msg":"risk control","echo":"1"})", 5ms);
+  answer_later(R"({"status":"failed","retcode":0,"echo":"2"})", 5ms);
+  answer_later(R"({"status":"async","retcode":1,"data":null,"echo":"3"})", 5ms);
+  answer_later(R"({"retcode":0,"echo":"4"})", 5ms);
+  run([&]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    const std::string send = "send_private_msg";
+    auto a = calls.call(send, {{"user_id", 6}}, 5s);
+    auto b = calls.call(send, {{"user_id", 6}}, 5s);
+    auto c = calls.call(send, {{"user_id", 6}}, 5s);
+    auto d = calls.call(send, {{"user_id", 6}}, 5s);
+    auto [ra, rb, rc, rd] =
+        co_await (std::move(a) && std::move(b) && std::move(c) && std::move(d));
+    results = {std::move(ra), std::move(rb), std::move(rc), std::move(rd)};
+  });
+  ASSERT_FALSE(results[0]);
+  EXPECT_EQ(results[0].error().kind, CallError::Kind::failed);
+  EXPECT_EQ(results[0].error().retcode, 1);
+  EXPECT_EQ(results[0].error().message, "risk control");
+  ASSERT_FALSE(results[1]);
+  EXPECT_EQ(results[1].error().kind, CallError::Kind::failed);
+  EXPECT_TRUE(results[2]);
+  EXPECT_TRUE(results[3]);
+}
+
 TEST_F(ApiCallsTest, ACallEndsByItsDeadlineOrWhenTheConnectionGoes) {
   CallResult timed_out, dropped, unsent;
   const std::string get_status = "get_status";
