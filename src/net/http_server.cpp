@@ -555,15 +555,25 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       request.remote = remote_;
       auto match = router->match(parser.get().method(), parser.get().target().substr(
                                      0, parser.get().target().find('?')));
-      // A path no route matches still has its body read (to answer 404/405
-      // on a connection that stays usable), within the default limit.
       limit = match.route ? match.route->body_limit : Router::default_body_limit;
-      // A client waiting to be told to send its body to a path no route
-      // matches is answered 404 (or 405) at once, and the body never read.
-      if (!match.route && !parser.is_done() && expects_continue(parser.get())) {
+      // A body for a path no route matches (or a method it does not take) is
+      // never read: the request is answered 404 (or 405) at once and the
+      // connection closed. Read, it would let a client without a token hold
+      // the connection for body_timeout, a byte a second, and enough of them
+      // every place the server has.
+      if (!match.route && !parser.is_done()) {
         // Named: GCC 12 destroys a temporary among co_await's operands twice.
         auto refusal = no_route(match.status, parser.get());
         co_await refuse(std::move(refusal));
+        co_return;
+      }
+      // Nor is a body sent with a GET or a HEAD, which carry none: the public
+      // routes (the panel's files, /healthz) take no body.
+      if (!parser.is_done() &&
+          (parser.get().method() == http::verb::get || parser.get().method() == http::verb::head)) {
+        co_await refuse(http::status::bad_request, "body_not_allowed",
+                        fmt::format("a {} request carries no body",
+                                    std::string_view(parser.get().method_string())));
         co_return;
       }
       // A check on the header alone (a token) is made before a body is read:
