@@ -208,6 +208,12 @@ awaitable<HttpResponse> list_messages(Context ctx, Request& request) {
                                               runtime::shorten(request.params.at("user"), 64)),
                                   request);
   const std::string user = encoded->decode();
+  // Echoed in the answer, which is JSON: no session has an id that is not UTF-8.
+  if (!runtime::is_utf8(user))
+    co_return net::error_response(http::status::bad_request, "bad_user",
+                                  fmt::format("\"{}\" is not a session id (not UTF-8)",
+                                              runtime::shorten(user, 64)),
+                                  request);
   constexpr std::size_t most_seq = std::size_t{1} << 62;
   const auto limit = query_number(request, "limit", 100, 1, 1000);
   if (!limit) co_return bad_query(request, "limit", 1, 1000);

@@ -12,6 +12,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <sys/stat.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -26,6 +28,15 @@ constexpr int exit_invalid = 2;
 // Loads the file, or prints every problem to stderr and returns null. `text`
 // receives what was read.
 ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
+  // Read while the stop signals wait (run_cli): a FIFO or a pipe nobody
+  // writes would hold the start, and Ctrl+C with it, for ever.
+  struct stat info {};
+  if (::stat(path.c_str(), &info) == 0 && !S_ISREG(info.st_mode) && !S_ISDIR(info.st_mode)) {
+    std::cerr << path << ": not a regular file (a pipe, a FIFO or a device): mooring reads its "
+              << "configuration from a file, and again from it at each reload; save it to a "
+              << "file and pass that\n";
+    return nullptr;
+  }
   auto read = read_config_text(path);
   ConfigResult result = std::vector<ConfigError>{};
   if (auto* error = std::get_if<ConfigError>(&read)) {

@@ -652,13 +652,46 @@ awaitable<void> Host::shut_down(const char* cause) {
 
 }  // namespace
 
+namespace {
+enum class AtPath { nothing, ready_file, other };
+
+// What is at a ready file's path: nothing, a ready file (a small JSON object
+// of the two listeners' addresses, as write_ready_file() writes it), or
+// something else, which is not mooring's to replace or remove.
+AtPath what_is_at(const std::string& path) {
+  std::error_code failed;
+  const auto status = std::filesystem::symlink_status(path, failed);
+  if (status.type() == std::filesystem::file_type::not_found) return AtPath::nothing;
+  if (failed || status.type() != std::filesystem::file_type::regular) return AtPath::other;
+  const auto text = read_config_text(path);  // bounded, and says why it cannot
+  const auto* read = std::get_if<std::string>(&text);
+  if (!read || read->size() > 4096) return AtPath::other;
+  boost::system::error_code ec;
+  const auto value = json::parse(*read, ec);
+  const auto* object = ec ? nullptr : value.if_object();
+  const bool ready = object && object->size() == 2 && object->contains("gateway") &&
+                     object->contains("admin") && object->at("gateway").is_string() &&
+                     object->at("admin").is_string();
+  return ready ? AtPath::ready_file : AtPath::other;
+}
+}  // namespace
+
 int run_host(ConfigPtr config, const HostOptions& options) {
   // The ready file names the listeners of a running host: one left by an
   // earlier run is gone before this one starts, and this one's is gone once
   // it has stopped, so a supervisor waiting for it never reads stale addresses.
+  // Anything else at its path (a path given by mistake) is left alone, and
+  // nothing starts.
+  if (!options.ready_file.empty() && what_is_at(options.ready_file) == AtPath::other) {
+    log::error("--ready-file {}: something other than a ready file is there; mooring neither "
+               "replaces nor removes it, and did not start: pass another path, or remove it",
+               options.ready_file);
+    return 2;
+  }
   const auto forget_ready_file = [&options] {
     std::error_code ignored;
-    if (!options.ready_file.empty()) std::filesystem::remove(options.ready_file, ignored);
+    if (!options.ready_file.empty() && what_is_at(options.ready_file) == AtPath::ready_file)
+      std::filesystem::remove(options.ready_file, ignored);
   };
   forget_ready_file();
   int code = 0;

@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -137,6 +138,38 @@ TEST(CheckConfig, ExitCodesAndMessagesNameTheKeyAndLine) {
   auto serve = run_command(MOORING_BINARY, {"serve", "-c", "bad.toml"}, dir.path());
   EXPECT_EQ(serve.exit_code, 2);
   EXPECT_NE(serve.err.find("gateway.heartbeat_interval"), std::string::npos) << serve.err;
+}
+
+// Defect: `serve -c` on a FIFO nobody wrote (or a pipe left open) waited for
+// it for ever, and Ctrl+C with it (the stop signals wait until the host
+// watches them). A configuration that is not a regular file is refused.
+TEST(CheckConfig, AConfigurationThatIsNotARegularFileIsRefusedAtOnce) {
+  TempDir dir;
+  ASSERT_EQ(::mkfifo((dir / "held.toml").c_str(), 0600), 0);
+  for (const char* command : {"serve", "check-config"}) {
+    auto refused = run_command(MOORING_BINARY, {command, "-c", "held.toml"}, dir.path(), 10s);
+    EXPECT_EQ(refused.exit_code, 2) << command << ": " << refused.err;
+    EXPECT_NE(refused.err.find("held.toml: not a regular file"), std::string::npos) << refused.err;
+  }
+}
+
+// Defect: --ready-file removed whatever was at its path (a directory, the
+// configuration file itself) at the start, and again at the stop. Anything
+// but a ready file is left alone, and nothing starts.
+TEST(Serve, AReadyFilePathHoldingSomethingElseIsLeftAloneAndNothingStarts) {
+  TempDir dir;
+  write_file(dir / "good.toml", ephemeral_config());
+  write_file(dir / "notes.txt", "not mooring's\n");
+  std::filesystem::create_directory(dir / "folder");
+  for (const char* taken : {"notes.txt", "folder", "good.toml"}) {
+    auto refused = run_command(MOORING_BINARY, {"serve", "-c", "good.toml", "--ready-file", taken},
+                               dir.path(), 10s);
+    EXPECT_EQ(refused.exit_code, 2) << taken << ": " << refused.err;
+    EXPECT_NE(refused.err.find("something other than a ready file is there"), std::string::npos)
+        << refused.err;
+    EXPECT_TRUE(std::filesystem::exists(dir / taken)) << taken;
+  }
+  EXPECT_EQ(read_file(dir / "notes.txt"), "not mooring's\n");
 }
 
 // auth = "signed" takes its key from the environment: check-config says when
