@@ -75,6 +75,11 @@ json::parse_options lenient_utf8() {
 }
 
 json::value parse_json(std::string_view text, error_code& ec) {
+  // Boost.JSON 1.81 refuses a lone surrogate escape (a character cut between
+  // two events by a server that streams UTF-16 code units): such escapes are
+  // marked instead, for the reply's SurrogateJoiner to mend.
+  if (const auto marked = mark_lone_surrogates(text))
+    return json::parse(*marked, ec, json::storage_ptr(), lenient_utf8());
   return json::parse(text, ec, json::storage_ptr(), lenient_utf8());
 }
 
@@ -214,16 +219,17 @@ class AnswerReader {
     return true;
   }
 
-  bool ended_by_done() const { return ended_by_done_; }
+  // [DONE] or a finish_reason seen: the reply is whole.
+  bool ended() const { return ended_; }
 
   // The outcome once the exchange is over (or stopped).
   CompletionResult finish(const boost::system::result<net::ClientResponse, net::ClientError>& sent) {
     if (truncated_) return CompletionResult(std::move(text_));
     if (failed_) return failure(std::move(*failed_));
-    if (!sent && ended_by_done_ && !text_.empty()) {
-      // The reply was whole at [DONE]; what broke after it (an endless
-      // trailer, a reset) costs only the connection.
-      emit(utf8_.finish());
+    if (!sent && ended_ && !text_.empty()) {
+      // The reply was whole at [DONE] or its finish_reason; what broke after
+      // it (an endless trailer, a reset) costs only the connection.
+      emit_rest();
       return CompletionResult(std::move(text_));
     }
     if (!sent) {
@@ -237,7 +243,8 @@ class AnswerReader {
                                       std::move(detail), false));
       }
       // Broken framing (a head, chunk line or trailer over the bound, a 101,
-      // endless 1xx) is unreadable; a connection that ended early is not.
+      // endless 1xx) and a compressed body nobody asked for are unreadable,
+      // and would be again; a connection that ended early is not.
       const auto& http_errors = http::make_error_code(http::error::bad_status).category();
       const bool framing = error.code.category() == http_errors &&
                            error.code != http::error::partial_message &&
@@ -254,7 +261,7 @@ class AnswerReader {
     if (!event_stream_) {
       if (auto refused = read_document()) return failure(std::move(*refused));
     } else {
-      emit(utf8_.finish());
+      emit_rest();
     }
     if (truncated_) return CompletionResult(std::move(text_));
     if (text_.empty()) {
@@ -294,6 +301,16 @@ class AnswerReader {
     return false;
   }
 
+  // A piece of the reply's text as the upstream wrote it: mended, then out.
+  bool emit_content(std::string_view content) {
+    return emit(utf8_.feed(surrogates_.feed(content)));
+  }
+
+  // What mending still holds back, at the reply's end.
+  void emit_rest() {
+    if (emit(utf8_.feed(surrogates_.finish()))) emit(utf8_.finish());
+  }
+
   bool on_event(const std::string& data) {
     if (ended_by_done_) return true;  // nothing counts after [DONE]
     if (data == "[DONE]") {
@@ -327,7 +344,7 @@ class AnswerReader {
     const auto* content = delta->get_object().if_contains("content");
     if (!content || content->is_null()) return true;
     if (!content->is_string()) return shape_error("\"delta.content\" is not a string");
-    return emit(utf8_.feed(content->get_string()));
+    return emit_content(content->get_string());
   }
 
   bool shape_error(std::string_view what) {
@@ -358,10 +375,7 @@ class AnswerReader {
     if (content && !content->is_null() && !content->is_string())
       return protocol_error("the provider's answer has a \"content\" that is not a string");
     ended_ = true;  // a whole document is a complete answer
-    if (content && content->is_string()) {
-      emit(utf8_.feed(content->get_string()));
-      emit(utf8_.finish());
-    }
+    if (content && content->is_string() && emit_content(content->get_string())) emit_rest();
     return std::nullopt;
   }
 
@@ -369,6 +383,7 @@ class AnswerReader {
   const PieceSink& on_piece_;
   SseParser sse_;
   std::vector<std::string> events_;
+  SurrogateJoiner surrogates_;  // then utf8_: a reply's text passes through both
   Utf8Repairer utf8_;
   int status_ = 0;
   bool event_stream_ = false;
@@ -396,9 +411,10 @@ awaitable<CompletionResult> OpenAiProvider::complete(const ChatRequest& request,
   log::debug("openai: POST {} {}", http_request.url, elide(http_request.body));
 
   AnswerReader reader(options_, on_piece);
-  // After [DONE] only the end of the body is missing: an upstream that keeps
-  // the connection open past it costs the connection, not the reply.
-  http_request.sink_has_all = [&reader] { return reader.ended_by_done(); };
+  // After [DONE] or a finish_reason only the end of the body is missing (and
+  // perhaps a usage event, [DONE]): an upstream that keeps the connection
+  // open past it costs the connection, not the reply.
+  http_request.sink_has_all = [&reader] { return reader.ended(); };
   auto sent = co_await client_->send(
       std::move(http_request), [&](const net::ClientResponse& head) { reader.head(head); },
       [&](std::string_view bytes) { return reader.body(bytes); });

@@ -4,16 +4,22 @@
 // The API key comes from the environment and is never logged.
 //
 // Promises about what the upstream sends back:
-// - every piece and the final text are valid UTF-8 (invalid bytes become
-//   U+FFFD; a character split between two events is joined, not replaced),
-//   and the final text is exactly the pieces joined;
+// - every piece and the final text are valid UTF-8 (invalid bytes and a
+//   surrogate escape without its other half become U+FFFD; a character split
+//   between two events, its UTF-8 bytes or its two surrogate escapes "\ud83d"
+//   "\ude00", is joined, not replaced), and the final text is exactly the
+//   pieces joined;
 // - the reply is bounded: once its text would pass `max_reply_bytes`, it is
 //   cut there (at a character boundary), `truncation_notice` is appended as a
 //   last piece, the stream is read no further and the reply counts as a
 //   success; an SSE line or event, an error body and a non-streamed body are
 //   bounded too, and a limit reached stops the read at once;
 // - a stream that ends without `[DONE]` or a `finish_reason` is a `cut_off`
-//   failure, never a complete answer;
+//   failure, never a complete answer; after either, the rest of the stream (a
+//   usage event, `[DONE]`) is awaited at most ClientOptions::rest_of_body: a
+//   stream held open past them ends there, its reply whole;
+// - an answer compressed though not asked to be (a Content-Encoding other
+//   than identity) is a `protocol` failure at once, never tried again;
 // - a body of the wrong shape (not JSON, `{"choices":[1]}`, a non-string
 //   content...) is a `protocol` failure with its own detail, never an
 //   exception;

@@ -125,6 +125,29 @@ error_code lookup_error(int code, int saved_errno) {
   }
 }
 
+// The content codings a response head names other than identity ("gzip",
+// "br, gzip"), as written; empty when its body is as sent.
+std::string content_coding(const http::fields& headers) {
+  std::string codings;
+  const auto [first, last] = headers.equal_range(http::field::content_encoding);
+  for (auto field = first; field != last; ++field) {
+    std::string_view list = field->value();
+    while (!list.empty()) {
+      const auto comma = std::min(list.find(','), list.size());
+      auto coding = list.substr(0, comma);
+      list.remove_prefix(std::min(comma + 1, list.size()));
+      while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t'))
+        coding.remove_prefix(1);
+      while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
+        coding.remove_suffix(1);
+      if (coding.empty() || beast::iequals(coding, "identity")) continue;
+      if (!codings.empty()) codings += ", ";
+      codings += coding;
+    }
+  }
+  return codings;
+}
+
 using LookupResult = boost::system::result<std::vector<tcp::endpoint>>;
 
 const std::string lookup_advice =
@@ -579,6 +602,18 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
       }
       co_return fail(make_error(ec, describe(ec)));
     }
+
+    // No compression was asked for (no Accept-Encoding), and a body
+    // compressed all the same (a proxy that compresses whatever it forwards)
+    // is not decoded: read as it is, it would pass for a broken or cut-off
+    // answer, asked for again and again.
+    if (const auto coding = content_coding(parser->get().base()); !coding.empty())
+      co_return fail(make_error(
+          http::error::bad_value,
+          fmt::format("{} answered {} compressed (Content-Encoding: {}), which mooring did not "
+                      "ask for and does not read; if a proxy in front of it compresses "
+                      "responses, turn that off for this client",
+                      origin, parser->get().result_int(), coding)));
 
     ClientResponse response;
     response.status = static_cast<int>(parser->get().result_int());

@@ -26,7 +26,10 @@
 //   the request at once with an error;
 // - the body sink may stop the read at any piece (a limit of the receiver):
 //   the connection is closed then, never pooled;
-// - redirects are not followed and no Accept-Encoding is sent.
+// - redirects are not followed and no Accept-Encoding is sent; a response in
+//   a content coding all the same (Content-Encoding: gzip...) ends the
+//   request with an error that names the coding: its body is never read as
+//   if it were plain.
 #pragma once
 
 #include "runtime/asio.hpp"

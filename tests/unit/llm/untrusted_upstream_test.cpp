@@ -401,6 +401,46 @@ TEST(UntrustedUpstream, AStreamHeldOpenAfterDoneEndsAtDone) {
   EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
 }
 
+// The last event carries a finish_reason, and then nothing: no [DONE], no end
+// of the body, the connection held open (with or without a usage event after
+// the finish_reason). The reply is whole at its finish_reason; waiting for
+// the rest would spend the attempt and fail a reply the user already read.
+TEST(UntrustedUpstream, AStreamHeldOpenAfterAFinishReasonEndsThere) {
+  const std::string finish =
+      test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+  const std::string usage = test::raw_chunk(
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n");
+  for (const bool with_usage : {false, true}) {
+    SCOPED_TRACE(with_usage ? "a usage event after the finish_reason" : "nothing after it");
+    RawUpstream upstream([&](const RawRequest&) {
+      RawReply reply;
+      reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("all of it")) +
+                      finish + (with_usage ? usage : "")};
+      return reply;  // then the next request is awaited on the open connection
+    });
+    auto resilience = patient();
+    resilience.attempt_timeout = 5s;  // the rest of the body is awaited 1 s
+    resilience.total_timeout = 10s;
+    auto reply = ask(openai(upstream.base_url()), resilience);
+    ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+    EXPECT_EQ(*reply.result, "all of it");
+    EXPECT_TRUE(test::poll_until([&] { return upstream.closed_by_client() == 1; }, 10s));
+  }
+
+  // A usage event a moment after the finish_reason, then [DONE]: read as before.
+  RawUpstream usage_later([&](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("all of it")) +
+                    finish};
+    reply.late = usage + test::raw_chunk(test::raw_sse_done) + test::raw_last_chunk();
+    reply.late_delay = 100ms;
+    return reply;
+  });
+  auto reply = ask(openai(usage_later.base_url()));
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "all of it");
+}
+
 // [DONE], then keep-alive comments trickling in, each well inside the wait
 // for the rest of the body: the wait is one budget for all of it, not one per
 // read, so the trickle cannot stretch it to the attempt's deadline.
@@ -506,6 +546,38 @@ TEST(UntrustedUpstream, InvalidUtf8IsRepairedAndASplitCharacterIsJoined) {
   for (const auto& piece : reply.pieces) EXPECT_EQ(repair_utf8(piece), piece);
 }
 
+// A server that streams per UTF-16 code unit (JavaScript's strings) may cut a
+// character beyond U+FFFF between its two surrogate escapes, one in each
+// event: the two are joined. A surrogate without its other half becomes U+FFFD.
+TEST(UntrustedUpstream, ACharacterSplitBetweenItsSurrogateEscapesIsJoined) {
+  RawUpstream streamed([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head()};
+    for (const char* escaped : {"smile \\ud83d", "\\ude00, whole \\ud83d\\ude00",
+                                ", lone \\ude00 and \\ud83d", "!, last \\uD83D"})
+      reply.writes[0] += test::raw_chunk(test::raw_sse_piece_unescaped(escaped));
+    reply.writes[0] += test::raw_chunk(test::raw_sse_done) + test::raw_last_chunk();
+    return reply;
+  });
+  auto reply = ask(openai(streamed.base_url()));
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  const std::string fffd(replacement_character);
+  EXPECT_EQ(*reply.result,
+            "smile 😀, whole 😀, lone " + fffd + " and " + fffd + "!, last " + fffd);
+  EXPECT_EQ(reply.joined(), *reply.result);
+  for (const auto& piece : reply.pieces) EXPECT_EQ(repair_utf8(piece), piece);
+
+  RawUpstream whole([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_response(
+        200, "{\"choices\":[{\"message\":{\"content\":\"a \\udbff b \\udc00\"}}]}")};
+    return reply;
+  });
+  auto document = ask(openai(whole.base_url()));
+  ASSERT_TRUE(document.result.has_value()) << document.result.error().detail;
+  EXPECT_EQ(*document.result, "a " + fffd + " b " + fffd);
+}
+
 // --- Secrets --------------------------------------------------------------
 
 TEST(UntrustedUpstream, TheKeyNeverReachesTheUserOrTheLog) {
@@ -601,6 +673,35 @@ TEST(UntrustedUpstream, MalformedShapesAreProtocolErrorsAtOnce) {
     EXPECT_LT(reply.took, 5s);
     EXPECT_EQ(upstream.request_count(), 1u);  // not retried: it would answer the same
   }
+}
+
+// A proxy in front of the provider that compresses what it forwards, though
+// nobody asked: the answer is refused at once, saying what to do, and not
+// asked for again (each attempt is a completion the provider bills).
+TEST(UntrustedUpstream, ACompressedAnswerIsRefusedAtOnceAndNotAskedAgain) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_head(200, {{"Content-Type", "text/event-stream"},
+                                         {"Content-Encoding", "gzip"},
+                                         {"Transfer-Encoding", "chunked"}}) +
+                    test::raw_chunk(std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10)) +
+                    test::raw_last_chunk()};
+    return reply;
+  });
+  auto options = patient();
+  options.max_attempts = 4;
+  auto reply = ask(openai(upstream.base_url()), options);
+  ASSERT_FALSE(reply.result.has_value());
+  const auto& error = reply.result.error();
+  EXPECT_EQ(error.kind, Kind::protocol) << error.detail;
+  EXPECT_FALSE(error.retryable);
+  EXPECT_NE(error.detail.find("Content-Encoding: gzip"), std::string::npos) << error.detail;
+  EXPECT_NE(error.detail.find("turn that off"), std::string::npos) << error.detail;
+  EXPECT_EQ(upstream.request_count(), 1u) << error.detail;
+  // And mooring had asked for no compression.
+  ASSERT_EQ(upstream.requests().size(), 1u);
+  EXPECT_EQ(upstream.requests()[0].head.find("Accept-Encoding"), std::string::npos)
+      << upstream.requests()[0].head;
 }
 
 TEST(UntrustedUpstream, ANonStreamedAnswerOfTheRightShapeIsAccepted) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace mooring::llm {
 namespace {
 
@@ -52,6 +54,43 @@ TEST(Utf8, AnUnfinishedSequenceAtTheEndIsReplacedByFinish) {
   EXPECT_EQ(repairer.feed("ok \xE4\xB8"), "ok ");
   EXPECT_EQ(repairer.finish(), fffd);
   EXPECT_EQ(repairer.finish(), "");
+}
+
+// What a parser with allow_invalid_utf8 makes of the marked text, in pieces
+// as events carry them, mended.
+std::string mended(const std::vector<std::string>& parsed_pieces) {
+  SurrogateJoiner surrogates;
+  Utf8Repairer repairer;
+  std::string out;
+  for (const auto& piece : parsed_pieces) out += repairer.feed(surrogates.feed(piece));
+  out += repairer.feed(surrogates.finish());
+  return out + repairer.finish();
+}
+
+TEST(Utf8, LoneSurrogateEscapesAreMarkedAndPairsLeftToTheParser) {
+  EXPECT_EQ(mark_lone_surrogates(R"({"a":"\ud83d\ude00 \u00e9 \\ud83d \n"})"), std::nullopt);
+  EXPECT_EQ(mark_lone_surrogates(R"("\ud83d")"), "\"\xED\xA0\xBD\"");
+  EXPECT_EQ(mark_lone_surrogates(R"("\uDE00x")"), "\"\xED\xB8\x80x\"");
+  // A high one before another high one: the first is lone, the second paired.
+  EXPECT_EQ(mark_lone_surrogates(R"("\ud83d\ud83d\ude00")"), "\"\xED\xA0\xBD\\ud83d\\ude00\"");
+  // An escape cut short is the parser's to refuse.
+  EXPECT_EQ(mark_lone_surrogates(R"("\ud83")"), std::nullopt);
+  // Raw bytes that would read as a mark are replaced as repair would do.
+  const std::string raw = "\"\xED\xA0\x80\"";
+  EXPECT_EQ(mark_lone_surrogates(raw), "\"" + fffd + "\xA0\x80\"");
+  EXPECT_EQ(mended({mark_lone_surrogates(raw).value()}), repair_utf8(raw));
+}
+
+TEST(Utf8, SurrogatesSplitBetweenPiecesAreJoinedAndLoneOnesReplaced) {
+  const std::string high = "\xED\xA0\xBD", low = "\xED\xB8\x80";  // U+1F600 as marks
+  EXPECT_EQ(mended({"a " + high, low + " b"}), "a 😀 b");
+  EXPECT_EQ(mended({high, "", low}), "😀");
+  EXPECT_EQ(mended({high, "x", low}), fffd + "x" + fffd);
+  EXPECT_EQ(mended({high + high, low}), fffd + "😀");
+  EXPECT_EQ(mended({"end " + high}), "end " + fffd);
+  // A raw byte next to a mark stays the UTF-8 repair's.
+  EXPECT_EQ(mended({"\xE4\xB8", "\xAD" + high, low}), "中😀");
+  EXPECT_EQ(mended({"\xED", low}), fffd + fffd);
 }
 
 TEST(Utf8, APrefixNeverSplitsACharacter) {
