@@ -217,7 +217,8 @@ Result<bool> prepare(const fs::path& database) {
   return !main.has_value();
 }
 
-Result<void> create_database(const fs::path& database) {
+Result<void> create_database(const fs::path& database,
+                             const std::function<void(sqlite::Connection&)>& fill) {
   const fs::path building(database.string() + ".creating");
   // Left by a crash during an earlier creation: nothing in them was ever used.
   for (const auto& leftover : {building, wal_path(building), shm_path(building),
@@ -240,6 +241,9 @@ Result<void> create_database(const fs::path& database) {
                         fmt::format("cannot switch {} to WAL mode; the file system may not support "
                                     "shared memory (NFS?)",
                                     database.string())};
+    fill(db);
+    // Everything into the file itself: the WAL is not renamed with it.
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   } catch (const sqlite::Error& e) {
     return failure::describe_open(e, database, "create");
   }

@@ -8,8 +8,10 @@
 #pragma once
 
 #include "store/records.hpp"
+#include "store/sqlite.hpp"
 
 #include <filesystem>
+#include <functional>
 #include <utility>
 
 namespace mooring::store::files {
@@ -22,10 +24,12 @@ inline constexpr unsigned file_mode = 0600;
 // database's files. True when the database does not exist yet (a first start).
 Result<bool> prepare(const std::filesystem::path& database);
 
-// Creates an empty WAL-mode database at `database`, mode 0600. It is built under
-// a temporary name and renamed into place, so a crash during creation never
-// leaves an empty mooring.db behind to be taken for damage.
-Result<void> create_database(const std::filesystem::path& database);
+// Creates a WAL-mode database at `database`, mode 0600, holding what `fill`
+// writes into it (the schema). It is built under a temporary name and renamed
+// into place once written and synced, so a creation cut short (a crash, a
+// full disk) never leaves an empty mooring.db behind to be taken for damage.
+Result<void> create_database(const std::filesystem::path& database,
+                             const std::function<void(sqlite::Connection&)>& fill);
 
 // One mooring per data directory: every promise of the store (a reply stored
 // once, pending messages answered once after a start) assumes a single

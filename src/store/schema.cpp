@@ -258,8 +258,16 @@ Result<Opened> open_database(const std::filesystem::path& path, const OpenOption
   Opened opened;
   opened.lock = std::move(*lock);
   opened.created = *prepared;
-  if (opened.created)
-    if (auto created = files::create_database(path); !created) return created.error();
+  if (opened.created) {
+    // The schema is written before the file takes its name (a full disk at
+    // the first start leaves nothing behind), as the migrations from version
+    // 0 write it.
+    const auto fill = [&path](sqlite::Connection& db) {
+      db.exec("PRAGMA foreign_keys = OFF");
+      migrate(db, path, 0);
+    };
+    if (auto created = files::create_database(path, fill); !created) return created.error();
+  }
 
   std::string_view doing = "open";
   try {

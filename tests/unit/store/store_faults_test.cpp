@@ -411,6 +411,38 @@ TEST_P(StoreFaultsTest, AnUpgradeOnAFullDiskSaysItNeedsRoomForACopyAndLeavesTheF
   await((*upgraded)->close()).value();
 }
 
+// Defect: a first start on a full disk left an empty mooring.db (its schema
+// failed after the file had taken its name), said it could not "upgrade"
+// it, and every later start, space freed or not, refused the empty file as
+// damage and asked for a backup that never existed. Now the file takes its
+// name once its schema is written; with room again the next start creates it.
+TEST_P(StoreFaultsTest, AFirstStartOnAFullDiskLeavesNothingAndTheNextOneCreatesTheStore) {
+  const auto disk = dir / "disk";
+  fs::create_directories(disk);
+  auto mount = Mount::tmpfs(disk, 1024 * 1024);
+  if (!mount.ok()) GTEST_SKIP() << mount.reason();
+  const auto data = disk / "data";
+  fs::create_directories(data);
+  {
+    const auto filler = disk / "filler";
+    ASSERT_GT(fill_disk(filler), 0u);
+    fs::resize_file(filler, fs::file_size(filler) - 12 * 1024);
+  }
+  auto opened = try_open(data);
+  ASSERT_FALSE(opened);
+  const auto& message = opened.error().message;
+  std::printf("[ operator sees ] %s\n", message.c_str());
+  EXPECT_NE(message.find("the disk is full"), std::string::npos) << message;
+  EXPECT_EQ(message.find("upgrade"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(data / "mooring.db"));
+
+  fs::remove(disk / "filler");
+  auto created = try_open(data);
+  ASSERT_TRUE(created) << created.error().message;
+  await((*created)->append_user_message("ann", "stored")).value();
+  await((*created)->close()).value();
+}
+
 // Defects: on a full disk readiness stayed 200 (nothing said the store could
 // not write), 62,144 error lines in 14 s, "disk I/O error" for a full disk, and
 // a message whose reply could not be stored was answered after the restart.
