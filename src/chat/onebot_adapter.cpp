@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <charconv>
 #include <deque>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -58,6 +59,8 @@ constexpr std::size_t max_accounts = 100;
 // what the connection queues for a peer (WsOptions::send_queue_limit), and
 // be closed as a slow consumer on every connection, for good.
 constexpr std::size_t max_sends_per_account = 32;
+// How long a replaced connection is still read before it is closed.
+constexpr runtime::Duration replaced_grace = std::chrono::seconds(1);
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -143,17 +146,18 @@ struct OneBotAdapter::Bot {
   SystemClock::time_point last_event{};
   std::uint64_t messages_in = 0;
   std::uint64_t messages_out = 0;
-  std::size_t saturated_chats = 0;  // chats holding max_pending_messages
   runtime::Notifier api_changed;    // a new API connection, or it went
   std::size_t sends = 0;            // under way (at most max_sends_per_account)
   runtime::Notifier send_ended;     // one of them ended: a chat waiting may send
   std::deque<std::string> sent_ids;  // message ids of the bot's own recent sends
   std::set<std::string, std::less<>> sent_id_set;
-  // Messages read while a chat of the account was full, in order, with the
-  // size of the frames they came in. They outlive a connection: a message
-  // read is not lost when the connection it came on closes.
+  // Messages read for chats that were full, in order, with the size of the
+  // frames they came in, and how many of them each chat has. They outlive a
+  // connection: a message read is not lost when the connection it came on
+  // closes.
   std::deque<std::pair<onebot::MessageEvent, std::size_t>> held;
   std::size_t held_bytes = 0;
+  std::map<std::string, std::size_t, std::less<>> held_chats;
   // While the host stops, messages read go to their chats at once: these
   // count against the same bounds (the held ones handed over at the stop do
   // not), so a flood during the drain stops the reading as it would have
@@ -290,10 +294,10 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     const bool full = pending >= std::max<std::size_t>(1, adapter_.options_.max_pending_messages);
     if (full == full_) return;
     full_ = full;
-    auto& bot = adapter_.bot(target_.self_id);
-    bot.saturated_chats = full ? bot.saturated_chats + 1 : bot.saturated_chats - 1;
-    if (bot.saturated_chats == 0) adapter_.release_held(bot);
+    if (!full) adapter_.release_held(adapter_.bot(target_.self_id));
   }
+
+  bool full() const { return full_; }
 
   // A chat active in the last few minutes stays in memory with its recent
   // messages (the next reply reads no history); an idle one is forgotten.
@@ -802,8 +806,11 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
           return alive && !alive->send(std::move(frame));
         });
   }
-  // A newer connection for the same account and role replaces the old one;
-  // its calls fail now and are redone on this one.
+  // A newer connection for the same account and role replaces the old one,
+  // which is still read for replaced_grace (retire()): what the
+  // implementation sent on it before it moved (a message, the answer to a
+  // send, which then is not sent again) counts. Then its unanswered calls
+  // fail, to be redone on this one, and it is closed.
   const bool was_connected = bot.connected();
   for (auto* slot : {&bot.api, &bot.events}) {
     auto old = *slot;
@@ -812,9 +819,9 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
       old->replaced = true;
       log::info("onebot: bot {} connected again ({}); replacing the previous connection",
                 admitted.self_id, onebot::to_string(admitted.role));
-      if (old->calls) old->calls->fail_all("replaced by a newer connection");
-      old->connection->close(static_cast<net::websocket::close_code>(4000),
-                             "replaced by a newer connection");
+      conversations_.supervisor().spawn(
+          fmt::format("onebot retire {} #{}", admitted.self_id, old->id), "onebot.watch",
+          retire(this, old));
     }
     if (bot.api == old) bot.api = nullptr;
     if (bot.events == old) bot.events = nullptr;
@@ -842,6 +849,17 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
     supervisor.spawn(fmt::format("onebot greet {} #{}", admitted.self_id, link->id),
                      "onebot.greet", greet(this, link));
   }
+}
+
+// Closing it at once would drop what is under way on it: Beast discards the
+// frames that come after its close frame is sent.
+awaitable<void> OneBotAdapter::retire(OneBotAdapter* adapter, std::shared_ptr<Link> link) {
+  auto alive = adapter->alive_;
+  co_await runtime::sleep_for(replaced_grace);  // or less, when the host stops
+  if (!*alive || link->closed) co_return;
+  if (link->calls) link->calls->fail_all("replaced by a newer connection");
+  link->connection->close(static_cast<net::websocket::close_code>(4000),
+                          "replaced by a newer connection");
 }
 
 void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
@@ -900,10 +918,9 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
       bot.update_reading();
       return;
     }
-    if (bot.saturated_chats > 0 || !bot.held.empty()) {
-      bot.held.emplace_back(std::move(*message), frame_bytes);
-      bot.held_bytes += frame_bytes;
-      bot.update_reading();
+    const auto session = message->session_id();
+    if (bot.held_chats.contains(session) || chat_full(session)) {
+      hold(bot, std::move(*message), frame_bytes);
       return;
     }
     on_message(bot, *message);
@@ -914,14 +931,39 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
   }
 }
 
-// Held or not, messages are handed to their chats in the order they came.
+void OneBotAdapter::hold(Bot& bot, onebot::MessageEvent message, std::size_t frame_bytes) {
+  ++bot.held_chats[message.session_id()];
+  bot.held.emplace_back(std::move(message), frame_bytes);
+  bot.held_bytes += frame_bytes;
+  bot.update_reading();
+}
+
+bool OneBotAdapter::chat_full(const std::string& session_id) const {
+  const auto conversation = conversations_.find(session_id);
+  if (!conversation) return false;
+  const auto* outlet = dynamic_cast<const Outlet*>(conversation->outlet());
+  return outlet && outlet->full();
+}
+
+// Held or not, a chat's messages are handed to it in the order they came;
+// those of a chat that is full wait, and so do the ones behind them in it.
 void OneBotAdapter::release_held(Bot& bot, bool all) {
   if (releasing_) return;  // handing one over can call back here
   releasing_ = true;
-  while ((all || bot.saturated_chats == 0) && !bot.held.empty()) {
-    auto [message, bytes] = std::move(bot.held.front());
-    bot.held.pop_front();
+  std::set<std::string, std::less<>> waiting;  // chats whose earlier message stays held
+  for (auto at = bot.held.begin(); at != bot.held.end();) {
+    auto session = at->first.session_id();
+    if (!all && (waiting.contains(session) || chat_full(session))) {
+      waiting.insert(std::move(session));
+      ++at;
+      continue;
+    }
+    auto [message, bytes] = std::move(*at);
+    at = bot.held.erase(at);
     bot.held_bytes -= bytes;
+    if (auto count = bot.held_chats.find(session); count != bot.held_chats.end() &&
+                                                   --count->second == 0)
+      bot.held_chats.erase(count);
     // Not counted against the stop's bounds, which count what is read from
     // the stop on: reading resumes, and the answers to sends already made
     // (and the heartbeats) that wait behind the held messages are read.

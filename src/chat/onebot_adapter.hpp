@@ -121,7 +121,11 @@ class OneBotAdapter {
   void on_message(Bot& bot, const onebot::MessageEvent& message);
   void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
   void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
-  // `all`: the chats' bounds notwithstanding.
+  // Messages for a chat holding max_pending_messages wait, in order, until
+  // it holds fewer; the account's other chats go on. `all`: the chats'
+  // bounds notwithstanding.
+  void hold(Bot& bot, onebot::MessageEvent message, std::size_t frame_bytes);
+  bool chat_full(const std::string& session_id) const;
   void release_held(Bot& bot, bool all = false);
   Bot& bot(std::int64_t self_id);
   void attach_outlet(Conversation& conversation);
@@ -136,6 +140,7 @@ class OneBotAdapter {
   static awaitable<void> flush_limited_log(OneBotAdapter* adapter);
   static awaitable<void> greet(OneBotAdapter* adapter, std::shared_ptr<Link> link);
   static awaitable<void> watch(OneBotAdapter* adapter, std::shared_ptr<Link> link);
+  static awaitable<void> retire(OneBotAdapter* adapter, std::shared_ptr<Link> link);
 
   Conversations& conversations_;
   OneBotOptions options_;
