@@ -11,6 +11,7 @@
 #include "runtime/signals.hpp"
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <sys/stat.h>
 
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 namespace mooring::app {
 namespace {
@@ -77,6 +79,30 @@ int issue_token(const std::string& user, const std::string& ttl_text, std::strin
   return 0;
 }
 
+// CLI11 answers "A subcommand is required" to a mistyped command too: the
+// word that is no command is named instead, with the ones there are.
+std::optional<std::string> mistyped_command(int argc, char** argv, const CLI::App& cli) {
+  const CLI::App* level = &cli;
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.starts_with("-")) return std::nullopt;  // options are CLI11's to judge
+    const auto commands = level->get_subcommands([](const CLI::App*) { return true; });
+    if (commands.empty()) return std::nullopt;  // the rest are arguments
+    const CLI::App* next = nullptr;
+    std::string names;
+    for (const auto* command : commands) {
+      if (command->get_name() == word) next = command;
+      names += (names.empty() ? "" : ", ") + command->get_name();
+    }
+    if (!next)
+      return fmt::format("\"{}\" is not a command of {}; the commands are {} (--help says more)",
+                         runtime::shorten(word, 64), level == &cli ? "mooring" : level->get_name(),
+                         names);
+    level = next;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -123,6 +149,10 @@ int run_cli(int argc, char** argv) {
                     "configuration file naming the key's variable (default: ./mooring.toml if "
                     "present)");
 
+  if (const auto mistyped = mistyped_command(argc, argv, cli)) {
+    std::cerr << *mistyped << "\n";
+    return exit_invalid;
+  }
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

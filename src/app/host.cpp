@@ -24,6 +24,7 @@
 #include <filesystem>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace mooring::app {
 namespace {
@@ -162,12 +163,20 @@ bool Host::prepare_data_dir() {
   const auto old_mask = ::umask(077);
   std::filesystem::create_directories(config_->data.dir, ec);
   ::umask(old_mask);
-  if (!ec)
-    std::filesystem::permissions(config_->data.dir, std::filesystem::perms::owner_all,
-                                 std::filesystem::perm_options::replace, ec);
   if (ec) {
     log::error("cannot create the data directory {}: {}; set [data] dir to a writable path",
                config_->data.dir, ec.message());
+    return false;
+  }
+  std::filesystem::permissions(config_->data.dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, ec);
+  if (ec) {
+    // It exists: most often another user's (a directory made by root, mooring
+    // run as a service user).
+    log::error("cannot make the data directory {} private (mode 0700): {}; it must belong to the "
+               "user mooring runs as (uid {}): chown it to that user, or set [data] dir to a "
+               "directory of theirs",
+               config_->data.dir, ec.message(), ::getuid());
     return false;
   }
   return true;

@@ -172,6 +172,25 @@ TEST(Serve, AReadyFilePathHoldingSomethingElseIsLeftAloneAndNothingStarts) {
   EXPECT_EQ(read_file(dir / "notes.txt"), "not mooring's\n");
 }
 
+// Defect: a mistyped command ("mooring serv", "mooring token revoke") was
+// answered "A subcommand is required", which does not say what was wrong.
+TEST(CheckConfig, AMistypedCommandIsNamedWithTheCommandsThereAre) {
+  TempDir dir;
+  auto top = run_command(MOORING_BINARY, {"serv"}, dir.path(), 10s);
+  EXPECT_EQ(top.exit_code, 2);
+  EXPECT_NE(top.err.find("\"serv\" is not a command of mooring; the commands are serve, "
+                         "check-config, print-default-config, token"),
+            std::string::npos)
+      << top.err;
+  auto nested = run_command(MOORING_BINARY, {"token", "revoke", "alice"}, dir.path(), 10s);
+  EXPECT_EQ(nested.exit_code, 2);
+  EXPECT_NE(nested.err.find("\"revoke\" is not a command of token; the commands are issue"),
+            std::string::npos)
+      << nested.err;
+  auto good = run_command(MOORING_BINARY, {"print-default-config"}, dir.path(), 10s);
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+}
+
 // auth = "signed" takes its key from the environment: check-config says when
 // the file is valid but serve would refuse it there (exit 1, not 0), as serve
 // does, and passes once the key is set.

@@ -79,8 +79,14 @@ TEST(AdminApi, ProbesAreOpenAndTheApiNeedsTheToken) {
   EXPECT_EQ(test::http_get(address, "/api/status", "not-the-token").status, 401);
   EXPECT_EQ(test::metric_value(wrong_tokens), wrong_before + 1) << "a guess is counted";
   EXPECT_EQ(test::http_get(address, "/api/status", token).status, 200);
-  // A token in the query string is taken by the events stream only.
+  // A token in the query string is taken by the events stream only, and is
+  // refused beside a right header too (it used to pass then).
   EXPECT_EQ(test::http_get(address, "/api/status?token=" + token).status, 401);
+  const auto both = test::http_get(address, "/api/status?token=" + token, token);
+  EXPECT_EQ(both.status, 401);
+  EXPECT_NE(both.body.find("?token= is accepted only by /api/events"), std::string::npos)
+      << both.body;
+  EXPECT_EQ(test::metric_value(wrong_tokens), wrong_before + 1) << "not a guess";
 
   test::WsClient anonymous;
   EXPECT_EQ(anonymous.connect(address, "/api/events"), 401);
