@@ -263,6 +263,12 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
                                         failed.detail));
   } else if (outcome.stop == runtime::RetryStop::deadline) {
     failed.detail += fmt::format("; no time left for attempt {}", outcome.attempts + 1);
+    // Said, so that an operator sees why no attempt came (a rate limit that
+    // lasts a day).
+    if (failed.retry_after)
+      failed.detail += fmt::format(
+          " (the provider asked to wait {}, past provider.total_timeout)",
+          runtime::format_duration(*failed.retry_after));
   } else if (outcome.attempts > 1 || outcome.stop == runtime::RetryStop::attempts_exhausted) {
     failed.detail += fmt::format(", gave up after {} attempt{}", outcome.attempts,
                                  outcome.attempts == 1 ? "" : "s");

@@ -152,6 +152,21 @@ TEST(OpenAi, RetryAfterIsHonoured) {
   EXPECT_GE(requests[1].arrived - requests[0].arrived, 2s);
 }
 
+// Defect: a Retry-After longer than what is left of total_timeout (a rate
+// limit of a day) failed the reply at once with "no time left for attempt
+// 2", without saying that the provider had asked to wait.
+TEST(OpenAi, ARetryAfterPastTheDeadlineIsNamedInTheFailure) {
+  FakeUpstream upstream;
+  upstream.set_fallback(test::status_reply(429, "{}", {{"Retry-After", "86400"}}));
+  auto reply = ask(upstream.base_url(), fast_options());
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_NE(reply.result.error().detail.find("no time left for attempt 2 (the provider asked to "
+                                             "wait 24h, past provider.total_timeout)"),
+            std::string::npos)
+      << reply.result.error().detail;
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
 TEST(OpenAi, A401IsReportedAtOnceAndNeverRetried) {
   FakeUpstream upstream;
   upstream.set_fallback(test::status_reply(401, "{\"error\":{\"message\":\"Incorrect API key\"}}"));
