@@ -46,7 +46,10 @@ function App() {
 
   useEffect(() => {
     signOut.current = (why) => {
-      token.clear();
+      // Whatever the tab kept for the operator goes: the admin token, and the
+      // test chat's user, gateway token and transcript (the next one to sign
+      // in here is not put in the previous one's chat).
+      sessionStorage.clear();
       events.stop();
       setNotice(why ? `Signed out: ${why}` : "");
       setSignedIn(false);
