@@ -307,6 +307,22 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
     return behind_token(ctx, open(std::move(handler)));
   };
 
+  // Every request, the panel's files and the probes included: a page of
+  // another site reaching the API under a name of its own (DNS rebinding)
+  // would read what needs no token (/readyz's status document, /metrics) and
+  // could guess tokens.
+  router->set_screen([ctx](const net::HttpRequest& header) -> std::optional<HttpResponse> {
+    if (net::host_admitted(header, ctx->allowed_hosts)) return std::nullopt;
+    return net::error_response(
+        http::status::misdirected_request, "host_not_allowed",
+        fmt::format("the admin API answers requests addressed to an IP address, localhost or a "
+                    "name in admin.allowed_hosts, and this one was addressed to \"{}\"; a page "
+                    "of another site can point a name at this machine (DNS rebinding): add the "
+                    "name to admin.allowed_hosts if it is yours",
+                    runtime::shorten(std::string_view(header[http::field::host]), 128)),
+        header.version(), false);
+  });
+
   router->add(http::verb::get, "/healthz", open([](Request& request) {
     return net::text_response(http::status::ok, "ok\n", "text/plain", request);
   }));

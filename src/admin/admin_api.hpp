@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mooring::admin {
 
@@ -55,6 +56,9 @@ struct AdminContext {
       apply_config;
   std::function<awaitable<ConfigOutcome>()> reload_config;
   std::function<std::uint64_t()> generation;  // the ETag of GET /api/config
+  // Names the API answers to besides IP addresses and localhost
+  // (admin.allowed_hosts): a request addressed to another is refused with 421.
+  std::vector<std::string> allowed_hosts;
 };
 
 std::shared_ptr<const net::Router> make_admin_router(AdminContext context);

@@ -368,9 +368,16 @@ Prepared AdminComponent::prepare(const Config& current, const Config& next) {
       };
     }
   }
+  Commit hosts;
+  if (current.admin.allowed_hosts != next.admin.allowed_hosts) {
+    hosts = [this, names = next.admin.allowed_hosts] {
+      context_.allowed_hosts = names;
+      listener_->set_router(admin::make_admin_router(context_));
+    };
+  }
   auto moved = listener_->prepare_address(next.admin.listen, next.shutdown.drain_timeout);
   if (!moved) return moved;
-  return both(std::move(token), std::move(*moved));
+  return both(both(std::move(token), std::move(hosts)), std::move(*moved));
 }
 
 

@@ -1,12 +1,14 @@
 #include "app/config.hpp"
 
 #include "net/http.hpp"
+#include "runtime/log.hpp"
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <limits>
@@ -531,6 +533,20 @@ void read_admin(Section s, AdminConfig& c) {
   s.read("listen", c.listen);
   s.read("token", c.token);
   check_token(s, "token", c.token);
+  s.read("allowed_hosts", c.allowed_hosts);
+  for (const auto& host : c.allowed_hosts) {
+    // A host name as a Host header carries it, without a port.
+    const bool name = !host.empty() && host.size() <= 253 &&
+                      std::all_of(host.begin(), host.end(), [](char ch) {
+                        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' ||
+                               ch == '-' || ch == '_';
+                      });
+    if (!s.failed("allowed_hosts") && !name)
+      s.check("allowed_hosts", false,
+              fmt::format("\"{}\" is not a host name (letters, digits, '.', '-'; no scheme, port "
+                          "or path: \"panel.example\")",
+                          runtime::shorten(host, 64)));
+  }
   s.report_unknown_keys();
 }
 
@@ -809,6 +825,7 @@ std::vector<std::string> changed_keys(const Config& before, const Config& after)
           b.gateway.max_messages_per_minute);
   compare("admin.listen", a.admin.listen, b.admin.listen);
   compare("admin.token", a.admin.token, b.admin.token);
+  compare("admin.allowed_hosts", a.admin.allowed_hosts, b.admin.allowed_hosts);
   compare("provider.kind", a.provider.kind, b.provider.kind);
   compare("provider.base_url", a.provider.base_url, b.provider.base_url);
   compare("provider.api_key_env", a.provider.api_key_env, b.provider.api_key_env);
@@ -966,6 +983,10 @@ max_messages_per_minute = {}
 listen = {}
 # Bearer token for /api; empty: generated into <data.dir>/admin.token (mode 0600).
 token = {}
+# Names the admin API and panel answer to besides IP addresses and localhost
+# ("panel.example"); a request addressed to another name is refused with 421,
+# since a page of another site can point its own name at this machine.
+allowed_hosts = {}
 
 [provider]
 # "echo" (built in, repeats the message, no network) or "openai" (any
@@ -1049,7 +1070,7 @@ max_field_bytes = {}
       c.gateway.max_buffered_bytes,
       c.gateway.send_queue_limit, c.gateway.max_connections, c.gateway.max_pending_messages,
       c.gateway.max_messages_per_minute, quoted(c.admin.listen),
-      quoted(c.admin.token), quoted(c.provider.kind), quoted(c.provider.base_url),
+      quoted(c.admin.token), toml_array(c.admin.allowed_hosts), quoted(c.provider.kind), quoted(c.provider.base_url),
       quoted(c.provider.api_key_env), quoted(c.provider.model), quoted(c.provider.system_prompt),
       quoted(c.provider.attempt_timeout), quoted(c.provider.total_timeout), c.provider.max_attempts,
       quoted(c.provider.backoff_initial), quoted(c.provider.backoff_max),

@@ -54,6 +54,8 @@ struct GatewayConfig {
 struct AdminConfig {
   net::ListenAddress listen{"127.0.0.1", 8081};
   std::string token;  // empty: generated into <data.dir>/admin.token
+  // Names the admin API answers to besides IP addresses and localhost.
+  std::vector<std::string> allowed_hosts;
   friend bool operator==(const AdminConfig&, const AdminConfig&) = default;
 };
 

@@ -577,6 +577,7 @@ awaitable<int> Host::main() {
                               },
                               [this] { return reload_file("POST /api/reload"); },
                               [this] { return generation_; }};
+  context.allowed_hosts = config_->admin.allowed_hosts;
   admin_ = std::make_unique<AdminComponent>(supervisor_, std::move(context), *config_, on_change);
   components_ = {store_.get(), provider_.get(), gateway_.get(), admin_.get()};
   for (auto* listener : {&gateway_->listener(), &admin_->listener()})

@@ -168,6 +168,17 @@ bool origin_admitted(const Request& request, const std::vector<std::string>& all
   return fixed_host(host) && host == origin_host(headers[http::field::host]);
 }
 
+bool host_admitted(const HttpRequest& header, const std::vector<std::string>& names) {
+  const auto count = header.count(http::field::host);
+  if (count == 0) return true;
+  if (count > 1) return false;
+  const auto host = origin_host(header[http::field::host]);
+  if (host.empty()) return false;
+  if (fixed_host(host)) return true;
+  return std::any_of(names.begin(), names.end(),
+                     [&host](const std::string& name) { return equal_ignoring_case(name, host); });
+}
+
 // Why no client could ever present `token`, or nothing when one can. HTTP
 // strips spaces and tabs at both ends of a header value, a control character
 // cannot be sent in a header at all, and a non-ASCII character reaches mooring

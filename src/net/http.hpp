@@ -81,4 +81,10 @@ std::optional<std::string> unpresentable_token(std::string_view token);
 // name at 127.0.0.1 (DNS rebinding) and send it as Host and Origin both.
 bool origin_admitted(const Request& request, const std::vector<std::string>& allowed);
 
+// Whether a request is addressed (its Host) to an IP address, localhost or
+// one of `names` (compared ignoring case): a site can point a name of its own
+// at this machine (DNS rebinding), and its pages then reach it under that
+// name. A request without a Host (HTTP/1.0: no browser) is admitted.
+bool host_admitted(const HttpRequest& header, const std::vector<std::string>& names);
+
 }  // namespace mooring::net

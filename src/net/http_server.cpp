@@ -551,6 +551,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
       // Routing uses the header only, so the body limit can be the route's.
       const auto router = server_->router;
+      if (const auto& screen = router->screen()) {
+        if (auto refusal = screen(parser.get())) {
+          co_await refuse(std::move(*refusal));
+          co_return;
+        }
+      }
       Request request;
       request.remote = remote_;
       auto match = router->match(parser.get().method(), parser.get().target().substr(

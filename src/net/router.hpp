@@ -51,8 +51,16 @@ class Router {
 
   Match match(http::verb method, std::string_view path) const;
 
+  // Looked at with every request's header before any route (the upgrades
+  // and the paths no route takes included): a response refuses the request
+  // with it, and the connection is closed.
+  using Screen = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  void set_screen(Screen screen) { screen_ = std::move(screen); }
+  const Screen& screen() const { return screen_; }
+
  private:
   std::vector<Route> routes_;
+  Screen screen_;
 };
 
 }  // namespace mooring::net

@@ -208,7 +208,7 @@ TEST(Admin, AnUploadWithoutTheTokenIsRefusedBeforeItsBodyIsSent) {
   for (const std::string target : {"PUT /api/config", "POST /api/config/validate"}) {
     for (const std::string authorization : {"", "Authorization: Bearer wrong\r\n"}) {
       RawConnection client(address);
-      client.send(fmt::format("{} HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n{}\r\n",
+      client.send(fmt::format("{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048576\r\n{}\r\n",
                               target, authorization));
       auto response = client.read(5s);
       ASSERT_TRUE(response) << target << ": no answer until the body is sent";
@@ -247,7 +247,7 @@ TEST(Admin, IdleConnectionsAtTheLimitDoNotLockTheOperatorOut) {
   std::vector<std::unique_ptr<RawConnection>> parked;
   for (int i = 0; i < admin_connection_limit; ++i) {
     parked.push_back(std::make_unique<RawConnection>(address));
-    parked.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    parked.back()->send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     auto response = parked.back()->read(10s);
     ASSERT_TRUE(response && response->result_int() == 200) << "connection " << i;
   }
@@ -337,7 +337,7 @@ TEST(Admin, AnUploadThatWaitsFor100ContinueIsToldToSendItsBody) {
 
   RawConnection client(address);
   client.send(fmt::format(
-      "POST /api/config/validate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
+      "POST /api/config/validate HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n"
       "Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
       token, config.body.size()));
   auto interim = client.read(5s);
@@ -350,7 +350,7 @@ TEST(Admin, AnUploadThatWaitsFor100ContinueIsToldToSendItsBody) {
 
   RawConnection stranger(address);
   stranger.send(
-      "POST /api/config/validate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "POST /api/config/validate HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
       "Content-Length: 100\r\n\r\n");
   auto refused = stranger.read(5s);
   ASSERT_TRUE(refused);

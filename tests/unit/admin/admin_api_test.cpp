@@ -93,6 +93,43 @@ TEST(AdminApi, ProbesAreOpenAndTheApiNeedsTheToken) {
   admin.stop(*server, 1s);
 }
 
+// Defect: the admin listener answered a request addressed to any name, so a
+// page of another site whose name it pointed at 127.0.0.1 (DNS rebinding)
+// read /metrics, /readyz's status document and the panel, and could guess
+// tokens. Only IP addresses, localhost and admin.allowed_hosts are answered.
+TEST(AdminApi, OnlyRequestsAddressedToAnAddressLocalhostOrAnAllowedNameAreAnswered) {
+  AdminFixture admin;
+  AdminContext context{token, [] { return json::object{{"components", json::array{}}}; },
+                       [] { return true; }, admin.events, net::WsOptions{}};
+  context.allowed_hosts = {"panel.example"};
+  admin.router = make_admin_router(std::move(context));
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+  const auto port = address.substr(address.rfind(':'));
+  const auto get = [&](const std::string& target, const std::string& host) {
+    return test::http_request(address, net::http::verb::get, target, "",
+                              {{"Host", host}, {"Authorization", "Bearer " + token}});
+  };
+  for (const std::string target : {"/healthz", "/readyz", "/metrics", "/", "/api/status"}) {
+    for (const std::string& host :
+         std::vector<std::string>{"rebind.example" + port, "127.0.0.1.rebind.example",
+                                  "evil.example", "localhost.evil.example" + port}) {
+      const auto refused = get(target, host);
+      EXPECT_EQ(refused.status, 421) << target << " for " << host;
+      EXPECT_NE(refused.body.find("admin.allowed_hosts"), std::string::npos) << refused.body;
+    }
+    for (const std::string& host :
+         std::vector<std::string>{address, "localhost" + port, "LOCALHOST", "[::1]" + port,
+                                  "panel.example", "Panel.Example" + port})
+      EXPECT_EQ(get(target, host).status, 200) << target << " for " << host;
+  }
+  test::WsClient events;
+  EXPECT_EQ(events.connect(address, "/api/events?token=" + token, {{"Host", "evil.example"}}),
+            421);
+  admin.stop(*server, 1s);
+}
+
 TEST(AdminApi, EventsStreamPublishedObjects) {
   AdminFixture admin;
   std::string address;

@@ -125,7 +125,7 @@ TEST(DefaultConfig, TomlTextHasACommentBeforeEveryKey) {
     }
     previous = line;
   }
-  EXPECT_EQ(keys, 45);  // every field of Config
+  EXPECT_EQ(keys, 46);  // every field of Config
 }
 
 // An empty file (an editor saving in place, a truncation) would reset every
@@ -165,6 +165,7 @@ max_messages_per_minute = 600
 [admin]
 listen = "localhost:0"
 token = "admin-secret"
+allowed_hosts = ["panel.example"]
 
 [provider]
 kind = "openai"
@@ -671,6 +672,22 @@ TEST(ParseConfigErrors, TheTwoListenersCannotShareAnAddressButMayBothAskForPortZ
   EXPECT_EQ((*errors)[0].line, 4);
   EXPECT_NE((*errors)[0].message.find("is gateway.listen too"), std::string::npos);
   EXPECT_NE(parse_ok("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"), nullptr);
+}
+
+// admin.allowed_hosts names hosts as a Host header carries them: a URL, a
+// port or a space is refused, naming the entry.
+TEST(Admin, AllowedHostsAreHostNames) {
+  const auto names = parse_ok("[admin]\nallowed_hosts = [\"panel.example\", \"mooring-1\"]\n");
+  ASSERT_NE(names, nullptr);
+  EXPECT_EQ(names->admin.allowed_hosts,
+            (std::vector<std::string>{"panel.example", "mooring-1"}));
+  for (const std::string bad : {"https://panel.example", "panel.example:8081", "a b", ""}) {
+    auto result = parse_config("[admin]\nallowed_hosts = [\"" + bad + "\"]\n");
+    const auto* errors = std::get_if<std::vector<ConfigError>>(&result);
+    ASSERT_NE(errors, nullptr) << bad;
+    EXPECT_EQ((*errors)[0].key, "admin.allowed_hosts") << bad;
+    EXPECT_TRUE(contains((*errors)[0].message, "is not a host name")) << (*errors)[0].message;
+  }
 }
 
 TEST(ChangedKeys, NamesEveryKeyThatDiffersAndNothingElse) {
