@@ -133,26 +133,52 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!frame.empty()) send(std::move(frame));
   }
 
-  // Each stored reply once per connection; the cursor moves past it once its
-  // frame is written. A reply cancelled a moment ago is told as a notice.
+  // Each stored reply once per connection, in the order of their seqs; the
+  // cursor moves past one once its frame is written. While the replies not
+  // delivered before go out a page at a time (the backlog every connection
+  // begins with), one made meanwhile waits in the store for the backlog to
+  // reach it: sent at once, it would go before older ones still to be read,
+  // and the cursor would move past them (a client gone then would never get
+  // them, nor one that resumes after the newest seq it saw). A resume asks
+  // again for replies delivered before: those may follow newer ones. A reply
+  // cancelled a moment ago is told as a notice.
   void reply(const store::Message& reply, bool just_cancelled) override {
-    if (!remember_sent(reply.seq) && !just_cancelled) return;
-    if (!open()) return;
-    Waiting frame{.reply_seq = reply.seq, .reply_to = reply.reply_to.value_or(0)};
-    if (just_cancelled) {
-      frame.text = notification_frame(reply.content);
-    } else if (reply.status == store::MessageStatus::answered) {
-      frame.text = reply.content;
-      frame.chat = true;
-    } else {
-      frame.text = error_frame("reply_failed", reply.content, frame.reply_to);
+    if (backlog_running_) {
+      held_live_ = std::max(held_live_, reply.seq);
+      return;
     }
-    ++replies_taken_;
-    enqueue(std::move(frame));
+    send_reply(reply, just_cancelled);
+  }
+
+  void backlog_reply(const store::Message& reply) override {
+    backlog_last_ = std::max(backlog_last_, reply.seq);
+    send_reply(reply, false);
   }
 
   Seq carried_after() const override { return carried_after_; }
-  void carried_from(Seq after) override { carried_after_ = std::min(carried_after_, after); }
+  void carried_from(Seq after) override {
+    backlog_from_ = after;
+    // Replies made while the last page was read are not carried yet.
+    if (held_live_ > std::max(backlog_last_, after)) return;
+    carried_after_ = std::min(carried_after_, after);
+  }
+
+  // A backlog that reached the newest reply ends the wait of the replies
+  // made meanwhile; those its last read did not see are read next, after the
+  // last one it sent. One that stopped (the connection going, the host
+  // stopping, the store failing) leaves them stored for the next connection.
+  void backlog_done(bool reached_newest) override {
+    page_share_.set(0);
+    if (!reached_newest) return;
+    const auto seen = std::max(backlog_last_, backlog_from_);
+    if (held_live_ > seen) {
+      held_live_ = 0;
+      if (auto conversation = conversation_.lock()) conversation->deliver_after(seen);
+      return;
+    }
+    backlog_running_ = false;
+    held_live_ = 0;
+  }
 
   std::size_t page_size() const override {
     return std::max<std::size_t>(1, connection_->options().send_queue_limit / 4);
@@ -178,8 +204,6 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     co_await wait_for_writes([this] { return reply_held(); });
   }
 
-  // However a backlog ends, the room its page took is given back.
-  void backlog_done(bool /*reached_newest*/) override { page_share_.set(0); }
 
   // A page's worth of the buffer budget is taken before the page is read,
   // and given back once its frames are in the socket's queue (drained()): a
@@ -233,10 +257,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     Seq reply_to = 0;
   };
 
-  // False when `seq` went out on this connection lately. While stored
-  // replies go out a page at a time (the backlog of a reconnect, a resume),
-  // live replies go on, and a later page may offer one of them again; this
-  // keeps it from being sent twice. The window is bounded, not every reply of
+  // False when `seq` went out on this connection lately. While a resume's
+  // pages go out, live replies go on, and a later page may offer one of them
+  // again; this keeps it from being sent twice. The window is bounded, not every reply of
   // the connection's life: it holds the largest seqs sent, and drops the
   // smallest. A live reply's seq is larger than every page's, and at most
   // max_pending_messages are answered while pages go out. What a resume asks
@@ -251,6 +274,22 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!sent_.insert(seq).second) return false;
     if (sent_.size() > window) sent_.erase(sent_.begin());
     return true;
+  }
+
+  void send_reply(const store::Message& reply, bool just_cancelled) {
+    if (!remember_sent(reply.seq) && !just_cancelled) return;
+    if (!open()) return;
+    Waiting frame{.reply_seq = reply.seq, .reply_to = reply.reply_to.value_or(0)};
+    if (just_cancelled) {
+      frame.text = notification_frame(reply.content);
+    } else if (reply.status == store::MessageStatus::answered) {
+      frame.text = reply.content;
+      frame.chat = true;
+    } else {
+      frame.text = error_frame("reply_failed", reply.content, frame.reply_to);
+    }
+    ++replies_taken_;
+    enqueue(std::move(frame));
   }
 
   void send(std::string frame) { enqueue(Waiting{.text = std::move(frame)}); }
@@ -413,6 +452,14 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // Every stored reply after it went out here: read from it by a backlog that
   // reached the newest, or live since (Outlet::carried_after).
   Seq carried_after_ = std::numeric_limits<Seq>::max();
+  // The connection's first backlog is being read (or read on): replies made
+  // meanwhile wait in the store, the largest held_live_, until it reaches
+  // them. backlog_from_ / backlog_last_: where the last backlog began, and
+  // the newest reply it sent.
+  bool backlog_running_ = true;
+  Seq held_live_ = 0;
+  Seq backlog_from_ = 0;
+  Seq backlog_last_ = 0;
   // Frames not in the socket's queue yet, oldest first; a devector holds no
   // buffer while empty.
   boost::container::devector<Waiting> waiting_;

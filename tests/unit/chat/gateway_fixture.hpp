@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <stdexcept>
 
 namespace mooring::chat::test {
@@ -41,6 +42,7 @@ class GateProvider : public llm::Provider {
         co_return llm::failure(
             {.kind = llm::ProviderError::Kind::cancelled, .message = "cancelled"});
     }
+    if (open_for != unlimited && --open_for == 0) open = false;
     std::string reply = reply_bytes > 0 ? std::string(reply_bytes, 'r')
                                         : "ok: " + request.message.content.str().substr(0, 16);
     if (on_piece) on_piece(reply.substr(0, 4));
@@ -64,6 +66,9 @@ class GateProvider : public llm::Provider {
   };
   std::vector<Seen> requests;
   bool open = true;
+  // Replies this many more, then closes: the next waits for set_open(true).
+  static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
+  std::size_t open_for = unlimited;
   std::size_t reply_bytes = 0;
 
  private:

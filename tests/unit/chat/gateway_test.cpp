@@ -9,11 +9,13 @@
 #include "unit/chat/gateway_fixture.hpp"
 
 #include <boost/json.hpp>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include <sys/ioctl.h>
 
@@ -386,6 +388,68 @@ TEST(Gateway, AReplyCancelledByTheShutdownStaysPending) {
     EXPECT_EQ(message.status, store::MessageStatus::pending)
         << message.seq << " (first: " << first << ")";
   }
+}
+
+// Defect: while a reconnect's backlog went out a page at a time to a client
+// reading slowly, a reply made meanwhile went out before the older replies
+// still to be read, and the cursor moved past them: a client gone then never
+// got those (nor one resuming after the newest seq it saw). The replies now
+// reach the connection in the order of their seqs.
+TEST(Gateway, RepliesMadeWhileABacklogGoesOutFollowIt) {
+  GatewayOptions options;
+  options.ws.send_queue_limit = 4;  // one stored reply per page
+  options.ws.send_queue_bytes = 64 * 1024 * 1024;
+  options.max_messages_per_minute = 0;
+  GatewayFixture fixture(options);
+  const auto replies_stored = [&] {
+    std::size_t n = 0;
+    for (const auto& message : fixture.messages("away"))
+      if (message.role == store::Role::assistant) ++n;
+    return n;
+  };
+  // Six questions; four answered while the user is away (8 MiB, the
+  // backlog), two still being answered when they come back.
+  fixture.run([&] {
+    fixture.gate->reply_bytes = 2 * 1024 * 1024;
+    fixture.gate->set_open(false);
+    return true;
+  });
+  {
+    ChatClient before;
+    ASSERT_EQ(before.connect(fixture.address, "away"), 101);
+    for (int i = 0; i < 6; ++i)
+      say_and_get_seq(before, "question " + std::to_string(i), "q" + std::to_string(i));
+    before.close();
+  }
+  ASSERT_TRUE(poll_until(
+      [&] { return fixture.run([&] { return fixture.gateway->connections(); }) == 0; }, 10s));
+  fixture.run([&] {
+    fixture.gate->open_for = 4;
+    fixture.gate->set_open(true);
+    return true;
+  });
+  ASSERT_TRUE(poll_until([&] { return replies_stored() == 4; }, 30s));
+
+  // Back, reading nothing yet while the last two replies are made.
+  ChatClient back;
+  back.set_receive_buffer(4096);
+  ASSERT_EQ(back.connect(fixture.address, "away"), 101);
+  fixture.run([&] {
+    fixture.gate->open_for = GateProvider::unlimited;
+    fixture.gate->set_open(true);
+    return true;
+  });
+  ASSERT_TRUE(poll_until([&] { return replies_stored() == 6; }, 30s));
+
+  std::vector<std::int64_t> seqs;
+  back.read_until(
+      [&](const Frame& f) {
+        if (is_type(f, "chat")) seqs.push_back(int_field(f, "seq"));
+        return seqs.size() == 6;
+      },
+      60s);
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end())) << fmt::format("{}", fmt::join(seqs, ", "));
+  EXPECT_EQ(std::set<std::int64_t>(seqs.begin(), seqs.end()).size(), 6u);
 }
 
 // An operator cancels a user's inbox task while it pages a long backlog out to
