@@ -878,9 +878,8 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
 }
 
 void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {
-  // A replaced connection's events are still read until it closes: the
-  // implementation sent them before it saw the close, and on no other
-  // connection (its calls were failed and are redone on the new one).
+  // A replaced connection is still read until it closes (retire()): what the
+  // implementation sent on it before it moved, it sends on no other.
   if (link->closed) return;
   auto frame = onebot::sort_frame(text);
   if (auto* answer = std::get_if<onebot::Answer>(&frame)) {
