@@ -22,7 +22,7 @@ namespace {
 
 awaitable<void> hung_request(std::shared_ptr<llm::Provider> provider, Clock::time_point* ended) {
   llm::ChatRequest request;
-  request.message = {"user", "hello", {}};
+  request.message = {llm::Role::user, "hello", {}};
   co_await provider->complete(request, nullptr);
   *ended = Clock::now();
 }
@@ -72,7 +72,7 @@ void streaming_bench(int tokens) {
   std::size_t seen = 0;
   auto through_provider = [&]() -> awaitable<void> {
     llm::ChatRequest request;
-    request.message = {"user", "x", {}};
+    request.message = {llm::Role::user, "x", {}};
     co_await provider.complete(request, [&](std::string_view) { ++seen; });
   };
   std::size_t bytes = 0;

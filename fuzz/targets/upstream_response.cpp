@@ -60,7 +60,7 @@ awaitable<void> upstream(tcp::acceptor& acceptor, std::string response) {
 
 awaitable<void> ask(llm::OpenAiProvider& provider, bool& done) {
   llm::ChatRequest request;
-  request.message = {"user", "hello", {}};
+  request.message = {llm::Role::user, "hello", {}};
   std::size_t streamed = 0;
   auto result = co_await provider.complete(request, [&](std::string_view piece) {
     require_utf8(piece, "a streamed piece is not valid UTF-8");

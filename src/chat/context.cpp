@@ -27,7 +27,8 @@ std::size_t HistoryBudget::next_page() const {
 bool HistoryBudget::add_older(store::Role role, llm::Text content) {
   if (!wants_more()) return false;
   // Images of earlier messages are not sent again: the text stands for them.
-  llm::ChatMessage past{role == store::Role::user ? "user" : "assistant", std::move(content), {}};
+  llm::ChatMessage past{role == store::Role::user ? llm::Role::user : llm::Role::assistant,
+                        std::move(content), {}};
   const auto cost = context_bytes(past);
   if (cost > max_bytes_ - used_) {
     full_ = true;

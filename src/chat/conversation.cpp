@@ -422,7 +422,7 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   const auto& options = owner_.options_;
   llm::ChatRequest request;
   request.system_prompt = options.system_prompt;
-  request.message = {"user", message.content, message.images};
+  request.message = {llm::Role::user, message.content, message.images};
   // What came before this message; messages sent after it, waiting their
   // turn, are not its context.
   const auto used = request.system_prompt.size() + context_bytes(request.message);

@@ -167,7 +167,7 @@ std::string OpenAiProvider::request_body(const ChatRequest& request) const {
   if (!request.system_prompt.empty())
     messages.push_back({{"role", "system"}, {"content", request.system_prompt}});
   for (const auto& message : request.history)
-    messages.push_back({{"role", message.role}, {"content", content_of(message)}});
+    messages.push_back({{"role", to_string(message.role)}, {"content", content_of(message)}});
   messages.push_back({{"role", "user"}, {"content", content_of(request.message)}});
   return json::serialize(json::object{
       {"model", options_.model}, {"stream", true}, {"messages", std::move(messages)}});

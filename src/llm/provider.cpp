@@ -2,6 +2,8 @@
 
 namespace mooring::llm {
 
+const char* to_string(Role role) { return role == Role::user ? "user" : "assistant"; }
+
 const char* to_string(ProviderError::Kind kind) {
   switch (kind) {
     case ProviderError::Kind::network: return "network";

@@ -307,12 +307,17 @@ Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::st
   return out;
 }
 
-Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {
-  // Not RETURNING: SQLite builds a temporary table for its rows at every run.
-  db.prepare("UPDATE sessions SET delivered_seq = max(delivered_seq, ?2) WHERE user_id = ?1")
+void raise_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {
+  // A cursor that would not move is not written again.
+  db.prepare("UPDATE sessions SET delivered_seq = ?2 WHERE user_id = ?1 AND delivered_seq < ?2")
       .bind(1, user_id)
       .bind(2, seq)
       .run();
+}
+
+Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq) {
+  // Not RETURNING: SQLite builds a temporary table for its rows at every run.
+  raise_delivered(db, user_id, seq);
   auto cursor = db.prepare("SELECT delivered_seq FROM sessions WHERE user_id = ?1");
   cursor.bind(1, user_id);
   if (!cursor.step())

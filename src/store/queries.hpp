@@ -96,6 +96,8 @@ Result<std::vector<Message>> replies_after(sqlite::Connection& db, const std::st
                                            std::size_t max_bytes);
 
 Result<Seq> advance_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq);
+// The same without reading the cursor back; a user without a session is skipped.
+void raise_delivered(sqlite::Connection& db, const std::string& user_id, Seq seq);
 
 Result<std::optional<Session>> session(sqlite::Connection& db, const std::string& user_id);
 

@@ -1382,10 +1382,7 @@ awaitable<Result<Seq>> Store::advance_delivered(std::string user_id, Seq seq) {
 
 awaitable<Result<void>> Store::advance_delivered(std::vector<std::pair<std::string, Seq>> cursors) {
   return submit<void>(JobKind::write, [this, cursors = std::move(cursors)]() -> Result<void> {
-    for (const auto& [user_id, seq] : cursors) {
-      auto moved = queries::advance_delivered(db(), user_id, seq);
-      if (!moved && moved.error().kind != StoreError::Kind::not_found) return moved.error();
-    }
+    for (const auto& [user_id, seq] : cursors) queries::raise_delivered(db(), user_id, seq);
     return {};
   });
 }

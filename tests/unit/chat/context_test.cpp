@@ -16,9 +16,9 @@ TEST(HistoryBudget, NewestFirstUntilTheBytesAreSpentThenOldestFirst) {
   EXPECT_EQ(history.bytes(), 900u);
   const auto messages = history.take();
   ASSERT_EQ(messages.size(), 2u);
-  EXPECT_EQ(messages[0].role, "user");
+  EXPECT_EQ(messages[0].role, llm::Role::user);
   EXPECT_EQ(messages[0].content, std::string(400, 'b'));
-  EXPECT_EQ(messages[1].role, "assistant");
+  EXPECT_EQ(messages[1].role, llm::Role::assistant);
 }
 
 TEST(HistoryBudget, AtMostTheMessageCountAndPagesOfAFew) {
@@ -38,7 +38,8 @@ TEST(HistoryBudget, AMessageOverTheBudgetLeavesNoRoomForHistory) {
   EXPECT_EQ(history.next_page(), 0u);
   EXPECT_FALSE(history.add_older(store::Role::user, "x"));
   EXPECT_TRUE(history.take().empty());
-  EXPECT_EQ(context_bytes(llm::ChatMessage{"user", "abc", {"data:x", "https://y"}}), 3u + 6u + 9u);
+  EXPECT_EQ(context_bytes(llm::ChatMessage{llm::Role::user, "abc", {"data:x", "https://y"}}),
+            3u + 6u + 9u);
 }
 
 TEST(HistoryBudget, TakesAMessagesTextWithoutCopyingIt) {

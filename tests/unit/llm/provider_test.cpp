@@ -22,7 +22,7 @@ using Kind = ProviderError::Kind;
 
 ChatRequest hello(std::string text = "hello") {
   ChatRequest request;
-  request.message = {"user", std::move(text), {}};
+  request.message = {llm::Role::user, std::move(text), {}};
   return request;
 }
 
@@ -78,7 +78,7 @@ TEST(OpenAi, StreamsPiecesAndSendsTheRequestAnOpenAiServerExpects) {
   upstream.script({test::sse_reply({"Hel", "lo", " world"})});
   ChatRequest request = hello("hi there");
   request.system_prompt = "be brief";
-  request.history = {{"user", "earlier", {}}, {"assistant", "reply", {}}};
+  request.history = {{llm::Role::user, "earlier", {}}, {llm::Role::assistant, "reply", {}}};
   request.message.images = {"https://example.com/cat.png"};
   auto reply = ask(upstream.base_url(), fast_options(), request, "sk-test");
   ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;

@@ -28,7 +28,7 @@ const std::string secret_key = "sk-test-d41d8cd98f00b204e9800998ecf8427e";
 
 ChatRequest said(std::string text) {
   ChatRequest request;
-  request.message = {"user", std::move(text), {}};
+  request.message = {llm::Role::user, std::move(text), {}};
   return request;
 }
 
