@@ -147,6 +147,9 @@ struct OneBotAdapter::Bot {
   std::uint64_t messages_in = 0;
   std::uint64_t messages_out = 0;
   runtime::Notifier api_changed;    // a new API connection, or it went
+  // Replies waited for an API connection while only an Event one was there:
+  // said once, until an API connection comes.
+  bool told_events_only = false;
   std::size_t sends = 0;            // under way (at most max_sends_per_account)
   runtime::Notifier send_ended;     // one of them ended: a chat waiting may send
   std::deque<std::string> sent_ids;  // message ids of the bot's own recent sends
@@ -420,6 +423,14 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         continue;
       }
       auto link = bot.api;
+      if (!link && bot.events && !bot.events->closed && !bot.told_events_only) {
+        bot.told_events_only = true;
+        log::warn(
+            "onebot: bot {} is connected by an Event connection only: its replies wait for a "
+            "connection that carries API calls; give the OneBot implementation a reverse "
+            "WebSocket API URL as well, or use one Universal URL",
+            bot.self_id);
+      }
       if (!link || link->closed || link->stuck) {  // a stuck one is closing
         const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
         co_await bot.api_changed.wait_until(deadline);
@@ -826,7 +837,10 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
     if (bot.api == old) bot.api = nullptr;
     if (bot.events == old) bot.events = nullptr;
   }
-  if (carries_api(admitted.role)) bot.api = link;
+  if (carries_api(admitted.role)) {
+    bot.api = link;
+    bot.told_events_only = false;
+  }
   if (carries_events(admitted.role)) bot.events = link;
   if (!was_connected) bot.connected_since = SystemClock::now();
   log::info("onebot: bot {} connected ({}, from {})", admitted.self_id,

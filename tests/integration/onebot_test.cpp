@@ -1302,5 +1302,38 @@ TEST(OneBot, AnApiAndEventPairServesOneAccount) {
   expect_clean_stop(host);
 }
 
+// Defect: with only an Event connection (a bridge given one reverse URL in
+// Event mode), replies waited for an API connection without a word.
+TEST(OneBot, RepliesWaitingForAnApiConnectionAreSaidOnceThenSentWhenOneComes) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer events;
+  connect_and_greet(events, host, bot, "Event");
+  events.private_message(42, json::value("first"));
+  events.private_message(42, json::value("second"));
+  const auto warnings = [&] {
+    std::size_t n = 0;
+    for (auto at = host.log().find("Event connection only"); at != std::string::npos;
+         at = host.log().find("Event connection only", at + 1))
+      ++n;
+    return n;
+  };
+  ASSERT_TRUE(poll_until([&] { return warnings() == 1; }, 10s)) << host.log();
+  EXPECT_NE(host.log().find("reverse WebSocket API URL"), std::string::npos) << host.log();
+
+  OneBotPeer api;
+  connect_and_greet(api, host, bot, "API");
+  for (const auto* text : {"echo: first", "echo: second"}) {
+    auto send = next_send(api);
+    EXPECT_EQ(plain_text(send), text);
+    api.answer_standard(send);
+  }
+  EXPECT_EQ(warnings(), 1u) << host.log();
+  api.close();
+  events.close();
+  expect_clean_stop(host);
+}
+
 }  // namespace
 }  // namespace mooring::test
