@@ -61,6 +61,8 @@ constexpr std::size_t max_accounts = 100;
 constexpr std::size_t max_sends_per_account = 32;
 // How long a replaced connection is still read before it is closed.
 constexpr runtime::Duration replaced_grace = std::chrono::seconds(1);
+// How long replies wait with only an Event connection before the log says so.
+constexpr runtime::Duration events_only_grace = std::chrono::seconds(5);
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -147,8 +149,10 @@ struct OneBotAdapter::Bot {
   std::uint64_t messages_in = 0;
   std::uint64_t messages_out = 0;
   runtime::Notifier api_changed;    // a new API connection, or it went
-  // Replies waited for an API connection while only an Event one was there:
-  // said once, until an API connection comes.
+  // Since when only an Event connection is there (none carries calls), and
+  // whether replies waiting for one were said in the log (once, past
+  // events_only_grace: an API connection reconnecting is not worth a line).
+  std::optional<Clock::time_point> events_only_since;
   bool told_events_only = false;
   std::size_t sends = 0;            // under way (at most max_sends_per_account)
   runtime::Notifier send_ended;     // one of them ended: a chat waiting may send
@@ -177,6 +181,15 @@ struct OneBotAdapter::Bot {
       : api_changed(executor), send_ended(executor) {}
 
   bool connected() const { return api || events; }
+
+  void roles_changed() {
+    if (events && !api) {
+      if (!events_only_since) events_only_since = Clock::now();
+    } else {
+      events_only_since.reset();
+      told_events_only = false;
+    }
+  }
 
   void remember_sent(std::string id) {
     // A message id is a number or a short string: a longer one (the peer's,
@@ -423,16 +436,21 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         continue;
       }
       auto link = bot.api;
-      if (!link && bot.events && !bot.events->closed && !bot.told_events_only) {
-        bot.told_events_only = true;
-        log::warn(
-            "onebot: bot {} is connected by an Event connection only: its replies wait for a "
-            "connection that carries API calls; give the OneBot implementation a reverse "
-            "WebSocket API URL as well, or use one Universal URL",
-            bot.self_id);
-      }
       if (!link || link->closed || link->stuck) {  // a stuck one is closing
-        const auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        auto deadline = runtime::Deadline::after(adapter.options_.api_timeout);
+        if (!link && bot.events_only_since && !bot.told_events_only) {
+          const auto told_at = *bot.events_only_since + events_only_grace;
+          if (Clock::now() >= told_at) {
+            bot.told_events_only = true;
+            log::warn(
+                "onebot: bot {} is connected by an Event connection only: its replies wait "
+                "for a connection that carries API calls; give the OneBot implementation a "
+                "reverse WebSocket API URL as well, or use one Universal URL",
+                bot.self_id);
+          } else {
+            deadline = deadline.min(runtime::Deadline(told_at));
+          }
+        }
         co_await bot.api_changed.wait_until(deadline);
         const bool cancelled = co_await runtime::cancelled();
         if (cancelled) co_return;
@@ -837,11 +855,9 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
     if (bot.api == old) bot.api = nullptr;
     if (bot.events == old) bot.events = nullptr;
   }
-  if (carries_api(admitted.role)) {
-    bot.api = link;
-    bot.told_events_only = false;
-  }
+  if (carries_api(admitted.role)) bot.api = link;
   if (carries_events(admitted.role)) bot.events = link;
+  bot.roles_changed();
   if (!was_connected) bot.connected_since = SystemClock::now();
   log::info("onebot: bot {} connected ({}, from {})", admitted.self_id,
             onebot::to_string(admitted.role), remote);
@@ -887,6 +903,7 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
     bot.api_changed.notify_all();
   }
   if (bot.events == link) bot.events = nullptr;
+  bot.roles_changed();
   if (current)
     log::info("onebot: bot {} disconnected ({})", link->self_id, onebot::to_string(link->role));
 }
