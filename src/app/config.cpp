@@ -11,6 +11,10 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <limits>
 #include <set>
 #include <span>
@@ -766,29 +770,60 @@ ConfigResult parse_config(std::string_view toml_text) {
   return ConfigPtr(std::move(config));
 }
 
-std::variant<std::string, ConfigError> read_config_text(const std::string& path) {
+std::variant<std::string, ConfigError> read_config_text(const std::string& path,
+                                                        std::chrono::milliseconds wait) {
   const auto unreadable = [&path](int error) {
     return ConfigError{"", 0,
                        fmt::format("cannot read configuration file \"{}\": {}", path,
                                    std::generic_category().message(error))};
   };
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                                       &std::fclose);
-  if (!file) return unreadable(errno);
+  const auto too_large = [&path] {
+    return ConfigError{
+        "", 0,
+        fmt::format("configuration file \"{}\" is larger than {} bytes", path, max_file_bytes)};
+  };
+  // Not blocked by a FIFO nobody writes: its open returns at once, and its
+  // bytes are waited for below, for `wait` at most.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return unreadable(errno);
+  const std::unique_ptr<const int, void (*)(const int*)> closer(&fd,
+                                                                [](const int* f) { ::close(*f); });
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) return unreadable(errno);
+  if (S_ISDIR(info.st_mode)) return unreadable(EISDIR);
+  const bool regular = S_ISREG(info.st_mode);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
 
   std::string text;
   char buffer[8192];
-  while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
-    text.append(buffer, n);
-    if (text.size() > max_file_bytes) {
-      return ConfigError{
-          "", 0,
-          fmt::format("configuration file \"{}\" is larger than {} bytes", path, max_file_bytes)};
+  for (;;) {
+    if (!regular) {
+      // A pipe's end comes as POLLHUP once a writer has come and gone (Linux
+      // does not report it before one came); its bytes as POLLIN.
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd ready{.fd = fd, .events = POLLIN, .revents = 0};
+      const int polled = left.count() > 0 ? ::poll(&ready, 1, static_cast<int>(left.count())) : 0;
+      if (polled < 0 && errno == EINTR) continue;
+      if (polled < 0) return unreadable(errno);
+      if (polled == 0)
+        return ConfigError{
+            "", 0,
+            fmt::format("\"{}\" is not a regular file (a pipe, a FIFO or a device) and nothing "
+                        "came from it within {}; mooring reads its configuration from a file: "
+                        "save it to one and reload again",
+                        path, runtime::format_duration(wait))};
     }
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0) {
+      text.append(buffer, static_cast<std::size_t>(n));
+      if (text.size() > max_file_bytes) return too_large();
+      continue;
+    }
+    if (n == 0) return text;
+    if (errno == EINTR || errno == EAGAIN) continue;
+    return unreadable(errno);
   }
-  // fread reports a failure (a directory: EISDIR) only through ferror and errno.
-  if (std::ferror(file.get())) return unreadable(errno);
-  return text;
 }
 
 ConfigResult load_config_file(const std::string& path) {

@@ -144,8 +144,11 @@ using ConfigResult = std::variant<ConfigPtr, std::vector<ConfigError>>;
 // value is reported, not only the first.
 ConfigResult parse_config(std::string_view toml_text);
 
-// Reads a configuration file (at most 1 MiB), or says why it cannot.
-std::variant<std::string, ConfigError> read_config_text(const std::string& path);
+// Reads a configuration file (at most 1 MiB), or says why it cannot. A path
+// that is not a regular file (a FIFO put in the file's place) is read for
+// `wait` at most: its reading thread is never held for longer.
+std::variant<std::string, ConfigError> read_config_text(
+    const std::string& path, std::chrono::milliseconds wait = std::chrono::seconds(5));
 
 // Reads a file and parses it. A file that cannot be read is one ConfigError
 // with an empty key.

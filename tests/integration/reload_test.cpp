@@ -535,6 +535,34 @@ TEST(Reload, AReadThatEndsAfterANewerReloadIsDroppedAsSuperseded) {
   expect_clean_stop(host);
 }
 
+// Defect: the file replaced by a FIFO nobody writes held its reload's
+// reading thread, and the reload, until the host stopped.
+TEST(Reload, AFifoPutInTheFilesPlaceIsWaitedForSecondsNotForEver) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto token = host.admin_token();
+  auto reload = [&] {
+    return http_request(host.admin(), http::verb::post, "/api/reload", "",
+                        {{"Authorization", "Bearer " + token}});
+  };
+  const auto on_disk = read_file(dir / "mooring.toml");
+  std::filesystem::remove(dir / "mooring.toml");
+  ASSERT_EQ(::mkfifo((dir / "mooring.toml").c_str(), 0600), 0);
+
+  const auto refused = reload();
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_NE(refused.body.find("not a regular file"), std::string::npos) << refused.body;
+  EXPECT_EQ(generation(host), 1);
+
+  std::filesystem::remove(dir / "mooring.toml");
+  write_file(dir / "mooring.toml", on_disk + "[chat]\nhistory_messages = 7\n");
+  const auto applied = reload();
+  EXPECT_EQ(applied.status, 200) << applied.body;
+  EXPECT_EQ(generation(host), 2);
+  expect_clean_stop(host);
+}
+
 TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), "");
