@@ -809,10 +809,11 @@ std::variant<std::string, ConfigError> read_config_text(const std::string& path,
       if (polled == 0)
         return ConfigError{
             "", 0,
-            fmt::format("\"{}\" is not a regular file (a pipe, a FIFO or a device) and nothing "
-                        "came from it within {}; mooring reads its configuration from a file: "
-                        "save it to one and reload again",
-                        path, runtime::format_duration(wait))};
+            fmt::format("\"{}\" is not a regular file (a pipe, a FIFO or a device) and {} "
+                        "within {}; mooring reads its configuration from a file: save it to one "
+                        "and reload again",
+                        path, text.empty() ? "nothing came from it" : "what came did not end",
+                        runtime::format_duration(wait))};
     }
     const ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n > 0) {
