@@ -6,15 +6,16 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/url/parse.hpp>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <limits>
 #include <set>
 #include <span>

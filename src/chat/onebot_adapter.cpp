@@ -150,8 +150,9 @@ struct OneBotAdapter::Bot {
   std::uint64_t messages_out = 0;
   runtime::Notifier api_changed;    // a new API connection, or it went
   // Since when only an Event connection is there (none carries calls), and
-  // whether replies waiting for one were said in the log (once, past
-  // events_only_grace: an API connection reconnecting is not worth a line).
+  // whether replies waiting for one were said in the log (once until an API
+  // connection comes, past events_only_grace: an API connection reconnecting
+  // is not worth a line).
   std::optional<Clock::time_point> events_only_since;
   bool told_events_only = false;
   std::size_t sends = 0;            // under way (at most max_sends_per_account)
@@ -183,11 +184,13 @@ struct OneBotAdapter::Bot {
   bool connected() const { return api || events; }
 
   void roles_changed() {
+    if (api) told_events_only = false;  // said again only after an API connection came
     if (events && !api) {
-      if (!events_only_since) events_only_since = Clock::now();
+      if (events_only_since) return;
+      events_only_since = Clock::now();
+      api_changed.notify_all();  // replies waiting already count their grace from now
     } else {
       events_only_since.reset();
-      told_events_only = false;
     }
   }
 
