@@ -1,8 +1,11 @@
 #include "chat/protocol.hpp"
 
 #include <boost/json/monotonic_resource.hpp>
+#include <boost/json/serializer.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -153,45 +156,112 @@ bool valid_user_id(std::string_view user_id) {
   return true;
 }
 
+namespace {
+
+// A server frame written as it goes out, key by key in order: no object is
+// built and nothing hashed. A string with a byte JSON escapes (a quote, a
+// backslash, a control character) goes through Boost.JSON's serializer, as
+// the whole object did; others are copied between quotes. Keys are the
+// literals below, which need no escape.
+class FrameWriter {
+ public:
+  explicit FrameWriter(std::size_t text_bytes) {
+    out_.reserve(64 + text_bytes);
+    out_ += '{';
+  }
+  FrameWriter& text(std::string_view key, std::string_view value) {
+    name(key);
+    quoted(value);
+    return *this;
+  }
+  FrameWriter& number(std::string_view key, std::int64_t value) {
+    name(key);
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    out_.append(digits, end);
+    return *this;
+  }
+  FrameWriter& flag(std::string_view key, bool value) {
+    name(key);
+    out_ += value ? "true" : "false";
+    return *this;
+  }
+  std::string done() && {
+    out_ += '}';
+    return std::move(out_);
+  }
+
+ private:
+  void name(std::string_view key) {
+    if (out_.size() > 1) out_ += ',';
+    out_ += '"';
+    out_ += key;
+    out_ += "\":";
+  }
+  void quoted(std::string_view value) {
+    const auto escaped = [](char c) {
+      return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+    };
+    if (std::none_of(value.begin(), value.end(), escaped)) {
+      out_ += '"';
+      out_ += value;
+      out_ += '"';
+      return;
+    }
+    json::serializer writer;
+    writer.reset(value);
+    char piece[512];
+    while (!writer.done()) {
+      const auto written = writer.read(piece, sizeof piece);
+      out_.append(written.data(), written.size());
+    }
+  }
+
+  std::string out_;
+};
+
+}  // namespace
+
 std::string ack_frame(std::string_view id, std::int64_t seq, bool duplicate) {
-  FrameMemory memory;
-  json::object frame({{"type", "ack"}, {"id", id}, {"seq", seq}}, memory.storage());
-  if (duplicate) frame.emplace("duplicate", true);
-  return json::serialize(frame);
+  FrameWriter frame(id.size());
+  frame.text("type", "ack").text("id", id).number("seq", seq);
+  if (duplicate) frame.flag("duplicate", true);
+  return std::move(frame).done();
 }
 
 std::string token_frame(std::string_view piece, std::int64_t reply_to) {
-  FrameMemory memory;
-  return json::serialize(json::object(
-      {{"type", "chat_token"}, {"content", piece}, {"reply_to", reply_to}}, memory.storage()));
+  return std::move(FrameWriter(piece.size())
+                       .text("type", "chat_token")
+                       .text("content", piece)
+                       .number("reply_to", reply_to))
+      .done();
 }
 
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to) {
-  FrameMemory memory;
-  return json::serialize(json::object({{"type", "chat"},
-                                       {"content", text},
-                                       {"text", text},
-                                       {"who", "AI"},
-                                       {"user_id", user_id},
-                                       {"seq", seq},
-                                       {"reply_to", reply_to}},
-                                      memory.storage()));
+  return std::move(FrameWriter(2 * text.size() + user_id.size())
+                       .text("type", "chat")
+                       .text("content", text)
+                       .text("text", text)
+                       .text("who", "AI")
+                       .text("user_id", user_id)
+                       .number("seq", seq)
+                       .number("reply_to", reply_to))
+      .done();
 }
 
 std::string notification_frame(std::string_view content) {
-  FrameMemory memory;
-  return json::serialize(
-      json::object({{"type", "notification"}, {"content", content}}, memory.storage()));
+  return std::move(
+             FrameWriter(content.size()).text("type", "notification").text("content", content))
+      .done();
 }
 
 std::string error_frame(std::string_view name, std::string_view description,
                         std::optional<std::int64_t> reply_to) {
-  FrameMemory memory;
-  json::object frame({{"type", "error"}, {"name", name}, {"description", description}},
-                     memory.storage());
-  if (reply_to) frame["reply_to"] = *reply_to;
-  return json::serialize(frame);
+  FrameWriter frame(name.size() + description.size());
+  frame.text("type", "error").text("name", name).text("description", description);
+  if (reply_to) frame.number("reply_to", *reply_to);
+  return std::move(frame).done();
 }
 
 }  // namespace mooring::chat

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 
 namespace mooring::chat {
@@ -193,6 +194,45 @@ TEST(Protocol, TheServersFramesAreTheseBytes) {
   EXPECT_EQ(chat_frame(long_text, "u1", 2, 1),
             R"({"type":"chat","content":")" + long_text + R"(","text":")" + long_text +
                 R"(","who":"AI","user_id":"u1","seq":2,"reply_to":1})");
+}
+
+// Written key by key, the frames are what Boost.JSON writes for the same
+// object, whatever the strings hold (every byte, invalid UTF-8) and at the
+// ends of the numbers' range.
+TEST(Protocol, FramesAreWhatBoostJsonWritesForTheSameObject) {
+  std::mt19937 random(7);
+  std::vector<std::string> texts{"", "\"\\/\b\f\n\r\t", std::string("\0\x01\x1f\x7f", 4),
+                                 "\xff\xfe\xc3", "\xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80"};
+  for (int i = 0; i < 200; ++i) {
+    std::string text(random() % 1200, '\0');
+    for (auto& c : text) c = static_cast<char>(random() % 256);
+    texts.push_back(std::move(text));
+  }
+  const std::int64_t ends[] = {0, -1, std::numeric_limits<std::int64_t>::min(),
+                               std::numeric_limits<std::int64_t>::max()};
+  for (const auto& text : texts) {
+    for (const auto n : ends) {
+      EXPECT_EQ(ack_frame(text, n, true),
+                json::serialize(json::object{
+                    {"type", "ack"}, {"id", text}, {"seq", n}, {"duplicate", true}}));
+      EXPECT_EQ(token_frame(text, n),
+                json::serialize(json::object{
+                    {"type", "chat_token"}, {"content", text}, {"reply_to", n}}));
+      EXPECT_EQ(chat_frame(text, text, n, n),
+                json::serialize(json::object{{"type", "chat"},
+                                             {"content", text},
+                                             {"text", text},
+                                             {"who", "AI"},
+                                             {"user_id", text},
+                                             {"seq", n},
+                                             {"reply_to", n}}));
+      EXPECT_EQ(error_frame(text, text, n),
+                json::serialize(json::object{
+                    {"type", "error"}, {"name", text}, {"description", text}, {"reply_to", n}}));
+    }
+    EXPECT_EQ(notification_frame(text),
+              json::serialize(json::object{{"type", "notification"}, {"content", text}}));
+  }
 }
 
 // Seeded mutations of well-formed frames, and random bytes: the parser
