@@ -38,6 +38,12 @@ HttpReply put_config(const HostProcess& host, const std::string& admin, const st
                       {{"Authorization", "Bearer " + host.admin_token()}});
 }
 
+// POST /api/reload with the host's admin token: the file is read again.
+HttpReply reload_file(const HostProcess& host, const std::string& token) {
+  return http_request(host.admin(), http::verb::post, "/api/reload", "",
+                      {{"Authorization", "Bearer " + token}});
+}
+
 std::int64_t generation(const HostProcess& host) {
   return host.status().at("generation").as_int64();
 }
@@ -470,10 +476,7 @@ TEST(Reload, OverlappingReloadsOfTheFileLeaveItsNewestVersionServed) {
   ASSERT_TRUE(host.started()) << host.log();
   const auto token = host.admin_token();
   auto text = [](int n) { return listeners + fmt::format("[chat]\nhistory_messages = {}\n", n); };
-  auto reload = [&] {
-    return http_request(host.admin(), http::verb::post, "/api/reload", "",
-                        {{"Authorization", "Bearer " + token}});
-  };
+  auto reload = [&] { return reload_file(host, token); };
   // Replaced whole (renamed over), so no read sees a half-written file.
   auto replace = [&](const std::string& content) {
     write_file(dir / "mooring.toml.next", content);
@@ -507,10 +510,7 @@ TEST(Reload, AReadThatEndsAfterANewerReloadIsDroppedAsSuperseded) {
   HostProcess host(MOORING_BINARY, dir.path(), "");
   ASSERT_TRUE(host.started()) << host.log();
   const auto token = host.admin_token();
-  auto reload = [&] {
-    return http_request(host.admin(), http::verb::post, "/api/reload", "",
-                        {{"Authorization", "Bearer " + token}});
-  };
+  auto reload = [&] { return reload_file(host, token); };
   const auto older = listeners + "[chat]\nhistory_messages = 3\n";
   const auto newer = listeners + "[chat]\nhistory_messages = 4\n";
   const auto fifo = dir / "held.fifo";
@@ -542,10 +542,7 @@ TEST(Reload, AFifoPutInTheFilesPlaceIsWaitedForSecondsNotForEver) {
   HostProcess host(MOORING_BINARY, dir.path(), "");
   ASSERT_TRUE(host.started()) << host.log();
   const auto token = host.admin_token();
-  auto reload = [&] {
-    return http_request(host.admin(), http::verb::post, "/api/reload", "",
-                        {{"Authorization", "Bearer " + token}});
-  };
+  auto reload = [&] { return reload_file(host, token); };
   const auto on_disk = read_file(dir / "mooring.toml");
   std::filesystem::remove(dir / "mooring.toml");
   ASSERT_EQ(::mkfifo((dir / "mooring.toml").c_str(), 0600), 0);
