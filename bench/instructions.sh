@@ -9,11 +9,17 @@
 # from chat_vs_peer.sh is still the result; this says where it comes from.
 #
 #   bench/instructions.sh [--binary PATH] [--synchronous normal|full]
-#                         [--users N] [--messages M] [--keep FILE]
+#                         [--users N] [--messages M] [--keep FILE] [--cache]
 #
 #   --users, --messages  N users each send M messages (closed loop, as in
 #                        chat_vs_peer.sh); default 50 users, 40 messages
 #   --keep FILE          keep callgrind's output (callgrind_annotate FILE)
+#   --cache              also simulate the caches (a 32 KiB first level and a
+#                        1 MiB last one, a core's L2 on the 2-core machines of
+#                        docs/benchmarks.md) and print the last-level misses
+#                        per round trip: what grows with the users when the
+#                        instructions do not (docs/benchmarks.md, "Why the
+#                        rate falls past 100 users"); about twice as slow
 #   PRELOAD=lib.so       run mooring with that library preloaded (an allocator)
 #
 # Needs valgrind (Debian's valgrind) and the release build with the
@@ -26,6 +32,7 @@ synchronous=normal
 users=50
 messages=40
 keep=""
+cache_sim=()
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) binary=$(realpath "$2"); shift 2 ;;
@@ -33,6 +40,8 @@ while [ $# -gt 0 ]; do
     --users) users=$2; shift 2 ;;
     --messages) messages=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
+    --cache) cache_sim=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64)
+             shift ;;
     *) echo "unknown option $1 (see the head of $0)" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +70,7 @@ listen = "127.0.0.1:0"
 [log]
 level = "warn"
 EOF
-(cd "$work" && exec env ${PRELOAD:+LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind \
+(cd "$work" && exec env ${PRELOAD:+LD_PRELOAD=$PRELOAD} valgrind --tool=callgrind "${cache_sim[@]}" \
    --callgrind-out-file="$work/callgrind.out" "$binary" serve -c mooring.toml \
    --ready-file ready.json >log 2>&1) &
 server_pid=$!
@@ -91,3 +100,13 @@ echo "mooring $(basename "$binary") data.synchronous=$synchronous, $users users 
 echo "  under callgrind: $line"
 awk -v t="$total" -v n="$round_trips" \
   'BEGIN { printf "  %d instructions per round trip (%d round trips, %d instructions)\n", t / n, n, t }'
+if [ ${#cache_sim[@]} -gt 0 ]; then
+  # The totals line lists the events in the order of the events: line.
+  grep -m1 '^events:' "$dump" | cut -d' ' -f2- > "$work/events"
+  grep -m1 '^totals:\|^summary:' "$dump" | cut -d' ' -f2- > "$work/totals"
+  awk -v n="$round_trips" 'NR == FNR { for (i = 1; i <= NF; i++) name[i] = $i; next }
+    { for (i = 1; i <= NF; i++) v[name[i]] = $i }
+    END { printf "  per round trip: %d first-level data misses, %d last-level (%d reads, %d writes), %d first-level instruction misses\n",
+            (v["D1mr"] + v["D1mw"]) / n, (v["DLmr"] + v["DLmw"]) / n, v["DLmr"] / n, v["DLmw"] / n, v["I1mr"] / n }' \
+    "$work/events" "$work/totals"
+fi
