@@ -1,6 +1,8 @@
 // Chat client frames: whatever a client sends, parse_client_frame returns a
 // frame or a ProtocolError (it never throws), what it accepts holds the
 // protocol's limits, and the error frame answering a bad one is valid JSON.
+// The server's frames, written key by key, carry any bytes (the input as a
+// reply's text) exactly as Boost.JSON serializes the same object.
 #include "chat/protocol.hpp"
 
 #include <boost/json.hpp>
@@ -29,6 +31,19 @@ bool parses(const std::string& frame) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace mooring::chat;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const auto n = static_cast<std::int64_t>(size) - 1;
+  require(chat_frame(text, text, n, -n) ==
+              boost::json::serialize(boost::json::object{{"type", "chat"},
+                                                         {"content", text},
+                                                         {"text", text},
+                                                         {"who", "AI"},
+                                                         {"user_id", text},
+                                                         {"seq", n},
+                                                         {"reply_to", -n}}),
+          "a chat frame differs from Boost.JSON's serialization");
+  require(token_frame(text, n) == boost::json::serialize(boost::json::object{
+                                      {"type", "chat_token"}, {"content", text}, {"reply_to", n}}),
+          "a chat_token frame differs from Boost.JSON's serialization");
   const ClientFrame frame = parse_client_frame(text);
 
   if (const auto* message = std::get_if<UserMessage>(&frame)) {

@@ -787,8 +787,10 @@ std::variant<std::string, ConfigError> read_config_text(const std::string& path,
   // bytes are waited for below, for `wait` at most.
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return unreadable(errno);
-  const std::unique_ptr<const int, void (*)(const int*)> closer(&fd,
-                                                                [](const int* f) { ::close(*f); });
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat info {};
   if (::fstat(fd, &info) != 0) return unreadable(errno);
   if (S_ISDIR(info.st_mode)) return unreadable(EISDIR);
@@ -1107,7 +1109,8 @@ max_field_bytes = {}
       c.gateway.max_buffered_bytes,
       c.gateway.send_queue_limit, c.gateway.max_connections, c.gateway.max_pending_messages,
       c.gateway.max_messages_per_minute, quoted(c.admin.listen),
-      quoted(c.admin.token), toml_array(c.admin.allowed_hosts), quoted(c.provider.kind), quoted(c.provider.base_url),
+      quoted(c.admin.token), toml_array(c.admin.allowed_hosts), quoted(c.provider.kind),
+      quoted(c.provider.base_url),
       quoted(c.provider.api_key_env), quoted(c.provider.model), quoted(c.provider.system_prompt),
       quoted(c.provider.attempt_timeout), quoted(c.provider.total_timeout), c.provider.max_attempts,
       quoted(c.provider.backoff_initial), quoted(c.provider.backoff_max),

@@ -204,7 +204,6 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     co_await wait_for_writes([this] { return reply_held(); });
   }
 
-
   // A page's worth of the buffer budget is taken before the page is read,
   // and given back once its frames are in the socket's queue (drained()): a
   // thousand resumes at once read pages only as far as the budget allows.

@@ -2,11 +2,15 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
+#include <thread>
 
 namespace mooring::app {
 namespace {
@@ -653,6 +657,55 @@ TEST_F(LoadConfigFile, AMissingFileIsOneErrorNamingThePathAndTheReason) {
   EXPECT_EQ(errors[0].line, 0);
   EXPECT_TRUE(contains(errors[0].message, path)) << errors[0].message;
   EXPECT_TRUE(contains(errors[0].message, "No such file or directory")) << errors[0].message;
+}
+
+// A FIFO in the file's place is read for `wait` at most: whole when its
+// writer ends in time, refused when nothing came, or what came did not end.
+TEST_F(LoadConfigFile, AFifoIsReadWholeWhenItsWriterEndsAndRefusedWhenItDoesNotInTime) {
+  const auto fifo = dir_ / "held.fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto message = [](const std::variant<std::string, ConfigError>& read) {
+    return std::holds_alternative<ConfigError>(read) ? std::get<ConfigError>(read).message : "";
+  };
+
+  auto nothing = read_config_text(fifo.string(), std::chrono::milliseconds(50));
+  EXPECT_TRUE(contains(message(nothing), "nothing came from it within 50ms")) << message(nothing);
+
+  // A writer's open returns once a reader has the FIFO open: one opened after
+  // each read lets a writer that came late go, so no join waits for ever.
+  const auto join = [&fifo](std::thread& writer) {
+    const int late = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    writer.join();
+    if (late >= 0) ::close(late);
+  };
+  std::promise<void> read_ended;
+  std::thread stays([&] {
+    const int fd = ::open(fifo.c_str(), O_WRONLY);
+    if (fd < 0) return;
+    (void)!::write(fd, "[chat]\n", 7);
+    read_ended.get_future().wait();
+    ::close(fd);
+  });
+  auto unended = read_config_text(fifo.string(), std::chrono::seconds(1));
+  read_ended.set_value();
+  join(stays);
+  EXPECT_TRUE(contains(message(unended), "what came did not end")) << message(unended);
+
+  const std::string text = "[chat]\nhistory_messages = 3\n";
+  std::thread ends([&] {
+    const int fd = ::open(fifo.c_str(), O_WRONLY);
+    if (fd < 0) return;
+    (void)!::write(fd, text.data(), text.size());
+    ::close(fd);
+  });
+  auto whole = read_config_text(fifo.string(), std::chrono::seconds(30));
+  join(ends);
+  ASSERT_TRUE(std::holds_alternative<std::string>(whole)) << message(whole);
+  EXPECT_EQ(std::get<std::string>(whole), text);
+
+  // An endless device stops at the size limit.
+  auto endless = read_config_text("/dev/zero");
+  EXPECT_TRUE(contains(message(endless), "is larger than")) << message(endless);
 }
 
 TEST_F(LoadConfigFile, ADirectoryIsAnErrorNotAnEmptyConfig) {
