@@ -31,7 +31,14 @@ void run_in_turns(asio::io_context& io, const std::function<bool()>& done) {
     std::vector<std::shared_ptr<TurnEnd>>* previous;
     ~Restore() { slot = previous; }
   } restore{put_off, outer};
+  // Counted from the first handler that put something off.
   std::size_t handlers = 0;
+  std::chrono::steady_clock::time_point began;
+  const auto turn_goes_on = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    if (handlers == 0) began = now;
+    return handlers < max_handlers_per_turn && now - began < max_turn_time;
+  };
   while (!done()) {
     if (list.empty()) {
       // Nothing put off: wait for the next handler.
@@ -39,7 +46,7 @@ void run_in_turns(asio::io_context& io, const std::function<bool()>& done) {
       handlers = 0;
       continue;
     }
-    if (handlers < max_handlers_per_turn && io.poll_one() > 0) {
+    if (turn_goes_on() && io.poll_one() > 0) {
       ++handlers;
       continue;
     }

@@ -5,7 +5,12 @@
 // the peer together.
 //
 // Under a load that never lets the ready handlers run out, a turn ends after
-// max_handlers_per_turn of them: put-off work waits for at most that many.
+// max_handlers_per_turn of them or once max_turn_time has passed (checked
+// before each handler), whichever comes first: put-off work waits no longer
+// than that and one handler. The longer a saturated turn, the more of a chat
+// round trip's frames leave in one send (at 100 users, 1.0 sends per round
+// trip instead of 2.1: less of the core spent in the kernel, fewer wake-ups
+// of the peer); the time bounds what a frame waits when handlers are slow.
 //
 // A thread no run_main drives has no turns: turns_here() is false there, and
 // work that would be put off is done at once.
@@ -13,6 +18,7 @@
 
 #include "runtime/asio.hpp"
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -26,7 +32,8 @@ class TurnEnd {
   virtual void end_of_turn() = 0;
 };
 
-inline constexpr std::size_t max_handlers_per_turn = 256;
+inline constexpr std::size_t max_handlers_per_turn = 4096;
+inline constexpr std::chrono::microseconds max_turn_time{5'000};
 
 // Whether this thread is driven in turns.
 bool turns_here();
