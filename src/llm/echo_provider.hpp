@@ -12,6 +12,8 @@ class EchoProvider : public Provider {
   explicit EchoProvider(runtime::Duration token_delay) : token_delay_(token_delay) {}
   awaitable<CompletionResult> complete(const ChatRequest& request, PieceSink on_piece) override;
   std::string_view kind() const override { return "echo"; }
+  // Only its pauses between pieces wait.
+  bool may_wait() const override { return token_delay_ > runtime::Duration::zero(); }
 
  private:
   runtime::Duration token_delay_;

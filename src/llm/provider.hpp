@@ -106,6 +106,9 @@ class Provider {
   virtual awaitable<CompletionResult> complete(const ChatRequest& request, PieceSink on_piece) = 0;
   virtual std::string_view kind() const = 0;
   virtual std::string_view model() const { return {}; }
+  // False when complete() never waits for anything (it runs to its end once
+  // started): there is then nothing for a timeout to cut short.
+  virtual bool may_wait() const { return true; }
 };
 
 // A ProviderError by name: what kind, what the user is told, what the

