@@ -63,7 +63,7 @@ TEST(Turns, PutOffWorkRunsOnceTheReadyHandlersHaveRun) {
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 0}));
 }
 
-TEST(Turns, WithoutTurnsNothingIsPutOff) {
+TEST(Turns, AThreadHasTurnsOnlyInsideTheLoopThatRunsThem) {
   EXPECT_FALSE(turns_here());
   asio::io_context io;
   bool inside = false;
