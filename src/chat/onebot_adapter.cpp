@@ -585,8 +585,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         }
         if (++current.unanswered >= max_unanswered) {
           // Never answered, it may well have gone out: its later parts go on.
-          adapter.log_limited(
-              spdlog::level::warn, "gave up: unanswered",
+          adapter.log_given_up(
+              "sent again: unanswered", "gave up: unanswered",
               fmt::format("onebot: gave up a reply to {} after {} sends that bot {} never "
                           "answered (the last waited {}); QQ may or may not show it, and the "
                           "chat's later replies go on",
@@ -609,8 +609,9 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       // Lines through the adapter's limiter: a connection lost under 500
       // chats is one line and a count, not 500.
       if (refused && ++current.refusals >= max_refusals) {
-        adapter.log_limited(
-            spdlog::level::warn, fmt::format("gave up: retcode {}", error.retcode),
+        adapter.log_given_up(
+            fmt::format("refused: retcode {}", error.retcode),
+            fmt::format("gave up: retcode {}", error.retcode),
             fmt::format("onebot: gave up a reply to {} (retcode {}: {}) after {} refusals; it "
                         "stays stored in the conversation and is not sent to QQ",
                         chat_id(), error.retcode, log::elide(error.message), current.refusals));
@@ -780,6 +781,12 @@ void OneBotAdapter::log_limited(spdlog::level::level_enum level, std::string_vie
   if (limited_log_flushing_) return;
   limited_log_flushing_ = true;
   conversations_.supervisor().spawn("onebot log", "onebot.log", flush_limited_log(this));
+}
+
+void OneBotAdapter::log_given_up(std::string_view tries_kind, std::string_view kind,
+                                 const std::string& line) {
+  limited_log_.settle(tries_kind);
+  log_limited(spdlog::level::warn, kind, line);
 }
 
 // Writes the counts once each window ends, until the refusals stop; at

@@ -475,6 +475,11 @@ TEST(OneBot, AReplyRefusedThreeTimesIsGivenUpAndTheChatGoesOn) {
   EXPECT_NE(log.find("is not sent to QQ"), std::string::npos) << log;
   third.close();
   expect_clean_stop(host);
+  // The refusals counted before the give-up are told before it.
+  const auto whole = host.log();
+  const auto given_up_at = whole.find(gave_up);
+  EXPECT_NE(whole.find("(2 of 3 tries) … 1 more in the last"), std::string::npos) << whole;
+  EXPECT_LT(whole.rfind("it is sent again in "), given_up_at) << whole;
 }
 
 TEST(OneBot, ANewConnectionReplacesTheOldOneAndRedoesItsPendingCall) {
@@ -713,6 +718,14 @@ TEST(OneBot, ASendWhoseAnswerAloneGoesMissingIsSentAgainThenGivenUp) {
   EXPECT_EQ(log.find("answered no send"), std::string::npos) << log;
   peer.close();
   expect_clean_stop(host);
+  // The tries counted before the give-up are told before it, not after it
+  // (at the stop) as if the reply were still being sent again.
+  const auto whole = host.log();
+  const auto gave_up = whole.find("gave up a reply to qq:10001:private:42");
+  ASSERT_NE(gave_up, std::string::npos) << whole;
+  EXPECT_NE(whole.find("sent again (3 of 3 tries) … 1 more in the last"), std::string::npos)
+      << whole;
+  EXPECT_LT(whole.rfind("it is sent again ("), gave_up) << whole;
 }
 
 // An implementation working through a backlog answers sends late, in order:
