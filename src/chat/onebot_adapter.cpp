@@ -785,7 +785,9 @@ void OneBotAdapter::log_limited(spdlog::level::level_enum level, std::string_vie
 
 void OneBotAdapter::log_given_up(std::string_view tries_kind, std::string_view kind,
                                  const std::string& line) {
-  limited_log_.settle(tries_kind);
+  // Only when the give-up is written: in a storm of give-ups (500 chats
+  // refused alike), the tries of every chat go on being counted together.
+  if (limited_log_.writes_next(kind)) limited_log_.settle(tries_kind);
   log_limited(spdlog::level::warn, kind, line);
 }
 

@@ -137,8 +137,8 @@ class OneBotAdapter {
   // one summary line: a connection that closes under 500 chats, or clients
   // retrying without the token, write a few lines, not one each.
   void log_limited(spdlog::level::level_enum level, std::string_view kind, const std::string& line);
-  // A give-up ends the tries before it: their count is written now, before
-  // the line that gives up, not after it as if they went on.
+  // A give-up ends the tries before it: when its line is written, the count
+  // of the tries so far is written first, not after it as if they went on.
   void log_given_up(std::string_view tries_kind, std::string_view kind, const std::string& line);
   static awaitable<void> flush_limited_log(OneBotAdapter* adapter);
   static awaitable<void> greet(OneBotAdapter* adapter, std::shared_ptr<Link> link);

@@ -136,7 +136,7 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
       outcome = co_await std::move(timed);
     } else {
       // Nothing to time: no timer, and no coroutine of its own to race one
-      // against (about 7,700 instructions of a chat round trip).
+      // against (about 8,500 instructions of a chat round trip).
       outcome = co_await inner_->complete(request, marking_sink);
     }
   } catch (const boost::system::system_error& e) {

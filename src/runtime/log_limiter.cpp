@@ -109,6 +109,18 @@ void LogLimiter::settle_all(Clock::time_point now) {
   storms_.clear();
 }
 
+bool LogLimiter::writes_next(std::string_view kind, Clock::time_point now) const {
+  auto found = storms_.find(kind);
+  if (found == storms_.end()) {
+    if (storms_.size() + 1 < options_.max_kinds) return true;
+    found = storms_.find(other_kinds);
+    if (found == storms_.end()) return true;
+  }
+  const auto& storm = found->second;
+  // An ended window with repeats is summarised and goes on counting (log()).
+  return !storm.open || (now - storm.window_start >= options_.window && storm.repeats == 0);
+}
+
 std::uint64_t LogLimiter::pending(std::string_view kind) const {
   auto found = storms_.find(kind);
   return found == storms_.end() ? 0 : found->second.repeats;

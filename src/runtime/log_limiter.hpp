@@ -51,6 +51,10 @@ class LogLimiter {
   // settle() for every kind.
   void settle_all(Clock::time_point now = Clock::now());
 
+  // Whether the next occurrence of `kind` would be written in full (no
+  // window of it runs), not counted.
+  bool writes_next(std::string_view kind, Clock::time_point now = Clock::now()) const;
+
   // Occurrences of `kind` counted but not yet summarised.
   std::uint64_t pending(std::string_view kind) const;
 

@@ -31,7 +31,7 @@ void run_in_turns(asio::io_context& io, const std::function<bool()>& done) {
     std::vector<std::shared_ptr<TurnEnd>>* previous;
     ~Restore() { slot = previous; }
   } restore{put_off, outer};
-  // Counted from the first handler that put something off.
+  // Counted from the end of the handler that first put something off.
   std::size_t handlers = 0;
   std::chrono::steady_clock::time_point began;
   const auto turn_goes_on = [&] {

@@ -6,8 +6,9 @@
 //
 // Under a load that never lets the ready handlers run out, a turn ends after
 // max_handlers_per_turn of them or once max_turn_time has passed (checked
-// before each handler), whichever comes first: put-off work waits no longer
-// than that and one handler. The longer a saturated turn, the more of a chat
+// before each handler), whichever comes first: put-off work waits for the
+// rest of the handler that put it off, then no longer than that and one
+// handler. The longer a saturated turn, the more of a chat
 // round trip's frames leave in one send (at 100 users, 1.1 sends per round
 // trip instead of 2.1: less of the core spent in the kernel, fewer wake-ups
 // of the peer); the time bounds what a frame waits when handlers are slow.

@@ -74,7 +74,8 @@ TEST(EchoProvider, EchoesWordByWordAndCountsImages) {
 }
 
 // An echo that pauses between pieces waits, so its attempt is timed; one
-// that does not runs without a timer, through the same attempt.
+// that does not says so, and answers through the same attempt (that it
+// costs no timer shows in instructions, bench/instructions.sh).
 TEST(EchoProvider, APausingEchoIsCutAtTheAttemptsTimeoutAndAnUnpausedOneAnswers) {
   const auto through_resilience = [](runtime::Duration token_delay) {
     return test::run_coroutine(

@@ -94,6 +94,34 @@ TEST_F(LogLimiterTest, SettleWritesThePendingSummaryAtOnce) {
   EXPECT_EQ(lines.back(), "refused again");
 }
 
+// writes_next says whether log() would write the next occurrence in full.
+TEST_F(LogLimiterTest, WritesNextSaysWhetherTheNextOccurrenceIsWrittenInFull) {
+  EXPECT_TRUE(limiter.writes_next("k", t0));
+  limiter.log(spdlog::level::err, "k", "k failed", t0);
+  EXPECT_FALSE(limiter.writes_next("k", t0 + 1s));  // in its window: counted
+  limiter.log(spdlog::level::err, "k", "k failed", t0 + 1s);
+  // The window ended with a repeat: summarised, and the next one counted.
+  EXPECT_FALSE(limiter.writes_next("k", t0 + 11s));
+  limiter.log(spdlog::level::err, "k", "k failed", t0 + 11s);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1], "k failed … 1 more in the last 11 s");
+
+  limiter.log(spdlog::level::err, "q", "q failed", t0);
+  EXPECT_TRUE(limiter.writes_next("q", t0 + 10s));  // a window that ended with none
+  limiter.log(spdlog::level::err, "q", "q failed", t0 + 10s);
+  EXPECT_EQ(lines.back(), "q failed");
+
+  // Kinds beyond the cap (4: k, q, a, and the shared bucket).
+  limiter.log(spdlog::level::err, "a", "a failed", t0 + 10s);
+  EXPECT_TRUE(limiter.writes_next("b", t0 + 10s));
+  limiter.log(spdlog::level::err, "b", "b failed", t0 + 10s);
+  EXPECT_EQ(lines.back(), "b failed");
+  EXPECT_FALSE(limiter.writes_next("c", t0 + 10s));  // the shared bucket's window runs
+  const auto before = lines.size();
+  limiter.log(spdlog::level::err, "c", "c failed", t0 + 10s);
+  EXPECT_EQ(lines.size(), before);
+}
+
 TEST_F(LogLimiterTest, KindsBeyondTheCapShareOneBucket) {
   for (int i = 0; i < 10000; ++i)
     limiter.log(spdlog::level::err, "user " + std::to_string(i), "failed", t0);
