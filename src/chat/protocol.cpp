@@ -1,7 +1,7 @@
 #include "chat/protocol.hpp"
 
 #include <boost/json/monotonic_resource.hpp>
-#include <boost/json/serializer.hpp>
+#include <boost/json/serialize.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -208,13 +208,7 @@ class FrameWriter {
       out_ += '"';
       return;
     }
-    json::serializer writer;
-    writer.reset(value);
-    char piece[512];
-    while (!writer.done()) {
-      const auto written = writer.read(piece, sizeof piece);
-      out_.append(written.data(), written.size());
-    }
+    out_ += json::serialize(json::string_view(value.data(), value.size()));
   }
 
   std::string out_;

@@ -708,6 +708,25 @@ TEST_F(LoadConfigFile, AFifoIsReadWholeWhenItsWriterEndsAndRefusedWhenItDoesNotI
   EXPECT_TRUE(contains(message(endless), "is larger than")) << message(endless);
 }
 
+// A regular file of the largest size is read; one byte more is refused.
+TEST_F(LoadConfigFile, AFileOfTheLimitIsReadAndOneByteMoreIsRefused) {
+  constexpr std::size_t limit = 1024 * 1024;
+  const auto path = dir_ / "large.toml";
+  const auto write = [&path](std::size_t bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << std::string(bytes, '#');
+  };
+  write(limit);
+  const auto at_limit = read_config_text(path.string());
+  ASSERT_TRUE(std::holds_alternative<std::string>(at_limit));
+  EXPECT_EQ(std::get<std::string>(at_limit).size(), limit);
+  write(limit + 1);
+  const auto over = read_config_text(path.string());
+  ASSERT_TRUE(std::holds_alternative<ConfigError>(over));
+  EXPECT_TRUE(contains(std::get<ConfigError>(over).message, "is larger than 1048576 bytes"))
+      << std::get<ConfigError>(over).message;
+}
+
 TEST_F(LoadConfigFile, ADirectoryIsAnErrorNotAnEmptyConfig) {
   auto result = load_config_file(dir_.string());
   ASSERT_TRUE(std::holds_alternative<std::vector<ConfigError>>(result));
