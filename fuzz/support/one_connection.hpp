@@ -70,7 +70,7 @@ inline void serve_one_connection(const char* target, asio::io_context& io,
   using namespace std::chrono_literals;
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) fail(target, "socketpair failed");
-  net::tcp::socket server_end(io);
+  net::TcpSocket server_end(io.get_executor());
   server_end.assign(net::tcp::v4(), pair[0]);
   detail::unix_socket client(io);
   client.assign(asio::local::stream_protocol(), pair[1]);

@@ -42,9 +42,12 @@
 
 namespace mooring::net {
 
+// A connection's socket, on the network thread's executor (runtime/asio.hpp).
+using TcpSocket = asio::basic_stream_socket<asio::ip::tcp, IoExecutor>;
+
 class CorkedSocket {
  public:
-  using socket_type = asio::ip::tcp::socket;
+  using socket_type = TcpSocket;
   using executor_type = socket_type::executor_type;
   using Handler = asio::any_completion_handler<void(error_code, std::size_t)>;
 

@@ -300,7 +300,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   // `placed`: holds one of the max_connections places; else admitted beyond
   // the limit, to take one once its request header is whole.
-  HttpSession(std::shared_ptr<HttpServer::State> server, tcp::socket socket, bool placed)
+  HttpSession(std::shared_ptr<HttpServer::State> server, TcpSocket socket, bool placed)
       : server_(std::move(server)), stream_(std::in_place, std::move(socket)),
         id_(server_->next_session++), placed_(placed) {
     error_code ec;
@@ -754,7 +754,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto [ec, n] = co_await http::async_write(*stream_, response, use_tuple);
     if (!ec && !response.keep_alive()) {
       error_code ignored;
-      stream_->socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream_->socket().shutdown(TcpSocket::shutdown_send, ignored);
     }
     co_return !ec;
   }
@@ -783,7 +783,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   std::shared_ptr<HttpServer::State> server_;
-  std::optional<beast::tcp_stream> stream_;  // until an upgrade
+  std::optional<beast::basic_stream<tcp, IoExecutor>> stream_;  // until an upgrade
   beast::flat_buffer buffer_;
   std::uint64_t id_;
   bool placed_;  // holds one of the max_connections places
@@ -851,7 +851,7 @@ bool make_room(HttpServer::State& state) {
 // request header: only a client that has sent one may take the place of
 // another connection. A client that opens connection after connection and
 // sends nothing whole thus never closes anyone's.
-void admit(const std::shared_ptr<HttpServer::State>& state, tcp::socket socket) {
+void admit(const std::shared_ptr<HttpServer::State>& state, TcpSocket socket) {
   // Small frames (acks, streamed pieces) must not wait for Nagle's algorithm.
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
@@ -885,7 +885,7 @@ enum class SpareAccept { accepted, nothing_waiting, no_spare };
 SpareAccept accept_with_spare(const std::shared_ptr<HttpServer::State>& state) {
   if (state->spare < 0) return SpareAccept::no_spare;
   state->release_spare();
-  tcp::socket socket(state->supervisor->executor());
+  TcpSocket socket(state->supervisor->io_executor());
   error_code ec;
   state->acceptor->accept(socket, ec);  // non-blocking: would_block when nothing waits
   if (ec) {
@@ -917,7 +917,8 @@ awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
   for (;;) {
     if (!state->acceptor || !state->acceptor->is_open()) co_return;
     state->take_spare();
-    auto [ec, socket] = co_await state->acceptor->async_accept(use_tuple);
+    auto [ec, socket] =
+        co_await state->acceptor->async_accept(state->supervisor->io_executor(), use_tuple);
     if (ec) {
       if (runtime::is_cancellation(ec) || !state->acceptor->is_open()) co_return;
       if (is_descriptor_shortage(ec)) {
@@ -979,7 +980,7 @@ void HttpServer::start(tcp::acceptor acceptor) {
                                    accept_loop(state_));
 }
 
-void HttpServer::serve(tcp::socket socket) { admit(state_, std::move(socket)); }
+void HttpServer::serve(TcpSocket socket) { admit(state_, std::move(socket)); }
 
 void HttpServer::set_router(std::shared_ptr<const Router> router) {
   state_->router = std::move(router);

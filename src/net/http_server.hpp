@@ -117,7 +117,7 @@ class HttpServer {
   // Serves a connected socket as if it had just been accepted (the accept loop
   // does this for each connection; a fuzzer or a test passes one end of a
   // socket pair). It counts toward max_connections.
-  void serve(tcp::socket socket);
+  void serve(TcpSocket socket);
 
   // Routes for requests that arrive from now on.
   void set_router(std::shared_ptr<const Router> router);

@@ -235,7 +235,7 @@ void WsConnection::hand_over() {
 // wait, whose handler holds the connection meanwhile. Paused again before
 // the handler ran, it waits again.
 void WsConnection::wait_for_resume() {
-  if (!pause_wait_) pause_wait_ = std::make_unique<asio::steady_timer>(stream_.get_executor());
+  if (!pause_wait_) pause_wait_ = std::make_unique<Timer>(stream_.get_executor());
   pause_wait_->expires_at(Clock::time_point::max());
   pause_wait_->async_wait([self = shared_from_this()](error_code) {
     self->guarded([&] {

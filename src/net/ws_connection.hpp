@@ -219,7 +219,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // The queued frames' text, the one being written included, held against
   // the process's buffer budget (as is incoming_).
   BufferBudget::Share frames_share_{buffer_budget()};
-  asio::steady_timer timer_;
+  Timer timer_;
   Clock::time_point timer_due_;       // when the armed wait ends
   std::uint64_t timer_generation_ = 0;  // of the wait whose end counts
   Clock::time_point close_deadline_;  // of the close handshake, once closing
@@ -248,7 +248,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   Clock::time_point message_heard_;
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.
-  std::unique_ptr<asio::steady_timer> pause_wait_;
+  std::unique_ptr<Timer> pause_wait_;
   std::function<void()> on_ended_;
   // Bound to the reader's reads and to the close: finish() ends through them
   // a read and a close Beast holds suspended behind each other, which

@@ -9,8 +9,8 @@
 
 namespace mooring::runtime {
 
-Supervisor::Supervisor(asio::any_io_executor executor)
-    : executor_(std::move(executor)), task_ended_(executor_) {}
+Supervisor::Supervisor(IoExecutor executor)
+    : io_executor_(executor), executor_(executor), task_ended_(executor_) {}
 
 Supervisor::~Supervisor() {
   // A task left behind here would resume into a dead supervisor; cancel what

@@ -72,7 +72,7 @@ class AdoptedTask {
 
 class Supervisor {
  public:
-  explicit Supervisor(asio::any_io_executor executor);
+  explicit Supervisor(IoExecutor executor);
   // Tasks hold a pointer to their supervisor: destroy it only after join()
   // reported no stragglers, or after the io_context that runs them is gone.
   ~Supervisor();
@@ -80,6 +80,8 @@ class Supervisor {
   Supervisor& operator=(const Supervisor&) = delete;
 
   const asio::any_io_executor& executor() const { return executor_; }
+  // The same, with its type known (runtime/asio.hpp).
+  const IoExecutor& io_executor() const { return io_executor_; }
 
   // Starts `body` on the supervisor's executor. `body` must not be a coroutine
   // lambda with captures (its captures would die before it runs): pass
@@ -131,6 +133,7 @@ class Supervisor {
   void finish(TaskId id, bool wake = true);
   bool emit(Entry& entry, asio::cancellation_type type);
 
+  IoExecutor io_executor_;
   asio::any_io_executor executor_;
   std::map<TaskId, std::unique_ptr<Entry>> tasks_;
   Notifier task_ended_;

@@ -24,7 +24,7 @@ struct Pair {
   Pair() {
     tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
     peer.connect(acceptor.local_endpoint());
-    corked.emplace(acceptor.accept());
+    corked.emplace(acceptor.accept(io.get_executor()));
     corked->start_corking();
   }
 
