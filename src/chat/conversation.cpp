@@ -92,6 +92,9 @@ void Conversation::deliver_after(Seq after) { push(After{after}); }
 void Conversation::deliver_undelivered() { push(Undelivered{}); }
 
 void Conversation::push(Item item) {
+  // Behind other work of this conversation a message waits: its pass goes back.
+  if (inbox_running_)
+    if (auto* message = std::get_if<Submission>(&item)) message->pass.release();
   inbox_.push_back(Queued{generation_, std::move(item)});
   pending_changed();
   if (inbox_running_) return;
@@ -134,7 +137,7 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
         fmt::format("{} frame(s) were dropped unhandled; send any message again", dropped);
     self->tell_error("cancelled", told, 0);
   }
-  self->inbox_ = {};  // its buffer goes back: an idle conversation holds none
+  self->inbox_ = decltype(inbox_)();  // its buffer goes back: an idle conversation holds none
   self->inbox_running_ = false;
   self->pending_changed();
   self->owner_.forget_if_idle(self->id_);
@@ -176,15 +179,14 @@ awaitable<void> Conversation::handle(Queued queued) {
   }
 }
 
-awaitable<store::Result<store::Appended>> Conversation::append(Submission message) {
+// The store takes copies: the message is acknowledged and answered after.
+awaitable<store::Result<store::Appended>> Conversation::append(const Submission& message) {
   // No co_await inside ?: (GCC 12 freed its operands twice).
   if (message.answer)
-    co_return co_await store().append_user_message(id_, std::move(message.text),
-                                                   std::move(message.images),
-                                                   std::move(message.client_id));
-  co_return co_await store().append_context_message(id_, std::move(message.text),
-                                                    std::move(message.images),
-                                                    std::move(message.client_id));
+    co_return co_await store().append_user_message(id_, message.text, message.images,
+                                                   message.client_id);
+  co_return co_await store().append_context_message(id_, message.text, message.images,
+                                                    message.client_id);
 }
 
 awaitable<void> Conversation::accept(Submission message) {
@@ -236,7 +238,8 @@ void Conversation::accepted(Submission& message,
                              .role = store::Role::user,
                              .content = std::move(message.text),
                              .images = std::move(message.images),
-                             .client_id = std::move(message.client_id)});
+                             .client_id = std::move(message.client_id)},
+              std::move(message.pass));
 }
 
 // Stored replies go out a page at a time, each page once the outlet has sent
@@ -328,9 +331,11 @@ std::size_t held_bytes(const store::Message& message) {
 }
 }  // namespace
 
-void Conversation::queue_reply(store::Message message) {
+void Conversation::queue_reply(store::Message message, runtime::WorkGate::Pass pass) {
   to_answer_share_.set(to_answer_share_.bytes() + held_bytes(message));
-  to_answer_.push_back(ToAnswer{std::move(message), Clock::now()});
+  // Behind another reply the message waits: its pass goes back.
+  if (reply_task_ || !to_answer_.empty()) pass.release();
+  to_answer_.push_back(ToAnswer{std::move(message), Clock::now(), std::move(pass)});
   start_next_reply();
 }
 
@@ -339,7 +344,7 @@ void Conversation::start_next_reply() {
   auto work = std::move(to_answer_.front());
   to_answer_.pop_front();
   to_answer_share_.set(to_answer_share_.bytes() - held_bytes(work.message));
-  if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = {};
+  if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = decltype(to_answer_)();
   user_cancelled_ = false;
   auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);
   reply_task_ = owner_.supervisor_.spawn(std::move(name), std::string(replies_group),
@@ -364,7 +369,7 @@ awaitable<void> Conversation::run_reply(std::shared_ptr<Conversation> self, ToAn
   ReplyOutcome outcome = ReplyOutcome::broke;
   std::string escaped;  // what was thrown out of the reply
   try {
-    outcome = co_await self->make_reply(message);
+    outcome = co_await self->make_reply(message, work.pass);
   } catch (const std::exception& e) {
     if (runtime::is_cancellation(e)) {
       outcome = ReplyOutcome::cancelled;
@@ -414,8 +419,10 @@ awaitable<void> Conversation::run_reply(std::shared_ptr<Conversation> self, ToAn
   self->owner_.forget_if_idle(self->id_);
 }
 
-awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Message& message) {
+awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Message& message,
+                                                               runtime::WorkGate::Pass& pass) {
   if (outlet_ && outlet_->reply_held()) {
+    pass.release();  // the wait is the user's
     auto outlet = outlet_;
     co_await outlet->room_for_reply();
   }
@@ -429,6 +436,7 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   request.history = co_await history_before(message, used);
   // The provider in force when the reply starts serves all of it.
   auto provider = owner_.provider_;
+  if (provider->may_wait()) pass.release();  // the wait is the upstream's
   const Seq reply_to = message.seq;
   if (outlet_) outlet_->pieces_done(reply_to, false);
   auto result = co_await provider->complete(request, [this, reply_to](std::string_view piece) {
@@ -449,6 +457,7 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   std::string content = ok ? *result : result.error().message;
   const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
   co_await store_and_hand_over(reply_to, std::move(content), status, false);
+  pass.release();
   co_return ReplyOutcome::stored;
 }
 
@@ -560,7 +569,13 @@ Conversations::Conversations(runtime::Supervisor& supervisor, store::Store& stor
       store_(store),
       provider_(std::move(provider)),
       options_(std::move(options)),
-      shutdown_(shutdown) {}
+      shutdown_(shutdown) {
+  limit_work(work_at_once, work_hold);
+}
+
+void Conversations::limit_work(std::size_t at_once, runtime::Duration hold) {
+  gate_.emplace(supervisor_.io_executor(), at_once, hold);
+}
 
 std::shared_ptr<Conversation> Conversations::get(const std::string& id) {
   if (auto it = conversations_.find(id); it != conversations_.end()) return it->second;

@@ -28,6 +28,7 @@
 #include "runtime/shutdown.hpp"
 #include "runtime/supervisor.hpp"
 #include "runtime/time.hpp"
+#include "runtime/work_gate.hpp"
 #include "store/store.hpp"
 
 #include <boost/container/devector.hpp>
@@ -59,6 +60,10 @@ struct Submission {
   std::optional<std::string> client_id;
   // False: kept as context only, never answered.
   bool answer = true;
+  // The transport's pass of the work gate (Conversations::gate()), if it took
+  // one: held while the host works on the message, given back once the work
+  // waits for something outside the host (below) or is done.
+  runtime::WorkGate::Pass pass;
 };
 
 // The side of a conversation that reaches its user. Called on the network
@@ -188,6 +193,7 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   struct ToAnswer {
     store::Message message;
     Clock::time_point since;  // when the message arrived (or was recovered)
+    runtime::WorkGate::Pass pass;  // the message's, while its reply is the next work
   };
   enum class ReplyOutcome { stored, cancelled, host_stopping, broke };
 
@@ -199,14 +205,15 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   std::vector<Submission> take_burst(Queued& first);
   awaitable<void> accept(Submission message);
   awaitable<void> accept_burst(std::vector<Submission> messages);
-  awaitable<store::Result<store::Appended>> append(Submission message);
+  awaitable<store::Result<store::Appended>> append(const Submission& message);
   void accepted(Submission& message, const store::Result<store::Appended>& appended);
   awaitable<void> deliver_from(store::Seq after, std::uint64_t generation);
 
-  void queue_reply(store::Message message);
+  void queue_reply(store::Message message, runtime::WorkGate::Pass pass = {});
   void start_next_reply();
   static awaitable<void> run_reply(std::shared_ptr<Conversation> self, ToAnswer work);
-  awaitable<ReplyOutcome> make_reply(const store::Message& message);
+  awaitable<ReplyOutcome> make_reply(const store::Message& message,
+                                     runtime::WorkGate::Pass& pass);
   awaitable<std::vector<llm::ChatMessage>> history_before(const store::Message& message,
                                                           std::size_t bytes_used);
   void remember(store::Seq seq, store::Role role, const std::string& content);
@@ -305,6 +312,21 @@ class Conversations {
 
   runtime::Supervisor& supervisor() { return supervisor_; }
   store::Store& store() { return store_; }
+
+  // How many messages the host works on at once, across conversations: a
+  // transport takes a pass for a message before it hands it over, and while
+  // none is free it leaves the next ones unread (runtime/work_gate.hpp). The
+  // pass is given back when the work waits for something outside the host:
+  // the message waits behind other work of its conversation, its reply waits
+  // for the user to read the one before, or the provider starts (when it may
+  // wait: an upstream); otherwise once the reply is handed over. A pass held
+  // longer than work_hold stops counting.
+  static constexpr std::size_t work_at_once = 32;
+  static constexpr runtime::Duration work_hold = std::chrono::milliseconds(100);
+  runtime::WorkGate& gate() { return *gate_; }
+  // Another bound (tests): only before the first message, since the waits
+  // on the gate it replaces are never answered.
+  void limit_work(std::size_t at_once, runtime::Duration hold);
   bool host_stopping() const { return shutdown_ && shutdown_->begun(); }
 
  private:
@@ -324,6 +346,7 @@ class Conversations {
   bool writing_cursors_ = false;
   std::uint64_t made_ = 0;  // conversations made, for the occasional sweep
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::optional<runtime::WorkGate> gate_;
 
  public:
   ~Conversations() { *alive_ = false; }

@@ -74,12 +74,49 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
                                      gateway_.options_.max_messages_per_minute)));
         return;
       }
-      conversation->submit(Submission{.text = std::move(message->text),
-                                      .images = std::move(message->images),
-                                      .client_id = std::move(message->id)});
+      Submission submission{.text = std::move(message->text),
+                            .images = std::move(message->images),
+                            .client_id = std::move(message->id)};
+      submission.pass = gateway_.conversations_.gate().try_enter();
+      if (!submission.pass) {
+        wait_for_pass(std::move(submission));
+        return;
+      }
+      conversation->submit(std::move(submission));
     } else {
       conversation->deliver_after(std::get<Resume>(frame).after);
     }
+  }
+
+  // The host works on as many messages at once as the gate lets: this one
+  // waits for a pass, and the connection is not read meanwhile (TCP holds
+  // what the client sends next). Not acknowledged yet: if the connection
+  // ends first, the client knows to send it again.
+  void wait_for_pass(Submission message) {
+    held_share_.set(message.text.size() + images_bytes(message.images));
+    held_message_ = std::move(message);
+    gate_wait_ = gateway_.conversations_.gate().wait([weak = weak_from_this()](auto pass) {
+      if (auto self = weak.lock()) self->granted(std::move(pass));
+    });
+    update_reading();
+  }
+
+  void granted(runtime::WorkGate::Pass pass) {
+    gate_wait_ = {};
+    auto conversation = conversation_.lock();
+    if (!held_message_ || !conversation || !open()) return;
+    auto message = std::move(*held_message_);
+    held_message_.reset();
+    held_share_.set(0);
+    message.pass = std::move(pass);
+    conversation->submit(std::move(message));
+    update_reading();
+  }
+
+  static std::size_t images_bytes(const std::vector<std::string>& images) {
+    std::size_t bytes = 0;
+    for (const auto& image : images) bytes += image.size();
+    return bytes;
   }
 
   void on_closed() {
@@ -399,7 +436,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   void update_reading() {
     if (!open()) return;
     const bool full = pending_ >= std::max<std::size_t>(1, gateway_.options_.max_pending_messages);
-    if (full || !waiting_.empty()) {
+    if (full || !waiting_.empty() || held_message_) {
       connection_->pause_reading();
     } else if (connection_->reading_paused()) {
       connection_->resume_reading();
@@ -422,6 +459,9 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // What waits for a connection that has ended or been replaced is let go;
   // the replies among it stay stored, the cursor short of them.
   void let_go() {
+    gate_wait_ = {};
+    held_message_.reset();
+    held_share_.set(0);
     page_share_.set(0);
     waiting_share_.set(0);
     waiting_ = {};
@@ -447,6 +487,10 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   bool host_stopping_ = false;  // a backlog waits for no page to go out
   net::BufferBudget::Share page_share_{net::buffer_budget()};  // for a page being read or sent
   net::BufferBudget::Share waiting_share_{net::buffer_budget()};  // waiting_ (count_waiting)
+  // A message read while the work gate had no pass free, and its place in line.
+  std::optional<Submission> held_message_;
+  runtime::WorkGate::Wait gate_wait_;
+  net::BufferBudget::Share held_share_{net::buffer_budget()};
   boost::container::flat_set<Seq> sent_;  // replies sent on this connection lately
   // Every stored reply after it went out here: read from it by a backlog that
   // reached the newest, or live since (Outlet::carried_after).

@@ -51,6 +51,10 @@ class ResilientProvider : public Provider {
   awaitable<CompletionResult> complete(const ChatRequest& request, PieceSink on_piece) override;
   std::string_view kind() const override { return inner_->kind(); }
   std::string_view model() const override { return inner_->model(); }
+  // Its own waits (for a slot, a backoff) come only after an attempt that
+  // waited, or failed as an upstream does: a provider that never waits
+  // neither overlaps its attempts nor fails that way.
+  bool may_wait() const override { return inner_->may_wait(); }
 
   bool breaker_open() const;
 

@@ -309,7 +309,8 @@ StoreStats Store::stats() const {
   return StoreStats{commits_.load(),     writes_.load(),
                     reads_.load(),       failed_batches_.load(),
                     checkpoints_.load(), failed_checkpoints_.load(),
-                    checkpoints_alongside_.load(), probes_.load()};
+                    checkpoints_alongside_.load(), probes_.load(),
+                    checkpoints_alongside_busy_.load()};
 }
 
 Health Store::health() const {
@@ -1272,6 +1273,13 @@ void Store::checkpoint_alongside() {
     alongside_failure_.reset();
     alongside_failure_told_ = false;
   } catch (const sqlite::Error& e) {
+    // A commit of our own that starts the WAL over meanwhile makes the copy
+    // busy: no fault, the checkpoint next copies it all (and reports a busy
+    // database of its own, should another process hold it).
+    if ((e.code() & 0xff) == SQLITE_BUSY) {
+      ++checkpoints_alongside_busy_;
+      return;
+    }
     // checkpoint() on db_ comes next, tries again and reports what fails;
     // after a failed fsync it does not try (a second fsync may succeed
     // without the pages of the first having reached the disk).

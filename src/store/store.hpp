@@ -149,6 +149,9 @@ struct StoreStats {
   // (Worker::caller at synchronous = NORMAL).
   std::uint64_t checkpoints_alongside = 0;
   std::uint64_t probes = 0;  // probe writes tried while degraded
+  // Of those copies, the ones that found the WAL busy (a commit restarting
+  // it) and left the copy to the checkpoint.
+  std::uint64_t checkpoints_alongside_busy = 0;
 };
 
 // Told about every change of the store's health (state or last error).
@@ -420,6 +423,7 @@ class Store {
   std::atomic<std::uint64_t> checkpoints_{0};
   std::atomic<std::uint64_t> failed_checkpoints_{0};
   std::atomic<std::uint64_t> checkpoints_alongside_{0};
+  std::atomic<std::uint64_t> checkpoints_alongside_busy_{0};
   std::atomic<std::uint64_t> probes_{0};
 
   // Last member: started when everything above exists.

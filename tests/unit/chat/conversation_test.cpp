@@ -19,7 +19,7 @@ using mooring::test::poll_until;
 // when told to, with `hold`).
 class FakeOutlet : public Outlet {
  public:
-  explicit FakeOutlet(asio::any_io_executor executor) : drained_(std::move(executor)) {}
+  explicit FakeOutlet(asio::any_io_executor executor) : drained_(executor), room_(executor) {}
 
   void stored(const Submission& message, const store::Appended& appended) override {
     events.push_back(fmt::format("stored {} #{}{}", message.text, appended.seq,
@@ -50,6 +50,16 @@ class FakeOutlet : public Outlet {
     last_pending = pending;
   }
   void detached() override { events.push_back("detached"); }
+  // With room_closed, a reply waits until open_room(), as for a user who
+  // has not read the one before.
+  bool reply_held() const override { return room_closed; }
+  awaitable<void> room_for_reply() override {
+    while (room_closed) co_await room_.wait_until(runtime::Deadline::never());
+  }
+  void open_room() {
+    room_closed = false;
+    room_.notify_all();
+  }
 
   // Weak, as a transport's outlet holds it: the conversation holds the outlet.
   std::weak_ptr<Conversation> conversation;
@@ -57,6 +67,7 @@ class FakeOutlet : public Outlet {
   std::vector<store::Seq> replies;
   std::string pieces;
   bool hold = false;
+  bool room_closed = false;
   std::size_t page = 1000;
   std::size_t drains = 0;
   std::size_t peak_pending = 0;
@@ -64,6 +75,7 @@ class FakeOutlet : public Outlet {
 
  private:
   runtime::Notifier drained_;
+  runtime::Notifier room_;
 };
 
 struct ConversationTest : ::testing::Test {
@@ -97,6 +109,28 @@ struct ConversationTest : ::testing::Test {
   bool wait_for_events(const std::shared_ptr<FakeOutlet>& outlet, std::size_t n) {
     return poll_until([&] { return events(outlet).size() >= n; }, 10s);
   }
+
+  // The work gate's passes counting now.
+  std::size_t passes_held() { return f.run([&] { return conversations().gate().held(); }); }
+  // A message with a pass of the work gate, as the web transport hands one over.
+  void submit_with_pass(const std::string& id, std::string text) {
+    f.run([&] {
+      auto pass = conversations().gate().try_enter();
+      EXPECT_TRUE(pass) << "no pass free";
+      conversations().get(id)->submit(Submission{.text = std::move(text), .pass = std::move(pass)});
+      return true;
+    });
+  }
+  // The provider: whether it may wait (else its replies count as the host's
+  // work) and whether it answers now.
+  void set_provider(bool waits, bool open) {
+    f.run([&] {
+      f.gate->waits = waits;
+      f.gate->set_open(open);
+      return true;
+    });
+  }
+  std::size_t requests() { return f.run([&] { return f.gate->requests.size(); }); }
 
   store::Seq delivered_cursor(const std::string& id) {
     auto session = f.thread.call(f.store->session(id));
@@ -338,6 +372,78 @@ TEST_F(ConversationTest, AStartTakesUpEveryUnansweredMessage) {
   ASSERT_TRUE(poll_until([&] { return f.run([&] { return stored; }) == users * each; }, 60s));
   const auto taken_up = f.thread.call(conversations().recover());
   EXPECT_EQ(taken_up, std::size_t{users * each});
+}
+
+// --- the work gate (Conversations::gate()) ---------------------------------
+
+// The passes here count until given back (no hold time runs out mid-test).
+struct GatedConversationTest : ConversationTest {
+  GatedConversationTest() {
+    f.run([&] {
+      conversations().limit_work(Conversations::work_at_once, 1h);
+      return true;
+    });
+  }
+};
+
+TEST_F(GatedConversationTest, APassIsHeldUntilTheReplyIsHandedOverWhenTheProviderNeverWaits) {
+  auto outlet = attach("worker");
+  set_provider(false, false);
+  submit_with_pass("worker", "hello");
+  ASSERT_TRUE(poll_until([&] { return requests() == 1; }, 10s));
+  EXPECT_EQ(passes_held(), 1u) << "the reply is being made";
+  set_provider(false, true);
+  ASSERT_TRUE(wait_for_events(outlet, 3));
+  EXPECT_EQ(events(outlet).back(), "reply to #1: ok: hello");
+  EXPECT_TRUE(poll_until([&] { return passes_held() == 0; }, 10s));
+}
+
+TEST_F(GatedConversationTest, APassGoesBackWhenTheReplyWaitsForAProviderThatMayWait) {
+  auto outlet = attach("upstream");
+  set_provider(true, false);
+  submit_with_pass("upstream", "hello");
+  ASSERT_TRUE(poll_until([&] { return requests() == 1; }, 10s));
+  EXPECT_EQ(passes_held(), 0u) << "the wait is the upstream's";
+  set_provider(true, true);
+  ASSERT_TRUE(wait_for_events(outlet, 3));
+}
+
+TEST_F(GatedConversationTest, APassGoesBackWhileTheReplyWaitsForTheUserToRead) {
+  auto outlet = attach("reader");
+  f.run([&] { return outlet->room_closed = true; });
+  set_provider(false, true);
+  submit_with_pass("reader", "hello");
+  ASSERT_TRUE(poll_until([&] { return passes_held() == 0; }, 10s))
+      << "a user who does not read holds a pass";
+  EXPECT_EQ(requests(), 0u);
+  EXPECT_EQ(events(outlet), (std::vector<std::string>{"stored hello #1"}));
+  f.run([&] { return outlet->open_room(), true; });
+  ASSERT_TRUE(wait_for_events(outlet, 3));
+  EXPECT_EQ(events(outlet).back(), "reply to #1: ok: hello");
+}
+
+TEST_F(GatedConversationTest, AMessageWaitingBehindOtherWorkOfItsConversationGivesItsPassBack) {
+  auto outlet = attach("busy");
+  set_provider(false, false);
+  // Behind an item of the inbox.
+  f.run([&] {
+    auto& gate = conversations().gate();
+    auto conversation = conversations().get("busy");
+    conversation->submit(Submission{.text = "first", .pass = gate.try_enter()});
+    conversation->submit(Submission{.text = "second", .pass = gate.try_enter()});
+    EXPECT_EQ(gate.held(), 1u);
+    return true;
+  });
+  // Behind a reply being made.
+  ASSERT_TRUE(poll_until([&] { return requests() == 1; }, 10s));
+  ASSERT_TRUE(wait_for_events(outlet, 2));
+  submit_with_pass("busy", "third");
+  ASSERT_TRUE(wait_for_events(outlet, 3));
+  EXPECT_EQ(events(outlet)[2], "stored third #3");
+  EXPECT_EQ(passes_held(), 1u) << "only the message whose reply is being made holds one";
+  set_provider(false, true);
+  ASSERT_TRUE(poll_until([&] { return f.run([&] { return outlet->replies.size(); }) == 3; }, 10s));
+  EXPECT_TRUE(poll_until([&] { return passes_held() == 0; }, 10s));
 }
 
 }  // namespace

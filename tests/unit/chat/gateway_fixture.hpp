@@ -49,6 +49,10 @@ class GateProvider : public llm::Provider {
     co_return llm::CompletionResult(std::move(reply));
   }
   std::string_view kind() const override { return "gate"; }
+  // Whether the conversation takes its replies for work of the host's own
+  // (the work gate's pass is then held until the reply is handed over).
+  bool may_wait() const override { return waits; }
+  bool waits = true;
 
   void set_open(bool value) {
     open = value;

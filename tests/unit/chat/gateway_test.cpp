@@ -744,5 +744,105 @@ TEST(Gateway, TheContextSentUpstreamStaysWithinItsBytes) {
   EXPECT_EQ(fixture.run([&] { return fixture.gate->requests.back().history_messages; }), 18u);
 }
 
+// --- the work gate: how many messages the host works on at once ------------
+
+// One pass (held for `hold`), and a provider whose replies count as the
+// host's work and wait until opened.
+void gate_work(GatewayFixture& fixture, runtime::Duration hold) {
+  fixture.run([&] {
+    fixture.gateway->conversations().limit_work(1, hold);
+    fixture.gate->waits = false;
+    fixture.gate->set_open(false);
+    return true;
+  });
+}
+std::size_t waiting_for_passes(GatewayFixture& fixture) {
+  return fixture.run([&] { return fixture.gateway->conversations().gate().waiting(); });
+}
+void open_provider(GatewayFixture& fixture) {
+  fixture.run([&] {
+    fixture.gate->set_open(true);
+    return true;
+  });
+}
+// Reads the acknowledgement of `id`, then the reply to it; returns its text.
+std::string ack_and_reply(ChatClient& client, const std::string& id) {
+  const auto ack = client.read_until([&](const Frame& f) { return is_ack(f, id); });
+  const auto seq = int_field(ack, "seq");
+  return string_field(client.read_until([&](const Frame& f) { return is_chat_for(f, seq); }),
+                      "text");
+}
+
+TEST(Gateway, MessagesBeyondTheWorkGateWaitUnacknowledgedAndGoInTheOrderTheyCame) {
+  GatewayFixture fixture;
+  gate_work(fixture, 1h);
+  ChatClient a, b, c;
+  ASSERT_EQ(a.connect(fixture.address, "gate-a"), 101);
+  ASSERT_EQ(b.connect(fixture.address, "gate-b"), 101);
+  ASSERT_EQ(c.connect(fixture.address, "gate-c"), 101);
+  const auto first = say_and_get_seq(a, "from a", "a1");  // its reply holds the pass
+  b.say("from b", "b1");
+  ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
+  c.say("from c", "c1");
+  ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 2; }, 10s));
+  EXPECT_TRUE(fixture.messages("gate-b").empty()) << "stored before its pass";
+  EXPECT_TRUE(fixture.messages("gate-c").empty()) << "stored before its pass";
+
+  open_provider(fixture);
+  a.read_until([&](const Frame& f) { return is_chat_for(f, first); });
+  EXPECT_EQ(ack_and_reply(b, "b1"), "ok: from b");
+  EXPECT_EQ(ack_and_reply(c, "c1"), "ok: from c");
+  const auto requests = fixture.run([&] { return fixture.gate->requests; });
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].message, "from a");
+  EXPECT_EQ(requests[1].message, "from b");
+  EXPECT_EQ(requests[2].message, "from c");
+  expect_usable(b, "after-gate");
+}
+
+// Work that never ends (a provider that says it never waits, and does)
+// holds the others up only for the pass's hold time.
+TEST(Gateway, AReplyThatNeverEndsHoldsTheWorkGateOnlyForItsHoldTime) {
+  GatewayFixture fixture;
+  gate_work(fixture, 50ms);
+  ChatClient a, b;
+  ASSERT_EQ(a.connect(fixture.address, "stuck-a"), 101);
+  ASSERT_EQ(b.connect(fixture.address, "stuck-b"), 101);
+  const auto first = say_and_get_seq(a, "from a", "a1");
+  const auto second = say_and_get_seq(b, "from b", "b1");  // acknowledged all the same
+  ASSERT_TRUE(poll_until([&] { return fixture.run([&] { return fixture.gate->requests.size(); }) == 2; },
+                         10s));
+  open_provider(fixture);
+  a.read_until([&](const Frame& f) { return is_chat_for(f, first); });
+  b.read_until([&](const Frame& f) { return is_chat_for(f, second); });
+}
+
+// A connection waiting for a pass is not read, so it sees its client leave
+// only when it ends otherwise: replaced (here), cut off by the heartbeat, or
+// closed by a stop. It then leaves the line, and the message it held, never
+// acknowledged, is not stored.
+TEST(Gateway, AConnectionReplacedWhileWaitingForAPassLeavesTheLineAndItsMessageUnstored) {
+  GatewayFixture fixture;
+  gate_work(fixture, 1h);
+  ChatClient a, b, c;
+  ASSERT_EQ(a.connect(fixture.address, "line-a"), 101);
+  ASSERT_EQ(b.connect(fixture.address, "line-b"), 101);
+  ASSERT_EQ(c.connect(fixture.address, "line-c"), 101);
+  const auto first = say_and_get_seq(a, "from a", "a1");
+  b.say("from b", "b1");
+  ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
+  ChatClient b_again;
+  ASSERT_EQ(b_again.connect(fixture.address, "line-b"), 101);
+  ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 0; }, 10s));
+  c.say("from c", "c1");
+  ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
+  open_provider(fixture);
+  a.read_until([&](const Frame& f) { return is_chat_for(f, first); });
+  EXPECT_EQ(ack_and_reply(c, "c1"), "ok: from c");
+  EXPECT_TRUE(fixture.messages("line-b").empty());
+  EXPECT_EQ(fixture.run([&] { return fixture.gate->requests.size(); }), 2u);
+  expect_usable(b_again, "again");
+}
+
 }  // namespace
 }  // namespace mooring::chat::test

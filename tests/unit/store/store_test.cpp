@@ -409,10 +409,14 @@ void StoreTest::writes_that_never_pause(bool synchronous_full) {
               static_cast<std::size_t>(wal >> 10), kUsers * kEach,
               static_cast<unsigned long long>(checkpoints), restarts);
   // On the callers' thread at NORMAL, most of each checkpoint's copy is made
-  // alongside the batches, the rest with the database held.
+  // alongside the batches, the rest with the database held. A copy that
+  // meets a commit starting the WAL over is busy and leaves it all to the
+  // checkpoint (1 of 18 in one run), without a warning.
   const bool alongside = GetParam() == StoreOptions::Worker::caller && !synchronous_full;
   if (alongside) {
-    EXPECT_GE(store->stats().checkpoints_alongside, checkpoints);
+    const auto stats = store->stats();
+    EXPECT_GE(stats.checkpoints_alongside + stats.checkpoints_alongside_busy, checkpoints);
+    EXPECT_GT(stats.checkpoints_alongside, stats.checkpoints_alongside_busy);
   } else {
     EXPECT_EQ(store->stats().checkpoints_alongside, 0u);
   }
