@@ -140,7 +140,7 @@ awaitable<void> Conversation::run_inbox(std::shared_ptr<Conversation> self) {
   self->inbox_ = decltype(inbox_)();  // its buffer goes back: an idle conversation holds none
   self->inbox_running_ = false;
   self->pending_changed();
-  self->owner_.forget_if_idle(self->id_);
+  if (self->idle()) self->owner_.forget_if_idle(self->id_);
 }
 
 // The messages at the inbox's front, `first` and those queued right behind
@@ -416,7 +416,7 @@ awaitable<void> Conversation::run_reply(std::shared_ptr<Conversation> self, ToAn
   self->reply_task_ = 0;
   if (outcome != ReplyOutcome::host_stopping) self->start_next_reply();
   self->pending_changed();
-  self->owner_.forget_if_idle(self->id_);
+  if (self->idle()) self->owner_.forget_if_idle(self->id_);
 }
 
 awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Message& message,

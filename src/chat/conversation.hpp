@@ -278,6 +278,8 @@ class Conversations {
   std::shared_ptr<Conversation> get(const std::string& id);
   // The conversation of `id` if it is in memory.
   std::shared_ptr<Conversation> find(std::string_view id) const;
+  // (Its conversation being idle, as the ones ending their work check
+  // before they ask: a lookup among thousands of ids is a few cache misses.)
   void forget_if_idle(const std::string& id);
 
   // A transport that owns the ids starting with `prefix` gives each
@@ -313,14 +315,16 @@ class Conversations {
   runtime::Supervisor& supervisor() { return supervisor_; }
   store::Store& store() { return store_; }
 
-  // How many messages the host works on at once, across conversations: a
+  // How many messages the host takes in at once, across conversations: a
   // transport takes a pass for a message before it hands it over, and while
   // none is free it leaves the next ones unread (runtime/work_gate.hpp). The
   // pass is given back when the work waits for something outside the host:
   // the message waits behind other work of its conversation, its reply waits
   // for the user to read the one before, or the provider starts (when it may
-  // wait: an upstream); otherwise once the reply is handed over. A pass held
-  // longer than work_hold stops counting.
+  // wait: an upstream); otherwise once the reply is handed over. The work
+  // that goes on after such a wait is not counted again, and a pass held
+  // longer than work_hold stops counting: the gate bounds what is taken in,
+  // not every step of what was.
   static constexpr std::size_t work_at_once = 32;
   static constexpr runtime::Duration work_hold = std::chrono::milliseconds(100);
   runtime::WorkGate& gate() { return *gate_; }

@@ -103,13 +103,14 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
 
   void granted(runtime::WorkGate::Pass pass) {
     gate_wait_ = {};
-    auto conversation = conversation_.lock();
-    if (!held_message_ || !conversation || !open()) return;
+    if (!held_message_) return;
     auto message = std::move(*held_message_);
     held_message_.reset();
     held_share_.set(0);
-    message.pass = std::move(pass);
-    conversation->submit(std::move(message));
+    if (auto conversation = conversation_.lock(); conversation && open()) {
+      message.pass = std::move(pass);
+      conversation->submit(std::move(message));
+    }
     update_reading();
   }
 

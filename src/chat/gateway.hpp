@@ -24,11 +24,13 @@
 //   next page once the queue is down to a quarter of its bounds. A client
 //   that takes nothing for heartbeat_interval + heartbeat_timeout is cut off
 //   and what waited for it is let go; the replies stay stored for its return;
-// - the host works on at most Conversations::work_at_once messages at once
+// - the host takes in at most Conversations::work_at_once messages at once
 //   (Conversations::gate()): one read beyond that waits for a pass, not
-//   acknowledged, in the order messages came, and its connection is not
-//   read meanwhile; a connection that ends meanwhile leaves the line and its
-//   message is not stored;
+//   acknowledged, in the order messages came, and its connection is not read
+//   meanwhile. Not read, it sees its client leave only when its turn comes
+//   (the message is then stored and answered, for the user's return) or when
+//   it ends otherwise (replaced, stopped): then it leaves the line, and the
+//   message, never acknowledged, is not stored;
 // - a connection is admitted by the auth mode in force at its upgrade: none,
 //   one shared token, or a signed per-user token whose `sub` is the user;
 //   user ids starting with "qq:" belong to the OneBot transport and are refused.

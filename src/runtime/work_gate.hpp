@@ -71,8 +71,6 @@ class WorkGate {
     Wait(const Wait&) = delete;
     Wait& operator=(const Wait&) = delete;
 
-    explicit operator bool() const { return !state_.expired(); }
-
    private:
     friend class WorkGate;
     Wait(std::weak_ptr<State> state, std::uint64_t id) : state_(std::move(state)), id_(id) {}

@@ -809,7 +809,9 @@ TEST(Gateway, AReplyThatNeverEndsHoldsTheWorkGateOnlyForItsHoldTime) {
   ASSERT_EQ(a.connect(fixture.address, "stuck-a"), 101);
   ASSERT_EQ(b.connect(fixture.address, "stuck-b"), 101);
   const auto first = say_and_get_seq(a, "from a", "a1");
+  const auto sent = Clock::now();
   const auto second = say_and_get_seq(b, "from b", "b1");  // acknowledged all the same
+  EXPECT_GE(Clock::now() - sent, 50ms) << "acknowledged before the first pass stopped counting";
   ASSERT_TRUE(poll_until([&] { return fixture.run([&] { return fixture.gate->requests.size(); }) == 2; },
                          10s));
   open_provider(fixture);
@@ -818,7 +820,7 @@ TEST(Gateway, AReplyThatNeverEndsHoldsTheWorkGateOnlyForItsHoldTime) {
 }
 
 // A connection waiting for a pass is not read, so it sees its client leave
-// only when it ends otherwise: replaced (here), cut off by the heartbeat, or
+// only when its turn comes or when it ends otherwise: replaced (here) or
 // closed by a stop. It then leaves the line, and the message it held, never
 // acknowledged, is not stored.
 TEST(Gateway, AConnectionReplacedWhileWaitingForAPassLeavesTheLineAndItsMessageUnstored) {
