@@ -198,6 +198,41 @@ TEST(GatewaySend, AClientThatDoesNotReadGetsOneReplyMadeAtATimeOnceItsQueueIsFul
       << net::buffer_budget().used() << " bytes still held";
 }
 
+// The work gate counts the host's own work: a reply waiting for a client that
+// reads nothing gives its pass back, so users who stop reading cannot keep
+// the others' messages waiting (here the gate has one pass, held for ever).
+TEST(GatewaySend, AClientThatDoesNotReadHoldsNoPassOfTheWorkGate) {
+  GatewayFixture fixture;
+  fixture.run([&] {
+    fixture.gateway->conversations().limit_work(1, std::chrono::hours(1));
+    fixture.gate->waits = false;  // its replies are the host's work, held until handed over
+    return true;
+  });
+  set_reply_bytes(fixture, 1000 * 1000);
+  set_gate(fixture, false);
+  constexpr std::size_t messages = 8;
+  ChatClient stalled;
+  stalled.set_receive_buffer(64 * 1024);
+  ASSERT_EQ(stalled.connect(fixture.address, "stalled"), 101);
+  for (std::size_t i = 0; i < messages; ++i)
+    say_and_get_seq(stalled, "q" + std::to_string(i), "q" + std::to_string(i));
+  const auto answered = [&] {
+    std::size_t replies = 0;
+    for (const auto& message : fixture.messages("stalled"))
+      replies += message.role == store::Role::assistant ? 1 : 0;
+    return replies;
+  };
+  set_gate(fixture, true);
+  ASSERT_TRUE(poll_until([&] { return answered() >= 2; }, 30s));
+
+  ChatClient reader;
+  ASSERT_EQ(reader.connect(fixture.address, "reader"), 101);
+  const auto seq = say_and_get_seq(reader, "hello", "r1");
+  const auto chat = reader.read_until([&](const Frame& f) { return is_chat_for(f, seq); }, 30s);
+  EXPECT_EQ(string_field(chat, "text").size(), 1000u * 1000);
+  EXPECT_LT(answered(), messages) << "every reply was made for a client that read none";
+}
+
 // Messages waiting for their reply are held against the buffer budget, and
 // given back as their replies are made.
 TEST(GatewaySend, MessagesWaitingForTheirReplyAreCountedInTheBufferBudget) {
