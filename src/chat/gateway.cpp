@@ -88,7 +88,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     }
   }
 
-  // The host works on as many messages at once as the gate lets: this one
+  // The host takes in as many messages at once as the gate lets: this one
   // waits for a pass, and the connection is not read meanwhile (TCP holds
   // what the client sends next). Not acknowledged yet: if the connection
   // ends first, the client knows to send it again.
