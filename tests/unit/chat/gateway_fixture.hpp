@@ -153,6 +153,17 @@ struct GatewayFixture {
     });
   }
 
+  // Whether the conversation of `user` holds no work: after a connection's
+  // first backlog read, a message it sends is the conversation's only work
+  // (one sent while that read runs waits behind it, and gives its pass of
+  // the work gate back).
+  bool settled(const std::string& user) {
+    return run([&] {
+      auto conversation = gateway->conversations().find(user);
+      return conversation && conversation->pending() == 0;
+    });
+  }
+
   // The user's stored messages, oldest first.
   std::vector<store::Message> messages(const std::string& user) {
     auto result = thread.call(store->messages(user, 100000));

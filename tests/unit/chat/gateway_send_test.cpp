@@ -198,9 +198,11 @@ TEST(GatewaySend, AClientThatDoesNotReadGetsOneReplyMadeAtATimeOnceItsQueueIsFul
       << net::buffer_budget().used() << " bytes still held";
 }
 
-// The work gate counts the host's own work: a reply waiting for a client that
-// reads nothing gives its pass back, so users who stop reading cannot keep
-// the others' messages waiting (here the gate has one pass, held for ever).
+// The work gate counts the host's own work: a client that reads nothing holds
+// no pass (its reply that waits for room gives its pass back), so users who
+// stop reading cannot keep the others' messages waiting (here the gate has
+// one pass, and a pass counts until given back). Fails with the pass kept
+// over the wait.
 TEST(GatewaySend, AClientThatDoesNotReadHoldsNoPassOfTheWorkGate) {
   GatewayFixture fixture;
   fixture.run([&] {
@@ -209,28 +211,35 @@ TEST(GatewaySend, AClientThatDoesNotReadHoldsNoPassOfTheWorkGate) {
     return true;
   });
   set_reply_bytes(fixture, 1000 * 1000);
-  set_gate(fixture, false);
   constexpr std::size_t messages = 8;
-  ChatClient stalled;
+  ChatClient stalled;  // sends, and reads nothing at all
   stalled.set_receive_buffer(64 * 1024);
   ASSERT_EQ(stalled.connect(fixture.address, "stalled"), 101);
-  for (std::size_t i = 0; i < messages; ++i)
-    say_and_get_seq(stalled, "q" + std::to_string(i), "q" + std::to_string(i));
-  const auto answered = [&] {
-    std::size_t replies = 0;
-    for (const auto& message : fixture.messages("stalled"))
-      replies += message.role == store::Role::assistant ? 1 : 0;
-    return replies;
+  ASSERT_TRUE(poll_until([&] { return fixture.settled("stalled"); }, 10s));
+  const auto count = [&](store::Role role) {
+    std::size_t n = 0;
+    for (const auto& message : fixture.messages("stalled")) n += message.role == role ? 1 : 0;
+    return n;
   };
-  set_gate(fixture, true);
-  ASSERT_TRUE(poll_until([&] { return answered() >= 2; }, 30s));
+  const auto passes_held = [&] {
+    return fixture.run([&] { return fixture.gateway->conversations().gate().held(); });
+  };
+  for (std::size_t i = 0; i < messages; ++i)
+    stalled.say("q" + std::to_string(i), "q" + std::to_string(i));
+  // Replies are made until the connection's queue is full; then the next
+  // waits for room (and the connection is not read).
+  ASSERT_TRUE(poll_until([&] { return count(store::Role::assistant) >= 2; }, 30s));
+  EXPECT_TRUE(poll_until([&] { return passes_held() == 0; }, 10s))
+      << "a client that reads nothing holds a pass";
 
   ChatClient reader;
   ASSERT_EQ(reader.connect(fixture.address, "reader"), 101);
+  ASSERT_TRUE(poll_until([&] { return fixture.settled("reader"); }, 10s));
   const auto seq = say_and_get_seq(reader, "hello", "r1");
   const auto chat = reader.read_until([&](const Frame& f) { return is_chat_for(f, seq); }, 30s);
   EXPECT_EQ(string_field(chat, "text").size(), 1000u * 1000);
-  EXPECT_LT(answered(), messages) << "every reply was made for a client that read none";
+  EXPECT_LT(count(store::Role::assistant), messages)
+      << "every reply was made for a client that read none";
 }
 
 // Messages waiting for their reply are held against the buffer budget, and

@@ -780,6 +780,8 @@ TEST(Gateway, MessagesBeyondTheWorkGateWaitUnacknowledgedAndGoInTheOrderTheyCame
   ASSERT_EQ(a.connect(fixture.address, "gate-a"), 101);
   ASSERT_EQ(b.connect(fixture.address, "gate-b"), 101);
   ASSERT_EQ(c.connect(fixture.address, "gate-c"), 101);
+  for (const char* user : {"gate-a", "gate-b", "gate-c"})
+    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
   const auto first = say_and_get_seq(a, "from a", "a1");  // its reply holds the pass
   b.say("from b", "b1");
   ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
@@ -808,6 +810,8 @@ TEST(Gateway, AReplyThatNeverEndsHoldsTheWorkGateOnlyForItsHoldTime) {
   ChatClient a, b;
   ASSERT_EQ(a.connect(fixture.address, "stuck-a"), 101);
   ASSERT_EQ(b.connect(fixture.address, "stuck-b"), 101);
+  for (const char* user : {"stuck-a", "stuck-b"})
+    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
   // The pass of "a1" is taken after this moment, and counts for 50 ms.
   const auto before_first = Clock::now();
   const auto first = say_and_get_seq(a, "from a", "a1");
@@ -832,6 +836,8 @@ TEST(Gateway, AConnectionReplacedWhileWaitingForAPassLeavesTheLineAndItsMessageU
   ASSERT_EQ(a.connect(fixture.address, "line-a"), 101);
   ASSERT_EQ(b.connect(fixture.address, "line-b"), 101);
   ASSERT_EQ(c.connect(fixture.address, "line-c"), 101);
+  for (const char* user : {"line-a", "line-b", "line-c"})
+    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
   const auto first = say_and_get_seq(a, "from a", "a1");
   b.say("from b", "b1");
   ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
