@@ -765,6 +765,12 @@ void open_provider(GatewayFixture& fixture) {
     return true;
   });
 }
+// Connects `client` as `user`, and waits until the connection's first backlog
+// read has ended (GatewayFixture::settled).
+bool connect_settled(GatewayFixture& fixture, ChatClient& client, const std::string& user) {
+  return client.connect(fixture.address, user) == 101 &&
+         poll_until([&] { return fixture.settled(user); }, 10s);
+}
 // Reads the acknowledgement of `id`, then the reply to it; returns its text.
 std::string ack_and_reply(ChatClient& client, const std::string& id) {
   const auto ack = client.read_until([&](const Frame& f) { return is_ack(f, id); });
@@ -777,11 +783,9 @@ TEST(Gateway, MessagesBeyondTheWorkGateWaitUnacknowledgedAndGoInTheOrderTheyCame
   GatewayFixture fixture;
   gate_work(fixture, 1h);
   ChatClient a, b, c;
-  ASSERT_EQ(a.connect(fixture.address, "gate-a"), 101);
-  ASSERT_EQ(b.connect(fixture.address, "gate-b"), 101);
-  ASSERT_EQ(c.connect(fixture.address, "gate-c"), 101);
-  for (const char* user : {"gate-a", "gate-b", "gate-c"})
-    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
+  ASSERT_TRUE(connect_settled(fixture, a, "gate-a"));
+  ASSERT_TRUE(connect_settled(fixture, b, "gate-b"));
+  ASSERT_TRUE(connect_settled(fixture, c, "gate-c"));
   const auto first = say_and_get_seq(a, "from a", "a1");  // its reply holds the pass
   b.say("from b", "b1");
   ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
@@ -808,10 +812,8 @@ TEST(Gateway, AReplyThatNeverEndsHoldsTheWorkGateOnlyForItsHoldTime) {
   GatewayFixture fixture;
   gate_work(fixture, 50ms);
   ChatClient a, b;
-  ASSERT_EQ(a.connect(fixture.address, "stuck-a"), 101);
-  ASSERT_EQ(b.connect(fixture.address, "stuck-b"), 101);
-  for (const char* user : {"stuck-a", "stuck-b"})
-    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
+  ASSERT_TRUE(connect_settled(fixture, a, "stuck-a"));
+  ASSERT_TRUE(connect_settled(fixture, b, "stuck-b"));
   // The pass of "a1" is taken after this moment, and counts for 50 ms.
   const auto before_first = Clock::now();
   const auto first = say_and_get_seq(a, "from a", "a1");
@@ -833,11 +835,9 @@ TEST(Gateway, AConnectionReplacedWhileWaitingForAPassLeavesTheLineAndItsMessageU
   GatewayFixture fixture;
   gate_work(fixture, 1h);
   ChatClient a, b, c;
-  ASSERT_EQ(a.connect(fixture.address, "line-a"), 101);
-  ASSERT_EQ(b.connect(fixture.address, "line-b"), 101);
-  ASSERT_EQ(c.connect(fixture.address, "line-c"), 101);
-  for (const char* user : {"line-a", "line-b", "line-c"})
-    ASSERT_TRUE(poll_until([&] { return fixture.settled(user); }, 10s));
+  ASSERT_TRUE(connect_settled(fixture, a, "line-a"));
+  ASSERT_TRUE(connect_settled(fixture, b, "line-b"));
+  ASSERT_TRUE(connect_settled(fixture, c, "line-c"));
   const auto first = say_and_get_seq(a, "from a", "a1");
   b.say("from b", "b1");
   ASSERT_TRUE(poll_until([&] { return waiting_for_passes(fixture) == 1; }, 10s));
