@@ -322,17 +322,14 @@ void Conversation::enqueue_reply(store::Message message) {
   pending_changed();
 }
 
-namespace {
-// What a message waiting for its reply holds, for the buffer budget.
-std::size_t held_bytes(const store::Message& message) {
-  std::size_t bytes = message.content.size();
-  for (const auto& image : message.images) bytes += image.size();
+std::size_t message_bytes(std::string_view text, const std::vector<std::string>& images) {
+  std::size_t bytes = text.size();
+  for (const auto& image : images) bytes += image.size();
   return bytes;
 }
-}  // namespace
 
 void Conversation::queue_reply(store::Message message, runtime::WorkGate::Pass pass) {
-  to_answer_share_.set(to_answer_share_.bytes() + held_bytes(message));
+  to_answer_share_.set(to_answer_share_.bytes() + message_bytes(message.content, message.images));
   // Behind another reply the message waits: its pass goes back.
   if (reply_task_ || !to_answer_.empty()) pass.release();
   to_answer_.push_back(ToAnswer{std::move(message), Clock::now(), std::move(pass)});
@@ -343,7 +340,7 @@ void Conversation::start_next_reply() {
   if (reply_task_ || to_answer_.empty()) return;
   auto work = std::move(to_answer_.front());
   to_answer_.pop_front();
-  to_answer_share_.set(to_answer_share_.bytes() - held_bytes(work.message));
+  to_answer_share_.set(to_answer_share_.bytes() - message_bytes(work.message.content, work.message.images));
   if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = decltype(to_answer_)();
   user_cancelled_ = false;
   auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);

@@ -66,6 +66,10 @@ struct Submission {
   runtime::WorkGate::Pass pass;
 };
 
+// What a message's text and images take in memory, for the buffer budgets
+// of a message waiting to be taken in or answered.
+std::size_t message_bytes(std::string_view text, const std::vector<std::string>& images);
+
 // The side of a conversation that reaches its user. Called on the network
 // thread, only while attached.
 class Outlet {

@@ -2,6 +2,7 @@
 
 #include "chat/user_token.hpp"
 #include "runtime/cancellation.hpp"
+#include "runtime/exceptions.hpp"
 #include "runtime/log.hpp"
 #include "runtime/log_limiter.hpp"
 #include "runtime/time.hpp"
@@ -93,7 +94,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // what the client sends next). Not acknowledged yet: if the connection
   // ends first, the client knows to send it again.
   void wait_for_pass(Submission message) {
-    held_share_.set(message.text.size() + images_bytes(message.images));
+    held_share_.set(message_bytes(message.text, message.images));
     held_message_ = std::move(message);
     gate_wait_ = gateway_.conversations_.gate().wait([weak = weak_from_this()](auto pass) {
       if (auto self = weak.lock()) self->granted(std::move(pass));
@@ -109,15 +110,18 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     held_share_.set(0);
     if (auto conversation = conversation_.lock(); conversation && open()) {
       message.pass = std::move(pass);
-      conversation->submit(std::move(message));
+      try {
+        conversation->submit(std::move(message));
+      } catch (...) {
+        // As for a message taken in at once (WsConnection::deliver): not
+        // acknowledged, so the client sends it again on its next connection.
+        log::error("chat: taking in a message from {} failed: {}; closing with 1011", user_id_,
+                   runtime::describe_current_exception());
+        connection_->close(boost::beast::websocket::close_code::internal_error, "internal error");
+        return;
+      }
     }
     update_reading();
-  }
-
-  static std::size_t images_bytes(const std::vector<std::string>& images) {
-    std::size_t bytes = 0;
-    for (const auto& image : images) bytes += image.size();
-    return bytes;
   }
 
   void on_closed() {

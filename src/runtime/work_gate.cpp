@@ -60,7 +60,11 @@ struct WorkGate::State : std::enable_shared_from_this<State> {
       try {
         waiter.mapped()(grant());
       } catch (...) {
-        log::error("a waiter for a work pass failed: {}", describe_current_exception());
+        // Its pass went back as the exception left it.
+        log::error("a message waiting for a work pass could not be taken in ({}); the pass goes "
+                   "to the next one. This is a bug in mooring unless memory ran out: please "
+                   "report it with this line",
+                   describe_current_exception());
       }
     }
     if (gate && !waiters.empty()) gate->arm_timer();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -143,7 +144,9 @@ TEST_F(WorkGateTest, APassHeldPastMaxHoldStopsCountingAndTheNextWaiterGetsOne) {
   EXPECT_EQ(granted, (std::vector<std::string>{"a"}));
   stuck.release();
   const bool in_time = Clock::now() - granted_at < hold;  // the pass of "a" still counts
-  if (in_time) EXPECT_FALSE(gate.try_enter()) << "the late release freed a place";
+  if (in_time) {
+    EXPECT_FALSE(gate.try_enter()) << "the late release freed a place";
+  }
 }
 
 // Passes that never come back: each waiter in turn gets one as the one before
@@ -185,6 +188,27 @@ TEST_F(WorkGateTest, PassesAndWaitsOutliveTheGate) {
   io.poll();
   EXPECT_TRUE(granted.empty());
   a = WorkGate::Wait();
+}
+
+// A waiter whose callback throws (a bug, or memory running out) is logged;
+// the pass it was handed goes back, and the waiters behind it are let in.
+TEST_F(WorkGateTest, AWaiterThatThrowsGivesItsPassBackAndTheNextOneIsLetIn) {
+  WorkGate gate(io.get_executor(), 1, 1h);
+  auto pass = gate.try_enter();
+  int thrown = 0;
+  auto a = gate.wait([&](WorkGate::Pass) {
+    ++thrown;
+    throw std::runtime_error("the waiter failed");
+  });
+  auto b = wait(gate, "b");
+  pass.release();
+  run_until([&] { return !granted.empty(); });
+  EXPECT_EQ(thrown, 1);
+  EXPECT_EQ(granted, std::vector<std::string>{"b"});
+  EXPECT_EQ(gate.held(), 1u);
+  EXPECT_EQ(gate.waiting(), 0u);
+  passes.clear();
+  EXPECT_EQ(gate.held(), 0u);
 }
 
 TEST_F(WorkGateTest, ALimitOfZeroIsOne) {
