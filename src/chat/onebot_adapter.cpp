@@ -49,6 +49,12 @@ constexpr runtime::Duration max_heartbeat_interval = std::chrono::hours(1);
 // bounds its reading stops (TCP pushes back) until they are taken.
 constexpr std::size_t max_held_messages = 1000;
 constexpr std::size_t max_held_bytes = 4 * 1024 * 1024;
+// The work an account's chats may have at once: messages handed to them and
+// not answered yet, and replies waiting to be sent. Its next messages are
+// held meanwhile (above), so an implementation that takes no send, or a
+// flood from thousands of users, cannot make mooring keep a chat and its
+// replies in memory for every one of them.
+constexpr std::size_t max_account_work = 1000;
 // Accounts known at once (each keeps its state, connected or not, for the
 // panel and for its chats): with self_ids empty, a client with the token
 // could otherwise make one for every X-Self-ID it sends.
@@ -66,6 +72,14 @@ constexpr runtime::Duration events_only_grace = std::chrono::seconds(5);
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
+}
+
+runtime::Counter& onebot_messages_dropped() {
+  static runtime::Counter& counter = runtime::metrics().counter(
+      "mooring_onebot_messages_dropped_total",
+      "QQ messages dropped, neither stored nor answered: their account had as many replies "
+      "waiting to be sent, and messages held, as mooring keeps.");
+  return counter;
 }
 
 runtime::Counter& onebot_messages(std::string_view direction) {
@@ -172,11 +186,22 @@ struct OneBotAdapter::Bot {
   // been held, and the chats hold at most twice the bounds.
   std::size_t stop_messages = 0;
   std::size_t stop_bytes = 0;
+  // The chats' work: unanswered messages and replies waiting to be sent, as
+  // each chat's outlet counts them.
+  std::size_t work = 0;
+  std::uint64_t dropped = 0;  // messages dropped while it was at max_account_work
 
   bool holding_full() const {
     return held.size() + stop_messages >= max_held_messages ||
            held_bytes + stop_bytes >= max_held_bytes;
   }
+  bool work_full() const { return work >= max_account_work; }
+  // Past the holding bounds the Event connection is not read, unless what
+  // holds the messages back may be replies waiting to be sent on that very
+  // connection: the answers to the sends come on it behind the messages, so
+  // it is read on, and messages beyond the bounds are dropped.
+  bool dropping() const { return holding_full() && work_full() && events && events->calls; }
+  bool pause_wanted() const { return holding_full() && !dropping(); }
 
   explicit Bot(const asio::any_io_executor& executor)
       : api_changed(executor), send_ended(executor) {}
@@ -211,8 +236,8 @@ struct OneBotAdapter::Bot {
   void update_reading() {
     if (!events || events->closed) return;
     auto& connection = *events->connection;
-    if (holding_full() == connection.reading_paused()) return;
-    if (holding_full()) {
+    if (pause_wanted() == connection.reading_paused()) return;
+    if (pause_wanted()) {
       connection.pause_reading();
     } else {
       connection.resume_reading();
@@ -236,6 +261,10 @@ class OneBotAdapter::Outlet : public chat::Outlet,
         target_(target),
         pacer_(adapter.options_.send_interval),
         drained_(adapter.conversations_.supervisor().executor()) {}
+
+  ~Outlet() override {
+    if (*alive_ && counted_ > 0) adapter_.bot(target_.self_id).work -= counted_;
+  }
 
   // The QQ message the stored message with `client_id` will be, for quoting.
   // Several may wait to be stored at once (questions sent together).
@@ -310,6 +339,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   }
 
   void pending_changed(std::size_t pending) override {
+    pending_ = pending;
+    count_work();
     const bool full = pending >= std::max<std::size_t>(1, adapter_.options_.max_pending_messages);
     if (full == full_) return;
     full_ = full;
@@ -365,9 +396,30 @@ class OneBotAdapter::Outlet : public chat::Outlet,
     queue(std::move(outgoing));
   }
 
+  // This chat's share of the account's work; the messages held for the
+  // account go on once it is below max_account_work again.
+  void count_work() {
+    if (!*alive_) return;
+    auto& bot = adapter_.bot(target_.self_id);
+    const bool was_full = bot.work_full();
+    const auto now = pending_ + outgoing_.size();
+    bot.work = bot.work - counted_ + now;
+    counted_ = now;
+    if (!was_full || bot.work_full()) return;
+    // Looked at again once this turn is over: a reply being handed over
+    // leaves its question's count before it joins outgoing_.
+    asio::post(adapter_.conversations_.supervisor().executor(),
+               [&adapter = adapter_, alive = alive_, self_id = target_.self_id] {
+                 if (!*alive) return;
+                 auto& bot = adapter.bot(self_id);
+                 if (!bot.work_full()) adapter.release_held(bot);
+               });
+  }
+
   void queue(Outgoing outgoing) {
     if (outgoing.parts.empty()) outgoing.parts.emplace_back();
     outgoing_.push_back(std::move(outgoing));
+    count_work();
     if (sending_) return;
     sending_ = true;
     auto name = fmt::format("onebot send qq:{}:{}:{}", target_.self_id,
@@ -416,6 +468,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       if (outgoing.next >= outgoing.parts.size()) {
         const auto seq = outgoing.seq;
         self->outgoing_.pop_front();
+        self->count_work();
         self->drained_.notify_all();
         // Sent, or given up: after a restart QQ would show it twice, or refuse it again.
         if (auto conversation = self->conversation_.lock(); conversation && seq != 0)
@@ -673,6 +726,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
   // By client id until stored, the oldest first.
   std::deque<std::pair<std::string, Origin>> expected_;
   bool full_ = false;
+  std::size_t pending_ = 0;  // the conversation's unanswered messages
+  std::size_t counted_ = 0;  // pending_ + outgoing_.size() as last counted in the account's work
   Clock::time_point last_active_ = Clock::now();
 };
 
@@ -961,7 +1016,11 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
       return;
     }
     const auto session = message->session_id();
-    if (bot.held_chats.contains(session) || chat_full(session)) {
+    if (bot.held_chats.contains(session) || chat_full(session) || bot.work_full()) {
+      if (bot.dropping()) {
+        drop(bot, *message);
+        return;
+      }
       hold(bot, std::move(*message), frame_bytes);
       return;
     }
@@ -971,6 +1030,18 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
   } else {
     on_other(link, event);
   }
+}
+
+void OneBotAdapter::drop(Bot& bot, const onebot::MessageEvent& message) {
+  ++bot.dropped;
+  onebot_messages_dropped().inc();
+  log_limited(spdlog::level::warn, "dropped: work full",
+              fmt::format("onebot: bot {} has {} replies to make or send and {} messages held, "
+                          "as many as mooring keeps: a message from {} was dropped, neither "
+                          "stored nor answered. The OneBot implementation takes mooring's sends "
+                          "slower than messages come (or not at all): check it and its "
+                          "connection",
+                          bot.self_id, bot.work, bot.held.size(), message.session_id()));
 }
 
 void OneBotAdapter::hold(Bot& bot, onebot::MessageEvent message, std::size_t frame_bytes) {
@@ -994,6 +1065,7 @@ void OneBotAdapter::release_held(Bot& bot, bool all) {
   releasing_ = true;
   std::set<std::string, std::less<>> waiting;  // chats whose earlier message stays held
   for (auto at = bot.held.begin(); at != bot.held.end();) {
+    if (!all && bot.work_full()) break;  // all of them wait
     auto session = at->first.session_id();
     if (!all && (waiting.contains(session) || chat_full(session))) {
       waiting.insert(std::move(session));
@@ -1200,6 +1272,9 @@ json::object OneBotAdapter::status() const {
                                                                        : json::value(unix_ms(bot->last_event))},
         {"messages_in", bot->messages_in},
         {"messages_out", bot->messages_out},
+        {"work", bot->work},
+        {"held", bot->held.size()},
+        {"dropped", bot->dropped},
     });
   }
   json::array requests;

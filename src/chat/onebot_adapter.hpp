@@ -122,9 +122,13 @@ class OneBotAdapter {
   void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
   void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
   // Messages for a chat holding max_pending_messages wait, in order, until
-  // it holds fewer; the account's other chats go on. `all`: the chats'
-  // bounds notwithstanding.
+  // it holds fewer; the account's other chats go on. All of the account's
+  // messages wait while its chats have max_account_work. `all`: the bounds
+  // notwithstanding.
   void hold(Bot& bot, onebot::MessageEvent message, std::size_t frame_bytes);
+  // Past every bound, on a connection that must be read for the answers to
+  // mooring's sends: the message is dropped, counted and logged (limited).
+  void drop(Bot& bot, const onebot::MessageEvent& message);
   bool chat_full(const std::string& session_id) const;
   void release_held(Bot& bot, bool all = false);
   Bot& bot(std::int64_t self_id);

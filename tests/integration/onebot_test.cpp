@@ -1358,5 +1358,68 @@ TEST(OneBot, RepliesWaitingForAnApiConnectionAreSaidOnceThenSentWhenOneComes) {
   expect_clean_stop(host);
 }
 
+// Defect: an implementation that took no send while thousands of users wrote
+// made mooring keep a chat, its reply and a task for every one of them (944
+// MiB after 15,000 messages). An account's work is bounded: 1,000 messages
+// being answered or replies waiting, then 1,000 messages held; on a
+// connection that must be read for the answers to the sends, messages beyond
+// are dropped, counted and logged. Once the sends are taken, the held ones
+// are answered.
+TEST(OneBot, AnAccountThatTakesNoSendsHoldsItsBoundOfWorkAndDropsWhatComesBeyond) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config({{"api_timeout", "\"60s\""}}));
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  constexpr int work = 1000, held = 1000, messages = 2600;
+  constexpr std::int64_t first_user = 100000;
+  for (int i = 0; i < messages; ++i)
+    peer.private_message(first_user + i, json::value(fmt::format("q{}", i)), "u", 20000 + i);
+  const auto counted = [&](const char* key) {
+    const auto status = bot_status(host);
+    return status.contains(key) ? status.at(key).to_number<int>() : -1;
+  };
+  // Every message read is being answered (its reply waits to be sent), held
+  // or dropped.
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return counted("messages_in") == messages &&
+               counted("work") + counted("held") + counted("dropped") == messages;
+      },
+      60s))
+      << "work " << counted("work") << ", held " << counted("held") << ", dropped "
+      << counted("dropped") << "\n" << host.log().substr(0, 4000);
+  const int dropped = counted("dropped");
+  EXPECT_LE(counted("work"), work + 2);
+  EXPECT_LE(counted("held"), held);
+  EXPECT_GE(dropped, messages - work - held - 2);
+  const auto metrics = http_get(host.admin(), "/metrics", host.admin_token()).body;
+  EXPECT_NE(metrics.find(fmt::format("mooring_onebot_messages_dropped_total {}", dropped)),
+            std::string::npos);
+  EXPECT_NE(host.log().find("was dropped, neither stored nor answered"), std::string::npos)
+      << host.log().substr(0, 4000);
+
+  // The sends are taken now: the replies waiting go out, then the held
+  // messages' replies, each once; the dropped messages get none.
+  std::multiset<std::int64_t> answered;
+  const auto take = [&](const Action& action) {
+    if (is_send(action)) answered.insert(int_param(action, "user_id"));
+    peer.answer_standard(action);
+  };
+  for (const auto& action : peer.take_skipped()) take(action);
+  while (answered.size() < static_cast<std::size_t>(messages - dropped)) {
+    auto action = peer.next_action(60s);
+    ASSERT_TRUE(action) << "closed with " << peer.close_code() << " after " << answered.size();
+    take(*action);
+  }
+  ASSERT_TRUE(poll_until([&] { return counted("work") == 0 && counted("held") == 0; }, 20s));
+  EXPECT_EQ(std::set<std::int64_t>(answered.begin(), answered.end()).size(), answered.size());
+  EXPECT_EQ(counted("messages_out"), messages - dropped);
+  EXPECT_GE(*answered.begin(), first_user);
+  EXPECT_LT(*answered.rbegin(), first_user + messages);
+  peer.close();
+  expect_clean_stop(host);
+}
+
 }  // namespace
 }  // namespace mooring::test
