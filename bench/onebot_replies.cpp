@@ -4,7 +4,8 @@
 // chat, answers it with retcode 0 and sends the next, MESSAGES times. Reports
 // replies per second and p50/p99 from the message event to the send call; with
 // a server pid, also the server's CPU seconds. Run mooring with
-// [onebot] send_interval = "0s" to measure the adapter, not the pacing.
+// [onebot] send_interval = "0s" to measure the adapter, not the pacing, and
+// [gateway] max_messages_per_minute above MESSAGES (each chat is one QQ user).
 //
 //   bench_onebot HOST:PORT TOKEN CHATS MESSAGES [SERVER_PID]
 #include "runtime/asio.hpp"

@@ -83,6 +83,7 @@ chat::OneBotOptions onebot_options(const Config& config, const chat::GatewayOpti
   options.max_message_chars = ob.max_message_chars;
   options.send_interval = ob.send_interval;
   options.max_pending_messages = gateway.max_pending_messages;
+  options.max_messages_per_minute = gateway.max_messages_per_minute;
   options.ws = gateway.ws;
   return options;
 }

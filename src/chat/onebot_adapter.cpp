@@ -190,6 +190,7 @@ struct OneBotAdapter::Bot {
   // each chat's outlet counts them.
   std::size_t work = 0;
   std::uint64_t dropped = 0;  // messages dropped while it was at max_account_work
+  std::uint64_t rate_limited = 0;  // messages beyond a sender's max_messages_per_minute
 
   bool holding_full() const {
     return held.size() + stop_messages >= max_held_messages ||
@@ -736,6 +737,7 @@ class OneBotAdapter::Outlet : public chat::Outlet,
 OneBotAdapter::OneBotAdapter(Conversations& conversations, OneBotOptions options)
     : conversations_(conversations),
       options_(std::move(options)),
+      rate_limiter_(options_.max_messages_per_minute),
       send_ended_(conversations.supervisor().executor()) {
   conversations_.set_outlet_factory("qq:", [this](Conversation& c) { attach_outlet(c); });
 }
@@ -873,6 +875,7 @@ awaitable<void> OneBotAdapter::flush_limited_log(OneBotAdapter* adapter) {
 void OneBotAdapter::set_options(OneBotOptions options) {
   const bool disabled = options_.enabled && !options.enabled;
   options_ = std::move(options);
+  rate_limiter_.set_rate(options_.max_messages_per_minute);
   conversations_.for_each([this](Conversation& conversation) {
     if (auto* outlet = dynamic_cast<Outlet*>(conversation.outlet()))
       outlet->set_interval(options_.send_interval);
@@ -1126,11 +1129,35 @@ void OneBotAdapter::on_message(Bot& bot, const onebot::MessageEvent& message) {
     submission.text = incoming.text;
   }
   if (incoming.text.empty() && incoming.images.empty()) return;
+  if (submission.answer && !admit(bot, message)) return;
   if (message.message_id == 0) submission.client_id.reset();
   auto conversation = conversations_.get(message.session_id());
   if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet()); outlet && submission.client_id)
     outlet->expect(*submission.client_id, std::to_string(message.message_id), message.user_id);
   conversation->submit(std::move(submission));
+}
+
+bool OneBotAdapter::admit(Bot& bot, const onebot::MessageEvent& message) {
+  const auto sender = fmt::format("{}:{}", bot.self_id, message.user_id);
+  const auto now = Clock::now();
+  if (rate_limiter_.try_take(sender, now)) return true;
+  ++bot.rate_limited;
+  const auto limit = options_.max_messages_per_minute;
+  log_limited(spdlog::level::info, "rate limited",
+              fmt::format("onebot: QQ user {} sent bot {} more than {} messages to answer in a "
+                          "minute (gateway.max_messages_per_minute): one was neither stored nor "
+                          "answered",
+                          message.user_id, bot.self_id, limit));
+  if (told_limited_.try_take(sender, now)) {
+    auto conversation = conversations_.get(message.session_id());
+    if (auto* outlet = dynamic_cast<Outlet*>(conversation->outlet())) {
+      const auto text = fmt::format(
+          "at most {} messages a minute; this one was not answered, send it again in a minute",
+          limit);
+      outlet->error("rate_limited", message.group ? message.sender_name + ": " + text : text, 0);
+    }
+  }
+  return false;
 }
 
 void OneBotAdapter::on_heartbeat(const std::shared_ptr<Link>& link,
@@ -1275,6 +1302,7 @@ json::object OneBotAdapter::status() const {
         {"work", bot->work},
         {"held", bot->held.size()},
         {"dropped", bot->dropped},
+        {"rate_limited", bot->rate_limited},
     });
   }
   json::array requests;

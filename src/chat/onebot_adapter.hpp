@@ -36,6 +36,7 @@
 #include "chat/conversation.hpp"
 #include "chat/onebot_event.hpp"
 #include "chat/onebot_link.hpp"
+#include "chat/rate_limiter.hpp"
 #include "net/router.hpp"
 #include "net/ws_connection.hpp"
 #include "runtime/log_limiter.hpp"
@@ -63,13 +64,18 @@ struct OneBotOptions {
   // (1,000 or 4 MiB at most; beyond, the connection's reading stops) and the
   // answers to mooring's calls go on being read.
   std::size_t max_pending_messages = 16;
+  // gateway.max_messages_per_minute, per QQ user and account: a message
+  // beyond it that would be answered is neither stored nor answered, and the
+  // chat is told (once a minute per user). 0: no limit.
+  std::size_t max_messages_per_minute = 0;
   net::WsOptions ws;
   friend bool operator==(const OneBotOptions& a, const OneBotOptions& b) {
     return a.enabled == b.enabled && a.path == b.path &&
            a.link.access_token == b.link.access_token && a.link.self_ids == b.link.self_ids &&
            a.group_prefixes == b.group_prefixes && a.api_timeout == b.api_timeout &&
            a.max_message_chars == b.max_message_chars && a.send_interval == b.send_interval &&
-           a.max_pending_messages == b.max_pending_messages && a.ws == b.ws;
+           a.max_pending_messages == b.max_pending_messages &&
+           a.max_messages_per_minute == b.max_messages_per_minute && a.ws == b.ws;
   }
 };
 
@@ -119,6 +125,9 @@ class OneBotAdapter {
   void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event,
                 std::size_t frame_bytes);
   void on_message(Bot& bot, const onebot::MessageEvent& message);
+  // Whether the sender may have one more message answered this minute;
+  // when not, their chat is told (once a minute) and the refusal logged.
+  bool admit(Bot& bot, const onebot::MessageEvent& message);
   void on_heartbeat(const std::shared_ptr<Link>& link, const onebot::Heartbeat& heartbeat);
   void on_other(const std::shared_ptr<Link>& link, const onebot::OneBotEvent& event);
   // Messages for a chat holding max_pending_messages wait, in order, until
@@ -158,6 +167,8 @@ class OneBotAdapter {
   // self id) and the reasons a send failed, until the cap puts the rest together.
   runtime::LogLimiter limited_log_{runtime::LogLimiter::Options{.max_kinds = 16}};
   bool limited_log_flushing_ = false;
+  RateLimiter rate_limiter_;
+  RateLimiter told_limited_{1};  // a sender is told of their limit once a minute
   bool releasing_ = false;  // release_held() is handing messages over
   bool stopping_ = false;   // hand_over_held() ran: nothing is held any more
   bool settling_ = false;   // settle_sends() ran: no send starts
