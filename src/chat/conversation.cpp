@@ -268,15 +268,24 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
     co_return;
   }
   const std::size_t page = std::max<std::size_t>(1, outlet->page_size());
-  for (std::size_t page_bytes = first_page_bytes;; page_bytes = backlog_page_bytes) {
-    const bool room = co_await outlet->room_for_page(page_bytes);
-    if (!room || generation != generation_) co_return;
+  std::size_t page_bytes = first_page_bytes;
+  for (;;) {
     auto replies = co_await store().replies_after(id_, after, page, page_bytes);
     if (!replies) {
       log::error("chat: cannot read stored replies for {}: {}", id_, replies.error().message);
       co_return;
     }
     if (generation != generation_) co_return;
+    // A page with nothing in it needs no room: a user with nothing to catch
+    // up on (a new one) is not held up while others hold the budget. One
+    // that must wait for room is let go meanwhile, and read again.
+    if (!replies->empty() && !outlet->room_for_page_now(page_bytes)) {
+      replies->clear();
+      replies->shrink_to_fit();
+      const bool room = co_await outlet->room_for_page(page_bytes);
+      if (!room || generation != generation_) co_return;
+      continue;
+    }
     std::size_t bytes = 0;
     for (const auto& reply : *replies) {
       if (reply.seq > until) {
@@ -291,6 +300,7 @@ awaitable<void> Conversation::deliver_from(Seq after, std::uint64_t generation) 
       co_return;
     }
     after = replies->back().seq;
+    page_bytes = backlog_page_bytes;
     if (owner_.host_stopping()) co_return;
     const bool out = co_await outlet->drained();
     if (!out || generation != generation_) co_return;

@@ -112,8 +112,10 @@ class Outlet {
   // replies handed so far are out (false: they cannot be now, stop).
   virtual std::size_t page_size() const = 0;
   virtual awaitable<bool> drained() = 0;
-  // Before each page is read: a wait until `bytes` of memory may be taken
-  // for it (false: stop).
+  // For a page read and not empty: whether `bytes` of memory may be taken
+  // for it now, and a wait until they may (false: stop). The page is read
+  // again after a wait, not held meanwhile.
+  virtual bool room_for_page_now(std::size_t /*bytes*/) { return true; }
   virtual awaitable<bool> room_for_page(std::size_t /*bytes*/) { co_return true; }
   // Before a reply is made: whether a reply made before it has not left yet,
   // and a wait until it has (a user who reads slowly gets one reply made at a

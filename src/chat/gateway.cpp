@@ -251,6 +251,10 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
   // thousand resumes at once read pages only as far as the budget allows.
   // Nothing says when other connections give room back; it is looked at again
   // every 100 ms while this connection lasts.
+  bool room_for_page_now(std::size_t bytes) override {
+    return open() && !host_stopping_ && page_share_.grow_to(bytes);
+  }
+
   awaitable<bool> room_for_page(std::size_t bytes) override {
     auto self = shared_from_this();
     while (open() && !host_stopping_ && !page_share_.grow_to(bytes)) {

@@ -633,6 +633,46 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
       << budget.used() << " bytes still held";
 }
 
+// Defect: every connection began by waiting for room in the budget for the
+// first page of its backlog, before reading it. While slow readers held the
+// budget (their live replies are counted, never refused, and can take it
+// past its limit), a new user's message waited behind that wait: no ack, no
+// error, nothing stored. A page with nothing in it needs no room.
+TEST(Gateway, ANewUserIsAnsweredWhileOthersHoldMoreThanTheWholeBudget) {
+  BudgetBacklog backlog("someone", 1, 20);
+  auto& [fixture, replies, budget] = backlog;
+  net::BufferBudget::Share others(budget);
+  others.set(budget.limit() + budget.limit() / 2);
+  mooring::test::WsClient client;
+  ASSERT_EQ(client.connect(fixture.address, "/ws/newcomer"), 101);
+  client.send(R"({"text":"hello","id":"n1"})");
+  bool acked = false;
+  for (;;) {
+    const auto text = client.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    if (is_type(frame, "ack")) acked = true;
+    if (is_type(frame, "chat")) break;
+  }
+  EXPECT_TRUE(acked);
+  // A returning user with replies to catch up on still waits for room.
+  mooring::test::WsClient returning;
+  ASSERT_EQ(returning.connect(fixture.address, "/ws/someone"), 101);
+  const auto readable = [&] {
+    int bytes = 0;
+    ::ioctl(returning.lowest_layer().socket().native_handle(), FIONREAD, &bytes);
+    return bytes;
+  };
+  EXPECT_FALSE(poll_until([&] { return readable() > 0; }, std::chrono::milliseconds(300)))
+      << readable() << " bytes came while the budget was full";
+  others.set(0);
+  expect_each_reply_once(returning, replies);
+  client.close();
+  returning.close();
+  EXPECT_TRUE(poll_until([&] { return budget.used() == 0; }, std::chrono::seconds(10)))
+      << budget.used() << " bytes still held";
+}
+
 // A reconnect with little to catch up on takes room for a small first page,
 // not a whole one: with other connections holding all but 100 KiB of the
 // budget, its three short replies still come at once.
