@@ -193,9 +193,21 @@ void WsConnection::read_done(const error_code& ec, std::size_t bytes) {
   } else {
     // A message begun, or going on: the timer watches that it keeps coming.
     // Its bytes are as good as a pong: a peer busy sending one is alive.
+    const auto now = Clock::now();
     if (!message_open_ || bytes > 0) {
-      message_heard_ = last_heard_ = Clock::now();
+      last_heard_ = now;
       awaiting_pong_ = ping_regardless_ = false;
+    }
+    // Its time starts again with each step of it: any bytes while it holds
+    // little, a sixteenth of what it holds (16 KiB at most) once it holds
+    // more. However slowly a message comes, then, it cannot keep a megabyte
+    // of the budget with a byte now and then.
+    if (!message_open_) message_bytes_ = message_mark_ = 0;
+    message_bytes_ += bytes;
+    const auto step = std::clamp<std::size_t>(message_mark_ / 16, 1, message_step_bytes);
+    if (!message_open_ || message_bytes_ - message_mark_ >= step) {
+      message_heard_ = now;
+      message_mark_ = message_bytes_;
     }
     if (!std::exchange(message_open_, true)) arm_timer();
     read_rest();
@@ -338,14 +350,15 @@ void WsConnection::refuse_for_budget() {
   close(websocket::close_code::try_again_later, "the server is busy; send it again later");
 }
 
-// A message begun and then left (pings answered, no byte of it for
+// A message begun and then left (pings answered, too little of it for
 // heartbeat_interval + heartbeat_timeout) would hold its part of the budget
 // for as long as its peer liked: refused like one the budget cannot hold,
 // with 1008. What is left of it is read and dropped.
 void WsConnection::abandon_unfinished() {
   peer_faults().log(spdlog::level::info, log_name_ + ": unfinished",
-                    fmt::format("{}: {} sent nothing more of a message it began for {}; "
-                                "closed with 1008",
+                    fmt::format("{}: {} sent too little of a message it began (less than a "
+                                "sixteenth of what it holds, at most 16 KiB) for {}; closed with "
+                                "1008",
                                 log_name_, remote_,
                                 runtime::format_duration(options_.heartbeat_interval +
                                                          options_.heartbeat_timeout)));

@@ -243,8 +243,14 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::string incoming_;
   BufferBudget::Share incoming_share_{buffer_budget()};
   bool discarding_ = false;  // the rest of a message refused for the budget is read and dropped
-  // A message is being read (begun, not whole), and when a byte of it last came.
+  // A message is being read (begun, not whole), and when its time last
+  // started again (a step of it came: WsConnection::read_done).
   bool message_open_ = false;
+  // Bytes of the message being received, and how many of them had come when
+  // its time last started again (message_heard_).
+  std::size_t message_bytes_ = 0;
+  std::size_t message_mark_ = 0;
+  static constexpr std::size_t message_step_bytes = 16 * 1024;
   Clock::time_point message_heard_;
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.

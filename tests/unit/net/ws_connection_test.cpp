@@ -630,7 +630,8 @@ TEST_F(WsConnectionTest, UnfinishedMessagesOfManyConnectionsStayWithinTheBufferB
 // A message begun and then left, its peer answering every ping, would hold
 // its part of the budget for ever: after heartbeat_interval + heartbeat_timeout
 // without a byte of it the connection is closed with 1008, and what it held is
-// given back. A message that keeps coming, however slowly, is not cut off.
+// given back. A message that keeps coming, however slowly while it holds
+// little, is not cut off.
 TEST_F(WsConnectionTest, AMessageLeftUnfinishedIsClosedAndGivesBackItsBudget) {
   auto& budget = buffer_budget();
   const auto base = budget.used();
@@ -686,6 +687,37 @@ TEST_F(WsConnectionTest, AMessageLeftUnfinishedIsClosedAndGivesBackItsBudget) {
   EXPECT_GT(Clock::now() - started, 600ms);
   EXPECT_EQ(slow.read(), "got:4000");
   slow.close();
+
+  // Defect: a byte of a message now and then kept its time going, so a peer
+  // could hold 480 KB of the budget for ever with a byte every 25 s. Once a
+  // message holds more, a step of it is a sixteenth of what it holds (16 KiB
+  // at most): a byte at each ping (every 300 ms, within the 600 ms deadline)
+  // no longer keeps it.
+  test::WsClient trickle;
+  ASSERT_EQ(trickle.connect(address_, "/ws"), 101);
+  auto& trickling = trickle.lowest_layer().socket();
+  for (int i = 0; i < 8; ++i) write(trickle, fragment(i == 0 ? 0x01 : 0x00, 60000, 't'));
+  // The server's frames as they come: pings (0x89) until its close (0x88).
+  std::string from_server;
+  const auto closed = [&] {
+    for (std::size_t at = 0; at + 2 <= from_server.size();
+         at += 2 + (static_cast<unsigned char>(from_server[at + 1]) & 0x7F)) {
+      if (static_cast<unsigned char>(from_server[at]) == 0x88) return true;
+    }
+    return false;
+  };
+  int trickled = 0;
+  for (; trickled < 8 && !closed(); ++trickled) {
+    ASSERT_TRUE(test::poll_until([&] { return trickling.available() > 0; }, 10s));
+    std::string bytes(trickling.available(), '\0');
+    asio::read(trickling, asio::buffer(bytes));
+    from_server += bytes;
+    if (!closed()) write(trickle, fragment(0x00, 1, 't'));
+  }
+  EXPECT_TRUE(closed()) << "still open after " << trickled << " bytes, one at each ping";
+  EXPECT_LE(trickled, 4);
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
+      << budget.used() - base << " bytes still held";
 }
 
 // An owner's on_closed that throws is logged, and the connection is still
