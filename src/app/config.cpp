@@ -110,12 +110,22 @@ class Problems {
   bool failed(const std::string& key) const { return failed_.count(key) != 0; }
 
   // In file order, so the list reads top to bottom; problems without a
-  // position come last.
+  // position come last. At most max_listed, then how many more there are: a
+  // file of a megabyte of unknown keys is not 60,000 lines in the log.
+  static constexpr std::size_t max_listed = 100;
   std::vector<ConfigError> take() {
     std::stable_sort(list_.begin(), list_.end(), [](const ConfigError& a, const ConfigError& b) {
       const auto rank = [](int line) { return line == 0 ? std::numeric_limits<int>::max() : line; };
       return rank(a.line) < rank(b.line);
     });
+    if (list_.size() > max_listed) {
+      const auto more = list_.size() - max_listed;
+      list_.resize(max_listed);
+      list_.push_back(ConfigError{"", 0,
+                                  fmt::format("… and {} more problems (the first {} are listed); "
+                                              "mend these and check again",
+                                              more, max_listed)});
+    }
     return std::move(list_);
   }
 

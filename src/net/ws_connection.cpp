@@ -620,12 +620,14 @@ void WsConnection::timer_fired() {
       write_progress_ = taken_looked_at_ = now;
       taken_mark_ = taken;
     } else {
-      log::info(
-          "{}: {} read less than {} KiB in {} (no piece of a write was taken, and the {} "
-          "bytes waiting unread in its socket did not go down); closing",
-          log_name_, remote_, write_piece_bytes / 1024,
-          runtime::format_duration(options_.heartbeat_interval + options_.heartbeat_timeout),
-          unsent_in_socket());
+      peer_faults().log(
+          spdlog::level::info, log_name_ + ": slow reader",
+          fmt::format(
+              "{}: {} read less than {} KiB in {} (no piece of a write was taken, and the {} "
+              "bytes waiting unread in its socket did not go down); closing",
+              log_name_, remote_, write_piece_bytes / 1024,
+              runtime::format_duration(options_.heartbeat_interval + options_.heartbeat_timeout),
+              unsent_in_socket()));
       force_close();
       return;
     }
@@ -651,8 +653,10 @@ void WsConnection::timer_fired() {
           write_next();
         }
       } else {
-        log::info("{}: {} did not answer a ping within {}; closing", log_name_, remote_,
-                  runtime::format_duration(options_.heartbeat_timeout));
+        peer_faults().log(spdlog::level::info, log_name_ + ": no pong",
+                          fmt::format("{}: {} did not answer a ping within {}; closing",
+                                      log_name_, remote_,
+                                      runtime::format_duration(options_.heartbeat_timeout)));
         force_close();
         return;
       }

@@ -295,6 +295,21 @@ TEST(ParseConfigErrors, AnUnknownKeyWithNothingCloseHasNoHint) {
   EXPECT_EQ(error.message, "unknown key");
 }
 
+// Defect: a megabyte of unknown keys (PUT /api/config) was 60,001 problems,
+// each a line in the log and in the answer (6.2 MB). The first 100 are
+// listed, then how many more there are.
+TEST(ParseConfigErrors, ManyProblemsAreListedUpToAHundredAndCounted) {
+  std::string text = "[chat]\n";
+  for (int i = 0; i < 5000; ++i) text += fmt::format("unknown_{} = 1\n", i);
+  const auto errors = parse_errors(text);
+  ASSERT_EQ(errors.size(), 101u);
+  EXPECT_EQ(errors.front().key, "chat.unknown_0");
+  EXPECT_EQ(errors.front().line, 2);
+  EXPECT_EQ(errors[99].key, "chat.unknown_99");
+  EXPECT_EQ(errors.back().message,
+            "… and 4900 more problems (the first 100 are listed); mend these and check again");
+}
+
 TEST(ParseConfigErrors, AnUnknownTableIsNamedWithItsLine) {
   const auto error = single_error(
       "[data]\n"         // 1
