@@ -34,6 +34,9 @@ bool cancellable(std::string_view group) {
 // send a header (the events WebSocket), which changes nothing.
 enum class TokenFrom { header, header_or_query };
 
+// Of the admin server's 256 connections at once (app/components.cpp).
+constexpr std::size_t max_event_streams = 64;
+
 std::optional<HttpResponse> check_token(const std::string& token, const Request& request,
                                         TokenFrom from = TokenFrom::header) {
   const std::string presented = from == TokenFrom::header ? std::string(request.bearer_token())
@@ -396,8 +399,19 @@ std::shared_ptr<const net::Router> make_admin_router(AdminContext context) {
   router->add_websocket(
       "/api/events",
       net::WsRoute{
-          [ctx](Request& request) {
-            return check_token(ctx->token, request, TokenFrom::header_or_query);
+          [ctx](Request& request) -> std::optional<HttpResponse> {
+            if (auto refused = check_token(ctx->token, request, TokenFrom::header_or_query))
+              return refused;
+            // Each holds one of the admin server's connections: the rest stay
+            // for requests, /healthz and /readyz among them.
+            if (ctx->events->subscribers() >= max_event_streams)
+              return net::error_response(
+                  http::status::service_unavailable, "too_many_event_streams",
+                  fmt::format("{} event streams are open, as many as the admin server keeps "
+                              "(a panel tab holds one); close some and open this one again",
+                              max_event_streams),
+                  request);
+            return std::nullopt;
           },
           [ctx](const std::shared_ptr<net::WsConnection>& connection, Request&) {
             ctx->events->subscribe(connection);

@@ -147,6 +147,35 @@ TEST(AdminApi, EventsStreamPublishedObjects) {
   admin.stop(*server, 1s);
 }
 
+// Defect: 256 event streams took every connection the admin server keeps,
+// and /healthz answered 503 (a liveness probe would restart a sound host).
+// At most 64 are open at once; the next is refused, and requests go on.
+TEST(AdminApi, EventStreamsBeyondTheirBoundAreRefusedAndProbesStillAnswer) {
+  AdminFixture admin;
+  std::string address;
+  auto server = admin.start(0, &address);
+  ASSERT_TRUE(server);
+  std::vector<std::unique_ptr<test::WsClient>> streams;
+  for (int i = 0; i < 64; ++i) {
+    streams.push_back(std::make_unique<test::WsClient>());
+    ASSERT_EQ(streams.back()->connect(address, "/api/events?token=" + token), 101) << i;
+  }
+  ASSERT_TRUE(test::poll_until(
+      [&] { return admin.thread.run([&] { return admin.events->subscribers(); }) == 64; }, 10s));
+  test::WsClient one_more;
+  EXPECT_EQ(one_more.connect(address, "/api/events?token=" + token), 503);
+  EXPECT_EQ(test::http_get(address, "/healthz").status, 200);
+  EXPECT_EQ(test::http_get(address, "/api/status", token).status, 200);
+  streams.pop_back();
+  ASSERT_TRUE(test::poll_until(
+      [&] { return admin.thread.run([&] { return admin.events->subscribers(); }) == 63; }, 10s));
+  test::WsClient again;
+  EXPECT_EQ(again.connect(address, "/api/events?token=" + token), 101);
+  streams.clear();
+  again.close();
+  admin.stop(*server, 1s);
+}
+
 // A store in `dir`, opened on the admin's thread; null (and a failure) when it cannot be.
 std::unique_ptr<store::Store> open_store(AdminFixture& admin, const test::TempDir& dir) {
   auto opened = admin.thread.call(
