@@ -683,14 +683,22 @@ class OneBotAdapter::Outlet : public chat::Outlet,
       } else if (!link->stuck) {
         // A connection that went away is an expected event (the
         // implementation reconnects); an unanswered call is worth a warning.
-        const auto level = error.kind == onebot::CallError::Kind::disconnected
-                               ? spdlog::level::info
-                               : spdlog::level::warn;
-        adapter.log_limited(
-            level, fmt::format("not sent: {}", log::elide(error.message)),
-            fmt::format("onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
-                        "connects again",
-                        chat_id(), log::elide(error.message), self->target_.self_id));
+        // Cut off with its connection, the send may have gone out before:
+        // it is sent again all the same (a reply lost is worse than one twice).
+        if (error.kind == onebot::CallError::Kind::disconnected) {
+          adapter.log_limited(
+              spdlog::level::info, fmt::format("not answered: {}", log::elide(error.message)),
+              fmt::format("onebot: the send of a reply to {} was not answered before bot {}'s "
+                          "connection closed ({}); it is sent again when the bot connects "
+                          "again (QQ shows it twice if it had taken it)",
+                          chat_id(), self->target_.self_id, log::elide(error.message)));
+        } else {
+          adapter.log_limited(
+              spdlog::level::warn, fmt::format("not sent: {}", log::elide(error.message)),
+              fmt::format("onebot: a reply to {} was not sent ({}); it is sent again when bot {} "
+                          "connects again",
+                          chat_id(), log::elide(error.message), self->target_.self_id));
+        }
       }
       // Cut off with its connection, or on one closed for stuck calls: sent
       // again on the account's next API connection. A refused one is also
@@ -916,8 +924,10 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
     if (!old || !overlaps(admitted.role, old->role)) continue;
     if (!old->replaced && !old->closed) {
       old->replaced = true;
-      log::info("onebot: bot {} connected again ({}); replacing the previous connection",
-                admitted.self_id, onebot::to_string(admitted.role));
+      log_limited(spdlog::level::info, fmt::format("replaced {}", admitted.self_id),
+                  fmt::format("onebot: bot {} connected again ({}); replacing the previous "
+                              "connection",
+                              admitted.self_id, onebot::to_string(admitted.role)));
       conversations_.supervisor().spawn(
           fmt::format("onebot retire {} #{}", admitted.self_id, old->id), "onebot.watch",
           retire(this, old));
@@ -929,8 +939,10 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
   if (carries_events(admitted.role)) bot.events = link;
   bot.roles_changed();
   if (!was_connected) bot.connected_since = SystemClock::now();
-  log::info("onebot: bot {} connected ({}, from {})", admitted.self_id,
-            onebot::to_string(admitted.role), remote);
+  // A bridge reconnecting in a loop is a line and a count every 10 s.
+  log_limited(spdlog::level::info, fmt::format("connected {}", admitted.self_id),
+              fmt::format("onebot: bot {} connected ({}, from {})", admitted.self_id,
+                          onebot::to_string(admitted.role), remote));
   std::weak_ptr<Link> weak = link;
   connection->on_text = [this, alive = alive_, weak](std::string text) {
     if (!*alive) return;
@@ -975,7 +987,9 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
   if (bot.events == link) bot.events = nullptr;
   bot.roles_changed();
   if (current)
-    log::info("onebot: bot {} disconnected ({})", link->self_id, onebot::to_string(link->role));
+    log_limited(spdlog::level::info, fmt::format("disconnected {}", link->self_id),
+                fmt::format("onebot: bot {} disconnected ({})", link->self_id,
+                            onebot::to_string(link->role)));
 }
 
 void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {

@@ -306,6 +306,7 @@ TEST(OneBot, MoreMessagesThanTheHoldingBoundAreAllAnsweredInOrder) {
   ASSERT_TRUE(poll_until(
       [&] { return bot_status(host).at("messages_out").to_number<int>() == messages; }, 10s));
   EXPECT_EQ(host.log().find("was not sent"), std::string::npos) << host.log();
+  EXPECT_EQ(host.log().find("was not answered"), std::string::npos) << host.log();
   peer.close();
   expect_clean_stop(host);
 }
@@ -374,6 +375,7 @@ TEST(OneBot, AFullChatDoesNotHoldBackTheAnswersToSends) {
   ASSERT_TRUE(poll_until(
       [&] { return bot_status(host).at("messages_out").to_number<int>() == questions; }, 10s));
   EXPECT_EQ(host.log().find("was not sent"), std::string::npos) << host.log();
+  EXPECT_EQ(host.log().find("was not answered"), std::string::npos) << host.log();
   peer.close();
   // Every send was taken: nothing goes to QQ a second time.
   OneBotPeer again;
@@ -1288,10 +1290,11 @@ TEST(OneBot, AConnectionLostUnderManyChatsIsOneLineAndACount) {
     for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
     return n;
   };
-  ASSERT_TRUE(poll_until([&] { return lines_with("was not sent") >= 1; }, 10s)) << host.log();
+  ASSERT_TRUE(poll_until([&] { return lines_with("was not answered") >= 1; }, 10s))
+      << host.log();
   expect_clean_stop(host);
   // The first in full, the others counted at the stop.
-  EXPECT_EQ(lines_with("was not sent"), 2u) << host.log();
+  EXPECT_EQ(lines_with("was not answered"), 2u) << host.log();
   EXPECT_NE(host.log().find(fmt::format(" … {} more in the last ", in_flight - 1)),
             std::string::npos)
       << host.log();
@@ -1456,6 +1459,31 @@ TEST(OneBot, AQqUserBeyondTheRateLimitIsToldOnceAndOthersAreAnswered) {
       << host.log();
   peer.close();
   expect_clean_stop(host);
+}
+
+// Defect: a bridge reconnecting in a loop wrote two lines per connection
+// (78,394 lines in 5 s). Its connects and disconnects are a line each and a
+// count every 10 s.
+TEST(OneBot, ABridgeReconnectingInALoopIsALineAndACount) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  constexpr int connections = 20;
+  for (int i = 0; i < connections; ++i) {
+    OneBotPeer peer;
+    ASSERT_EQ(peer.connect(host.gateway(), bot, "Event", token), 101);
+    peer.close();
+  }
+  ASSERT_TRUE(poll_until([&] { return bot_status(host).empty(); }, 10s));
+  expect_clean_stop(host);
+  const auto log = host.log();
+  std::size_t connected = 0;
+  for (auto at = log.find("bot 10001 connected (Event"); at != std::string::npos;
+       at = log.find("bot 10001 connected (Event", at + 1))
+    ++connected;
+  EXPECT_EQ(connected, 2u) << log;  // the first in full, the others counted at the stop
+  EXPECT_NE(log.find(fmt::format(" … {} more in the last ", connections - 1)), std::string::npos)
+      << log;
 }
 
 }  // namespace
