@@ -1206,9 +1206,13 @@ void OneBotAdapter::on_other(const std::shared_ptr<Link>& link, const onebot::On
                                      {"comment", request->comment},
                                      {"received_ms", unix_ms(SystemClock::now())}});
     if (requests_.size() > max_requests_kept) requests_.erase(requests_.begin());
+  } else if (const auto& ignored = std::get<onebot::Ignored>(event); ignored.unreadable_message) {
+    log_limited(spdlog::level::info, "unreadable message",
+                fmt::format("onebot: bot {} sent {}; it is neither stored nor answered (the "
+                            "OneBot implementation may be misconfigured or too new)",
+                            link->self_id, ignored.why));
   } else {
-    log::debug("onebot: bot {}: ignored an event: {}", link->self_id,
-               std::get<onebot::Ignored>(event).why);
+    log::debug("onebot: bot {}: ignored an event: {}", link->self_id, ignored.why);
   }
 }
 

@@ -1,5 +1,7 @@
 #include "chat/onebot_event.hpp"
 
+#include "runtime/log.hpp"
+
 #include <boost/json.hpp>
 
 #include <fmt/format.h>
@@ -40,20 +42,31 @@ OneBotEvent read_message(const json::object& event, std::int64_t self_id) {
   if (type != "private" && type != "group")
     return Ignored{fmt::format("a message of type \"{}\"", type.substr(0, 32))};
   out.group = type == "group";
-  const auto user = id_field(event, "user_id");
-  if (!user) return Ignored{"a message without user_id"};
-  out.user_id = *user;
+  // A QQ number is a whole number from 1 up: anything else names nobody.
+  const auto qq_number = [&event](std::string_view key) -> std::variant<std::int64_t, Ignored> {
+    const auto* raw = event.if_contains(key);
+    if (!raw) return Ignored{fmt::format("a message without {}", key), true};
+    const auto id = id_field(event, key);
+    if (!id || *id <= 0)
+      return Ignored{fmt::format("a message whose {} is {}, not a QQ number", key,
+                                 runtime::shorten(json::serialize(*raw), 64)),
+                     true};
+    return *id;
+  };
+  const auto user = qq_number("user_id");
+  if (const auto* ignored = std::get_if<Ignored>(&user)) return *ignored;
+  out.user_id = std::get<std::int64_t>(user);
   if (out.group) {
-    const auto group = id_field(event, "group_id");
-    if (!group) return Ignored{"a group message without group_id"};
-    out.group_id = *group;
+    const auto group = qq_number("group_id");
+    if (const auto* ignored = std::get_if<Ignored>(&group)) return *ignored;
+    out.group_id = std::get<std::int64_t>(group);
   }
   out.message_id = id_field(event, "message_id").value_or(0);
   out.time = id_field(event, "time").value_or(0);
   const auto* message = event.if_contains("message");
-  if (!message) return Ignored{"a message event without a message"};
+  if (!message) return Ignored{"a message event without a message", true};
   auto segments = parse_message(*message);
-  if (!segments) return Ignored{"an unreadable message: " + segments.error()};
+  if (!segments) return Ignored{"an unreadable message: " + segments.error(), true};
   out.message = std::move(*segments);
   if (const auto* sender = event.if_contains("sender"); sender && sender->is_object()) {
     out.sender_name = string_field(sender->as_object(), "card");

@@ -49,7 +49,10 @@ struct RequestEvent {
 };
 
 struct Ignored {
-  std::string why;  // for the debug log
+  std::string why;  // for the log
+  // A message event that cannot be read (an id missing or not a QQ number,
+  // no message): logged for the operator, not only at debug.
+  bool unreadable_message = false;
 };
 
 using OneBotEvent = std::variant<MessageEvent, Heartbeat, Lifecycle, RequestEvent, Ignored>;

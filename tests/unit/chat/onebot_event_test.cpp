@@ -67,5 +67,38 @@ TEST(OneBotEvent, WhatIsNotUnderstoodIsIgnoredWithAReason) {
   }
 }
 
+// Defect: a message from user_id 0 or a negative one was answered (a send to
+// QQ user 0), and a message event that could not be read was said only at
+// debug level. A QQ number is a whole number from 1 up; an event that names
+// none, or has no message, is marked for the operator's log.
+TEST(OneBotEvent, AMessageWithoutAQqNumberOrAMessageIsUnreadable) {
+  for (const char* text : {
+           R"({"post_type":"message","message_type":"private","user_id":0,"message":"x"})",
+           R"({"post_type":"message","message_type":"private","user_id":-5,"message":"x"})",
+           R"({"post_type":"message","message_type":"private","user_id":"abc","message":"x"})",
+           R"({"post_type":"message","message_type":"private","user_id":1.5,"message":"x"})",
+           R"({"post_type":"message","message_type":"private","message":"x"})",
+           R"({"post_type":"message","message_type":"group","user_id":1,"group_id":0,"message":"x"})",
+           R"({"post_type":"message","message_type":"group","user_id":1,"group_id":-7,"message":"x"})",
+           R"({"post_type":"message","message_type":"private","user_id":1,"message":null})",
+           R"({"post_type":"message","message_type":"private","user_id":1})"}) {
+    const auto event = read(text);
+    ASSERT_TRUE(std::holds_alternative<Ignored>(event)) << text;
+    EXPECT_TRUE(std::get<Ignored>(event).unreadable_message) << text;
+  }
+  const auto huge = read(
+      R"({"post_type":"message","message_type":"private","user_id":9223372036854775808,"message":"x"})");
+  ASSERT_TRUE(std::holds_alternative<Ignored>(huge));
+  EXPECT_EQ(std::get<Ignored>(huge).why,
+            "a message whose user_id is 9223372036854775808, not a QQ number");
+  // Other kinds of event nobody reads are not faults.
+  const auto notice = read(R"({"post_type":"notice","notice_type":"group_recall"})");
+  ASSERT_TRUE(std::holds_alternative<Ignored>(notice));
+  EXPECT_FALSE(std::get<Ignored>(notice).unreadable_message);
+  const auto one = read(R"({"post_type":"message","message_type":"private","user_id":1,"message":"x"})");
+  ASSERT_TRUE(std::holds_alternative<MessageEvent>(one));
+  EXPECT_EQ(std::get<MessageEvent>(one).user_id, 1);
+}
+
 }  // namespace
 }  // namespace mooring::chat::onebot
