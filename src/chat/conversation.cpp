@@ -446,9 +446,15 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   if (provider->may_wait()) pass.release();  // the wait is the upstream's
   const Seq reply_to = message.seq;
   if (outlet_) outlet_->pieces_done(reply_to, false);
-  auto result = co_await provider->complete(request, [this, reply_to](std::string_view piece) {
-    if (outlet_) outlet_->piece(piece, reply_to);
-  });
+  // What the user saw of a reply an upstream cuts short is kept with its
+  // failure, not replaced by it (bounded as the reply is, by the provider).
+  const bool keep_pieces = provider->may_wait();
+  std::string streamed;
+  auto result = co_await provider->complete(
+      request, [this, reply_to, keep_pieces, &streamed](std::string_view piece) {
+        if (keep_pieces) streamed += piece;
+        if (outlet_) outlet_->piece(piece, reply_to);
+      });
   if (!result && (result.error().kind == llm::ProviderError::Kind::shutting_down ||
                   result.error().kind == llm::ProviderError::Kind::cancelled)) {
     if (outlet_) outlet_->pieces_done(reply_to, false);
@@ -461,7 +467,15 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   // co_await's arguments corrupted the heap.
   const bool ok = result.has_value();
   replies(ok ? "ok" : "failed").inc();
-  std::string content = ok ? *result : result.error().message;
+  std::string content;
+  if (ok) {
+    content = std::move(*result);
+  } else if (streamed.empty()) {
+    content = result.error().message;
+  } else {
+    content = std::move(streamed);
+    content += "\n\n(" + result.error().message + ")";
+  }
   const auto status = ok ? store::MessageStatus::answered : store::MessageStatus::failed;
   co_await store_and_hand_over(reply_to, std::move(content), status, false);
   pass.release();

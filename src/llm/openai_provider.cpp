@@ -83,7 +83,7 @@ json::value parse_json(std::string_view text, error_code& ec) {
   return json::parse(text, ec, json::storage_ptr(), lenient_utf8());
 }
 
-constexpr const char* unreadable = "the provider sent an answer mooring cannot read";
+constexpr const char* unreadable = unreadable_answer;
 
 ProviderError protocol_error(std::string detail) {
   return provider_error(Kind::protocol, unreadable, std::move(detail), false);
@@ -265,14 +265,27 @@ class AnswerReader {
     }
     if (truncated_) return CompletionResult(std::move(text_));
     if (text_.empty()) {
+      // A filter that took the whole reply away is the provider declining
+      // this message, not a fault of the provider's.
+      if (ended_ && finish_reason_ == "content_filter")
+        return failure(provider_error(Kind::rejected,
+                                      "the provider declined to answer this message (its content "
+                                      "filter); put it another way",
+                                      "the reply was empty, its finish_reason content_filter",
+                                      false));
       if (ended_)
-        return failure(protocol_error("the provider returned an empty reply"));
-      return failure(provider_error(Kind::cut_off, "the provider's answer was cut off",
+        return failure(provider_error(Kind::protocol,
+                                      "the provider sent an empty reply; send your message again",
+                                      fmt::format("the provider returned an empty reply "
+                                                  "(finish_reason \"{}\")",
+                                                  finish_reason_),
+                                      false));
+      return failure(provider_error(Kind::cut_off, "the provider's answer was cut off; send your message again",
                                 "the provider's stream ended without a reply", true));
     }
     if (!ended_)
       return failure(provider_error(
-          Kind::cut_off, "the provider's answer was cut off",
+          Kind::cut_off, "the provider's answer was cut off; send your message again",
           fmt::format("the provider's stream ended after {} bytes of the reply without [DONE] "
                       "or a finish_reason",
                       text_.size()),
@@ -336,8 +349,11 @@ class AnswerReader {
     if (list->empty()) return true;
     const auto* choice = (*list)[0].if_object();
     if (!choice) return shape_error("a choice is not an object");
-    if (auto* reason = choice->if_contains("finish_reason"); reason && reason->is_string())
+    if (auto* reason = choice->if_contains("finish_reason"); reason && reason->is_string()) {
       ended_ = ended_ || !reason->get_string().empty();
+      if (!reason->get_string().empty() && finish_reason_.empty())
+        finish_reason_ = runtime::shorten(reason->get_string(), 64);
+    }
     const auto* delta = choice->if_contains("delta");
     if (!delta || delta->is_null()) return true;
     if (!delta->is_object()) return shape_error("\"delta\" is not an object");
@@ -375,6 +391,8 @@ class AnswerReader {
     if (content && !content->is_null() && !content->is_string())
       return protocol_error("the provider's answer has a \"content\" that is not a string");
     ended_ = true;  // a whole document is a complete answer
+    if (auto* reason = choice->if_contains("finish_reason"); reason && reason->is_string())
+      finish_reason_ = runtime::shorten(reason->get_string(), 64);
     if (content && content->is_string() && emit_content(content->get_string())) emit_rest();
     return std::nullopt;
   }
@@ -392,6 +410,7 @@ class AnswerReader {
   std::string text_;
   std::optional<ProviderError> failed_;
   bool ended_ = false;          // [DONE] or a finish_reason seen
+  std::string finish_reason_;   // the first one seen, shortened
   bool ended_by_done_ = false;
   bool truncated_ = false;
 };

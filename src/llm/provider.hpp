@@ -63,6 +63,11 @@ struct ChatRequest {
 // (never a word the upstream wrote); `detail` is for the operator's log: what
 // the upstream said, with secrets redacted (llm/redact.hpp), repaired to valid
 // UTF-8 and shortened.
+// What a user is told of an answer mooring cannot read (ProviderError::message).
+inline constexpr const char* unreadable_answer =
+    "the provider sent an answer mooring cannot read; send your message again, and tell the "
+    "operator if this goes on";
+
 struct ProviderError {
   enum class Kind {
     network,        // connect/reset/TLS failure: worth retrying

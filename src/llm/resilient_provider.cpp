@@ -122,7 +122,9 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   };
   const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
   if (budget < options_.min_attempt_budget)
-    co_return failure(provider_error(Kind::timeout, "the provider did not answer in time",
+    co_return failure(provider_error(Kind::timeout,
+                            "the provider is answering too slowly to take this message now; send "
+                            "it again later",
                             fmt::format("no attempt started: {} left of the request's {}",
                                         runtime::format_duration(budget),
                                         runtime::format_duration(options_.total_timeout))));
@@ -141,10 +143,10 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
     }
   } catch (const boost::system::system_error& e) {
     if (e.code() == asio::error::operation_aborted) throw;
-    co_return failure(provider_error(Kind::protocol, "the provider sent an answer mooring cannot read",
+    co_return failure(provider_error(Kind::protocol, unreadable_answer,
                             std::string("the attempt failed: ") + e.what()));
   } catch (const std::exception& e) {
-    co_return failure(provider_error(Kind::protocol, "the provider sent an answer mooring cannot read",
+    co_return failure(provider_error(Kind::protocol, unreadable_answer,
                             std::string("the attempt failed: ") + e.what()));
   }
   if (outcome) co_return std::move(*outcome);
@@ -154,7 +156,9 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   if (stopped && !*stopped && stopped->error().kind == Kind::cancelled &&
       !stopped->error().detail.empty())
     detail += ": " + stopped->error().detail;
-  co_return failure(provider_error(Kind::timeout, "the provider did not answer in time",
+  co_return failure(provider_error(Kind::timeout,
+                                   "the provider did not answer in time; send your message "
+                                   "again later",
                                    std::move(detail), true));
 }
 
@@ -184,9 +188,12 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
   if (consecutive_failures_ >= options_.breaker_threshold) {
     if (breaker_open() || probe_in_flight_) {
       metrics_->outcome(to_string(Kind::circuit_open));
+      const auto left = std::chrono::ceil<std::chrono::seconds>(
+          std::max(breaker_open_until_ - Clock::now(), Clock::duration::zero()));
       co_return failure(provider_error(Kind::circuit_open,
-                              "the provider is failing; mooring is not asking it again for a "
-                              "few seconds",
+                              fmt::format("the provider is failing; mooring is not asking it "
+                                          "again for {} s; send your message again after that",
+                                          std::max<long long>(1, left.count())),
                               fmt::format("the provider failed {} times in a row",
                                           consecutive_failures_)));
     }

@@ -149,9 +149,9 @@ struct Attack {
   std::string ends;  // how what the user reads ends: the check that stopped the attack
 };
 
-const std::string unreadable = "the provider sent an answer mooring cannot read";
+const std::string unreadable = "the provider sent an answer mooring cannot read; send your message again, and tell the operator if this goes on";
 // What the 30 s attempt timeout would have told the user instead.
-const std::string timed_out = "the provider did not answer in time";
+const std::string timed_out = "the provider did not answer in time; send your message again later";
 
 // Each memory attack against a fresh host: the reply ends at a size or shape
 // check (what the user reads says which), not at the attempt timeout; /healthz

@@ -46,6 +46,9 @@ class GateProvider : public llm::Provider {
     std::string reply = reply_bytes > 0 ? std::string(reply_bytes, 'r')
                                         : "ok: " + request.message.content.str().substr(0, 16);
     if (on_piece) on_piece(reply.substr(0, 4));
+    if (fail_after_piece)
+      co_return llm::failure({.kind = llm::ProviderError::Kind::timeout,
+                              .message = "the provider did not answer in time"});
     co_return llm::CompletionResult(std::move(reply));
   }
   std::string_view kind() const override { return "gate"; }
@@ -74,6 +77,8 @@ class GateProvider : public llm::Provider {
   static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
   std::size_t open_for = unlimited;
   std::size_t reply_bytes = 0;
+  // Fails (a timeout) after the first piece is streamed.
+  bool fail_after_piece = false;
 
  private:
   runtime::Notifier opened_;

@@ -673,6 +673,35 @@ TEST(Gateway, ANewUserIsAnsweredWhileOthersHoldMoreThanTheWholeBudget) {
       << budget.used() << " bytes still held";
 }
 
+// Defect: a reply the upstream cut short after streaming part of it was
+// stored as the failure's text alone: what the user had read was gone once
+// they reconnected. It is kept, with the failure after it.
+TEST(Gateway, AReplyCutShortKeepsWhatWasStreamedWithItsFailure) {
+  GatewayFixture fixture;
+  fixture.thread.run([&] { return fixture.gate->fail_after_piece = true; });
+  mooring::test::WsClient client;
+  ASSERT_EQ(client.connect(fixture.address, "/ws/cut"), 101);
+  client.send(R"({"text":"hello","id":"c1"})");
+  std::string streamed, final_text;
+  for (;;) {
+    const auto text = client.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    if (is_type(frame, "chat_token")) streamed += frame.at("content").as_string().c_str();
+    if (is_type(frame, "error")) {
+      EXPECT_EQ(frame.at("name").as_string(), "reply_failed");
+      final_text = frame.at("description").as_string().c_str();
+      break;
+    }
+  }
+  EXPECT_EQ(streamed, "ok: ");
+  EXPECT_EQ(final_text, "ok: \n\n(the provider did not answer in time)");
+  client.close();
+  const auto stored = fixture.messages("cut");
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored.back().content, final_text);
+}
+
 // A reconnect with little to catch up on takes room for a small first page,
 // not a whole one: with other connections holding all but 100 KiB of the
 // budget, its three short replies still come at once.

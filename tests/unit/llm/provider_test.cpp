@@ -259,7 +259,7 @@ TEST(OpenAi, AnUpstreamThatNeverAnswersHitsTheAttemptTimeout) {
   auto reply = ask(upstream.base_url(), options);
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.result.error().kind, Kind::timeout);
-  EXPECT_EQ(reply.result.error().message, "the provider did not answer in time");
+  EXPECT_EQ(reply.result.error().message, "the provider did not answer in time; send your message again later");
   EXPECT_EQ(reply.result.error().detail,
             "the provider did not answer within 200ms, gave up after 2 attempts");
   // The fake counts a request when its thread has read it, which may be after
@@ -431,7 +431,7 @@ TEST(Resilient, AnAttemptItsDeadlineEndsDuringTheLookupSaysWhichHostAndWhereToLo
   const auto& error = reply.result.error();
   EXPECT_EQ(error.kind, Kind::timeout);
   EXPECT_TRUE(error.retryable);
-  EXPECT_EQ(error.message, "the provider did not answer in time");
+  EXPECT_EQ(error.message, "the provider did not answer in time; send your message again later");
   EXPECT_EQ(error.detail,
             "the provider did not answer within 100ms: the lookup of dns.slow.test had not "
             "finished; check the DNS servers (/etc/resolv.conf) or put an IP address in the "
@@ -525,7 +525,8 @@ TEST(Resilient, TheConcurrencyLimitIsNeverExceededAndTheQueueIsBounded) {
 TEST(Resilient, TheBreakerFailsFastAfterRepeatedFailures) {
   FakeUpstream upstream;
   upstream.set_fallback(test::status_reply(500));
-  auto kinds = test::run_coroutine([](std::string url) -> awaitable<std::vector<Kind>> {
+  std::string told;
+  auto kinds = test::run_coroutine([](std::string url, std::string* told) -> awaitable<std::vector<Kind>> {
     auto ex = co_await asio::this_coro::executor;
     auto inner = std::make_shared<OpenAiProvider>(ex, OpenAiOptions{url, "m", ""});
     ResilienceOptions o = fast_options();
@@ -534,10 +535,18 @@ TEST(Resilient, TheBreakerFailsFastAfterRepeatedFailures) {
     o.breaker_cooldown = 1h;
     ResilientProvider provider(ex, inner, o, nullptr);
     std::vector<Kind> out;
-    for (int i = 0; i < 4; ++i) out.push_back((co_await provider.complete(hello(), nullptr)).error().kind);
+    for (int i = 0; i < 4; ++i) {
+      const auto error = (co_await provider.complete(hello(), nullptr)).error();
+      out.push_back(error.kind);
+      *told = error.message;
+    }
     co_return out;
-  }(upstream.base_url()));
+  }(upstream.base_url(), &told));
   EXPECT_EQ(kinds, (std::vector<Kind>{Kind::status, Kind::status, Kind::circuit_open, Kind::circuit_open}));
+  // The user is told how long, not "a few seconds" for an hour.
+  EXPECT_TRUE(told.starts_with("the provider is failing; mooring is not asking it again for 3"))
+      << told;
+  EXPECT_TRUE(told.ends_with(" s; send your message again after that")) << told;
   EXPECT_EQ(upstream.request_count(), 2u);
 }
 

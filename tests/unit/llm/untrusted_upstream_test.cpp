@@ -12,6 +12,8 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <atomic>
 #include <random>
 
@@ -669,7 +671,7 @@ TEST(UntrustedUpstream, MalformedShapesAreProtocolErrorsAtOnce) {
     auto reply = ask(openai(upstream.base_url()), options);
     ASSERT_FALSE(reply.result.has_value());
     EXPECT_EQ(reply.result.error().kind, Kind::protocol) << reply.result.error().detail;
-    EXPECT_EQ(reply.result.error().message, "the provider sent an answer mooring cannot read");
+    EXPECT_EQ(reply.result.error().message, std::string(llm::unreadable_answer));
     EXPECT_LT(reply.took, 5s);
     EXPECT_EQ(upstream.request_count(), 1u);  // not retried: it would answer the same
   }
@@ -744,6 +746,41 @@ TEST(UntrustedUpstream, AStreamEndingWithoutDoneOrFinishReasonIsCutOff) {
   auto whole = ask(openai(finished.base_url()));
   ASSERT_TRUE(whole.result.has_value()) << whole.result.error().detail;
   EXPECT_EQ(*whole.result, "all of it");
+}
+
+// Defect: a reply its content filter took away, and an empty one, were told
+// to the user as "an answer mooring cannot read". The filter is the provider
+// declining this message (not a fault of the provider's: no retry, no
+// breaker); an empty reply says so, and to send the message again.
+TEST(UntrustedUpstream, AnEmptyReplySaysWhyAndAFilteredOneIsTheProviderDeclining) {
+  const auto answer_with = [](std::string reason) {
+    return test::raw_stream_head() +
+           test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"" + reason +
+                           "\"}]}\n\n") +
+           test::raw_chunk(test::raw_sse_done) + test::raw_last_chunk();
+  };
+  for (const auto& [reason, kind, message] :
+       std::vector<std::tuple<std::string, Kind, std::string>>{
+           {"content_filter", Kind::rejected,
+            "the provider declined to answer this message (its content filter); put it another "
+            "way"},
+           {"stop", Kind::protocol, "the provider sent an empty reply; send your message again"}}) {
+    SCOPED_TRACE(reason);
+    RawUpstream upstream([&](const RawRequest&) {
+      RawReply reply;
+      reply.writes = {answer_with(reason)};
+      return reply;
+    });
+    auto options = patient();
+    options.max_attempts = 3;
+    auto reply = ask(openai(upstream.base_url()), options);
+    ASSERT_FALSE(reply.result.has_value());
+    EXPECT_EQ(reply.result.error().kind, kind) << reply.result.error().detail;
+    EXPECT_EQ(reply.result.error().message, message);
+    EXPECT_NE(reply.result.error().detail.find(reason), std::string::npos)
+        << reply.result.error().detail;
+    EXPECT_EQ(upstream.request_count(), 1u);
+  }
 }
 
 // --- ResilientProvider --------------------------------------------------
