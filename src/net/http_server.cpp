@@ -738,6 +738,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       ws_->close(websocket::close_code::internal_error, "internal error");
     }
     if (closing_) ws_->close(websocket::close_code::going_away, "server shutting down");
+    // Bytes that came with the request, before the client could have read
+    // the 101 (RFC 6455 4.1: it must wait for it), would be lost here: the
+    // client is told instead of having a message vanish.
+    if (buffer_.size() > 0) {
+      log::debug("{}: {} sent {} bytes after its upgrade request, before the answer; closing "
+                 "with 1002",
+                 server_->name, remote_, buffer_.size());
+      ws_->close(websocket::close_code::protocol_error,
+                 "data sent before the handshake's answer; wait for the 101 (RFC 6455 4.1)");
+    }
     buffer_ = beast::flat_buffer();
   }
 

@@ -1082,6 +1082,47 @@ TEST_F(HttpServerTest, ATransferCodingOtherThanChunkedAloneIsRefusedAndTheConnec
   EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
 }
 
+// Defect: a frame sent in the same packet as the upgrade request (before the
+// 101, which RFC 6455 4.1 says to wait for) was dropped without a word: its
+// message was neither answered nor refused. The client is told with 1002.
+TEST_F(HttpServerTest, DataSentBeforeTheHandshakesAnswerIsRefusedWith1002) {
+  start();
+  auto [host, port] = test::split_address(address_);
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(
+      tcp::endpoint(asio::ip::make_address(host), static_cast<std::uint16_t>(std::stoi(port))));
+  const std::string masked_hi = std::string("\x81\x82\0\0\0\0", 6) + "hi";
+  asio::write(socket, asio::buffer(
+                          "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n" +
+                          masked_hi));
+  const timeval ten_seconds{10, 0};
+  ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &ten_seconds, sizeof ten_seconds);
+  std::string received;
+  const auto close_frame = [&]() -> std::string_view {
+    const auto end = received.find("\r\n\r\n");
+    if (end == std::string::npos || received.size() < end + 6) return {};
+    const std::string_view frame = std::string_view(received).substr(end + 4);
+    const auto length = static_cast<unsigned char>(frame[1]) & 0x7F;
+    return frame.size() >= 2u + length ? frame.substr(0, 2 + length) : std::string_view();
+  };
+  while (close_frame().empty()) {
+    std::array<char, 1024> piece;
+    error_code ec;
+    const auto n = socket.read_some(asio::buffer(piece), ec);
+    ASSERT_FALSE(ec) << ec.message() << "; received: " << received;
+    received.append(piece.data(), n);
+  }
+  EXPECT_TRUE(received.starts_with("HTTP/1.1 101")) << received;
+  const auto frame = close_frame();
+  EXPECT_EQ(static_cast<unsigned char>(frame[0]), 0x88);
+  EXPECT_EQ(frame.substr(2, 2), std::string("\x03\xEA", 2));  // 1002
+  EXPECT_EQ(frame.substr(4),
+            "data sent before the handshake's answer; wait for the 101 (RFC 6455 4.1)");
+}
+
 // A handshake Beast would refuse in plain text is refused in the JSON every
 // other refusal has; 426 names the version spoken (RFC 6455 §4.4).
 TEST_F(HttpServerTest, ABadWebSocketHandshakeIsRefusedInJson) {
