@@ -77,6 +77,21 @@ std::optional<ProtocolError> parse_images(const json::object& frame, UserMessage
     const std::string_view v = image;
     if (!v.starts_with("data:") && !v.starts_with("https://") && !v.starts_with("http://"))
       return ProtocolError{"invalid_image", "an image must be a data: URL or an http(s):// URL"};
+    if (!v.starts_with("data:")) continue;
+    // What the provider is handed as an image is one: an image type, in base64.
+    const auto comma = v.find(',');
+    const auto header = v.substr(5, comma == std::string_view::npos ? 0 : comma - 5);
+    if (comma == std::string_view::npos || !header.starts_with("image/") ||
+        !header.ends_with(";base64"))
+      return ProtocolError{"invalid_image",
+                           "a data: URL image must be data:image/<type>;base64,<data>"};
+    const auto data = v.substr(comma + 1);
+    const bool base64 = std::all_of(data.begin(), data.end(), [](char c) {
+      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+             c == '+' || c == '/' || c == '=';
+    });
+    if (!base64)
+      return ProtocolError{"invalid_image", "a data: URL image's data is not base64"};
   }
   return std::nullopt;
 }

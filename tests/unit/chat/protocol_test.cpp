@@ -97,6 +97,27 @@ TEST(Protocol, AnErrorAboutAnUnknownTypeIsValidUtf8) {
 
 // Cheshire Cat clients add keys of their own and send one image as "image",
 // possibly without text.
+// Defect: a data: URL of any type (text/html) or with data that is not
+// base64 was taken, stored and handed to the provider as an image.
+TEST(Protocol, ADataUrlImageIsAnImageTypeInBase64) {
+  for (const char* frame : {
+           R"({"text":"x","images":["data:text/html;base64,PGI+aGk8L2I+"]})",
+           R"({"text":"x","images":["data:image/png,rawbytes"]})",
+           R"({"text":"x","images":["data:image/png;base64,AA AA"]})",
+           R"({"text":"x","images":["data:image/png;base64,<script>"]})",
+           R"({"text":"x","images":["data:image/png;base64"]})",
+           R"({"text":"x","image":"data:,AAAA"})"}) {
+    SCOPED_TRACE(frame);
+    EXPECT_EQ(error_name(parse_client_frame(frame)), "invalid_image");
+  }
+  for (const char* frame : {R"({"text":"x","images":["data:image/jpeg;base64,/9j/4AA="]})",
+                            R"({"text":"x","image":"data:image/svg+xml;base64,PHN2Zy8+"})",
+                            R"({"text":"x","images":["data:image/png;base64,"]})"}) {
+    SCOPED_TRACE(frame);
+    EXPECT_TRUE(std::holds_alternative<UserMessage>(parse_client_frame(frame)));
+  }
+}
+
 TEST(Protocol, UnnamedKeysAreIgnoredAndNamedKeysMustHaveTheirType) {
   const auto cat = parse_client_frame(
       R"({"text":"look","user_id":"alice","prompt_settings":{"x":[1,2]},"image":"https://e.com/c.png","after":"x"})");
