@@ -54,10 +54,14 @@ std::variant<Admitted, net::HttpResponse> admit(const net::Request& request,
     return response;
   };
   Admitted admitted;
-  const auto self = decimal(header(request, "X-Self-ID"));
-  if (!self)
+  const auto given = header(request, "X-Self-ID");
+  const auto self = decimal(given);
+  if (given.empty())
     return refuse(http::status::bad_request, "missing_self_id",
                   "a OneBot connection needs the header X-Self-ID: <the bot's QQ number>");
+  if (!self)
+    return refuse(http::status::bad_request, "bad_self_id",
+                  "X-Self-ID must be the bot's QQ number (a whole number from 1 up)");
   admitted.self_id = *self;
   const auto role = header(request, "X-Client-Role");
   if (role.empty() || equals_ignoring_case(role, "Universal")) {

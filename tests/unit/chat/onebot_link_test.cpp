@@ -36,6 +36,11 @@ TEST(OneBotAdmit, TheHandshakeIsDecidedBeforeTheUpgrade) {
 
   for (const char* self : {"", "abc", "-5", "0", "99999999999999999999", "1e5", "0x10"})
     EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", self}}), open)), http::status::bad_request) << self;
+  // A header that is there but not a QQ number is named as such, not as missing.
+  const auto named = std::get<net::HttpResponse>(admit(upgrade({{"X-Self-ID", "abc"}}), open));
+  EXPECT_NE(named.body().find("bad_self_id"), std::string::npos) << named.body();
+  const auto missing = std::get<net::HttpResponse>(admit(upgrade({}), open));
+  EXPECT_NE(missing.body().find("missing_self_id"), std::string::npos) << missing.body();
   EXPECT_EQ(refusal(admit(upgrade({}), open)), http::status::bad_request);
   EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"X-Client-Role", "Admin"}}), open)),
             http::status::bad_request);
