@@ -607,6 +607,17 @@ void expect_each_reply_once(mooring::test::WsClient& client,
   for (const auto seq : replies) EXPECT_EQ(sent[seq], 1) << seq;
 }
 
+// That nothing comes to `client` within `time` (while the budget is full).
+void expect_nothing_within(mooring::test::WsClient& client, std::chrono::milliseconds time) {
+  const auto unread = [&] {
+    int bytes = 0;
+    ::ioctl(client.lowest_layer().socket().native_handle(), FIONREAD, &bytes);
+    return bytes;
+  };
+  EXPECT_FALSE(poll_until([&] { return unread() > 0; }, time))
+      << unread() << " bytes came while the budget was full";
+}
+
 TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
   BudgetBacklog backlog("saver", 5, 300000);
   ASSERT_EQ(backlog.replies.size(), 5u);
@@ -618,13 +629,7 @@ TEST(Gateway, ABacklogWaitsForRoomInTheBufferBudgetAndThenSendsEveryReply) {
   ASSERT_EQ(client.connect(fixture.address, "/ws/saver"), 101);
   client.send(R"({"type":"resume","after":0})");
   // A page read would be in the client's socket within milliseconds.
-  const auto readable = [&] {
-    int bytes = 0;
-    ::ioctl(client.lowest_layer().socket().native_handle(), FIONREAD, &bytes);
-    return bytes;
-  };
-  EXPECT_FALSE(poll_until([&] { return readable() > 0; }, std::chrono::milliseconds(500)))
-      << readable() << " bytes came while the budget was full";
+  expect_nothing_within(client, std::chrono::milliseconds(500));
 
   others.set(0);
   expect_each_reply_once(client, replies);
@@ -658,13 +663,7 @@ TEST(Gateway, ANewUserIsAnsweredWhileOthersHoldMoreThanTheWholeBudget) {
   // A returning user with replies to catch up on still waits for room.
   mooring::test::WsClient returning;
   ASSERT_EQ(returning.connect(fixture.address, "/ws/someone"), 101);
-  const auto readable = [&] {
-    int bytes = 0;
-    ::ioctl(returning.lowest_layer().socket().native_handle(), FIONREAD, &bytes);
-    return bytes;
-  };
-  EXPECT_FALSE(poll_until([&] { return readable() > 0; }, std::chrono::milliseconds(300)))
-      << readable() << " bytes came while the budget was full";
+  expect_nothing_within(returning, std::chrono::milliseconds(300));
   others.set(0);
   expect_each_reply_once(returning, replies);
   client.close();
