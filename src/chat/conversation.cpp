@@ -350,7 +350,8 @@ void Conversation::start_next_reply() {
   if (reply_task_ || to_answer_.empty()) return;
   auto work = std::move(to_answer_.front());
   to_answer_.pop_front();
-  to_answer_share_.set(to_answer_share_.bytes() - message_bytes(work.message.content, work.message.images));
+  to_answer_share_.set(to_answer_share_.bytes() -
+                       message_bytes(work.message.content, work.message.images));
   if (to_answer_.empty() && to_answer_.capacity() > 16) to_answer_ = decltype(to_answer_)();
   user_cancelled_ = false;
   auto name = fmt::format("chat reply {} #{}", id_, work.message.seq);

@@ -83,10 +83,8 @@ json::value parse_json(std::string_view text, error_code& ec) {
   return json::parse(text, ec, json::storage_ptr(), lenient_utf8());
 }
 
-constexpr const char* unreadable = unreadable_answer;
-
 ProviderError protocol_error(std::string detail) {
-  return provider_error(Kind::protocol, unreadable, std::move(detail), false);
+  return provider_error(Kind::protocol, unreadable_answer, std::move(detail), false);
 }
 
 }  // namespace
