@@ -1009,7 +1009,8 @@ allowed_origins = {}
 heartbeat_interval = {}
 # A client silent this long after a ping is disconnected (its session stays).
 heartbeat_timeout = {}
-# Largest message a client may send, in bytes; a bigger one closes with 1009.
+# Largest message a client may send, in bytes; a bigger one closes with 1009
+# (from a OneBot implementation, up to 64 MiB, it is dropped unread instead).
 max_message_bytes = {}
 # Bytes all connections together may hold in messages being received and
 # frames waiting to be sent. A message that needs more closes its connection

@@ -69,6 +69,11 @@ constexpr std::size_t max_sends_per_account = 32;
 constexpr runtime::Duration replaced_grace = std::chrono::seconds(1);
 // How long replies wait with only an Event connection before the log says so.
 constexpr runtime::Duration events_only_grace = std::chrono::seconds(5);
+// A frame over gateway.max_message_bytes, up to this, is read and dropped
+// with the connection kept: the connection carries every chat of its
+// account, and closing it for one frame would cut them all off (and the
+// implementation would send the same frame again after reconnecting).
+constexpr std::size_t dropped_frame_max = 64 * 1024 * 1024;
 
 std::int64_t unix_ms(SystemClock::time_point at) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
@@ -79,6 +84,14 @@ runtime::Counter& onebot_messages_dropped() {
       "mooring_onebot_messages_dropped_total",
       "QQ messages dropped, neither stored nor answered: their account had as many replies "
       "waiting to be sent, and messages held, as mooring keeps.");
+  return counter;
+}
+
+runtime::Counter& onebot_frames_too_big() {
+  static runtime::Counter& counter = runtime::metrics().counter(
+      "mooring_onebot_frames_too_big_total",
+      "Frames from OneBot implementations over gateway.max_message_bytes, read and dropped "
+      "unread with their connection kept.");
   return counter;
 }
 
@@ -191,6 +204,7 @@ struct OneBotAdapter::Bot {
   std::size_t work = 0;
   std::uint64_t dropped = 0;  // messages dropped while it was at max_account_work
   std::uint64_t rate_limited = 0;  // messages beyond a sender's max_messages_per_minute
+  std::uint64_t too_big = 0;  // frames over gateway.max_message_bytes, dropped unread
 
   bool holding_full() const {
     return held.size() + stop_messages >= max_held_messages ||
@@ -787,6 +801,8 @@ OneBotAdapter::Bot& OneBotAdapter::bot(std::int64_t self_id) {
 
 void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
   if (!options_.enabled) return;
+  auto ws = options_.ws;
+  ws.dropped_message_max = std::max(ws.max_message_bytes, dropped_frame_max);
   std::vector<std::string> paths{options_.path, options_.path + "/", "/onebot/v11/ws",
                                  "/onebot/v11/ws/", "/onebot/v11/", "/onebot", "/ws"};
   std::set<std::string> added;
@@ -818,7 +834,7 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
                                connection->close(net::websocket::close_code::policy_error,
                                                  "refused");
                            },
-                           options_.ws});
+                           ws});
   }
 }
 
@@ -952,6 +968,10 @@ void OneBotAdapter::open(const std::shared_ptr<net::WsConnection>& connection,
     if (!*alive) return;
     if (auto link = weak.lock()) on_closed(link);
   };
+  connection->on_dropped = [this, alive = alive_, weak](std::size_t bytes) {
+    if (!*alive) return;
+    if (auto link = weak.lock()) on_too_big(link, bytes);
+  };
   bot.update_reading();
   auto& supervisor = conversations_.supervisor();
   supervisor.spawn(fmt::format("onebot watch {} #{}", admitted.self_id, link->id), "onebot.watch",
@@ -990,6 +1010,21 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
     log_limited(spdlog::level::info, fmt::format("disconnected {}", link->self_id),
                 fmt::format("onebot: bot {} disconnected ({})", link->self_id,
                             onebot::to_string(link->role)));
+}
+
+// A frame too big to read: whatever it was (a message, an answer to a send,
+// which then times out and is sent again), the connection and its account's
+// other chats go on.
+void OneBotAdapter::on_too_big(const std::shared_ptr<Link>& link, std::size_t bytes) {
+  if (link->closed) return;
+  ++bot(link->self_id).too_big;
+  onebot_frames_too_big().inc();
+  log_limited(spdlog::level::warn, fmt::format("too big {}", link->self_id),
+              fmt::format("onebot: bot {} sent a frame of {} bytes, over gateway.max_message_bytes "
+                          "({}): dropped unread, the connection kept. A message in it is not "
+                          "answered; if QQ users send messages that large, raise "
+                          "gateway.max_message_bytes",
+                          link->self_id, bytes, options_.ws.max_message_bytes));
 }
 
 void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {
@@ -1321,6 +1356,7 @@ json::object OneBotAdapter::status() const {
         {"held", bot->held.size()},
         {"dropped", bot->dropped},
         {"rate_limited", bot->rate_limited},
+        {"too_big", bot->too_big},
     });
   }
   json::array requests;

@@ -122,6 +122,7 @@ class OneBotAdapter {
             const std::string& remote);
   void on_text(const std::shared_ptr<Link>& link, std::string_view text);
   void on_closed(const std::shared_ptr<Link>& link);
+  void on_too_big(const std::shared_ptr<Link>& link, std::size_t bytes);
   void on_event(Bot& bot, const std::shared_ptr<Link>& link, const boost::json::object& event,
                 std::size_t frame_bytes);
   void on_message(Bot& bot, const onebot::MessageEvent& message);

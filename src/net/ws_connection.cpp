@@ -66,7 +66,9 @@ WsConnection::WsConnection(Stream stream, WsOptions options, std::string remote,
       last_heard_(Clock::now()),
       frames_in_(frames(log_name_, "in")),
       frames_out_(frames(log_name_, "out")) {
-  stream_.read_message_max(options_.max_message_bytes);
+  // Beast fails a message past this as it reads the frame header that
+  // announces it; up to it, read_done() drops what is over max_message_bytes.
+  stream_.read_message_max(std::max(options_.max_message_bytes, options_.dropped_message_max));
   websocket::stream_base::timeout timeouts{};
   timeouts.handshake_timeout = options_.close_timeout;  // also bounds the close handshake
   timeouts.idle_timeout = websocket::stream_base::none();  // the heartbeat below replaces it
@@ -144,7 +146,8 @@ void WsConnection::read_next() {
 // read over the same bytes and dropped.
 void WsConnection::read_rest() {
   std::size_t old_size = discarding_ ? 0 : incoming_.size();
-  std::size_t chunk = std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
+  std::size_t chunk = discarding_ ? discard_piece_bytes
+                                  : std::clamp<std::size_t>(old_size, 4096, 64 * 1024);
   if (!discarding_ && old_size + chunk > incoming_.capacity()) {
     // Room as the string would make it (doubling) but within the message's
     // limit, taken from the budget before it is allocated: what is held is
@@ -162,7 +165,7 @@ void WsConnection::read_rest() {
     } else {
       refuse_for_budget();
       old_size = 0;
-      chunk = 4096;
+      chunk = discard_piece_bytes;
     }
   }
   incoming_.resize(old_size + chunk);
@@ -187,7 +190,15 @@ void WsConnection::read_done(const error_code& ec, std::size_t bytes) {
     read_ended(ec);
     finish();
   } else if (stream_.is_message_done()) {
+    const std::size_t size = oversized_ ? message_bytes_ + bytes : incoming_.size();
     message_open_ = false;
+    if (std::exchange(oversized_, false) ||
+        (!discarding_ && size > options_.max_message_bytes)) {
+      discarding_ = false;
+      drop_incoming();
+      message_dropped(size);
+      return;
+    }
     if (std::exchange(discarding_, false)) drop_incoming();
     message_read();
   } else {
@@ -210,6 +221,12 @@ void WsConnection::read_done(const error_code& ec, std::size_t bytes) {
       message_mark_ = message_bytes_;
     }
     if (!std::exchange(message_open_, true)) arm_timer();
+    // Past max_message_bytes (only where dropped_message_max lets Beast read
+    // on): what it holds is given back, and the rest is read and dropped.
+    if (!discarding_ && message_bytes_ > options_.max_message_bytes) {
+      discarding_ = oversized_ = true;
+      drop_incoming();
+    }
     read_rest();
   }
 }
@@ -220,6 +237,23 @@ void WsConnection::message_read() {
   last_heard_ = Clock::now();
   awaiting_pong_ = ping_regardless_ = false;
   hand_over();
+}
+
+// A message over max_message_bytes has been read to its end and dropped: its
+// owner is told, and reading goes on.
+void WsConnection::message_dropped(std::size_t bytes) {
+  last_heard_ = Clock::now();
+  awaiting_pong_ = ping_regardless_ = false;
+  if (state_ == State::open && on_dropped) {
+    try {
+      on_dropped(bytes);
+    } catch (...) {
+      log::error("{}: handling a message from {} too big to read failed: {}; closing with 1011",
+                 log_name_, remote_, runtime::describe_current_exception());
+      close(websocket::close_code::internal_error, "internal error");
+    }
+  }
+  read_next();
 }
 
 // The message in incoming_ goes to on_text now, or is held while paused (a
@@ -269,6 +303,7 @@ void WsConnection::finish() {
   force_close();
   timer_.cancel();
   on_text = nullptr;
+  on_dropped = nullptr;
   queue_.clear();
   untaken_ = {};  // their bytes may never leave: their on_written never runs
   queued_bytes_ = 0;
@@ -322,7 +357,9 @@ void WsConnection::read_ended(const error_code& ec) {
     closed_.reason = "message too big";
     peer_faults().log(spdlog::level::info, log_name_ + ": too big",
                       fmt::format("{}: {} sent a message over {} bytes; closed with 1009",
-                                  log_name_, remote_, options_.max_message_bytes));
+                                  log_name_, remote_,
+                                  std::max(options_.max_message_bytes,
+                                           options_.dropped_message_max)));
   } else if (!is_expected_ending(ec)) {
     peer_faults().log(spdlog::level::info, log_name_ + ": " + ec.message(),
                       fmt::format("{}: connection from {} ended: {}", log_name_, remote_,

@@ -17,7 +17,9 @@
 // - A peer that takes no bytes of what is written to it for
 //   heartbeat_interval + heartbeat_timeout is cut off (the write watchdog); one
 //   that takes them slowly is not, however long a write lasts.
-// - A message over max_message_bytes closes the connection with 1009.
+// - A message over max_message_bytes closes the connection with 1009, or,
+//   where dropped_message_max allows it (up to that size), is read to its
+//   end and dropped: on_dropped is told its size and the connection goes on.
 // - A peer that sends no byte of a message it has begun for
 //   heartbeat_interval + heartbeat_timeout (answering pings meanwhile or
 //   not) is closed with 1008: what it holds of the buffer budget is given
@@ -87,6 +89,12 @@ struct WsOptions {
   // owner with more to send waits for room (queued(), queued_bytes()) rather
   // than go beyond it; a peer further behind is slow.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
+  // A message over max_message_bytes but not over this is read (a piece at a
+  // time, nothing kept) and dropped, its connection kept: for a peer that
+  // must not be cut off for one frame (a OneBot bridge, whose connection
+  // carries every chat of its account). Not above max_message_bytes: closed
+  // with 1009 at once.
+  std::size_t dropped_message_max = 0;
   friend bool operator==(const WsOptions&, const WsOptions&) = default;
 };
 
@@ -118,6 +126,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // Set by the owner before run(); called on the network thread.
   std::function<void(std::string text)> on_text;
   std::function<void(const WsClosed&)> on_closed;
+  // A message over max_message_bytes was read and dropped (see
+  // WsOptions::dropped_message_max): its size in bytes.
+  std::function<void(std::size_t bytes)> on_dropped;
 
   // Starts reading and writing. From here the connection keeps itself alive
   // by its pending operations until it ends; then on_closed runs, and then
@@ -168,6 +179,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void read_rest();
   void read_done(const error_code& ec, std::size_t bytes);
   void message_read();
+  void message_dropped(std::size_t bytes);
   void hand_over();
   void wait_for_resume();
   template <typename Step>
@@ -243,6 +255,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::string incoming_;
   BufferBudget::Share incoming_share_{buffer_budget()};
   bool discarding_ = false;  // the rest of a message refused for the budget is read and dropped
+  bool oversized_ = false;   // ... or of one over max_message_bytes, which is then let go
   // A message is being read (begun, not whole), and when its time last
   // started again (a step of it came: WsConnection::read_done).
   bool message_open_ = false;
@@ -251,6 +264,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::size_t message_bytes_ = 0;
   std::size_t message_mark_ = 0;
   static constexpr std::size_t message_step_bytes = 16 * 1024;
+  // What one read of a message being dropped takes off the socket.
+  static constexpr std::size_t discard_piece_bytes = 16 * 1024;
   Clock::time_point message_heard_;
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.

@@ -1224,6 +1224,37 @@ TEST(OneBot, RequestsAreLeftToTheUserAndUnknownEventsAreIgnored) {
   expect_clean_stop(host);
 }
 
+// A frame over gateway.max_message_bytes (a QQ user's message of 2 MiB)
+// used to close the connection with 1009, cutting off every chat of the
+// account, and the implementation would send it again after reconnecting.
+// It is read and dropped with the connection kept: said once in the log,
+// counted, and the next message on the same connection is answered.
+TEST(OneBot, AFrameOverTheSizeLimitIsDroppedAndTheConnectionGoesOn) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  OneBotPeer peer;
+  connect_and_greet(peer, host);
+  peer.private_message(42, json::value(std::string(2 * 1024 * 1024, 'x')), "alice", 7001);
+  peer.private_message(42, json::value("after the big one"), "alice", 7002);
+  auto send = next_send(peer);
+  EXPECT_EQ(plain_text(send), "echo: after the big one");
+  peer.answer_standard(send);
+  const auto status = bot_status(host);
+  EXPECT_EQ(status.at("too_big").to_number<int>(), 1);
+  EXPECT_EQ(status.at("messages_in").to_number<int>(), 1);
+  EXPECT_NE(host.log().find("over gateway.max_message_bytes (1048576): dropped unread, the "
+                            "connection kept"),
+            std::string::npos)
+      << host.log();
+  EXPECT_EQ(host.log().find("disconnected"), std::string::npos) << host.log();
+  EXPECT_NE(http_get(host.admin(), "/metrics", host.admin_token())
+                .body.find("mooring_onebot_frames_too_big_total 1"),
+            std::string::npos);
+  peer.close();
+  expect_clean_stop(host);
+}
+
 // An implementation may report the bot's own sends as post_type "message"
 // (user_id == self_id): they are ignored, not answered (a loop).
 TEST(OneBot, TheBotsOwnMessagesAreNeitherAnsweredNorStored) {

@@ -37,6 +37,7 @@ class WsConnectionTest : public ::testing::Test {
                            hashes_.push_back(std::hash<std::string>{}(text));
                            c->send(fmt::format("got:{}", text.size()));
                          };
+                         c->on_dropped = [this](std::size_t bytes) { dropped_.push_back(bytes); };
                          c->on_closed = [this](const WsClosed& closed) {
                            closed_.push_back(closed);
                            if (throw_on_closed_) throw std::runtime_error("owner's bookkeeping failed");
@@ -83,6 +84,7 @@ class WsConnectionTest : public ::testing::Test {
   std::vector<std::string> received_;
   std::vector<std::size_t> hashes_;  // of each message whole
   std::vector<WsClosed> closed_;
+  std::vector<std::size_t> dropped_;  // sizes on_dropped was told
   bool pause_on_open_ = false;  // set before start(): each connection starts paused
   bool throw_on_closed_ = false;  // set before start(): each on_closed throws after recording
 };
@@ -437,6 +439,51 @@ TEST_F(WsConnectionTest, AMessageOverTheLimitClosesWith1009WhateverTheReads) {
   ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
   EXPECT_EQ(server_.run([&] { return closed_.front().code; }), 1009);
   EXPECT_EQ(received_count(), 1u);
+}
+
+// Where the owner asks for it (a OneBot bridge's connection carries every
+// chat of its account): a message over max_message_bytes, up to
+// dropped_message_max, is read to its end and dropped, whole or in fragments
+// with pings between them. The owner is told its size, nothing of it is
+// delivered, it holds no budget once dropped, and the connection goes on.
+// Past dropped_message_max, and for a frame announcing more, it closes with
+// 1009 as before.
+TEST_F(WsConnectionTest, AMessageOverTheLimitIsDroppedWhereTheOwnerAsksAndTheConnectionGoesOn) {
+  auto& budget = buffer_budget();
+  const auto base = budget.used();
+  start(WsOptions{.max_message_bytes = 4096, .dropped_message_max = 1024 * 1024});
+  // A masked frame (zero key) of under 126 bytes.
+  const auto frame = [](std::uint8_t first, std::string_view payload) {
+    std::string out{static_cast<char>(first), static_cast<char>(0x80 | payload.size())};
+    out.append(4, '\0');
+    return out + std::string(payload);
+  };
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  client.send(std::string(4096, 'k'));
+  EXPECT_EQ(client.read(), "got:4096");
+  client.send(std::string(4097, 'k'));
+  client.send(std::string(1024 * 1024, 'x'));
+  // 5,000 bytes in fragments of 100, a ping between each two.
+  std::string fragmented = frame(0x01, std::string(100, 'f'));
+  for (int i = 1; i < 49; ++i) fragmented += frame(0x89, "p") + frame(0x00, std::string(100, 'f'));
+  fragmented += frame(0x80, std::string(100, 'f'));
+  asio::write(client.lowest_layer().socket(), asio::buffer(fragmented));
+  client.send("after");
+  EXPECT_EQ(client.read(), "got:5");
+  EXPECT_EQ(server_.run([&] { return dropped_; }),
+            (std::vector<std::size_t>{4097, 1024 * 1024, 5000}));
+  EXPECT_EQ(received_count(), 2u);
+  EXPECT_EQ(closed_count(), 0u);
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
+      << budget.used() - base << " bytes still held";
+
+  client.send(std::string(1024 * 1024 + 1, 'y'));
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1009);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_EQ(server_.run([&] { return dropped_.size(); }), 3u);
+  EXPECT_EQ(received_count(), 2u);
 }
 
 // An upgraded connection runs without a coroutine of its own, but stays a
