@@ -42,13 +42,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cuts.push_back(stream.size());
 
   mooring::llm::SseParser whole(max_line);
-  std::vector<std::string> whole_events;
+  std::vector<mooring::llm::SseEvent> whole_events;
   using Status = mooring::llm::SseParser::Status;
   const Status whole_status = whole.feed(stream, whole_events);
   const bool whole_ok = whole_status == Status::ok;
 
   mooring::llm::SseParser pieces(max_line);
-  std::vector<std::string> piece_events;
+  std::vector<mooring::llm::SseEvent> piece_events;
   Status pieces_status = Status::ok;
   std::size_t at = 0;
   for (const auto cut : cuts) {
@@ -60,7 +60,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require(whole_status == pieces_status, "the verdict depends on how the stream was split");
   require(whole_events == piece_events, "the events depend on how the stream was split");
   if (whole_ok) require(whole.has_partial() == pieces.has_partial(), "has_partial differs");
-  for (const auto& event : whole_events)
-    require(event.size() <= stream.size(), "an event is longer than the stream");
+  for (const auto& event : whole_events) {
+    require(event.data.size() <= stream.size(), "an event is longer than the stream");
+    require(event.type.size() <= stream.size(), "an event's type is longer than the stream");
+  }
   return 0;
 }

@@ -322,7 +322,8 @@ class AnswerReader {
     if (emit(utf8_.feed(surrogates_.finish()))) emit(utf8_.finish());
   }
 
-  bool on_event(const std::string& data) {
+  bool on_event(const SseEvent& sse) {
+    const auto& data = sse.data;
     if (ended_by_done_) return true;  // nothing counts after [DONE]
     if (data == "[DONE]") {
       ended_ = ended_by_done_ = true;
@@ -330,6 +331,16 @@ class AnswerReader {
     }
     error_code ec;
     const auto event = parse_json(data, ec);
+    if (sse.type == "error") {
+      // Whatever its shape: {"error": {...}}, the error object itself
+      // ({"type": "overloaded_error", "message": ...}), or plain words.
+      const auto* object = ec ? nullptr : event.if_object();
+      const auto* inner = object ? object->if_contains("error") : nullptr;
+      failed_ = error_from_stream_event(
+          inner && !inner->is_null() ? *inner : object ? event : json::value(data),
+          options_.api_key);
+      return false;
+    }
     const auto* object = ec ? nullptr : event.if_object();
     if (!object) {
       failed_ = protocol_error("the provider sent an event that is not a JSON object: " +
@@ -398,7 +409,7 @@ class AnswerReader {
   const OpenAiOptions& options_;
   const PieceSink& on_piece_;
   SseParser sse_;
-  std::vector<std::string> events_;
+  std::vector<SseEvent> events_;
   SurrogateJoiner surrogates_;  // then utf8_: a reply's text passes through both
   Utf8Repairer utf8_;
   int status_ = 0;

@@ -2,7 +2,7 @@
 
 namespace mooring::llm {
 
-SseParser::Status SseParser::feed(std::string_view bytes, std::vector<std::string>& events) {
+SseParser::Status SseParser::feed(std::string_view bytes, std::vector<SseEvent>& events) {
   while (status_ == Status::ok && !bytes.empty()) {
     if (skip_lf_) {
       skip_lf_ = false;
@@ -26,10 +26,11 @@ SseParser::Status SseParser::feed(std::string_view bytes, std::vector<std::strin
   return status_;
 }
 
-SseParser::Status SseParser::take_line(std::vector<std::string>& events) {
+SseParser::Status SseParser::take_line(std::vector<SseEvent>& events) {
   if (line_.empty()) {  // a blank line ends the event
-    if (has_data_) events.push_back(std::move(data_));
+    if (has_data_) events.push_back(SseEvent{std::move(type_), std::move(data_)});
     data_.clear();
+    type_.clear();
     has_data_ = false;
     return Status::ok;
   }
@@ -44,6 +45,8 @@ SseParser::Status SseParser::take_line(std::vector<std::string>& events) {
       if (has_data_) data_ += '\n';
       data_ += value;
       has_data_ = true;
+    } else if (field == "event") {
+      type_ = value;
     }
   }
   line_.clear();

@@ -1,7 +1,9 @@
 // An incremental parser for server-sent events (text/event-stream): bytes go
 // in as they arrive, in pieces of any size (a line may be split across reads);
-// complete events come out. Comments (":...") and fields other than `data`
-// are skipped; several data lines of one event are joined with "\n".
+// complete events come out, each with its data and its type (the `event`
+// field: "" when none, which SSE reads as "message"). Comments (":...") and
+// the other fields are skipped; several data lines of one event are joined
+// with "\n". An event without data is not passed on, whatever its type.
 // Memory is bounded: a line longer than `max_line_bytes`, or an event whose
 // data grows past `max_event_bytes` (many `data:` lines and no blank line),
 // ends the parse with an error; the parser accepts nothing after that.
@@ -14,6 +16,12 @@
 
 namespace mooring::llm {
 
+struct SseEvent {
+  std::string type;  // the last `event` field's value; "" when none
+  std::string data;
+  friend bool operator==(const SseEvent&, const SseEvent&) = default;
+};
+
 class SseParser {
  public:
   enum class Status { ok, line_too_long, event_too_long };
@@ -24,16 +32,17 @@ class SseParser {
 
   // Appends the data of each event completed by `bytes` to `events`. Stops at
   // the first limit exceeded and reports it (then and on every later call).
-  Status feed(std::string_view bytes, std::vector<std::string>& events);
+  Status feed(std::string_view bytes, std::vector<SseEvent>& events);
 
   // True when a partial line or an unfinished event is pending.
   bool has_partial() const { return !line_.empty() || has_data_; }
 
  private:
-  Status take_line(std::vector<std::string>& events);
+  Status take_line(std::vector<SseEvent>& events);
 
   std::string line_;
   std::string data_;
+  std::string type_;
   bool has_data_ = false;
   bool skip_lf_ = false;
   Status status_ = Status::ok;

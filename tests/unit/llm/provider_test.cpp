@@ -235,6 +235,38 @@ TEST(OpenAi, AnErrorEventInA200StreamIsAFailureRetriedLikeA5xx) {
   EXPECT_EQ(strict.request_count(), 1u);
 }
 
+// An event of type "error" is a failure whatever its data's shape (an error
+// object without an "error" key around it, plain words): it used to be
+// skipped as a keep-alive, the stream then read as cut off and the
+// provider's words lost. Its words are in the failure's detail.
+TEST(OpenAi, AnEventOfTypeErrorIsAFailureInItsOwnWordsWhateverItsShape) {
+  for (const auto& [data, words] : std::vector<std::pair<std::string, std::string>>{
+           {"{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}", "Overloaded"},
+           {"{\"error\":{\"message\":\"model overloaded\"}}", "model overloaded"},
+           {"upstream is on fire", "upstream is on fire"},
+           {"{\"status\":503}", "no message"}}) {
+    FakeUpstream upstream;
+    UpstreamStep broken;
+    broken.headers = {{"Content-Type", "text/event-stream"}};
+    broken.chunks = {"event: error\ndata: " + data + "\n\n"};
+    upstream.script({broken, test::sse_reply({"recovered"})});
+    auto reply = ask(upstream.base_url(), fast_options());
+    ASSERT_TRUE(reply.result.has_value()) << data << ": " << reply.result.error().detail;
+    EXPECT_EQ(*reply.result, "recovered") << data;
+    EXPECT_EQ(upstream.request_count(), 2u) << data;
+
+    FakeUpstream failing;
+    failing.set_fallback(broken);
+    auto failed = ask(failing.base_url(), fast_options());
+    ASSERT_FALSE(failed.result.has_value()) << data;
+    EXPECT_EQ(failed.result.error().kind, Kind::stream) << data;
+    EXPECT_NE(failed.result.error().detail.find("the provider reported a failure in its stream: " +
+                                                words),
+              std::string::npos)
+        << failed.result.error().detail;
+  }
+}
+
 TEST(OpenAi, AResetMidStreamIsReportedNotRetriedIntoADuplicate) {
   FakeUpstream upstream;
   UpstreamStep reset = test::sse_reply({"partial ", "answer"});
