@@ -152,7 +152,9 @@ awaitable<HttpResponse> take_config(Context ctx, Request& request, bool commit) 
         "back to its default, tokens included)",
         request);
   std::optional<std::uint64_t> expected;
-  if (auto it = request.message.find(http::field::if_match); it != request.message.end()) {
+  // "*" matches whatever configuration is served (RFC 9110 13.1.1): no check.
+  if (auto it = request.message.find(http::field::if_match);
+      it != request.message.end() && it->value() != "*") {
     std::string_view tag = it->value();
     if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"')
       tag = tag.substr(1, tag.size() - 2);
@@ -161,7 +163,7 @@ awaitable<HttpResponse> take_config(Context ctx, Request& request, bool commit) 
     if (!numeric)
       co_return net::error_response(http::status::bad_request, "bad_if_match",
                                     "If-Match must be the generation from GET /api/config's ETag, "
-                                    "for example \"7\"",
+                                    "for example \"7\" (or *, for whatever is served)",
                                     request);
     expected = std::stoull(std::string(tag));
   }

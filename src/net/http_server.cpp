@@ -59,17 +59,20 @@ bool expects_continue(const HttpRequest& header) {
 }
 
 // The answer to a request no route takes: 404 for its path, or 405 for its
-// method.
-HttpResponse no_route(http::status status, const HttpRequest& header) {
+// method, with the methods the path takes (Allow).
+HttpResponse no_route(const Router::Match& match, const HttpRequest& header) {
   const auto target = std::string_view(header.target());
   const auto path = elide(target.substr(0, target.find('?')));
-  if (status == http::status::not_found)
-    return error_response(status, "not_found", fmt::format("no such path: {}", path),
+  if (match.status == http::status::not_found)
+    return error_response(match.status, "not_found", fmt::format("no such path: {}", path),
                           header.version(), header.keep_alive());
-  return error_response(
-      status, "method_not_allowed",
-      fmt::format("{} is not allowed on {}", std::string_view(header.method_string()), path),
+  auto response = error_response(
+      match.status, "method_not_allowed",
+      fmt::format("{} is not allowed on {} (it takes {})", std::string_view(header.method_string()),
+                  path, match.allow),
       header.version(), header.keep_alive());
+  response.set(http::field::allow, match.allow);
+  return response;
 }
 
 // The answer to a connection beyond max_connections that cannot take a place.
@@ -569,7 +572,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       // every place the server has.
       if (!match.route && !parser.is_done()) {
         // Named: GCC 12 destroys a temporary among co_await's operands twice.
-        auto refusal = no_route(match.status, parser.get());
+        auto refusal = no_route(match, parser.get());
         co_await refuse(std::move(refusal));
         co_return;
       }
@@ -636,7 +639,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       request.params = std::move(match.params);
 
       if (!match.route) {
-        auto response = no_route(match.status, request.message);  // named, as above
+        auto response = no_route(match, request.message);  // named, as above
         co_await write(std::move(response));
         if (!request.message.keep_alive()) co_return;
         continue;
@@ -659,6 +662,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         response = internal_error(request, failure);
       }
       if (closing_) response.keep_alive(false);
+      if (request.message.method() == http::verb::head) {
+        // The GET's header, its Content-Length included, without the body.
+        const auto length = response.body().size();
+        response.body().clear();
+        response.content_length(length);
+      }
       if (!co_await write(std::move(response))) co_return;
       if (!request.message.keep_alive() || closing_) co_return;
     }

@@ -51,8 +51,12 @@ Router::Match Router::match(http::verb method, std::string_view path) const {
       }
     }
     if (!matched) continue;
-    if (route.method != method) {
+    const bool head_of_get = method == http::verb::head && route.method == http::verb::get && !route.ws;
+    if (route.method != method && !head_of_get) {
       result.status = http::status::method_not_allowed;
+      if (!result.allow.empty()) result.allow += ", ";
+      result.allow += std::string_view(http::to_string(route.method));
+      if (route.method == http::verb::get && !route.ws) result.allow += ", HEAD";
       continue;
     }
     result.route = &route;

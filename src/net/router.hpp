@@ -1,7 +1,9 @@
 // Maps a method and a path to a handler. Patterns are literal segments and
 // `{name}` segments that capture one path segment ("/api/tasks/{id}/cancel").
 // A path that no pattern matches is 404; a path that matches with another
-// method is 405.
+// method is 405, with the methods it takes (for an Allow header). HEAD is
+// taken wherever GET is (but for WebSocket routes): the server answers it
+// as it would GET, without the body.
 #pragma once
 
 #include "net/http.hpp"
@@ -47,6 +49,7 @@ class Router {
     const Route* route = nullptr;  // null: see `status`
     http::status status = http::status::not_found;
     std::map<std::string, std::string, std::less<>> params;
+    std::string allow;  // with a 405: the path's methods, "GET, HEAD, PUT"
   };
 
   Match match(http::verb method, std::string_view path) const;

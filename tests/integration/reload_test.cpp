@@ -615,6 +615,15 @@ TEST(Reload, TheGenerationGuardsAgainstLostUpdatesAndANewAdminTokenEndsOldSubscr
   EXPECT_EQ(stale.status, 412) << stale.body;
   EXPECT_NE(stale.body.find("generation 2 now, not 1"), std::string::npos) << stale.body;
   EXPECT_EQ(generation(host), 2);
+  // "*" matches whatever is served (RFC 9110); a tag that is not a generation is refused.
+  auto any = http_request(host.admin(), http::verb::put, "/api/config",
+                          shown.body + "[log]\nlevel = \"warn\"\n", {bearer[0], {"If-Match", "*"}});
+  EXPECT_EQ(any.status, 200) << any.body;
+  EXPECT_EQ(generation(host), 3);
+  auto odd = http_request(host.admin(), http::verb::put, "/api/config",
+                          shown.body + "[log]\nlevel = \"warn\"\n", {bearer[0], {"If-Match", "W/\"3\""}});
+  EXPECT_EQ(odd.status, 400) << odd.body;
+  EXPECT_NE(odd.body.find("bad_if_match"), std::string::npos) << odd.body;
 
   // An empty body would reset every key, tokens included: refused.
   auto empty = http_request(host.admin(), http::verb::put, "/api/config", "\n", bearer);

@@ -57,6 +57,7 @@ HttpReply http_request(const std::string& address, http::verb method, const std:
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
+    parser.skip(method == http::verb::head);  // its header describes the GET's body
     co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
     auto res = parser.release();
     reply.status = static_cast<int>(res.result_int());

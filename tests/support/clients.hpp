@@ -58,13 +58,16 @@ class RawConnection {
   void send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
 
   // The next response, or nullopt when none came whole within `timeout`.
-  std::optional<http::response<http::string_body>> read(std::chrono::milliseconds timeout = 10s) {
-    http::response<http::string_body> response;
+  // `to_head`: the answer to a HEAD, which has no body whatever its header says.
+  std::optional<http::response<http::string_body>> read(std::chrono::milliseconds timeout = 10s,
+                                                        bool to_head = false) {
+    http::response_parser<http::string_body> parser;
+    parser.skip(to_head);
     std::optional<error_code> result;
-    http::async_read(socket_, buffer_, response, [&](error_code ec, std::size_t) { result = ec; });
+    http::async_read(socket_, buffer_, parser, [&](error_code ec, std::size_t) { result = ec; });
     run(result, timeout);
     if (!result || *result) return std::nullopt;
-    return response;
+    return parser.release();
   }
 
   // True when the server closes the connection within `timeout` (anything

@@ -66,7 +66,11 @@ TEST(AdminApi, ProbesAreOpenAndTheApiNeedsTheToken) {
 
   EXPECT_EQ(test::http_get(address, "/healthz").status, 200);
   EXPECT_EQ(test::http_get(address, "/readyz").status, 200);
+  // Monitors that check with HEAD get the same answers.
+  EXPECT_EQ(test::http_request(address, net::http::verb::head, "/healthz").status, 200);
+  EXPECT_EQ(test::http_request(address, net::http::verb::head, "/readyz").status, 200);
   admin.thread.run([&] { return admin.is_ready = false; });
+  EXPECT_EQ(test::http_request(address, net::http::verb::head, "/readyz").status, 503);
   auto not_ready = test::http_get(address, "/readyz");
   EXPECT_EQ(not_ready.status, 503);
   EXPECT_TRUE(json::parse(not_ready.body).as_object().contains("components"));

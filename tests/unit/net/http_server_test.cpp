@@ -161,6 +161,40 @@ TEST_F(HttpServerTest, ServesRoutesWithParametersAndJsonErrors) {
   EXPECT_EQ(boost::json::parse(wrong.body).at("error").at("code"), "method_not_allowed");
 }
 
+// HEAD is answered wherever GET is, as GET would be but without the body (a
+// monitor that checks with HEAD got 405); the connection then serves the next
+// request. A method a path does not take is 405 with the ones it does
+// (Allow, as RFC 9110 asks); a WebSocket path takes GET alone.
+TEST_F(HttpServerTest, HeadIsAnsweredAsGetWithoutTheBodyAnd405SaysWhatIsAllowed) {
+  start();
+  RawConnection connection(address_);
+  connection.send("HEAD /items/12345 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /items/7 HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto head = connection.read(10s, true);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->result_int(), 200u);
+  EXPECT_EQ((*head)[http::field::content_length], "5");
+  EXPECT_EQ((*head)[http::field::content_type], "text/plain");
+  EXPECT_TRUE(head->body().empty());
+  auto get = connection.read();
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->body(), "7");
+  EXPECT_EQ(test::http_request(address_, http::verb::head, "/nope").status, 404);
+
+  for (const auto& [method, path, allow] : std::vector<std::tuple<http::verb, std::string, std::string>>{
+           {http::verb::delete_, "/hello", "GET, HEAD"},
+           {http::verb::head, "/echo", "POST"},
+           {http::verb::get, "/guarded", "PUT"},
+           {http::verb::head, "/ws", "GET"}}) {
+    auto wrong = test::http_request(address_, method, path);
+    EXPECT_EQ(wrong.status, 405) << path;
+    EXPECT_EQ(wrong.headers["allow"], allow) << path;
+  }
+  auto wrong = test::http_request(address_, http::verb::put, "/hello");
+  EXPECT_EQ(boost::json::parse(wrong.body).at("error").at("message"),
+            "PUT is not allowed on /hello (it takes GET, HEAD)");
+}
+
 TEST_F(HttpServerTest, OversizeHeaderIs431AndOversizeBodyIs413) {
   start(HttpLimits{.header_bytes = 4096});
   auto big_header = test::http_request(address_, http::verb::get, "/hello", "",

@@ -28,6 +28,20 @@ TEST(Router, UnknownPathIs404AndWrongMethodIs405) {
   auto wrong = router.match(http::verb::delete_, "/healthz");
   EXPECT_EQ(wrong.route, nullptr);
   EXPECT_EQ(wrong.status, http::status::method_not_allowed);
+  EXPECT_EQ(wrong.allow, "GET, HEAD");
+}
+
+TEST(Router, HeadTakesAGetRouteButNotAWebSocketOne) {
+  Router router;
+  router.add(http::verb::get, "/healthz", ok);
+  router.add(http::verb::put, "/healthz", ok);
+  router.add_websocket("/ws", WsRoute{});
+  EXPECT_NE(router.match(http::verb::head, "/healthz").route, nullptr);
+  const auto ws = router.match(http::verb::head, "/ws");
+  EXPECT_EQ(ws.route, nullptr);
+  EXPECT_EQ(ws.status, http::status::method_not_allowed);
+  EXPECT_EQ(ws.allow, "GET");
+  EXPECT_EQ(router.match(http::verb::post, "/healthz").allow, "GET, HEAD, PUT");
 }
 
 TEST(Http, OriginHostIsTheLowerCaseHostWithoutPortOrScheme) {
