@@ -57,7 +57,8 @@ ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
 // `mooring token issue`: 0 and the token on stdout, or 2 and why on stderr.
 int issue_token(const std::string& user, const std::string& ttl_text, std::string config_path) {
   if (!chat::valid_user_id(user)) {
-    std::cerr << "\"" << runtime::shorten(user, 64) << "\" is not a user id ([A-Za-z0-9_.:-]{1,128})\n";
+    std::cerr << "\"" << runtime::shorten(user, 64)
+              << "\" is not a user id ([A-Za-z0-9_.:-]{1,128}, neither . nor ..)\n";
     return exit_invalid;
   }
   const auto ttl = runtime::parse_duration(ttl_text);

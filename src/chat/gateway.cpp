@@ -580,7 +580,9 @@ std::optional<net::HttpResponse> Gateway::admit(net::Request& request) const {
   }
   if (!valid_user_id(user_id))
     return net::error_response(http::status::bad_request, "invalid_user_id",
-                               "the user id must match [A-Za-z0-9_.:-]{1,128}", request);
+                               "the user id must match [A-Za-z0-9_.:-]{1,128} and be neither . "
+                               "nor .. (which no URL holds)",
+                               request);
   if (user_id.starts_with("qq:"))
     return net::error_response(http::status::bad_request, "invalid_user_id",
                                "user ids starting with \"qq:\" are QQ conversations (OneBot); "

@@ -163,6 +163,9 @@ ClientFrame parse_client_frame(std::string_view text) {
 
 bool valid_user_id(std::string_view user_id) {
   if (user_id.empty() || user_id.size() > 128) return false;
+  // No URL holds them: clients take /ws/.. for the parent path, and the
+  // panel could not open their conversation.
+  if (user_id == "." || user_id == "..") return false;
   for (char c : user_id) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '_' || c == '.' || c == ':' || c == '-';

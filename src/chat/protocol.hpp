@@ -46,7 +46,7 @@ inline constexpr std::size_t max_frame_depth = 32;
 
 ClientFrame parse_client_frame(std::string_view text);
 
-// Whether `user_id` matches [A-Za-z0-9_.:-]{1,128}.
+// Whether `user_id` matches [A-Za-z0-9_.:-]{1,128} and is neither "." nor "..".
 bool valid_user_id(std::string_view user_id);
 
 // Server frames, serialized. An ack is sent only for a message that carries a

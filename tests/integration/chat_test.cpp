@@ -731,7 +731,8 @@ TEST(Chat, UserIdsOutsideThePatternAreRefusedAtTheHandshake) {
   ASSERT_TRUE(host.started()) << host.log();
 
   for (const std::string& bad : std::vector<std::string>{
-           "bad%20id", std::string(200, 'x'), std::string(129, 'y'), "semi;colon", "%2e%2e"}) {
+           "bad%20id", std::string(200, 'x'), std::string(129, 'y'), "semi;colon", "%2e%2e", ".",
+           ".."}) {
     ChatClient stranger;
     EXPECT_EQ(stranger.connect(host.gateway(), bad), 400) << bad;
   }
