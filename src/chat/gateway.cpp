@@ -369,7 +369,13 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
         front.text = chat_frame(front.text, user_id_, front.reply_seq, front.reply_to);
         front.chat = false;
       }
-      if (!has_room(front.text.size())) break;
+      if (!has_room(front.text.size())) {
+        // Behind while the connections hold more than the budget: closed
+        // rather than hold more (its replies stay stored for its next
+        // connection).
+        if (connection_->shed_if_over_budget()) let_go();
+        break;
+      }
       auto frame = std::move(front);
       waiting_.pop_front();
       hand_to_socket(std::move(frame));

@@ -803,6 +803,9 @@ void OneBotAdapter::add_routes(net::Router& router, const net::Router& taken) {
   if (!options_.enabled) return;
   auto ws = options_.ws;
   ws.dropped_message_max = std::max(ws.max_message_bytes, dropped_frame_max);
+  // Its work is bounded by the account (max_account_work); closing it would
+  // cut off every chat of the account.
+  ws.shed_when_over_budget = false;
   std::vector<std::string> paths{options_.path, options_.path + "/", "/onebot/v11/ws",
                                  "/onebot/v11/ws/", "/onebot/v11/", "/onebot", "/ws"};
   std::set<std::string> added;

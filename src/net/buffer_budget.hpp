@@ -10,7 +10,9 @@
 //   ended.
 // - grow_to() refuses to go past the limit (a message being received: its
 //   connection is then closed with 1013); set() never refuses (frames already
-//   made must go out; the owner waits for room before making more).
+//   made must go out; the owner waits for room before making more). Past the
+//   limit, connections whose frames wait unsent are closed as slow consumers
+//   (WsConnection::shed_if_over_budget), and give back what they hold.
 // - Messages being received leave kept_for_sending() of the limit free:
 //   the rest is kept for what is sent (a reconnect's backlog), so that
 //   clients holding unfinished messages cannot stop replies going out.

@@ -620,6 +620,8 @@ Clock::time_point WsConnection::next_due() const {
   if (state_ == State::closing) due = std::min(due, close_deadline_);
   if (state_ == State::open && message_open_ && !discarding_)
     due = std::min(due, message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout);
+  // Frames waiting while the budget is over: whether they have waited too long.
+  if (over_budget() && queued() > 0) due = std::min(due, queued_since_ + shed_after);
   return due;
 }
 
@@ -674,6 +676,8 @@ void WsConnection::timer_fired() {
     abandon_unfinished();
     return;
   }
+  // A reader behind while the budget is over, with no frame coming to shed it.
+  if (shed_if_over_budget()) return;  // close() armed the timer for the handshake
   // Not reading means a pong would not be seen either: the heartbeat waits
   // until the owner resumes reading.
   if (!paused_) {
@@ -716,24 +720,62 @@ void WsConnection::watch_write() {
 
 error_code WsConnection::send(std::string text, std::function<void()> on_written) {
   if (state_ != State::open) return asio::error::not_connected;
+  if (shed_if_over_budget()) return asio::error::no_buffer_space;
   // The frame being written counts as queued until its write ends.
   const bool too_many = queued() >= options_.send_queue_limit;
   const bool too_big = queued() > 0 && queued_bytes_ + text.size() > options_.send_queue_bytes;
   if (too_many || too_big) {
     log::warn("{}: {} is not reading ({} frames, {} bytes queued); closing with 1008 slow consumer",
               log_name_, remote_, queued(), queued_bytes_);
-    // The frame being written stays: its buffer is in use until the write ends.
-    queue_.clear();
-    queued_bytes_ = writing_frame_ ? writing_.text.size() - writing_offset_ : 0;
-    frames_share_.set(writing_frame_ ? writing_.text.size() : 0);
-    close(websocket::close_code::policy_error, "slow consumer");
+    drop_queue_and_close();
     return asio::error::no_buffer_space;
   }
+  if (queued() == 0) queued_since_ = Clock::now();
   queued_bytes_ += text.size();
   frames_share_.set(frames_share_.bytes() + text.size());
   queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
   write_next();
+  // Over the budget, the timer looks again once these frames have waited
+  // shed_after (next_due()).
+  if (over_budget()) arm_timer();
   return {};
+}
+
+bool WsConnection::over_budget() const {
+  const auto& budget = buffer_budget();
+  return state_ == State::open && options_.shed_when_over_budget && budget.used() > budget.limit();
+}
+
+bool WsConnection::shed_if_over_budget() {
+  if (state_ != State::open || !options_.shed_when_over_budget || queued() == 0) return false;
+  const auto& budget = buffer_budget();
+  const auto used = budget.used();
+  if (used <= budget.limit()) return false;
+  const auto waited = Clock::now() - queued_since_;
+  if (waited < shed_after) {
+    arm_timer();  // to look again then
+    return false;
+  }
+  peer_faults().log(
+      spdlog::level::warn, log_name_ + ": shed",
+      fmt::format("{}: {} has left frames unread for {} ({} frames, {} bytes) while the "
+                  "connections hold {} of the {} bytes they may (gateway.max_buffered_bytes); "
+                  "closing with 1008 slow consumer",
+                  log_name_, remote_,
+                  runtime::format_duration(
+                      std::chrono::duration_cast<runtime::Duration>(waited)),
+                  queued(), queued_bytes_, used, budget.limit()));
+  drop_queue_and_close();
+  return true;
+}
+
+// A slow consumer: what waits is let go, and the connection closed with 1008.
+void WsConnection::drop_queue_and_close() {
+  // The frame being written stays: its buffer is in use until the write ends.
+  queue_.clear();
+  queued_bytes_ = writing_frame_ ? writing_.text.size() - writing_offset_ : 0;
+  frames_share_.set(writing_frame_ ? writing_.text.size() : 0);
+  close(websocket::close_code::policy_error, "slow consumer");
 }
 
 void WsConnection::close(websocket::close_code code, std::string reason) {

@@ -95,6 +95,12 @@ struct WsOptions {
   // carries every chat of its account). Not above max_message_bytes: closed
   // with 1009 at once.
   std::size_t dropped_message_max = 0;
+  // While the connections together hold more than the buffer budget, one
+  // whose frames have waited unsent for shed_after is closed as a slow
+  // consumer at its next frame (shed_if_over_budget()), so that slow readers
+  // cannot take the process past its budget. Off for a peer whose
+  // connection must last (a OneBot bridge, bounded by its account's work).
+  bool shed_when_over_budget = true;
   friend bool operator==(const WsOptions&, const WsOptions&) = default;
 };
 
@@ -155,6 +161,15 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void resume_reading();
   bool reading_paused() const { return paused_; }
 
+  // How long frames wait unsent, without the queue emptying, before a
+  // connection counts as behind (see WsOptions::shed_when_over_budget).
+  static constexpr std::chrono::seconds shed_after{1};
+  // Closes the connection with 1008 "slow consumer" (true) when the budget
+  // is over its limit and this connection has had frames waiting unsent for
+  // shed_after or more; send() does so itself, and an owner holding frames
+  // back for room in the queue asks before it waits.
+  bool shed_if_over_budget();
+
   // Frames not written yet, the one being written included, and their bytes
   // the socket has not taken yet.
   std::size_t queued() const { return queue_.size() + (writing_frame_ ? 1 : 0); }
@@ -201,6 +216,8 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void timer_fired();
   void watch_write();
   void deliver(std::string text);
+  void drop_queue_and_close();
+  bool over_budget() const;  // and this connection is one to shed
   void run_on_written(std::function<void()>& on_written);
   void taken_by_socket();
   void finish();
@@ -227,6 +244,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   };
   boost::container::devector<Untaken> untaken_;
   std::size_t writing_offset_ = 0;  // bytes of writing_ the socket has taken
+  Clock::time_point queued_since_;  // frames have waited since, while queued() > 0
   std::size_t queued_bytes_ = 0;
   // The queued frames' text, the one being written included, held against
   // the process's buffer budget (as is incoming_).

@@ -672,6 +672,67 @@ TEST(Gateway, ANewUserIsAnsweredWhileOthersHoldMoreThanTheWholeBudget) {
       << budget.used() << " bytes still held";
 }
 
+// Slow readers, each within its connection's bounds, took the connections
+// past the buffer budget (381 MiB of 256 in one attack) and held them there.
+// While the budget is over, a connection whose frames have waited unsent for
+// a second is closed as a slow consumer, and gives back what it held; other
+// users are answered meanwhile, and its replies stay stored for its next
+// connection.
+TEST(Gateway, AReaderBehindWhileTheBudgetIsOverIsShedAndGetsItsRepliesWhenItComesBack) {
+  GatewayOptions options;
+  options.max_buffered_bytes = 2 * 1024 * 1024;
+  options.ws.close_timeout = std::chrono::milliseconds(200);  // the shed one reads no close frame
+  GatewayFixture fixture(options);
+  auto& budget = net::buffer_budget();
+  fixture.thread.run([&] { return fixture.gate->reply_bytes = 600 * 1024; });
+  const char* const slow_consumers = R"(mooring_websocket_closes_total{listener="gateway",code="1008"})";
+  const auto shed_before = mooring::test::metric_value(slow_consumers);
+  mooring::test::WsClient slow;  // never reads
+  slow.set_receive_buffer(4096);
+  ASSERT_EQ(slow.connect(fixture.address, "/ws/slow"), 101);
+  constexpr int asked = 8;
+  for (int i = 0; i < asked; ++i)
+    slow.send(fmt::format(R"({{"text":"question {}","id":"s{}"}})", i, i));
+  ASSERT_TRUE(poll_until([&] { return budget.used() > budget.limit(); }, std::chrono::seconds(10)))
+      << budget.used();
+
+  // Another user is answered while the budget is over.
+  mooring::test::WsClient other;
+  ASSERT_EQ(other.connect(fixture.address, "/ws/other"), 101);
+  other.send(R"({"text":"hello","id":"o1"})");
+  for (;;) {
+    const auto text = other.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << other.close_code();
+    if (is_type(boost::json::parse(*text).as_object(), "chat")) break;
+  }
+
+  ASSERT_TRUE(poll_until(
+      [&] { return mooring::test::metric_value(slow_consumers) == shed_before + 1; },
+      std::chrono::seconds(10)));
+  slow.drop();
+  EXPECT_TRUE(poll_until([&] { return budget.used() < budget.limit() / 4; },
+                         std::chrono::seconds(10)))
+      << budget.used() << " bytes still held";
+
+  // Back, it asks for every reply since the start: each comes once.
+  std::vector<std::int64_t> replies;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        replies.clear();
+        for (const auto& m : fixture.messages("slow"))
+          if (m.role == store::Role::assistant) replies.push_back(m.seq);
+        return replies.size() == asked;
+      },
+      std::chrono::seconds(10)))
+      << replies.size();
+  mooring::test::WsClient back;
+  ASSERT_EQ(back.connect(fixture.address, "/ws/slow"), 101);
+  back.send(R"({"type":"resume","after":0})");
+  expect_each_reply_once(back, replies);
+  back.close();
+  other.close();
+}
+
 // Defect: a reply the upstream cut short after streaming part of it was
 // stored as the failure's text alone: what the user had read was gone once
 // they reconnected. It is kept, with the failure after it.

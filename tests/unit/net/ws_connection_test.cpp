@@ -58,6 +58,19 @@ class WsConnectionTest : public ::testing::Test {
     return server_.run([&] { return open_.at(n); });
   }
 
+  // Frames of 256 KiB to a peer that reads nothing, until the server holds
+  // more than the budget (the kernel takes the first ones); when it did.
+  std::chrono::steady_clock::time_point fill_past_budget(const std::shared_ptr<WsConnection>& c) {
+    auto& budget = buffer_budget();
+    EXPECT_TRUE(test::poll_until(
+        [&] {
+          EXPECT_FALSE(server_.run([&] { return static_cast<bool>(c->send(std::string(256 * 1024, 'q'))); }));
+          return budget.used() > budget.limit();
+        },
+        10s, 1ms));
+    return std::chrono::steady_clock::now();
+  }
+
   std::size_t received_count() {
     return server_.run([&] { return received_.size(); });
   }
@@ -124,6 +137,76 @@ TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
   EXPECT_EQ(closed.code, 1008);
   EXPECT_EQ(closed.reason, "slow consumer");
   EXPECT_EQ(test::metric_value(closes("1008")) - slow, 1);
+}
+
+// Readers that take nothing, each within its own queue's bounds, took the
+// connections together past the buffer budget (381 MiB of 256 in one
+// attack), and held it there. While the budget is over its limit, a
+// connection whose frames have waited unsent for shed_after is closed as a
+// slow consumer at its next frame, and what it held is given back; a reader
+// that keeps up is served meanwhile, and one whose owner opted out (a OneBot
+// bridge) is left alone.
+TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBudget) {
+  auto& budget = buffer_budget();
+  const auto base = budget.used();
+  struct Restore {
+    BufferBudget& budget;
+    ~Restore() { budget.set_limit(BufferBudget::default_limit); }
+  } restore{budget};
+  budget.set_limit(base + 1024 * 1024);
+  start(WsOptions{.close_timeout = 200ms});
+  test::WsClient slow;  // never reads
+  slow.set_receive_buffer(4096);
+  ASSERT_EQ(slow.connect(address_, "/ws"), 101);
+  auto s = connection(0);
+  const auto filled = fill_past_budget(s);
+
+  // A reader that keeps up gets its frames over the budget.
+  test::WsClient fast;
+  ASSERT_EQ(fast.connect(address_, "/ws"), 101);
+  for (int i = 0; i < 3; ++i) {
+    fast.send("still served");
+    EXPECT_EQ(fast.read(), "got:12");
+  }
+  // The slow one's next frame, once its frames have waited shed_after, closes it.
+  ASSERT_TRUE(test::poll_until(
+      [&] { return server_.run([&] { return static_cast<bool>(s->send("more")); }); }, 10s,
+      20ms));
+  EXPECT_GE(std::chrono::steady_clock::now() - filled, WsConnection::shed_after - 100ms);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  auto closed = server_.run([&] { return closed_.at(0); });
+  EXPECT_EQ(closed.code, 1008);
+  EXPECT_EQ(closed.reason, "slow consumer");
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() <= base + 64 * 1024; }, 10s))
+      << budget.used() - base;
+  fast.send("after");
+  EXPECT_EQ(fast.read(), "got:5");
+}
+
+TEST_F(WsConnectionTest, AnOwnerMayKeepABehindReaderOverTheBudget) {
+  auto& budget = buffer_budget();
+  const auto base = budget.used();
+  struct Restore {
+    BufferBudget& budget;
+    ~Restore() { budget.set_limit(BufferBudget::default_limit); }
+  } restore{budget};
+  budget.set_limit(base + 1024 * 1024);
+  start(WsOptions{.shed_when_over_budget = false});
+  test::WsClient slow;
+  slow.set_receive_buffer(4096);
+  ASSERT_EQ(slow.connect(address_, "/ws"), 101);
+  auto s = connection(0);
+  fill_past_budget(s);
+  // Past shed_after, frames are still taken (up to the queue's own bounds).
+  const auto until = std::chrono::steady_clock::now() + WsConnection::shed_after + 200ms;
+  EXPECT_TRUE(test::poll_until(
+      [&] {
+        EXPECT_FALSE(server_.run([&] { return static_cast<bool>(s->send("x")); }));
+        return std::chrono::steady_clock::now() >= until;
+      },
+      10s, 50ms));
+  EXPECT_GT(budget.used(), budget.limit());
+  EXPECT_EQ(closed_count(), 0u);
 }
 
 // Each message read and written counts once; each connection's end counts
