@@ -70,7 +70,13 @@ std::shared_ptr<const net::Router> make_router() {
   ws.options.max_message_bytes = 4096;
   // Within the harness's 5 s: a close left unanswered ends in time.
   ws.options.close_timeout = std::chrono::seconds(1);
+  // As a OneBot bridge's: a message over the limit, up to four times it, is
+  // read and dropped with the connection kept.
+  auto dropping = ws;
+  dropping.options.dropped_message_max = 4 * ws.options.max_message_bytes;
+  dropping.options.shed_when_over_budget = false;
   router->add_websocket("/ws", std::move(ws));
+  router->add_websocket("/drop", std::move(dropping));
   return router;
 }
 

@@ -677,7 +677,12 @@ void WsConnection::timer_fired() {
     return;
   }
   // A reader behind while the budget is over, with no frame coming to shed it.
-  if (shed_if_over_budget()) return;  // close() armed the timer for the handshake
+  // Ended here, at once: what its owner holds for it is given back before
+  // other connections' timers look at the budget.
+  if (shed_if_over_budget()) {
+    finish();
+    return;
+  }
   // Not reading means a pong would not be seen either: the heartbeat waits
   // until the owner resumes reading.
   if (!paused_) {
@@ -727,7 +732,8 @@ error_code WsConnection::send(std::string text, std::function<void()> on_written
   if (too_many || too_big) {
     log::warn("{}: {} is not reading ({} frames, {} bytes queued); closing with 1008 slow consumer",
               log_name_, remote_, queued(), queued_bytes_);
-    drop_queue_and_close();
+    drop_queue();
+    close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
   if (queued() == 0) queued_since_ = Clock::now();
@@ -760,22 +766,30 @@ bool WsConnection::shed_if_over_budget() {
       spdlog::level::warn, log_name_ + ": shed",
       fmt::format("{}: {} has left frames unread for {} ({} frames, {} bytes) while the "
                   "connections hold {} of the {} bytes they may (gateway.max_buffered_bytes); "
-                  "closing with 1008 slow consumer",
+                  "cut off as a slow consumer",
                   log_name_, remote_,
                   runtime::format_duration(
                       std::chrono::duration_cast<runtime::Duration>(waited)),
                   queued(), queued_bytes_, used, budget.limit()));
-  drop_queue_and_close();
+  // Cut off, not closed: a close frame would wait behind what the peer has
+  // not read, and what it holds would be held meanwhile. Reported (on_closed,
+  // the close metrics) as the 1008 a slow consumer is closed with.
+  closed_.code = static_cast<std::uint16_t>(websocket::close_code::policy_error);
+  closed_.reason = "slow consumer";
+  drop_queue();
+  // Given back now, so that a connection looked at next sees it: the frame
+  // being written goes with the socket, its write ending at once.
+  frames_share_.set(0);
+  force_close();
   return true;
 }
 
-// A slow consumer: what waits is let go, and the connection closed with 1008.
-void WsConnection::drop_queue_and_close() {
-  // The frame being written stays: its buffer is in use until the write ends.
+// A slow consumer's frames are let go, but for the one being written, whose
+// buffer is in use until its write ends.
+void WsConnection::drop_queue() {
   queue_.clear();
   queued_bytes_ = writing_frame_ ? writing_.text.size() - writing_offset_ : 0;
   frames_share_.set(writing_frame_ ? writing_.text.size() : 0);
-  close(websocket::close_code::policy_error, "slow consumer");
 }
 
 void WsConnection::close(websocket::close_code code, std::string reason) {

@@ -7,6 +7,10 @@
 //   send_queue_bytes bytes — a frame alone may exceed that) the connection is
 //   closed with 1008 "slow consumer" (the queued frames are dropped) and send()
 //   returns an error.
+// - While the connections together hold more than the buffer budget, one
+//   whose frames have waited unsent for shed_after is cut off (reported as
+//   1008 "slow consumer") and gives back what it held, unless its options
+//   say otherwise (WsOptions::shed_when_over_budget).
 // - close(code, reason) sends the close frame after the frames already queued,
 //   and force-closes the socket and ends the connection (on_closed) if that has
 //   not finished within close_timeout.
@@ -96,7 +100,7 @@ struct WsOptions {
   // with 1009 at once.
   std::size_t dropped_message_max = 0;
   // While the connections together hold more than the buffer budget, one
-  // whose frames have waited unsent for shed_after is closed as a slow
+  // whose frames have waited unsent for shed_after is cut off as a slow
   // consumer at its next frame (shed_if_over_budget()), so that slow readers
   // cannot take the process past its budget. Off for a peer whose
   // connection must last (a OneBot bridge, bounded by its account's work).
@@ -164,10 +168,10 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // How long frames wait unsent, without the queue emptying, before a
   // connection counts as behind (see WsOptions::shed_when_over_budget).
   static constexpr std::chrono::seconds shed_after{1};
-  // Closes the connection with 1008 "slow consumer" (true) when the budget
-  // is over its limit and this connection has had frames waiting unsent for
-  // shed_after or more; send() does so itself, and an owner holding frames
-  // back for room in the queue asks before it waits.
+  // Cuts the connection off (true; reported as 1008 "slow consumer") when
+  // the budget is over its limit and this connection has had frames waiting
+  // unsent for shed_after or more; send() does so itself, and an owner
+  // holding frames back for room in the queue asks before it waits.
   bool shed_if_over_budget();
 
   // Frames not written yet, the one being written included, and their bytes
@@ -216,7 +220,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void timer_fired();
   void watch_write();
   void deliver(std::string text);
-  void drop_queue_and_close();
+  void drop_queue();
   bool over_budget() const;  // and this connection is one to shed
   void run_on_written(std::function<void()>& on_written);
   void taken_by_socket();
@@ -282,8 +286,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   std::size_t message_bytes_ = 0;
   std::size_t message_mark_ = 0;
   static constexpr std::size_t message_step_bytes = 16 * 1024;
-  // What one read of a message being dropped takes off the socket.
-  static constexpr std::size_t discard_piece_bytes = 16 * 1024;
+  // What one read of a message being dropped takes off the socket (and
+  // holds of the budget meanwhile, which it takes without asking).
+  static constexpr std::size_t discard_piece_bytes = 4 * 1024;
   Clock::time_point message_heard_;
   // Holds the connection while paused (no read is pending then); made by the
   // first pause: most connections are never paused.
