@@ -41,7 +41,9 @@ struct AdminContext {
   std::function<boost::json::object()> status;  // the /api/status document
   std::function<bool()> ready;                  // every enabled component running
   std::shared_ptr<EventHub> events;
-  net::WsOptions events_options;
+  // An operator watching an incident keeps the stream: its frames are log
+  // lines, few and small.
+  net::WsOptions events_options{.shed_when_over_budget = false};
   // For /api/sessions, /api/tasks and /api/config; null or empty where the
   // host has none (the endpoints then answer 503).
   store::Store* store = nullptr;

@@ -90,8 +90,9 @@ runtime::Counter& onebot_messages_dropped() {
 runtime::Counter& onebot_frames_too_big() {
   static runtime::Counter& counter = runtime::metrics().counter(
       "mooring_onebot_frames_too_big_total",
-      "Frames from OneBot implementations over gateway.max_message_bytes, read and dropped "
-      "unread with their connection kept.");
+      "Frames from OneBot implementations over gateway.max_message_bytes (or with no room "
+      "left in gateway.max_buffered_bytes), read and dropped unread with their connection "
+      "kept.");
   return counter;
 }
 
@@ -1015,19 +1016,26 @@ void OneBotAdapter::on_closed(const std::shared_ptr<Link>& link) {
                             onebot::to_string(link->role)));
 }
 
-// A frame too big to read: whatever it was (a message, an answer to a send,
-// which then times out and is sent again), the connection and its account's
-// other chats go on.
+// A frame too big to read, or to hold while the connections hold all the
+// buffer budget: whatever it was (a message, an answer to a send, which then
+// times out and is sent again), the connection and its account's other chats
+// go on.
 void OneBotAdapter::on_too_big(const std::shared_ptr<Link>& link, std::size_t bytes) {
   if (link->closed) return;
   ++bot(link->self_id).too_big;
   onebot_frames_too_big().inc();
+  const auto limit = options_.ws.max_message_bytes;
   log_limited(spdlog::level::warn, fmt::format("too big {}", link->self_id),
-              fmt::format("onebot: bot {} sent a frame of {} bytes, over gateway.max_message_bytes "
-                          "({}): dropped unread, the connection kept. A message in it is not "
-                          "answered; if QQ users send messages that large, raise "
-                          "gateway.max_message_bytes",
-                          link->self_id, bytes, options_.ws.max_message_bytes));
+              bytes > limit
+                  ? fmt::format("onebot: bot {} sent a frame of {} bytes, over "
+                                "gateway.max_message_bytes ({}): dropped unread, the connection "
+                                "kept. A message in it is not answered; if QQ users send "
+                                "messages that large, raise gateway.max_message_bytes",
+                                link->self_id, bytes, limit)
+                  : fmt::format("onebot: bot {} sent a frame of {} bytes while the connections "
+                                "held all of gateway.max_buffered_bytes: dropped unread, the "
+                                "connection kept. A message in it is not answered",
+                                link->self_id, bytes));
 }
 
 void OneBotAdapter::on_text(const std::shared_ptr<Link>& link, std::string_view text) {

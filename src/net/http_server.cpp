@@ -58,6 +58,19 @@ bool expects_continue(const HttpRequest& header) {
   return header.version() >= 11 && beast::iequals(header[http::field::expect], "100-continue");
 }
 
+// The answer to a HEAD: the header a GET would get, its Content-Length
+// included, and no body (RFC 9110 9.3.2), whatever answers it (a route, a
+// 404, a refusal). One a handler made for HEAD keeps its own; a 1xx, 204 or
+// 304 gets none.
+void without_body(HttpResponse& response) {
+  const auto status = response.result_int();
+  const bool bodiless = status < 200 || status == 204 || status == 304;
+  if (!bodiless && response.find(http::field::content_length) == response.end() &&
+      !response.chunked())
+    response.content_length(response.body().size());
+  response.body().clear();
+}
+
 // The answer to a request no route takes: 404 for its path, or 405 for its
 // method, with the methods the path takes (Allow).
 HttpResponse no_route(const Router::Match& match, const HttpRequest& header) {
@@ -521,6 +534,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       header_since_.reset();
       stop_waiting();
       awaiting_request_ = false;
+      answering_head_ = !ec && parser.get().method() == http::verb::head;
       if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         co_await refuse(http::status::request_header_fields_too_large, "header_too_large",
                         fmt::format("request headers exceed {} bytes", limits.header_bytes));
@@ -662,12 +676,6 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         response = internal_error(request, failure);
       }
       if (closing_) response.keep_alive(false);
-      if (request.message.method() == http::verb::head) {
-        // The GET's header, its Content-Length included, without the body.
-        const auto length = response.body().size();
-        response.body().clear();
-        response.content_length(length);
-      }
       if (!co_await write(std::move(response))) co_return;
       if (!request.message.keep_alive() || closing_) co_return;
     }
@@ -769,6 +777,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   awaitable<bool> write(HttpResponse response) {
+    if (answering_head_) without_body(response);
     stream_->expires_after(server_->limits.write_timeout);
     auto [ec, n] = co_await http::async_write(*stream_, response, use_tuple);
     if (!ec && !response.keep_alive()) {
@@ -811,6 +820,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::weak_ptr<WsConnection> running_ws_;    // started
   runtime::AdoptedTask ws_task_;              // ... and listed as a task
   bool awaiting_request_ = true;              // reading a request's header, or waiting for it
+  bool answering_head_ = false;               // the request being answered is a HEAD
   std::optional<Clock::time_point> idle_since_;  // waiting, and no byte of it received
   std::optional<Clock::time_point> header_since_;  // its header arriving, not whole yet
   // Where it is listed among the waiting sessions (State), while it is.

@@ -1,5 +1,8 @@
 #include "net/router.hpp"
 
+#include <algorithm>
+#include <vector>
+
 namespace mooring::net {
 namespace {
 
@@ -38,6 +41,9 @@ void Router::add_websocket(std::string pattern, WsRoute route) {
 Router::Match Router::match(http::verb method, std::string_view path) const {
   const auto segments = split_path(path);
   Match result;
+  const Route* get_for_head = nullptr;
+  std::map<std::string, std::string, std::less<>> get_params;
+  std::vector<http::verb> allowed;
   for (const auto& route : routes_) {
     if (route.segments.size() != segments.size()) continue;
     std::map<std::string, std::string, std::less<>> params;
@@ -51,18 +57,35 @@ Router::Match Router::match(http::verb method, std::string_view path) const {
       }
     }
     if (!matched) continue;
-    const bool head_of_get = method == http::verb::head && route.method == http::verb::get && !route.ws;
-    if (route.method != method && !head_of_get) {
-      result.status = http::status::method_not_allowed;
-      if (!result.allow.empty()) result.allow += ", ";
-      result.allow += std::string_view(http::to_string(route.method));
-      if (route.method == http::verb::get && !route.ws) result.allow += ", HEAD";
-      continue;
+    if (route.method == method) {
+      result.route = &route;
+      result.status = http::status::ok;
+      result.params = std::move(params);
+      return result;
     }
-    result.route = &route;
+    const bool serves_head = route.method == http::verb::get && !route.ws;
+    if (method == http::verb::head && serves_head && !get_for_head) {
+      get_for_head = &route;
+      get_params = std::move(params);
+    }
+    allowed.push_back(route.method);
+    if (serves_head) allowed.push_back(http::verb::head);
+  }
+  if (get_for_head) {
+    result.route = get_for_head;
     result.status = http::status::ok;
-    result.params = std::move(params);
+    result.params = std::move(get_params);
     return result;
+  }
+  if (allowed.empty()) return result;
+  result.status = http::status::method_not_allowed;
+  std::sort(allowed.begin(), allowed.end(), [](http::verb a, http::verb b) {
+    return http::to_string(a) < http::to_string(b);
+  });
+  allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
+  for (const auto verb : allowed) {
+    if (!result.allow.empty()) result.allow += ", ";
+    result.allow += std::string_view(http::to_string(verb));
   }
   return result;
 }

@@ -163,7 +163,13 @@ void WsConnection::read_rest() {
       incoming_.swap(bigger);
       incoming_share_.set(incoming_.capacity());
     } else {
-      refuse_for_budget();
+      if (options_.dropped_message_max > options_.max_message_bytes) {
+        // An owner that keeps its connection through a message it cannot
+        // take: dropped like one too big (on_dropped).
+        drop_for_budget();
+      } else {
+        refuse_for_budget();
+      }
       old_size = 0;
       chunk = discard_piece_bytes;
     }
@@ -385,6 +391,18 @@ void WsConnection::refuse_for_budget() {
   discarding_ = true;
   drop_incoming();
   close(websocket::close_code::try_again_later, "the server is busy; send it again later");
+}
+
+// The same, for a connection kept through a message it cannot take (see
+// WsOptions::dropped_message_max): the message is read and dropped.
+void WsConnection::drop_for_budget() {
+  const auto& budget = buffer_budget();
+  peer_faults().log(spdlog::level::warn, log_name_ + ": budget",
+                    fmt::format("{}: a message from {} was dropped: the connections hold {} "
+                                "of the {} bytes they may (gateway.max_buffered_bytes)",
+                                log_name_, remote_, budget.used(), budget.limit()));
+  discarding_ = oversized_ = true;
+  drop_incoming();
 }
 
 // A message begun and then left (pings answered, too little of it for
@@ -618,10 +636,10 @@ Clock::time_point WsConnection::next_due() const {
   }
   if (write_busy_ && !close_sent_) due = std::min(due, write_deadline());
   if (state_ == State::closing) due = std::min(due, close_deadline_);
-  if (state_ == State::open && message_open_ && !discarding_)
+  if (state_ == State::open && message_open_ && (!discarding_ || oversized_))
     due = std::min(due, message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout);
   // Frames waiting while the budget is over: whether they have waited too long.
-  if (over_budget() && queued() > 0) due = std::min(due, queued_since_ + shed_after);
+  if (over_budget() && queued() > 0) due = std::min(due, write_progress_ + shed_after);
   return due;
 }
 
@@ -671,14 +689,16 @@ void WsConnection::timer_fired() {
       return;
     }
   }
-  if (state_ == State::open && message_open_ && !discarding_ &&
+  // A message being dropped for its size too: its peer may stall it as well.
+  if (state_ == State::open && message_open_ && (!discarding_ || oversized_) &&
       now >= message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout) {
     abandon_unfinished();
     return;
   }
   // A reader behind while the budget is over, with no frame coming to shed it.
   // Ended here, at once: what its owner holds for it is given back before
-  // other connections' timers look at the budget.
+  // other connections' timers look at the budget (the handler posted for it
+  // then does nothing).
   if (shed_if_over_budget()) {
     finish();
     return;
@@ -736,13 +756,12 @@ error_code WsConnection::send(std::string text, std::function<void()> on_written
     close(websocket::close_code::policy_error, "slow consumer");
     return asio::error::no_buffer_space;
   }
-  if (queued() == 0) queued_since_ = Clock::now();
   queued_bytes_ += text.size();
   frames_share_.set(frames_share_.bytes() + text.size());
   queue_.push_back(Outgoing{std::move(text), std::move(on_written)});
   write_next();
-  // Over the budget, the timer looks again once these frames have waited
-  // shed_after (next_due()).
+  // Over the budget, the timer looks again once writing has made no progress
+  // for shed_after (next_due()).
   if (over_budget()) arm_timer();
   return {};
 }
@@ -757,19 +776,29 @@ bool WsConnection::shed_if_over_budget() {
   const auto& budget = buffer_budget();
   const auto used = budget.used();
   if (used <= budget.limit()) return false;
-  const auto waited = Clock::now() - queued_since_;
-  if (waited < shed_after) {
+  // Behind: no piece of a write taken for shed_after, and less than a piece
+  // of what waits in the peer's socket read meanwhile. A reader that keeps
+  // taking bytes, however slowly its frames go, is not.
+  const auto now = Clock::now();
+  if (now - write_progress_ < shed_after) {
     arm_timer();  // to look again then
+    return false;
+  }
+  const auto taken = taken_by_peer();
+  if (taken >= taken_mark_ + static_cast<std::int64_t>(write_piece_bytes)) {
+    write_progress_ = taken_looked_at_ = now;
+    taken_mark_ = taken;
+    arm_timer();
     return false;
   }
   peer_faults().log(
       spdlog::level::warn, log_name_ + ": shed",
-      fmt::format("{}: {} has left frames unread for {} ({} frames, {} bytes) while the "
-                  "connections hold {} of the {} bytes they may (gateway.max_buffered_bytes); "
-                  "cut off as a slow consumer",
-                  log_name_, remote_,
+      fmt::format("{}: {} read less than {} KiB in {} with frames waiting for it ({} frames, {} "
+                  "bytes) while the connections hold {} of the {} bytes they may "
+                  "(gateway.max_buffered_bytes); cut off as a slow consumer",
+                  log_name_, remote_, write_piece_bytes / 1024,
                   runtime::format_duration(
-                      std::chrono::duration_cast<runtime::Duration>(waited)),
+                      std::chrono::duration_cast<runtime::Duration>(now - write_progress_)),
                   queued(), queued_bytes_, used, budget.limit()));
   // Cut off, not closed: a close frame would wait behind what the peer has
   // not read, and what it holds would be held meanwhile. Reported (on_closed,
@@ -781,6 +810,9 @@ bool WsConnection::shed_if_over_budget() {
   // being written goes with the socket, its write ending at once.
   frames_share_.set(0);
   force_close();
+  // Ended in a handler of its own (the owner may be inside send()), before
+  // the read the closed socket fails comes back.
+  asio::post(stream_.get_executor(), [self = shared_from_this()] { self->finish(); });
   return true;
 }
 

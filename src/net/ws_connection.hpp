@@ -8,9 +8,11 @@
 //   closed with 1008 "slow consumer" (the queued frames are dropped) and send()
 //   returns an error.
 // - While the connections together hold more than the buffer budget, one
-//   whose frames have waited unsent for shed_after is cut off (reported as
-//   1008 "slow consumer") and gives back what it held, unless its options
-//   say otherwise (WsOptions::shed_when_over_budget).
+//   whose peer has read less than write_piece_bytes of what waits for it in
+//   shed_after is cut off (reported as 1008 "slow consumer") and gives back
+//   what it held, at its next frame or when its timer next looks (within
+//   heartbeat_interval + heartbeat_timeout), unless its options say
+//   otherwise (WsOptions::shed_when_over_budget).
 // - close(code, reason) sends the close frame after the frames already queued,
 //   and force-closes the socket and ends the connection (on_closed) if that has
 //   not finished within close_timeout.
@@ -96,12 +98,13 @@ struct WsOptions {
   // A message over max_message_bytes but not over this is read (a piece at a
   // time, nothing kept) and dropped, its connection kept: for a peer that
   // must not be cut off for one frame (a OneBot bridge, whose connection
-  // carries every chat of its account). Not above max_message_bytes: closed
-  // with 1009 at once.
+  // carries every chat of its account). So is one the buffer budget has no
+  // room for (instead of closing with 1013). Not above max_message_bytes:
+  // closed with 1009 at once.
   std::size_t dropped_message_max = 0;
   // While the connections together hold more than the buffer budget, one
-  // whose frames have waited unsent for shed_after is cut off as a slow
-  // consumer at its next frame (shed_if_over_budget()), so that slow readers
+  // whose peer reads less than a piece of what waits for it in shed_after is
+  // cut off as a slow consumer (shed_if_over_budget()), so that slow readers
   // cannot take the process past its budget. Off for a peer whose
   // connection must last (a OneBot bridge, bounded by its account's work).
   bool shed_when_over_budget = true;
@@ -136,8 +139,9 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   // Set by the owner before run(); called on the network thread.
   std::function<void(std::string text)> on_text;
   std::function<void(const WsClosed&)> on_closed;
-  // A message over max_message_bytes was read and dropped (see
-  // WsOptions::dropped_message_max): its size in bytes.
+  // A message over max_message_bytes, or one the buffer budget had no room
+  // for, was read and dropped (see WsOptions::dropped_message_max): its size
+  // in bytes.
   std::function<void(std::size_t bytes)> on_dropped;
 
   // Starts reading and writing. From here the connection keeps itself alive
@@ -165,13 +169,15 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void resume_reading();
   bool reading_paused() const { return paused_; }
 
-  // How long frames wait unsent, without the queue emptying, before a
-  // connection counts as behind (see WsOptions::shed_when_over_budget).
+  // How long a connection's peer may read less than write_piece_bytes of
+  // what waits for it before it counts as behind (see
+  // WsOptions::shed_when_over_budget).
   static constexpr std::chrono::seconds shed_after{1};
   // Cuts the connection off (true; reported as 1008 "slow consumer") when
-  // the budget is over its limit and this connection has had frames waiting
-  // unsent for shed_after or more; send() does so itself, and an owner
-  // holding frames back for room in the queue asks before it waits.
+  // the budget is over its limit and this connection is behind (above);
+  // send() does so itself, and an owner holding frames back for room in the
+  // queue asks before it waits. Its end (on_closed) comes from a handler of
+  // its own, never inside this call.
   bool shed_if_over_budget();
 
   // Frames not written yet, the one being written included, and their bytes
@@ -206,6 +212,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void read_ended(const error_code& ec);
   void drop_incoming();
   void refuse_for_budget();
+  void drop_for_budget();
   void abandon_unfinished();
   void write_next();
   void write_piece();
@@ -248,7 +255,6 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   };
   boost::container::devector<Untaken> untaken_;
   std::size_t writing_offset_ = 0;  // bytes of writing_ the socket has taken
-  Clock::time_point queued_since_;  // frames have waited since, while queued() > 0
   std::size_t queued_bytes_ = 0;
   // The queued frames' text, the one being written included, held against
   // the process's buffer budget (as is incoming_).

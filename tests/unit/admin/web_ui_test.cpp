@@ -349,6 +349,22 @@ TEST(WebUi, UnknownPathIsAPlainJson404WithoutAStack) {
   // The panel's paths take GET (and HEAD) only.
   auto post = test::http_request(web.address, http::verb::post, "/", "x");
   EXPECT_EQ(post.status, 405);
+  EXPECT_EQ(post.headers["allow"], "GET, HEAD");
+}
+
+// A HEAD whose ETag still matches is a 304 like the GET's: no body and no
+// Content-Length (RFC 9110 15.4.5), and the connection serves the next request.
+TEST(WebUi, AConditionalHeadIsA304WithoutContentLength) {
+  WebServer web;
+  const auto& page = asset("/index.html");
+  const auto answer = raw_exchange(
+      web.address, "HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: " + page.etag +
+                       "\r\n\r\nGET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 304")) << answer;
+  const auto end = answer.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << answer;
+  EXPECT_EQ(answer.substr(0, end).find("Content-Length"), std::string::npos) << answer;
+  EXPECT_EQ(answer.find("HTTP/1.1 200", end), end + 4) << answer;
 }
 
 }  // namespace

@@ -180,6 +180,21 @@ TEST_F(HttpServerTest, HeadIsAnsweredAsGetWithoutTheBodyAnd405SaysWhatIsAllowed)
   ASSERT_TRUE(get);
   EXPECT_EQ(get->body(), "7");
   EXPECT_EQ(test::http_request(address_, http::verb::head, "/nope").status, 404);
+  // A HEAD no route takes is answered without a body too: the connection
+  // goes on to the next request.
+  connection.send("HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nHEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto missing = connection.read(10s, true);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->result_int(), 404u);
+  EXPECT_NE((*missing)[http::field::content_length], "0");
+  auto not_allowed = connection.read(10s, true);
+  ASSERT_TRUE(not_allowed);
+  EXPECT_EQ(not_allowed->result_int(), 405u);
+  EXPECT_EQ((*not_allowed)[http::field::allow], "POST");
+  auto hello = connection.read();
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->body(), "hi");
 
   for (const auto& [method, path, allow] : std::vector<std::tuple<http::verb, std::string, std::string>>{
            {http::verb::delete_, "/hello", "GET, HEAD"},

@@ -142,10 +142,10 @@ TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
 // Readers that take nothing, each within its own queue's bounds, took the
 // connections together past the buffer budget (381 MiB of 256 in one
 // attack), and held it there. While the budget is over its limit, a
-// connection whose frames have waited unsent for shed_after is closed as a
-// slow consumer at its next frame, and what it held is given back; a reader
-// that keeps up is served meanwhile, and one whose owner opted out (a OneBot
-// bridge) is left alone.
+// connection whose peer has read less than a piece of what waits for it in
+// shed_after is cut off as a slow consumer at its next frame, and what it
+// held is given back; a reader that keeps up is served meanwhile, and one
+// whose owner opted out (a OneBot bridge) is left alone.
 TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBudget) {
   auto& budget = buffer_budget();
   const auto base = budget.used();
@@ -168,7 +168,7 @@ TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBu
     fast.send("still served");
     EXPECT_EQ(fast.read(), "got:12");
   }
-  // The slow one's next frame, once its frames have waited shed_after, closes it.
+  // The slow one's next frame, once it has read nothing for shed_after, ends it.
   ASSERT_TRUE(test::poll_until(
       [&] { return server_.run([&] { return static_cast<bool>(s->send("more")); }); }, 10s,
       20ms));
@@ -181,6 +181,58 @@ TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBu
       << budget.used() - base;
   fast.send("after");
   EXPECT_EQ(fast.read(), "got:5");
+}
+
+// A reader that keeps taking what is sent, however long its frames take (a
+// phone on a slow network, a long backlog whose queue never empties), is not
+// behind: over the budget for seconds, it gets every frame.
+TEST_F(WsConnectionTest, AReaderThatKeepsTakingBytesIsNotShedOverTheBudget) {
+  auto& budget = buffer_budget();
+  start(WsOptions{.close_timeout = 200ms});
+  BufferBudget::Share others(budget);
+  others.set(budget.limit() + 1);  // over, whatever this connection holds
+  test::WsClient reader;
+  reader.set_receive_buffer(16 * 1024);
+  ASSERT_EQ(reader.connect(address_, "/ws"), 101);
+  auto c = connection(0);
+  // 3 MiB, read 24 KiB every 20 ms: over two seconds with frames waiting.
+  constexpr int count = 48;
+  ASSERT_TRUE(server_.run([&] {
+    for (int i = 0; i < count; ++i)
+      if (c->send(std::string(64 * 1024, static_cast<char>('a' + i % 26)))) return false;
+    return true;
+  }));
+  const auto began = std::chrono::steady_clock::now();
+  for (int i = 0; i < count; ++i) {
+    const auto message = reader.read_slowly(24 * 1024, 20ms);
+    ASSERT_TRUE(message) << i << ": closed with " << reader.close_code();
+    EXPECT_EQ(*message, std::string(64 * 1024, static_cast<char>('a' + i % 26))) << i;
+  }
+  EXPECT_GT(std::chrono::steady_clock::now() - began, WsConnection::shed_after);
+  EXPECT_EQ(closed_count(), 0u);
+  others.set(0);
+}
+
+// A message being dropped for its size is held to the rule of any message
+// begun: its peer stalling it (answering pings) is closed with 1008.
+TEST_F(WsConnectionTest, AnOversizedMessageLeftUnfinishedIsClosedToo) {
+  start(WsOptions{.max_message_bytes = 4096,
+                  .heartbeat_interval = 300ms,
+                  .heartbeat_timeout = 300ms,
+                  .dropped_message_max = 1024 * 1024});
+  test::WsClient left;
+  ASSERT_EQ(left.connect(address_, "/ws"), 101);
+  // The first fragment of a text message (masked, zero key), 10,000 bytes
+  // of it, and no more: pings are answered between frames.
+  std::string bytes{static_cast<char>(0x01), static_cast<char>(0x80 | 126),
+                    static_cast<char>(10000 >> 8), static_cast<char>(10000 & 0xFF)};
+  bytes.append(4, '\0');
+  bytes += std::string(10000, 'o');
+  asio::write(left.lowest_layer().socket(), asio::buffer(bytes));
+  EXPECT_EQ(left.read(20s), std::nullopt);
+  EXPECT_EQ(left.close_code(), 1008);
+  EXPECT_EQ(left.close_reason(), "a message was left unfinished; send each message whole");
+  EXPECT_TRUE(server_.run([&] { return dropped_.empty(); }));
 }
 
 TEST_F(WsConnectionTest, AnOwnerMayKeepABehindReaderOverTheBudget) {
@@ -561,12 +613,23 @@ TEST_F(WsConnectionTest, AMessageOverTheLimitIsDroppedWhereTheOwnerAsksAndTheCon
   EXPECT_TRUE(test::poll_until([&] { return budget.used() == base; }, 10s))
       << budget.used() - base << " bytes still held";
 
+  // One the budget has no room for is dropped too (not closed with 1013).
+  {
+    BufferBudget::Share others(budget);
+    others.set(budget.limit());
+    client.send(std::string(3000, 'b'));
+    client.send("still");
+    EXPECT_EQ(client.read(), "got:5");
+    EXPECT_EQ(server_.run([&] { return dropped_.size(); }), 4u);
+    EXPECT_EQ(server_.run([&] { return dropped_.back(); }), 3000u);
+  }
+
   client.send(std::string(1024 * 1024 + 1, 'y'));
   EXPECT_EQ(client.read(), std::nullopt);
   EXPECT_EQ(client.close_code(), 1009);
   ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
-  EXPECT_EQ(server_.run([&] { return dropped_.size(); }), 3u);
-  EXPECT_EQ(received_count(), 2u);
+  EXPECT_EQ(server_.run([&] { return dropped_.size(); }), 4u);
+  EXPECT_EQ(received_count(), 3u);
 }
 
 // An upgraded connection runs without a coroutine of its own, but stays a
