@@ -102,6 +102,17 @@ class WsConnectionTest : public ::testing::Test {
   bool throw_on_closed_ = false;  // set before start(): each on_closed throws after recording
 };
 
+// The buffer budget's limit, `above` what is held when made, for one test.
+struct BudgetLimit {
+  explicit BudgetLimit(std::size_t above) : base(buffer_budget().used()) {
+    buffer_budget().set_limit(base + above);
+  }
+  ~BudgetLimit() { buffer_budget().set_limit(BufferBudget::default_limit); }
+  BudgetLimit(const BudgetLimit&) = delete;
+  BudgetLimit& operator=(const BudgetLimit&) = delete;
+  std::size_t base;
+};
+
 // Samples of this process's registry for the server above (named "test").
 std::string closes(std::string_view code) {
   return fmt::format("mooring_websocket_closes_total{{listener=\"test\",code=\"{}\"}}", code);
@@ -148,12 +159,8 @@ TEST_F(WsConnectionTest, TheSendQueueIsBoundedInBytesAsWellAsFrames) {
 // whose owner opted out (a OneBot bridge) is left alone.
 TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBudget) {
   auto& budget = buffer_budget();
-  const auto base = budget.used();
-  struct Restore {
-    BufferBudget& budget;
-    ~Restore() { budget.set_limit(BufferBudget::default_limit); }
-  } restore{budget};
-  budget.set_limit(base + 1024 * 1024);
+  const BudgetLimit limit(1024 * 1024);
+  const auto base = limit.base;
   start(WsOptions{.close_timeout = 200ms});
   test::WsClient slow;  // never reads
   slow.set_receive_buffer(4096);
@@ -237,12 +244,7 @@ TEST_F(WsConnectionTest, AnOversizedMessageLeftUnfinishedIsClosedToo) {
 
 TEST_F(WsConnectionTest, AnOwnerMayKeepABehindReaderOverTheBudget) {
   auto& budget = buffer_budget();
-  const auto base = budget.used();
-  struct Restore {
-    BufferBudget& budget;
-    ~Restore() { budget.set_limit(BufferBudget::default_limit); }
-  } restore{budget};
-  budget.set_limit(base + 1024 * 1024);
+  const BudgetLimit limit(1024 * 1024);
   start(WsOptions{.shed_when_over_budget = false});
   test::WsClient slow;
   slow.set_receive_buffer(4096);
