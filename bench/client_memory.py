@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What clients can make the server hold, all connections together.
 
-    bench/client_memory.py [path/to/mooring] [budget_bytes|default]
+    bench/client_memory.py [path/to/mooring] [budget_bytes|default] [attack...]
 
 Starts the binary on ephemeral ports in a temporary directory (echo provider;
 gateway.max_buffered_bytes = <budget> unless "default", and the rate limit
@@ -19,6 +19,15 @@ in two attacks, each from a fresh server:
    900,000 bytes (as many as the server takes within 3 s of no progress) and
    never read the replies, which take the echo provider 100 ms each
    (provider.echo.token_delay). Prints the RSS 3 s later.
+4. trickle: 60 users with an 8 KiB receive buffer each send 2 messages of
+   1,000,000 bytes and read 32 KiB every 10 s (enough not to be cut off as
+   a reader that takes nothing); after 12 s they leave, their replies
+   undelivered, come back, send 2 more and read as slowly. Prints the RSS
+   and the connections still open after 12 s, and 5 and 20 s after they
+   came back.
+
+The attacks to run may be named (unfinished, backlogs, live, trickle); all
+by default.
 
 Handshakes and frames by hand: the standard library has no WebSocket client.
 """
@@ -97,6 +106,19 @@ def rss_mb(pid):
         for line in f:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
+
+
+def buffered_mb(directory):
+    """mooring_buffered_bytes from the admin API of the server run in `directory`."""
+    import urllib.request
+    admin = json.load(open(os.path.join(directory, "ready.json")))["admin"]
+    token = open(os.path.join(directory, "mooring-data", "admin.token")).read().strip()
+    request = urllib.request.Request(f"http://{admin}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    for line in urllib.request.urlopen(request, timeout=10).read().decode().splitlines():
+        if line.startswith("mooring_buffered_bytes "):
+            return float(line.split()[1]) / (1 << 20)
+    return float("nan")
 
 
 class Server:
@@ -199,8 +221,60 @@ def live(users=10, messages=16, size=900000):
             server.stop()
 
 
+def trickle(users=60, messages=2, size=1000000, first=12, seconds=20):
+    def slow_readers(server, receive_buffer=8192):
+        held = []
+        for u in range(users):
+            sock, _ = connect(server.address, f"trickler{u}", receive_buffer=receive_buffer)
+            for m in range(messages):
+                sock.sendall(frame(json.dumps({"text": "x" * size, "id": f"{time.time()}-{m}"})))
+            sock.setblocking(False)
+            held.append(sock)
+        return held
+
+    def read_a_little(held):
+        for sock in held:
+            try:
+                sock.recv(32768)
+            except (BlockingIOError, ConnectionError):
+                pass
+
+    def established(held):  # not closed by the server (CLOSE_WAIT), from TCP_INFO
+        return sum(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1
+                   for sock in held)
+
+    with tempfile.TemporaryDirectory() as d:
+        server = Server(d)
+        try:
+            before = rss_mb(server.proc.pid)
+            held = slow_readers(server)
+            started = time.monotonic()
+            while time.monotonic() - started < first:
+                time.sleep(1)
+                if int(time.monotonic() - started) % 10 == 0:
+                    read_a_little(held)
+            print(f"  {users} users send {messages} messages of {size:,} bytes and read 32 KiB "
+                  f"every 10 s: after {first} s RSS {before:.0f} -> {rss_mb(server.proc.pid):.0f} "
+                  f"MB, {buffered_mb(d):.0f} MiB buffered, {established(held)} connections open")
+            for sock in held:
+                sock.close()
+            # Back, with their replies undelivered, and as many messages again.
+            held = slow_readers(server)
+            started = time.monotonic()
+            for at in (5, seconds):
+                while time.monotonic() - started < at:
+                    time.sleep(1)
+                    if int(time.monotonic() - started) % 10 == 0:
+                        read_a_little(held)
+                print(f"  ... they come back, send as many again and read as slowly: after {at} s "
+                      f"RSS {rss_mb(server.proc.pid):.0f} MB, {buffered_mb(d):.0f} MiB buffered, "
+                      f"{established(held)} connections open")
+        finally:
+            server.stop()
+
+
+attacks = {"unfinished": lambda: (unfinished(400), unfinished(1000)), "backlogs": backlogs,
+           "live": live, "trickle": trickle}
 print(f"mooring {binary}, gateway.max_buffered_bytes = {budget}")
-unfinished(400)
-unfinished(1000)
-backlogs()
-live()
+for name in sys.argv[3:] or attacks:
+    attacks[name]()

@@ -809,6 +809,11 @@ bool WsConnection::shed_if_over_budget() {
   // Given back now, so that a connection looked at next sees it: the frame
   // being written goes with the socket, its write ending at once.
   frames_share_.set(0);
+  // Reset, not closed: what waits unread in the socket is dropped with it
+  // (closed, the kernel would hold it, and the FIN behind it, for a peer
+  // that does not read).
+  error_code ignored;
+  beast::get_lowest_layer(stream_).set_option(asio::socket_base::linger(true, 0), ignored);
   force_close();
   // Ended in a handler of its own (the owner may be inside send()), before
   // the read the closed socket fails comes back.
