@@ -239,6 +239,15 @@ def trickle(users=60, messages=2, size=1000000, first=12, seconds=20):
             except (BlockingIOError, ConnectionError):
                 pass
 
+    def trickle_until(held, started, until):
+        """Reads a little from each every 10 s, until `until` s after `started`."""
+        next_read = started + 10
+        while time.monotonic() - started < until:
+            time.sleep(0.1)
+            if time.monotonic() >= next_read:
+                next_read += 10
+                read_a_little(held)
+
     def established(held):  # not closed by the server (CLOSE_WAIT), from TCP_INFO
         return sum(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1
                    for sock in held)
@@ -248,11 +257,7 @@ def trickle(users=60, messages=2, size=1000000, first=12, seconds=20):
         try:
             before = rss_mb(server.proc.pid)
             held = slow_readers(server)
-            started = time.monotonic()
-            while time.monotonic() - started < first:
-                time.sleep(1)
-                if int(time.monotonic() - started) % 10 == 0:
-                    read_a_little(held)
+            trickle_until(held, time.monotonic(), first)
             print(f"  {users} users send {messages} messages of {size:,} bytes and read 32 KiB "
                   f"every 10 s: after {first} s RSS {before:.0f} -> {rss_mb(server.proc.pid):.0f} "
                   f"MB, {buffered_mb(d):.0f} MiB buffered, {established(held)} connections open")
@@ -262,10 +267,7 @@ def trickle(users=60, messages=2, size=1000000, first=12, seconds=20):
             held = slow_readers(server)
             started = time.monotonic()
             for at in (5, seconds):
-                while time.monotonic() - started < at:
-                    time.sleep(1)
-                    if int(time.monotonic() - started) % 10 == 0:
-                        read_a_little(held)
+                trickle_until(held, started, at)
                 print(f"  ... they come back, send as many again and read as slowly: after {at} s "
                       f"RSS {rss_mb(server.proc.pid):.0f} MB, {buffered_mb(d):.0f} MiB buffered, "
                       f"{established(held)} connections open")
