@@ -213,6 +213,16 @@ std::optional<HttpResponse> handshake_refusal(const Request& request) {
   return std::nullopt;
 }
 
+// What a client must change, for the header errors Beast names in a few words.
+std::string header_error(const error_code& ec) {
+  if (ec == http::error::bad_content_length)
+    return "Content-Length must be a whole number, and a request sent with Transfer-Encoding "
+           "carries none (RFC 9112 6.1): send the body with one of them";
+  if (ec == http::error::multiple_content_length)
+    return "a request carries one Content-Length (RFC 9112 6.3)";
+  return ec.message();
+}
+
 // The refusal of a request whose header says nothing sure about which host it
 // is for, or about where its body ends; nullopt when the header is sound.
 std::optional<HttpResponse> framing_refusal(const HttpRequest& header) {
@@ -547,7 +557,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                      server_->name, remote_);
         } else if (!is_expected_ending(ec)) {
           log::debug("{}: bad request from {}: {}", server_->name, remote_, ec.message());
-          co_await refuse(http::status::bad_request, "bad_request", ec.message());
+          co_await refuse(http::status::bad_request, "bad_request", header_error(ec));
         }
         co_return;
       }

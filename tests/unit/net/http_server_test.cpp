@@ -1129,6 +1129,21 @@ TEST_F(HttpServerTest, ATransferCodingOtherThanChunkedAloneIsRefusedAndTheConnec
   }
   EXPECT_EQ(server_.run([&] { return ws_.open.size(); }), 0u);
   EXPECT_EQ(test::http_get(address_, "/hello").status, 200);
+
+  // Content-Length beside Transfer-Encoding, twice, or not a number: the
+  // refusal says what to send instead (it said "bad Content-Length").
+  for (const auto& [head, says] : std::vector<std::pair<std::string, std::string>>{
+           {echo + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "a request sent with Transfer-Encoding carries none"},
+           {echo + "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", "carries one Content-Length"},
+           {echo + "Content-Length: five\r\n\r\n", "Content-Length must be a whole number"}}) {
+    auto answer = answers_to(address_, head + "hello" + std::string(next_request));
+    ASSERT_EQ(answer.responses.size(), 1u) << head << "received: " << answer.rest;
+    const auto& response = answer.responses.front();
+    EXPECT_EQ(response.result_int(), 400u) << head;
+    EXPECT_NE(response.body().find(says), std::string::npos) << head << response.body();
+    EXPECT_TRUE(answer.closed) << head;
+  }
 }
 
 // Defect: a frame sent in the same packet as the upgrade request (before the
