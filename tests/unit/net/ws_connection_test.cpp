@@ -37,7 +37,10 @@ class WsConnectionTest : public ::testing::Test {
                            hashes_.push_back(std::hash<std::string>{}(text));
                            c->send(fmt::format("got:{}", text.size()));
                          };
-                         c->on_dropped = [this](std::size_t bytes) { dropped_.push_back(bytes); };
+                         c->on_dropped = [this](std::size_t bytes) {
+                           dropped_.push_back(bytes);
+                           if (throw_on_dropped_) throw std::runtime_error("owner's count failed");
+                         };
                          c->on_closed = [this](const WsClosed& closed) {
                            closed_.push_back(closed);
                            if (throw_on_closed_) throw std::runtime_error("owner's bookkeeping failed");
@@ -100,6 +103,7 @@ class WsConnectionTest : public ::testing::Test {
   std::vector<std::size_t> dropped_;  // sizes on_dropped was told
   bool pause_on_open_ = false;  // set before start(): each connection starts paused
   bool throw_on_closed_ = false;  // set before start(): each on_closed throws after recording
+  bool throw_on_dropped_ = false;  // set before start(): each on_dropped throws after recording
 };
 
 // The buffer budget's limit, `above` what is held when made, for one test.
@@ -632,6 +636,21 @@ TEST_F(WsConnectionTest, AMessageOverTheLimitIsDroppedWhereTheOwnerAsksAndTheCon
   ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
   EXPECT_EQ(server_.run([&] { return dropped_.size(); }), 4u);
   EXPECT_EQ(received_count(), 3u);
+}
+
+// An owner that fails while told of a dropped message is a bug on our side:
+// the peer is told 1011, the connection ends and is reported once.
+TEST_F(WsConnectionTest, AnOnDroppedThatThrowsClosesWith1011) {
+  throw_on_dropped_ = true;
+  start(WsOptions{.max_message_bytes = 4096, .dropped_message_max = 1024 * 1024});
+  test::WsClient client;
+  ASSERT_EQ(client.connect(address_, "/ws"), 101);
+  client.send(std::string(5000, 'd'));
+  EXPECT_EQ(client.read(), std::nullopt);
+  EXPECT_EQ(client.close_code(), 1011);
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  EXPECT_EQ(server_.run([&] { return dropped_; }), (std::vector<std::size_t>{5000}));
+  EXPECT_EQ(received_count(), 0u);
 }
 
 // An upgraded connection runs without a coroutine of its own, but stays a
