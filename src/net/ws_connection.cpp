@@ -671,12 +671,8 @@ void WsConnection::timer_fired() {
     return;
   }
   if (write_busy_ && !close_sent_ && now >= write_deadline()) {
-    const auto taken = taken_by_peer();
-    if (taken > taken_mark_) {
-      // No piece was taken whole, but the peer read some of what waited.
-      write_progress_ = taken_looked_at_ = now;
-      taken_mark_ = taken;
-    } else {
+    // No piece was taken whole, but the peer may have read some of what waited.
+    if (!peer_took(1, now)) {
       peer_faults().log(
           spdlog::level::info, log_name_ + ": slow reader",
           fmt::format(
@@ -771,26 +767,29 @@ bool WsConnection::over_budget() const {
   return state_ == State::open && options_.shed_when_over_budget && budget.used() > budget.limit();
 }
 
+// Whether the peer has taken at least `bytes` of what waits in its socket
+// since the last look; if so, that counts as the write's progress.
+bool WsConnection::peer_took(std::int64_t bytes, Clock::time_point now) {
+  const auto taken = taken_by_peer();
+  if (taken < taken_mark_ + bytes) return false;
+  write_progress_ = taken_looked_at_ = now;
+  taken_mark_ = taken;
+  return true;
+}
+
 bool WsConnection::shed_if_over_budget() {
-  if (state_ != State::open || !options_.shed_when_over_budget || queued() == 0) return false;
-  const auto& budget = buffer_budget();
-  const auto used = budget.used();
-  if (used <= budget.limit()) return false;
+  if (queued() == 0 || !over_budget()) return false;
   // Behind: no piece of a write taken for shed_after, and less than a piece
   // of what waits in the peer's socket read meanwhile. A reader that keeps
   // taking bytes, however slowly its frames go, is not.
   const auto now = Clock::now();
-  if (now - write_progress_ < shed_after) {
+  if (now - write_progress_ < shed_after ||
+      peer_took(static_cast<std::int64_t>(write_piece_bytes), now)) {
     arm_timer();  // to look again then
     return false;
   }
-  const auto taken = taken_by_peer();
-  if (taken >= taken_mark_ + static_cast<std::int64_t>(write_piece_bytes)) {
-    write_progress_ = taken_looked_at_ = now;
-    taken_mark_ = taken;
-    arm_timer();
-    return false;
-  }
+  const auto& budget = buffer_budget();
+  const auto used = budget.used();
   peer_faults().log(
       spdlog::level::warn, log_name_ + ": shed",
       fmt::format("{}: {} read less than {} KiB in {} with frames waiting for it ({} frames, {} "

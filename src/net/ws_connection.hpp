@@ -229,6 +229,7 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   void deliver(std::string text);
   void drop_queue();
   bool over_budget() const;  // and this connection is one to shed
+  bool peer_took(std::int64_t bytes, Clock::time_point now);
   void run_on_written(std::function<void()>& on_written);
   void taken_by_socket();
   void finish();
