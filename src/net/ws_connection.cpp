@@ -638,8 +638,16 @@ Clock::time_point WsConnection::next_due() const {
   if (state_ == State::closing) due = std::min(due, close_deadline_);
   if (state_ == State::open && message_open_ && (!discarding_ || oversized_))
     due = std::min(due, message_heard_ + options_.heartbeat_interval + options_.heartbeat_timeout);
-  // Frames waiting while the budget is over: whether they have waited too long.
-  if (over_budget() && queued() > 0) due = std::min(due, write_progress_ + shed_after);
+  // Frames waiting while the budget is over: whether they have waited too
+  // long. Waiting behind a write while it is not: whether it has gone over,
+  // looked at every shed_after (other connections may take it over while no
+  // frame comes for this one).
+  if (state_ == State::open && options_.shed_when_over_budget && queued() > 0) {
+    if (over_budget())
+      due = std::min(due, write_progress_ + shed_after);
+    else if (write_busy_)
+      due = std::min(due, std::max(write_progress_, budget_looked_at_) + shed_after);
+  }
   return due;
 }
 
@@ -695,6 +703,7 @@ void WsConnection::timer_fired() {
   // Ended here, at once: what its owner holds for it is given back before
   // other connections' timers look at the budget (the handler posted for it
   // then does nothing).
+  budget_looked_at_ = now;
   if (shed_if_over_budget()) {
     finish();
     return;

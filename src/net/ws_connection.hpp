@@ -10,9 +10,9 @@
 // - While the connections together hold more than the buffer budget, one
 //   whose peer has read less than write_piece_bytes of what waits for it in
 //   shed_after is cut off (reported as 1008 "slow consumer") and gives back
-//   what it held, at its next frame or when its timer next looks (within
-//   heartbeat_interval + heartbeat_timeout), unless its options say
-//   otherwise (WsOptions::shed_when_over_budget).
+//   what it held, at its next frame or when its timer next looks (every
+//   shed_after while frames wait behind a write, whoever took the budget
+//   over), unless its options say otherwise (WsOptions::shed_when_over_budget).
 // - close(code, reason) sends the close frame after the frames already queued,
 //   and force-closes the socket and ends the connection (on_closed) if that has
 //   not finished within close_timeout.
@@ -320,6 +320,10 @@ class WsConnection : public std::enable_shared_from_this<WsConnection> {
   Clock::time_point write_progress_;
   std::int64_t taken_mark_ = 0;
   Clock::time_point taken_looked_at_;
+  // When the timer last looked whether a stalled write's connection is to be
+  // shed (the budget may go over by other connections' doing): every
+  // shed_after while a write waits, not only when a frame comes for it.
+  Clock::time_point budget_looked_at_;
   // The heartbeat's answer awaited is bytes taken, not a pong (no ping was
   // sent: bytes were waiting unread), counted from taken_at_ping_. When none
   // are taken, the ping is sent after all (ping_regardless_) until the peer

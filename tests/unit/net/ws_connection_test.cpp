@@ -194,6 +194,40 @@ TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBu
   EXPECT_EQ(fast.read(), "got:5");
 }
 
+// Others taking the connections over the budget while frames wait for a
+// reader that stopped reading: it is looked at every shed_after, not only
+// when a frame comes for it (none may) or when the write watchdog ends.
+TEST_F(WsConnectionTest, ABehindReaderIsShedWhenOthersTakeTheBudgetOverWithNoFrameForIt) {
+  auto& budget = buffer_budget();
+  const BudgetLimit limit(64 * 1024 * 1024);
+  const auto base = limit.base;
+  start(WsOptions{.close_timeout = 200ms});
+  test::WsClient slow;  // never reads
+  slow.set_receive_buffer(4096);
+  ASSERT_EQ(slow.connect(address_, "/ws"), 101);
+  auto s = connection(0);
+  // Until frames wait in the host, the socket's buffer full.
+  ASSERT_TRUE(test::poll_until(
+      [&] {
+        return server_.run([&] {
+          EXPECT_FALSE(s->send(std::string(64 * 1024, 'q')));
+          return s->queued() >= 3;
+        });
+      },
+      10s, 1ms));
+  EXPECT_LE(budget.used(), budget.limit());
+  BufferBudget::Share others(budget);
+  others.set(budget.limit());
+  // Well before the write watchdog's heartbeat_interval + heartbeat_timeout.
+  ASSERT_TRUE(test::poll_until([&] { return closed_count() == 1; }, 10s));
+  auto closed = server_.run([&] { return closed_.at(0); });
+  EXPECT_EQ(closed.code, 1008);
+  EXPECT_EQ(closed.reason, "slow consumer");
+  others.set(0);
+  EXPECT_TRUE(test::poll_until([&] { return budget.used() <= base + 64 * 1024; }, 10s))
+      << budget.used() - base;
+}
+
 // A reader that keeps taking what is sent, however long its frames take (a
 // phone on a slow network, a long backlog whose queue never empties), is not
 // behind: over the budget for seconds, it gets every frame.
