@@ -54,6 +54,21 @@ ConfigPtr load_or_report(const std::string& path, std::string* text = nullptr) {
   return nullptr;
 }
 
+// Where the configuration is read from when no -c names it: ./mooring.toml
+// if there is one, else nothing (the built-in defaults). nullopt, and why on
+// stderr, when the working directory cannot be looked in.
+std::optional<std::string> implicit_config_path() {
+  std::error_code error;
+  const bool there = std::filesystem::exists("mooring.toml", error);
+  if (error) {
+    std::cerr << "cannot look for ./mooring.toml in the working directory (" << error.message()
+              << "); name the configuration with -c FILE, or start in a directory this user "
+                 "can read\n";
+    return std::nullopt;
+  }
+  return there ? std::string("mooring.toml") : std::string();
+}
+
 // `mooring token issue`: 0 and the token on stdout, or 2 and why on stderr.
 int issue_token(const std::string& user, const std::string& ttl_text, std::string config_path) {
   if (!chat::valid_user_id(user)) {
@@ -66,7 +81,11 @@ int issue_token(const std::string& user, const std::string& ttl_text, std::strin
     std::cerr << "--ttl \"" << ttl_text << "\" is not a duration from 1ms to 365 days (e.g. 24h)\n";
     return exit_invalid;
   }
-  if (config_path.empty() && std::filesystem::exists("mooring.toml")) config_path = "mooring.toml";
+  if (config_path.empty()) {
+    const auto implicit = implicit_config_path();
+    if (!implicit) return exit_invalid;
+    config_path = *implicit;
+  }
   ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path);
   if (!config) return exit_invalid;
   const auto& variable = config->gateway.signing_key_env;
@@ -161,6 +180,15 @@ int run_cli(int argc, char** argv) {
     return code == 0 ? 0 : exit_invalid;
   }
   if (!cli.got_subcommand("serve")) runtime::release_stop_signals();
+  // An unset variable (`-c "$CONFIG"`) would otherwise start on the
+  // defaults, with a fresh database and admin token.
+  for (const auto* command : {serve, check, issue})
+    if (const auto* option = command->get_option("--config");
+        command->parsed() && option->count() > 0 && option->as<std::string>().empty()) {
+      std::cerr << "-c names no file (an empty value); give the configuration file's path, or "
+                   "leave -c out\n";
+      return exit_invalid;
+    }
 
   if (cli.got_subcommand("print-default-config")) {
     std::cout << default_config_toml();
@@ -186,7 +214,11 @@ int run_cli(int argc, char** argv) {
   }
 
   runtime::init_logging();
-  if (config_path.empty() && std::filesystem::exists("mooring.toml")) config_path = "mooring.toml";
+  if (config_path.empty()) {
+    const auto implicit = implicit_config_path();
+    if (!implicit) return exit_invalid;
+    config_path = *implicit;
+  }
   std::string config_text;
   ConfigPtr config = config_path.empty() ? default_config() : load_or_report(config_path, &config_text);
   if (!config) return exit_invalid;

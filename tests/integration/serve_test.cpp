@@ -191,6 +191,32 @@ TEST(CheckConfig, AMistypedCommandIsNamedWithTheCommandsThereAre) {
   EXPECT_EQ(good.exit_code, 0) << good.err;
 }
 
+// Defect: `-c ""` (an unset variable in `-c "$CONFIG"`) started serve on the
+// built-in defaults, with a fresh database and admin token; and a
+// ./mooring.toml that could not be looked at (a permission, a symlink loop)
+// ended serve and token issue with an uncaught exception (abort, 134).
+TEST(CheckConfig, AnEmptyConfigPathOrAnUnreadableImplicitOneIsRefused) {
+  TempDir dir;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"serve", "-c", ""}, {"check-config", "-c", ""},
+        {"token", "issue", "alice", "-c", ""}}) {
+    auto refused = run_command(MOORING_BINARY, args, dir.path(), 10s);
+    EXPECT_EQ(refused.exit_code, 2) << args[0] << ": " << refused.err;
+    EXPECT_NE(refused.err.find("-c names no file"), std::string::npos) << refused.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "mooring-data"));
+  std::filesystem::create_symlink("mooring.toml", dir / "mooring.toml");  // a loop
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"serve"}, {"token", "issue", "alice"}}) {
+    auto refused = run_command(MOORING_BINARY, args, dir.path(), 10s);
+    EXPECT_EQ(refused.exit_code, 2) << args[0] << ": " << refused.err;
+    EXPECT_NE(refused.err.find("cannot look for ./mooring.toml in the working directory"),
+              std::string::npos)
+        << refused.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "mooring-data"));
+}
+
 // auth = "signed" takes its key from the environment: check-config says when
 // the file is valid but serve would refuse it there (exit 1, not 0), as serve
 // does, and passes once the key is set.
