@@ -75,12 +75,14 @@ std::variant<Admitted, net::HttpResponse> admit(const net::Request& request,
                   "X-Client-Role must be Universal, API or Event");
   }
   if (!options.access_token.empty()) {
+    // go-cqhttp and its forks send "Authorization: Token <token>".
     std::string presented(request.bearer_token());
+    if (presented.empty()) presented = request.authorization("Token");
     if (presented.empty()) presented = request.query_param("access_token").value_or("");
     if (presented.empty())
       return refuse(http::status::unauthorized, "unauthorized",
                     "this OneBot endpoint needs the access token (Authorization: Bearer or "
-                    "?access_token=)");
+                    "Token, or ?access_token=)");
     if (!net::constant_time_equal(presented, options.access_token))
       return refuse(http::status::forbidden, "forbidden", "the access token is wrong");
   }

@@ -24,17 +24,16 @@ std::optional<std::string> Request::query_param(std::string_view name) const {
   return std::nullopt;
 }
 
-std::string_view Request::bearer_token() const {
+std::string_view Request::authorization(std::string_view scheme) const {
   auto it = message.find(http::field::authorization);
   if (it == message.end()) return {};
   std::string_view value = it->value();
-  constexpr std::string_view scheme = "Bearer ";
-  if (value.size() <= scheme.size()) return {};
+  if (value.size() <= scheme.size() + 1 || value[scheme.size()] != ' ') return {};
   for (std::size_t i = 0; i < scheme.size(); ++i)
     if (std::tolower(static_cast<unsigned char>(value[i])) !=
         std::tolower(static_cast<unsigned char>(scheme[i])))
       return {};
-  return value.substr(scheme.size());
+  return value.substr(scheme.size() + 1);
 }
 
 std::string Request::presented_token() const {

@@ -32,7 +32,10 @@ struct Request {
   // The value of `name` in the query string (percent-decoded), or nullopt.
   std::optional<std::string> query_param(std::string_view name) const;
   // The token of "Authorization: Bearer <token>", or empty.
-  std::string_view bearer_token() const;
+  std::string_view bearer_token() const { return authorization("Bearer"); }
+  // The credentials of "Authorization: <scheme> <credentials>" (the scheme
+  // in any case), or empty.
+  std::string_view authorization(std::string_view scheme) const;
   // The bearer token, else the `token` query parameter (browsers cannot set
   // headers on a WebSocket), else empty.
   std::string presented_token() const;

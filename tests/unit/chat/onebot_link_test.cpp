@@ -55,6 +55,18 @@ TEST(OneBotAdmit, TheHandshakeIsDecidedBeforeTheUpgrade) {
             http::status::ok);
   EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}}, "/onebot?access_token=s3cret"), guarded)),
             http::status::ok);
+  // go-cqhttp's scheme (and its forks'), in any case; not a scheme that only
+  // begins like it, nor one without its credentials.
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Token s3cret"}}), guarded)),
+            http::status::ok);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "token s3cret"}}), guarded)),
+            http::status::ok);
+  EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Token nope"}}), guarded)),
+            http::status::forbidden);
+  for (const char* unreadable : {"Tokens3cret", "Token", "Token ", "Basic s3cret", "Bearers3cret"})
+    EXPECT_EQ(refusal(admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", unreadable}}), guarded)),
+              http::status::unauthorized)
+        << unreadable;
   // The wrong token is never echoed back.
   const auto wrong = admit(upgrade({{"X-Self-ID", "1"}, {"Authorization", "Bearer leaked-value"}}), guarded);
   EXPECT_EQ(std::get<net::HttpResponse>(wrong).body().find("leaked-value"), std::string::npos);
