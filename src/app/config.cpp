@@ -1050,7 +1050,8 @@ api_key_env = {}
 model = {}
 # Sent as the system message before the conversation; empty: none.
 system_prompt = {}
-# Deadline for one request to the provider.
+# How long the provider may send nothing before an attempt fails: until its
+# answer begins, and between two pieces of it (a reasoning model's thinking counts).
 attempt_timeout = {}
 # Deadline for a reply including every retry.
 total_timeout = {}

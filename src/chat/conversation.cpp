@@ -453,6 +453,7 @@ awaitable<Conversation::ReplyOutcome> Conversation::make_reply(const store::Mess
   std::string streamed;
   auto result = co_await provider->complete(
       request, [this, reply_to, keep_pieces, &streamed](std::string_view piece) {
+        if (piece.empty()) return;  // the provider at work, nothing to show
         if (keep_pieces) streamed += piece;
         if (outlet_) outlet_->piece(piece, reply_to);
       });

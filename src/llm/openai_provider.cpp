@@ -342,6 +342,9 @@ class AnswerReader {
       return false;
     }
     const auto* object = ec ? nullptr : event.if_object();
+    // After a finish_reason the reply is whole: what follows (usage, a
+    // proxy's own trailer) cannot spoil it.
+    if (!object && ended_) return true;
     if (!object) {
       failed_ = protocol_error("the provider sent an event that is not a JSON object: " +
                                upstream_words(data, options_.api_key, 200));
@@ -367,7 +370,13 @@ class AnswerReader {
     if (!delta || delta->is_null()) return true;
     if (!delta->is_object()) return shape_error("\"delta\" is not an object");
     const auto* content = delta->get_object().if_contains("content");
-    if (!content || content->is_null()) return true;
+    if (!content || content->is_null() || (content->is_string() && content->get_string().empty())) {
+      // A step of the answer with no text for the user (reasoning_content,
+      // a tool call's delta): the provider is at work, which an empty piece
+      // says (ResilientProvider: the attempt's idle time starts again).
+      if (on_piece_ && !delta->get_object().empty()) on_piece_({});
+      return true;
+    }
     if (!content->is_string()) return shape_error("\"delta.content\" is not a string");
     return emit_content(content->get_string());
   }

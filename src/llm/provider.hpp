@@ -98,7 +98,10 @@ bool is_upstream_fault(const ProviderError& error);
 
 const char* to_string(ProviderError::Kind kind);
 
-// Receives each piece of the reply as it arrives, on the network thread.
+// Receives each piece of the reply as it arrives, on the network thread. An
+// empty piece says the provider is at work with nothing for the user yet (a
+// reasoning model thinking); ResilientProvider takes it as progress and
+// passes on only the pieces that hold text.
 using PieceSink = std::function<void(std::string_view piece)>;
 
 using CompletionResult = boost::system::result<std::string, ProviderError>;

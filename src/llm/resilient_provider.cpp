@@ -116,9 +116,14 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
                                                             const PieceSink& on_piece,
                                                             bool& started,
                                                             runtime::Deadline deadline) {
+  // Any piece is progress; an empty one (a reasoning step, a tool call's
+  // delta) has nothing for the user. Either way the provider has begun its
+  // answer, which is not asked for again (it is paid for).
+  auto progress = Clock::now();
   PieceSink marking_sink = [&](std::string_view piece) {
     started = true;
-    if (on_piece) on_piece(piece);
+    progress = Clock::now();
+    if (on_piece && !piece.empty()) on_piece(piece);
   };
   const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
   if (budget < options_.min_attempt_budget)
@@ -133,8 +138,10 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   std::optional<CompletionResult> stopped;
   try {
     if (inner_->may_wait()) {
-      auto timed =
-          runtime::with_timeout(inner_->complete(request, marking_sink), budget, &stopped);
+      // attempt_timeout is how long the provider may send nothing: before
+      // its first piece, and between two.
+      auto timed = runtime::with_idle_timeout(inner_->complete(request, marking_sink), progress,
+                                              options_.attempt_timeout, deadline.at(), &stopped);
       outcome = co_await std::move(timed);
     } else {
       // Nothing to time: no timer, and no coroutine of its own to race one
@@ -150,8 +157,17 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
                             std::string("the attempt failed: ") + e.what()));
   }
   if (outcome) co_return std::move(*outcome);
+  // Whole as time ran out (it was waiting for the end of the body after the
+  // reply's last event): the reply stands.
+  if (stopped && *stopped) co_return std::move(*stopped);
+  const bool idle_ran_out = progress + options_.attempt_timeout <= deadline.at();
   auto detail =
-      fmt::format("the provider did not answer within {}", runtime::format_duration(budget));
+      !idle_ran_out ? fmt::format("provider.total_timeout ({}) ran out during the attempt",
+                                  runtime::format_duration(options_.total_timeout))
+      : started     ? fmt::format("the provider sent nothing more for {}",
+                                  runtime::format_duration(options_.attempt_timeout))
+                    : fmt::format("the provider did not answer within {}",
+                                  runtime::format_duration(options_.attempt_timeout));
   // What the stopped attempt was still waiting for, when it says (a slow DNS).
   if (stopped && !*stopped && stopped->error().kind == Kind::cancelled &&
       !stopped->error().detail.empty())
@@ -287,7 +303,7 @@ awaitable<CompletionResult> ResilientProvider::complete(const ChatRequest& reque
     failed.detail += fmt::format(", gave up after {} attempt{}", outcome.attempts,
                                  outcome.attempts == 1 ? "" : "s");
   } else if (started && failed.retryable) {
-    failed.detail += "; not retried because part of the reply was already sent";
+    failed.detail += "; not retried because the provider had begun its answer";
   }
   if (failed.kind != Kind::cancelled && failed.kind != Kind::shutting_down) record_failure(failed);
   metrics_->outcome(to_string(failed.kind));

@@ -21,16 +21,45 @@ namespace detail {
 
 TimeoutRace::TimeoutRace(asio::steady_timer& timer, asio::cancellation_slot outer)
     : timer_(timer), outer_(outer), state_(std::make_shared<TimeoutState>()) {
-  timer_.async_wait([state = state_](const boost::system::error_code& ec) {
-    if (ec) return;
-    state->expired = true;
-    state->signal.emit(asio::cancellation_type::all);
-  });
+  forward_outer();
+  wait();
+}
+
+TimeoutRace::TimeoutRace(asio::steady_timer& timer, asio::cancellation_slot outer,
+                         const Clock::time_point& progress, Duration idle, Clock::time_point last)
+    : timer_(timer), outer_(outer), state_(std::make_shared<TimeoutState>()) {
+  state_->progress = &progress;
+  state_->idle = idle;
+  state_->last = last;
+  timer_.expires_at(std::min(progress + idle, last));
+  forward_outer();
+  wait();
+}
+
+void TimeoutRace::forward_outer() {
   if (outer_.is_connected())
     outer_.assign([state = state_](asio::cancellation_type type) { state->signal.emit(type); });
 }
 
+void TimeoutRace::wait() {
+  timer_.async_wait([this, state = state_](const boost::system::error_code& ec) {
+    if (ec || state->over) return;
+    if (state->progress) {
+      // Not over, so `this`, the timer and `progress` are alive.
+      const auto due = std::min(*state->progress + state->idle, state->last);
+      if (due > Clock::now()) {
+        timer_.expires_at(due);
+        wait();
+        return;
+      }
+    }
+    state->expired = true;
+    state->signal.emit(asio::cancellation_type::all);
+  });
+}
+
 TimeoutRace::~TimeoutRace() {
+  state_->over = true;
   if (outer_.is_connected()) outer_.clear();
   timer_.cancel();
 }

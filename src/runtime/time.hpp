@@ -40,6 +40,14 @@ namespace detail {
 struct TimeoutState {
   asio::cancellation_signal signal;
   bool expired = false;
+  // The race is over (the operation ended): a handler of a timer that had
+  // already fired touches nothing.
+  bool over = false;
+  // An idle window (with_idle_timeout): the operation's last sign of
+  // progress, and the most it may take in all.
+  const Clock::time_point* progress = nullptr;
+  Duration idle{};
+  Clock::time_point last{};
 };
 
 // The race of an operation bound to slot() against `timer`: the timer's
@@ -51,6 +59,10 @@ struct TimeoutState {
 class TimeoutRace {
  public:
   TimeoutRace(asio::steady_timer& timer, asio::cancellation_slot outer);
+  // The idle form: the timer, due at min(progress + idle, last), is set
+  // again when it finds that progress moved since.
+  TimeoutRace(asio::steady_timer& timer, asio::cancellation_slot outer,
+              const Clock::time_point& progress, Duration idle, Clock::time_point last);
   ~TimeoutRace();
   TimeoutRace(const TimeoutRace&) = delete;
   TimeoutRace& operator=(const TimeoutRace&) = delete;
@@ -59,6 +71,9 @@ class TimeoutRace {
   bool expired() const { return state_->expired; }
 
  private:
+  void forward_outer();
+  void wait();
+
   asio::steady_timer& timer_;
   asio::cancellation_slot outer_;
   std::shared_ptr<TimeoutState> state_;
@@ -95,6 +110,30 @@ awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d,
 
 // The void form: true when `op` finished in time.
 awaitable<bool> with_timeout(awaitable<void> op, Duration d);
+
+// As with_timeout, but `op` is cancelled once `progress` (which `op` moves
+// forward as it goes, e.g. at each piece of a stream) is `idle` old, or at
+// `last` whatever it does. Nothing is done per move: the timer looks at
+// `progress` when it fires.
+template <typename T>
+awaitable<std::optional<T>> with_idle_timeout(awaitable<T> op, const Clock::time_point& progress,
+                                              Duration idle, Clock::time_point last,
+                                              std::optional<T>* stopped = nullptr) {
+  static_assert(std::is_default_constructible_v<T>, "co_spawn hands back a T even on failure");
+  const auto executor = co_await asio::this_coro::executor;
+  const auto outer = co_await asio::this_coro::cancellation_state;
+  asio::steady_timer timer(executor);
+  detail::TimeoutRace race(timer, outer.slot(), progress, idle, last);
+  auto [failure, value] = co_await asio::co_spawn(
+      executor, std::move(op),
+      asio::bind_cancellation_slot(race.slot(), asio::as_tuple(asio::use_awaitable)));
+  if (race.expired()) {
+    if (stopped && !failure) *stopped = std::move(value);
+    co_return std::nullopt;
+  }
+  if (failure) std::rethrow_exception(failure);
+  co_return std::move(value);
+}
 
 // Wakes coroutines waiting for "something changed" (a task ended, a connection
 // closed). Waiters re-check their condition after each wake-up, so a notify

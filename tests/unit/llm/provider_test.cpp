@@ -277,7 +277,7 @@ TEST(OpenAi, AResetMidStreamIsReportedNotRetriedIntoADuplicate) {
   ASSERT_FALSE(reply.result.has_value());
   EXPECT_EQ(reply.pieces, (std::vector<std::string>{"partial ", "answer"}));
   EXPECT_EQ(upstream.request_count(), 1u);
-  EXPECT_NE(reply.result.error().detail.find("not retried because part of the reply was already sent"),
+  EXPECT_NE(reply.result.error().detail.find("not retried because the provider had begun its answer"),
             std::string::npos)
       << reply.result.error().detail;
 }

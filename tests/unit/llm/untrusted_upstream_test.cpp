@@ -387,6 +387,90 @@ TEST(UntrustedUpstream, AnEndlessTrailerAfterAWholeReplyCostsOnlyTheConnection) 
 // [DONE], then nothing: the body never ends and the connection stays open.
 // The reply is whole at [DONE]; waiting for the rest would spend the attempt
 // and fail a reply the user already read.
+// A reasoning model thinks (reasoning_content, no text for the user) for
+// longer than attempt_timeout, then answers. Defect: the attempt was cut at
+// attempt_timeout and asked again, each time paid for, and the reply failed.
+// attempt_timeout is how long the provider may send nothing.
+TEST(UntrustedUpstream, AReasoningModelThinkingPastTheAttemptTimeoutIsNeitherCutNorAskedAgain) {
+  const std::string thinking =
+      test::raw_chunk("data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n");
+  RawUpstream upstream([&](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head()};
+    reply.endless = thinking;  // 8 steps, 100 ms apart
+    reply.endless_pause = 100ms;
+    reply.endless_limit = 8 * thinking.size();
+    reply.late = test::raw_chunk(test::raw_sse_piece("The answer.")) +
+                 test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n") +
+                 test::raw_chunk(test::raw_sse_done) + test::raw_last_chunk();
+    return reply;
+  });
+  auto resilience = patient();
+  resilience.attempt_timeout = 300ms;
+  resilience.max_attempts = 3;
+  auto reply = ask(openai(upstream.base_url()), resilience);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "The answer.");
+  EXPECT_EQ(reply.pieces, std::vector<std::string>{"The answer."});  // the thinking is not shown
+  EXPECT_GE(reply.took, 700ms);
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
+// It thinks, then stops sending: the attempt fails attempt_timeout after the
+// last step, and is not asked again (the answer had begun, and is paid for).
+TEST(UntrustedUpstream, AStreamThatStallsFailsAtTheAttemptTimeoutAfterItsLastStepAndIsNotAskedAgain) {
+  RawUpstream upstream([&](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() +
+                    test::raw_chunk("data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hmm\"}}]}\n\n")};
+    return reply;  // then nothing, the connection held open
+  });
+  auto resilience = patient();
+  resilience.attempt_timeout = 300ms;
+  resilience.max_attempts = 3;
+  auto reply = ask(openai(upstream.base_url()), resilience);
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_EQ(reply.result.error().kind, Kind::timeout);
+  EXPECT_EQ(reply.result.error().detail,
+            "the provider sent nothing more for 300ms; not retried because the provider had begun "
+            "its answer");
+  EXPECT_TRUE(reply.pieces.empty());
+  EXPECT_EQ(upstream.request_count(), 1u);
+}
+
+// The whole reply and [DONE] came, and the wait for the end of the body ran
+// into the attempt's time. Defect: the reply, whole, was stored as failed
+// ("did not answer in time") and counted against the provider.
+TEST(UntrustedUpstream, AReplyWholeWhenTheAttemptsTimeRunsOutStands) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("complete")) +
+                    test::raw_chunk(test::raw_sse_done)};
+    return reply;  // then the end of the body never comes
+  });
+  auto resilience = patient();
+  resilience.attempt_timeout = 300ms;  // within the second the end is awaited
+  auto reply = ask(openai(upstream.base_url()), resilience);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "complete");
+}
+
+// After the finish_reason, an event that is not JSON (a proxy's trailer).
+// Defect: the whole reply failed as unreadable.
+TEST(UntrustedUpstream, AnUnreadableEventAfterTheFinishReasonSpoilsNothing) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_stream_head() + test::raw_chunk(test::raw_sse_piece("complete answer")) +
+                    test::raw_chunk("data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n") +
+                    test::raw_chunk("data: {not json\n\n") + test::raw_chunk(test::raw_sse_done) +
+                    test::raw_last_chunk()};
+    return reply;
+  });
+  auto reply = ask(openai(upstream.base_url()));
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().detail;
+  EXPECT_EQ(*reply.result, "complete answer");
+}
+
 TEST(UntrustedUpstream, AStreamHeldOpenAfterDoneEndsAtDone) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
