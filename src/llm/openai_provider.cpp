@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace mooring::llm {
 
 namespace json = boost::json;
@@ -173,6 +175,18 @@ std::string OpenAiProvider::request_body(const ChatRequest& request) const {
 
 namespace {
 
+// OpenAI's retry-after-ms: whole milliseconds, as the wait of Retry-After
+// (at most a day); nullopt when it is not that.
+std::optional<runtime::Duration> retry_after_ms(std::string_view value) {
+  while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+  if (value.empty() || value.size() > 9 ||
+      !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::min<runtime::Duration>(std::chrono::milliseconds(std::stol(std::string(value))),
+                                     std::chrono::hours(24));
+}
+
 // One attempt's reading of the answer, as it streams in. Every handler
 // returns false once reading further is pointless (a limit, a failure).
 class AnswerReader {
@@ -254,6 +268,10 @@ class AnswerReader {
       std::optional<runtime::Duration> retry_after;
       if (auto it = sent->headers.find(http::field::retry_after); it != sent->headers.end())
         retry_after = net::parse_retry_after(it->value());
+      // OpenAI's own, in milliseconds, where it says more than Retry-After.
+      if (auto it = sent->headers.find("retry-after-ms"); it != sent->headers.end())
+        if (const auto ms = retry_after_ms(it->value()); ms && (!retry_after || *ms > *retry_after))
+          retry_after = ms;
       return failure(error_from_status(status_, error_body_, retry_after, options_.api_key));
     }
     if (!event_stream_) {

@@ -32,15 +32,27 @@ bool starts_with_nocase(std::string_view text, std::string_view prefix) {
   return true;
 }
 
+// A key shorter than this (a placeholder: "x", "EMPTY", "ollama") is replaced
+// only where it stands alone, not inside words ("max_tokens", "nginx").
+constexpr std::size_t short_key = 8;
+
 std::string replace_all(std::string_view text, std::string_view needle) {
   std::string out;
   out.reserve(text.size());
   std::size_t at = 0;
+  std::size_t from = 0;
   for (auto found = text.find(needle); found != std::string_view::npos;
-       found = text.find(needle, at)) {
+       found = text.find(needle, from)) {
+    const auto end = found + needle.size();
+    const bool alone = (found == 0 || !is_run_char(text[found - 1])) &&
+                       (end == text.size() || !is_run_char(text[end]));
+    if (needle.size() < short_key && !alone) {
+      from = found + 1;
+      continue;
+    }
     out.append(text.substr(at, found - at));
     out.append(redacted_marker);
-    at = found + needle.size();
+    at = from = end;
   }
   out.append(text.substr(at));
   return out;

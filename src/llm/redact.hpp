@@ -3,7 +3,8 @@
 // was sent: "Incorrect API key provided: sk-...". Every such text passes
 // through redact() before it goes anywhere (a log line, an error detail).
 // Replaced by "[redacted]":
-// - the configured API key, wherever it appears;
+// - the configured API key, wherever it appears (one of fewer than 8
+//   characters, a placeholder such as "EMPTY", only where it stands alone);
 // - a bearer credential: "Bearer <token>" (any case) keeps "Bearer ";
 // - anything shaped like an API key: "sk-" and 8 or more key characters
 //   (OpenAI's "sk-proj-...", Anthropic's "sk-ant-...", masked "sk-abc***xyz");

@@ -66,6 +66,23 @@ std::optional<ParsedUrl> parse_url(std::string_view text) {
   return out;
 }
 
+// A proxy setting as curl reads it: "host:port" alone is an http:// proxy.
+std::optional<ParsedUrl> parse_proxy(std::string_view setting) {
+  if (setting.find("://") == std::string_view::npos)
+    return parse_url("http://" + std::string(setting));
+  return parse_url(setting);
+}
+
+// A proxy setting fit for a log line: its user and password, if any, left out.
+std::string shown_proxy(std::string_view setting) {
+  const auto scheme_end = setting.find("://");
+  const auto from = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  const auto authority_end = setting.find_first_of("/?#", from);
+  const auto at = setting.substr(0, authority_end).rfind('@');
+  if (at == std::string_view::npos || at < from) return std::string(setting);
+  return std::string(setting.substr(0, from)) + "[credentials]" + std::string(setting.substr(at));
+}
+
 std::optional<std::string> env(const char* upper, const char* lower) {
   if (const char* v = std::getenv(upper); v && *v) return std::string(v);
   if (const char* v = std::getenv(lower); v && *v) return std::string(v);
@@ -455,11 +472,11 @@ HttpClient::connect(const ParsedUrl& url) {
   std::optional<ParsedUrl> proxy;
   const auto& proxy_setting = url.tls ? options_.https_proxy : options_.http_proxy;
   if (proxy_setting && !bypasses_proxy(url.host, options_.no_proxy)) {
-    proxy = parse_url(*proxy_setting);
+    proxy = parse_proxy(*proxy_setting);
     if (!proxy)
       co_return fail(make_error(asio::error::invalid_argument,
                                 fmt::format("the proxy setting \"{}\" is not an http:// URL",
-                                            *proxy_setting)));
+                                            shown_proxy(*proxy_setting))));
   }
   const auto& peer = proxy ? *proxy : url;
 
@@ -673,7 +690,11 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
         std::tie(read_ec, n) = co_await std::move(read);
       }
       connection->buffer.commit(n);
-      if (read_ec == asio::error::eof) {
+      // Over TLS, a server that closes without a close_notify (many do) is
+      // reported as a truncated stream: for a body read to the connection's
+      // close, the same end as eof. The parser still fails a body cut short
+      // of its length.
+      if (read_ec == asio::error::eof || read_ec == asio::ssl::error::stream_truncated) {
         // The end of a body read to the connection's close, or a cut one.
         parser->put_eof(read_ec);
         if (read_ec) co_return fail(make_error(read_ec, describe(read_ec)));
@@ -699,9 +720,17 @@ std::optional<runtime::Duration> parse_retry_after(std::string_view value,
   while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
   if (value.empty()) return std::nullopt;
-  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    if (value.size() > 6) return runtime::Duration(std::chrono::hours(24));
-    return std::chrono::seconds(std::stoi(std::string(value)));
+  const auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  // Seconds; with a fraction too ("3.5", which some servers send), rounded up.
+  const auto point = value.find('.');
+  const auto whole = value.substr(0, point);
+  const auto fraction = point == std::string_view::npos ? std::string_view() : value.substr(point + 1);
+  if (!whole.empty() && std::all_of(whole.begin(), whole.end(), is_digit) &&
+      (point == std::string_view::npos ||
+       (!fraction.empty() && std::all_of(fraction.begin(), fraction.end(), is_digit)))) {
+    if (whole.size() > 6) return runtime::Duration(std::chrono::hours(24));
+    const bool part = std::any_of(fraction.begin(), fraction.end(), [](char c) { return c != '0'; });
+    return std::chrono::seconds(std::stoi(std::string(whole)) + (part ? 1 : 0));
   }
   // An HTTP date: "Wed, 21 Oct 2015 07:28:00 GMT".
   std::tm tm{};

@@ -172,10 +172,22 @@ awaitable<void> FakeUpstream::serve(Stream& stream) {
       ++closed_by_client_;
       co_return;
     }
-    std::string head = fmt::format("HTTP/1.1 {} Fake\r\nTransfer-Encoding: chunked\r\n", step.status);
+    const bool close_delimited = step.action == UpstreamStep::Action::close_delimited;
+    std::string head = fmt::format("HTTP/1.1 {} Fake\r\n{}", step.status,
+                                   close_delimited ? "Connection: close\r\n"
+                                                   : "Transfer-Encoding: chunked\r\n");
     for (const auto& [name, value] : step.headers) head += name + ": " + value + "\r\n";
     head += "\r\n";
     auto [write_ec, w] = co_await asio::async_write(stream, asio::buffer(head), use_tuple);
+    if (close_delimited) {
+      for (const auto& chunk : step.chunks)
+        if (!write_ec) std::tie(write_ec, w) = co_await asio::async_write(stream, asio::buffer(chunk), use_tuple);
+      error_code ignored;
+      beast::get_lowest_layer(stream).socket().shutdown(asio::socket_base::shutdown_both, ignored);
+      beast::get_lowest_layer(stream).socket().close(ignored);
+      --in_flight_;
+      co_return;
+    }
     asio::steady_timer pace(io_);
     for (std::size_t i = 0; i < step.chunks.size() && !write_ec; ++i) {
       if (i > 0 && step.chunk_delay.count() > 0) {

@@ -22,7 +22,9 @@
 namespace mooring::test {
 
 struct UpstreamStep {
-  enum class Action { respond, hang, reset_after_chunks };
+  // close_delimited: no chunked encoding, the body ended by closing the
+  // TCP connection (over TLS without a close_notify, as many servers do).
+  enum class Action { respond, hang, reset_after_chunks, close_delimited };
   Action action = Action::respond;
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;

@@ -186,6 +186,23 @@ TEST(OpenAi, RetryAfterIsHonoured) {
   EXPECT_GE(requests[1].arrived - requests[0].arrived, 2s);
 }
 
+// OpenAI's retry-after-ms where it asks for longer than Retry-After (whole
+// seconds, or a fraction some servers send). Defect: a fractional Retry-After
+// and retry-after-ms were ignored, and every attempt was spent in the window.
+TEST(OpenAi, RetryAfterMsAndAFractionalRetryAfterAreHonoured) {
+  FakeUpstream upstream;
+  upstream.script({test::status_reply(429, "{}", {{"Retry-After", "0"}, {"retry-after-ms", "700"}}),
+                   test::status_reply(429, "{}", {{"Retry-After", "0.5"}}), test::sse_reply({"ok"})});
+  auto options = fast_options();
+  options.backoff_initial = options.backoff_max = 1ms;
+  auto reply = ask(upstream.base_url(), options);
+  ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
+  auto requests = upstream.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_GE(requests[1].arrived - requests[0].arrived, 700ms);
+  EXPECT_GE(requests[2].arrived - requests[1].arrived, 1s);  // 0.5 s, rounded up
+}
+
 // Defect: a Retry-After longer than what is left of total_timeout (a rate
 // limit of a day) failed the reply at once with "no time left for attempt
 // 2", without saying that the provider had asked to wait.
@@ -678,6 +695,28 @@ TEST(Https, TalksToATlsUpstreamThatTheTrustStoreVouchesFor) {
   ::unsetenv("SSL_CERT_FILE");
   ASSERT_TRUE(reply.result.has_value()) << reply.result.error().message;
   EXPECT_EQ(*reply.result, "secure");
+
+  // A body ended by closing the connection, without a TLS close_notify (as
+  // many servers do): an answer, and a 401 that is the request's own failure.
+  // Defect: both were "stream truncated", a network failure retried 4 times.
+  UpstreamStep document;
+  document.action = UpstreamStep::Action::close_delimited;
+  document.headers = {{"Content-Type", "application/json"}};
+  document.chunks = {R"({"choices":[{"message":{"role":"assistant","content":"closed"}}]})"};
+  UpstreamStep rejected = document;
+  rejected.status = 401;
+  rejected.chunks = {R"({"error":{"message":"bad key"}})"};
+  FakeUpstream closing(&certificates);
+  closing.script({document, rejected});
+  ::setenv("SSL_CERT_FILE", certificates.ca_file.c_str(), 1);
+  auto closed = ask(closing.base_url(), fast_options());
+  auto refused_key = ask(closing.base_url(), fast_options());
+  ::unsetenv("SSL_CERT_FILE");
+  ASSERT_TRUE(closed.result.has_value()) << closed.result.error().detail;
+  EXPECT_EQ(*closed.result, "closed");
+  ASSERT_FALSE(refused_key.result.has_value());
+  EXPECT_EQ(refused_key.result.error().kind, Kind::rejected) << refused_key.result.error().detail;
+  EXPECT_EQ(closing.request_count(), 2u);
 
   // Without the CA the certificate is refused, and that is not retried forever.
   FakeUpstream untrusted(&certificates);

@@ -9,6 +9,11 @@ TEST(Redact, TheConfiguredKeyGoesWhereverItIs) {
   EXPECT_EQ(redact("Incorrect API key provided: my-own-key-123.", "my-own-key-123"),
             "Incorrect API key provided: [redacted].");
   EXPECT_EQ(redact("xmy-own-key-123ymy-own-key-123", "my-own-key-123"), "x[redacted]y[redacted]");
+  // A placeholder key (Ollama's, vLLM's "EMPTY", "x") where it stands alone
+  // only: the upstream's words stay readable. Defect: "ma[redacted]_tokens".
+  EXPECT_EQ(redact("max_tokens is too large for x (nginx/1.22.1)", "x"),
+            "max_tokens is too large for [redacted] (nginx/1.22.1)");
+  EXPECT_EQ(redact("EMPTY: key EMPTY, EMPTYISH", "EMPTY"), "[redacted]: key [redacted], EMPTYISH");
 }
 
 TEST(Redact, KeyShapedTokensGoWithoutBeingConfigured) {

@@ -212,8 +212,40 @@ TEST(HttpClient, RetryAfterDatesAndSecondsAtTheirExtremes) {
   EXPECT_EQ(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now), runtime::Duration::zero());
   EXPECT_EQ(parse_retry_after("0", now), runtime::Duration::zero());
   EXPECT_EQ(parse_retry_after("99999999999999999999", now), runtime::Duration(24h));
+  // Seconds with a fraction, rounded up; not a number that only looks like one.
+  EXPECT_EQ(parse_retry_after("3.5", now), runtime::Duration(4s));
+  EXPECT_EQ(parse_retry_after("3.000", now), runtime::Duration(3s));
+  EXPECT_EQ(parse_retry_after("0.001", now), runtime::Duration(1s));
+  for (const char* not_seconds : {"3.", ".5", "3.5.1", "-1", "1e3", "3,5"})
+    EXPECT_EQ(parse_retry_after(not_seconds, now), std::nullopt) << not_seconds;
   EXPECT_EQ(parse_retry_after("soon", now), std::nullopt);
   EXPECT_EQ(parse_retry_after("", now), std::nullopt);
+}
+
+// A proxy given as curl takes it, "host:port" alone, is an http:// proxy;
+// one that is not an http:// URL is refused in words that leave out its
+// password. Defect: "host:port" was refused, and the refusal logged
+// "socks5h://alice:<password>@..." whole, at every request.
+TEST(HttpClient, AProxyWithoutSchemeIsHttpAndARefusedOneKeepsItsPasswordOutOfTheMessage) {
+  RawUpstream proxy([](const RawRequest& r) {
+    RawReply reply;
+    reply.writes = {test::raw_response(200, "via proxy for " + r.target)};
+    return reply;
+  });
+  const auto port = proxy.base_url().substr(std::string("http://127.0.0.1:").size());
+  ClientOptions options;
+  options.http_proxy = "127.0.0.1:" + port.substr(0, port.find('/'));
+  options.no_proxy = "";
+  auto via = get("http://upstream.invalid/v1/models", 1, options);
+  ASSERT_TRUE(via.at(0).result.has_value()) << via.at(0).result.error().message;
+  EXPECT_EQ(via.at(0).body, "via proxy for http://upstream.invalid/v1/models");
+
+  options.http_proxy = "socks5h://alice:Passw0rd-Corp2024@10.0.0.1:1080";
+  auto refused = get("http://upstream.invalid/v1/models", 1, options);
+  ASSERT_FALSE(refused.at(0).result.has_value());
+  const auto& message = refused.at(0).result.error().message;
+  EXPECT_EQ(message, "the proxy setting \"socks5h://[credentials]@10.0.0.1:1080\" is not an http:// URL");
+  EXPECT_EQ(message.find("Passw0rd"), std::string::npos);
 }
 
 // getaddrinfo cannot be interrupted: a lookup the DNS never answers must
