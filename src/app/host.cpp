@@ -446,7 +446,10 @@ awaitable<ConfigOutcome> Host::reload_file(std::string origin) {
 }
 
 awaitable<ConfigOutcome> Host::apply_and_notify(ConfigResult parsed, Change change) {
-  if (!change.commit) co_return co_await apply(std::move(parsed), std::move(change));
+  // Starting or stopping, nothing is reloaded, and the service manager is not
+  // told of a reload (a READY=1 after STOPPING=1 would take the stop back).
+  if (!change.commit || shutdown_.begun() || !running_)
+    co_return co_await apply(std::move(parsed), std::move(change));
   systemd_.reloading();
   auto outcome = co_await apply(std::move(parsed), std::move(change));
   count_reload(outcome.status);

@@ -41,6 +41,30 @@ std::vector<std::string> split(std::string_view text, char separator) {
   return out;
 }
 
+// A status for the service manager: one line of at most 1 KiB. Texts that
+// quote the configuration (a refused reload) may hold a newline, which would
+// start an assignment of its own ("WATCHDOG_USEC=1", "MAINPID=1").
+std::string one_line(std::string_view text) {
+  std::string out;
+  if (text.size() > 1024) {
+    std::size_t cut = 1024;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // whole characters
+    text = text.substr(0, cut);
+  }
+  for (const char c : text) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 SystemdNotifier SystemdNotifier::from_environment() {
@@ -81,7 +105,7 @@ bool SystemdNotifier::notify(std::string_view state) {
 }
 
 void SystemdNotifier::ready(std::string_view status) {
-  notify(fmt::format("READY=1\nSTATUS={}", status));
+  notify(fmt::format("READY=1\nSTATUS={}", one_line(status)));
 }
 
 void SystemdNotifier::reloading() {
@@ -93,10 +117,12 @@ void SystemdNotifier::reloading() {
 }
 
 void SystemdNotifier::stopping(std::string_view status) {
-  notify(fmt::format("STOPPING=1\nSTATUS={}", status));
+  notify(fmt::format("STOPPING=1\nSTATUS={}", one_line(status)));
 }
 
-void SystemdNotifier::status(std::string_view status) { notify(fmt::format("STATUS={}", status)); }
+void SystemdNotifier::status(std::string_view status) {
+  notify(fmt::format("STATUS={}", one_line(status)));
+}
 
 boost::system::result<PassedSockets, std::string> take_passed_sockets(
     std::span<const std::string_view> expected_names) {

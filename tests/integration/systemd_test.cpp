@@ -6,6 +6,7 @@
 #include "support/process.hpp"
 #include "support/wait.hpp"
 
+#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <memory>
@@ -105,6 +107,53 @@ TEST(Systemd, TheServiceManagerHearsReadyReloadingReadyStoppingAndTheWatchdog) {
   const auto code = host.wait_exit(std::chrono::seconds(20));
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0) << host.stderr_text();
+}
+
+// Defects: a refused reload's status quoted the configuration as it was, so
+// a value holding a newline ("data\nSTOPPING=1") sent assignments of its own
+// to the service manager; and a SIGHUP while draining sent RELOADING=1 and
+// READY=1 after STOPPING=1.
+TEST(Systemd, AStatusIsOneLineAndNoReloadIsAnnouncedOnceStopping) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", ephemeral + "[shutdown]\ndrain_timeout = \"10m\"\n");
+  NotifySocket notify(dir / "notify.sock");
+  ChildProcess host(MOORING_BINARY, {"serve", "--ready-file", (dir / "ready.json").string()},
+                    dir.path(), {"NOTIFY_SOCKET=" + notify.path()});
+  auto ready = notify.next_state();
+  ASSERT_TRUE(starts_with(ready, "READY=1\n")) << ready.value_or("(nothing)") << host.stderr_text();
+
+  write_file(dir / "mooring.toml", ephemeral + "[shutdown]\ndrain_timeout = \"10m\"\n" +
+                                       "[data]\ndir = \"data\\nSTOPPING=1\\nMAINPID=1\"\n");
+  host.signal(SIGHUP);
+  EXPECT_TRUE(starts_with(notify.next_state(), "RELOADING=1"));
+  auto refused = notify.next_state();
+  ASSERT_TRUE(starts_with(refused, "READY=1\nSTATUS=reload refused: ")) << refused.value_or("");
+  EXPECT_EQ(std::count(refused->begin(), refused->end(), '\n'), 1) << *refused;
+  EXPECT_NE(refused->find("data\\nSTOPPING=1"), std::string::npos) << *refused;  // shown, escaped
+
+  // An event stream keeps the drain busy; a SIGHUP during it changes nothing.
+  const auto addresses = boost::json::parse(read_file(dir / "ready.json")).as_object();
+  WsClient lingering;
+  ASSERT_EQ(lingering.connect(std::string(addresses.at("admin").as_string()), "/api/events",
+                              {{"Authorization", "Bearer admin-t"}}),
+            101);
+  host.signal(SIGTERM);
+  EXPECT_TRUE(starts_with(notify.next_state(), "STOPPING=1\n"));
+  host.signal(SIGHUP);
+  ASSERT_TRUE(poll_until(
+      [&] { return host.stderr_text().find("mooring is shutting down; the configuration was not "
+                                           "changed") != std::string::npos; },
+      std::chrono::seconds(20)))
+      << host.stderr_text();
+  host.signal(SIGTERM);
+  const auto code = host.wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << host.stderr_text();
+  // Every datagram it sent is queued by now.
+  while (auto message = notify.next(std::chrono::milliseconds(50))) {
+    EXPECT_FALSE(message->starts_with("RELOADING=1")) << *message;
+    EXPECT_FALSE(message->starts_with("READY=1")) << *message;
+  }
 }
 
 // Two ports nothing listens on at the moment of the call, and not the same one.
