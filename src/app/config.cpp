@@ -642,6 +642,12 @@ void read_onebot(Section s, OneBotConfig& c) {
   s.read("max_message_chars", c.max_message_chars, 100, 100000);
   s.read("send_interval", c.send_interval);
   s.check("path", c.path.starts_with('/'), fmt::format("\"{}\" must start with \"/\"", c.path));
+  // Beside the web chat's /ws/<user_id>, which would take it: the bridge
+  // would be a web user, with neither the token checked nor OneBot spoken.
+  s.check("path", !c.path.starts_with("/ws/"),
+          fmt::format("\"{}\" is under /ws/, the web chat's (/ws/<user_id>); use another path, "
+                      "such as the default \"/onebot/v11/ws\"",
+                      c.path));
   s.check("api_timeout", c.api_timeout > Duration::zero(), "must be more than 0ms");
   for (const auto id : c.self_ids)
     s.check("self_ids", id > 0, fmt::format("{} is not a QQ number", id));

@@ -1064,9 +1064,16 @@ void OneBotAdapter::on_event(Bot& bot, const std::shared_ptr<Link>& link,
     // The account is the one the handshake admitted, whatever the event says.
     message->self_id = link->self_id;
     // Some implementations report the bot's own sends as messages: answering
-    // them could loop, and its replies are stored already.
+    // them could loop, and its replies are stored already. So could answering
+    // another account this mooring serves (two bots in one group, each
+    // addressed by the other's reply, would answer each other without end).
     if (message->user_id == link->self_id) {
       log::debug("onebot: bot {}: ignored a message it sent itself", link->self_id);
+      return;
+    }
+    if (bots_.contains(message->user_id)) {
+      log::debug("onebot: bot {}: ignored a message from bot {}, which mooring serves too",
+                 link->self_id, message->user_id);
       return;
     }
     ++bot.messages_in;

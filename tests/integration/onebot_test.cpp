@@ -1274,6 +1274,30 @@ TEST(OneBot, TheBotsOwnMessagesAreNeitherAnsweredNorStored) {
   expect_clean_stop(host);
 }
 
+// Two accounts of one mooring in one group: a message from the other one is
+// not answered. Defect: each account's reply, addressing the other, was
+// answered by it, and the two talked to each other without end.
+TEST(OneBot, AMessageFromAnotherAccountOfThisMooringIsNotAnswered) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), onebot_config());
+  ASSERT_TRUE(host.started()) << host.log();
+  constexpr std::int64_t other_bot = 20002;
+  OneBotPeer peer;
+  OneBotPeer other;
+  connect_and_greet(peer, host);
+  connect_and_greet(other, host, other_bot);
+  peer.group_message(777, other_bot, json::value("/ai echo: hello from the other bot"));
+  peer.private_message(other_bot, json::value("a private word from the other bot"));
+  peer.private_message(42, json::value("from a user"));
+  auto send = next_send(peer);
+  EXPECT_EQ(plain_text(send), "echo: from a user");
+  peer.answer_standard(send);
+  EXPECT_EQ(bot_status(host).at("messages_in").to_number<int>(), 1);
+  peer.close();
+  other.close();
+  expect_clean_stop(host);
+}
+
 // 3000 upgrades without the token used to write 3000 lines.
 TEST(OneBot, RefusalsAreLoggedOncePerKindAndCountedNotEachWritten) {
   TempDir dir;

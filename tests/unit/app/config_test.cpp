@@ -612,6 +612,16 @@ TEST(ParseConfigRules, OneBotPathMustStartWithASlash) {
   EXPECT_TRUE(contains(error.message, "must start with \"/\"")) << error.message;
 }
 
+// Defect: "/ws/onebot" was taken by the web chat's /ws/<user_id>: the
+// bridge connected as a web user, its token unchecked, and heard errors.
+TEST(ParseConfigRules, OneBotPathMustNotBeUnderTheWebChats) {
+  const auto error = single_error("[onebot]\npath = \"/ws/onebot\"\n");
+  EXPECT_EQ(error.key, "onebot.path");
+  EXPECT_EQ(error.line, 2);
+  EXPECT_TRUE(contains(error.message, "is under /ws/, the web chat's")) << error.message;
+  EXPECT_TRUE(parse_config("[onebot]\npath = \"/wsx/onebot\"\n").index() == 0);
+}
+
 TEST(ParseConfigRules, DataDirMustNotBeEmpty) {
   const auto error = single_error("[data]\ndir = \"\"\n");
   EXPECT_EQ(error.key, "data.dir");
