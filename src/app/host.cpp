@@ -5,6 +5,7 @@
 #include "app/components.hpp"
 #include "app/staged_file.hpp"
 #include "net/buffer_budget.hpp"
+#include "net/listener.hpp"
 #include "runtime/blocking.hpp"
 #include "runtime/descriptors.hpp"
 #include "runtime/log.hpp"
@@ -20,9 +21,12 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,6 +57,55 @@ std::string join(const std::vector<std::string>& words) {
   std::string out;
   for (const auto& word : words) out += (out.empty() ? "" : ", ") + word;
   return out;
+}
+
+// Where a listening socket passed by the service manager listens, when other
+// machines can reach it ("0.0.0.0:8080"); nullopt for a loopback address
+// (or one that cannot be read: a Unix socket is refused later).
+std::optional<std::string> reachable_address(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return std::nullopt;
+  net::tcp::endpoint endpoint;
+  if (storage.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage);
+    endpoint = {asio::ip::address_v4(ntohl(in->sin_addr.s_addr)), ntohs(in->sin_port)};
+  } else if (storage.ss_family == AF_INET6) {
+    const auto* in = reinterpret_cast<const sockaddr_in6*>(&storage);
+    asio::ip::address_v6::bytes_type bytes;
+    std::memcpy(bytes.data(), in->sin6_addr.s6_addr, bytes.size());
+    endpoint = {asio::ip::address_v6(bytes), ntohs(in->sin6_port)};
+  } else {
+    return std::nullopt;
+  }
+  const auto address = endpoint.address();
+  const bool loopback =
+      address.is_loopback() ||
+      (address.is_v6() && address.to_v6().is_v4_mapped() &&
+       asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback());
+  if (loopback) return std::nullopt;
+  return net::endpoint_string(endpoint);
+}
+
+// The rules gateway.listen is held to (auth = "none", OneBot without a token:
+// not where others can reach), for a gateway socket the service manager
+// passed, which listens where its unit says, whatever gateway.listen says.
+std::optional<std::string> open_on_passed_socket(const Config& c, const std::string& address) {
+  if (c.gateway.allow_anonymous) return std::nullopt;
+  if (c.gateway.auth == "none")
+    return fmt::format("the gateway's socket, passed by the service manager, listens on {}, which "
+                       "other machines can reach, and gateway.auth is \"none\": anyone could read "
+                       "any user's replies; set gateway.auth to \"token\" or \"signed\", listen "
+                       "on a loopback address in the unit (ListenStream=127.0.0.1:PORT), or set "
+                       "gateway.allow_anonymous = true if that is meant",
+                       address);
+  if (c.onebot.enabled && c.onebot.access_token.empty())
+    return fmt::format("the gateway's socket, passed by the service manager, listens on {}, which "
+                       "other machines can reach, and onebot has no access_token: anyone could "
+                       "connect as a QQ bot; set onebot.access_token, listen on a loopback address "
+                       "in the unit, or set gateway.allow_anonymous = true if that is meant",
+                       address);
+  return std::nullopt;
 }
 
 ConfigOutcome refusal(http::status status, std::string_view code, std::string message,
@@ -150,6 +203,9 @@ class Host {
   // Snapshots of the provider's latency histogram, about one a second over
   // the last ten, for the status document's recent percentiles.
   mutable std::deque<std::pair<Clock::time_point, runtime::Histogram::Snapshot>> latency_window_;
+  // The gateway's socket, passed by the service manager, where others can
+  // reach it: held to gateway.listen's rules at the start and every reload.
+  std::optional<std::string> passed_gateway_reachable_;
   bool running_ = false;  // every component started: reloads are accepted
   bool applying_ = false;  // a change is between its preparation and its commit
   std::uint64_t file_reads_ = 0;  // reloads of the file begun so far
@@ -308,6 +364,13 @@ awaitable<ConfigOutcome> Host::apply(ConfigResult parsed, Change change) {
               generation_);
     co_return refusal(http::status::conflict, "weakens_access", std::move(message), generation_);
   }
+
+  if (passed_gateway_reachable_)
+    if (auto why = open_on_passed_socket(*next, *passed_gateway_reachable_)) {
+      log::warn("{}: configuration not applied: {}; still serving generation {}", origin, *why,
+                generation_);
+      co_return refusal(http::status::conflict, "weakens_access", std::move(*why), generation_);
+    }
 
   // 2. Prepare every component. A failure drops the commits made so far,
   //    which releases what they hold (a new port is closed again).
@@ -533,6 +596,14 @@ awaitable<int> Host::main() {
   if (!passed) {
     log::error("{}", passed.error());
     co_return 1;
+  }
+  if (auto it = passed->find("gateway"); it != passed->end()) {
+    passed_gateway_reachable_ = reachable_address(it->second);
+    if (passed_gateway_reachable_)
+      if (auto why = open_on_passed_socket(*config_, *passed_gateway_reachable_)) {
+        log::error("{}", *why);
+        co_return 1;
+      }
   }
 
   events_->capture_logs();

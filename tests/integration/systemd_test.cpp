@@ -182,11 +182,12 @@ struct Activation {
   std::uint16_t first_port = 0;
   std::uint16_t second_port = 0;
 };
-Activation activate(const std::vector<std::string>& args, const std::filesystem::path& cwd) {
+Activation activate(const std::vector<std::string>& args, const std::filesystem::path& cwd,
+                    const std::string& first_host = "127.0.0.1") {
   Activation activation;
   for (int attempt = 1; attempt <= 5; ++attempt) {
     const auto [first, second] = free_ports();
-    std::vector<std::string> all{"-l", fmt::format("127.0.0.1:{}", first), "-l",
+    std::vector<std::string> all{"-l", fmt::format("{}:{}", first_host, first), "-l",
                                  fmt::format("127.0.0.1:{}", second)};
     all.insert(all.end(), args.begin(), args.end());
     activation.manager =
@@ -221,6 +222,59 @@ TEST(Systemd, PassedSocketsServeAndTheConnectionThatActivatedIsAnswered) {
   EXPECT_EQ(user.connect(fmt::format("127.0.0.1:{}", gateway_port), "alice"), 101);
   const auto log = manager.stderr_text();
   EXPECT_NE(log.find("socket passed by the service manager"), std::string::npos) << log;
+  manager.signal(SIGTERM);
+  const auto code = manager.wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << manager.stderr_text();
+}
+
+// Defect: gateway.listen's rules (auth = "none", OneBot without a token: not
+// where others can reach) were checked against the file's address only, and
+// a socket passed on 0.0.0.0 served anyone without a token.
+TEST(Systemd, APassedGatewaySocketOthersCanReachIsHeldToTheListenRules) {
+  TempDir dir;
+  write_file(dir / "mooring.toml", ephemeral);  // auth "none", listen 127.0.0.1
+  {
+    const auto activation =
+        activate({"--fdname=gateway:admin", MOORING_BINARY, "serve"}, dir.path(), "0.0.0.0");
+    auto& manager = *activation.manager;
+    ASSERT_TRUE(listens_on_both(manager)) << manager.stderr_text();
+    asio::io_context io;
+    asio::ip::tcp::socket poke(io);
+    boost::system::error_code ec;
+    poke.connect({asio::ip::make_address("127.0.0.1"), activation.first_port}, ec);
+    const auto code = manager.wait_exit(std::chrono::seconds(20));
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 1) << manager.stderr_text();
+    EXPECT_NE(manager.stderr_text().find(fmt::format(
+                  "listens on 0.0.0.0:{}, which other machines can reach, and gateway.auth is "
+                  "\"none\"",
+                  activation.first_port)),
+              std::string::npos)
+        << manager.stderr_text();
+  }
+  // With a token it serves; a reload that enables OneBot without a token
+  // (which the file's loopback address alone would allow) is refused.
+  const std::string guarded =
+      "[gateway]\nlisten = \"127.0.0.1:0\"\nauth = \"token\"\ntoken = \"gateway-token-1\"\n"
+      "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-t\"\n";
+  write_file(dir / "mooring.toml", guarded);
+  const auto activation =
+      activate({"--fdname=gateway:admin", MOORING_BINARY, "serve"}, dir.path(), "0.0.0.0");
+  auto& manager = *activation.manager;
+  ASSERT_TRUE(listens_on_both(manager)) << manager.stderr_text();
+  const auto admin = fmt::format("127.0.0.1:{}", activation.second_port);
+  EXPECT_EQ(http_get(admin, "/healthz").status, 200) << manager.stderr_text();
+  write_file(dir / "mooring.toml", guarded + "[onebot]\nenabled = true\n");
+  manager.signal(SIGHUP);
+  ASSERT_TRUE(poll_until(
+      [&] {
+        return manager.stderr_text().find("configuration not applied: the gateway's socket") !=
+                   std::string::npos &&
+               manager.stderr_text().find("and onebot has no access_token") != std::string::npos;
+      },
+      std::chrono::seconds(20)))
+      << manager.stderr_text();
   manager.signal(SIGTERM);
   const auto code = manager.wait_exit(std::chrono::seconds(20));
   ASSERT_TRUE(code.has_value());
