@@ -1,5 +1,7 @@
 #include "net/corked_socket.hpp"
 
+#include <array>
+#include <memory>
 #include <utility>
 
 namespace mooring::net {
@@ -154,6 +156,68 @@ void CorkedSocket::async_wait_sent(asio::any_completion_handler<void()> handler)
     return;
   }
   cork->on_sent.emplace(std::move(handler));
+}
+
+namespace {
+
+struct Teardown {
+  boost::beast::role_type role;
+  TcpSocket& socket;
+  asio::any_completion_handler<void(error_code)> handler;
+  std::uint64_t drained = 0;
+};
+
+void end_teardown(const std::shared_ptr<Teardown>& teardown, error_code ec) {
+  if (!ec && teardown->role == boost::beast::role_type::client)
+    teardown->socket.shutdown(asio::socket_base::shutdown_send, ec);
+  error_code ignored;
+  teardown->socket.close(ec ? ignored : ec);
+  std::move(teardown->handler)(ec);
+}
+
+void drain(const std::shared_ptr<Teardown>& teardown) {
+  for (;;) {
+    std::array<char, 16 * 1024> dropped;
+    error_code ec;
+    const auto n = teardown->socket.read_some(asio::buffer(dropped), ec);
+    if (ec == asio::error::would_block) {
+      teardown->socket.async_wait(asio::socket_base::wait_read, [teardown](error_code waited) {
+        if (waited) {
+          end_teardown(teardown, waited);
+          return;
+        }
+        drain(teardown);
+      });
+      return;
+    }
+    if (ec == asio::error::eof || (!ec && n == 0)) break;
+    if (ec) {
+      end_teardown(teardown, ec);
+      return;
+    }
+    // A peer that goes on sending is closed on (and reset) past the bound.
+    if ((teardown->drained += n) > teardown_drain_max) break;
+  }
+  end_teardown(teardown, {});
+}
+
+}  // namespace
+
+void teardown_socket(boost::beast::role_type role, TcpSocket& socket,
+                     asio::any_completion_handler<void(error_code)> handler) {
+  auto teardown = std::make_shared<Teardown>(Teardown{role, socket, std::move(handler)});
+  error_code ec;
+  socket.non_blocking(true, ec);
+  if (!ec && role == boost::beast::role_type::server)
+    socket.shutdown(asio::socket_base::shutdown_send, ec);
+  if (ec) {
+    error_code ignored;
+    socket.close(ignored);
+    asio::post(socket.get_executor(),
+               [teardown, ec] { std::move(teardown->handler)(ec); });
+    return;
+  }
+  drain(teardown);
 }
 
 }  // namespace mooring::net

@@ -194,6 +194,23 @@ TEST_F(WsConnectionTest, ABehindReaderIsShedWhileTheConnectionsHoldMoreThanTheBu
   EXPECT_EQ(fast.read(), "got:5");
 }
 
+// Defect: after a message far over the limit (a pasted photo), the close
+// frame (1009) went out and the socket was closed with the rest of the
+// message unread: the reset that followed took the close frame from the
+// client, which saw the connection drop (1006) and not why. What the client
+// still sends is read and dropped until it ends.
+TEST_F(WsConnectionTest, AClientSendingFarOverTheLimitReadsWhyItWasClosed) {
+  start(WsOptions{.max_message_bytes = 4096});
+  for (const std::size_t size : {std::size_t{64} * 1024, std::size_t{1} << 20, std::size_t{8} << 20}) {
+    SCOPED_TRACE(size);
+    test::WsClient big;
+    ASSERT_EQ(big.connect(address_, "/ws"), 101);
+    EXPECT_NO_THROW(big.send(std::string(size, 'x'), 20s));
+    EXPECT_EQ(big.read(20s), std::nullopt);
+    EXPECT_EQ(big.close_code(), 1009);
+  }
+}
+
 // Others taking the connections over the budget while frames wait for a
 // reader that stopped reading: it is looked at every shed_after, not only
 // when a frame comes for it (none may) or when the write watchdog ends.
