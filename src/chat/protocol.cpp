@@ -118,7 +118,8 @@ ClientFrame parse_message(const json::object& frame) {
     if (!id->is_string()) return wrong_type("id", "a string");
     message.id = std::string(id->get_string());
     if (message.id->empty() || message.id->size() > max_client_id_bytes)
-      return wrong_type("id", fmt::format("1 to {} characters", max_client_id_bytes));
+      return wrong_type("id", fmt::format("1 to {} bytes long in UTF-8 (this one is {})",
+                                          max_client_id_bytes, message.id->size()));
   }
 
   if (auto refused = parse_images(frame, message)) return std::move(*refused);

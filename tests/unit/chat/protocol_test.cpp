@@ -177,6 +177,14 @@ TEST(Protocol, AnIdIsAStringOfBoundedLength) {
   EXPECT_EQ(error_name(parse_client_frame(json::serialize(
                 json::object{{"text", "a"}, {"id", std::string(max_client_id_bytes + 1, 'x')}}))),
             "wrong_type");
+  // Bytes, not characters, and said so: 100 CJK characters are 300 bytes.
+  std::string wide;
+  for (int i = 0; i < 100; ++i) wide += "\xe6\x97\xa5";
+  const auto too_long = parse_client_frame(json::serialize(json::object{{"text", "a"}, {"id", wide}}));
+  ASSERT_TRUE(std::holds_alternative<ProtocolError>(too_long));
+  EXPECT_NE(std::get<ProtocolError>(too_long).description.find("\"id\" must be 1 to 256 bytes long in UTF-8 (this one is 300)"),
+            std::string::npos)
+      << std::get<ProtocolError>(too_long).description;
 }
 
 TEST(Protocol, AckCarriesTheClientId) {
