@@ -618,6 +618,10 @@ awaitable<int> Host::main() {
     signals.close();
     co_return 1;
   }
+  // The data directory is this run's now (the store holds its lock): a
+  // ready file at the path was left by an earlier run, not written by one
+  // still running (which a second start, refused, must not take from it).
+  if (options_.forget_ready_file) options_.forget_ready_file();
 
   provider_ = std::make_unique<ProviderComponent>(
       executor, config_->provider, &shutdown_,
@@ -772,19 +776,23 @@ int run_host(ConfigPtr config, const HostOptions& options) {
                options.ready_file);
     return 2;
   }
-  const auto forget_ready_file = [&options] {
+  // Removed once the run owns its data directory, and again when it ends;
+  // never by a run that did not get that far.
+  bool owned = false;
+  HostOptions with_forget = options;
+  with_forget.forget_ready_file = [&options, &owned] {
+    owned = true;
     std::error_code ignored;
     if (!options.ready_file.empty() && what_is_at(options.ready_file) == AtPath::ready_file)
       std::filesystem::remove(options.ready_file, ignored);
   };
-  forget_ready_file();
   int code = 0;
   {
     asio::io_context io(1);
-    Host host(io, std::move(config), options);
+    Host host(io, std::move(config), with_forget);
     code = runtime::run_main(io, host.main());
   }
-  forget_ready_file();
+  if (owned) with_forget.forget_ready_file();
   return code;
 }
 

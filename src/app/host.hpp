@@ -8,6 +8,7 @@
 
 #include "app/config.hpp"
 
+#include <functional>
 #include <string>
 
 namespace mooring::app {
@@ -16,6 +17,9 @@ struct HostOptions {
   std::string config_path;  // empty: built-in defaults
   std::string config_text;  // the text `config` was parsed from
   std::string ready_file;   // empty: none
+  // Removes a ready file left at ready_file by an earlier run, called once
+  // this run owns its data directory (set by run_host).
+  std::function<void()> forget_ready_file;
 };
 
 // Runs until shut down; returns the process exit code.

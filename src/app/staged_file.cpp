@@ -1,5 +1,7 @@
 #include "app/staged_file.hpp"
 
+#include "app/config.hpp"
+
 #include "runtime/log.hpp"
 
 #include <fmt/format.h>
@@ -35,21 +37,6 @@ mode_t mode_of(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
 }
 
-// The whole file, or nullopt (errno says why).
-std::optional<std::string> read_all(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::string out;
-  char buffer[8192];
-  ssize_t n = 0;
-  while ((n = ::read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) out.append(buffer, static_cast<std::size_t>(n));
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (n < 0) return std::nullopt;
-  return out;
-}
 
 }  // namespace
 
@@ -111,9 +98,20 @@ std::string replace_keeping_previous(const std::string& path, std::string_view c
   }
   std::optional<StagedFile> previous;
   if (::access(target.c_str(), F_OK) == 0) {
-    auto current = read_all(target);
-    if (!current) return failure("read", target);
-    auto kept = StagedFile::stage(target + ".previous", *current, mode_of(target));
+    // Read as a reload reads it: at most 1 MiB, and not waited for when it
+    // is not a regular file (a FIFO put in its place would hold this change,
+    // and every later one, for ever).
+    struct stat info {};
+    if (::stat(target.c_str(), &info) == 0 && !S_ISREG(info.st_mode))
+      return fmt::format("{} is not a regular file; mooring replaces only a regular file (its "
+                         "previous version is kept beside it), and wrote nothing",
+                         target);
+    auto current = read_config_text(target, std::chrono::milliseconds(0));
+    if (auto* error = std::get_if<ConfigError>(&current))
+      return fmt::format("{}, so its previous version cannot be kept; nothing was written",
+                         error->message);
+    auto kept = StagedFile::stage(target + ".previous", std::get<std::string>(current),
+                                  mode_of(target));
     if (!kept) return kept.error();
     previous.emplace(std::move(*kept));
   }

@@ -560,6 +560,40 @@ TEST(Reload, AFifoPutInTheFilesPlaceIsWaitedForSecondsNotForEver) {
   expect_clean_stop(host);
 }
 
+// PUT /api/config keeps the file's previous version beside it, read as a
+// reload reads the file. Defect: it was read without bounds: a FIFO in the
+// file's place held the change, and every later one answered 409 "busy" until
+// a restart; a file of 800 MiB was copied whole.
+TEST(Reload, APutOverAFifoOrAHugeFileIsRefusedAtOnceAndTheNextOneApplies) {
+  TempDir dir;
+  HostProcess host(MOORING_BINARY, dir.path(), "");
+  ASSERT_TRUE(host.started()) << host.log();
+  const auto on_disk = read_file(dir / "mooring.toml");
+  std::filesystem::remove(dir / "mooring.toml");
+  ASSERT_EQ(::mkfifo((dir / "mooring.toml").c_str(), 0600), 0);
+  const auto over_fifo = put_config(host, host.admin(), on_disk + "[chat]\nhistory_messages = 5\n");
+  EXPECT_EQ(over_fifo.status, 409) << over_fifo.body;
+  EXPECT_NE(over_fifo.body.find("is not a regular file"), std::string::npos) << over_fifo.body;
+
+  std::filesystem::remove(dir / "mooring.toml");
+  write_file(dir / "mooring.toml", on_disk + "# " + std::string(2 * 1024 * 1024, 'x') + "\n");
+  const auto over_huge = put_config(host, host.admin(), on_disk + "[chat]\nhistory_messages = 6\n");
+  EXPECT_EQ(over_huge.status, 409) << over_huge.body;
+  EXPECT_NE(over_huge.body.find("is larger than 1048576 bytes, so its previous version cannot be "
+                                "kept; nothing was written"),
+            std::string::npos)
+      << over_huge.body;
+  EXPECT_FALSE(std::filesystem::exists(dir / "mooring.toml.previous"));
+  EXPECT_EQ(generation(host), 1);
+
+  write_file(dir / "mooring.toml", on_disk);
+  const auto applied = put_config(host, host.admin(), on_disk + "[chat]\nhistory_messages = 7\n");
+  EXPECT_EQ(applied.status, 200) << applied.body;
+  EXPECT_EQ(generation(host), 2);
+  EXPECT_EQ(read_file(dir / "mooring.toml.previous"), on_disk);
+  expect_clean_stop(host);
+}
+
 TEST(Reload, AnInvalidConfigurationIsRefusedWithEveryProblemAndTheFileIsKept) {
   TempDir dir;
   HostProcess host(MOORING_BINARY, dir.path(), "");
