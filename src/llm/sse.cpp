@@ -1,5 +1,7 @@
 #include "llm/sse.hpp"
 
+#include <utility>
+
 namespace mooring::llm {
 
 SseParser::Status SseParser::feed(std::string_view bytes, std::vector<SseEvent>& events) {
@@ -27,6 +29,8 @@ SseParser::Status SseParser::feed(std::string_view bytes, std::vector<SseEvent>&
 }
 
 SseParser::Status SseParser::take_line(std::vector<SseEvent>& events) {
+  // A byte order mark before the stream's first line is not part of it.
+  if (std::exchange(first_line_, false) && line_.starts_with("\xEF\xBB\xBF")) line_.erase(0, 3);
   if (line_.empty()) {  // a blank line ends the event
     if (has_data_) events.push_back(SseEvent{std::move(type_), std::move(data_)});
     data_.clear();

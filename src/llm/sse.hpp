@@ -45,6 +45,7 @@ class SseParser {
   std::string type_;
   bool has_data_ = false;
   bool skip_lf_ = false;
+  bool first_line_ = true;
   Status status_ = Status::ok;
   std::size_t max_line_;
   std::size_t max_event_;

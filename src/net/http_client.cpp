@@ -39,6 +39,14 @@ struct ParsedUrl {
   std::string host;
   std::string port;
   std::string target;  // path and query
+
+  // host:port as a request names it (RFC 9112 3.2, 3.2.3): an IPv6 address
+  // in brackets; the port left out where it is the scheme's, unless asked.
+  std::string authority(bool with_port) const {
+    std::string out = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    if (with_port || port != (tls ? "443" : "80")) out += ":" + port;
+    return out;
+  }
 };
 
 namespace {
@@ -492,8 +500,8 @@ HttpClient::connect(const ParsedUrl& url) {
 
   if (proxy && url.tls) {
     // Ask the proxy for a tunnel, then speak TLS through it.
-    http::request<http::empty_body> connect_req{http::verb::connect, url.host + ":" + url.port, 11};
-    connect_req.set(http::field::host, url.host + ":" + url.port);
+    http::request<http::empty_body> connect_req{http::verb::connect, url.authority(true), 11};
+    connect_req.set(http::field::host, url.authority(true));
     auto [write_ec, w] = co_await http::async_write(stream, connect_req, use_tuple);
     beast::flat_buffer buffer;
     http::response_parser<http::empty_body> parser;
@@ -541,7 +549,7 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
 
   http::request<http::string_body> req{request.method, via_plain_proxy ? request.url : url->target,
                                        11};
-  req.set(http::field::host, url->host);
+  req.set(http::field::host, url->authority(false));
   req.set(http::field::user_agent, "mooring");
   for (const auto& [name, value] : request.headers) req.set(name, value);
   req.body() = std::move(request.body);

@@ -222,6 +222,23 @@ TEST(HttpClient, RetryAfterDatesAndSecondsAtTheirExtremes) {
   EXPECT_EQ(parse_retry_after("", now), std::nullopt);
 }
 
+// Defect: Host named the host without its port (RFC 9112 3.2: the port is
+// part of it unless it is the scheme's), which an upstream behind a virtual
+// host on another port may not recognise.
+TEST(HttpClient, TheHostHeaderNamesThePortUnlessItIsTheSchemes) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_response(200, "ok")};
+    return reply;
+  });
+  const auto url = upstream.base_url() + "/models";  // http://127.0.0.1:PORT/v1/models
+  auto got = get(url, 1);
+  ASSERT_TRUE(got.at(0).result.has_value()) << got.at(0).result.error().message;
+  const auto authority = url.substr(7, url.find('/', 7) - 7);
+  const auto head = upstream.requests().at(0).head;
+  EXPECT_NE(head.find("\r\nHost: " + authority + "\r\n"), std::string::npos) << head;
+}
+
 // A proxy given as curl takes it, "host:port" alone, is an http:// proxy;
 // one that is not an http:// URL is refused in words that leave out its
 // password. Defect: "host:port" was refused, and the refusal logged
