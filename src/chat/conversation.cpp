@@ -81,8 +81,9 @@ void Conversation::pending_changed() {
   if (outlet_) outlet_->pending_changed(n);
 }
 
-void Conversation::tell_error(std::string_view name, std::string_view description, Seq reply_to) {
-  if (outlet_) outlet_->error(name, description, reply_to);
+void Conversation::tell_error(std::string_view name, std::string_view description, Seq reply_to,
+                              std::optional<std::string_view> client_id) {
+  if (outlet_) outlet_->error(name, description, reply_to, client_id);
 }
 
 // --- the inbox: items handled one at a time, in the order they came ---------
@@ -224,7 +225,7 @@ void Conversation::accepted(Submission& message,
     // refused message would be a storm.
     log::debug("chat: cannot store a message from {}: {}", id_, appended.error().message);
     tell_error("store_error", "the message could not be stored; it was not received, send it again",
-               0);
+               0, message.client_id);
     return;
   }
   if (outlet_) outlet_->stored(message, *appended);

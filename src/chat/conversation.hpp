@@ -80,7 +80,9 @@ class Outlet {
   virtual void stored(const Submission& message, const store::Appended& appended) = 0;
   // Something the user should hear that is not stored: `name` is one of
   // store_error, cancelled, reply_failed; reply_to 0 when about no message.
-  virtual void error(std::string_view name, std::string_view description, store::Seq reply_to) = 0;
+  // `client_id`: the client id of the message it is about, not stored.
+  virtual void error(std::string_view name, std::string_view description, store::Seq reply_to,
+                     std::optional<std::string_view> client_id = std::nullopt) = 0;
   // A notice that is not a reply ("there is no reply in progress to cancel").
   virtual void notice(std::string_view text) = 0;
 
@@ -228,7 +230,8 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
                                       store::MessageStatus status, bool cancelled);
   static awaitable<void> write_cursor(std::shared_ptr<Conversation> self, store::Seq seq);
 
-  void tell_error(std::string_view name, std::string_view description, store::Seq reply_to);
+  void tell_error(std::string_view name, std::string_view description, store::Seq reply_to,
+                  std::optional<std::string_view> client_id = std::nullopt);
 
   store::Store& store();
 

@@ -64,7 +64,7 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!conversation || replaced_ || closed_) return;
     auto frame = parse_client_frame(text);
     if (auto* error = std::get_if<ProtocolError>(&frame)) {
-      send(error_frame(error->name, error->description));
+      send(error_frame(error->name, error->description, std::nullopt, error->id));
     } else if (std::holds_alternative<Cancel>(frame)) {
       conversation->cancel();
     } else if (auto* message = std::get_if<UserMessage>(&frame)) {
@@ -72,7 +72,8 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
         send(error_frame("rate_limited",
                          fmt::format("at most {} messages a minute; this one was not stored, send "
                                      "it again later",
-                                     gateway_.options_.max_messages_per_minute)));
+                                     gateway_.options_.max_messages_per_minute),
+                         std::nullopt, message->id));
         return;
       }
       Submission submission{.text = std::move(message->text),
@@ -138,9 +139,12 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
       send(ack_frame(*message.client_id, appended.seq, appended.duplicate));
   }
 
-  void error(std::string_view name, std::string_view description, Seq reply_to) override {
-    // An error about no message in particular carries no reply_to.
-    send(reply_to == 0 ? error_frame(name, description) : error_frame(name, description, reply_to));
+  void error(std::string_view name, std::string_view description, Seq reply_to,
+             std::optional<std::string_view> client_id) override {
+    // An error about no reply in particular carries no reply_to.
+    send(error_frame(name, description,
+                     reply_to == 0 ? std::nullopt : std::optional<std::int64_t>(reply_to),
+                     client_id));
   }
 
   void notice(std::string_view text) override { send(notification_frame(text)); }

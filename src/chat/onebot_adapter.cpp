@@ -307,7 +307,8 @@ class OneBotAdapter::Outlet : public chat::Outlet,
 
   // Not stored (the store refused the message, work was dropped): said once,
   // best effort, in order with the replies.
-  void error(std::string_view, std::string_view description, Seq) override {
+  void error(std::string_view, std::string_view description, Seq,
+             std::optional<std::string_view> = std::nullopt) override {
     queue(Outgoing{.seq = 0, .parts = {std::string(description)}});
   }
   void notice(std::string_view) override {}  // QQ has no cancel to answer

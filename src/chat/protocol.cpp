@@ -96,7 +96,21 @@ std::optional<ProtocolError> parse_images(const json::object& frame, UserMessage
   return std::nullopt;
 }
 
+ClientFrame parse_message_fields(const json::object& frame);
+
+// A refusal names the message by its client id where it has a readable one.
 ClientFrame parse_message(const json::object& frame) {
+  auto parsed = parse_message_fields(frame);
+  if (auto* error = std::get_if<ProtocolError>(&parsed)) {
+    const auto* id = frame.if_contains("id");
+    if (id && id->is_string() && !id->get_string().empty() &&
+        id->get_string().size() <= max_client_id_bytes)
+      error->id = std::string(id->get_string());
+  }
+  return parsed;
+}
+
+ClientFrame parse_message_fields(const json::object& frame) {
   UserMessage message;
   if (const auto* text = frame.if_contains("text"); text && !text->is_null()) {
     if (!text->is_string()) return wrong_type("text", "a string");
@@ -270,10 +284,11 @@ std::string notification_frame(std::string_view content) {
 }
 
 std::string error_frame(std::string_view name, std::string_view description,
-                        std::optional<std::int64_t> reply_to) {
-  FrameWriter frame(name.size() + description.size());
+                        std::optional<std::int64_t> reply_to, std::optional<std::string_view> id) {
+  FrameWriter frame(name.size() + description.size() + (id ? id->size() : 0));
   frame.text("type", "error").text("name", name).text("description", description);
   if (reply_to) frame.number("reply_to", *reply_to);
+  if (id) frame.text("id", *id);
   return std::move(frame).done();
 }
 

@@ -35,6 +35,9 @@ struct Cancel {};
 struct ProtocolError {
   std::string name;  // "invalid_json", "missing_text", "wrong_type", ...
   std::string description;
+  // The refused message's client id, when it has a readable one: its error
+  // frame carries it, so a client that sent several can tell which.
+  std::optional<std::string> id{};
 };
 
 using ClientFrame = std::variant<UserMessage, Resume, Cancel, ProtocolError>;
@@ -58,7 +61,9 @@ std::string token_frame(std::string_view piece, std::int64_t reply_to);
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to);
 std::string notification_frame(std::string_view content);
+// `id`: the client id of the message it refuses, when it had one.
 std::string error_frame(std::string_view name, std::string_view description,
-                        std::optional<std::int64_t> reply_to = std::nullopt);
+                        std::optional<std::int64_t> reply_to = std::nullopt,
+                        std::optional<std::string_view> id = std::nullopt);
 
 }  // namespace mooring::chat

@@ -673,6 +673,21 @@ TEST(Chat, BadFramesGetNamedErrorsAndTheConnectionStaysUsable) {
     EXPECT_FALSE(string_field(*error, "description").empty());
   }
 
+  // A refused message names itself by its id, where it has a readable one
+  // (defect: a client that sent several could not tell which was refused).
+  for (const auto& [frame, id] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"id": "m-7", "text": "hi", "image": "ftp://example.com/x.png"})", "m-7"},
+           {R"({"id": "m-8"})", "m-8"},
+           {R"({"id": "m-9", "text": 42})", "m-9"},
+           {R"({"id": 42, "text": "hi"})", ""}}) {
+    SCOPED_TRACE(frame);
+    grace.send_raw(frame);
+    const auto error = grace.next();
+    ASSERT_TRUE(error.has_value()) << "closed with " << grace.close_code();
+    EXPECT_EQ(string_field(*error, "type"), "error");
+    EXPECT_EQ(string_field(*error, "id"), id);
+  }
+
   const auto seq = say_and_get_seq(grace, "still here", "ok");
   const auto chat = grace.read_until([&](const Frame& f) { return is_chat_for(f, seq); });
   EXPECT_EQ(string_field(chat, "text"), "echo: still here");
@@ -1107,6 +1122,7 @@ TEST(Chat, SignedTokensAndTheRateLimitInTheRealBinary) {
   client.say("one too many", "m3");
   const auto refused = client.read_until([](const Frame& f) { return is_type(f, "error"); });
   EXPECT_EQ(string_field(refused, "name"), "rate_limited");
+  EXPECT_EQ(string_field(refused, "id"), "m3");
   EXPECT_EQ(host.log().find(alice), std::string::npos) << "the token never reaches the log";
 
   // `mooring token issue` mints what the gateway accepts, for that user only.

@@ -25,7 +25,8 @@ class FakeOutlet : public Outlet {
     events.push_back(fmt::format("stored {} #{}{}", message.text, appended.seq,
                                  appended.duplicate ? " again" : ""));
   }
-  void error(std::string_view name, std::string_view description, store::Seq) override {
+  void error(std::string_view name, std::string_view description, store::Seq,
+             std::optional<std::string_view>) override {
     events.push_back(fmt::format("error {}: {}", name, description));
   }
   void notice(std::string_view text) override { events.push_back(fmt::format("notice {}", text)); }
