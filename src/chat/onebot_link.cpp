@@ -1,5 +1,6 @@
 #include "chat/onebot_link.hpp"
 
+#include "llm/utf8.hpp"
 #include "runtime/cancellation.hpp"
 
 #include <fmt/format.h>
@@ -100,9 +101,41 @@ std::string echo_key(const json::value& echo) {
   return json::serialize(echo);
 }
 
+namespace {
+
+// Every string of `value` (not its keys) made valid UTF-8: the marks
+// mark_lone_surrogates left become U+FFFD.
+void repair_strings(json::value& value) {
+  if (auto* string = value.if_string()) {
+    llm::SurrogateJoiner marks;  // a mark becomes one U+FFFD
+    auto text = marks.feed(*string);
+    text += marks.finish();
+    *string = llm::repair_utf8(text);
+  } else if (auto* array = value.if_array()) {
+    for (auto& item : *array) repair_strings(item);
+  } else if (auto* object = value.if_object()) {
+    for (auto& item : *object) repair_strings(item.value());
+  }
+}
+
+// A frame's JSON. A lone UTF-16 surrogate escape ("\ud83d" alone, which
+// Node's JSON.stringify writes for a character cut in half, in a message or
+// a nickname) is read as U+FFFD rather than failing the whole frame.
+json::value parse_frame(std::string_view text, error_code& ec) {
+  const auto marked = llm::mark_lone_surrogates(text);
+  if (!marked) return json::parse(text, ec);
+  json::parse_options lenient;
+  lenient.allow_invalid_utf8 = true;  // only the marks can be: a text frame is UTF-8
+  auto value = json::parse(*marked, ec, json::storage_ptr(), lenient);
+  if (!ec) repair_strings(value);
+  return value;
+}
+
+}  // namespace
+
 std::variant<Event, Answer, Unreadable> sort_frame(std::string_view text) {
   error_code ec;
-  auto value = json::parse(text, ec);
+  auto value = parse_frame(text, ec);
   if (ec) return Unreadable{fmt::format("not JSON: {}", ec.message())};
   auto* object = value.if_object();
   if (!object) return Unreadable{"not a JSON object"};

@@ -108,6 +108,24 @@ TEST(OneBotFrames, TheWorstFramesAreUnreadableOrReadNeverThrown) {
   EXPECT_EQ(std::get<Answer>(answer).echo.size(), long_echo.size());
 }
 
+// Node's JSON.stringify (NapCat, LLOneBot) writes a character cut in half as
+// a lone surrogate escape. Defect: Boost.JSON refused the whole frame, and the
+// message went unanswered without a word at the default log level.
+TEST(OneBotFrames, ALoneSurrogateEscapeIsReadAsTheReplacementCharacter) {
+  auto event = sort_frame(
+      R"({"post_type":"message","message":"lone \ud83d here, a pair \ud83d\ude00",)"
+      R"("sender":{"nickname":["Bob\ude00"]}})");
+  ASSERT_TRUE(std::holds_alternative<Event>(event));
+  const auto& object = std::get<Event>(event).object;
+  EXPECT_EQ(object.at("message").as_string(), "lone \xEF\xBF\xBD here, a pair \xF0\x9F\x98\x80");
+  EXPECT_EQ(object.at("sender").at("nickname").as_array().at(0).as_string(), "Bob\xEF\xBF\xBD");
+  // Beside a raw byte that is not UTF-8 (a text frame never has one), nothing
+  // invalid is let through either.
+  auto mixed = sort_frame("{\"post_type\":\"message\",\"message\":\"\\ud83d\xff\"}");
+  ASSERT_TRUE(std::holds_alternative<Event>(mixed));
+  EXPECT_EQ(std::get<Event>(mixed).object.at("message").as_string(), "\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 class ApiCallsTest : public testing::Test {
  protected:
   asio::io_context io;
