@@ -200,6 +200,7 @@ class Host {
   std::unique_ptr<AdminComponent> admin_;
   std::vector<Component*> components_;
   std::string ready_text_;  // what the ready file says now
+  std::string told_status_;  // the last STATUS= sent that summary() made
   // Snapshots of the provider's latency histogram, about one a second over
   // the last ten, for the status document's recent percentiles.
   mutable std::deque<std::pair<Clock::time_point, runtime::Histogram::Snapshot>> latency_window_;
@@ -257,6 +258,14 @@ void Host::write_ready_file() {
 
 void Host::component_changed(const ComponentStatus& status) {
   write_ready_file();
+  // The service manager's status follows a listener that binds later, or
+  // stops listening.
+  if (running_ && !shutdown_.begun() && !applying_ && systemd_.enabled()) {
+    if (auto now = summary(); now != told_status_) {
+      told_status_ = now;
+      systemd_.status(now);
+    }
+  }
   auto event = status.to_json();
   event.erase("history");
   event["type"] = "component";
@@ -517,7 +526,7 @@ awaitable<ConfigOutcome> Host::apply_and_notify(ConfigResult parsed, Change chan
   auto outcome = co_await apply(std::move(parsed), std::move(change));
   count_reload(outcome.status);
   if (outcome.status == http::status::ok) {
-    systemd_.ready(summary());
+    systemd_.ready(told_status_ = summary());
   } else {
     const auto* error = outcome.body.if_contains("error");
     const auto* message = error && error->is_object() ? error->as_object().if_contains("message")
@@ -531,8 +540,15 @@ awaitable<ConfigOutcome> Host::apply_and_notify(ConfigResult parsed, Change chan
 
 // One line for the service manager's status: what serves where.
 std::string Host::summary() const {
+  // A listener that could not bind says so (it retries every second).
+  const auto where = [](const Component* component) -> std::string {
+    if (!component) return "";
+    const auto status = component->status();
+    if (!status.listen.empty()) return status.listen;
+    return "not listening" + (status.last_error.empty() ? "" : " (" + status.last_error + ")");
+  };
   return fmt::format("serving generation {}: gateway {}, admin {}", generation_,
-                     gateway_ ? gateway_->status().listen : "", admin_ ? admin_->status().listen : "");
+                     where(gateway_.get()), where(admin_.get()));
 }
 
 awaitable<void> Host::feed_watchdog(Host* host, runtime::Duration interval) {
@@ -670,7 +686,7 @@ awaitable<int> Host::main() {
   if (!admin_->status().listen.empty())
     log::info("admin: web panel at http://{}/ (sign in with the admin token)",
               admin_->status().listen);
-  systemd_.ready(summary());
+  systemd_.ready(told_status_ = summary());
   if (auto interval = systemd_.watchdog_interval())
     supervisor_.spawn("systemd watchdog", "systemd", feed_watchdog(this, *interval));
 

@@ -156,6 +156,41 @@ TEST(Systemd, AStatusIsOneLineAndNoReloadIsAnnouncedOnceStopping) {
   }
 }
 
+// Defect: with the admin's port taken, READY=1 said "admin " and nothing
+// more, and nothing was said when it bound later.
+TEST(Systemd, AListenerThatCannotBindIsNamedInTheStatusUntilItDoes) {
+  TempDir dir;
+  asio::io_context io;
+  std::optional<asio::ip::tcp::acceptor> blocker(
+      std::in_place, io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = blocker->local_endpoint().port();
+  write_file(dir / "mooring.toml",
+             fmt::format("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n"
+                         "token = \"admin-t\"\n",
+                         port));
+  NotifySocket notify(dir / "notify.sock");
+  ChildProcess host(MOORING_BINARY, {"serve"}, dir.path(), {"NOTIFY_SOCKET=" + notify.path()});
+  auto ready = notify.next_state();
+  ASSERT_TRUE(starts_with(ready, "READY=1\nSTATUS=serving generation 1: gateway 127.0.0.1:"))
+      << ready.value_or("(nothing)") << host.stderr_text();
+  EXPECT_NE(ready->find(", admin not listening ("), std::string::npos) << *ready;
+  blocker.reset();
+  const auto bound = fmt::format(", admin 127.0.0.1:{}", port);
+  std::optional<std::string> status;
+  ASSERT_TRUE(poll_until(
+      [&] {
+        status = notify.next(std::chrono::milliseconds(100));
+        return status && status->starts_with("STATUS=serving generation 1") &&
+               status->ends_with(bound);
+      },
+      std::chrono::seconds(20)))
+      << status.value_or("(nothing)") << host.stderr_text();
+  host.signal(SIGTERM);
+  const auto code = host.wait_exit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << host.stderr_text();
+}
+
 // Two ports nothing listens on at the moment of the call, and not the same one.
 std::pair<std::uint16_t, std::uint16_t> free_ports() {
   asio::io_context io;
