@@ -330,6 +330,17 @@ bool is_loopback(const net::ListenAddress& address) {
   return address.host == "localhost" || address.host == "::1" || address.host.starts_with("127.");
 }
 
+// Whether two listeners would want one socket: the same port, and hosts
+// that meet (the same, a wildcard, or "localhost" beside a loopback address).
+bool overlap(const net::ListenAddress& a, const net::ListenAddress& b) {
+  if (a.port != b.port) return false;
+  const auto wildcard = [](const net::ListenAddress& x) {
+    return x.host == "0.0.0.0" || x.host == "::" || x.host.empty();
+  };
+  return a.host == b.host || wildcard(a) || wildcard(b) ||
+         (is_loopback(a) && is_loopback(b) && (a.host == "localhost" || b.host == "localhost"));
+}
+
 // The name of an environment variable that holds a credential: upper-case
 // letters, digits and underscores, ending in _KEY, _TOKEN or _SECRET. Any
 // other variable (PATH, HOME) would be sent to base_url as a bearer token.
@@ -756,9 +767,10 @@ ConfigResult parse_config(std::string_view toml_text) {
   // Port 0 is a different free port for each.
   if (config->admin.listen.port != 0 && !problems.failed("admin.listen") &&
       !problems.failed("gateway.listen"))
-    admin.check("listen", !(config->admin.listen == config->gateway.listen),
-                fmt::format("\"{}\" is gateway.listen too; the two listeners need addresses of their own",
-                            config->admin.listen.to_string()));
+    admin.check("listen", !overlap(config->admin.listen, config->gateway.listen),
+                fmt::format("\"{}\" takes the port of gateway.listen \"{}\" (one of them would "
+                            "never bind); the two listeners need ports of their own",
+                            config->admin.listen.to_string(), config->gateway.listen.to_string()));
   read_provider(top.section("provider"), config->provider);
   read_chat(top.section("chat"), config->chat);
   Section onebot = top.section("onebot");
