@@ -495,6 +495,11 @@ void read_data(Section s, DataConfig& c) {
   s.read("dir", c.dir);
   s.read_choice("synchronous", c.synchronous, sync_modes);
   s.check("dir", !c.dir.empty(), "must not be empty");
+  // A path cannot hold them: "da\u0000ta" would be the directory "da".
+  s.check("dir",
+          std::none_of(c.dir.begin(), c.dir.end(),
+                       [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; }),
+          "must not hold control characters (a NUL, a newline)");
   s.report_unknown_keys();
 }
 
@@ -533,8 +538,9 @@ void read_gateway(Section s, GatewayConfig& c) {
   s.check("heartbeat_interval", c.heartbeat_interval > Duration::zero(), "must be more than 0ms");
   s.check("heartbeat_timeout", c.heartbeat_timeout > Duration::zero(), "must be more than 0ms");
   if (!s.failed("auth") && !s.failed("token")) {
-    if (c.auth == "token")
-      s.check("token", !c.token.empty(), "must be set when gateway.auth is \"token\"");
+    // Not set, it has no line of its own: the line that asks for it.
+    if (c.auth == "token" && c.token.empty())
+      s.fail_at("token", s.line("auth"), "must be set when gateway.auth is \"token\"");
     if (c.auth != "token" && !c.token.empty())
       s.check("auth", false,
               fmt::format("is \"{}\" but gateway.token is set; use auth = \"token\" or remove the "
@@ -546,8 +552,10 @@ void read_gateway(Section s, GatewayConfig& c) {
             fmt::format("\"{}\" is not a credential variable name (upper case, ending in _KEY, "
                         "_TOKEN or _SECRET)",
                         c.signing_key_env));
-  if (c.auth == "none" && !s.failed("listen") && !s.failed("auth") && !is_loopback(c.listen))
-    s.check("allow_anonymous", c.allow_anonymous,
+  if (c.auth == "none" && !s.failed("listen") && !s.failed("auth") && !is_loopback(c.listen) &&
+      !c.allow_anonymous && !s.failed("allow_anonymous"))
+    s.fail_at("allow_anonymous",
+              s.line("allow_anonymous") != 0 ? s.line("allow_anonymous") : s.line("listen"),
             fmt::format("gateway.listen \"{}\" is reachable from other machines and gateway.auth "
                         "is \"none\": anyone could read any user's replies; set gateway.auth to "
                         "\"token\" or \"signed\", or allow_anonymous = true if that is meant",

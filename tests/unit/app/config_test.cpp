@@ -622,6 +622,15 @@ TEST(ParseConfigRules, OneBotPathMustNotBeUnderTheWebChats) {
   EXPECT_TRUE(parse_config("[onebot]\npath = \"/wsx/onebot\"\n").index() == 0);
 }
 
+// Defect: "da\u0000ta" passed check-config, and serve made the directory "da".
+TEST(ParseConfigRules, DataDirMustNotHoldControlCharacters) {
+  for (const char* dir : {R"(da\u0000ta)", R"(data\nSTOPPING=1)"}) {
+    const auto error = single_error(std::string("[data]\ndir = \"") + dir + "\"\n");
+    EXPECT_EQ(error.key, "data.dir") << dir;
+    EXPECT_EQ(error.line, 2) << dir;
+  }
+}
+
 TEST(ParseConfigRules, DataDirMustNotBeEmpty) {
   const auto error = single_error("[data]\ndir = \"\"\n");
   EXPECT_EQ(error.key, "data.dir");
@@ -963,6 +972,7 @@ TEST(ParseConfigRules, ApiKeyEnvMustNameACredentialVariable) {
 TEST(ParseConfigRules, AnonymousAccessIsRefusedOnAnAddressOthersCanReach) {
   const auto error = single_error("[gateway]\nlisten = \"0.0.0.0:8080\"\n");
   EXPECT_EQ(error.key, "gateway.allow_anonymous");
+  EXPECT_EQ(error.line, 2) << "the line of the listen that asks for it";
   EXPECT_TRUE(contains(error.message, "\"0.0.0.0:8080\" is reachable from other machines"))
       << error.message;
   EXPECT_NE(parse_ok("[gateway]\nlisten = \"0.0.0.0:8080\"\nallow_anonymous = true\n"), nullptr);
@@ -1000,6 +1010,7 @@ TEST(ParseConfigRules, TheAuthModeAndTheTokenAgree) {
   ASSERT_NE(implied, nullptr);
   EXPECT_EQ(implied->gateway.auth, "token");
   EXPECT_EQ(single_error("[gateway]\nauth = \"token\"\n").key, "gateway.token");
+  EXPECT_EQ(single_error("[gateway]\n\nauth = \"token\"\n").line, 3) << "the line of auth";
   EXPECT_EQ(single_error("[gateway]\nauth = \"none\"\ntoken = \"t\"\n").key, "gateway.auth");
   EXPECT_EQ(single_error("[gateway]\nauth = \"signed\"\nsigning_key_env = \"PATH\"\n").key,
             "gateway.signing_key_env");
