@@ -46,6 +46,7 @@ std::vector<llm::ChatMessage> HistoryBudget::take() {
 
 awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::string user_id,
                                                       store::Seq before, HistoryBudget budget) {
+  FailedTurns failed;
   while (budget.wants_more()) {
     const auto wanted = budget.next_page();
     auto page = co_await store.messages(user_id, wanted, before);
@@ -56,8 +57,12 @@ awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::
     if (page->empty()) break;
     before = page->front().seq;
     const bool last_page = page->size() < wanted;
-    for (auto it = page->rbegin(); it != page->rend(); ++it)
+    for (auto it = page->rbegin(); it != page->rend(); ++it) {
+      if (failed.leaves_out(it->seq, it->role, it->status == store::MessageStatus::failed,
+                            it->reply_to.value_or(0)))
+        continue;
       if (!budget.add_older(it->role, std::move(it->content))) break;
+    }
     if (last_page) break;
   }
   co_return budget.take();

@@ -6,6 +6,8 @@
 // alone exceeds the budget is still sent, with no history.
 #pragma once
 
+#include <algorithm>
+
 #include "llm/provider.hpp"
 #include "store/store.hpp"
 
@@ -41,9 +43,33 @@ class HistoryBudget {
   std::vector<llm::ChatMessage> history_;  // newest first
 };
 
+// The turns a history leaves out, seen newest first: a reply that failed (the
+// words the user was told, "the provider did not answer in time", are not the
+// assistant's) and the question it answered, and a question marked failed
+// without a reply. A model given them would repeat them, or see two
+// questions in a row.
+class FailedTurns {
+ public:
+  // Whether the message, seen next (older than those before), is left out.
+  bool leaves_out(store::Seq seq, store::Role role, bool failed, store::Seq reply_to) {
+    if (role == store::Role::assistant) {
+      if (failed && reply_to != 0) questions_.push_back(reply_to);
+      return failed;
+    }
+    if (failed) return true;
+    const auto it = std::find(questions_.begin(), questions_.end(), seq);
+    if (it == questions_.end()) return false;
+    questions_.erase(it);
+    return true;
+  }
+
+ private:
+  std::vector<store::Seq> questions_;  // of failed replies, not seen yet
+};
+
 // The stored messages of `user_id` before message `before`, as many as
-// `budget` takes, read from `store` a page at a time. A store failure is
-// logged and ends the history there.
+// `budget` takes, read from `store` a page at a time, failed turns left out
+// (FailedTurns). A store failure is logged and ends the history there.
 awaitable<std::vector<llm::ChatMessage>> load_history(store::Store& store, std::string user_id,
                                                       store::Seq before, HistoryBudget budget);
 

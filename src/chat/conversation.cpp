@@ -503,7 +503,8 @@ awaitable<void> Conversation::store_and_hand_over(Seq reply_to, std::string cont
     co_await store().mark_failed(id_, reply_to, std::move(told));
     co_return;
   }
-  remember(*stored, store::Role::assistant, content);
+  remember(*stored, store::Role::assistant, content, reply_to,
+           status == store::MessageStatus::failed);
   if (outlet_)
     outlet_->reply(store::Message{.seq = *stored,
                                   .user_id = id_,
@@ -525,12 +526,13 @@ std::size_t recent_bytes(const ConversationOptions& options) {
 }
 }  // namespace
 
-void Conversation::remember(Seq seq, store::Role role, const std::string& content) {
+void Conversation::remember(Seq seq, store::Role role, const std::string& content, Seq reply_to,
+                            bool failed) {
   if (!recent_loaded_ && !recent_loading_) return;  // the first read brings it
   auto at = recent_.end();
   while (at != recent_.begin() && std::prev(at)->seq >= seq) --at;
   if (at != recent_.end() && at->seq == seq) return;  // known already
-  recent_.insert(at, Recent{seq, role, llm::Text(content)});
+  recent_.insert(at, Recent{seq, role, failed, reply_to, llm::Text(content)});
   recent_bytes_ += content.size();
   trim_recent();
 }
@@ -560,15 +562,19 @@ awaitable<std::vector<llm::ChatMessage>> Conversation::history_before(const stor
       const bool everything = page->size() < wanted;
       const Seq first = page->empty() ? std::numeric_limits<Seq>::max() : page->front().seq;
       recent_loaded_ = true;
-      for (auto& stored : *page) remember(stored.seq, stored.role, stored.content);
+      for (auto& stored : *page)
+        remember(stored.seq, stored.role, stored.content, stored.reply_to.value_or(0),
+                 stored.status == store::MessageStatus::failed);
       recent_complete_ = everything && (recent_.empty() || recent_.front().seq <= first);
     }
   }
   if (recent_loaded_) {
     HistoryBudget budget(options.history_messages, options.max_context_bytes, bytes_used);
+    FailedTurns failed;
     bool reached_back = false;
     for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
       if (it->seq >= message.seq) continue;
+      if (failed.leaves_out(it->seq, it->role, it->failed, it->reply_to)) continue;
       if (!budget.wants_more() ||
           !budget.add_older(it->role, it->content)) {
         reached_back = true;

@@ -224,7 +224,10 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
                                      runtime::WorkGate::Pass& pass);
   awaitable<std::vector<llm::ChatMessage>> history_before(const store::Message& message,
                                                           std::size_t bytes_used);
-  void remember(store::Seq seq, store::Role role, const std::string& content);
+  // `failed`: a reply that failed, or a question marked failed without one
+  // (left out of histories with its question: FailedTurns).
+  void remember(store::Seq seq, store::Role role, const std::string& content,
+                store::Seq reply_to = 0, bool failed = false);
   void trim_recent();
   awaitable<void> store_and_hand_over(store::Seq reply_to, std::string content,
                                       store::MessageStatus status, bool cancelled);
@@ -259,6 +262,8 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   struct Recent {
     store::Seq seq;
     store::Role role;
+    bool failed = false;
+    store::Seq reply_to = 0;  // a reply's question
     llm::Text content;  // shared with the requests whose history it is
   };
   boost::container::devector<Recent> recent_;
