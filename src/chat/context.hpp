@@ -52,6 +52,7 @@ class FailedTurns {
  public:
   // Whether the message, seen next (older than those before), is left out.
   bool leaves_out(store::Seq seq, store::Role role, bool failed, store::Seq reply_to) {
+    if (!failed && questions_.empty()) return false;  // the common case, first
     if (role == store::Role::assistant) {
       if (failed && reply_to != 0) questions_.push_back(reply_to);
       return failed;

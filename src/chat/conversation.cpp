@@ -533,6 +533,7 @@ void Conversation::remember(Seq seq, store::Role role, const std::string& conten
   while (at != recent_.begin() && std::prev(at)->seq >= seq) --at;
   if (at != recent_.end() && at->seq == seq) return;  // known already
   recent_.insert(at, Recent{seq, role, failed, reply_to, llm::Text(content)});
+  if (failed) ++recent_failed_;
   recent_bytes_ += content.size();
   trim_recent();
 }
@@ -542,6 +543,7 @@ void Conversation::trim_recent() {
   while (recent_.size() > 1 &&
          (recent_.size() > recent_count(options) || recent_bytes_ > recent_bytes(options))) {
     recent_bytes_ -= recent_.front().content.size();
+    if (recent_.front().failed) --recent_failed_;
     recent_.pop_front();
     recent_complete_ = false;
   }
@@ -574,7 +576,8 @@ awaitable<std::vector<llm::ChatMessage>> Conversation::history_before(const stor
     bool reached_back = false;
     for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
       if (it->seq >= message.seq) continue;
-      if (failed.leaves_out(it->seq, it->role, it->failed, it->reply_to)) continue;
+      if (recent_failed_ > 0 && failed.leaves_out(it->seq, it->role, it->failed, it->reply_to))
+        continue;
       if (!budget.wants_more() ||
           !budget.add_older(it->role, it->content)) {
         reached_back = true;

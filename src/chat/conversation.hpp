@@ -268,6 +268,7 @@ class Conversation : public std::enable_shared_from_this<Conversation> {
   };
   boost::container::devector<Recent> recent_;
   std::size_t recent_bytes_ = 0;
+  std::size_t recent_failed_ = 0;  // of recent_, failed: none, and nothing is left out
   bool recent_loaded_ = false;    // recent_ holds every stored message from its first on
   bool recent_loading_ = false;   // the first read is in flight: stored messages are kept
   bool recent_complete_ = false;  // ... and that first is the conversation's first

@@ -119,10 +119,18 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   // Any piece is progress; an empty one (a reasoning step, a tool call's
   // delta) has nothing for the user. Either way the provider has begun its
   // answer, which is not asked for again (it is paid for).
-  auto progress = Clock::now();
-  PieceSink marking_sink = [&](std::string_view piece) {
-    started = true;
-    progress = Clock::now();
+  // Timed only for a provider that may wait (no clock read per piece else).
+  // One reference beside on_piece: the sink fits std::function's own room,
+  // and costs no allocation per attempt.
+  struct Progress {
+    bool& started;
+    bool timed;
+    Clock::time_point at;
+  } progress{started, inner_->may_wait(), {}};
+  if (progress.timed) progress.at = Clock::now();
+  PieceSink marking_sink = [&progress, &on_piece](std::string_view piece) {
+    progress.started = true;
+    if (progress.timed) progress.at = Clock::now();
     if (on_piece && !piece.empty()) on_piece(piece);
   };
   const auto budget = std::min(options_.attempt_timeout, deadline.remaining());
@@ -137,10 +145,10 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   // What an attempt the deadline stopped returned: it may say where it stood.
   std::optional<CompletionResult> stopped;
   try {
-    if (inner_->may_wait()) {
+    if (progress.timed) {
       // attempt_timeout is how long the provider may send nothing: before
       // its first piece, and between two.
-      auto timed = runtime::with_idle_timeout(inner_->complete(request, marking_sink), progress,
+      auto timed = runtime::with_idle_timeout(inner_->complete(request, marking_sink), progress.at,
                                               options_.attempt_timeout, deadline.at(), &stopped);
       outcome = co_await std::move(timed);
     } else {
@@ -160,7 +168,7 @@ awaitable<CompletionResult> ResilientProvider::attempt_once(const ChatRequest& r
   // Whole as time ran out (it was waiting for the end of the body after the
   // reply's last event): the reply stands.
   if (stopped && *stopped) co_return std::move(*stopped);
-  const bool idle_ran_out = progress + options_.attempt_timeout <= deadline.at();
+  const bool idle_ran_out = progress.at + options_.attempt_timeout <= deadline.at();
   auto detail =
       !idle_ran_out ? fmt::format("provider.total_timeout ({}) ran out during the attempt",
                                   runtime::format_duration(options_.total_timeout))
