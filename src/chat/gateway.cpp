@@ -329,13 +329,15 @@ class Gateway::Connection : public Outlet, public std::enable_shared_from_this<C
     if (!remember_sent(reply.seq) && !just_cancelled) return;
     if (!open()) return;
     Waiting frame{.reply_seq = reply.seq, .reply_to = reply.reply_to.value_or(0)};
+    // A reply that failed or was cancelled carries its seq too: a client
+    // resumes past it.
     if (just_cancelled) {
-      frame.text = notification_frame(reply.content);
+      frame.text = notification_frame(reply.content, reply.seq, frame.reply_to);
     } else if (reply.status == store::MessageStatus::answered) {
       frame.text = reply.content;
       frame.chat = true;
     } else {
-      frame.text = error_frame("reply_failed", reply.content, frame.reply_to);
+      frame.text = error_frame("reply_failed", reply.content, frame.reply_to, std::nullopt, reply.seq);
     }
     ++replies_taken_;
     enqueue(std::move(frame));

@@ -277,16 +277,21 @@ std::string chat_frame(std::string_view text, std::string_view user_id, std::int
       .done();
 }
 
-std::string notification_frame(std::string_view content) {
-  return std::move(
-             FrameWriter(content.size()).text("type", "notification").text("content", content))
-      .done();
+std::string notification_frame(std::string_view content, std::optional<std::int64_t> seq,
+                               std::optional<std::int64_t> reply_to) {
+  FrameWriter frame(content.size());
+  frame.text("type", "notification").text("content", content);
+  if (seq) frame.number("seq", *seq);
+  if (reply_to) frame.number("reply_to", *reply_to);
+  return std::move(frame).done();
 }
 
 std::string error_frame(std::string_view name, std::string_view description,
-                        std::optional<std::int64_t> reply_to, std::optional<std::string_view> id) {
+                        std::optional<std::int64_t> reply_to, std::optional<std::string_view> id,
+                        std::optional<std::int64_t> seq) {
   FrameWriter frame(name.size() + description.size() + (id ? id->size() : 0));
   frame.text("type", "error").text("name", name).text("description", description);
+  if (seq) frame.number("seq", *seq);
   if (reply_to) frame.number("reply_to", *reply_to);
   if (id) frame.text("id", *id);
   return std::move(frame).done();

@@ -60,10 +60,14 @@ std::string ack_frame(std::string_view id, std::int64_t seq, bool duplicate = fa
 std::string token_frame(std::string_view piece, std::int64_t reply_to);
 std::string chat_frame(std::string_view text, std::string_view user_id, std::int64_t seq,
                        std::int64_t reply_to);
-std::string notification_frame(std::string_view content);
-// `id`: the client id of the message it refuses, when it had one.
+// `seq`, `reply_to`: for a stored reply that is a notice (a cancelled one).
+std::string notification_frame(std::string_view content, std::optional<std::int64_t> seq = std::nullopt,
+                               std::optional<std::int64_t> reply_to = std::nullopt);
+// `id`: the client id of the message it refuses, when it had one; `seq`: a
+// stored reply's (a failed one), past which a client resumes.
 std::string error_frame(std::string_view name, std::string_view description,
                         std::optional<std::int64_t> reply_to = std::nullopt,
-                        std::optional<std::string_view> id = std::nullopt);
+                        std::optional<std::string_view> id = std::nullopt,
+                        std::optional<std::int64_t> seq = std::nullopt);
 
 }  // namespace mooring::chat

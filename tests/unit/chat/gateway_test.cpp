@@ -353,6 +353,11 @@ TEST(Gateway, AnOperatorCancellingAReplyDoesNotStallTheQueue) {
   EXPECT_TRUE(fixture.run([&] { return fixture.thread.supervisor().cancel(reply); }));
   const auto notice = client.read_until([](const Frame& f) { return is_type(f, "notification"); });
   EXPECT_NE(string_field(notice, "content").find("cancelled"), std::string::npos);
+  // The stored cancellation's seq and the message it answers, as a failed
+  // reply's error frame carries them.
+  ASSERT_TRUE(notice.contains("seq") && notice.contains("reply_to")) << boost::json::serialize(notice);
+  EXPECT_EQ(notice.at("reply_to").to_number<std::int64_t>(), first);
+  EXPECT_GT(notice.at("seq").to_number<std::int64_t>(), second);
   fixture.run([&] {
     fixture.gate->set_open(true);
     return true;
@@ -743,6 +748,7 @@ TEST(Gateway, AReplyCutShortKeepsWhatWasStreamedWithItsFailure) {
   ASSERT_EQ(client.connect(fixture.address, "/ws/cut"), 101);
   client.send(R"({"text":"hello","id":"c1"})");
   std::string streamed, final_text;
+  std::int64_t failed_seq = 0;
   for (;;) {
     const auto text = client.read();
     ASSERT_TRUE(text.has_value()) << "closed with " << client.close_code();
@@ -751,6 +757,7 @@ TEST(Gateway, AReplyCutShortKeepsWhatWasStreamedWithItsFailure) {
     if (is_type(frame, "error")) {
       EXPECT_EQ(frame.at("name").as_string(), "reply_failed");
       final_text = frame.at("description").as_string().c_str();
+      failed_seq = frame.contains("seq") ? frame.at("seq").to_number<std::int64_t>() : 0;
       break;
     }
   }
@@ -760,6 +767,22 @@ TEST(Gateway, AReplyCutShortKeepsWhatWasStreamedWithItsFailure) {
   const auto stored = fixture.messages("cut");
   ASSERT_EQ(stored.size(), 2u);
   EXPECT_EQ(stored.back().content, final_text);
+  // Its seq, past which a client resumes. Defect: it had none, and a resume
+  // after the last seq the client had seen sent the failure again.
+  EXPECT_EQ(failed_seq, stored.back().seq);
+  fixture.thread.run([&] { return fixture.gate->fail_after_piece = false; });
+  mooring::test::WsClient back;
+  ASSERT_EQ(back.connect(fixture.address, "/ws/cut"), 101);
+  back.send(fmt::format(R"({{"type":"resume","after":{}}})", failed_seq));
+  back.send(R"({"text":"again","id":"c2"})");
+  for (;;) {
+    const auto text = back.read();
+    ASSERT_TRUE(text.has_value()) << "closed with " << back.close_code();
+    const auto frame = boost::json::parse(*text).as_object();
+    EXPECT_FALSE(is_type(frame, "error")) << *text;
+    if (is_type(frame, "chat")) break;
+  }
+  back.close();
 }
 
 // A reconnect with little to catch up on takes room for a small first page,
