@@ -272,7 +272,15 @@ class AnswerReader {
       if (auto it = sent->headers.find("retry-after-ms"); it != sent->headers.end())
         if (const auto ms = retry_after_ms(it->value()); ms && (!retry_after || *ms > *retry_after))
           retry_after = ms;
-      return failure(error_from_status(status_, error_body_, retry_after, options_.api_key));
+      auto error = error_from_status(status_, error_body_, retry_after, options_.api_key);
+      // A redirect is not followed (the key would go where it points): where
+      // it points is what the operator needs, to put in provider.base_url.
+      if (auto it = sent->headers.find(http::field::location);
+          status_ >= 300 && status_ < 400 && it != sent->headers.end())
+        error.detail += fmt::format(" (it points to {}: if that is the API's address, set "
+                                    "provider.base_url to it)",
+                                    upstream_words(it->value(), options_.api_key, 200));
+      return failure(std::move(error));
     }
     if (!event_stream_) {
       if (auto refused = read_document()) return failure(std::move(*refused));

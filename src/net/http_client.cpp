@@ -150,11 +150,13 @@ error_code lookup_error(int code, int saved_errno) {
   }
 }
 
-// The content codings a response head names other than identity ("gzip",
+// The codings a response head names in `field` (Content-Encoding, or
+// Transfer-Encoding where "chunked" is read) other than identity ("gzip",
 // "br, gzip"), as written; empty when its body is as sent.
-std::string content_coding(const http::fields& headers) {
+std::string content_coding(const http::fields& headers,
+                           http::field which = http::field::content_encoding) {
   std::string codings;
-  const auto [first, last] = headers.equal_range(http::field::content_encoding);
+  const auto [first, last] = headers.equal_range(which);
   for (auto field = first; field != last; ++field) {
     std::string_view list = field->value();
     while (!list.empty()) {
@@ -165,7 +167,9 @@ std::string content_coding(const http::fields& headers) {
         coding.remove_prefix(1);
       while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
         coding.remove_suffix(1);
-      if (coding.empty() || beast::iequals(coding, "identity")) continue;
+      if (coding.empty() || beast::iequals(coding, "identity") ||
+          (which == http::field::transfer_encoding && beast::iequals(coding, "chunked")))
+        continue;
       if (!codings.empty()) codings += ", ";
       codings += coding;
     }
@@ -632,13 +636,17 @@ awaitable<boost::system::result<ClientResponse, ClientError>> HttpClient::send(
     // compressed all the same (a proxy that compresses whatever it forwards)
     // is not decoded: read as it is, it would pass for a broken or cut-off
     // answer, asked for again and again.
-    if (const auto coding = content_coding(parser->get().base()); !coding.empty())
-      co_return fail(make_error(
-          http::error::bad_value,
-          fmt::format("{} answered {} compressed (Content-Encoding: {}), which mooring did not "
-                      "ask for and does not read; if a proxy in front of it compresses "
-                      "responses, turn that off for this client",
-                      origin, parser->get().result_int(), coding)));
+    for (const auto field : {http::field::content_encoding, http::field::transfer_encoding})
+      if (const auto coding = content_coding(parser->get().base(), field); !coding.empty())
+        co_return fail(make_error(
+            http::error::bad_value,
+            fmt::format("{} answered {} compressed ({}: {}), which mooring did not ask for and "
+                        "does not read; if a proxy in front of it compresses responses, turn "
+                        "that off for this client",
+                        origin, parser->get().result_int(),
+                        field == http::field::content_encoding ? "Content-Encoding"
+                                                               : "Transfer-Encoding",
+                        coding)));
 
     ClientResponse response;
     response.status = static_cast<int>(parser->get().result_int());

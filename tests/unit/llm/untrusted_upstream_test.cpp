@@ -790,6 +790,48 @@ TEST(UntrustedUpstream, ACompressedAnswerIsRefusedAtOnceAndNotAskedAgain) {
       << upstream.requests()[0].head;
 }
 
+// The same compression as a transfer coding. Defect: "Transfer-Encoding:
+// gzip, chunked" was read as plain text, and every attempt ended "without a
+// reply", saying nothing of why.
+TEST(UntrustedUpstream, ATransferCodingOtherThanChunkedIsRefusedAtOnce) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_head(200, {{"Content-Type", "text/event-stream"},
+                                         {"Transfer-Encoding", "gzip, chunked"}}) +
+                    test::raw_chunk(std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10)) +
+                    test::raw_last_chunk()};
+    return reply;
+  });
+  auto options = patient();
+  options.max_attempts = 4;
+  auto reply = ask(openai(upstream.base_url()), options);
+  ASSERT_FALSE(reply.result.has_value());
+  const auto& error = reply.result.error();
+  EXPECT_EQ(error.kind, Kind::protocol) << error.detail;
+  EXPECT_NE(error.detail.find("compressed (Transfer-Encoding: gzip)"), std::string::npos)
+      << error.detail;
+  EXPECT_EQ(upstream.request_count(), 1u) << error.detail;
+}
+
+// A redirect is not followed; where it points is said.
+TEST(UntrustedUpstream, ARedirectSaysWhereItPoints) {
+  RawUpstream upstream([](const RawRequest&) {
+    RawReply reply;
+    reply.writes = {test::raw_head(301, {{"Location", "https://api.example.com/v1/chat/completions"},
+                                         {"Content-Type", "text/html"},
+                                         {"Content-Length", "18"}}) +
+                    "<html>moved</html>"};
+    return reply;
+  });
+  auto reply = ask(openai(upstream.base_url()));
+  ASSERT_FALSE(reply.result.has_value());
+  EXPECT_NE(reply.result.error().detail.find(
+                "(it points to https://api.example.com/v1/chat/completions: if that is the API's "
+                "address, set provider.base_url to it)"),
+            std::string::npos)
+      << reply.result.error().detail;
+}
+
 TEST(UntrustedUpstream, ANonStreamedAnswerOfTheRightShapeIsAccepted) {
   RawUpstream upstream([](const RawRequest&) {
     RawReply reply;
