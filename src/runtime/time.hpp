@@ -79,6 +79,23 @@ class TimeoutRace {
   std::shared_ptr<TimeoutState> state_;
 };
 
+// `op` run bound to `race`: nullopt when the race's timer ended it (what `op`
+// returned then goes to `stopped`), else what it returned or threw.
+template <typename T>
+awaitable<std::optional<T>> run_race(awaitable<T> op, TimeoutRace& race, std::optional<T>* stopped) {
+  const auto executor = co_await asio::this_coro::executor;
+  auto [failure, value] = co_await asio::co_spawn(
+      executor, std::move(op),
+      asio::bind_cancellation_slot(race.slot(), asio::as_tuple(asio::use_awaitable)));
+  // Expired: time is up, and `op` was cancelled (or ended as it was).
+  if (race.expired()) {
+    if (stopped && !failure) *stopped = std::move(value);
+    co_return std::nullopt;
+  }
+  if (failure) std::rethrow_exception(failure);
+  co_return std::move(value);
+}
+
 }  // namespace detail
 
 // Runs `op` and cancels it when `d` elapses first. `op` must honour
@@ -96,16 +113,7 @@ awaitable<std::optional<T>> with_timeout(awaitable<T> op, Duration d,
   const auto outer = co_await asio::this_coro::cancellation_state;
   asio::steady_timer timer(executor, d);
   detail::TimeoutRace race(timer, outer.slot());
-  auto [failure, value] = co_await asio::co_spawn(
-      executor, std::move(op),
-      asio::bind_cancellation_slot(race.slot(), asio::as_tuple(asio::use_awaitable)));
-  // Expired: time is up, and `op` was cancelled (or ended as it was).
-  if (race.expired()) {
-    if (stopped && !failure) *stopped = std::move(value);
-    co_return std::nullopt;
-  }
-  if (failure) std::rethrow_exception(failure);
-  co_return std::move(value);
+  co_return co_await detail::run_race(std::move(op), race, stopped);
 }
 
 // The void form: true when `op` finished in time.
@@ -124,15 +132,7 @@ awaitable<std::optional<T>> with_idle_timeout(awaitable<T> op, const Clock::time
   const auto outer = co_await asio::this_coro::cancellation_state;
   asio::steady_timer timer(executor);
   detail::TimeoutRace race(timer, outer.slot(), progress, idle, last);
-  auto [failure, value] = co_await asio::co_spawn(
-      executor, std::move(op),
-      asio::bind_cancellation_slot(race.slot(), asio::as_tuple(asio::use_awaitable)));
-  if (race.expired()) {
-    if (stopped && !failure) *stopped = std::move(value);
-    co_return std::nullopt;
-  }
-  if (failure) std::rethrow_exception(failure);
-  co_return std::move(value);
+  co_return co_await detail::run_race(std::move(op), race, stopped);
 }
 
 // Wakes coroutines waiting for "something changed" (a task ended, a connection
