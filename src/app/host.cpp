@@ -21,11 +21,9 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <cstring>
 #include <deque>
 #include <filesystem>
 
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -63,27 +61,16 @@ std::string join(const std::vector<std::string>& words) {
 // machines can reach it ("0.0.0.0:8080"); nullopt for a loopback address
 // (or one that cannot be read: a Unix socket is refused later).
 std::optional<std::string> reachable_address(int fd) {
-  sockaddr_storage storage{};
-  socklen_t length = sizeof storage;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return std::nullopt;
   net::tcp::endpoint endpoint;
-  if (storage.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&storage);
-    endpoint = {asio::ip::address_v4(ntohl(in->sin_addr.s_addr)), ntohs(in->sin_port)};
-  } else if (storage.ss_family == AF_INET6) {
-    const auto* in = reinterpret_cast<const sockaddr_in6*>(&storage);
-    asio::ip::address_v6::bytes_type bytes;
-    std::memcpy(bytes.data(), in->sin6_addr.s6_addr, bytes.size());
-    endpoint = {asio::ip::address_v6(bytes), ntohs(in->sin6_port)};
-  } else {
+  socklen_t length = static_cast<socklen_t>(endpoint.capacity());
+  if (::getsockname(fd, endpoint.data(), &length) != 0 ||
+      (endpoint.data()->sa_family != AF_INET && endpoint.data()->sa_family != AF_INET6))
     return std::nullopt;
-  }
-  const auto address = endpoint.address();
-  const bool loopback =
-      address.is_loopback() ||
-      (address.is_v6() && address.to_v6().is_v4_mapped() &&
-       asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).is_loopback());
-  if (loopback) return std::nullopt;
+  endpoint.resize(length);
+  auto address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  if (address.is_loopback()) return std::nullopt;
   return net::endpoint_string(endpoint);
 }
 

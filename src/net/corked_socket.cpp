@@ -167,12 +167,13 @@ struct Teardown {
   std::uint64_t drained = 0;
 };
 
+// Closes the socket and reports `ec`, else whatever the close said.
 void end_teardown(const std::shared_ptr<Teardown>& teardown, error_code ec) {
   if (!ec && teardown->role == boost::beast::role_type::client)
     teardown->socket.shutdown(asio::socket_base::shutdown_send, ec);
-  error_code ignored;
-  teardown->socket.close(ec ? ignored : ec);
-  std::move(teardown->handler)(ec);
+  error_code closed;
+  teardown->socket.close(closed);
+  std::move(teardown->handler)(ec ? ec : closed);
 }
 
 void drain(const std::shared_ptr<Teardown>& teardown) {

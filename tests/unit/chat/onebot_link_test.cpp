@@ -119,6 +119,10 @@ TEST(OneBotFrames, ALoneSurrogateEscapeIsReadAsTheReplacementCharacter) {
   const auto& object = std::get<Event>(event).object;
   EXPECT_EQ(object.at("message").as_string(), "lone \xEF\xBF\xBD here, a pair \xF0\x9F\x98\x80");
   EXPECT_EQ(object.at("sender").at("nickname").as_array().at(0).as_string(), "Bob\xEF\xBF\xBD");
+  // The worst nesting with a lone surrogate in it is refused as before.
+  const std::string deep = std::string(10000, '[') + "\"\\ud83d\"" + std::string(10000, ']');
+  EXPECT_TRUE(std::holds_alternative<Unreadable>(
+      sort_frame(R"({"post_type":"message","message":)" + deep + "}")));
   // Beside a raw byte that is not UTF-8 (a text frame never has one), nothing
   // invalid is let through either.
   auto mixed = sort_frame("{\"post_type\":\"message\",\"message\":\"\\ud83d\xff\"}");
